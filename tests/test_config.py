@@ -1,0 +1,150 @@
+"""trt_neg.config: both checkpoint layouts, derived figures, and invalid configs."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from trt_neg.checkpoint.synthetic import preset_config
+from trt_neg.config import ConfigError, config_from_dict, load_config
+
+
+def write(tmp_path, data, neg=None):
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    if neg is not None:
+        (tmp_path / "neg_config.json").write_text(json.dumps(neg))
+    return tmp_path
+
+
+def text_layout(preset="tiny"):
+    """The same model as a plain text config (model_type qwen3_5_text, fields at top level)."""
+    vl = preset_config(preset)
+    return {**vl["text_config"], "architectures": ["Qwen3_5ForCausalLM"], "neg_config": vl["neg_config"]}
+
+
+def test_published_and_text_layouts_describe_the_same_model(tmp_path):
+    (tmp_path / "vl").mkdir()
+    (tmp_path / "text").mkdir()
+    vl = load_config(write(tmp_path / "vl", preset_config("tiny")))
+    text = load_config(write(tmp_path / "text", text_layout()))
+    assert vl.backbone == text.backbone
+    assert vl.neg == text.neg
+    assert vl.architecture == "Qwen3_5ForConditionalGeneration"
+
+
+def test_9b_derived_figures_match_the_design_card():
+    cfg = config_from_dict(preset_config("9b"))
+    b = cfg.backbone
+    assert b.layer_types == ("linear_attention",) * 3 + ("full_attention",) + b.layer_types[4:]
+    assert len(b.full_attention_layers) == 8 and len(b.linear_attention_layers) == 24
+    assert b.rotary_dim == 64
+    assert (b.linear_key_dim, b.linear_value_dim, b.linear_conv_dim) == (2048, 4096, 8192)
+    # DESIGN.md section 3: 8.95B parameters; 2 MiB of fp32 state per layer, 48 MiB per sequence.
+    assert round(b.num_parameters / 1e9, 2) == 8.95
+    assert b.recurrent_state_bytes_per_sequence == 48 * 2**20
+    assert b.kv_cache_bytes_per_token("bfloat16") == 8 * 2 * 4 * 256 * 2
+    assert b.conv_state_bytes_per_sequence("float32") == 24 * 3 * 8192 * 4
+    # ~4.2M NEG parameters for d = 1024.
+    assert cfg.neg.num_parameters(b.hidden_size) == 4096 * 1024 + 2 * 1024 + 2
+
+
+def test_parameter_count_matches_transformers(tiny_checkpoint):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    expected = sum(p.numel() for p in model.parameters())
+    assert load_config(tiny_checkpoint).backbone.num_parameters == expected
+
+
+def test_full_attention_interval_expands_to_layer_types(tmp_path):
+    data = text_layout()
+    del data["layer_types"]
+    data["num_hidden_layers"] = 6
+    data["full_attention_interval"] = 3
+    cfg = load_config(write(tmp_path, data))
+    assert cfg.backbone.layer_types == ("linear_attention", "linear_attention", "full_attention") * 2
+
+
+def test_neg_config_json_beside_config(tmp_path):
+    data = text_layout()
+    neg = data.pop("neg_config")
+    neg["top_k"] = 16
+    cfg = load_config(write(tmp_path, data, neg))
+    assert cfg.neg.top_k == 16 and cfg.neg.temperature == 1.0 and cfg.neg.seed == 0
+
+
+def test_neg_defaults(tmp_path):
+    data = text_layout()
+    data["neg_config"] = {"head_hidden_size": 32}
+    neg = load_config(write(tmp_path, data)).neg
+    assert (neg.activation, neg.top_k, neg.temperature, neg.seed, neg.enabled) == ("silu", 8, 1.0, 0, True)
+
+
+def test_legacy_top_level_rope_fields(tmp_path):
+    data = text_layout()
+    del data["rope_parameters"]
+    data["rope_theta"] = 5e6
+    data["partial_rotary_factor"] = 0.5
+    b = load_config(write(tmp_path, data)).backbone
+    assert (b.rope_theta, b.rotary_dim) == (5e6, 8)
+
+
+def _mutations():
+    def drop(field):
+        return lambda d: d["text_config"].pop(field)
+
+    def setf(field, value):
+        return lambda d: d["text_config"].__setitem__(field, value)
+
+    def setneg(field, value):
+        return lambda d: d["neg_config"].__setitem__(field, value)
+
+    return {
+        "missing hidden_size": (drop("hidden_size"), "text_config.hidden_size", "missing"),
+        "negative vocab": (setf("vocab_size", -5), "text_config.vocab_size", ">= 1"),
+        "string heads": (setf("num_attention_heads", "16"), "text_config.num_attention_heads", "integer"),
+        "GQA does not divide": (setf("num_key_value_heads", 3), "text_config.num_key_value_heads", "divide"),
+        "linear heads do not divide": (setf("linear_num_key_heads", 3), "text_config.linear_num_key_heads", "divide"),
+        "layer_types length": (setf("layer_types", ["linear_attention"] * 3), "text_config.layer_types", "entries"),
+        "unknown layer type": (setf("layer_types", ["linear_attention"] * 3 + ["sliding"]),
+                               "text_config.layer_types", "sliding"),
+        "odd rotary dims": (lambda d: d["text_config"]["rope_parameters"].__setitem__("partial_rotary_factor", 0.2),
+                            "partial_rotary_factor", "rotary dims"),
+        "unsupported rope": (lambda d: d["text_config"]["rope_parameters"].__setitem__("rope_type", "yarn"),
+                             "text_config.rope_parameters.rope_type", "yarn"),
+        "eos outside vocab": (setf("eos_token_id", 100000), "text_config.eos_token_id", "outside the vocabulary"),
+        "neg temperature zero": (setneg("temperature", 0), "neg_config.temperature", "positive"),
+        "neg top_k zero": (setneg("top_k", 0), "neg_config.top_k", ">= 1"),
+        "neg activation": (setneg("activation", "tanh"), "neg_config.activation", "one of"),
+        "neg unknown field": (setneg("topk", 8), "neg_config.topk", "unknown NEG field"),
+        "neg missing": (lambda d: d.pop("neg_config"), "neg_config", "missing"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_mutations()))
+def test_invalid_config_names_field_and_file(tmp_path, case):
+    mutate, field, words = _mutations()[case]
+    data = copy.deepcopy(preset_config("tiny"))
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    message = str(info.value)
+    assert str(tmp_path / "config.json") in message
+    assert field in message and words in message
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(tmp_path)
+
+
+def test_neg_config_given_twice(tmp_path):
+    data = preset_config("tiny")
+    with pytest.raises(ConfigError, match="given twice"):
+        load_config(write(tmp_path, data, {"head_hidden_size": 8}))

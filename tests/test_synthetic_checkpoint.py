@@ -1,0 +1,108 @@
+"""The built-in Darwin-NEG checkpoints: published layout, determinism, transformers loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from trt_neg.checkpoint.hf import NEG_TENSORS, HFCheckpoint, hf_text_weight_shapes
+from trt_neg.checkpoint.synthetic import PRESETS, write_checkpoint
+from trt_neg.config import config_from_dict, load_config
+
+
+def digest(directory):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_published_layout(tiny_checkpoint):
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["model_type"] == "qwen3_5" and "text_config" in config and "neg_config" in config
+    with safe_open(str(tiny_checkpoint / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert all(k.startswith(("model.language_model.", "model.visual.", "mtp.", "lm_head.", "neg_")) for k in keys)
+    assert any(k.startswith("model.visual.") for k in keys) and any(k.startswith("mtp.") for k in keys)
+    assert "lm_head.weight" in keys and set(NEG_TENSORS) <= keys
+
+
+def test_same_seed_same_bytes_other_seed_other_weights(tiny_checkpoint, tmp_path):
+    again = write_checkpoint(tmp_path / "again", "tiny", seed=0)
+    assert digest(again) == digest(tiny_checkpoint)
+    other = write_checkpoint(tmp_path / "other", "tiny", seed=1)
+    a, b = HFCheckpoint(tiny_checkpoint), HFCheckpoint(other)
+    for name in a.names():
+        if name != "neg_gate.threshold":
+            assert not torch.equal(a.get(name), b.get(name)), name
+
+
+def test_every_parameter_is_random(tiny_checkpoint):
+    ckpt = HFCheckpoint(tiny_checkpoint)
+    for name in ckpt.names():
+        t = ckpt.get(name).float()
+        assert torch.isfinite(t).all(), name
+        if t.numel() > 1:  # scalars (fc2 bias, threshold) are compared across seeds elsewhere
+            assert t.std() > 1e-3, f"{name} looks constant"
+    # Zero-centred norms must not be all-zero and the plain gated norm not all-one.
+    assert ckpt.get("model.layers.0.input_layernorm.weight").abs().mean() > 0.05
+    assert (ckpt.get("model.layers.0.linear_attn.norm.weight") - 1).abs().mean() > 0.05
+
+
+def test_tiny_loads_in_transformers_with_finite_logits(tiny_checkpoint):
+    from transformers import AutoModelForCausalLM
+
+    model, info = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32,
+                                                      output_loading_info=True)
+    assert type(model).__name__ == "Qwen3_5ForCausalLM"
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    # Only the NEG tensors are foreign to transformers (visual/mtp are on its ignore list).
+    assert set(info["unexpected_keys"]) <= set(NEG_TENSORS)
+    ids = torch.arange(1, 40).unsqueeze(0)
+    logits = model(ids).logits
+    assert logits.shape == (1, 39, 512) and torch.isfinite(logits).all()
+    assert logits[0, -1].std() > 0.5  # not a degenerate model: the logits spread
+
+
+def test_tiny_tokenizer_and_chat_template(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    cfg = load_config(tiny_checkpoint).backbone
+    assert len(tok) == cfg.vocab_size
+    assert tok.eos_token_id in cfg.eos_token_id
+    text = tok.apply_chat_template([{"role": "user", "content": "What is two plus two?"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text == "<|im_start|>user\nWhat is two plus two?<|im_end|>\n<|im_start|>assistant\n"
+    ids = tok(text).input_ids
+    assert ids[0] == tok.convert_tokens_to_ids("<|im_start|>") and max(ids) < cfg.vocab_size
+    assert tok.decode(ids) == text
+
+
+def test_9b_preset_shapes_without_writing():
+    from trt_neg.checkpoint.synthetic import preset_config
+
+    b = config_from_dict(preset_config("9b")).backbone
+    shapes = hf_text_weight_shapes(b)
+    total = sum(torch.Size(s).numel() for s in shapes.values())
+    assert total == b.num_parameters
+    assert shapes["model.layers.3.self_attn.q_proj.weight"] == (2 * 16 * 256, 4096)
+    assert shapes["model.layers.0.linear_attn.in_proj_qkv.weight"] == (8192, 4096)
+    assert PRESETS["9b"]["dtype"] == "bfloat16"
+
+
+def test_large_tensors_are_streamed_in_bounded_chunks(tmp_path, monkeypatch):
+    """The 9b writer generates big tensors in chunks; chunking must not change a byte."""
+    import trt_neg.checkpoint.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "CHUNK_ELEMENTS", 4096)
+    path = write_checkpoint(tmp_path / "chunked", "tiny", seed=0)
+    # Chunking changes nothing in the bytes: generators draw the same stream in any chunk size.
+    reference = write_checkpoint(tmp_path / "whole", "tiny", seed=0)
+    assert digest(path) == digest(reference)
+
+
+def test_existing_output_needs_overwrite(tiny_checkpoint):
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        write_checkpoint(tiny_checkpoint, "tiny", seed=0)

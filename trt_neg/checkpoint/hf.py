@@ -1,0 +1,184 @@
+"""The HF Darwin-NEG checkpoint: its tensor names and shapes, and a lazy reader.
+
+``hf_text_weight_shapes`` is the one list of the backbone's HF tensor names and shapes
+(in the text layout, ``model.layers.*``); the synthetic generator writes it, the reader
+validates against it, the reference model and the converter consume it.
+The published vision-language layout stores the same tensors under
+``model.language_model.*`` beside ``model.visual.*`` and ``mtp.*``, which are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..config import FULL_ATTENTION, BackboneConfig, DarwinNegConfig, NegConfig, load_config
+from .safetensors_io import CheckpointError, SafetensorsFile, safetensors_files
+
+log = logging.getLogger(__name__)
+
+PUBLISHED_PREFIX = "model.language_model."
+TEXT_PREFIX = "model."
+IGNORED_PREFIXES = ("model.visual.", "mtp.")
+NEG_FILE = "neg.safetensors"
+
+NEG_TENSORS = ("neg_head.fc1.weight", "neg_head.fc1.bias", "neg_head.fc2.weight", "neg_head.fc2.bias",
+               "neg_gate.threshold")
+
+
+def hf_text_weight_shapes(b: BackboneConfig) -> dict[str, tuple[int, ...]]:
+    """Every backbone tensor of an HF Qwen3.5 text checkpoint, by canonical (text-layout) name."""
+    h = b.hidden_size
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (b.vocab_size, h)}
+    for i, kind in enumerate(b.layer_types):
+        p = f"model.layers.{i}."
+        shapes[p + "input_layernorm.weight"] = (h,)
+        shapes[p + "post_attention_layernorm.weight"] = (h,)
+        if kind == FULL_ATTENTION:
+            a = p + "self_attn."
+            q_out, kv_out = b.num_attention_heads * b.head_dim, b.num_key_value_heads * b.head_dim
+            shapes[a + "q_proj.weight"] = (2 * q_out, h)  # per head [query | output gate]
+            shapes[a + "k_proj.weight"] = (kv_out, h)
+            shapes[a + "v_proj.weight"] = (kv_out, h)
+            shapes[a + "o_proj.weight"] = (h, q_out)
+            if b.attention_bias:
+                shapes[a + "q_proj.bias"] = (2 * q_out,)
+                shapes[a + "k_proj.bias"] = (kv_out,)
+                shapes[a + "v_proj.bias"] = (kv_out,)
+                shapes[a + "o_proj.bias"] = (h,)
+            shapes[a + "q_norm.weight"] = (b.head_dim,)
+            shapes[a + "k_norm.weight"] = (b.head_dim,)
+        else:
+            a = p + "linear_attn."
+            shapes[a + "in_proj_qkv.weight"] = (b.linear_conv_dim, h)
+            shapes[a + "in_proj_z.weight"] = (b.linear_value_dim, h)
+            shapes[a + "in_proj_b.weight"] = (b.linear_num_value_heads, h)
+            shapes[a + "in_proj_a.weight"] = (b.linear_num_value_heads, h)
+            shapes[a + "conv1d.weight"] = (b.linear_conv_dim, 1, b.linear_conv_kernel_dim)
+            shapes[a + "dt_bias"] = (b.linear_num_value_heads,)
+            shapes[a + "A_log"] = (b.linear_num_value_heads,)
+            shapes[a + "norm.weight"] = (b.linear_value_head_dim,)
+            shapes[a + "out_proj.weight"] = (h, b.linear_value_dim)
+        m = p + "mlp."
+        shapes[m + "gate_proj.weight"] = (b.intermediate_size, h)
+        shapes[m + "up_proj.weight"] = (b.intermediate_size, h)
+        shapes[m + "down_proj.weight"] = (h, b.intermediate_size)
+    shapes["model.norm.weight"] = (h,)
+    if not b.tie_word_embeddings:
+        shapes["lm_head.weight"] = (b.vocab_size, h)
+    return shapes
+
+
+def neg_weight_shapes(b: BackboneConfig, n: NegConfig) -> dict[str, tuple[int, ...]]:
+    d = n.head_hidden_size
+    return {
+        "neg_head.fc1.weight": (d, b.hidden_size),
+        "neg_head.fc1.bias": (d,),
+        "neg_head.fc2.weight": (1, d),
+        "neg_head.fc2.bias": (1,),
+        "neg_gate.threshold": (),
+    }
+
+
+def published_name(canonical: str) -> str:
+    """Canonical text-layout name -> name in the published vision-language layout."""
+    if canonical.startswith(TEXT_PREFIX):
+        return PUBLISHED_PREFIX + canonical[len(TEXT_PREFIX):]
+    return canonical
+
+
+def canonical_name(stored: str) -> str | None:
+    """Stored name (either layout) -> canonical text-layout name; None for ignored tensors."""
+    if stored.startswith(IGNORED_PREFIXES):
+        return None
+    if stored.startswith(PUBLISHED_PREFIX):
+        return TEXT_PREFIX + stored[len(PUBLISHED_PREFIX):]
+    return stored
+
+
+class HFCheckpoint:
+    """An HF Darwin-NEG checkpoint directory, read lazily tensor by tensor.
+
+    ``key_map`` renames stored NEG tensors (``{"my.head.w1": "neg_head.fc1.weight"}``) for
+    checkpoints that name them differently.
+    """
+
+    def __init__(self, directory: str | Path, key_map: dict[str, str] | None = None):
+        self.directory = Path(directory)
+        self.config: DarwinNegConfig = load_config(self.directory)
+        self._where: dict[str, tuple[SafetensorsFile, str]] = {}
+        self.ignored: list[str] = []
+        key_map = dict(key_map or {})
+        for path in safetensors_files(self.directory):
+            handle = SafetensorsFile(path)
+            for stored in handle.keys():
+                name = canonical_name(key_map.get(stored, stored))
+                if name is None:
+                    self.ignored.append(stored)
+                    continue
+                if name in self._where:
+                    other = self._where[name][0].path
+                    raise CheckpointError(path, f"duplicate tensor (also in {other.name})", stored)
+                self._where[name] = (handle, stored)
+        if self.ignored:
+            log.info("%s: ignoring %d vision/MTP tensors (text-only model)", self.directory, len(self.ignored))
+        self.expected = hf_text_weight_shapes(self.config.backbone)
+        self.expected_neg = neg_weight_shapes(self.config.backbone, self.config.neg)
+        self.validate_names()
+
+    def validate_names(self) -> None:
+        b = self.config.backbone
+        missing = [n for n in (*self.expected, *self.expected_neg) if n not in self._where]
+        if b.tie_word_embeddings and "lm_head.weight" in self._where:
+            pass  # a tied checkpoint may still store the head; it is ignored
+        if missing:
+            raise CheckpointError(self.directory, f"missing {len(missing)} tensor(s), first: {missing[:3]}",
+                                  missing[0])
+        unexpected = [n for n in self._where if n not in self.expected and n not in self.expected_neg
+                      and not (n == "lm_head.weight" and b.tie_word_embeddings)]
+        if unexpected:
+            handle, stored = self._where[unexpected[0]]
+            raise CheckpointError(handle.path, f"unexpected tensor for this config ({len(unexpected)} in all)",
+                                  stored)
+        for name, shape in {**self.expected, **self.expected_neg}.items():
+            handle, stored = self._where[name]
+            if handle.shape(stored) != shape:
+                raise CheckpointError(handle.path,
+                                      f"shape {list(handle.shape(stored))} does not match config ({list(shape)})",
+                                      stored)
+            if not handle.dtype(stored).is_floating_point:
+                raise CheckpointError(handle.path, f"dtype {handle.dtype(stored)} is not a float type", stored)
+
+    def names(self) -> list[str]:
+        return [*self.expected, *self.expected_neg]
+
+    def source(self, name: str) -> tuple[Path, str]:
+        handle, stored = self._where[name]
+        return handle.path, stored
+
+    def get(self, name: str, check_finite: bool = False) -> torch.Tensor:
+        handle, stored = self._where[name]
+        tensor = handle.get(stored)
+        if check_finite and not torch.isfinite(tensor).all():
+            raise CheckpointError(handle.path, "holds non-finite values (NaN or inf)", stored)
+        return tensor
+
+    def items(self, check_finite: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        for name in self.names():
+            yield name, self.get(name, check_finite)
+
+    def neg_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: self.get(name) for name in self.expected_neg}
+
+
+def read_key_map(path: str | Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise ValueError(f"{path}: a key map must be a JSON object of stored name -> expected name")
+    return data

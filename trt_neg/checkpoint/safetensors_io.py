@@ -1,0 +1,251 @@
+"""Safetensors I/O that never holds a whole checkpoint in memory.
+
+Reading goes through ``safetensors.safe_open`` (memory-mapped, one tensor at a time) with
+errors that name the file and tensor. Writing streams: the header is laid out from the
+declared names, shapes and dtypes first, then each tensor's bytes are appended as they are
+produced (in chunks if need be), so peak memory is one chunk, not one checkpoint.
+Only safetensors are ever loaded: pickle checkpoints are refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+import torch
+
+TORCH_TO_SAFETENSORS = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+SAFETENSORS_TO_TORCH = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file or tensor is missing, malformed or inconsistent; names both."""
+
+    def __init__(self, path: str | Path, problem: str, tensor: str | None = None):
+        self.path, self.tensor = str(path), tensor
+        where = f"{path}" + (f": tensor '{tensor}'" if tensor else "")
+        super().__init__(f"{where}: {problem}")
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPE_NAMES[name]
+    except KeyError:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}; got {name!r}") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPE_NAMES.items()}[dtype]
+
+
+def read_header(path: str | Path) -> dict:
+    """Parse and validate a safetensors header without reading tensor data."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        raw = handle.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(path, "truncated safetensors file (no header length)")
+        (header_len,) = struct.unpack("<Q", raw)
+        if header_len > min(size - 8, 100 * 2**20):
+            raise CheckpointError(path, f"corrupt safetensors header (claims {header_len} bytes, file has {size})")
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(path, f"corrupt safetensors header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "corrupt safetensors header (not a JSON object)")
+    data_len = size - 8 - header_len
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, end = info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(path, "corrupt header entry", name) from None
+        if end > data_len:
+            raise CheckpointError(path, f"truncated: data ends at byte {data_len}, tensor needs {end}", name)
+    return header
+
+
+class SafetensorsFile:
+    """A lazily read safetensors file: names, shapes and dtypes from the header, data on demand."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.header = read_header(self.path)
+        self.metadata = self.header.pop("__metadata__", None) or {}
+        self._handle = None
+
+    def keys(self) -> list[str]:
+        return list(self.header)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.header[name]["shape"])
+
+    def dtype(self, name: str) -> torch.dtype:
+        code = self.header[name]["dtype"]
+        if code not in SAFETENSORS_TO_TORCH:
+            raise CheckpointError(self.path, f"unsupported dtype {code}", name)
+        return SAFETENSORS_TO_TORCH[code]
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.header:
+            raise CheckpointError(self.path, "not in this file", name)
+        if self._handle is None:
+            from safetensors import safe_open
+
+            try:
+                self._handle = safe_open(str(self.path), framework="pt")
+            except Exception as exc:  # safetensors raises its own error types
+                raise CheckpointError(self.path, f"cannot open ({exc})") from None
+        try:
+            return self._handle.get_tensor(name)
+        except Exception as exc:
+            raise CheckpointError(self.path, f"cannot read ({exc})", name) from None
+
+
+def safetensors_files(directory: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory; refuses pickle-only checkpoints."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(directory, "is not a directory")
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(
+                directory,
+                f"holds only pickle weights ({', '.join(pickles[:3])}); they are never loaded because unpickling "
+                "runs arbitrary code. Convert them to safetensors first.",
+            )
+        raise CheckpointError(directory, "holds no *.safetensors files")
+    return files
+
+
+class StreamingSafetensorsWriter:
+    """Write one safetensors file tensor by tensor.
+
+    Every tensor is declared up front (``plan``) so the header can be written first; then
+    ``write(name, chunks)`` appends its bytes in declaration order. The file is written
+    under a temporary name and renamed by ``close()`` only when every tensor is complete.
+    """
+
+    def __init__(self, path: str | Path, plan: Iterable[tuple[str, tuple[int, ...], torch.dtype]],
+                 metadata: Mapping[str, str] | None = None):
+        self.path = Path(path)
+        self._order: list[str] = []
+        self._plan: dict[str, tuple[tuple[int, ...], torch.dtype, int, int]] = {}
+        header: dict = {}
+        if metadata:
+            header["__metadata__"] = dict(metadata)
+        offset = 0
+        for name, shape, dtype in plan:
+            if name in self._plan:
+                raise ValueError(f"{self.path}: tensor '{name}' declared twice")
+            nbytes = _numel(shape) * _element_size(dtype)
+            header[name] = {"dtype": TORCH_TO_SAFETENSORS[dtype], "shape": list(shape),
+                            "data_offsets": [offset, offset + nbytes]}
+            self._plan[name] = (tuple(shape), dtype, offset, nbytes)
+            self._order.append(name)
+            offset += nbytes
+        encoded = json.dumps(header, separators=(",", ":")).encode()
+        encoded += b" " * (-len(encoded) % 8)  # data must start 8-byte aligned
+        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._handle = self._tmp.open("wb")
+        self._handle.write(struct.pack("<Q", len(encoded)))
+        self._handle.write(encoded)
+        self._next = 0
+
+    def write(self, name: str, chunks: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        if self._next >= len(self._order) or self._order[self._next] != name:
+            expected = self._order[self._next] if self._next < len(self._order) else "nothing"
+            raise ValueError(f"{self.path}: tensor '{name}' written out of order (expected {expected})")
+        shape, dtype, _, nbytes = self._plan[name]
+        if isinstance(chunks, torch.Tensor):
+            chunks = [chunks]
+        written = 0
+        for chunk in chunks:
+            if chunk.dtype != dtype:
+                raise ValueError(f"{self.path}: tensor '{name}' chunk has dtype {chunk.dtype}, declared {dtype}")
+            data = chunk.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+            self._handle.write(data.tobytes())
+            written += data.nbytes
+        if written != nbytes:
+            raise ValueError(f"{self.path}: tensor '{name}' got {written} bytes, shape {shape} needs {nbytes}")
+        self._next += 1
+
+    def close(self) -> None:
+        missing = self._order[self._next:]
+        self._handle.close()
+        if missing:
+            self._tmp.unlink(missing_ok=True)
+            raise ValueError(f"{self.path}: tensors never written: {', '.join(missing[:5])}")
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._handle.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+@contextmanager
+def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; rename it into place on success.
+
+    An interrupted or failed run leaves ``target`` untouched and removes the temporary
+    directory. An existing ``target`` is replaced only with ``overwrite``.
+    """
+    import shutil
+    import tempfile
+
+    target = Path(target).resolve()
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target}: output already exists; pass --overwrite to replace it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output should not be
+    except OSError as exc:
+        raise PermissionError(f"{target}: cannot write output here ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,424 @@
+"""One validated description of a Darwin-NEG model: the Qwen3.5 text backbone plus NEG.
+
+Read from an HF checkpoint directory (``config.json``, optionally ``neg_config.json``).
+Both the text layout (``model_type: qwen3_5_text``, fields at top level) and the published
+vision-language layout (``model_type: qwen3_5``, fields under ``text_config``) are accepted.
+Every other part of the project (reference model, converter, engine, runners) takes its
+dimensions from here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+LINEAR_ATTENTION = "linear_attention"
+FULL_ATTENTION = "full_attention"
+LAYER_TYPES = (LINEAR_ATTENTION, FULL_ATTENTION)
+
+NEG_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+BACKBONE_ACTIVATIONS = ("silu",)
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+class ConfigError(ValueError):
+    """An invalid or inconsistent model config; the message names the file and field."""
+
+    def __init__(self, source: str | Path | None, field_name: str, problem: str):
+        self.source = str(source) if source is not None else "<dict>"
+        self.field_name = field_name
+        super().__init__(f"{self.source}: field '{field_name}': {problem}")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """The Qwen3.5 text backbone (DESIGN.md section 3)."""
+
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    layer_types: tuple[str, ...]
+    # gated full attention
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    partial_rotary_factor: float
+    rope_theta: float
+    max_position_embeddings: int
+    attention_bias: bool
+    # Gated DeltaNet (linear attention)
+    linear_num_key_heads: int
+    linear_num_value_heads: int
+    linear_key_head_dim: int
+    linear_value_head_dim: int
+    linear_conv_kernel_dim: int
+    # shared
+    hidden_act: str
+    rms_norm_eps: float
+    tie_word_embeddings: bool
+    eos_token_id: tuple[int, ...] = ()
+    bos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    # --- derived figures -------------------------------------------------------------
+    @property
+    def rotary_dim(self) -> int:
+        """Dims of each head that RoPE rotates: int(head_dim * partial_rotary_factor)."""
+        return int(self.head_dim * self.partial_rotary_factor)
+
+    @property
+    def linear_key_dim(self) -> int:
+        return self.linear_num_key_heads * self.linear_key_head_dim
+
+    @property
+    def linear_value_dim(self) -> int:
+        return self.linear_num_value_heads * self.linear_value_head_dim
+
+    @property
+    def linear_conv_dim(self) -> int:
+        """Channels of the causal conv1d: q, k and v projections concatenated."""
+        return 2 * self.linear_key_dim + self.linear_value_dim
+
+    @property
+    def full_attention_layers(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.layer_types) if t == FULL_ATTENTION)
+
+    @property
+    def linear_attention_layers(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.layer_types) if t == LINEAR_ATTENTION)
+
+    @property
+    def recurrent_state_bytes_per_sequence(self) -> int:
+        """fp32 Gated DeltaNet state S [Hv, dk, dv] over all linear-attention layers."""
+        per_layer = self.linear_num_value_heads * self.linear_key_head_dim * self.linear_value_head_dim * 4
+        return per_layer * len(self.linear_attention_layers)
+
+    def conv_state_bytes_per_sequence(self, dtype: str = "float32") -> int:
+        """The last (kernel-1) conv inputs of every linear-attention layer."""
+        per_layer = (self.linear_conv_kernel_dim - 1) * self.linear_conv_dim * DTYPE_BYTES[dtype]
+        return per_layer * len(self.linear_attention_layers)
+
+    def kv_cache_bytes_per_token(self, dtype: str = "bfloat16") -> int:
+        """K and V of every full-attention layer for one token."""
+        per_layer = 2 * self.num_key_value_heads * self.head_dim * DTYPE_BYTES[dtype]
+        return per_layer * len(self.full_attention_layers)
+
+    @property
+    def num_parameters(self) -> int:
+        """Parameters of the text backbone (embeddings and LM head included, once if tied)."""
+        h = self.hidden_size
+        norm = h
+        mlp = 3 * h * self.intermediate_size
+        attn = (
+            h * self.num_attention_heads * self.head_dim * 2  # q_proj: query and output gate
+            + 2 * h * self.num_key_value_heads * self.head_dim  # k_proj, v_proj
+            + self.num_attention_heads * self.head_dim * h  # o_proj
+            + 2 * self.head_dim  # q_norm, k_norm
+        )
+        if self.attention_bias:
+            attn += self.num_attention_heads * self.head_dim * 2 + 2 * self.num_key_value_heads * self.head_dim + h
+        hv = self.linear_num_value_heads
+        lin = (
+            h * self.linear_conv_dim  # in_proj_qkv
+            + h * self.linear_value_dim  # in_proj_z
+            + 2 * h * hv  # in_proj_b, in_proj_a
+            + self.linear_conv_dim * self.linear_conv_kernel_dim  # conv1d
+            + 2 * hv  # A_log, dt_bias
+            + self.linear_value_head_dim  # gated output norm
+            + self.linear_value_dim * h  # out_proj
+        )
+        total = self.vocab_size * h + norm  # embeddings + final norm
+        if not self.tie_word_embeddings:
+            total += self.vocab_size * h
+        for kind in self.layer_types:
+            total += 2 * norm + mlp + (attn if kind == FULL_ATTENTION else lin)
+        return total
+
+
+@dataclass(frozen=True)
+class NegConfig:
+    """NEG head and gate hyper-parameters (DESIGN.md section 4)."""
+
+    head_hidden_size: int
+    activation: str = "silu"
+    top_k: int = 8
+    temperature: float = 1.0
+    seed: int = 0
+    enabled: bool = True
+
+    def num_parameters(self, hidden_size: int) -> int:
+        """fc1 weight + bias, fc2 weight + bias, gate threshold."""
+        return hidden_size * self.head_hidden_size + 2 * self.head_hidden_size + 2
+
+
+@dataclass(frozen=True)
+class DarwinNegConfig:
+    backbone: BackboneConfig
+    neg: NegConfig
+    source: str = ""
+    architecture: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def num_parameters(self) -> int:
+        return self.backbone.num_parameters + self.neg.num_parameters(self.backbone.hidden_size)
+
+    def summary(self) -> dict[str, Any]:
+        """Every field and derived figure, as plain JSON-able values (for CLIs and metadata)."""
+        b = self.backbone
+        return {
+            "source": self.source,
+            "architecture": self.architecture,
+            "backbone": dataclasses.asdict(b),
+            "neg": dataclasses.asdict(self.neg),
+            "derived": {
+                "rotary_dim": b.rotary_dim,
+                "full_attention_layers": list(b.full_attention_layers),
+                "linear_attention_layers": list(b.linear_attention_layers),
+                "linear_key_dim": b.linear_key_dim,
+                "linear_value_dim": b.linear_value_dim,
+                "linear_conv_dim": b.linear_conv_dim,
+                "backbone_parameters": b.num_parameters,
+                "neg_parameters": self.neg.num_parameters(b.hidden_size),
+                "total_parameters": self.num_parameters,
+                "recurrent_state_bytes_per_sequence": b.recurrent_state_bytes_per_sequence,
+                "conv_state_bytes_per_sequence_fp32": b.conv_state_bytes_per_sequence("float32"),
+                "kv_cache_bytes_per_token_bf16": b.kv_cache_bytes_per_token("bfloat16"),
+            },
+        }
+
+
+# ------------------------------------------------------------------------------------
+# Parsing and validation
+# ------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+class _Fields:
+    """Typed access to one JSON object; every error names the file and the field."""
+
+    def __init__(self, data: Mapping[str, Any], source: str | Path | None, prefix: str = ""):
+        if not isinstance(data, Mapping):
+            raise ConfigError(source, prefix.rstrip(".") or "<root>", f"expected a JSON object, got {type(data).__name__}")
+        self.data, self.source, self.prefix = data, source, prefix
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.prefix + name, problem)
+
+    def get(self, name: str, default: Any = _MISSING) -> Any:
+        if name in self.data and self.data[name] is not None:
+            return self.data[name]
+        if default is _MISSING:
+            raise self.error(name, "is required but missing")
+        return default
+
+    def int(self, name: str, default: Any = _MISSING, minimum: int | None = 1) -> int:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.error(name, f"must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(name, f"must be >= {minimum}, got {value}")
+        return value
+
+    def float(self, name: str, default: Any = _MISSING, positive: bool = True) -> float:
+        value = self.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(name, f"must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise self.error(name, f"must be a finite {'positive ' if positive else ''}number, got {value}")
+        return value
+
+    def bool(self, name: str, default: Any = _MISSING) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"must be true or false, got {value!r}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: Any = _MISSING) -> str:
+        value = self.get(name, default)
+        if value not in choices:
+            raise self.error(name, f"must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+
+def _token_ids(fields: _Fields, name: str) -> tuple[int, ...]:
+    value = fields.get(name, None)
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise fields.error(name, f"must be a token id or a list of token ids, got {value!r}")
+    return tuple(values)
+
+
+def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, prefix: str = "") -> BackboneConfig:
+    f = _Fields(text, source, prefix)
+    num_layers = f.int("num_hidden_layers")
+    if "layer_types" in text and text["layer_types"] is not None:
+        layer_types = text["layer_types"]
+        if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
+            raise f.error("layer_types", "must be a list of strings")
+        bad = sorted({t for t in layer_types if t not in LAYER_TYPES})
+        if bad:
+            raise f.error("layer_types", f"unknown layer type(s) {bad}; expected {' or '.join(LAYER_TYPES)}")
+        if len(layer_types) != num_layers:
+            raise f.error(
+                "layer_types", f"has {len(layer_types)} entries but num_hidden_layers is {num_layers}"
+            )
+    else:
+        interval = f.int("full_attention_interval", 4)
+        layer_types = [FULL_ATTENTION if (i + 1) % interval == 0 else LINEAR_ATTENTION for i in range(num_layers)]
+
+    # rope_parameters (transformers 5) or legacy top-level rope_theta / partial_rotary_factor.
+    rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
+    rf = _Fields(rope, source, prefix + "rope_parameters.")
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", "mrope"):
+        raise rf.error("rope_type", f"only default (and text-only M-RoPE) rotary embeddings are supported, got {rope_type!r}")
+    if "rope_theta" in rope:
+        rope_theta = rf.float("rope_theta")
+    else:
+        rope_theta = f.float("rope_theta")
+    if "partial_rotary_factor" in rope:
+        partial = rf.float("partial_rotary_factor")
+    else:
+        partial = f.float("partial_rotary_factor", 0.25)
+    if partial > 1:
+        raise (rf if "partial_rotary_factor" in rope else f).error(
+            "partial_rotary_factor", f"must be in (0, 1], got {partial}"
+        )
+
+    cfg = BackboneConfig(
+        vocab_size=f.int("vocab_size"),
+        hidden_size=f.int("hidden_size"),
+        intermediate_size=f.int("intermediate_size"),
+        num_hidden_layers=num_layers,
+        layer_types=tuple(layer_types),
+        num_attention_heads=f.int("num_attention_heads"),
+        num_key_value_heads=f.int("num_key_value_heads"),
+        head_dim=f.int("head_dim", text.get("hidden_size", 0) // max(1, text.get("num_attention_heads", 1) or 1)),
+        partial_rotary_factor=partial,
+        rope_theta=rope_theta,
+        max_position_embeddings=f.int("max_position_embeddings"),
+        attention_bias=f.bool("attention_bias", False),
+        linear_num_key_heads=f.int("linear_num_key_heads"),
+        linear_num_value_heads=f.int("linear_num_value_heads"),
+        linear_key_head_dim=f.int("linear_key_head_dim"),
+        linear_value_head_dim=f.int("linear_value_head_dim"),
+        linear_conv_kernel_dim=f.int("linear_conv_kernel_dim", 4, minimum=2),
+        hidden_act=f.choice("hidden_act", BACKBONE_ACTIVATIONS, "silu"),
+        rms_norm_eps=f.float("rms_norm_eps", 1e-6),
+        tie_word_embeddings=f.bool("tie_word_embeddings", False),
+        eos_token_id=_token_ids(f, "eos_token_id"),
+        bos_token_id=(_token_ids(f, "bos_token_id") or (None,))[0],
+        pad_token_id=(_token_ids(f, "pad_token_id") or (None,))[0],
+    )
+    _check_backbone(cfg, f)
+    return cfg
+
+
+def _check_backbone(cfg: BackboneConfig, f: _Fields) -> None:
+    if cfg.num_attention_heads % cfg.num_key_value_heads:
+        raise f.error(
+            "num_key_value_heads",
+            f"must divide num_attention_heads ({cfg.num_attention_heads}); got {cfg.num_key_value_heads}",
+        )
+    if cfg.linear_num_value_heads % cfg.linear_num_key_heads:
+        raise f.error(
+            "linear_num_key_heads",
+            f"must divide linear_num_value_heads ({cfg.linear_num_value_heads}); got {cfg.linear_num_key_heads}",
+        )
+    rotary = cfg.rotary_dim
+    if rotary < 2 or rotary % 2:
+        raise f.error(
+            "partial_rotary_factor",
+            f"head_dim {cfg.head_dim} x {cfg.partial_rotary_factor} gives {rotary} rotary dims; need an even number >= 2",
+        )
+    if FULL_ATTENTION not in cfg.layer_types and LINEAR_ATTENTION not in cfg.layer_types:
+        raise f.error("layer_types", "is empty")
+    for token in cfg.eos_token_id + tuple(t for t in (cfg.bos_token_id, cfg.pad_token_id) if t is not None):
+        if token >= cfg.vocab_size:
+            raise f.error("eos_token_id", f"token id {token} is outside the vocabulary (vocab_size {cfg.vocab_size})")
+
+
+def parse_neg(data: Mapping[str, Any], source: str | Path | None, prefix: str, hidden_size: int) -> NegConfig:
+    f = _Fields(data, source, prefix)
+    known = {"head_hidden_size", "activation", "top_k", "temperature", "seed", "enabled", "threshold", "tau"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise f.error(unknown[0], f"unknown NEG field; expected some of {sorted(known - {'threshold', 'tau'})}")
+    seed = f.int("seed", 0, minimum=0)
+    if seed >= 2**64:
+        raise f.error("seed", f"must fit in 64 bits, got {seed}")
+    return NegConfig(
+        head_hidden_size=f.int("head_hidden_size"),
+        activation=f.choice("activation", NEG_ACTIVATIONS, "silu"),
+        top_k=f.int("top_k", 8),
+        temperature=f.float("temperature", 1.0),
+        seed=seed,
+        enabled=f.bool("enabled", True),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("r", encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(path, "<file>", "not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path, "<file>", f"is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "<root>", "expected a JSON object")
+    return data
+
+
+def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
+                     neg_data: Mapping[str, Any] | None = None,
+                     neg_source: str | Path | None = None) -> DarwinNegConfig:
+    """Build the description from a parsed ``config.json`` (text or vision-language layout)."""
+    if "text_config" in data and data["text_config"] is not None:
+        text, prefix = data["text_config"], "text_config."
+        if not isinstance(text, Mapping):
+            raise ConfigError(source, "text_config", "expected a JSON object")
+        # Top-level values of the wrapper win only where the text config is silent.
+        text = {**{k: v for k, v in data.items() if k in ("tie_word_embeddings",)}, **text}
+    else:
+        text, prefix = data, ""
+    backbone = parse_backbone(text, source, prefix)
+
+    if neg_data is None:
+        neg_data = data.get("neg_config")
+        neg_source, neg_prefix = source, "neg_config."
+    else:
+        neg_prefix = ""
+    if neg_data is None:
+        raise ConfigError(source, "neg_config", "is missing and there is no neg_config.json beside it")
+    neg = parse_neg(neg_data, neg_source, neg_prefix, backbone.hidden_size)
+    architectures = data.get("architectures") or [""]
+    return DarwinNegConfig(
+        backbone=backbone, neg=neg, source=str(source or ""), architecture=architectures[0], extra=dict(data)
+    )
+
+
+def load_config(path: str | Path) -> DarwinNegConfig:
+    """Read and validate a Darwin-NEG description from a checkpoint directory or config.json."""
+    path = Path(path)
+    config_path = path / "config.json" if path.is_dir() else path
+    if not config_path.exists():
+        raise ConfigError(config_path, "<file>", "not found (expected an HF checkpoint directory with config.json)")
+    data = _read_json(config_path)
+    neg_path = config_path.parent / "neg_config.json"
+    if neg_path.exists():
+        if data.get("neg_config") is not None:
+            raise ConfigError(neg_path, "<file>", "NEG config given twice: in config.json's neg_config and here")
+        return config_from_dict(data, config_path, _read_json(neg_path), neg_path)
+    return config_from_dict(data, config_path)
