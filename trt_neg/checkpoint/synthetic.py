@@ -214,6 +214,45 @@ def write_checkpoint(output: str | Path, preset: str = "tiny", seed: int = 0, dt
     return Path(output)
 
 
+def write_checkpoint_from_config(output: str | Path, config_json: dict, seed: int = 0, overwrite: bool = False,
+                                 init: dict | None = None, neg_file: bool = False) -> Path:
+    """Write a small random checkpoint for any ``config_json`` (one shard, no tokenizer).
+
+    For test configs beyond the presets. The key layout follows the config: published
+    (``model.language_model.*`` plus one vision and one MTP tensor) when it has a
+    ``text_config``, text (``model.*``) otherwise. ``init`` overrides the tiny preset's
+    ``neg_threshold``, ``neg_fc2_bias`` and ``logit_scale``; ``neg_file`` puts the NEG
+    tensors in a separate ``neg.safetensors``.
+    """
+    from .hf import NEG_FILE
+
+    p = {**{k: PRESETS["tiny"][k] for k in ("neg_threshold", "neg_fc2_bias", "logit_scale")}, **(init or {})}
+    config = config_from_dict(config_json, "<config_json>")
+    b = config.backbone
+    torch_dt = torch_dtype(config_json.get("dtype", "float32"))
+    published = "text_config" in config_json
+    backbone = [(published_name(n) if published else n, n, s) for n, s in hf_text_weight_shapes(b).items()]
+    neg = [(n, n, s) for n, s in neg_weight_shapes(b, config.neg).items()]
+    if published:
+        backbone += [(n, n, s) for n, s in _ignored_tensors(config_json["text_config"]).items()]
+    files = {"model.safetensors": backbone + ([] if neg_file else neg)}
+    if neg_file:
+        files[NEG_FILE] = neg
+    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+        for fname, entries in files.items():
+            writer = StreamingSafetensorsWriter(tmp / fname, [(s, shape, torch_dt) for s, _, shape in entries],
+                                                metadata={"format": "pt"})
+            try:
+                for stored, canonical, shape in entries:
+                    writer.write(stored, _random_chunks(canonical, shape, torch_dt, seed, p, b.hidden_size))
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        (tmp / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
+    return Path(output)
+
+
 def _count(chunks, bar):
     for chunk in chunks:
         bar.update(chunk.numel() * chunk.element_size())
