@@ -1,0 +1,75 @@
+"""CPU benchmark: NEG host library (C++) vs the torch reference, same process.
+
+Whole op (head + gate + gated top-k sampling + guided logits) at V = 248320,
+H = 4096, d = 1024 (Darwin-9B-NEG sizes), bf16 hidden, top_k = 8, for N in {1, 8, 64},
+with the gate firing on ~5 % of rows and on all rows.  Prints median times and the ratio
+reference / host (> 1: host faster).  Usage: python benchmarks/bench_neg_cpu.py [--threads T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from trt_neg import neg  # noqa: E402
+from trt_neg.kernels import host  # noqa: E402
+
+
+def _time(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=0, help="threads for both (0: torch default)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--vocab", type=int, default=248320)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    H, d, V = 4096, 1024, args.vocab
+    g = torch.Generator().manual_seed(0)
+    w = neg.NegWeights(
+        fc1_weight=(torch.randn(d, H, generator=g) / math.sqrt(H)).bfloat16(),
+        fc1_bias=torch.randn(d, generator=g) * 0.1,
+        fc2_weight=torch.randn(d, generator=g) / math.sqrt(d),
+        fc2_bias=torch.tensor(0.5),
+        threshold=torch.tensor(0.0),
+    )
+    host.load()
+    print(f"# NEG CPU benchmark: host library vs torch reference; V={V} H={H} d={d} top_k=8; "
+          f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}")
+    print(f"{'N':>4} {'fired':>6} {'torch ms':>10} {'host ms':>10} {'ratio':>7}")
+    rows = []
+    for n in (1, 8, 64):
+        hid = torch.randn(n, H, generator=g).bfloat16()
+        z = torch.randn(n, V, generator=g) * 4
+        ent = neg.neg_head(hid, w)
+        seeds, offs = torch.full((n,), 7), torch.arange(n) + 100
+        for label, tau in (("~5%", float(torch.quantile(ent, 0.95)) if n > 1 else float(ent[0]) + 1), ("all", -math.inf)):
+            kw = dict(activation="silu", top_k=8, temperature=1.0, seeds=seeds, offsets=offs, threshold=tau)
+            t_ref = _time(lambda: neg.neg_step(hid, z, w, **kw), args.reps)
+            t_host = _time(lambda: host.neg_step(hid, z, w, num_threads=threads, **kw), args.reps)
+            rows.append((n, label, t_ref, t_host))
+            print(f"{n:>4} {label:>6} {t_ref * 1e3:>10.2f} {t_host * 1e3:>10.2f} {t_ref / t_host:>7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

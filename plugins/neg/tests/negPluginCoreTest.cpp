@@ -1,0 +1,219 @@
+// Tests of the NEG plugin's plain-C++ core (fields, validation, shape/type rules,
+// serialisation round trip, workspace, launch params).  Built and run by
+// tests/test_neg_compile.py with g++ only; prints "ALL OK" on success.
+#include "../negMath.h"
+#include "../negPluginCore.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+using namespace trt_neg;
+
+static int gFailures = 0;
+#define CHECK(cond)                                                                                                    \
+    do                                                                                                                 \
+    {                                                                                                                  \
+        if (!(cond))                                                                                                   \
+        {                                                                                                              \
+            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                \
+            ++gFailures;                                                                                               \
+        }                                                                                                              \
+    } while (0)
+
+template <typename F>
+static bool throwsNaming(F f, char const* needle)
+{
+    try
+    {
+        f();
+    }
+    catch (FieldError const& e)
+    {
+        bool const ok = std::string(e.what()).find(needle) != std::string::npos;
+        if (!ok)
+            std::printf("  message was: %s\n", e.what());
+        return ok;
+    }
+    return false;
+}
+
+static NegPluginConfig sample()
+{
+    NegPluginConfig c;
+    c.hiddenSize = 4096;
+    c.headHiddenSize = 1024;
+    c.vocabSize = 248320;
+    c.topK = 8;
+    c.temperature = 0.7f;
+    c.seed = -1234567890123LL;
+    c.activation = kNEG_ACT_GELU_TANH;
+    return c;
+}
+
+static void testRoundTrip()
+{
+    NegPluginConfig const c = sample();
+    FieldSet const f = c.toFields();
+    auto const& v = f.views();
+    NegPluginConfig const back = NegPluginConfig::fromFields(v.data(), static_cast<int32_t>(v.size()));
+    CHECK(back == c);
+    std::vector<uint8_t> const blob = serializeFields(v);
+    FieldSet const g = deserializeFields(blob.data(), blob.size());
+    auto const& w = g.views();
+    CHECK(NegPluginConfig::fromFields(w.data(), static_cast<int32_t>(w.size())) == c);
+    CHECK(serializeFields(w) == blob);
+    CHECK(throwsNaming([&] { deserializeFields(blob.data(), blob.size() - 3); }, "truncated"));
+    std::vector<uint8_t> badMagic = blob;
+    badMagic[0] = 'X';
+    CHECK(throwsNaming([&] { deserializeFields(badMagic.data(), badMagic.size()); }, "magic"));
+    CHECK(c.toString().find("activation=gelu_tanh") != std::string::npos);
+    CHECK(NegPluginConfig::fieldSpecs().size() == 7);
+}
+
+static void testFieldParsing()
+{
+    int32_t const h = 64, d = 16, v = 5000, k = 4;
+    int64_t const seed = 42;
+    double const temp = 1.5;
+    char const act[] = "relu";
+    std::vector<FieldView> f = {{"hidden_size", &h, FieldType::kINT32, 1}, {"head_hidden_size", &d, FieldType::kINT32, 1},
+        {"vocab_size", &v, FieldType::kINT32, 1}, {"top_k", &k, FieldType::kINT32, 1},
+        {"temperature", &temp, FieldType::kFLOAT64, 1}, {"seed", &seed, FieldType::kINT64, 1},
+        {"activation", act, FieldType::kCHAR, 5}};
+    NegPluginConfig const c = NegPluginConfig::fromFields(f.data(), static_cast<int32_t>(f.size()));
+    CHECK(c.hiddenSize == 64 && c.headHiddenSize == 16 && c.vocabSize == 5000 && c.topK == 4);
+    CHECK(c.temperature == 1.5f && c.seed == 42 && c.activation == kNEG_ACT_RELU);
+
+    auto without = [&](char const* name) {
+        std::vector<FieldView> g;
+        for (auto const& x : f)
+            if (std::string(x.name) != name)
+                g.push_back(x);
+        return g;
+    };
+    auto parse = [](std::vector<FieldView> const& g) { NegPluginConfig::fromFields(g.data(), static_cast<int32_t>(g.size())); };
+    CHECK(throwsNaming([&] { parse(without("vocab_size")); }, "vocab_size"));
+    {
+        auto g = without("top_k"); // default top_k = 8
+        NegPluginConfig const c2 = NegPluginConfig::fromFields(g.data(), static_cast<int32_t>(g.size()));
+        CHECK(c2.topK == 8);
+    }
+    int32_t const zero = 0, big = 2000;
+    float const negT = -1.0f;
+    char const badAct[] = "tanh";
+    auto with = [&](FieldView nf) {
+        auto g = without(nf.name);
+        g.push_back(nf);
+        return g;
+    };
+    CHECK(throwsNaming([&] { parse(with({"top_k", &zero, FieldType::kINT32, 1})); }, "top_k"));
+    CHECK(throwsNaming([&] { parse(with({"top_k", &big, FieldType::kINT32, 1})); }, "top_k"));
+    CHECK(throwsNaming([&] { parse(with({"temperature", &negT, FieldType::kFLOAT32, 1})); }, "temperature"));
+    CHECK(throwsNaming([&] { parse(with({"activation", badAct, FieldType::kCHAR, 4})); }, "activation"));
+    CHECK(throwsNaming([&] { parse(with({"activation", &big, FieldType::kINT32, 1})); }, "activation"));
+    CHECK(throwsNaming([&] { parse(with({"hidden_size", &zero, FieldType::kINT32, 1})); }, "hidden_size"));
+    CHECK(throwsNaming([&] { parse(with({"hidden_size", &h, FieldType::kINT32, 2})); }, "hidden_size"));
+    CHECK(throwsNaming([&] { parse(with({"seed", &temp, FieldType::kFLOAT64, 1})); }, "seed"));
+    CHECK(throwsNaming([&] { parse(with({"bogus", &h, FieldType::kINT32, 1})); }, "bogus"));
+    // top_k above 1024 is fine when it covers a small vocabulary (k = min(top_k, V)).
+    int32_t const smallV = 7;
+    auto g = with({"vocab_size", &smallV, FieldType::kINT32, 1});
+    g = [&] {
+        std::vector<FieldView> r;
+        for (auto const& x : g)
+            if (std::string(x.name) != "top_k")
+                r.push_back(x);
+        r.push_back({"top_k", &big, FieldType::kINT32, 1});
+        return r;
+    }();
+    CHECK(NegPluginConfig::fromFields(g.data(), static_cast<int32_t>(g.size())).topK == 2000);
+}
+
+static void testShapes()
+{
+    NegPluginConfig const c = sample();
+    std::vector<std::vector<int64_t>> dims = {{-1, 4096}, {-1, 248320}, {1024, 4096}, {1024}, {1, 1024}, {1}, {}, {-1}};
+    CHECK(negCheckInputShapes(c, dims).empty());
+    dims[4] = {1024};
+    CHECK(negCheckInputShapes(c, dims).empty());
+    auto expectBad = [&](int i, std::vector<int64_t> d, char const* needle) {
+        auto e = dims;
+        e[i] = d;
+        std::string const m = negCheckInputShapes(c, e);
+        CHECK(m.find(needle) != std::string::npos);
+    };
+    expectBad(0, {8, 4095}, "hidden");
+    expectBad(1, {8, 1000}, "logits");
+    expectBad(2, {1024, 4095}, "W1");
+    expectBad(3, {1023}, "b1");
+    expectBad(4, {2, 512}, "w2");
+    expectBad(5, {2}, "b2");
+    expectBad(6, {1, 1}, "tau");
+    expectBad(7, {3, 1}, "positions");
+    auto e = dims;
+    e[0] = {8, 4096};
+    e[1] = {9, 248320};
+    CHECK(negCheckInputShapes(c, e).find("logits") != std::string::npos);
+    e.pop_back();
+    CHECK(!negCheckInputShapes(c, e).empty());
+}
+
+static void testTypes()
+{
+    auto const F = static_cast<int32_t>(TensorType::kFLOAT), B = static_cast<int32_t>(TensorType::kBF16),
+               Hf = static_cast<int32_t>(TensorType::kHALF), I = static_cast<int32_t>(TensorType::kINT32),
+               L = static_cast<int32_t>(TensorType::kINT64);
+    int32_t t[12] = {B, F, B, F, F, F, F, I, F, I, F, I};
+    for (int p = 0; p < 12; ++p)
+        CHECK(negSupportsType(p, t));
+    t[2] = F; // W1 must match hidden
+    CHECK(!negSupportsType(2, t));
+    t[0] = I;
+    CHECK(!negSupportsType(0, t));
+    t[0] = Hf;
+    CHECK(negSupportsType(0, t));
+    t[7] = L;
+    CHECK(negSupportsType(7, t));
+    t[1] = Hf; // logits must be fp32
+    CHECK(!negSupportsType(1, t));
+    int32_t out[4];
+    negOutputTypes(t, out);
+    CHECK(out[0] == F && out[1] == I && out[2] == F && out[3] == I);
+}
+
+static void testWorkspaceAndParams()
+{
+    NegPluginConfig const c = sample();
+    CHECK(negPluginWorkspaceSize(c, 1024) == 1024u * 1024u * 4u);
+    CHECK(negPluginWorkspaceSize(c, 1) % 256 == 0 && negPluginWorkspaceSize(c, 1) >= 4096);
+    CHECK(negPluginWorkspaceSize(c, 0) == 0);
+    float dummy[8];
+    void const* in[8];
+    void* out[4];
+    for (int i = 0; i < 8; ++i)
+        in[i] = dummy + i;
+    for (int i = 0; i < 4; ++i)
+        out[i] = dummy + i;
+    NegStepParams const p = negMakeParams(c, 5, static_cast<int32_t>(TensorType::kBF16),
+        static_cast<int32_t>(TensorType::kINT32), in, out);
+    CHECK(p.N == 5 && p.H == 4096 && p.d == 1024 && p.V == 248320 && p.topK == 8);
+    CHECK(p.hiddenType == DType::kBFLOAT16 && p.offsets32 == in[7] && p.offsets64 == nullptr);
+    CHECK(p.seed == static_cast<uint64_t>(c.seed) && p.tau == in[6] && p.guided == out[0] && p.fired == out[3]);
+}
+
+int main()
+{
+    testRoundTrip();
+    testFieldParsing();
+    testShapes();
+    testTypes();
+    testWorkspaceAndParams();
+    if (gFailures)
+    {
+        std::printf("%d FAILURES\n", gFailures);
+        return 1;
+    }
+    std::printf("ALL OK\n");
+    return 0;
+}

@@ -1,0 +1,164 @@
+"""Host (CPU) build of the NEG kernel maths vs the torch reference (trt_neg.neg).
+
+Tokens and fired flags must match exactly, except where a draw lands within fp32
+rounding of a cumulative boundary (checked explicitly in fp64) or, for the full op, an
+entropy within rounding of the threshold; entropies within fp32 tolerance.
+"""
+
+import math
+
+import pytest
+import torch
+
+from trt_neg import neg
+from trt_neg.kernels import host
+from tests.test_neg_reference import PHILOX_KAT
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _lib():
+    host.load()
+
+
+@pytest.mark.parametrize("ctr,key,expected", PHILOX_KAT)
+def test_host_philox_kat(ctr, key, expected):
+    assert host.philox4x32_10(ctr, key) == expected
+
+
+def test_host_philox_uniform_matches_python():
+    g = torch.Generator().manual_seed(1)
+    for s, o in torch.randint(-(2**62), 2**62, (200, 2), generator=g).tolist():
+        assert host.philox_uniform(s, o) == neg.philox_uniform(s, o)
+
+
+def _near_boundary(z_row, k, temperature, u, tol=2e-5):
+    """True when u * sum(p) is within rounding of a cumulative boundary (fp64 check)."""
+    zz = torch.where(torch.isnan(z_row), -math.inf, z_row.double())
+    vals = sorted(((-v, i) for i, v in enumerate(zz.tolist())))[:k]
+    x = torch.tensor([-v for v, _ in vals], dtype=torch.float64) / temperature
+    if not math.isfinite(float(x[0])):
+        return False
+    p = torch.softmax(x, 0)
+    c = torch.cumsum(p, 0)
+    return bool(((c - u).abs() < tol).any())
+
+
+def _compare(ref, got, logits, *, top_k, temperature, seeds, offsets, tau=None, exact_fired=True):
+    n, v = logits.shape
+    assert got.token.shape == ref.token.shape == (n,)
+    tau_f = None if tau is None else float(tau)
+    bad = []
+    for r in range(n):
+        if bool(got.fired[r]) != bool(ref.fired[r]):
+            e = float(ref.entropy[r])
+            assert not exact_fired and abs(e - tau_f) <= 1e-5 * (1 + abs(tau_f)), f"row {r}: fired differs, H={e} tau={tau_f}"
+            continue
+        if int(got.token[r]) != int(ref.token[r]):
+            assert bool(ref.fired[r]), f"row {r}: argmax token differs"
+            u = neg.philox_uniform(int(seeds[r]), int(offsets[r]))
+            assert _near_boundary(logits[r], min(top_k, v), temperature, u), f"row {r}: token differs away from a boundary"
+            bad.append(r)
+            continue
+        assert int(got.status[r]) == int(ref.status[r]), f"row {r}: status"
+        if got.guided_logits is not None:
+            assert torch.equal(got.guided_logits[r], ref.guided_logits[r]), f"row {r}: guided logits"
+    assert len(bad) <= max(1, n // 50), f"too many boundary mismatches: {bad}"
+
+
+def _logits(kind, n, v, g):
+    z = torch.randn(n, v, generator=g) * 3
+    if kind == "ties":
+        z = torch.round(z)  # many exact ties, including at the k-th value
+    elif kind == "nonfinite":
+        m = torch.rand(n, v, generator=g)
+        z[m < 0.1] = float("nan")
+        z[(m >= 0.1) & (m < 0.2)] = -math.inf
+        z[0] = float("nan")  # all NaN
+        if n > 1:
+            z[1] = -math.inf  # all -inf
+        if n > 2:
+            z[2, v // 2] = math.inf
+            z[2, v // 3] = math.inf  # two +inf
+        if n > 3:
+            z[3, : v - 1] = float("nan")  # a single finite logit
+    elif kind == "fp16":
+        z = z.half().float()
+    return z
+
+
+CASES = [
+    # kind, N, V, top_k, temperature
+    ("normal", 1, 7, 3, 1.0),
+    ("ties", 37, 7, 8, 1.0),  # top_k >= V
+    ("ties", 64, 100, 5, 0.5),
+    ("nonfinite", 16, 50, 10, 1.0),
+    ("nonfinite", 8, 7, 1024, 2.0),
+    ("normal", 256, 64, 8, 1.0),
+    ("normal", 128, 1000, 1024, 0.8),  # k spans most of the vocabulary
+    ("fp16", 33, 4096, 64, 1.3),
+    ("ties", 3, 248320, 1024, 1.0),
+    ("normal", 4, 248320, 8, 1.0),
+]
+
+
+@pytest.mark.parametrize("kind,n,v,top_k,temperature", CASES)
+def test_gated_sample_host_vs_reference(kind, n, v, top_k, temperature):
+    g = torch.Generator().manual_seed(hash((kind, n, v)) % 2**31)
+    z = _logits(kind, n, v, g)
+    entropy = torch.rand(n, generator=g) * 2
+    entropy[:: 5] = float("nan")
+    seeds = torch.randint(-(2**62), 2**62, (n,), generator=g)
+    offsets = torch.randint(0, 2**40, (n,), generator=g)
+    for tau in (1.0, -math.inf, math.inf, -1e30):
+        ref = neg.gated_topk_sample(z, entropy, tau, top_k, temperature, seeds, offsets)
+        got = host.gated_topk_sample(z, entropy, tau, top_k, temperature, seeds, offsets)
+        _compare(ref, got, z, top_k=top_k, temperature=temperature, seeds=seeds, offsets=offsets)
+        if tau == math.inf:
+            assert not got.fired.any()
+        if tau == -math.inf:
+            assert torch.equal(got.fired, ~torch.isnan(entropy))
+
+
+def _weights(h, d, g, dtype, tau):
+    return neg.NegWeights(
+        fc1_weight=(torch.randn(d, h, generator=g) / math.sqrt(h)).to(dtype),
+        fc1_bias=torch.randn(d, generator=g) * 0.1,
+        fc2_weight=torch.randn(d, generator=g) / math.sqrt(d),
+        fc2_bias=torch.tensor(0.3),
+        threshold=torch.tensor(tau),
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("act", ["silu", "gelu", "relu", "gelu_tanh"])
+def test_neg_head_host_vs_reference(dtype, act):
+    g = torch.Generator().manual_seed(3)
+    w = _weights(96, 40, g, dtype, 0.0)
+    h = torch.randn(17, 96, generator=g).to(dtype)
+    torch.testing.assert_close(host.neg_head(h, w, act), neg.neg_head(h, w, act), rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("n,v,hs,d,dtype", [(1, 7, 32, 8, torch.bfloat16), (64, 500, 128, 64, torch.float16),
+                                            (256, 257, 64, 32, torch.float32), (2, 248320, 256, 64, torch.bfloat16)])
+def test_neg_step_host_vs_reference(n, v, hs, d, dtype):
+    g = torch.Generator().manual_seed(n * 7 + v)
+    w = _weights(hs, d, g, dtype, 0.0)
+    h = torch.randn(n, hs, generator=g).to(dtype)
+    z = _logits("ties" if n % 2 else "normal", n, v, g)
+    ent = neg.neg_head(h, w)
+    tau = float(ent.median()) if n > 1 else float(ent[0]) - 0.1
+    seeds = torch.full((n,), 1234)
+    offsets = torch.arange(n) + 77
+    ref = neg.neg_step(h, z, w, top_k=16, temperature=1.0, seeds=seeds, offsets=offsets, threshold=tau)
+    got = host.neg_step(h, z, w, top_k=16, temperature=1.0, seeds=seeds, offsets=offsets, threshold=tau)
+    torch.testing.assert_close(got.entropy, ref.entropy, rtol=2e-6, atol=2e-6)
+    _compare(ref, got, z, top_k=16, temperature=1.0, seeds=seeds, offsets=offsets, tau=tau, exact_fired=False)
+    assert ref.fired.any() or n == 1
+
+
+def test_host_errors():
+    z = torch.randn(2, 5)
+    with pytest.raises(ValueError, match="top_k"):
+        host.gated_topk_sample(z, torch.zeros(2), 0.0, 0, 1.0, 0, 0)
+    with pytest.raises(ValueError, match="temperature"):
+        host.gated_topk_sample(z, torch.zeros(2), 0.0, 1, -1.0, 0, 0)

@@ -1,0 +1,15 @@
+"""Loaders for the NEG C++/CUDA code in ``plugins/``.
+
+* :mod:`trt_neg.kernels.host` -- builds the CPU host library with g++ on first use
+  (cached by a hash of the sources) and calls it through ctypes.  Needs only g++.
+* :mod:`trt_neg.kernels.cuda_ext` -- builds the torch CUDA extension with
+  ``torch.utils.cpp_extension.load`` when CUDA torch and nvcc exist.
+
+Importing this package never compiles anything and never needs CUDA.
+"""
+
+from pathlib import Path
+
+PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
+
+__all__ = ["PLUGINS_DIR"]

@@ -1,0 +1,223 @@
+"""CPU host build of the NEG op (plugins/neg/negHost.cpp), loaded with ctypes.
+
+The library is compiled with g++ on first use into a cache directory keyed by a hash
+of the sources and flags (``$TRT_NEG_CACHE`` or ``~/.cache/trt_neg``), written to a
+temporary name and renamed into place so concurrent builds cannot see half a file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import PLUGINS_DIR
+
+_SOURCES = [
+    PLUGINS_DIR / "neg" / "negHost.cpp",
+    PLUGINS_DIR / "neg" / "negMath.h",
+    PLUGINS_DIR / "common" / "hostDevice.h",
+    PLUGINS_DIR / "common" / "philox.h",
+]
+_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off"]
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TRT_NEG_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "trt_neg"
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise RuntimeError("NEG host library: no C++ compiler found (install g++ or set CXX)")
+    return cxx
+
+
+def _compile(out: Path, cxx: str, flags: list[str]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        cmd = [cxx, *flags, str(PLUGINS_DIR / "neg" / "negHost.cpp"), "-o", tmp]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"NEG host library: compile failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library_path() -> Path:
+    """Build (if needed) and return the path of the host library."""
+    cxx = _compiler()
+    h = hashlib.sha256()
+    for p in _SOURCES:
+        h.update(p.read_bytes())
+    for openmp in (True, False):
+        flags = _BASE_FLAGS + (["-fopenmp"] if openmp else [])
+        key = hashlib.sha256(h.digest() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
+        out = cache_dir() / "host" / key / "libtrtneg_host.so"
+        if out.exists():
+            return out
+        try:
+            _compile(out, cxx, flags)
+            return out
+        except RuntimeError:
+            if not openmp:
+                raise
+    raise AssertionError("unreachable")
+
+
+def load() -> ctypes.CDLL:
+    global _lib
+    with _lock:
+        if _lib is None:
+            lib = ctypes.CDLL(str(library_path()))
+            P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+            lib.trtneg_last_error.restype = ctypes.c_char_p
+            lib.trtneg_philox4x32_10.argtypes = [P, P, P]
+            lib.trtneg_philox4x32_10.restype = None
+            lib.trtneg_philox_uniform.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
+            lib.trtneg_philox_uniform.restype = F32
+            lib.trtneg_gated_sample_host.argtypes = [P, I64, I64, P, F32, I32, F32, P, P, P, P, P, P, I32]
+            lib.trtneg_gated_sample_host.restype = ctypes.c_int
+            lib.trtneg_neg_head_host.argtypes = [P, I32, I64, I64, P, I32, P, P, F32, I64, I32, P, I32]
+            lib.trtneg_neg_head_host.restype = ctypes.c_int
+            lib.trtneg_neg_step_host.argtypes = [P, I32, I64, I64, P, I64, P, I32, P, P, F32, I64, F32, I32, I32, F32,
+                                                 P, P, P, P, P, P, P, I32]
+            lib.trtneg_neg_step_host.restype = ctypes.c_int
+            _lib = lib
+        return _lib
+
+
+def _check(rc: int) -> None:
+    if rc != 0:
+        raise ValueError(load().trtneg_last_error().decode())
+
+
+def _ptr(t: Optional[torch.Tensor]):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def philox4x32_10(counter, key) -> tuple[int, int, int, int]:
+    c = (ctypes.c_uint32 * 4)(*[int(x) & 0xFFFFFFFF for x in counter])
+    k = (ctypes.c_uint32 * 2)(*[int(x) & 0xFFFFFFFF for x in key])
+    o = (ctypes.c_uint32 * 4)()
+    load().trtneg_philox4x32_10(c, k, o)
+    return tuple(o)
+
+
+def philox_uniform(seed: int, offset: int) -> float:
+    return float(load().trtneg_philox_uniform(int(seed) & (2**64 - 1), int(offset) & (2**64 - 1)))
+
+
+def _rows(x, n: int) -> torch.Tensor:
+    t = torch.as_tensor(x, dtype=torch.int64).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(n)
+    return t.contiguous().clone()
+
+
+def _prep_common(logits: torch.Tensor, seeds, offsets, with_guided: bool):
+    if logits.dim() != 2:
+        raise ValueError(f"logits: expected [N, V], got {tuple(logits.shape)}")
+    z = logits.detach().to("cpu", torch.float32).contiguous()
+    n, v = z.shape
+    out = dict(
+        token=torch.empty(n, dtype=torch.int32),
+        fired=torch.empty(n, dtype=torch.int32),
+        status=torch.empty(n, dtype=torch.int32),
+        guided=torch.empty(n, v, dtype=torch.float32) if with_guided else None,
+    )
+    return z, n, v, _rows(seeds, n), _rows(offsets, n), out
+
+
+def _result(out, entropy):
+    from ..neg import NegStepOutput
+
+    return NegStepOutput(
+        token=out["token"].to(torch.int64),
+        entropy=entropy,
+        fired=out["fired"].bool(),
+        status=out["status"],
+        guided_logits=out["guided"],
+    )
+
+
+def gated_topk_sample(logits, entropy, threshold, top_k, temperature, seeds, offsets, *, with_guided=True, num_threads=0):
+    """Host-library twin of :func:`trt_neg.neg.gated_topk_sample`."""
+    z, n, v, s, o, out = _prep_common(logits, seeds, offsets, with_guided)
+    ent = torch.as_tensor(entropy, dtype=torch.float32).reshape(-1).contiguous().clone()
+    if ent.numel() != n:
+        raise ValueError(f"entropy: expected shape ({n},), got {tuple(ent.shape)}")
+    tau = float(torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
+    _check(load().trtneg_gated_sample_host(_ptr(z), n, v, _ptr(ent), tau, int(top_k), float(temperature), _ptr(s),
+                                           _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(out["fired"]),
+                                           _ptr(out["status"]), int(num_threads)))
+    return _result(out, ent)
+
+
+def _weights(weights, hidden_dtype):
+    w1 = weights.fc1_weight.detach().cpu()
+    if w1.dtype not in DTYPE_CODES:
+        w1 = w1.float()
+    w1 = w1.contiguous()
+    b1 = weights.fc1_bias.detach().to("cpu", torch.float32).contiguous()
+    w2 = weights.fc2_weight.detach().to("cpu", torch.float32).reshape(-1).contiguous()
+    b2 = float(weights.fc2_bias.detach().float().reshape(()))
+    return w1, b1, w2, b2
+
+
+def neg_head(hidden: torch.Tensor, weights, activation: str = "silu", *, num_threads=0) -> torch.Tensor:
+    from ..neg import ACTIVATION_CODES, canonical_activation
+
+    h = hidden.detach().cpu()
+    if h.dtype not in DTYPE_CODES:
+        raise TypeError(f"hidden: dtype {h.dtype} not supported (float32, float16, bfloat16)")
+    h = h.contiguous()
+    n, hs = h.shape
+    w1, b1, w2, b2 = _weights(weights, h.dtype)
+    d = w1.shape[0]
+    if w1.shape[1] != hs:
+        raise ValueError(f"hidden: last dimension {hs} != fc1_weight columns {w1.shape[1]}")
+    ent = torch.empty(n, dtype=torch.float32)
+    _check(load().trtneg_neg_head_host(_ptr(h), DTYPE_CODES[h.dtype], n, hs, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1),
+                                       _ptr(w2), b2, d, ACTIVATION_CODES[canonical_activation(activation)], _ptr(ent),
+                                       int(num_threads)))
+    return ent
+
+
+def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
+             threshold=None, with_guided=True, num_threads=0):
+    """Host-library twin of :func:`trt_neg.neg.neg_step` (whole op in one C call)."""
+    from ..neg import ACTIVATION_CODES, canonical_activation
+
+    h = hidden.detach().cpu().contiguous()
+    if h.dtype not in DTYPE_CODES:
+        raise TypeError(f"hidden: dtype {h.dtype} not supported (float32, float16, bfloat16)")
+    z, n, v, s, o, out = _prep_common(logits, seeds, offsets, with_guided)
+    if h.dim() != 2 or h.shape[0] != n:
+        raise ValueError(f"hidden: expected [{n}, H], got {tuple(h.shape)}")
+    w1, b1, w2, b2 = _weights(weights, h.dtype)
+    tau = float(torch.as_tensor(weights.threshold if threshold is None else threshold, dtype=torch.float32).reshape(()))
+    ent = torch.empty(n, dtype=torch.float32)
+    _check(load().trtneg_neg_step_host(
+        _ptr(h), DTYPE_CODES[h.dtype], n, h.shape[1], _ptr(z), v, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1), _ptr(w2),
+        b2, w1.shape[0], tau, ACTIVATION_CODES[canonical_activation(activation)], int(top_k), float(temperature),
+        _ptr(s), _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(ent), _ptr(out["fired"]), _ptr(out["status"]),
+        int(num_threads)))
+    return _result(out, ent)
