@@ -1,0 +1,26 @@
+// CUDA launcher of the Gated DeltaNet op (context and generation phases, mixed batches).
+// Plain C++ header: needs only cuda_runtime_api.h, no TensorRT.
+#pragma once
+
+#include "gdnParams.h"
+
+#include <cstddef>
+#include <cuda_runtime_api.h>
+
+namespace trt_neg
+{
+namespace gdn
+{
+
+// Dynamic shared memory one block needs: the fp32 state tile [dk, dv], q and k, and the
+// reduction scratch. 66.8 KB for dk = dv = 128 (opted in above the 48 KB default).
+size_t kernelSharedBytes(GdnShape const& shape);
+
+// Launches the op on `stream`. Every pointer in `p` is device memory (contextMask travels
+// by value). Grid: (Hv, batch); block: one thread per state column (dv rounded up to 32).
+// Returns cudaSuccess, cudaErrorInvalidValue for bad parameters (validate()), or the
+// launch error.
+cudaError_t launch(GdnParams const& p, cudaStream_t stream);
+
+} // namespace gdn
+} // namespace trt_neg

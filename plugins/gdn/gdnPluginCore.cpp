@@ -1,0 +1,286 @@
+#include "gdnPluginCore.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace trt_neg
+{
+namespace gdn
+{
+namespace
+{
+
+struct FieldSpec
+{
+    char const* name;
+    int32_t type;
+    bool required;
+};
+
+constexpr FieldSpec kFields[] = {
+    {"num_k_heads", kFIELD_INT32, true},
+    {"num_v_heads", kFIELD_INT32, true},
+    {"head_k_dim", kFIELD_INT32, true},
+    {"head_v_dim", kFIELD_INT32, true},
+    {"type_id", kFIELD_INT32, true},
+    {"remove_input_padding", kFIELD_INT32, false},
+    {"gated_norm", kFIELD_INT32, false},
+    {"norm_eps", kFIELD_FLOAT32, false},
+    {"continue_context", kFIELD_INT32, false},
+};
+constexpr int32_t kNbFields = static_cast<int32_t>(sizeof(kFields) / sizeof(kFields[0]));
+
+void const* fieldAddress(GdnPluginConfig const& c, int32_t i)
+{
+    switch (i)
+    {
+    case 0: return &c.shape.numKHeads;
+    case 1: return &c.shape.numVHeads;
+    case 2: return &c.shape.headKDim;
+    case 3: return &c.shape.headVDim;
+    case 4: return &c.typeId;
+    case 5: return &c.removeInputPadding;
+    case 6: return &c.gatedNorm;
+    case 7: return &c.normEps;
+    default: return &c.continueContext;
+    }
+}
+
+std::string dimsStr(DimsView const& d)
+{
+    std::string s = "[";
+    for (int32_t i = 0; i < d.nbDims; ++i)
+    {
+        s += (i ? ", " : "") + std::to_string(d.d[i]);
+    }
+    return s + "]";
+}
+
+} // namespace
+
+std::vector<FieldView> GdnPluginConfig::fieldNames()
+{
+    std::vector<FieldView> v;
+    for (auto const& f : kFields)
+    {
+        v.push_back(FieldView{f.name, nullptr, f.type, 1});
+    }
+    return v;
+}
+
+std::vector<FieldView> GdnPluginConfig::toFields() const
+{
+    std::vector<FieldView> v;
+    for (int32_t i = 0; i < kNbFields; ++i)
+    {
+        v.push_back(FieldView{kFields[i].name, fieldAddress(*this, i), kFields[i].type, 1});
+    }
+    return v;
+}
+
+std::string GdnPluginConfig::fromFields(FieldView const* fields, int32_t nbFields, GdnPluginConfig& out)
+{
+    GdnPluginConfig c;
+    bool seen[kNbFields] = {};
+    for (int32_t f = 0; f < nbFields; ++f)
+    {
+        FieldView const& fv = fields[f];
+        if (fv.name == nullptr)
+            return "TrtNegGatedDeltaRule: field without a name";
+        int32_t idx = -1;
+        for (int32_t i = 0; i < kNbFields; ++i)
+        {
+            if (std::strcmp(fv.name, kFields[i].name) == 0)
+                idx = i;
+        }
+        if (idx < 0)
+            return std::string("TrtNegGatedDeltaRule: unknown field '") + fv.name + "'";
+        if (fv.type != kFields[idx].type || fv.length != 1 || fv.data == nullptr)
+            return std::string("TrtNegGatedDeltaRule: field '") + fv.name + "' must be one "
+                + (kFields[idx].type == kFIELD_FLOAT32 ? "float32" : "int32");
+        if (seen[idx])
+            return std::string("TrtNegGatedDeltaRule: field '") + fv.name + "' given twice";
+        seen[idx] = true;
+        std::memcpy(const_cast<void*>(fieldAddress(c, idx)), fv.data, 4);
+    }
+    for (int32_t i = 0; i < kNbFields; ++i)
+    {
+        if (kFields[i].required && !seen[i])
+            return std::string("TrtNegGatedDeltaRule: missing field '") + kFields[i].name + "'";
+    }
+    std::string err = c.validate();
+    if (err.empty())
+        out = c;
+    return err;
+}
+
+std::string GdnPluginConfig::validate() const
+{
+    GdnShape const& s = shape;
+    if (s.numKHeads <= 0 || s.numVHeads <= 0 || s.headKDim <= 0 || s.headVDim <= 0)
+        return "TrtNegGatedDeltaRule: num_k_heads, num_v_heads, head_k_dim, head_v_dim must be positive";
+    if (s.numVHeads % s.numKHeads != 0)
+        return "TrtNegGatedDeltaRule: num_v_heads must be a multiple of num_k_heads";
+    if (s.headVDim > 1024)
+        return "TrtNegGatedDeltaRule: head_v_dim must be <= 1024";
+    // The fp32 [dk, dv] state tile lives in shared memory: 24576 floats (96 KiB) fit the
+    // opt-in limit of every target (sm_89: 99 KiB; sm_80: 163 KiB; sm_90: 227 KiB).
+    if (static_cast<int64_t>(s.headKDim) * s.headVDim > 24576)
+        return "TrtNegGatedDeltaRule: head_k_dim * head_v_dim must be <= 24576 (fp32 state tile in shared memory)";
+    if (typeId != kTRT_FLOAT && typeId != kTRT_HALF && typeId != kTRT_BF16)
+        return "TrtNegGatedDeltaRule: type_id must be float32 (0), float16 (1) or bfloat16 (7)";
+    if (removeInputPadding != 0 && removeInputPadding != 1)
+        return "TrtNegGatedDeltaRule: remove_input_padding must be 0 or 1";
+    if (gatedNorm != 0 && gatedNorm != 1)
+        return "TrtNegGatedDeltaRule: gated_norm must be 0 or 1";
+    if (continueContext != 0 && continueContext != 1)
+        return "TrtNegGatedDeltaRule: continue_context must be 0 or 1";
+    if (!(normEps >= 0.0f) || !std::isfinite(normEps))
+        return "TrtNegGatedDeltaRule: norm_eps must be finite and >= 0";
+    return "";
+}
+
+DType GdnPluginConfig::kernelDType() const
+{
+    return static_cast<DType>(typeId); // kFLOAT/kHALF/kBF16 equal DType's codes
+}
+
+int32_t GdnPluginConfig::expectedType(int32_t pos) const
+{
+    switch (pos)
+    {
+    case kIN_A_LOG:
+    case kIN_DT_BIAS: return kTRT_FLOAT;
+    case kIN_STATE_PTR: return kTRT_INT64;
+    case kIN_HOST_REQUEST_TYPES:
+    case kIN_LAST_TOKEN_IDS:
+    case kIN_SLOT_MAPPING: return kTRT_INT32;
+    case kIN_NORM_WEIGHT: return gatedNorm ? kTRT_FLOAT : typeId; // without norm pos 10 does not exist
+    default: return typeId; // qkv, a, b, z, output
+    }
+}
+
+int32_t GdnPluginConfig::expectedRank(int32_t pos) const
+{
+    int32_t const act = removeInputPadding ? 2 : 3;
+    switch (pos)
+    {
+    case kIN_A_LOG:
+    case kIN_DT_BIAS:
+    case kIN_STATE_PTR:
+    case kIN_HOST_REQUEST_TYPES:
+    case kIN_LAST_TOKEN_IDS:
+    case kIN_SLOT_MAPPING: return 1;
+    case kIN_NORM_WEIGHT: return gatedNorm ? 1 : act;
+    default: return act;
+    }
+}
+
+std::string GdnPluginConfig::checkInputDims(DimsView const* in, int32_t nb) const
+{
+    if (nb != nbInputs())
+        return "TrtNegGatedDeltaRule: expected " + std::to_string(nbInputs()) + " inputs, got " + std::to_string(nb);
+    for (int32_t i = 0; i < nb; ++i)
+    {
+        if (in[i].nbDims != expectedRank(i))
+            return "TrtNegGatedDeltaRule: input " + std::to_string(i) + " must have rank "
+                + std::to_string(expectedRank(i)) + ", got " + dimsStr(in[i]);
+    }
+    auto mismatch = [](int64_t have, int64_t want) { return have >= 0 && want >= 0 && have != want; };
+    int32_t const r = removeInputPadding ? 2 : 3;
+    auto checkLast = [&](int32_t pos, int64_t want) -> std::string
+    {
+        if (mismatch(in[pos].d[r - 1], want))
+            return "TrtNegGatedDeltaRule: input " + std::to_string(pos) + " " + dimsStr(in[pos]) + ": last dim must be "
+                + std::to_string(want);
+        for (int32_t k = 0; k < r - 1; ++k)
+        {
+            if (mismatch(in[pos].d[k], in[kIN_QKV].d[k]))
+                return "TrtNegGatedDeltaRule: input " + std::to_string(pos) + " " + dimsStr(in[pos])
+                    + ": leading dims must match qkv " + dimsStr(in[kIN_QKV]);
+        }
+        return "";
+    };
+    std::string e;
+    if (!(e = checkLast(kIN_QKV, shape.convDim())).empty() || !(e = checkLast(kIN_A, shape.numVHeads)).empty()
+        || !(e = checkLast(kIN_B, shape.numVHeads)).empty())
+        return e;
+    if (gatedNorm && !(e = checkLast(kIN_Z, shape.valueDim())).empty())
+        return e;
+    if (mismatch(in[kIN_A_LOG].d[0], shape.numVHeads) || mismatch(in[kIN_DT_BIAS].d[0], shape.numVHeads))
+        return "TrtNegGatedDeltaRule: A_log and dt_bias must be [num_v_heads]";
+    if (gatedNorm && mismatch(in[kIN_NORM_WEIGHT].d[0], shape.headVDim))
+        return "TrtNegGatedDeltaRule: norm_weight must be [head_v_dim]";
+    if (mismatch(in[kIN_STATE_PTR].d[0], 1))
+        return "TrtNegGatedDeltaRule: rnn_state_ptr must be [1] (paged state)";
+    int64_t const batch = in[kIN_HOST_REQUEST_TYPES].d[0];
+    if (mismatch(in[kIN_LAST_TOKEN_IDS].d[0], batch) || mismatch(in[kIN_SLOT_MAPPING].d[0], batch))
+        return "TrtNegGatedDeltaRule: host_request_types, last_token_ids and slot_mapping must all be [batch]";
+    if (!removeInputPadding && mismatch(in[kIN_QKV].d[0], batch))
+        return "TrtNegGatedDeltaRule: padded qkv must be [batch, max_len, conv_dim]";
+    if (batch > kMaxSeqsPerCall)
+        return "TrtNegGatedDeltaRule: at most 4096 sequences per call";
+    return "";
+}
+
+std::vector<int64_t> GdnPluginConfig::outputDims(DimsView const& qkv) const
+{
+    std::vector<int64_t> d(qkv.d, qkv.d + qkv.nbDims);
+    if (!d.empty())
+        d.back() = shape.valueDim();
+    return d;
+}
+
+std::string GdnPluginConfig::makeParams(void const* const* inputs, void* output, DimsView const& qkvDims,
+    int32_t batch, GdnParams& p) const
+{
+    if (batch < 0 || batch > kMaxSeqsPerCall)
+        return "TrtNegGatedDeltaRule: batch " + std::to_string(batch) + " outside [0, 4096]";
+    p = GdnParams{};
+    p.shape = shape;
+    p.dtype = kernelDType();
+    p.normEps = normEps;
+    p.batch = batch;
+    p.removePadding = removeInputPadding;
+    p.continueContext = continueContext;
+    if (removeInputPadding)
+    {
+        p.numTokens = qkvDims.nbDims > 0 ? qkvDims.d[0] : 0;
+    }
+    else
+    {
+        p.maxSeqLen = qkvDims.nbDims > 1 ? static_cast<int32_t>(qkvDims.d[1]) : 0;
+        p.numTokens = qkvDims.nbDims > 1 ? qkvDims.d[0] * qkvDims.d[1] : 0;
+    }
+    p.qkv = inputs[kIN_QKV];
+    p.a = inputs[kIN_A];
+    p.b = inputs[kIN_B];
+    p.aLog = static_cast<float const*>(inputs[kIN_A_LOG]);
+    p.dtBias = static_cast<float const*>(inputs[kIN_DT_BIAS]);
+    // rnn_state_ptr: a host int64 holding the device address of this layer's state pool.
+    int64_t statePtr = 0;
+    std::memcpy(&statePtr, inputs[kIN_STATE_PTR], sizeof statePtr);
+    p.statePool = reinterpret_cast<float*>(static_cast<intptr_t>(statePtr));
+    p.lastTokenIds = static_cast<int32_t const*>(inputs[kIN_LAST_TOKEN_IDS]);
+    p.slotMapping = static_cast<int32_t const*>(inputs[kIN_SLOT_MAPPING]);
+    if (gatedNorm)
+    {
+        p.z = inputs[kIN_Z];
+        p.normWeight = static_cast<float const*>(inputs[kIN_NORM_WEIGHT]);
+    }
+    p.out = output;
+    auto const* reqTypes = static_cast<int32_t const*>(inputs[kIN_HOST_REQUEST_TYPES]);
+    for (int32_t i = 0; i < batch; ++i)
+    {
+        if (reqTypes[i] != kCONTEXT && reqTypes[i] != kGENERATION)
+            return "TrtNegGatedDeltaRule: host_request_types[" + std::to_string(i) + "] = "
+                + std::to_string(reqTypes[i]) + " (expected 0 context or 1 generation)";
+        setContext(p.contextMask, i, reqTypes[i] == kCONTEXT);
+    }
+    if (char const* err = gdn::validate(p))
+        return err;
+    return "";
+}
+
+} // namespace gdn
+} // namespace trt_neg

@@ -1,0 +1,189 @@
+"""CPU host build of the Gated DeltaNet op (plugins/gdn/gdnHost.cpp), loaded with ctypes.
+
+The same ``__host__ __device__`` maths (``plugins/gdn/gdnMath.h``) the CUDA kernel runs,
+compiled with g++ on first use into ``$TRT_NEG_CACHE`` (default ``~/.cache/trt_neg``)
+under a key made of the sources' and flags' hash, written to a temporary name and
+renamed into place (the same scheme as :mod:`trt_neg.kernels.host`).
+
+:func:`gated_delta_rule` is the op exactly as the TensorRT plugin sees it: post-conv
+``q|k|v`` channels, raw ``a``/``b``, optional gate ``z`` for the fused gated RMS norm, and a
+state *pool* ``[num_slots, Hv, dk, dv]`` addressed through a slot mapping, updated in place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import PLUGINS_DIR
+
+GDN_DIR = PLUGINS_DIR / "gdn"
+_SOURCES = [
+    GDN_DIR / "gdnHost.cpp",
+    GDN_DIR / "gdnHost.h",
+    GDN_DIR / "gdnMath.h",
+    GDN_DIR / "gdnParams.h",
+    PLUGINS_DIR / "common" / "hostDevice.h",
+]
+_BASE_FLAGS = ["-O2", "-std=c++17", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off"]
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
+_lock = threading.Lock()
+_lib: Optional[ctypes.CDLL] = None
+
+CONTEXT, GENERATION = 0, 1
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TRT_NEG_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "trt_neg"
+
+
+def _compiler() -> str:
+    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        raise RuntimeError("GDN host library: no C++ compiler found (install g++ or set CXX)")
+    return cxx
+
+
+def _compile(out: Path, cxx: str, flags: list[str]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        cmd = [cxx, *flags, str(GDN_DIR / "gdnHost.cpp"), "-o", tmp]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"GDN host library: compile failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def library_path() -> Path:
+    """Build (if needed) and return the path of the GDN host library."""
+    cxx = _compiler()
+    h = hashlib.sha256()
+    for p in _SOURCES:
+        h.update(p.read_bytes())
+    for openmp in (True, False):
+        flags = _BASE_FLAGS + (["-fopenmp"] if openmp else [])
+        key = hashlib.sha256(h.digest() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
+        out = cache_dir() / "gdn" / key / "libtrtneg_gdn_host.so"
+        if out.exists():
+            return out
+        try:
+            _compile(out, cxx, flags)
+            return out
+        except RuntimeError:
+            if not openmp:
+                raise
+    raise AssertionError("unreachable")
+
+
+def load() -> ctypes.CDLL:
+    global _lib
+    with _lock:
+        if _lib is None:
+            lib = ctypes.CDLL(str(library_path()))
+            P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+            lib.trtneg_gdn_last_error.restype = ctypes.c_char_p
+            lib.trtneg_gdn_forward_host.argtypes = [P] * 12 + [I32, I32, I32, I32, I64, I64, I32, I32, I32, I32,
+                                                              F32, I32, I32]
+            lib.trtneg_gdn_forward_host.restype = ctypes.c_int
+            lib.trtneg_gdn_convert.argtypes = [P, I64, I32, P]
+            lib.trtneg_gdn_convert.restype = None
+            _lib = lib
+        return _lib
+
+
+def _ptr(t: Optional[torch.Tensor]):
+    return None if t is None else ctypes.c_void_p(t.data_ptr())
+
+
+def _i32(x, n: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x, dtype=torch.int32).reshape(-1).contiguous().clone()
+    if t.numel() != n:
+        raise ValueError(f"{name}: expected {n} values, got {t.numel()}")
+    return t
+
+
+def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor,
+                     dt_bias: torch.Tensor, state_pool: torch.Tensor, *, num_k_heads: int, num_v_heads: int,
+                     head_k_dim: int, head_v_dim: int, last_token_ids: Sequence[int],
+                     request_types: Sequence[int] | None = None, slot_mapping: Sequence[int] | None = None,
+                     z: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
+                     norm_eps: float = 1e-6, remove_padding: bool = True, continue_context: bool = False,
+                     num_threads: int = 0) -> torch.Tensor:
+    """Run the GDN op on the CPU; ``state_pool`` (fp32, contiguous, CPU) is updated in place.
+
+    Packed layout (``remove_padding``): ``qkv`` [T, 2*Hk*dk + Hv*dv], ``a``/``b`` [T, Hv],
+    ``z`` [T, Hv*dv]; ``last_token_ids[i]`` is the cumulative token count through sequence i.
+    Padded layout: ``qkv`` [B, L, C] etc., ``last_token_ids[i]`` is sequence i's length.
+    ``request_types`` (default all context) selects zero-initialised (context) or carried
+    (generation) state per sequence. Returns y [..., Hv*dv] in the dtype of ``qkv``
+    (gated-normed when ``z`` is given, else the raw recurrence output o).
+    """
+    dtype = qkv.dtype
+    if dtype not in _DTYPE_CODES:
+        raise TypeError(f"qkv: dtype {dtype} not supported (float32, float16, bfloat16)")
+    if state_pool.dtype != torch.float32 or state_pool.device.type != "cpu" or not state_pool.is_contiguous():
+        raise ValueError("state_pool must be a contiguous fp32 CPU tensor [num_slots, Hv, dk, dv]")
+    if tuple(state_pool.shape[1:]) != (num_v_heads, head_k_dim, head_v_dim):
+        raise ValueError(f"state_pool: expected [*, {num_v_heads}, {head_k_dim}, {head_v_dim}], "
+                         f"got {tuple(state_pool.shape)}")
+    conv_dim = 2 * num_k_heads * head_k_dim + num_v_heads * head_v_dim
+    lead = tuple(qkv.shape[:-1])
+    if qkv.shape[-1] != conv_dim or qkv.dim() != (2 if remove_padding else 3):
+        raise ValueError(f"qkv: expected [{'T' if remove_padding else 'B, L'}, {conv_dim}], got {tuple(qkv.shape)}")
+    if (z is None) != (norm_weight is None):
+        raise ValueError("z and norm_weight go together")
+
+    def prep(t, shape, name, dt=dtype):
+        t = t.detach().to("cpu", dt).contiguous()
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{name}: expected {tuple(shape)}, got {tuple(t.shape)}")
+        return t
+
+    qkv_c = prep(qkv, qkv.shape, "qkv")
+    a_c = prep(a, lead + (num_v_heads,), "a")
+    b_c = prep(b, lead + (num_v_heads,), "b")
+    z_c = None if z is None else prep(z, lead + (num_v_heads * head_v_dim,), "z")
+    alog_c = prep(A_log, (num_v_heads,), "A_log", torch.float32)
+    dtb_c = prep(dt_bias, (num_v_heads,), "dt_bias", torch.float32)
+    w_c = None if norm_weight is None else prep(norm_weight, (head_v_dim,), "norm_weight", torch.float32)
+
+    batch = len(last_token_ids) if remove_padding else qkv.shape[0]
+    last = _i32(last_token_ids, batch, "last_token_ids")
+    rtypes = _i32([CONTEXT] * batch if request_types is None else request_types, batch, "request_types")
+    slots = None if slot_mapping is None else _i32(slot_mapping, batch, "slot_mapping")
+    num_tokens = qkv.shape[0] if remove_padding else qkv.shape[0] * qkv.shape[1]
+    max_seq_len = 0 if remove_padding else qkv.shape[1]
+    out = torch.empty(lead + (num_v_heads * head_v_dim,), dtype=dtype)
+
+    lib = load()
+    rc = lib.trtneg_gdn_forward_host(
+        _ptr(qkv_c), _ptr(a_c), _ptr(b_c), _ptr(z_c), _ptr(alog_c), _ptr(dtb_c), _ptr(w_c), _ptr(state_pool),
+        _ptr(slots), _ptr(rtypes), _ptr(last), _ptr(out), _DTYPE_CODES[dtype], batch, int(remove_padding),
+        max_seq_len, num_tokens, state_pool.shape[0], num_k_heads, num_v_heads, head_k_dim, head_v_dim,
+        float(norm_eps), int(continue_context), int(num_threads))
+    if rc != 0:
+        raise ValueError(lib.trtneg_gdn_last_error().decode())
+    return out
+
+
+def convert(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """fp32 -> ``dtype`` through the kernel's own store routine (for tests of its rounding)."""
+    src = x.detach().to("cpu", torch.float32).contiguous()
+    out = torch.empty(src.shape, dtype=dtype)
+    load().trtneg_gdn_convert(_ptr(src), src.numel(), _DTYPE_CODES[dtype], _ptr(out))
+    return out
