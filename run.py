@@ -1,0 +1,314 @@
+#!/usr/bin/env python
+"""Generate with Darwin-NEG: in-flight batched decoding with NEG, tokens streamed as decoded.
+
+Examples:
+
+    python run.py "What is entropy?"                      # built-in tiny model, NEG mode 1
+    python run.py --model /path/to/Darwin-9B-NEG --device cuda --dtype bfloat16 "Hi"
+    python run.py --prompts-file prompts.jsonl --json     # one JSON line per request
+    python run.py --token-ids 1,2,3 --token-ids 4,5 --mode 0 --temperature 0.8 --seed 1
+
+A prompts file holds one request per line: a JSON string (the prompt), or an object with
+one of "prompt" (text), "messages" (chat messages) or "token_ids", and optionally "id",
+"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop".
+
+Decisions (seeds, mode 0, limits, finish reasons) are in docs/runtime.md.  This script
+imports neither tensorrt nor tensorrt_llm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+TINY_PRESET, TINY_SEED = "tiny", 0
+BACKENDS = ("torch",)  # the TensorRT-LLM backend arrives with the engine runner
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("TRT_NEG_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt_neg"
+
+
+def builtin_tiny_model(echo=lambda msg: None) -> Path:
+    """The built-in tiny checkpoint, written once (atomically) into the cache directory."""
+    from trt_neg.checkpoint.synthetic import write_checkpoint
+
+    path = default_cache_dir() / f"{TINY_PRESET}-seed{TINY_SEED}"
+    if (path / "config.json").exists():
+        return path
+    echo(f"writing the built-in tiny model to {path}")
+    try:
+        write_checkpoint(path, TINY_PRESET, seed=TINY_SEED)
+    except (FileExistsError, OSError):
+        if not (path / "config.json").exists():  # not a concurrent writer that won the race
+            raise
+    return path
+
+
+# ------------------------------------------------------------------------------ inputs
+class PromptSpec:
+    def __init__(self, label: str, text: str | None = None, messages: list | None = None,
+                 token_ids: list[int] | None = None, overrides: dict | None = None):
+        self.label, self.text, self.messages, self.token_ids = label, text, messages, token_ids
+        self.overrides = overrides or {}
+
+
+OVERRIDES = {"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop"}
+
+
+def parse_token_ids(value: str) -> list[int]:
+    try:
+        ids = [int(x) for x in value.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--token-ids") from None
+    if not ids:
+        raise click.BadParameter("empty list of token ids", param_hint="--token-ids")
+    return ids
+
+
+def read_prompts_file(path: str) -> list[PromptSpec]:
+    specs = []
+    hint = "--prompts-file"
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"{where}: not valid JSON ({exc.msg})", param_hint=hint) from None
+            if isinstance(obj, str):
+                specs.append(PromptSpec(where, text=obj))
+                continue
+            if not isinstance(obj, dict):
+                raise click.BadParameter(f"{where}: expected a JSON string or object", param_hint=hint)
+            inputs = [k for k in ("prompt", "messages", "token_ids") if k in obj]
+            if len(inputs) != 1:
+                raise click.BadParameter(f"{where}: needs exactly one of 'prompt', 'messages', 'token_ids'",
+                                         param_hint=hint)
+            unknown = sorted(set(obj) - OVERRIDES - {"id", "prompt", "messages", "token_ids"})
+            if unknown:
+                raise click.BadParameter(f"{where}: unknown field '{unknown[0]}'", param_hint=hint)
+            label = str(obj.get("id", where))
+            overrides = {k: obj[k] for k in OVERRIDES if k in obj}
+            if "prompt" in obj:
+                if not isinstance(obj["prompt"], str):
+                    raise click.BadParameter(f"{where}: 'prompt' must be a string", param_hint=hint)
+                specs.append(PromptSpec(label, text=obj["prompt"], overrides=overrides))
+            elif "messages" in obj:
+                if not isinstance(obj["messages"], list):
+                    raise click.BadParameter(f"{where}: 'messages' must be a list", param_hint=hint)
+                specs.append(PromptSpec(label, messages=obj["messages"], overrides=overrides))
+            else:
+                specs.append(PromptSpec(label, token_ids=obj["token_ids"], overrides=overrides))
+    return specs
+
+
+# ---------------------------------------------------------------------------- printing
+class OrderedStreamer:
+    """Streams request i's text live once requests 0..i-1 are printed; buffers the rest."""
+
+    def __init__(self, n: int, tokenizer, out=None, err=None):
+        self.n, self.tokenizer = n, tokenizer
+        self.out = sys.stdout if out is None else out
+        self.err = sys.stderr if err is None else err
+        self.current = 0
+        self.buffers: dict[int, list[str]] = {}
+        self.done: dict[int, object] = {}
+        self.started = False
+
+    def _piece(self, item) -> str:
+        if self.tokenizer is not None:
+            return item.text
+        return f"{item.token} " if item.index else str(item.token) + " "
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+    def _header(self, i: int) -> None:
+        if self.n > 1:
+            self._write(f"{'' if i == 0 else chr(10)}--- [{i}] ---\n")
+
+    def token(self, i: int, item) -> None:
+        piece = self._piece(item)
+        if i == self.current:
+            if not self.started:
+                self._header(i)
+                self.started = True
+            self._write(piece)
+        else:
+            self.buffers.setdefault(i, []).append(piece)
+
+    def finished(self, i: int, result) -> None:
+        self.done[i] = result
+        while self.current in self.done:
+            i = self.current
+            if not self.started:
+                self._header(i)
+            self._write("".join(self.buffers.pop(i, [])) + "\n")
+            self._summary(i, self.done[i])
+            self.current += 1
+            self.started = False
+
+    def _summary(self, i: int, r) -> None:
+        ttft = f"{r.ttft * 1e3:.1f} ms" if r.ttft is not None else "-"
+        tpot = f"{r.mean_token_latency * 1e3:.2f} ms/token" if r.mean_token_latency is not None else "-"
+        err = f", error: {r.error}" if r.error else ""
+        self.err.write(f"[{i}] {len(r.tokens)} tokens, finish: {r.finish_reason.value}, mode {r.neg_mode}, "
+                       f"gate activation {100 * r.gate_activation_rate:.2f}%, TTFT {ttft}, {tpot}{err}\n")
+        self.err.flush()
+
+
+# -------------------------------------------------------------------------------- CLI
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("prompts", nargs=-1)
+@click.option("-p", "--prompt", "prompt_opts", multiple=True, metavar="TEXT",
+              help="A text prompt (repeatable; same as giving PROMPTS).")
+@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False), help="JSONL file of prompts (see above).")
+@click.option("--token-ids", "token_ids", multiple=True, metavar="IDS",
+              help="A prompt as comma-separated token ids, e.g. 1,2,3 (repeatable).")
+@click.option("--model", type=click.Path(file_okay=False), default=None,
+              help="HF Darwin-NEG checkpoint directory. Default: the built-in tiny model, written on first use "
+                   "to $TRT_NEG_CACHE (default ~/.cache/trt_neg)/tiny-seed0.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
+              help="Runtime backend: 'torch' runs the reference model (CPU or GPU).")
+@click.option("--mode", type=click.Choice(["0", "1"]), default=None,
+              help="NEG decoding mode: 0 = off, 1 = on. Default: 1 if the checkpoint enables NEG, else 0.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="The request's own sampling where NEG does not fire; 0 = greedy.")
+@click.option("--top-k", type=click.IntRange(min=0), default=0, show_default=True, help="0 = off.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=None,
+              help="Seed for sampling and NEG draws (default: NEG config seed for greedy, random for sampling).")
+@click.option("--stop", multiple=True, help="Stop string (repeatable).")
+@click.option("--ignore-eos", is_flag=True, help="Do not stop at the model's EOS token(s).")
+@click.option("--no-chat-template", is_flag=True, help="Encode text prompts as they are, without the chat template.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Sequences decoded together (state slots).")
+@click.option("--max-seq-len", type=click.IntRange(min=2), default=None,
+              help="Prompt + generated tokens per sequence. Default: min(max_position_embeddings, 4096).")
+@click.option("--max-tokens-per-step", type=click.IntRange(min=1), default=None,
+              help="Token budget of one step (prefill tokens + decode rows). Default: max-seq-len.")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (cuda if available).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads (0 = torch's default). On a busy shared machine 1 is often fastest.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per request (tokens, text, finish reason, gate activation rate, TTFT, "
+                   "per-token latencies) instead of streaming text.")
+def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, mode, max_new_tokens, temperature, top_k, top_p, seed,
+         stop, ignore_eos, no_chat_template, max_batch_size, max_seq_len, max_tokens_per_step, dtype, device,
+         threads, as_json):
+    """Generate from PROMPTS (text), --prompts-file or --token-ids with in-flight batching and NEG."""
+    specs = [PromptSpec(f"arg{i}", text=p) for i, p in enumerate(prompt_opts + prompts)]
+    if prompts_file:
+        specs += read_prompts_file(prompts_file)
+    specs += [PromptSpec(f"ids{i}", token_ids=parse_token_ids(v)) for i, v in enumerate(token_ids)]
+    if not specs:
+        raise click.UsageError("nothing to generate: give text PROMPTS, --prompt, --prompts-file or --token-ids")
+
+    import torch
+
+    from trt_neg.runtime import LLMEngine, Request, SamplingParams
+    from trt_neg.runtime.tokenizer import encode_prompt, load_tokenizer
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    def note(msg: str) -> None:
+        click.echo(msg, err=True)
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_dir = Path(model) if model else builtin_tiny_model(note)
+    if not (model_dir / "config.json").exists():
+        raise click.BadParameter(f"{model_dir}: no config.json (expected an HF checkpoint directory)",
+                                 param_hint="--model")
+    tokenizer = load_tokenizer(model_dir)
+    if tokenizer is None and any(s.token_ids is None for s in specs):
+        raise click.UsageError(f"{model_dir} has no tokenizer: give prompts as --token-ids")
+    if tokenizer is None and stop:
+        raise click.UsageError(f"{model_dir} has no tokenizer: --stop strings need one")
+
+    requests = []
+    for spec in specs:
+        o = spec.overrides
+        try:
+            if spec.token_ids is not None:
+                ids = spec.token_ids
+            elif spec.messages is not None:
+                ids = encode_prompt(tokenizer, spec.messages)
+            else:
+                ids = encode_prompt(tokenizer, spec.text, chat_template=not no_chat_template)
+            m = o.get("mode", None if mode is None else int(mode))
+            sp = SamplingParams(temperature=o.get("temperature", temperature), top_k=o.get("top_k", top_k),
+                                top_p=o.get("top_p", top_p), seed=o.get("seed", seed))
+            stop_o = o.get("stop", list(stop))
+            requests.append(Request(ids, max_new_tokens=o.get("max_new_tokens", max_new_tokens),
+                                    stop=[stop_o] if isinstance(stop_o, str) else stop_o, sampling=sp,
+                                    neg_mode=m, ignore_eos=ignore_eos))
+        except ValueError as exc:
+            raise click.BadParameter(f"{spec.label}: {exc}", param_hint="prompt") from None
+
+    if backend != "torch":  # pragma: no cover - click.Choice already restricts it
+        raise click.BadParameter(f"unknown backend {backend!r}", param_hint="--backend")
+    try:
+        be = TorchBackend.from_pretrained(model_dir, max_slots=max_batch_size, max_seq_len=max_seq_len,
+                                          dtype=dtype, device=device)
+        engine = LLMEngine(be, tokenizer=tokenizer, max_tokens_per_step=max_tokens_per_step)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    printer = None if as_json else OrderedStreamer(len(requests), tokenizer)
+    index: dict[str, int] = {}
+    results = [None] * len(requests)
+    from trt_neg.runtime import RequestResult
+
+    def on_output(item) -> None:
+        i = index[item.request_id]
+        if isinstance(item, RequestResult):
+            results[i] = item
+            if printer is not None:
+                printer.finished(i, item)
+        elif printer is not None:
+            printer.token(i, item)
+
+    for i, req in enumerate(requests):
+        try:
+            rid = engine.add_request(req, listener=on_output)
+        except ValueError as exc:
+            raise click.BadParameter(f"{specs[i].label}: {exc}", param_hint="prompt") from None
+        index[rid] = i
+    try:
+        while engine.has_unfinished():
+            engine.step()
+    except KeyboardInterrupt:
+        for rid in list(index):
+            engine.abort_request(rid)
+        engine.step()
+        note("interrupted")
+        sys.exit(130)
+
+    if as_json:
+        for spec, res in zip(specs, results):
+            d = res.to_dict()
+            d["id"] = spec.label
+            if spec.text is not None:
+                d["prompt"] = spec.text
+            click.echo(json.dumps(d))
+    if any(r.error for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

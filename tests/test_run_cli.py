@@ -1,0 +1,126 @@
+"""run.py: inputs (text, chat template, JSONL, token ids), streaming, --json, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import run  # noqa: E402
+
+BASE = ["--threads", "1", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args, ok=True):
+    result = CliRunner().invoke(run.main, [*BASE, *args])
+    if ok:
+        assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def json_lines(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_help_works_without_tensorrt():
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "--help"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    for opt in ("--model", "--backend", "--mode", "--prompts-file", "--token-ids", "--no-chat-template", "--json",
+                "--max-batch-size", "--dtype", "--device", "--top-p", "--seed"):
+        assert opt in proc.stdout
+    assert "tensorrt" not in sys.modules and "tensorrt_llm" not in sys.modules
+
+
+def test_json_output_fields(tiny_checkpoint):
+    r = invoke("--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "6", "--ignore-eos", "Hello")
+    (d,) = json_lines(r)
+    assert len(d["tokens"]) == 6 and d["finish_reason"] == "length" and d["neg_mode"] == 1
+    assert d["gate_activation_rate"] == sum(d["fired"]) / 6 and len(d["entropies"]) == 6
+    assert d["ttft_s"] > 0 and len(d["per_token_latency_s"]) == 5 and d["prompt"] == "Hello"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
+    chat = tok.apply_chat_template([{"role": "user", "content": "Hello"}], add_generation_prompt=True, tokenize=False)
+    assert d["prompt_token_ids"] == tok.encode(chat, add_special_tokens=False)
+    assert d["text"] == tok.decode(d["tokens"], skip_special_tokens=True)
+
+    r = invoke("--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "2", "--no-chat-template", "Hello")
+    assert json_lines(r)[0]["prompt_token_ids"] == tok.encode("Hello", add_special_tokens=False)
+
+
+def test_streamed_text_equals_the_result(tiny_checkpoint):
+    args = ["--model", str(tiny_checkpoint), "--max-new-tokens", "12", "--mode", "1", "Tell me"]
+    streamed = invoke(*args)
+    (d,) = json_lines(invoke(*args, "--json"))
+    assert streamed.stdout == d["text"] + "\n"
+    assert "gate activation" in streamed.stderr and f"finish: {d['finish_reason']}" in streamed.stderr
+
+
+def test_token_ids_prompts_file_and_ordering(tiny_checkpoint, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join([
+        json.dumps("plain string prompt"),
+        json.dumps({"id": "chat", "messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 3}),
+        "",
+        json.dumps({"id": "ids", "token_ids": [5, 6, 7], "mode": 0, "temperature": 0.9, "seed": 11}),
+    ]) + "\n")
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), "--token-ids", "1,2,3",
+               "--max-new-tokens", "5", "--json", "--max-batch-size", "2")
+    rows = json_lines(r)
+    assert [row["id"] for row in rows] == [f"{prompts}:1", "chat", "ids", "ids0"]
+    assert len(rows[1]["tokens"]) <= 3 and rows[2]["neg_mode"] == 0 and rows[2]["seed"] == 11
+    assert rows[2]["prompt_token_ids"] == [5, 6, 7] and rows[3]["prompt_token_ids"] == [1, 2, 3]
+    assert not any(rows[2]["fired"])
+    # The same seeded request alone gives the same tokens (batch invariance end to end).
+    alone = invoke("--model", str(tiny_checkpoint), "--token-ids", "5,6,7", "--mode", "0", "--temperature", "0.9",
+                   "--seed", "11", "--max-new-tokens", "5", "--json")
+    assert json_lines(alone)[0]["tokens"] == rows[2]["tokens"]
+    # Streaming several requests prints them in order, each under its header.
+    r = invoke("--model", str(tiny_checkpoint), "--token-ids", "1,2", "--token-ids", "3", "--max-new-tokens", "3")
+    assert r.stdout.index("--- [0] ---") < r.stdout.index("--- [1] ---")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--token-ids", "1,x"], "--token-ids"),
+    (["--token-ids", "1,99999"], "prompt_token_ids"),
+    (["--token-ids", "1", "--temperature", "-1"], "temperature"),
+    (["--token-ids", "1", "--top-p", "0"], "top_p"),
+    (["--token-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
+    (["--token-ids", "1", "--backend", "trtllm"], "--backend"),
+    ([], "nothing to generate"),
+])
+def test_errors_name_the_problem(tiny_checkpoint, args, message):
+    r = invoke("--model", str(tiny_checkpoint), *args, ok=False)
+    assert r.exit_code == 2 and message in r.output
+
+
+def test_bad_prompts_file_names_the_line(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"ok"\n{"prompt": "x", "token_ids": [1]}\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bad), ok=False)
+    assert r.exit_code == 2 and "bad.jsonl:2" in r.output
+
+
+def test_default_model_is_generated_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "cache"))
+    r = invoke("--token-ids", "1,2", "--max-new-tokens", "2", "--json")
+    assert "writing the built-in tiny model" in r.stderr
+    assert (tmp_path / "cache" / "tiny-seed0" / "config.json").exists()
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # nothing half written
+    r2 = invoke("--token-ids", "1,2", "--max-new-tokens", "2", "--json")
+    assert "writing" not in r2.stderr and json_lines(r2)[0]["tokens"] == json_lines(r)[0]["tokens"]

@@ -1,0 +1,271 @@
+"""The engine with a model-free backend: validation, in-flight batching, stop conditions,
+cancellation, timings, the background thread and asyncio streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+import pytest
+
+from trt_neg.runtime import FinishReason, LLMEngine, Request, RequestResult, SamplingParams, TokenOutput
+from trt_neg.runtime.testing import ScriptedBackend
+
+
+def make(**kw) -> tuple[LLMEngine, ScriptedBackend]:
+    engine_kw = {k: kw.pop(k) for k in ("max_tokens_per_step", "max_batch_size", "tokenizer") if k in kw}
+    backend = ScriptedBackend(**kw)
+    return LLMEngine(backend, **engine_kw), backend
+
+
+def run_all(engine: LLMEngine) -> dict[str, RequestResult]:
+    results = {}
+    while engine.has_unfinished():
+        for item in engine.step():
+            if isinstance(item, RequestResult):
+                assert item.request_id not in results
+                results[item.request_id] = item
+    return results
+
+
+def test_tokens_match_the_request_alone_and_slots_are_reused():
+    engine, backend = make(max_slots=3, max_seq_len=64)
+    rng = random.Random(0)
+    reqs = [Request([rng.randrange(97) for _ in range(rng.randint(1, 9))], max_new_tokens=rng.randint(1, 12),
+                    neg_mode=i % 2, request_id=f"r{i}") for i in range(10)]
+    for r in reqs:
+        engine.add_request(r)
+    results = run_all(engine)
+    assert set(results) == {r.request_id for r in reqs}
+    for r in reqs:
+        res = results[r.request_id]
+        assert res.tokens == ScriptedBackend.expected(r.prompt_token_ids, r.max_new_tokens, neg_mode=r.neg_mode)
+        assert res.finish_reason is FinishReason.LENGTH and len(res.fired) == len(res.tokens)
+        if r.neg_mode == 0:
+            assert not any(res.fired) and res.gate_activation_rate == 0.0
+        assert res.gate_activation_rate == sum(res.fired) / len(res.tokens)
+    assert max(len(p) + len(d) for p, d in backend.steps) == 3  # the batch never exceeded the slots
+    assert len(backend.released) == 10 and set(backend.released) <= {0, 1, 2}
+    assert backend.history == {}  # every slot released
+
+
+def test_requests_join_and_leave_between_steps():
+    engine, backend = make(max_slots=2)
+    a = engine.add_request(Request([1, 2], max_new_tokens=2))
+    b = engine.add_request(Request([3], max_new_tokens=5))
+    engine.step()  # both prefill
+    c = engine.add_request(Request([4, 5, 6], max_new_tokens=1))
+    out = engine.step()  # a finishes (2 tokens) -> slot 0 free; c must wait (no slot this step)
+    assert any(isinstance(o, RequestResult) and o.request_id == a for o in out)
+    assert backend.steps[-1][0] == []
+    engine.step()  # c joins in slot 0 and finishes after its first token
+    prefill, decode = backend.steps[-1]
+    assert [r.slot for r in prefill] == [0] and [r.slot for r in decode] == [1]
+    res = run_all(engine)
+    assert set(res) == {b} and engine.num_unfinished == 0 and c not in engine._seqs
+
+
+@pytest.mark.parametrize("request_kw, field", [
+    ({"prompt_token_ids": [1] * 64}, "prompt_token_ids"),  # max_seq_len 64 leaves 63
+    ({"prompt_token_ids": [97]}, "prompt_token_ids"),  # outside the vocabulary
+    ({"prompt_token_ids": [1], "stop_token_ids": [200]}, "stop_token_ids"),
+    ({"prompt_token_ids": [1], "stop": ["x"]}, "stop"),  # no tokenizer
+    ({"prompt_token_ids": [1], "request_id": "busy"}, "request_id"),
+])
+def test_invalid_requests_raise_and_do_not_disturb_the_batch(request_kw, field):
+    engine, backend = make(max_slots=2, max_seq_len=64)
+    engine.add_request(Request([5, 6], max_new_tokens=6, request_id="busy"))
+    engine.step()
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        engine.add_request(Request(**request_kw))
+    res = run_all(engine)
+    assert list(res) == ["busy"] and res["busy"].tokens == ScriptedBackend.expected([5, 6], 6)
+    assert len(backend.steps) == 6
+
+
+def test_prompt_over_the_token_budget_is_rejected():
+    engine, _ = make(max_slots=2, max_tokens_per_step=4, max_seq_len=64)
+    with pytest.raises(ValueError, match=r"^prompt_token_ids: .*max_tokens_per_step=4"):
+        engine.add_request(Request([1] * 5))
+    with pytest.raises(ValueError, match=r"^max_batch_size:"):
+        LLMEngine(ScriptedBackend(max_slots=2), max_batch_size=3)
+    with pytest.raises(ValueError, match=r"^max_seq_len:"):
+        LLMEngine(ScriptedBackend(max_seq_len=16), max_seq_len=17)
+
+
+def test_stop_tokens_eos_and_ignore_eos():
+    prompt = [3, 1, 4]
+    full = ScriptedBackend.expected(prompt, 20)
+    stop = full[4]
+    first = full.index(stop)
+    engine, _ = make(eos_token_ids=(stop,))
+    a = engine.add_request(Request(prompt, max_new_tokens=20))
+    b = engine.add_request(Request(prompt, max_new_tokens=20, ignore_eos=True))
+    c = engine.add_request(Request(prompt, max_new_tokens=20, ignore_eos=True, stop_token_ids=[stop]))
+    res = run_all(engine)
+    assert res[a].tokens == full[:first + 1] and res[a].finish_reason is FinishReason.STOP
+    assert res[b].tokens == full and res[b].finish_reason is FinishReason.LENGTH
+    assert res[c].tokens == res[a].tokens and res[c].finish_reason is FinishReason.STOP
+
+
+def test_sequence_length_limit_caps_generation():
+    engine, backend = make(max_seq_len=10)
+    rid = engine.add_request(Request([1] * 7, max_new_tokens=50))
+    res = run_all(engine)[rid]
+    assert len(res.tokens) == 3 and res.finish_reason is FinishReason.LENGTH  # 7 + 3 = max_seq_len
+
+
+def test_cancel_waiting_and_running_requests():
+    engine, backend = make(max_slots=1)
+    a = engine.add_request(Request([1], max_new_tokens=30))
+    b = engine.add_request(Request([2], max_new_tokens=30))
+    engine.step()
+    engine.step()
+    assert engine.abort_request(b) and engine.abort_request(a)
+    assert not engine.abort_request(a)  # already requested
+    out = engine.step()
+    res = {o.request_id: o for o in out if isinstance(o, RequestResult)}
+    assert res[a].finish_reason is FinishReason.CANCELLED and len(res[a].tokens) == 2
+    assert res[b].finish_reason is FinishReason.CANCELLED and res[b].tokens == [] and res[b].ttft is None
+    assert res[a].tokens == ScriptedBackend.expected([1], 2)
+    assert not engine.has_unfinished() and backend.history == {} and not engine.abort_request("nope")
+
+
+def test_backend_failure_fails_only_that_step():
+    engine, backend = make(max_slots=2, fail_when=lambda p, d: any(r.token_ids == (42,) for r in p))
+    a = engine.add_request(Request([1, 2], max_new_tokens=4))
+    engine.step()
+    bad = engine.add_request(Request([42], max_new_tokens=4))
+    res = run_all(engine)
+    assert res[bad].finish_reason is FinishReason.ERROR and "scripted backend failure" in res[bad].error
+    assert res[a].finish_reason is FinishReason.ERROR  # it shared the failed step
+    ok = engine.add_request(Request([1, 2], max_new_tokens=4))
+    assert run_all(engine)[ok].tokens == ScriptedBackend.expected([1, 2], 4)
+
+
+def test_seeds_and_default_mode():
+    engine, _ = make(neg_seed=77, neg_enabled=False)
+    assert engine.default_neg_mode == 0
+    engine.add_request(Request([1], request_id="g"))
+    engine.add_request(Request([1], sampling=SamplingParams(temperature=1.0), request_id="s"))
+    engine.add_request(Request([1], sampling=SamplingParams(temperature=1.0, seed=5), neg_mode=1, request_id="x"))
+    seqs = dict(engine._seqs)
+    assert (seqs["g"].sample_seed, seqs["g"].neg_seed, seqs["g"].neg_mode) == (None, 77, 0)
+    assert seqs["s"].sample_seed is not None and seqs["s"].neg_seed == seqs["s"].sample_seed
+    assert (seqs["x"].sample_seed, seqs["x"].neg_seed, seqs["x"].neg_mode) == (5, 5, 1)
+    res = run_all(engine)
+    assert res["s"].seed == seqs["s"].sample_seed and res["x"].seed == 5 and res["g"].seed is None
+
+
+def test_timings():
+    ticks = iter(range(1000))
+    backend = ScriptedBackend()
+    engine = LLMEngine(backend, clock=lambda: float(next(ticks)))
+    rid = engine.add_request(Request([1], max_new_tokens=3))  # arrival t=0
+    res = run_all(engine)[rid]
+    assert res.ttft is not None and res.ttft > 0
+    assert len(res.token_latencies) == 2 and all(x > 0 for x in res.token_latencies)
+    d = res.to_dict()
+    assert d["finish_reason"] == "length" and d["tokens"] == res.tokens and d["ttft_s"] == res.ttft
+    assert d["per_token_latency_s"] == res.token_latencies
+
+
+def test_stop_strings_truncate_text_and_never_stream_past_them(tiny_checkpoint):
+    from trt_neg.runtime.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_checkpoint)
+    vocab = len(tok)
+    prompt = tok.encode("Numbers: 1 2", add_special_tokens=False)
+    full = ScriptedBackend.expected(prompt, 20, vocab_size=vocab)
+    text = tok.decode(full, skip_special_tokens=True)
+    stop = next(text[i:i + 2] for i in range(3, len(text) - 1) if "\ufffd" not in text[:i + 2] and text[i:i + 2].strip())
+    engine, _ = make(vocab_size=vocab, tokenizer=tok)
+    streamed = []
+    h = engine.submit(Request(prompt, max_new_tokens=20, stop=[stop]), on_output=streamed.append)
+    res = h.result()
+    assert res.finish_reason is FinishReason.STOP
+    assert res.text == text[:text.index(stop)]
+    assert "".join(o.text for o in streamed if isinstance(o, TokenOutput)) == res.text
+    assert res.tokens == full[:len(res.tokens)]
+    # Without stop strings the streamed deltas add up to the full text.
+    h = engine.submit(Request(prompt, max_new_tokens=20))
+    deltas = [o.text for o in h]
+    assert "".join(deltas) == h.result().text == text
+
+
+def test_background_thread_with_submitters_in_many_threads():
+    engine, backend = make(max_slots=4)
+    results, errors = {}, []
+    prompts = {f"t{i}": [i % 97, (3 * i) % 97] for i in range(24)}
+
+    def worker(names):
+        for name in names:
+            try:
+                h = engine.submit(Request(prompts[name], max_new_tokens=5, request_id=name))
+                toks = [o.token for o in h.stream(timeout=30)]
+                res = h.result(timeout=30)
+                assert toks == res.tokens
+                results[name] = res
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+    with engine:
+        threads = [threading.Thread(target=worker, args=(list(prompts)[i::4],)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with pytest.raises(ValueError, match="^prompt_token_ids:"):
+            engine.submit(Request([1000]))
+    assert not errors and not engine.is_running
+    for name, p in prompts.items():
+        assert results[name].tokens == ScriptedBackend.expected(p, 5)
+
+
+def test_shutdown_cancels_unfinished_requests():
+    engine, _ = make(max_slots=1)
+    h1 = engine.submit(Request([1], max_new_tokens=10))
+    h2 = engine.submit(Request([2], max_new_tokens=10))
+    engine.step()
+    engine.shutdown()
+    assert h1.result(timeout=1).finish_reason is FinishReason.CANCELLED
+    assert h2.result(timeout=1).finish_reason is FinishReason.CANCELLED and h2.result().tokens == []
+
+
+def test_asyncio_stream_and_early_exit_cancels():
+    engine, backend = make(max_slots=2, max_seq_len=1000)
+
+    async def main():
+        items = [item async for item in engine.stream(Request([9, 8], max_new_tokens=6))]
+        assert isinstance(items[-1], RequestResult) and [i.token for i in items[:-1]] == items[-1].tokens
+        assert items[-1].tokens == ScriptedBackend.expected([9, 8], 6)
+
+        async def consume(prompt):
+            return [i async for i in engine.stream(Request(prompt, max_new_tokens=4))]
+
+        many = await asyncio.gather(*(consume([k, k + 1]) for k in range(6)))
+        for k, items in enumerate(many):
+            assert items[-1].tokens == ScriptedBackend.expected([k, k + 1], 4)
+
+        gen = engine.stream(Request([5], max_new_tokens=1000 - 2))
+        first = await gen.__anext__()
+        assert isinstance(first, TokenOutput)
+        rid = first.request_id
+        await gen.aclose()  # leaving early cancels the request
+        for _ in range(200):
+            if rid not in engine._seqs:
+                break
+            await asyncio.sleep(0.01)
+        assert rid not in engine._seqs
+
+        with pytest.raises(ValueError, match="^max_new_tokens:"):
+            Request([1], max_new_tokens=0)
+        with pytest.raises(ValueError, match="^prompt_token_ids:"):
+            async for _ in engine.stream(Request([500])):
+                pass
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.shutdown()

@@ -1,0 +1,130 @@
+"""SamplingParams / Request validation and the batch-invariant request sampler."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trt_neg.neg import philox_uniform
+from trt_neg.runtime import Request, SamplingParams
+from trt_neg.runtime.sampler import greedy, sample
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"temperature": -0.1}, "temperature"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"temperature": float("inf")}, "temperature"),
+    ({"temperature": True}, "temperature"),
+    ({"top_k": -1}, "top_k"),
+    ({"top_k": 2.0}, "top_k"),
+    ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"seed": "1"}, "seed"),
+])
+def test_sampling_params_errors_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"prompt_token_ids": []}, "prompt_token_ids"),
+    ({"prompt_token_ids": "abc"}, "prompt_token_ids"),
+    ({"prompt_token_ids": [1, -2]}, "prompt_token_ids"),
+    ({"prompt_token_ids": [1, 2.5]}, "prompt_token_ids"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"max_new_tokens": 1.0}, "max_new_tokens"),
+    ({"stop_token_ids": [-1]}, "stop_token_ids"),
+    ({"stop": [""]}, "stop"),
+    ({"stop": [3]}, "stop"),
+    ({"neg_mode": 2}, "neg_mode"),
+    ({"neg_mode": "1"}, "neg_mode"),
+    ({"sampling": {"temperature": 1.0}}, "sampling"),
+    ({"ignore_eos": 1}, "ignore_eos"),
+    ({"request_id": 5}, "request_id"),
+])
+def test_request_errors_name_the_field(kwargs, field):
+    args = {"prompt_token_ids": [1, 2, 3], **kwargs}
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        Request(**args)
+
+
+def test_request_accepts_tensors_and_single_stop_string():
+    r = Request(torch.tensor([4, 5]), stop="xy", stop_token_ids=(1,))
+    assert r.prompt_token_ids == (4, 5) and r.stop == ("xy",) and r.stop_token_ids == (1,)
+
+
+def test_greedy_nan_and_ties():
+    z = torch.tensor([[1.0, 3.0, 3.0, float("nan")], [float("-inf")] * 4, [float("nan"), 0.0, 0.0, 0.0]])
+    assert greedy(z).tolist() == [1, 0, 1]
+    greedy_params = [SamplingParams()] * 3
+    assert sample(z, greedy_params, [0] * 3, [0] * 3).tolist() == [1, 0, 1]
+
+
+def test_top_k_one_and_tiny_top_p_are_greedy():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(16, 50, generator=g)
+    z[3, 7] = z[3].max()  # a tie: the lowest id wins
+    ref = greedy(z)
+    for p in (SamplingParams(temperature=1.3, top_k=1, seed=5), SamplingParams(temperature=0.7, top_p=1e-6, seed=9)):
+        got = sample(z, [p] * 16, [p.seed] * 16, list(range(16)))
+        assert torch.equal(got, ref)
+
+
+def test_sampling_uses_philox_at_the_position():
+    """One row, top-k 3: the token is the inverse-CDF pick at u = philox(seed, position)."""
+    z = torch.tensor([[2.0, 0.5, 1.0, -1.0, 1.0]])
+    p = SamplingParams(temperature=0.8, top_k=3, seed=1234)
+    for pos in range(40):
+        u = philox_uniform(1234, pos)
+        cand = [0, 2, 4]  # (logit desc, id asc)
+        w = torch.softmax(torch.tensor([2.0, 1.0, 1.0]) / 0.8, 0)
+        c = torch.cumsum(w, 0)
+        expect = cand[int((c > u * c[-1]).nonzero()[0])]
+        assert sample(z, [p], [1234], [pos]).item() == expect
+
+
+def test_sampling_distribution_matches_softmax():
+    z = torch.tensor([[1.0, 0.0, -1.0, 0.5, -3.0]])
+    p = SamplingParams(temperature=1.0, seed=7)
+    n = 4000
+    toks = sample(z.expand(n, 5).contiguous(), [p] * n, [7] * n, list(range(n)))
+    freq = torch.bincount(toks, minlength=5).float() / n
+    assert torch.allclose(freq, torch.softmax(z[0], 0), atol=0.03)
+
+
+def test_top_p_keeps_the_nucleus():
+    z = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    p = SamplingParams(temperature=1.0, top_p=0.7, seed=3)
+    n = 2000
+    toks = sample(z.expand(n, 4).contiguous(), [p] * n, [3] * n, list(range(n)))
+    assert set(toks.tolist()) == {0, 1}  # 0.5 < 0.7 so the second joins; 0.8 >= 0.7 stops
+    assert abs((toks == 0).float().mean().item() - 0.5 / 0.8) < 0.04
+
+
+def test_sampler_rows_are_batch_invariant():
+    """A row's token is the same alone and inside any batch, for any mix of parameters."""
+    g = torch.Generator().manual_seed(1)
+    n, v = 24, 300
+    z = torch.randn(n, v, generator=g) * 3
+    params = [SamplingParams(temperature=[0.0, 0.5, 1.0, 2.0][i % 4], top_k=[0, 5, 40][i % 3],
+                             top_p=[1.0, 0.9, 0.5][i % 3], seed=None if i % 4 == 0 else 100 + i) for i in range(n)]
+    seeds = [p.seed or 0 for p in params]
+    positions = [17 * i + 3 for i in range(n)]
+    batched = sample(z, params, seeds, positions)
+    for i in range(n):
+        alone = sample(z[i:i + 1].clone(), [params[i]], [seeds[i]], [positions[i]])
+        assert alone.item() == batched[i].item()
+    perm = torch.randperm(n, generator=g).tolist()
+    shuffled = sample(z[perm], [params[i] for i in perm], [seeds[i] for i in perm], [positions[i] for i in perm])
+    assert shuffled.tolist() == [batched[i].item() for i in perm]
+
+
+def test_no_finite_logit_row_is_defined():
+    z = torch.tensor([[float("nan"), float("-inf"), float("nan")], [float("-inf"), math.inf, 0.0]])
+    p = SamplingParams(temperature=1.0, seed=1)
+    out = sample(z, [p, p], [1, 1], [0, 0]).tolist()
+    assert out == [0, 1]
