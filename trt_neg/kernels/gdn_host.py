@@ -1,9 +1,7 @@
 """CPU host build of the Gated DeltaNet op (plugins/gdn/gdnHost.cpp), loaded with ctypes.
 
 The same ``__host__ __device__`` maths (``plugins/gdn/gdnMath.h``) the CUDA kernel runs,
-compiled with g++ on first use into ``$TRT_NEG_CACHE`` (default ``~/.cache/trt_neg``)
-under a key made of the sources' and flags' hash, written to a temporary name and
-renamed into place (the same scheme as :mod:`trt_neg.kernels.host`).
+compiled with g++ on first use and cached (:mod:`trt_neg.kernels.build`).
 
 :func:`gated_delta_rule` is the op exactly as the TensorRT plugin sees it: post-conv
 ``q|k|v`` channels, raw ``a``/``b``, optional gate ``z`` for the fused gated RMS norm, and a
@@ -13,97 +11,34 @@ state *pool* ``[num_slots, Hv, dk, dv]`` addressed through a slot mapping, updat
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from . import PLUGINS_DIR
+from .build import HostLibrary
 
 GDN_DIR = PLUGINS_DIR / "gdn"
-_SOURCES = [
-    GDN_DIR / "gdnHost.cpp",
-    GDN_DIR / "gdnHost.h",
-    GDN_DIR / "gdnMath.h",
-    GDN_DIR / "gdnParams.h",
-    PLUGINS_DIR / "common" / "hostDevice.h",
-]
-_BASE_FLAGS = ["-O2", "-std=c++17", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off"]
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
-_lock = threading.Lock()
-_lib: Optional[ctypes.CDLL] = None
-
 CONTEXT, GENERATION = 0, 1
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("TRT_NEG_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "trt_neg"
+def _declare(lib: ctypes.CDLL) -> None:
+    P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+    lib.trtneg_gdn_last_error.restype = ctypes.c_char_p
+    lib.trtneg_gdn_forward_host.argtypes = [P] * 12 + [I32, I32, I32, I32, I64, I64, I32, I32, I32, I32,
+                                                      F32, I32, I32]
+    lib.trtneg_gdn_forward_host.restype = ctypes.c_int
+    lib.trtneg_gdn_convert.argtypes = [P, I64, I32, P]
+    lib.trtneg_gdn_convert.restype = None
 
 
-def _compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise RuntimeError("GDN host library: no C++ compiler found (install g++ or set CXX)")
-    return cxx
-
-
-def _compile(out: Path, cxx: str, flags: list[str]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        cmd = [cxx, *flags, str(GDN_DIR / "gdnHost.cpp"), "-o", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"GDN host library: compile failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def library_path() -> Path:
-    """Build (if needed) and return the path of the GDN host library."""
-    cxx = _compiler()
-    h = hashlib.sha256()
-    for p in _SOURCES:
-        h.update(p.read_bytes())
-    for openmp in (True, False):
-        flags = _BASE_FLAGS + (["-fopenmp"] if openmp else [])
-        key = hashlib.sha256(h.digest() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
-        out = cache_dir() / "gdn" / key / "libtrtneg_gdn_host.so"
-        if out.exists():
-            return out
-        try:
-            _compile(out, cxx, flags)
-            return out
-        except RuntimeError:
-            if not openmp:
-                raise
-    raise AssertionError("unreachable")
-
-
-def load() -> ctypes.CDLL:
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(library_path()))
-            P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
-            lib.trtneg_gdn_last_error.restype = ctypes.c_char_p
-            lib.trtneg_gdn_forward_host.argtypes = [P] * 12 + [I32, I32, I32, I32, I64, I64, I32, I32, I32, I32,
-                                                              F32, I32, I32]
-            lib.trtneg_gdn_forward_host.restype = ctypes.c_int
-            lib.trtneg_gdn_convert.argtypes = [P, I64, I32, P]
-            lib.trtneg_gdn_convert.restype = None
-            _lib = lib
-        return _lib
+_LIBRARY = HostLibrary(
+    "gdn", GDN_DIR / "gdnHost.cpp",
+    [GDN_DIR / "gdnHost.h", GDN_DIR / "gdnMath.h", GDN_DIR / "gdnParams.h", PLUGINS_DIR / "common" / "hostDevice.h"],
+    ["-O2"], _declare)
+library_path = _LIBRARY.path
+load = _LIBRARY.load
 
 
 def _ptr(t: Optional[torch.Tensor]):

@@ -1,107 +1,43 @@
 """CPU host build of the NEG op (plugins/neg/negHost.cpp), loaded with ctypes.
 
-The library is compiled with g++ on first use into a cache directory keyed by a hash
-of the sources and flags (``$TRT_NEG_CACHE`` or ``~/.cache/trt_neg``), written to a
-temporary name and renamed into place so concurrent builds cannot see half a file.
+Built with g++ on first use and cached (:mod:`trt_neg.kernels.build`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
-import threading
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from . import PLUGINS_DIR
-
-_SOURCES = [
-    PLUGINS_DIR / "neg" / "negHost.cpp",
-    PLUGINS_DIR / "neg" / "negMath.h",
-    PLUGINS_DIR / "common" / "hostDevice.h",
-    PLUGINS_DIR / "common" / "philox.h",
-]
-_BASE_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off"]
-_lock = threading.Lock()
-_lib: Optional[ctypes.CDLL] = None
+from .build import HostLibrary
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("TRT_NEG_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "trt_neg"
+def _declare(lib: ctypes.CDLL) -> None:
+    P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
+    lib.trtneg_last_error.restype = ctypes.c_char_p
+    lib.trtneg_philox4x32_10.argtypes = [P, P, P]
+    lib.trtneg_philox4x32_10.restype = None
+    lib.trtneg_philox_uniform.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
+    lib.trtneg_philox_uniform.restype = F32
+    lib.trtneg_gated_sample_host.argtypes = [P, I64, I64, P, F32, I32, F32, P, P, P, P, P, P, I32]
+    lib.trtneg_gated_sample_host.restype = ctypes.c_int
+    lib.trtneg_neg_head_host.argtypes = [P, I32, I64, I64, P, I32, P, P, F32, I64, I32, P, I32]
+    lib.trtneg_neg_head_host.restype = ctypes.c_int
+    lib.trtneg_neg_step_host.argtypes = [P, I32, I64, I64, P, I64, P, I32, P, P, F32, I64, F32, I32, I32, F32,
+                                         P, P, P, P, P, P, P, I32]
+    lib.trtneg_neg_step_host.restype = ctypes.c_int
 
 
-def _compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not cxx:
-        raise RuntimeError("NEG host library: no C++ compiler found (install g++ or set CXX)")
-    return cxx
-
-
-def _compile(out: Path, cxx: str, flags: list[str]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        cmd = [cxx, *flags, str(PLUGINS_DIR / "neg" / "negHost.cpp"), "-o", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"NEG host library: compile failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def library_path() -> Path:
-    """Build (if needed) and return the path of the host library."""
-    cxx = _compiler()
-    h = hashlib.sha256()
-    for p in _SOURCES:
-        h.update(p.read_bytes())
-    for openmp in (True, False):
-        flags = _BASE_FLAGS + (["-fopenmp"] if openmp else [])
-        key = hashlib.sha256(h.digest() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
-        out = cache_dir() / "host" / key / "libtrtneg_host.so"
-        if out.exists():
-            return out
-        try:
-            _compile(out, cxx, flags)
-            return out
-        except RuntimeError:
-            if not openmp:
-                raise
-    raise AssertionError("unreachable")
-
-
-def load() -> ctypes.CDLL:
-    global _lib
-    with _lock:
-        if _lib is None:
-            lib = ctypes.CDLL(str(library_path()))
-            P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
-            lib.trtneg_last_error.restype = ctypes.c_char_p
-            lib.trtneg_philox4x32_10.argtypes = [P, P, P]
-            lib.trtneg_philox4x32_10.restype = None
-            lib.trtneg_philox_uniform.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
-            lib.trtneg_philox_uniform.restype = F32
-            lib.trtneg_gated_sample_host.argtypes = [P, I64, I64, P, F32, I32, F32, P, P, P, P, P, P, I32]
-            lib.trtneg_gated_sample_host.restype = ctypes.c_int
-            lib.trtneg_neg_head_host.argtypes = [P, I32, I64, I64, P, I32, P, P, F32, I64, I32, P, I32]
-            lib.trtneg_neg_head_host.restype = ctypes.c_int
-            lib.trtneg_neg_step_host.argtypes = [P, I32, I64, I64, P, I64, P, I32, P, P, F32, I64, F32, I32, I32, F32,
-                                                 P, P, P, P, P, P, P, I32]
-            lib.trtneg_neg_step_host.restype = ctypes.c_int
-            _lib = lib
-        return _lib
+_LIBRARY = HostLibrary(
+    "neg", PLUGINS_DIR / "neg" / "negHost.cpp",
+    [PLUGINS_DIR / "neg" / "negMath.h", PLUGINS_DIR / "common" / "hostDevice.h", PLUGINS_DIR / "common" / "philox.h"],
+    ["-O3"], _declare)
+library_path = _LIBRARY.path
+load = _LIBRARY.load
 
 
 def _check(rc: int) -> None:

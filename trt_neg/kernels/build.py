@@ -1,0 +1,85 @@
+"""Build a plugins/ C++ host library with g++ on first use, cached, and load it with ctypes.
+
+The library is compiled into a cache directory (``$TRT_NEG_CACHE`` or ``~/.cache/trt_neg``)
+under a key made of the hash of its sources, the compiler and the flags; it is written to
+a temporary name and renamed into place, so concurrent builds never see half a file.
+OpenMP is used where the compiler supports it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("TRT_NEG_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "trt_neg"
+
+
+class HostLibrary:
+    """One shared library built from ``main_source`` (which includes the other ``sources``)."""
+
+    def __init__(self, name: str, main_source: Path, sources: Sequence[Path], flags: Sequence[str],
+                 declare: Callable[[ctypes.CDLL], None]):
+        self.name, self.main_source = name, main_source
+        self.sources = [main_source, *sources]
+        self.flags = ["-std=c++17", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off", *flags]
+        self.declare = declare  # sets argtypes/restype once the library is loaded
+        self._lock = threading.Lock()
+        self._lib: Optional[ctypes.CDLL] = None
+
+    def _compiler(self) -> str:
+        cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+        if not cxx:
+            raise RuntimeError(f"{self.name} host library: no C++ compiler found (install g++ or set CXX)")
+        return cxx
+
+    def _compile(self, out: Path, cxx: str, flags: list[str]) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            cmd = [cxx, *flags, str(self.main_source), "-o", tmp]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RuntimeError(f"{self.name} host library: compile failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def path(self) -> Path:
+        """Build (if needed) and return the path of the library."""
+        cxx = self._compiler()
+        h = hashlib.sha256()
+        for p in self.sources:
+            h.update(p.read_bytes())
+        for openmp in (True, False):
+            flags = self.flags + (["-fopenmp"] if openmp else [])
+            key = hashlib.sha256(h.digest() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
+            out = cache_dir() / self.name / key / f"libtrtneg_{self.name}_host.so"
+            if out.exists():
+                return out
+            try:
+                self._compile(out, cxx, flags)
+                return out
+            except RuntimeError:
+                if not openmp:
+                    raise
+        raise AssertionError("unreachable")
+
+    def load(self) -> ctypes.CDLL:
+        with self._lock:
+            if self._lib is None:
+                lib = ctypes.CDLL(str(self.path()))
+                self.declare(lib)
+                self._lib = lib
+            return self._lib
