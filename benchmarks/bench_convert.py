@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Conversion benchmark: the full-size 9B checkpoint -> TensorRT-LLM checkpoint at tp 1 and tp 2.
+
+    python benchmarks/bench_convert.py --work /path/with/60GB/free [--model HF_DIR] [--tp 1 --tp 2]
+                                       [--record benchmarks/RESULTS_convert.md] [--keep-model]
+
+Writes the ``9b`` synthetic checkpoint (bf16, ~18 GB, streamed) into ``--work`` unless
+``--model`` is given, then, for the baseline and each tp size, in a fresh subprocess:
+
+* baseline: a plain copy of the same safetensors bytes to the same disk (user-space
+  read/write in 16 MiB blocks, fsync at the end — the least any converter must do), run
+  before and after the conversions; ratios are taken against the faster of the two;
+* conversion: ``convert_checkpoint`` (fsync included), output deleted afterwards.
+
+Before every run the source files' pages are dropped from the page cache
+(``posix_fadvise(DONTNEED)``), so every run reads from disk. Printed per run: wall time,
+bytes read and written, throughput (source bytes / s), the ratio to the copy's throughput,
+and the peak RSS of the subprocess. Targets (issue #5): ratio >= 0.7, peak RSS <= 2 GB.
+Not run in CI (needs ~60 GB of disk and several minutes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = 16 * 2**20
+
+
+def drop_cache(paths: list[Path]) -> None:
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def _child_copy(src: str, dst: str) -> dict:
+    src_dir, dst_dir = Path(src), Path(dst)
+    dst_dir.mkdir(parents=True)
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    total = 0
+    start = time.perf_counter()
+    for path in sorted(src_dir.glob("*.safetensors")):
+        with open(path, "rb", buffering=0) as fin, open(dst_dir / path.name, "wb", buffering=0) as fout:
+            while True:
+                n = fin.readinto(buf)
+                if not n:
+                    break
+                fout.write(view[:n])
+                total += n
+            os.fsync(fout.fileno())
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "read": total, "written": total}
+
+
+def _child_convert(src: str, dst: str, tp: int) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    start = time.perf_counter()
+    report = convert_checkpoint(src, dst, tp_size=tp, progress=True)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "read": report.bytes_read, "written": report.bytes_written}
+
+
+def run_child(kind: str, src: Path, dst: Path, tp: int = 1) -> dict:
+    """Run one measurement in a fresh interpreter; returns its figures and peak RSS."""
+    code = (f"import json, resource, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+            f"import bench_convert as b; r = b._child_{kind}({str(src)!r}, {str(dst)!r}"
+            + (f", {tp})" if kind == "convert" else ")")
+            + "; r['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))")
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@click.command()
+@click.option("--work", type=click.Path(file_okay=False), required=True,
+              help="Scratch directory on the disk to measure (needs ~60 GB free).")
+@click.option("--model", type=click.Path(file_okay=False, exists=True), default=None,
+              help="HF checkpoint to convert [default: write the 9b synthetic checkpoint into --work].")
+@click.option("--tp", "tps", type=int, multiple=True, default=(1, 2), show_default=True)
+@click.option("--record", type=click.Path(dir_okay=False), default=None, help="Write a Markdown table here.")
+@click.option("--keep-model", is_flag=True, help="Keep the generated 9b checkpoint afterwards.")
+def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None, keep_model: bool) -> None:
+    """Measure conversion throughput (vs a plain copy) and peak memory."""
+    work_dir = Path(work)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    generated = model is None
+    src = Path(model) if model else work_dir / "hf-9b"
+    if generated and not src.exists():
+        sys.path.insert(0, str(ROOT))
+        from trt_neg.checkpoint.synthetic import write_checkpoint
+
+        t = time.perf_counter()
+        write_checkpoint(src, "9b", seed=0, progress=True)
+        click.echo(f"wrote 9b checkpoint in {time.perf_counter() - t:.0f} s")
+    files = sorted(src.glob("*.safetensors"))
+    size = sum(p.stat().st_size for p in files)
+    click.echo(f"source: {src} ({len(files)} files, {size / 1e9:.2f} GB); "
+               f"disk free {shutil.disk_usage(work_dir).free / 1e9:.0f} GB")
+
+    rows = []
+
+    def copy_run(label: str) -> dict:
+        drop_cache(files)
+        result = run_child("copy", src, work_dir / "copy")
+        shutil.rmtree(work_dir / "copy")
+        rows.append((label, result))
+        click.echo(f"{label}: {result['seconds']:.1f} s, {size / result['seconds'] / 1e6:.0f} MB/s, "
+                   f"peak RSS {result['peak_rss'] / 2**20:.0f} MiB")
+        return result
+
+    try:
+        copies = [copy_run("plain copy (before)")]
+        for tp in tps:
+            drop_cache(files)
+            out = work_dir / f"trtllm-tp{tp}"
+            shutil.rmtree(out, ignore_errors=True)
+            result = run_child("convert", src, out, tp)
+            shutil.rmtree(out)
+            rows.append((f"convert tp {tp}", result))
+            click.echo(f"convert tp{tp}: {result['seconds']:.1f} s, {size / result['seconds'] / 1e6:.0f} MB/s, "
+                       f"wrote {result['written'] / 1e9:.2f} GB, peak RSS {result['peak_rss'] / 2**20:.0f} MiB")
+        copies.append(copy_run("plain copy (after)"))
+    finally:
+        if generated and not keep_model:
+            shutil.rmtree(src, ignore_errors=True)
+    # The baseline is the faster of the two copies (the stricter comparison; disk noise on shared machines).
+    copy_tput = size / min(c["seconds"] for c in copies)
+
+    table = ["| run | wall time (s) | read (GB) | written (GB) | source GB/s | ratio to copy | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in rows:
+        tput = size / r["seconds"]
+        table.append(f"| {name} | {r['seconds']:.1f} | {r['read'] / 1e9:.2f} | {r['written'] / 1e9:.2f} | "
+                     f"{tput / 1e9:.3f} | {tput / copy_tput:.2f} | {r['peak_rss'] / 2**20:.0f} |")
+    click.echo("\n".join(table))
+    if record:
+        Path(record).write_text("\n".join(table) + "\n")
+
+
+if __name__ == "__main__":
+    main()

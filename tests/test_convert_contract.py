@@ -1,0 +1,270 @@
+"""The checkpoint contract and its transforms: names, layouts, split rules, config.json, streaming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from trt_neg.checkpoint import contract as C
+from trt_neg.checkpoint.convert import RowReader, convert_checkpoint
+from trt_neg.checkpoint.hf import HFCheckpoint
+from trt_neg.checkpoint.simulate import ShardedCheckpoint
+from trt_neg.checkpoint.synthetic import preset_config
+from trt_neg.config import config_from_dict
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "checkpoint_contract.md"
+
+
+@pytest.fixture(scope="module")
+def converted(tiny_checkpoint, tmp_path_factory):
+    """tiny converted at tp 2 x pp 2 (fp32) and the HF tensors."""
+    out = convert_checkpoint(tiny_checkpoint, tmp_path_factory.mktemp("conv") / "tp2pp2", tp_size=2, pp_size=2,
+                             dtype="float32").output
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in range(4)]
+    hf = HFCheckpoint(tiny_checkpoint)
+    return out, ranks, {n: hf.get(n) for n in hf.names()}, hf.config.backbone
+
+
+def test_pp_layers_follow_tensorrt_llm_mapping():
+    for layers in range(1, 12):
+        for pp in range(1, layers + 1):
+            got = [C.Mapping(pp_size=pp).pp_layers(layers, r) for r in range(pp)]
+            assert got == [t.tolist() for t in torch.tensor_split(torch.arange(layers), pp)]
+    m = C.Mapping(tp_size=2, pp_size=3)
+    assert [(m.tp_rank(r), m.pp_rank(r)) for r in range(6)] == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]
+
+
+def test_rank_files_and_stage_contents(converted):
+    out, ranks, _, b = converted
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"] + [f"rank{r}.safetensors" for r in range(4)]
+    for r in (0, 1):  # first stage: layers 0, 1 (linear) + embedding, no final norm / head
+        assert "transformer.vocab_embedding.weight" in ranks[r] and "lm_head.weight" not in ranks[r]
+        assert "transformer.layers.1.recurrent.A" in ranks[r] and "transformer.layers.2.mlp.fc.weight" not in ranks[r]
+    for r in (2, 3):  # second stage: global layers 2 (linear) and 3 (full) as local 0 and 1
+        assert "transformer.vocab_embedding.weight" not in ranks[r] and "lm_head.weight" in ranks[r]
+        assert "transformer.layers.0.recurrent.in_proj_qkv.weight" in ranks[r]
+        assert "transformer.layers.1.attention.qkv.weight" in ranks[r]
+    for r in range(4):  # NEG everywhere, fp32, identical
+        for name in ("neg_head.fc1.weight", "neg_head.fc1.bias", "neg_head.fc2.weight", "neg_head.fc2.bias",
+                     "neg_gate.threshold"):
+            assert ranks[r][name].dtype == torch.float32 and torch.equal(ranks[r][name], ranks[0][name])
+    assert ranks[0]["neg_gate.threshold"].shape == ()
+
+
+def test_zero_centred_norms_are_folded(converted):
+    _, ranks, hf, _ = converted
+    for r in (2, 3):
+        assert torch.equal(ranks[r]["transformer.ln_f.weight"], 1 + hf["model.norm.weight"])
+        assert torch.equal(ranks[r]["transformer.layers.1.input_layernorm.weight"],
+                           1 + hf["model.layers.3.input_layernorm.weight"])
+        assert torch.equal(ranks[r]["transformer.layers.1.post_layernorm.weight"],
+                           1 + hf["model.layers.3.post_attention_layernorm.weight"])
+        assert torch.equal(ranks[r]["transformer.layers.1.attention.q_layernorm.weight"],
+                           1 + hf["model.layers.3.self_attn.q_norm.weight"])
+        assert torch.equal(ranks[r]["transformer.layers.1.attention.k_layernorm.weight"],
+                           1 + hf["model.layers.3.self_attn.k_norm.weight"])
+        # The Gated DeltaNet output norm is a plain RMSNorm: not folded.
+        assert torch.equal(ranks[r]["transformer.layers.0.recurrent.norm.weight"],
+                           hf["model.layers.2.linear_attn.norm.weight"])
+
+
+def test_q_proj_deinterleaved_into_fused_qkv_and_output_gate(converted):
+    _, ranks, hf, b = converted
+    hd, hq, hkv, h = b.head_dim, b.num_attention_heads, b.num_key_value_heads, b.hidden_size
+    per_head = hf["model.layers.3.self_attn.q_proj.weight"].reshape(hq, 2, hd, h)  # per head [query | gate]
+    query, gate = per_head[:, 0], per_head[:, 1]
+    k = hf["model.layers.3.self_attn.k_proj.weight"].reshape(hkv, hd, h)
+    v = hf["model.layers.3.self_attn.v_proj.weight"].reshape(hkv, hd, h)
+    for tp_rank, r in enumerate((2, 3)):
+        qs, ks = slice(tp_rank * hq // 2, (tp_rank + 1) * hq // 2), slice(tp_rank * hkv // 2, (tp_rank + 1) * hkv // 2)
+        expected = torch.cat([query[qs].reshape(-1, h), k[ks].reshape(-1, h), v[ks].reshape(-1, h)])
+        assert torch.equal(ranks[r]["transformer.layers.1.attention.qkv.weight"], expected)
+        assert torch.equal(ranks[r]["transformer.layers.1.attention.output_gate.weight"], gate[qs].reshape(-1, h))
+        o = hf["model.layers.3.self_attn.o_proj.weight"]
+        assert torch.equal(ranks[r]["transformer.layers.1.attention.dense.weight"], o.chunk(2, dim=1)[tp_rank])
+
+
+def test_kv_heads_are_replicated_when_tp_exceeds_them():
+    b = config_from_dict(preset_config("9b")).backbone  # 16 q heads, 4 kv heads
+    qkv = C.CONTRACT[3]
+    assert qkv.name.endswith("attention.qkv.weight")
+    srcs = qkv.source_names(3)
+    shape = (2 * 16 * 256, 4096)
+    for tp_rank in range(8):
+        parts = C.pieces(qkv, srcs, b, shape, 8, tp_rank)
+        q, k, v = parts[:2], parts[2], parts[3]
+        assert [p.start // 512 for p in q] == [2 * tp_rank, 2 * tp_rank + 1]  # its two query heads
+        assert k.start // 256 == v.start // 256 == tp_rank // 2  # the KV head those query heads use
+        assert k.rows == v.rows == 256
+
+
+def test_gated_deltanet_key_heads_stay_with_their_value_heads(converted):
+    _, ranks, hf, b = converted
+    hk, hv, dk, dv = b.linear_num_key_heads, b.linear_num_value_heads, b.linear_key_head_dim, b.linear_value_head_dim
+    kd, vd = hk * dk, hv * dv
+    w = hf["model.layers.0.linear_attn.in_proj_qkv.weight"]
+    conv = hf["model.layers.0.linear_attn.conv1d.weight"]
+    for tp_rank in (0, 1):
+        keys = range(tp_rank * hk // 2, (tp_rank + 1) * hk // 2)
+        values = range(tp_rank * hv // 2, (tp_rank + 1) * hv // 2)
+        assert {v // (hv // hk) for v in values} == set(keys)  # the value heads' key heads are local
+        channels = torch.cat([torch.arange(g * dk, (g + 1) * dk) for g in keys]
+                             + [kd + torch.arange(g * dk, (g + 1) * dk) for g in keys]
+                             + [2 * kd + torch.arange(j * dv, (j + 1) * dv) for j in values])
+        t = ranks[tp_rank]
+        assert torch.equal(t["transformer.layers.0.recurrent.in_proj_qkv.weight"], w[channels])
+        assert t["transformer.layers.0.recurrent.conv1d.weight"].shape == (len(channels), 1, conv.shape[-1], 1)
+        assert torch.equal(t["transformer.layers.0.recurrent.conv1d.weight"][..., 0], conv[channels])
+        rows = slice(values.start * dv, values.stop * dv)
+        assert torch.equal(t["transformer.layers.0.recurrent.in_proj_z.weight"],
+                           hf["model.layers.0.linear_attn.in_proj_z.weight"][rows])
+        heads = slice(values.start, values.stop)
+        for name in ("in_proj_b.weight", "in_proj_a.weight"):
+            assert torch.equal(t[f"transformer.layers.0.recurrent.{name}"],
+                               hf[f"model.layers.0.linear_attn.{name}"][heads])
+        assert t["transformer.layers.0.recurrent.A"].dtype == torch.float32
+        assert torch.equal(t["transformer.layers.0.recurrent.A"], -torch.exp(hf["model.layers.0.linear_attn.A_log"][heads]))
+        assert torch.equal(t["transformer.layers.0.recurrent.dt_bias"], hf["model.layers.0.linear_attn.dt_bias"][heads])
+        assert torch.equal(t["transformer.layers.0.recurrent.out_proj.weight"],
+                           hf["model.layers.0.linear_attn.out_proj.weight"][:, rows])
+    assert sum(C.linear_conv_dim_per_rank(b, 2) for _ in range(2)) == b.linear_conv_dim
+
+
+def test_gated_deltanet_key_heads_replicated_when_tp_exceeds_them():
+    b = config_from_dict(preset_config("tiny")).backbone  # 2 key heads, 4 value heads
+    entry = next(e for e in C.CONTRACT if e.name.endswith("recurrent.in_proj_qkv.weight"))
+    for tp_rank in range(4):
+        q, k, v = C.pieces(entry, entry.source_names(0), b, (b.linear_conv_dim, b.hidden_size), 4, tp_rank)
+        assert q.start // 16 == tp_rank // 2 and (k.start - 32) // 16 == tp_rank // 2  # key head r // 2
+        assert (v.start - 64) // 16 == tp_rank  # value head r, which uses key head r // 2
+    assert C.linear_conv_dim_per_rank(b, 4) == 2 * 16 + 16
+
+
+def test_mlp_names_follow_gated_mlp(converted):
+    _, ranks, hf, _ = converted
+    for tp_rank in (0, 1):
+        t = ranks[tp_rank]
+        assert torch.equal(t["transformer.layers.0.mlp.fc.weight"],  # fc: the activated branch
+                           hf["model.layers.0.mlp.gate_proj.weight"].chunk(2)[tp_rank])
+        assert torch.equal(t["transformer.layers.0.mlp.gate.weight"], hf["model.layers.0.mlp.up_proj.weight"].chunk(2)[tp_rank])
+        assert torch.equal(t["transformer.layers.0.mlp.proj.weight"],
+                           hf["model.layers.0.mlp.down_proj.weight"].chunk(2, dim=1)[tp_rank])
+
+
+def test_embedding_replicated_lm_head_split_over_the_vocabulary(converted):
+    _, ranks, hf, b = converted
+    assert torch.equal(ranks[0]["transformer.vocab_embedding.weight"], hf["model.embed_tokens.weight"])
+    assert torch.equal(ranks[1]["transformer.vocab_embedding.weight"], hf["model.embed_tokens.weight"])
+    assert torch.equal(torch.cat([ranks[2]["lm_head.weight"], ranks[3]["lm_head.weight"]]), hf["lm_head.weight"])
+
+
+def test_vocab_padding_and_tied_embeddings():
+    data = preset_config("tiny")
+    data["text_config"].update(vocab_size=301, tie_word_embeddings=True, eos_token_id=300, pad_token_id=None)
+    data["tie_word_embeddings"] = True
+    config = config_from_dict(data)
+    shapes = C.hf_shapes_for(config)
+    assert "lm_head.weight" not in shapes
+    plans = [C.rank_plan(config, C.Mapping(tp_size=4), r, torch.bfloat16, shapes) for r in range(4)]
+    heads = [next(t for t in plan if t.name == "lm_head.weight") for plan in plans]
+    assert [h.shape for h in heads] == [(76, 64)] * 4  # 301 padded to 304
+    assert all(p.source == "model.embed_tokens.weight" for h in heads for p in h.parts if p.source)
+    assert heads[3].parts[-1] == C.Piece(None, 0, 3)  # three zero rows of padding on the last rank
+
+
+def test_config_json(converted):
+    out, _, _, b = converted
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architecture"] == C.ARCHITECTURE and cfg["dtype"] == "float32" and cfg["logits_dtype"] == "float32"
+    assert cfg["mapping"] == {"world_size": 4, "tp_size": 2, "pp_size": 2}
+    assert cfg["layer_types"] == ["recurrent", "recurrent", "recurrent", "attention"]
+    assert (cfg["state_size"], cfg["rnn_head_size"]) == (b.linear_key_head_dim, b.linear_value_head_dim)
+    assert cfg["rnn_hidden_size"] == b.linear_value_dim and cfg["rnn_conv_dim_size"] == b.linear_conv_dim
+    assert cfg["conv_kernel"] == 4 and cfg["state_dtype"] == "float32"
+    assert cfg["rotary_embedding_dim"] == 4 and cfg["rotary_base"] == 10000.0
+    assert cfg["position_embedding_type"] == "rope_gpt_neox" and cfg["qk_layernorm"] is True
+    assert cfg["head_size"] == 16 and cfg["num_key_value_heads"] == 2 and cfg["norm_epsilon"] == 1e-6
+    assert cfg["neg_config"]["head_hidden_size"] == 32 and cfg["neg_config"]["top_k"] == 8
+    config, mapping, dtype = C.config_from_checkpoint(cfg)
+    assert config.backbone == b and mapping == C.Mapping(2, 2) and dtype == "float32"
+
+
+def test_simulation_loader_checks_the_contract(converted, tmp_path):
+    import shutil
+
+    out = shutil.copytree(converted[0], tmp_path / "ckpt")
+    tensors = load_file(str(out / "rank1.safetensors"))
+    tensors["transformer.layers.0.recurrent.A"] = tensors["transformer.layers.0.recurrent.A"][:1].clone()
+    save_file(tensors, str(out / "rank1.safetensors"))
+    with pytest.raises(Exception, match=r"rank1.safetensors: tensor 'transformer.layers.0.recurrent.A': shape"):
+        ShardedCheckpoint(out)
+    del tensors["transformer.layers.0.recurrent.A"]
+    save_file(tensors, str(out / "rank1.safetensors"))
+    with pytest.raises(Exception, match="missing tensor required by the checkpoint contract"):
+        ShardedCheckpoint(out)
+
+
+def test_streaming_bounds_reads_and_does_not_change_bytes(tiny_checkpoint, tmp_path, monkeypatch):
+    big = convert_checkpoint(tiny_checkpoint, tmp_path / "big", tp_size=2, dtype="bfloat16").output
+    sizes = []
+    original = RowReader.read
+
+    def spy(self, name, start, stop):
+        tensor = original(self, name, start, stop)
+        sizes.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    monkeypatch.setattr(RowReader, "read", spy)
+    small = convert_checkpoint(tiny_checkpoint, tmp_path / "small", tp_size=2, dtype="bfloat16",
+                               chunk_bytes=1000).output
+    assert max(sizes) <= 1000 and len(sizes) > 200
+    for name in ("config.json", "rank0.safetensors", "rank1.safetensors"):
+        assert (big / name).read_bytes() == (small / name).read_bytes()
+
+
+def test_9b_layout_is_possible_for_tp_1_2_4_8():
+    config = config_from_dict(preset_config("9b"))
+    shapes = C.hf_shapes_for(config)
+    for tp in (1, 2, 4, 8):
+        C.check_mapping(config.backbone, C.Mapping(tp_size=tp))
+        plan = C.rank_plan(config, C.Mapping(tp_size=tp), 0, torch.bfloat16, shapes)
+        by_name = {t.name: t.shape for t in plan}
+        assert by_name["transformer.layers.0.recurrent.in_proj_qkv.weight"] == (8192 // tp, 4096)
+        assert by_name["transformer.layers.3.attention.qkv.weight"] == ((16 // tp + 2 * max(1, 4 // tp)) * 256, 4096)
+        assert by_name["lm_head.weight"] == (248320 // tp, 4096)
+    with pytest.raises(C.ShardingError, match="num_attention_heads"):
+        C.check_mapping(config.backbone, C.Mapping(tp_size=3))
+
+
+def test_every_contract_entry_is_documented():
+    text = DOC.read_text()
+    for entry in C.CONTRACT:
+        assert f"`{entry.name.replace('transformer.layers.{i}.', '')}`" in text, entry.name
+    for rule in C.SPLIT_RULES:
+        assert f"`{rule}`" in text, rule
+    for transform in C.TRANSFORMS:
+        assert f"`{transform}`" in text, transform
+
+
+def test_unshard_inverts_the_conversion(converted, tmp_path):
+    import shutil
+
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
+    from trt_neg.checkpoint.simulate import unshard
+
+    out, _, hf, _ = converted
+    config, tensors = unshard(out)
+    assert set(tensors) == set(hf)
+    for name, expected in hf.items():
+        torch.testing.assert_close(tensors[name], expected, rtol=1e-6, atol=1e-6, msg=name)
+    # Replicated copies must agree: a rank whose copy differs is reported.
+    broken = shutil.copytree(out, tmp_path / "broken")
+    t = load_file(str(broken / "rank1.safetensors"))
+    t["transformer.layers.0.input_layernorm.weight"] += 1
+    save_file(t, str(broken / "rank1.safetensors"))
+    with pytest.raises(CheckpointError, match="replicated rows disagree"):
+        unshard(broken)

@@ -1,0 +1,524 @@
+"""The TensorRT-LLM checkpoint contract: one table of every tensor, and the mapping rules.
+
+This module is the single source of truth for the converted (TensorRT-LLM 1.2.x style)
+checkpoint of Darwin-NEG. The converter (``convert.py``) writes what it describes, the
+simulation loader (``simulate.py``) validates and reads what it describes, and the
+engine's network definition names its parameters after it. ``docs/checkpoint_contract.md``
+explains every entry.
+
+A checkpoint is a directory with ``config.json`` and one ``rank{N}.safetensors`` per rank
+(``N = pp_rank * tp_size + tp_rank``, TensorRT-LLM's ``Mapping``). Layer names use the
+*local* layer index of their pipeline stage, as TensorRT-LLM's converters do.
+
+Each entry of :data:`CONTRACT` names a checkpoint tensor, the HF tensor(s) it comes from,
+its transform and its tensor-parallel split rule. :func:`pieces` turns (entry, rank) into
+the row ranges of the HF tensors that make up that rank's tensor, so sharding and
+de-interleaving are one mechanism that streams (rows are contiguous bytes in safetensors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping as TMapping
+
+import torch
+
+from ..config import FULL_ATTENTION, LINEAR_ATTENTION, BackboneConfig, DarwinNegConfig, NegConfig
+
+ARCHITECTURE = "DarwinNegForCausalLM"
+CONTRACT_VERSION = 1
+DTYPES = ("bfloat16", "float16", "float32")
+
+# HF layer kinds -> TensorRT-LLM's layer_types vocabulary (cpp/tensorrt_llm/runtime/gptJsonConfig.cpp).
+LAYER_TYPE_TO_TRTLLM = {FULL_ATTENTION: "attention", LINEAR_ATTENTION: "recurrent"}
+LAYER_TYPE_FROM_TRTLLM = {v: k for k, v in LAYER_TYPE_TO_TRTLLM.items()}
+
+
+class ShardingError(ValueError):
+    """A tensor/pipeline-parallel layout the model's dimensions do not allow."""
+
+
+# ------------------------------------------------------------------------------------
+# Mapping (TensorRT-LLM's rank layout, tp fastest)
+# ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Mapping:
+    tp_size: int = 1
+    pp_size: int = 1
+
+    @property
+    def world_size(self) -> int:
+        return self.tp_size * self.pp_size
+
+    def rank(self, tp_rank: int, pp_rank: int) -> int:
+        return pp_rank * self.tp_size + tp_rank
+
+    def tp_rank(self, rank: int) -> int:
+        return rank % self.tp_size
+
+    def pp_rank(self, rank: int) -> int:
+        return rank // self.tp_size
+
+    def pp_layers(self, num_layers: int, pp_rank: int) -> list[int]:
+        """Global layer indices of a stage: ``torch.tensor_split`` semantics (first stages get one more)."""
+        base, extra = divmod(num_layers, self.pp_size)
+        start = pp_rank * base + min(pp_rank, extra)
+        return list(range(start, start + base + (1 if pp_rank < extra else 0)))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"world_size": self.world_size, "tp_size": self.tp_size, "pp_size": self.pp_size}
+
+
+def check_mapping(b: BackboneConfig, m: Mapping) -> None:
+    """Raise :class:`ShardingError` (naming the dimension) unless ``b`` can be split as ``m``."""
+    if m.tp_size < 1 or m.pp_size < 1:
+        raise ShardingError(f"tp_size and pp_size must be >= 1; got tp {m.tp_size}, pp {m.pp_size}")
+    tp = m.tp_size
+    problems = []
+    if b.num_attention_heads % tp:
+        problems.append(f"num_attention_heads ({b.num_attention_heads}) is not divisible by tp {tp}")
+    if b.num_key_value_heads % tp and tp % b.num_key_value_heads:
+        problems.append(f"num_key_value_heads ({b.num_key_value_heads}) neither divides nor is divisible by tp {tp}")
+    if b.linear_num_value_heads % tp:
+        problems.append(f"linear_num_value_heads ({b.linear_num_value_heads}) is not divisible by tp {tp}")
+    elif b.linear_num_key_heads % tp and tp % b.linear_num_key_heads:
+        problems.append(f"linear_num_key_heads ({b.linear_num_key_heads}) neither divides nor is divisible by tp "
+                        f"{tp} (a Gated DeltaNet key head must sit on the rank of every value head that shares it)")
+    if b.intermediate_size % tp:
+        problems.append(f"intermediate_size ({b.intermediate_size}) is not divisible by tp {tp}")
+    if problems:
+        raise ShardingError(f"tensor parallel size {tp} is not possible for this model: " + "; ".join(problems))
+    if m.pp_size > b.num_hidden_layers:
+        raise ShardingError(f"pipeline parallel size {m.pp_size} exceeds the number of layers ({b.num_hidden_layers})")
+
+
+def padded_vocab_size(vocab_size: int, tp_size: int) -> int:
+    """``lm_head`` rows: the vocabulary padded to a multiple of tp (TensorRT-LLM's ``pad_vocab_size``)."""
+    return -(-vocab_size // tp_size) * tp_size
+
+
+def kv_heads_per_rank(b: BackboneConfig, tp: int) -> int:
+    """KV heads on one rank; when tp > num_key_value_heads each KV head is replicated (as TensorRT-LLM does)."""
+    return max(1, b.num_key_value_heads // tp)
+
+
+def first_kv_head(b: BackboneConfig, tp: int, tp_rank: int) -> int:
+    if b.num_key_value_heads >= tp:
+        return tp_rank * (b.num_key_value_heads // tp)
+    return tp_rank // (tp // b.num_key_value_heads)
+
+
+def linear_key_heads_per_rank(b: BackboneConfig, tp: int) -> int:
+    """Gated DeltaNet key heads on one rank; replicated like KV heads when tp > linear_num_key_heads."""
+    return max(1, b.linear_num_key_heads // tp)
+
+
+def first_linear_key_head(b: BackboneConfig, tp: int, tp_rank: int) -> int:
+    if b.linear_num_key_heads >= tp:
+        return tp_rank * (b.linear_num_key_heads // tp)
+    return tp_rank // (tp // b.linear_num_key_heads)
+
+
+def linear_conv_dim_per_rank(b: BackboneConfig, tp: int) -> int:
+    """Conv channels (= conv_state width) of one rank: its q, k and v channels."""
+    return (2 * linear_key_heads_per_rank(b, tp) * b.linear_key_head_dim
+            + b.linear_num_value_heads // tp * b.linear_value_head_dim)
+
+
+# ------------------------------------------------------------------------------------
+# The table
+# ------------------------------------------------------------------------------------
+
+# Scopes: where a tensor lives.
+FIRST_STAGE, LAST_STAGE, EVERY_RANK, EVERY_LAYER, ATTENTION_LAYER, RECURRENT_LAYER = (
+    "first_pp_stage", "last_pp_stage", "every_rank", "every_layer", "attention_layer", "recurrent_layer")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of the converted checkpoint.
+
+    ``name`` and ``sources`` may hold ``{i}`` (local layer index in the checkpoint) and
+    ``{j}`` (global HF layer index). ``transform``: see :data:`TRANSFORMS`; ``split``: see
+    :data:`SPLIT_RULES`. ``dtype`` is ``"model"`` (the conversion dtype) or a fixed dtype.
+    """
+
+    name: str
+    sources: tuple[str, ...]
+    transform: str
+    split: str
+    scope: str
+    dtype: str = "model"
+    optional: str = ""  # "attention_bias": present only when the config has it
+
+    def checkpoint_name(self, local: int | None = None) -> str:
+        return self.name.format(i=local)
+
+    def source_names(self, layer: int | None = None, tied: bool = False) -> tuple[str, ...]:
+        if self.name == "lm_head.weight" and tied:
+            return ("model.embed_tokens.weight",)
+        return tuple(s.format(j=layer) for s in self.sources)
+
+
+L = "transformer.layers.{i}."
+HF = "model.layers.{j}."
+
+CONTRACT: tuple[Entry, ...] = (
+    Entry("transformer.vocab_embedding.weight", ("model.embed_tokens.weight",), "copy", "replicated", FIRST_STAGE),
+    # --- every decoder layer -----------------------------------------------------------
+    Entry(L + "input_layernorm.weight", (HF + "input_layernorm.weight",), "fold_norm", "replicated", EVERY_LAYER),
+    Entry(L + "post_layernorm.weight", (HF + "post_attention_layernorm.weight",), "fold_norm", "replicated",
+          EVERY_LAYER),
+    # --- full (gated) attention: TensorRT-LLM Attention naming ---------------------------
+    Entry(L + "attention.qkv.weight", (HF + "self_attn.q_proj.weight", HF + "self_attn.k_proj.weight",
+                                       HF + "self_attn.v_proj.weight"), "fuse_qkv", "qkv_heads", ATTENTION_LAYER),
+    Entry(L + "attention.qkv.bias", (HF + "self_attn.q_proj.bias", HF + "self_attn.k_proj.bias",
+                                     HF + "self_attn.v_proj.bias"), "fuse_qkv", "qkv_heads", ATTENTION_LAYER,
+          optional="attention_bias"),
+    Entry(L + "attention.output_gate.weight", (HF + "self_attn.q_proj.weight",), "gate_rows", "query_heads",
+          ATTENTION_LAYER),
+    Entry(L + "attention.output_gate.bias", (HF + "self_attn.q_proj.bias",), "gate_rows", "query_heads",
+          ATTENTION_LAYER, optional="attention_bias"),
+    Entry(L + "attention.q_layernorm.weight", (HF + "self_attn.q_norm.weight",), "fold_norm", "replicated",
+          ATTENTION_LAYER),
+    Entry(L + "attention.k_layernorm.weight", (HF + "self_attn.k_norm.weight",), "fold_norm", "replicated",
+          ATTENTION_LAYER),
+    Entry(L + "attention.dense.weight", (HF + "self_attn.o_proj.weight",), "copy", "row", ATTENTION_LAYER),
+    Entry(L + "attention.dense.bias", (HF + "self_attn.o_proj.bias",), "copy", "replicated", ATTENTION_LAYER,
+          optional="attention_bias"),
+    # --- Gated DeltaNet (recurrent) ------------------------------------------------------
+    Entry(L + "recurrent.in_proj_qkv.weight", (HF + "linear_attn.in_proj_qkv.weight",), "copy", "gdn_qkv",
+          RECURRENT_LAYER),
+    Entry(L + "recurrent.in_proj_z.weight", (HF + "linear_attn.in_proj_z.weight",), "copy", "value_heads",
+          RECURRENT_LAYER),
+    Entry(L + "recurrent.in_proj_b.weight", (HF + "linear_attn.in_proj_b.weight",), "copy", "value_heads",
+          RECURRENT_LAYER),
+    Entry(L + "recurrent.in_proj_a.weight", (HF + "linear_attn.in_proj_a.weight",), "copy", "value_heads",
+          RECURRENT_LAYER),
+    Entry(L + "recurrent.conv1d.weight", (HF + "linear_attn.conv1d.weight",), "conv_weight", "gdn_qkv",
+          RECURRENT_LAYER),
+    Entry(L + "recurrent.A", (HF + "linear_attn.A_log",), "neg_exp", "value_heads", RECURRENT_LAYER, "float32"),
+    Entry(L + "recurrent.dt_bias", (HF + "linear_attn.dt_bias",), "copy", "value_heads", RECURRENT_LAYER,
+          "float32"),
+    Entry(L + "recurrent.norm.weight", (HF + "linear_attn.norm.weight",), "copy", "replicated", RECURRENT_LAYER),
+    Entry(L + "recurrent.out_proj.weight", (HF + "linear_attn.out_proj.weight",), "copy", "row", RECURRENT_LAYER),
+    # --- SwiGLU MLP: TensorRT-LLM GatedMLP (fc gets the activation, gate is multiplied) ---
+    Entry(L + "mlp.fc.weight", (HF + "mlp.gate_proj.weight",), "copy", "column", EVERY_LAYER),
+    Entry(L + "mlp.gate.weight", (HF + "mlp.up_proj.weight",), "copy", "column", EVERY_LAYER),
+    Entry(L + "mlp.proj.weight", (HF + "mlp.down_proj.weight",), "copy", "row", EVERY_LAYER),
+    # --- final norm, LM head ------------------------------------------------------------
+    Entry("transformer.ln_f.weight", ("model.norm.weight",), "fold_norm", "replicated", LAST_STAGE),
+    Entry("lm_head.weight", ("lm_head.weight",), "copy", "vocab", LAST_STAGE),
+    # --- NEG (DESIGN.md section 4): fp32, on every rank ---------------------------------
+    Entry("neg_head.fc1.weight", ("neg_head.fc1.weight",), "copy", "replicated", EVERY_RANK, "float32"),
+    Entry("neg_head.fc1.bias", ("neg_head.fc1.bias",), "copy", "replicated", EVERY_RANK, "float32"),
+    Entry("neg_head.fc2.weight", ("neg_head.fc2.weight",), "copy", "replicated", EVERY_RANK, "float32"),
+    Entry("neg_head.fc2.bias", ("neg_head.fc2.bias",), "copy", "replicated", EVERY_RANK, "float32"),
+    Entry("neg_gate.threshold", ("neg_gate.threshold",), "copy", "replicated", EVERY_RANK, "float32"),
+)
+
+TRANSFORMS: dict[str, str] = {
+    "copy": "unchanged (cast to the entry's dtype)",
+    "fold_norm": "zero-centred RMSNorm weight folded: w' = 1 + w (computed in fp32, then cast)",
+    "fuse_qkv": "q_proj de-interleaved (per head [query | gate] -> query rows), fused with k_proj and v_proj "
+                "as [q | k | v] of the rank's heads",
+    "gate_rows": "q_proj de-interleaved: the output-gate rows of each head",
+    "conv_weight": "depthwise conv [C, 1, K] -> [C, 1, K, 1] (TensorRT-LLM MambaConv1d layout)",
+    "neg_exp": "A = -exp(A_log), fp32 (as TensorRT-LLM's Mamba converter stores A)",
+}
+
+SPLIT_RULES: dict[str, str] = {
+    "replicated": "the full tensor on every tp rank",
+    "column": "dim 0 split in tp equal contiguous parts",
+    "row": "dim 1 split in tp equal contiguous parts (row-parallel; all-reduce after the GEMM)",
+    "vocab": "dim 0 padded with zero rows to a multiple of tp, then split like column",
+    "query_heads": "rank r holds query heads [r*Hq/tp, (r+1)*Hq/tp)",
+    "qkv_heads": "[q | k | v] of rank r: its query heads, then its KV heads (KV head r // (tp/Hkv) when tp > Hkv)",
+    "value_heads": "rank r holds Gated DeltaNet value heads [r*Hv/tp, (r+1)*Hv/tp) (rows per head: dv, or 1)",
+    "gdn_qkv": "the [q | k | v] channel sections each split by heads (q, k by key heads, v by value heads) "
+               "and concatenated per rank, so key head g stays with value heads g*Hv/Hk .. (g+1)*Hv/Hk-1 "
+               "(key head r // (tp/Hk) replicated when tp > Hk)",
+}
+
+
+def entry_applies(e: Entry, b: BackboneConfig, layer_type: str | None) -> bool:
+    if e.optional == "attention_bias" and not b.attention_bias:
+        return False
+    if e.scope == ATTENTION_LAYER:
+        return layer_type == FULL_ATTENTION
+    if e.scope == RECURRENT_LAYER:
+        return layer_type == LINEAR_ATTENTION
+    if e.scope == EVERY_LAYER:
+        return layer_type is not None
+    return layer_type is None
+
+
+# ------------------------------------------------------------------------------------
+# Pieces: which HF rows make up a rank's tensor
+# ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of HF tensor ``source`` (columns ``cols`` if set); ``source=None``: zero rows."""
+
+    source: str | None
+    start: int
+    stop: int
+    cols: tuple[int, int] | None = None
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def _heads(first: int, count: int, rows_per_head: int, source: str, offset: int = 0,
+           within: tuple[int, int] | None = None) -> list[Piece]:
+    """Contiguous rows of heads ``[first, first+count)``; ``within`` selects a row range of each head."""
+    if within is None:
+        return [Piece(source, offset + first * rows_per_head, offset + (first + count) * rows_per_head)]
+    a, z = within
+    return [Piece(source, offset + h * rows_per_head + a, offset + h * rows_per_head + z)
+            for h in range(first, first + count)]
+
+
+def pieces(e: Entry, sources: tuple[str, ...], b: BackboneConfig, shape: tuple[int, ...], tp: int,
+           tp_rank: int) -> list[Piece]:
+    """The HF row ranges (in order) that make up tp rank ``tp_rank``'s share of entry ``e``.
+
+    ``shape`` is the HF shape of ``sources[0]``.
+    """
+    rule = e.split
+    if not shape:  # scalars
+        return [Piece(sources[0], 0, 1)]
+    if rule == "replicated":
+        if e.transform == "gate_rows":
+            raise AssertionError("gate rows are never replicated")
+        return [Piece(sources[0], 0, shape[0])]
+    if rule in ("column", "value_heads"):
+        n = shape[0] // tp
+        return [Piece(sources[0], tp_rank * n, (tp_rank + 1) * n)]
+    if rule == "row":
+        n = shape[1] // tp
+        return [Piece(sources[0], 0, shape[0], (tp_rank * n, (tp_rank + 1) * n))]
+    if rule == "vocab":
+        n = padded_vocab_size(b.vocab_size, tp) // tp
+        start, stop = tp_rank * n, (tp_rank + 1) * n
+        out = [Piece(sources[0], start, min(stop, b.vocab_size))] if start < b.vocab_size else []
+        if stop > b.vocab_size:
+            out.append(Piece(None, 0, stop - max(start, b.vocab_size)))
+        return out
+    hd = b.head_dim
+    hq = b.num_attention_heads // tp
+    if rule == "query_heads":  # output gate: second half of each head's 2*hd rows of q_proj
+        return _heads(tp_rank * hq, hq, 2 * hd, sources[0], within=(hd, 2 * hd))
+    if rule == "qkv_heads":
+        hkv, kv_first = kv_heads_per_rank(b, tp), first_kv_head(b, tp, tp_rank)
+        q = _heads(tp_rank * hq, hq, 2 * hd, sources[0], within=(0, hd))
+        k = _heads(kv_first, hkv, hd, sources[1])
+        v = _heads(kv_first, hkv, hd, sources[2])
+        return q + k + v
+    if rule == "gdn_qkv":
+        hk, k_first = linear_key_heads_per_rank(b, tp), first_linear_key_head(b, tp, tp_rank)
+        hv = b.linear_num_value_heads // tp
+        dk, dv, kd = b.linear_key_head_dim, b.linear_value_head_dim, b.linear_key_dim
+        src = sources[0]
+        return (_heads(k_first, hk, dk, src) + _heads(k_first, hk, dk, src, offset=kd)
+                + _heads(tp_rank * hv, hv, dv, src, offset=2 * kd))
+    raise AssertionError(f"unknown split rule {rule!r}")
+
+
+def rank_shape(e: Entry, hf_shape: tuple[int, ...], parts: list[Piece]) -> tuple[int, ...]:
+    """Shape of a rank's tensor built from ``parts`` (HF shape of the first source given)."""
+    if not hf_shape:
+        return ()
+    rows = sum(p.rows for p in parts)
+    tail = list(hf_shape[1:])
+    if parts and parts[0].cols is not None:
+        tail[0] = parts[0].cols[1] - parts[0].cols[0]
+    shape = (rows, *tail)
+    if e.transform == "conv_weight":
+        shape = (*shape, 1)
+    return shape
+
+
+def apply_transform(e: Entry, chunk: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    """Elementwise part of a transform on a chunk of rows (row selection is done by :func:`pieces`)."""
+    if e.transform == "fold_norm":
+        return (1.0 + chunk.float()).to(out_dtype)
+    if e.transform == "neg_exp":
+        return (-torch.exp(chunk.float())).to(out_dtype)
+    if e.transform == "conv_weight":
+        return chunk.to(out_dtype).unsqueeze(-1)
+    return chunk.to(out_dtype)
+
+
+# ------------------------------------------------------------------------------------
+# The plan of one rank
+# ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    name: str  # checkpoint name on this rank (local layer index)
+    entry: Entry
+    sources: tuple[str, ...]  # HF canonical names
+    layer: int | None  # global layer index
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    parts: tuple[Piece, ...]
+
+
+def entry_dtype(e: Entry, model_dtype: torch.dtype) -> torch.dtype:
+    return model_dtype if e.dtype == "model" else getattr(torch, e.dtype)
+
+
+def rank_plan(config: DarwinNegConfig, mapping: Mapping, rank: int, model_dtype: torch.dtype,
+              hf_shapes: TMapping[str, tuple[int, ...]]) -> list[PlannedTensor]:
+    """Every tensor of ``rank{rank}.safetensors``, in file order."""
+    b = config.backbone
+    tp, tp_rank, pp_rank = mapping.tp_size, mapping.tp_rank(rank), mapping.pp_rank(rank)
+    first, last = pp_rank == 0, pp_rank == mapping.pp_size - 1
+    out: list[PlannedTensor] = []
+
+    def add(e: Entry, local: int | None, layer: int | None) -> None:
+        srcs = e.source_names(layer, b.tie_word_embeddings)
+        hf_shape = tuple(hf_shapes[srcs[0]])
+        parts = pieces(e, srcs, b, hf_shape, tp, tp_rank)
+        if e.transform == "fuse_qkv":  # pieces refer to q, k and v; rows add up
+            hf_shape = (sum(p.rows for p in parts), *hf_shape[1:])
+        out.append(PlannedTensor(e.checkpoint_name(local), e, srcs, layer, rank_shape(e, hf_shape, parts),
+                                 entry_dtype(e, model_dtype), tuple(parts)))
+
+    globals_ = [e for e in CONTRACT if e.scope in (FIRST_STAGE, LAST_STAGE, EVERY_RANK)]
+    for e in globals_:
+        if e.scope == FIRST_STAGE and first and entry_applies(e, b, None):
+            add(e, None, None)
+    for local, layer in enumerate(mapping.pp_layers(b.num_hidden_layers, pp_rank)):
+        for e in CONTRACT:
+            if e.scope in (EVERY_LAYER, ATTENTION_LAYER, RECURRENT_LAYER) and entry_applies(e, b, b.layer_types[layer]):
+                add(e, local, layer)
+    for e in globals_:
+        if (e.scope == LAST_STAGE and last) or e.scope == EVERY_RANK:
+            add(e, None, None)
+    return out
+
+
+def hf_shapes_for(config: DarwinNegConfig) -> dict[str, tuple[int, ...]]:
+    from .hf import hf_text_weight_shapes, neg_weight_shapes
+
+    b = config.backbone
+    return {**hf_text_weight_shapes(b), **neg_weight_shapes(b, config.neg)}
+
+
+# ------------------------------------------------------------------------------------
+# config.json
+# ------------------------------------------------------------------------------------
+
+def checkpoint_config(config: DarwinNegConfig, mapping: Mapping, dtype: str) -> dict[str, Any]:
+    """The converted checkpoint's ``config.json`` (TensorRT-LLM PretrainedConfig fields + model fields)."""
+    b, n = config.backbone, config.neg
+    return {
+        "architecture": ARCHITECTURE,
+        "dtype": dtype,
+        "logits_dtype": "float32",
+        "vocab_size": b.vocab_size,
+        "hidden_size": b.hidden_size,
+        "intermediate_size": b.intermediate_size,
+        "num_hidden_layers": b.num_hidden_layers,
+        "num_attention_heads": b.num_attention_heads,
+        "num_key_value_heads": b.num_key_value_heads,
+        "head_size": b.head_dim,
+        "hidden_act": b.hidden_act,
+        "norm_epsilon": b.rms_norm_eps,
+        "position_embedding_type": "rope_gpt_neox",
+        "rotary_base": b.rope_theta,
+        "rotary_embedding_dim": b.rotary_dim,
+        "rotary_scaling": None,
+        "max_position_embeddings": b.max_position_embeddings,
+        "qk_layernorm": True,
+        "attn_output_gate": True,
+        "attention_bias": b.attention_bias,
+        "mapping": mapping.to_dict(),
+        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
+        "use_parallel_embedding": False,
+        "embedding_sharding_dim": 0,
+        "share_embedding_table": False,
+        "tie_word_embeddings": b.tie_word_embeddings,
+        "bos_token_id": b.bos_token_id,
+        "eos_token_id": list(b.eos_token_id),
+        "pad_token_id": b.pad_token_id,
+        # Layer kinds in TensorRT-LLM's vocabulary, one entry per layer.
+        "layer_types": [LAYER_TYPE_TO_TRTLLM[t] for t in b.layer_types],
+        # Recurrent state (DESIGN.md section 2): rnn_state [Hv, dk, dv] fp32, conv_state [K-1, conv_dim].
+        "state_size": b.linear_key_head_dim,
+        "rnn_head_size": b.linear_value_head_dim,
+        "rnn_hidden_size": b.linear_value_dim,
+        "rnn_conv_dim_size": b.linear_conv_dim,
+        "conv_kernel": b.linear_conv_kernel_dim,
+        "state_dtype": "float32",
+        # Gated DeltaNet dimensions (global; per rank: heads / tp_size).
+        "linear_num_key_heads": b.linear_num_key_heads,
+        "linear_num_value_heads": b.linear_num_value_heads,
+        "linear_key_head_dim": b.linear_key_head_dim,
+        "linear_value_head_dim": b.linear_value_head_dim,
+        "neg_config": {"head_hidden_size": n.head_hidden_size, "activation": n.activation, "top_k": n.top_k,
+                       "temperature": n.temperature, "seed": n.seed, "enabled": n.enabled},
+        "trt_neg": {"contract_version": CONTRACT_VERSION, "source": config.source},
+    }
+
+
+def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[DarwinNegConfig, Mapping, str]:
+    """Read back a converted checkpoint's ``config.json``: (model description, mapping, dtype)."""
+    from ..config import ConfigError
+
+    def need(key: str, container: TMapping[str, Any] = data, prefix: str = "") -> Any:
+        if key not in container:
+            raise ConfigError(source, prefix + key, "is required but missing")
+        return container[key]
+
+    if need("architecture") != ARCHITECTURE:
+        raise ConfigError(source, "architecture", f"expected {ARCHITECTURE}, got {data['architecture']!r}")
+    kinds = need("layer_types")
+    bad = sorted({k for k in kinds if k not in LAYER_TYPE_FROM_TRTLLM})
+    if bad:
+        raise ConfigError(source, "layer_types", f"unknown layer type(s) {bad}")
+    head = need("head_size")
+    eos = data.get("eos_token_id") or []
+    b = BackboneConfig(
+        vocab_size=need("vocab_size"), hidden_size=need("hidden_size"), intermediate_size=need("intermediate_size"),
+        num_hidden_layers=need("num_hidden_layers"), layer_types=tuple(LAYER_TYPE_FROM_TRTLLM[k] for k in kinds),
+        num_attention_heads=need("num_attention_heads"), num_key_value_heads=need("num_key_value_heads"),
+        head_dim=head, partial_rotary_factor=need("rotary_embedding_dim") / head, rope_theta=need("rotary_base"),
+        max_position_embeddings=need("max_position_embeddings"), attention_bias=bool(data.get("attention_bias")),
+        linear_num_key_heads=need("linear_num_key_heads"), linear_num_value_heads=need("linear_num_value_heads"),
+        linear_key_head_dim=need("linear_key_head_dim"), linear_value_head_dim=need("linear_value_head_dim"),
+        linear_conv_kernel_dim=need("conv_kernel"), hidden_act=need("hidden_act"), rms_norm_eps=need("norm_epsilon"),
+        tie_word_embeddings=bool(data.get("tie_word_embeddings")),
+        eos_token_id=tuple(eos if isinstance(eos, list) else [eos]),
+        bos_token_id=data.get("bos_token_id"), pad_token_id=data.get("pad_token_id"),
+    )
+    if len(b.layer_types) != b.num_hidden_layers:
+        raise ConfigError(source, "layer_types", f"has {len(kinds)} entries, num_hidden_layers is {b.num_hidden_layers}")
+    neg = NegConfig(**need("neg_config"))
+    m = need("mapping")
+    mapping = Mapping(tp_size=need("tp_size", m, "mapping."), pp_size=need("pp_size", m, "mapping."))
+    if m.get("world_size", mapping.world_size) != mapping.world_size:
+        raise ConfigError(source, "mapping.world_size", f"is {m['world_size']}, tp*pp is {mapping.world_size}")
+    dtype = need("dtype")
+    if dtype not in DTYPES:
+        raise ConfigError(source, "dtype", f"must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    check_mapping(b, mapping)
+    return DarwinNegConfig(backbone=b, neg=neg, source=source, architecture=ARCHITECTURE), mapping, dtype
+
+
+def describe() -> list[dict[str, str]]:
+    """The table as plain rows (for docs and tooling)."""
+    return [{"name": e.name, "sources": ", ".join(e.sources), "transform": e.transform, "split": e.split,
+             "scope": e.scope, "dtype": e.dtype, "optional": e.optional} for e in CONTRACT]
+
+
+__all__ = ["ARCHITECTURE", "CONTRACT", "DTYPES", "Entry", "Mapping", "Piece", "PlannedTensor", "ShardingError",
+           "SPLIT_RULES", "TRANSFORMS", "apply_transform", "check_mapping", "checkpoint_config",
+           "config_from_checkpoint", "describe", "first_kv_head", "first_linear_key_head", "hf_shapes_for",
+           "kv_heads_per_rank", "linear_conv_dim_per_rank", "linear_key_heads_per_rank", "padded_vocab_size",
+           "pieces", "rank_plan"]
