@@ -1,0 +1,332 @@
+"""The TensorRT-LLM network definition (trt_neg/trtllm) against the checkpoint contract.
+
+CPU tests run the real ``trt_neg/trtllm`` code over a recording stub of the tensorrt /
+tensorrt_llm 1.2.x APIs (tests/trtllm_stub, put on sys.path per test, never installed).
+Tests marked ``trtllm`` need real TensorRT-LLM 1.2.x and a GPU (docker self-test).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trt_neg.checkpoint import contract
+from trt_neg.checkpoint.synthetic import preset_config
+from trt_neg.config import config_from_dict
+
+STUB = Path(__file__).parent / "trtllm_stub"
+
+
+def _purge():
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("tensorrt", "tensorrt_llm") or name.startswith("trt_neg.trtllm"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    _purge()
+    monkeypatch.syspath_prepend(str(STUB))
+    module = importlib.import_module("tensorrt_llm")
+    assert getattr(module, "_TRT_NEG_STUB", False)
+    yield module
+    _purge()
+
+
+@pytest.fixture
+def no_trtllm(monkeypatch):
+    _purge()
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    yield
+    _purge()
+
+
+def _description(preset):
+    return config_from_dict(preset_config(preset))
+
+
+def _engine_params(model) -> dict[str, tuple[tuple[int, ...], str]]:
+    # What PretrainedModel.load requires: parameters not already initialised (RoPE buffers are).
+    return {name: (tuple(p.shape), p.dtype) for name, p in model.named_parameters() if not p.is_inited()}
+
+
+def _contract_params(desc, mapping, rank, dtype) -> dict[str, tuple[tuple[int, ...], str]]:
+    plan = contract.rank_plan(desc, mapping, rank, getattr(torch, dtype), contract.hf_shapes_for(desc))
+    return {t.name: (tuple(t.shape), str(t.dtype).replace("torch.", "")) for t in plan}
+
+
+CASES = [("tiny", 1, 1), ("tiny", 2, 1), ("tiny", 1, 2), ("tiny", 2, 2), ("9b", 1, 1), ("9b", 2, 2), ("9b", 2, 1),
+         ("9b", 1, 2)]
+
+
+@pytest.mark.parametrize("preset,tp,pp", CASES)
+def test_parameters_equal_the_checkpoint_contract(stub, preset, tp, pp):
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    desc = _description(preset)
+    dtype = "float32" if preset == "tiny" else "bfloat16"
+    mapping = contract.Mapping(tp, pp)
+    for rank in range(mapping.world_size):
+        model = DarwinNegForCausalLM(config_for(desc, mapping, dtype, rank))
+        got, want = _engine_params(model), _contract_params(desc, mapping, rank, dtype)
+        assert sorted(set(got) - set(want)) == [] and sorted(set(want) - set(got)) == [], f"rank {rank}"
+        bad = {n: (got[n], want[n]) for n in want if got[n] != want[n]}
+        assert not bad, f"rank {rank}: shape/dtype mismatches {bad}"
+
+
+def test_attention_bias_variant_matches_contract(stub):
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    data = preset_config("tiny")
+    data["text_config"]["attention_bias"] = True
+    desc = config_from_dict(data)
+    mapping = contract.Mapping(2, 1)
+    for rank in range(2):
+        got = _engine_params(DarwinNegForCausalLM(config_for(desc, mapping, "float32", rank)))
+        assert got == _contract_params(desc, mapping, rank, "float32")
+
+
+def test_rope_tables_cover_only_the_rotated_dims_and_attention_is_configured(stub):
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    desc = _description("9b")
+    model = DarwinNegForCausalLM(config_for(desc, contract.Mapping(2, 2), "bfloat16", 1))
+    assert model.rope_table_dim == desc.backbone.rotary_dim == 64
+    layers = list(model.transformer.layers)
+    attn = [layer for layer in layers if layer.layer_type == "attention"]
+    # stage 0 holds global layers 0..15: attention at 3, 7, 11, 15 -> local KV-cache indices 0..3
+    assert [layer.layer_idx for layer in attn] == [3, 7, 11, 15]
+    assert [layer.attention.local_layer_idx for layer in attn] == [0, 1, 2, 3]
+    a = attn[0].attention
+    assert a.rotary_embedding_dim == 64 and a.attention_head_size == 256
+    assert a.num_attention_heads == 8 and a.num_attention_kv_heads == 2
+    rec = [layer.recurrent for layer in layers if layer.layer_type == "recurrent"]
+    assert rec[0].num_k_heads == 8 and rec[0].num_v_heads == 16 and rec[0].conv_dim == 4096
+    assert not hasattr(model.transformer, "ln_f") and hasattr(model.transformer, "vocab_embedding")
+
+
+def test_config_round_trip_and_description(stub):
+    from trt_neg.trtllm.config import RUNTIME_ARCHITECTURE_ALIAS, DarwinNegConfig, config_for
+
+    desc = _description("tiny")
+    cfg = config_for(desc, contract.Mapping(2, 1), "float32", 1)
+    assert cfg.architecture == contract.ARCHITECTURE and cfg.mapping.tp_rank == 1
+    assert cfg.implicit == []  # every config.json field is consumed explicitly (no "Implicitly setting")
+    again = DarwinNegConfig.from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+    back, mapping, dtype = again.description()
+    assert back.backbone == desc.backbone and back.neg == desc.neg and (mapping.tp_size, dtype) == (2, "float32")
+    assert cfg.engine_config_overrides()["architecture"] == RUNTIME_ARCHITECTURE_ALIAS
+
+
+def test_registered_in_model_map(stub):
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    assert stub.models.MODEL_MAP[contract.ARCHITECTURE] is DarwinNegForCausalLM
+    assert DarwinNegForCausalLM.config_class.__name__ == "DarwinNegConfig"
+
+
+def test_refuses_impossible_tp(stub):
+    from trt_neg.trtllm.config import DarwinNegConfig
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    data = contract.checkpoint_config(_description("tiny"), contract.Mapping(1, 1), "float32")
+    data["mapping"] = {"world_size": 8, "tp_size": 8, "pp_size": 1}
+    with pytest.raises(contract.ShardingError, match="tensor parallel size 8"):
+        DarwinNegForCausalLM(DarwinNegConfig.from_dict(data))
+
+
+# ------------------------------------------------------------------------------------
+# Without tensorrt_llm
+# ------------------------------------------------------------------------------------
+
+def test_package_imports_and_fails_cleanly_without_tensorrt_llm(no_trtllm):
+    import trt_neg
+    import trt_neg.trtllm as trtllm
+
+    assert trt_neg.__version__
+    with pytest.raises(trtllm.TensorRTLLMUnavailable) as info:
+        trtllm.DarwinNegForCausalLM  # noqa: B018
+    message = str(info.value)
+    assert "tensorrt_llm 1.2.x" in message and "NGC container" in message
+    with pytest.raises(trtllm.TensorRTLLMUnavailable):
+        importlib.import_module("trt_neg.trtllm.config")
+    # the plugin field lists need neither tensorrt nor tensorrt_llm
+    from trt_neg.trtllm import plugins
+
+    assert plugins.neg_plugin_fields(hidden_size=4, head_hidden_size=2, vocab_size=8)[0][0] == "hidden_size"
+
+
+def test_wrong_tensorrt_llm_version_is_refused(monkeypatch):
+    import types
+
+    _purge()
+    fake = types.ModuleType("tensorrt_llm")
+    fake.__version__ = "1.3.0"
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", fake)
+    import trt_neg.trtllm as trtllm
+
+    with pytest.raises(trtllm.TensorRTLLMUnavailable, match="found tensorrt_llm 1.3.0"):
+        trtllm.require_tensorrt_llm()
+    _purge()
+
+
+def test_plugin_library_missing_is_a_clear_error(no_trtllm, monkeypatch, tmp_path):
+    from trt_neg.trtllm import plugins
+
+    monkeypatch.setenv(plugins.PLUGIN_LIBRARY_ENV, str(tmp_path / "libtrt_neg_plugins.so"))
+    with pytest.raises(plugins.PluginLibraryError, match="does not exist"):
+        plugins.load_plugin_library()
+
+
+# ------------------------------------------------------------------------------------
+# Plugin wrappers (stub tensorrt records the creator calls)
+# ------------------------------------------------------------------------------------
+
+def _fields(pfc):
+    return {f.name: (f.data.dtype.name, f.data.tolist(), f.type.name) for f in pfc}
+
+
+def test_neg_sample_builds_the_plugin_with_its_fields(stub):
+    import tensorrt as trt
+
+    from tensorrt_llm._common import default_trtnet
+    from tensorrt_llm.functional import Tensor
+    from trt_neg.trtllm import plugins
+
+    creator = trt.get_plugin_registry().register("NegGatedSampling", "1", "trt_neg")
+    inputs = [Tensor(name=n) for n in ("hidden", "logits", "w1", "b1", "w2", "b2", "tau", "positions")]
+    for t in inputs:
+        t.trt_tensor = t.name
+    outs = plugins.neg_sample(*inputs, hidden_size=64, head_hidden_size=32, vocab_size=512, top_k=8,
+                              temperature=0.7, seed=2**64 - 1, activation="gelu_tanh")
+    assert len(outs) == 4
+    (plugin,) = creator.created
+    assert plugin.phase == trt.TensorRTPhase.BUILD and plugin.name == "NegGatedSampling"
+    assert _fields(plugin.pfc) == {
+        "hidden_size": ("int32", [64], "INT32"), "head_hidden_size": ("int32", [32], "INT32"),
+        "vocab_size": ("int32", [512], "INT32"), "top_k": ("int32", [8], "INT32"),
+        "temperature": ("float32", [pytest.approx(0.7)], "FLOAT32"), "seed": ("int64", [-1], "INT64"),
+        "activation": ("int32", [3], "INT32")}
+    (layer,) = default_trtnet().plugin_layers
+    assert layer.inputs == ["hidden", "logits", "w1", "b1", "w2", "b2", "tau", "positions"]
+    assert layer.shape_inputs == [] and layer.plugin is plugin
+
+
+def test_gated_delta_rule_builds_the_plugin_with_its_fields(stub):
+    import tensorrt as trt
+
+    from tensorrt_llm._common import default_trtnet
+    from tensorrt_llm.functional import Tensor
+    from trt_neg.trtllm import plugins
+
+    creator = trt.get_plugin_registry().register("TrtNegGatedDeltaRule", "1", "trt_neg")
+    names = ["qkv", "a", "b", "A_log", "dt_bias", "rnn_state_ptr", "host_request_types", "last_token_ids",
+             "slot_mapping", "z", "norm_weight"]
+    inputs = [Tensor(name=n) for n in names]
+    for t in inputs:
+        t.trt_tensor = t.name
+    plugins.gated_delta_rule(*inputs, num_k_heads=8, num_v_heads=16, head_k_dim=128, head_v_dim=128,
+                             dtype="bfloat16", norm_eps=1e-6)
+    (plugin,) = creator.created
+    got = _fields(plugin.pfc)
+    assert list(got) == ["num_k_heads", "num_v_heads", "head_k_dim", "head_v_dim", "type_id",
+                         "remove_input_padding", "gated_norm", "norm_eps", "continue_context"]
+    assert got["type_id"] == ("int32", [7], "INT32") and got["gated_norm"] == ("int32", [1], "INT32")
+    assert got["norm_eps"][2] == "FLOAT32" and all(len(v[1]) == 1 for v in got.values())
+    assert default_trtnet().plugin_layers[0].inputs == names
+    # without z: 9 inputs, gated_norm 0
+    plugins.gated_delta_rule(*inputs[:9], num_k_heads=1, num_v_heads=2, head_k_dim=4, head_v_dim=4, dtype="float32")
+    assert default_trtnet().plugin_layers[1].inputs == names[:9]
+    assert _fields(creator.created[1].pfc)["gated_norm"] == ("int32", [0], "INT32")
+
+
+def test_missing_creator_names_the_library(stub):
+    from tensorrt_llm.functional import Tensor
+    from trt_neg.trtllm import plugins
+
+    t = Tensor(name="x")
+    t.trt_tensor = "x"
+    with pytest.raises(plugins.PluginLibraryError, match="libtrt_neg_plugins.so"):
+        plugins.neg_sample(*[t] * 8, hidden_size=4, head_hidden_size=2, vocab_size=8)
+
+
+def test_field_validation():
+    from trt_neg.trtllm import plugins
+
+    with pytest.raises(ValueError, match="activation"):
+        plugins.neg_plugin_fields(hidden_size=4, head_hidden_size=2, vocab_size=8, activation="tanh")
+    with pytest.raises(ValueError, match="multiple"):
+        plugins.gdn_plugin_fields(num_k_heads=3, num_v_heads=4, head_k_dim=4, head_v_dim=4, dtype="float32")
+    with pytest.raises(ValueError, match="dtype"):
+        plugins.gdn_plugin_fields(num_k_heads=1, num_v_heads=1, head_k_dim=4, head_v_dim=4, dtype="int8")
+
+
+# ------------------------------------------------------------------------------------
+# Real TensorRT-LLM 1.2.x + GPU (docker self-test)
+# ------------------------------------------------------------------------------------
+
+@pytest.mark.trtllm
+def test_tiny_engine_builds_and_greedy_decode_matches_reference(tiny_checkpoint, tmp_path):
+    """Convert tiny, build the engine with our plugins, decode greedily with NEG on, compare tokens
+    with the reference backend. Needs tensorrt_llm 1.2.x, a GPU and libtrt_neg_plugins.so
+    (TRT_NEG_PLUGIN_LIB)."""
+    import json
+
+    import tensorrt_llm
+    from tensorrt_llm import BuildConfig
+    from tensorrt_llm.bindings import executor as tle
+    from tensorrt_llm.plugin import PluginConfig
+
+    from trt_neg.checkpoint.convert import convert_checkpoint
+    from trt_neg.runtime.llm_engine import LLMEngine
+    from trt_neg.runtime.request import Request
+    from trt_neg.runtime.torch_backend import TorchBackend
+    from trt_neg.trtllm.config import DarwinNegConfig
+    from trt_neg.trtllm.model import NEG_ENTROPY_OUTPUT, NEG_FIRED_OUTPUT, DarwinNegForCausalLM
+    from trt_neg.trtllm.plugins import load_plugin_library
+
+    load_plugin_library()
+    ckpt = tmp_path / "ckpt"
+    convert_checkpoint(tiny_checkpoint, ckpt, dtype="float32")
+    config = DarwinNegConfig.from_checkpoint(ckpt)
+    model = DarwinNegForCausalLM.from_checkpoint(str(ckpt), rank=0, config=config)
+    plugin_config = PluginConfig()
+    for key, value in dict(gpt_attention_plugin="float32", mamba_conv1d_plugin="float32", paged_kv_cache=True,
+                           paged_state=True, remove_input_padding=True).items():
+        setattr(plugin_config, key, value)
+    engine = tensorrt_llm.build(model, BuildConfig(max_batch_size=4, max_input_len=64, max_seq_len=128,
+                                                   max_num_tokens=256, plugin_config=plugin_config))
+    engine_dir = tmp_path / "engine"
+    engine.save(str(engine_dir))
+    cfg_path = engine_dir / "config.json"
+    data = json.loads(cfg_path.read_text())
+    data["pretrained_config"].update(config.engine_config_overrides())
+    cfg_path.write_text(json.dumps(data, indent=2))
+
+    prompt = [1, 17, 33, 250, 7]
+    executor = tle.Executor(engine_dir, tle.ModelType.DECODER_ONLY,
+                            tle.ExecutorConfig(1, kv_cache_config=tle.KvCacheConfig(enable_block_reuse=False)))
+    outputs = tle.OutputConfig(additional_model_outputs=[tle.AdditionalModelOutput(NEG_ENTROPY_OUTPUT, False),
+                                                         tle.AdditionalModelOutput(NEG_FIRED_OUTPUT, False)])
+    request_id = executor.enqueue_request(tle.Request(prompt, max_tokens=16, output_config=outputs))
+    tokens = []
+    while not tokens:
+        for response in executor.await_responses(request_id):
+            assert not response.has_error(), response.error_msg
+            if response.result.is_final:
+                tokens = list(response.result.output_token_ids[0])
+    executor.shutdown()
+
+    # The reference backend (fp32 torch), NEG mode 1, greedy, EOS ignored like max_tokens above.
+    engine = LLMEngine(TorchBackend.from_pretrained(tiny_checkpoint, max_slots=1))
+    (expected,) = engine.generate([Request(prompt, max_new_tokens=16, neg_mode=1, ignore_eos=True)])
+    assert tokens == expected.tokens[: len(tokens)]

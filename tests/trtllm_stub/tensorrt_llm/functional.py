@@ -1,0 +1,88 @@
+"""Recording stand-ins for the functional API (no graph is built)."""
+
+import enum
+
+
+class PositionEmbeddingType(enum.IntEnum):
+    learned_absolute = 0
+    rope_gptj = 1
+    rope_gpt_neox = 2
+
+    def is_rope(self):
+        return self in (PositionEmbeddingType.rope_gptj, PositionEmbeddingType.rope_gpt_neox)
+
+    @staticmethod
+    def from_string(s):
+        return PositionEmbeddingType[s]
+
+    def __str__(self):
+        return self.name
+
+
+class AttentionMaskType(enum.IntEnum):
+    padding = 0
+    causal = 1
+
+
+class LayerNormType(enum.IntEnum):
+    LayerNorm = 0
+    RmsNorm = 1
+    GroupNorm = 2
+
+
+class Tensor:
+    """A symbolic tensor: records the op that made it."""
+
+    def __init__(self, name=None, dtype=None, shape=None, dim_range=None, op="input", args=(), **kwargs):
+        self.name, self.dtype, self.shape, self.dim_range, self.op, self.args = name, dtype, shape, dim_range, op, args
+        self.profiles = []
+
+    def _bin(self, op, other):
+        return Tensor(op=op, args=(self, other))
+
+    def __add__(self, o):
+        return self._bin("add", o)
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return self._bin("sub", o)
+
+    def __rsub__(self, o):
+        return Tensor(op="sub", args=(o, self))
+
+    def __mul__(self, o):
+        return self._bin("mul", o)
+
+    __rmul__ = __mul__
+
+    def mark_output(self, name=None, dtype=None):
+        from ._common import default_net
+
+        default_net().outputs[name] = (self, dtype)
+
+
+def _op(name):
+    def f(*args, **kwargs):
+        return Tensor(op=name, args=args)
+    f.__name__ = name
+    return f
+
+
+for _name in ("cast", "concat", "constant", "expand", "gather_last_token_logits", "index_select", "log", "permute",
+              "recv", "send", "shape", "sigmoid", "slice", "view"):
+    globals()[_name] = _op(_name)
+
+
+def mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_types, last_token_ids, dim, dconv,
+                 dtype, pre_stride=0, post_stride=0, host_context_lengths=None, slot_mapping=None, apply_silu=True):
+    # Signature of 1.2.x tensorrt_llm/functional.py::mamba_conv1d (read in radna0/TensorRT-LLM@3b9703d8).
+    return Tensor(op="mamba_conv1d", args=(input, dim, dconv, dtype)), None
+
+
+def _create_tensor(trt_tensor, producer):
+    return Tensor(op="plugin_output", args=(trt_tensor, producer))
+
+
+def _add_plugin_info(layer, creator, name, pfc):
+    layer.plugin_info = (creator, name, pfc)
