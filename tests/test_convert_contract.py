@@ -43,7 +43,7 @@ def test_rank_files_and_stage_contents(converted):
     assert sorted(p.name for p in out.iterdir()) == ["config.json"] + [f"rank{r}.safetensors" for r in range(4)]
     for r in (0, 1):  # first stage: layers 0, 1 (linear) + embedding, no final norm / head
         assert "transformer.vocab_embedding.weight" in ranks[r] and "lm_head.weight" not in ranks[r]
-        assert "transformer.layers.1.recurrent.A" in ranks[r] and "transformer.layers.2.mlp.fc.weight" not in ranks[r]
+        assert "transformer.layers.1.recurrent.A_log" in ranks[r] and "transformer.layers.2.mlp.fc.weight" not in ranks[r]
     for r in (2, 3):  # second stage: global layers 2 (linear) and 3 (full) as local 0 and 1
         assert "transformer.vocab_embedding.weight" not in ranks[r] and "lm_head.weight" in ranks[r]
         assert "transformer.layers.0.recurrent.in_proj_qkv.weight" in ranks[r]
@@ -126,8 +126,9 @@ def test_gated_deltanet_key_heads_stay_with_their_value_heads(converted):
         for name in ("in_proj_b.weight", "in_proj_a.weight"):
             assert torch.equal(t[f"transformer.layers.0.recurrent.{name}"],
                                hf[f"model.layers.0.linear_attn.{name}"][heads])
-        assert t["transformer.layers.0.recurrent.A"].dtype == torch.float32
-        assert torch.equal(t["transformer.layers.0.recurrent.A"], -torch.exp(hf["model.layers.0.linear_attn.A_log"][heads]))
+        assert t["transformer.layers.0.recurrent.A_log"].dtype == torch.float32
+        assert torch.equal(t["transformer.layers.0.recurrent.A_log"], hf["model.layers.0.linear_attn.A_log"][heads].float())
+        assert t["transformer.layers.0.recurrent.norm.weight"].dtype == torch.float32
         assert torch.equal(t["transformer.layers.0.recurrent.dt_bias"], hf["model.layers.0.linear_attn.dt_bias"][heads])
         assert torch.equal(t["transformer.layers.0.recurrent.out_proj.weight"],
                            hf["model.layers.0.linear_attn.out_proj.weight"][:, rows])
@@ -198,11 +199,11 @@ def test_simulation_loader_checks_the_contract(converted, tmp_path):
 
     out = shutil.copytree(converted[0], tmp_path / "ckpt")
     tensors = load_file(str(out / "rank1.safetensors"))
-    tensors["transformer.layers.0.recurrent.A"] = tensors["transformer.layers.0.recurrent.A"][:1].clone()
+    tensors["transformer.layers.0.recurrent.A_log"] = tensors["transformer.layers.0.recurrent.A_log"][:1].clone()
     save_file(tensors, str(out / "rank1.safetensors"))
-    with pytest.raises(Exception, match=r"rank1.safetensors: tensor 'transformer.layers.0.recurrent.A': shape"):
+    with pytest.raises(Exception, match=r"rank1.safetensors: tensor 'transformer.layers.0.recurrent.A_log': shape"):
         ShardedCheckpoint(out)
-    del tensors["transformer.layers.0.recurrent.A"]
+    del tensors["transformer.layers.0.recurrent.A_log"]
     save_file(tensors, str(out / "rank1.safetensors"))
     with pytest.raises(Exception, match="missing tensor required by the checkpoint contract"):
         ShardedCheckpoint(out)

@@ -198,10 +198,12 @@ CONTRACT: tuple[Entry, ...] = (
           RECURRENT_LAYER),
     Entry(L + "recurrent.conv1d.weight", (HF + "linear_attn.conv1d.weight",), "conv_weight", "gdn_qkv",
           RECURRENT_LAYER),
-    Entry(L + "recurrent.A", (HF + "linear_attn.A_log",), "neg_exp", "value_heads", RECURRENT_LAYER, "float32"),
+    # A_log, dt_bias and the gated norm stay fp32: the gated-delta-rule plugin reads them in fp32.
+    Entry(L + "recurrent.A_log", (HF + "linear_attn.A_log",), "copy", "value_heads", RECURRENT_LAYER, "float32"),
     Entry(L + "recurrent.dt_bias", (HF + "linear_attn.dt_bias",), "copy", "value_heads", RECURRENT_LAYER,
           "float32"),
-    Entry(L + "recurrent.norm.weight", (HF + "linear_attn.norm.weight",), "copy", "replicated", RECURRENT_LAYER),
+    Entry(L + "recurrent.norm.weight", (HF + "linear_attn.norm.weight",), "copy", "replicated", RECURRENT_LAYER,
+          "float32"),
     Entry(L + "recurrent.out_proj.weight", (HF + "linear_attn.out_proj.weight",), "copy", "row", RECURRENT_LAYER),
     # --- SwiGLU MLP: TensorRT-LLM GatedMLP (fc gets the activation, gate is multiplied) ---
     Entry(L + "mlp.fc.weight", (HF + "mlp.gate_proj.weight",), "copy", "column", EVERY_LAYER),
@@ -225,7 +227,6 @@ TRANSFORMS: dict[str, str] = {
                 "as [q | k | v] of the rank's heads",
     "gate_rows": "q_proj de-interleaved: the output-gate rows of each head",
     "conv_weight": "depthwise conv [C, 1, K] -> [C, 1, K, 1] (TensorRT-LLM MambaConv1d layout)",
-    "neg_exp": "A = -exp(A_log), fp32 (as TensorRT-LLM's Mamba converter stores A)",
 }
 
 SPLIT_RULES: dict[str, str] = {
@@ -346,8 +347,6 @@ def apply_transform(e: Entry, chunk: torch.Tensor, out_dtype: torch.dtype) -> to
     """Elementwise part of a transform on a chunk of rows (row selection is done by :func:`pieces`)."""
     if e.transform == "fold_norm":
         return (1.0 + chunk.float()).to(out_dtype)
-    if e.transform == "neg_exp":
-        return (-torch.exp(chunk.float())).to(out_dtype)
     if e.transform == "conv_weight":
         return chunk.to(out_dtype).unsqueeze(-1)
     return chunk.to(out_dtype)

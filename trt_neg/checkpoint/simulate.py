@@ -161,7 +161,7 @@ class ShardedCheckpoint:
         q, k = q.repeat_interleave(hv // hk, dim=2), k.repeat_interleave(hv // hk, dim=2)
         z = (h @ t[p + "in_proj_z.weight"].T).reshape(B, T, hv, dv)
         beta = torch.sigmoid(h @ t[p + "in_proj_b.weight"].T)
-        g = t[p + "A"] * F.softplus(h @ t[p + "in_proj_a.weight"].T + t[p + "dt_bias"])
+        g = -torch.exp(t[p + "A_log"]) * F.softplus(h @ t[p + "in_proj_a.weight"].T + t[p + "dt_bias"])
         state = torch.zeros(B, hv, dk, dv, dtype=h.dtype)
         out = torch.empty(B, T, hv, dv, dtype=h.dtype)
         for i in range(T):
@@ -217,8 +217,6 @@ def load_sharded(directory: str | Path, dtype: torch.dtype = torch.float32) -> S
 def _inverse_transform(entry: C.Entry, tensor: torch.Tensor) -> torch.Tensor:
     if entry.transform == "fold_norm":
         return tensor - 1.0
-    if entry.transform == "neg_exp":
-        return torch.log(-tensor)
     if entry.transform == "conv_weight":
         return tensor.squeeze(-1)
     return tensor

@@ -27,7 +27,7 @@ import tensorrt as trt  # noqa: E402
 from tensorrt_llm._common import default_net  # noqa: E402
 from tensorrt_llm._utils import pad_vocab_size, str_dtype_to_np, str_dtype_to_trt  # noqa: E402
 from tensorrt_llm.functional import (AttentionMaskType, LayerNormType, PositionEmbeddingType, Tensor, cast,  # noqa: E402
-                                     concat, constant, expand, gather_last_token_logits, index_select, log,
+                                     concat, constant, expand, gather_last_token_logits, index_select,
                                      permute, recv, send, shape, sigmoid, slice, view)
 from tensorrt_llm.layers import (Attention, AttentionParams, ColumnLinear, Embedding, GatedMLP,  # noqa: E402
                                  KeyValueCacheParams, RmsNorm, RowLinear)
@@ -168,9 +168,10 @@ class GatedDeltaNet(Module):
         self.in_proj_b = ColumnLinear(h, tp * self.num_v_heads, **lin)
         self.in_proj_a = ColumnLinear(h, tp * self.num_v_heads, **lin)
         self.conv1d = ConvWeight(self.conv_dim, self.conv_kernel, config.dtype)
-        self.A = Parameter(shape=(self.num_v_heads,), dtype="float32")  # -exp(A_log)
+        self.A_log = Parameter(shape=(self.num_v_heads,), dtype="float32")
         self.dt_bias = Parameter(shape=(self.num_v_heads,), dtype="float32")
-        self.norm = RmsNorm(normalized_shape=self.head_v_dim, eps=config.norm_epsilon, dtype=config.dtype)
+        # Weight holder of the gated output norm, fused into the gated-delta-rule plugin (fp32 input).
+        self.norm = RmsNorm(normalized_shape=self.head_v_dim, eps=config.norm_epsilon, dtype="float32")
         self.out_proj = RowLinear(tp * self.num_v_heads * self.head_v_dim, h, bias=False, dtype=config.dtype,
                                   tp_group=m.tp_group, tp_size=tp)
 
@@ -187,10 +188,8 @@ class GatedDeltaNet(Module):
         qkv, _ = _mamba_conv1d(qkv, conv_state, self.conv1d.plugin_weight(), zero_bias, host_request_types,
                                last_token_ids, self.conv_dim, self.conv_kernel, self.dtype,
                                host_context_lengths=host_context_lengths, slot_mapping=slot_mapping)
-        # The checkpoint stores A = -exp(A_log) (Mamba convention); the plugin takes A_log.
-        a_log = log(0.0 - self.A.value)
-        y = gated_delta_rule(qkv, a, b, a_log, self.dt_bias.value, rnn_state, host_request_types,
-                             last_token_ids, slot_mapping, z, cast(self.norm.weight.value, "float32"),
+        y = gated_delta_rule(qkv, a, b, self.A_log.value, self.dt_bias.value, rnn_state, host_request_types,
+                             last_token_ids, slot_mapping, z, self.norm.weight.value,
                              num_k_heads=self.num_k_heads, num_v_heads=self.num_v_heads,
                              head_k_dim=self.head_k_dim, head_v_dim=self.head_v_dim, dtype=self.dtype,
                              remove_input_padding=plugin_config.remove_input_padding, norm_eps=self.norm_eps)
