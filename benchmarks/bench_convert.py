@@ -2,7 +2,7 @@
 """Conversion benchmark: the full-size 9B checkpoint -> TensorRT-LLM checkpoint at tp 1 and tp 2.
 
     python benchmarks/bench_convert.py --work /path/with/60GB/free [--model HF_DIR] [--tp 1 --tp 2]
-                                       [--record benchmarks/RESULTS_convert.md] [--keep-model]
+                                       [--record FILE] [--keep-model]
 
 Writes the ``9b`` synthetic checkpoint (bf16, ~18 GB, streamed) into ``--work`` unless
 ``--model`` is given, then, for the baseline and each tp size, in a fresh subprocess:

@@ -13,7 +13,8 @@
    (mode 0 still computes H_hat), on the tiny model; and the sampling layer alone
    (``TorchBackend.sample``) at Darwin-9B sizes (V = 248320, H = 4096, d = 1024).
 
-Prints the figures and writes them to ``benchmarks/RESULTS_runtime.md``.  No assertions.
+Prints the figures (markdown; ``--output FILE`` also writes them); the recorded ones are in
+``benchmarks/RESULTS.md``.  No assertions.
 
     python benchmarks/bench_runtime.py [--requests 48] [--batch 8] [--threads 1]
 """
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-9b-sampling", action="store_true")
-    ap.add_argument("--output", default=str(ROOT / "benchmarks" / "RESULTS_runtime.md"))
+    ap.add_argument("--output", default=None, help="also write the markdown report to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -297,8 +298,10 @@ def main(argv=None) -> int:
         "torch on the CPU; on a GPU the fused NEG kernel replaces it.",
         "",
     ]
-    Path(args.output).write_text("\n".join(lines))
-    print(f"wrote {args.output}")
+    print("\n".join(lines))
+    if args.output:
+        Path(args.output).write_text("\n".join(lines))
+        print(f"wrote {args.output}")
     if tmp is not None:
         tmp.cleanup()
     return 0
