@@ -7,26 +7,33 @@ Examples:
     python run.py --model /path/to/Darwin-9B-NEG --device cuda --dtype bfloat16 "Hi"
     python run.py --prompts-file prompts.jsonl --json     # one JSON line per request
     python run.py --token-ids 1,2,3 --token-ids 4,5 --mode 0 --temperature 0.8 --seed 1
+    python run.py --backend trtllm --engine-dir engines/darwin "Hi"   # TensorRT-LLM 1.2.x container
 
 A prompts file holds one request per line: a JSON string (the prompt), or an object with
 one of "prompt" (text), "messages" (chat messages) or "token_ids", and optionally "id",
 "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop".
 
-Decisions (seeds, mode 0, limits, finish reasons) are in docs/runtime.md.  This script
-imports neither tensorrt nor tensorrt_llm.
+Decisions (seeds, mode 0, limits, finish reasons) are in docs/runtime.md; the TensorRT-LLM
+backend (engine directory, executor mapping, what differs from torch) in docs/trtllm_runtime.md.
+Only ``--backend trtllm`` imports tensorrt_llm (and fails with a one-line message without it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import threading
 from pathlib import Path
 
 import click
 
 TINY_PRESET, TINY_SEED = "tiny", 0
-BACKENDS = ("torch",)  # the TensorRT-LLM backend arrives with the engine runner
+BACKENDS = ("torch", "trtllm")
+TORCH_ONLY_OPTIONS = {"dtype": "the engine's dtype is fixed when it is built",
+                      "device": "the engine runs on the GPU it is loaded on",
+                      "threads": "there is no torch CPU compute"}
 
 
 def default_cache_dir() -> Path:
@@ -180,7 +187,12 @@ class OrderedStreamer:
               help="HF Darwin-NEG checkpoint directory. Default: the built-in tiny model, written on first use "
                    "to $TRT_NEG_CACHE (default ~/.cache/trt_neg)/tiny-seed0.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
-              help="Runtime backend: 'torch' runs the reference model (CPU or GPU).")
+              help="Runtime backend: 'torch' runs the reference model (CPU or GPU); 'trtllm' runs a TensorRT-LLM "
+                   "engine (--engine-dir) through TensorRT-LLM 1.2.x's executor (NVIDIA's container).")
+@click.option("--engine-dir", type=click.Path(file_okay=False), default=None,
+              help="TensorRT-LLM engine directory (config.json, rank0.engine, build_info.json); required with "
+                   "--backend trtllm. The tokenizer comes from the HF checkpoint named in build_info.json "
+                   "unless --model is given.")
 @click.option("--mode", type=click.Choice(["0", "1"]), default=None,
               help="NEG decoding mode: 0 = off, 1 = on. Default: 1 if the checkpoint enables NEG, else 0.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
@@ -194,22 +206,39 @@ class OrderedStreamer:
 @click.option("--ignore-eos", is_flag=True, help="Do not stop at the model's EOS token(s).")
 @click.option("--no-chat-template", is_flag=True, help="Encode text prompts as they are, without the chat template.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Sequences decoded together (state slots).")
+              help="Sequences decoded together (state slots). trtllm: default and limit are the engine's.")
 @click.option("--max-seq-len", type=click.IntRange(min=2), default=None,
-              help="Prompt + generated tokens per sequence. Default: min(max_position_embeddings, 4096).")
+              help="Prompt + generated tokens per sequence. Default: min(max_position_embeddings, 4096); "
+                   "trtllm: the engine's.")
 @click.option("--max-tokens-per-step", type=click.IntRange(min=1), default=None,
-              help="Token budget of one step (prefill tokens + decode rows). Default: max-seq-len.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, or auto (cuda if available).")
+              help="Token budget of one step (prefill tokens + decode rows). Default: max-seq-len; "
+                   "trtllm: the executor's max_num_tokens (default and limit: the engine's).")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
+              help="torch backend only.")
+@click.option("--device", default="auto", show_default=True,
+              help="cpu, cuda, cuda:N, or auto (cuda if available). torch backend only.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="torch CPU threads (0 = torch's default). On a busy shared machine 1 is often fastest.")
+              help="torch CPU threads (0 = torch's default). On a busy shared machine 1 is often fastest. "
+                   "torch backend only.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per request (tokens, text, finish reason, gate activation rate, TTFT, "
                    "per-token latencies) instead of streaming text.")
-def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, mode, max_new_tokens, temperature, top_k, top_p, seed,
-         stop, ignore_eos, no_chat_template, max_batch_size, max_seq_len, max_tokens_per_step, dtype, device,
-         threads, as_json):
+def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_dir, mode, max_new_tokens, temperature,
+         top_k, top_p, seed, stop, ignore_eos, no_chat_template, max_batch_size, max_seq_len, max_tokens_per_step,
+         dtype, device, threads, as_json):
     """Generate from PROMPTS (text), --prompts-file or --token-ids with in-flight batching and NEG."""
+    ctx = click.get_current_context()
+
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    engine_info = None
+    if backend == "trtllm":
+        engine_info = check_trtllm_options(engine_dir, given)
+    elif engine_dir is not None:
+        raise click.UsageError("--engine-dir applies only to --backend trtllm")
+
     specs = [PromptSpec(f"arg{i}", text=p) for i, p in enumerate(prompt_opts + prompts)]
     if prompts_file:
         specs += read_prompts_file(prompts_file)
@@ -217,28 +246,35 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, mode, ma
     if not specs:
         raise click.UsageError("nothing to generate: give text PROMPTS, --prompt, --prompts-file or --token-ids")
 
-    import torch
-
     from trt_neg.runtime import LLMEngine, Request, SamplingParams
     from trt_neg.runtime.tokenizer import encode_prompt, load_tokenizer
-    from trt_neg.runtime.torch_backend import TorchBackend
 
     def note(msg: str) -> None:
         click.echo(msg, err=True)
 
-    if threads:
-        torch.set_num_threads(threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_dir = Path(model) if model else builtin_tiny_model(note)
-    if not (model_dir / "config.json").exists():
-        raise click.BadParameter(f"{model_dir}: no config.json (expected an HF checkpoint directory)",
-                                 param_hint="--model")
-    tokenizer = load_tokenizer(model_dir)
+    if backend == "torch":
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model_dir = Path(model) if model else builtin_tiny_model(note)
+        if not (model_dir / "config.json").exists():
+            raise click.BadParameter(f"{model_dir}: no config.json (expected an HF checkpoint directory)",
+                                     param_hint="--model")
+    else:  # the tokenizer of the engine's HF checkpoint (build_info.json), or --model
+        model_dir = Path(model) if model else engine_info.hf_model_dir
+        if model_dir is not None and not model_dir.is_dir():
+            raise click.BadParameter(f"{model_dir}: not a directory (the HF checkpoint for the tokenizer"
+                                     f"{'' if model else ', recorded in build_info.json; pass --model'})",
+                                     param_hint="--model")
+    where = model_dir if model_dir is not None else f"{engine_dir} (build_info.json names no HF checkpoint)"
+    tokenizer = load_tokenizer(model_dir) if model_dir is not None else None
     if tokenizer is None and any(s.token_ids is None for s in specs):
-        raise click.UsageError(f"{model_dir} has no tokenizer: give prompts as --token-ids")
+        raise click.UsageError(f"{where} has no tokenizer: give prompts as --token-ids")
     if tokenizer is None and stop:
-        raise click.UsageError(f"{model_dir} has no tokenizer: --stop strings need one")
+        raise click.UsageError(f"{where} has no tokenizer: --stop strings need one")
 
     requests = []
     for spec in specs:
@@ -260,14 +296,18 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, mode, ma
         except ValueError as exc:
             raise click.BadParameter(f"{spec.label}: {exc}", param_hint="prompt") from None
 
-    if backend != "torch":  # pragma: no cover - click.Choice already restricts it
-        raise click.BadParameter(f"unknown backend {backend!r}", param_hint="--backend")
-    try:
-        be = TorchBackend.from_pretrained(model_dir, max_slots=max_batch_size, max_seq_len=max_seq_len,
-                                          dtype=dtype, device=device)
-        engine = LLMEngine(be, tokenizer=tokenizer, max_tokens_per_step=max_tokens_per_step)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    if backend == "torch":
+        from trt_neg.runtime.torch_backend import TorchBackend
+
+        try:
+            be = TorchBackend.from_pretrained(model_dir, max_slots=max_batch_size, max_seq_len=max_seq_len,
+                                              dtype=dtype, device=device)
+            engine = LLMEngine(be, tokenizer=tokenizer, max_tokens_per_step=max_tokens_per_step)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    else:
+        engine = open_trtllm_engine(engine_dir, tokenizer, max_batch_size if given("max_batch_size") else None,
+                                    max_seq_len, max_tokens_per_step)
 
     printer = None if as_json else OrderedStreamer(len(requests), tokenizer)
     index: dict[str, int] = {}
@@ -283,31 +323,103 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, mode, ma
         elif printer is not None:
             printer.token(i, item)
 
+    # Every request is checked before any is submitted, so a bad one leaves nothing running.
     for i, req in enumerate(requests):
         try:
-            rid = engine.add_request(req, listener=on_output)
+            engine.validate(req)
         except ValueError as exc:
+            if backend == "trtllm":
+                engine.shutdown()
             raise click.BadParameter(f"{specs[i].label}: {exc}", param_hint="prompt") from None
-        index[rid] = i
-    try:
-        while engine.has_unfinished():
+
+    if backend == "torch":
+        for i, req in enumerate(requests):
+            index[engine.add_request(req, listener=on_output)] = i
+        try:
+            while engine.has_unfinished():
+                engine.step()
+        except KeyboardInterrupt:
+            for rid in list(index):
+                engine.abort_request(rid)
             engine.step()
-    except KeyboardInterrupt:
-        for rid in list(index):
-            engine.abort_request(rid)
-        engine.step()
-        note("interrupted")
-        sys.exit(130)
+            note("interrupted")
+            sys.exit(130)
+    else:  # the engine's dispatcher thread calls on_output; wait for every result
+        all_done = threading.Event()
+        lock = threading.Lock()
+        pending = [len(requests)]
+
+        def on_trtllm_output(item) -> None:
+            with lock:  # waits until every request is submitted (index complete)
+                on_output(item)
+                if isinstance(item, RequestResult):
+                    pending[0] -= 1
+                    if pending[0] == 0:
+                        all_done.set()
+
+        try:
+            with lock:
+                for i, req in enumerate(requests):
+                    index[engine.add_request(req, listener=on_trtllm_output)] = i
+            while not all_done.wait(0.1):
+                pass
+        except KeyboardInterrupt:
+            engine.shutdown()  # cancels what is unfinished
+            note("interrupted")
+            sys.exit(130)
+        finally:
+            engine.shutdown()
 
     if as_json:
         for spec, res in zip(specs, results):
             d = res.to_dict()
+            d["entropies"] = [None if isinstance(e, float) and math.isnan(e) else e for e in d["entropies"]]
             d["id"] = spec.label
             if spec.text is not None:
                 d["prompt"] = spec.text
             click.echo(json.dumps(d))
     if any(r.error for r in results):
         sys.exit(1)
+
+
+# ------------------------------------------------------------------- trtllm backend
+def check_trtllm_options(engine_dir, given):
+    """Options for --backend trtllm, then tensorrt_llm itself (one-line error), then the engine directory."""
+    if engine_dir is None:
+        raise click.UsageError("--engine-dir is required with --backend trtllm")
+    for name, why in TORCH_ONLY_OPTIONS.items():
+        if given(name):
+            raise click.UsageError(f"--{name} does not apply to --backend trtllm ({why}); it is a torch backend "
+                                   "option")
+    from trt_neg.trtllm import TensorRTLLMUnavailable
+    from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
+    from trt_neg.trtllm.executor import executor_bindings
+
+    try:
+        executor_bindings()
+    except TensorRTLLMUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        return read_engine_dir(engine_dir)
+    except EngineDirError as exc:
+        raise click.BadParameter(str(exc), param_hint="--engine-dir") from None
+
+
+def open_trtllm_engine(engine_dir, tokenizer, max_batch_size, max_seq_len, max_num_tokens):
+    from trt_neg.trtllm import TensorRTLLMUnavailable
+    from trt_neg.trtllm.engine_dir import EngineDirError
+    from trt_neg.trtllm.executor import TrtllmExecutorEngine
+    from trt_neg.trtllm.plugins import PluginLibraryError
+
+    try:
+        return TrtllmExecutorEngine(engine_dir, tokenizer=tokenizer, max_batch_size=max_batch_size,
+                                    max_seq_len=max_seq_len, max_num_tokens=max_num_tokens)
+    except EngineDirError as exc:
+        raise click.BadParameter(str(exc), param_hint="--engine-dir") from None
+    except (ValueError, TensorRTLLMUnavailable, PluginLibraryError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except RuntimeError as exc:  # the executor failed to load the engine
+        raise click.ClickException(f"TensorRT-LLM could not load {engine_dir}: {' '.join(str(exc).split())}") from None
 
 
 if __name__ == "__main__":

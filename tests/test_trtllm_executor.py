@@ -1,0 +1,522 @@
+"""TrtllmExecutorEngine and ``run.py --backend trtllm``.
+
+CPU tests drive the real ``trt_neg/trtllm/executor.py`` over a recording fake of
+``tensorrt_llm.bindings.executor`` (tests/trtllm_stub/tensorrt_llm/bindings/executor.py, put
+on sys.path per test, never installed) whose Executor replays scripted responses. The
+``trtllm``-marked test decodes a real tiny engine (``TRT_NEG_TINY_ENGINE``) in the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trt_neg.runtime import LLMEngine, Request, RequestResult, SamplingParams, TokenOutput
+from trt_neg.runtime.testing import ScriptedBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+STUB = Path(__file__).parent / "trtllm_stub"
+sys.path.insert(0, str(ROOT))
+import run  # noqa: E402
+
+VOCAB, SLOTS, MAX_INPUT, MAX_SEQ, MAX_TOKENS, EOS = 100, 4, 32, 48, 64, [2, 3]
+
+
+def _purge():
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("tensorrt", "tensorrt_llm") or name.startswith("trt_neg.trtllm"):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """The fake executor module; plugin loading recorded into its EVENTS."""
+    _purge()
+    monkeypatch.syspath_prepend(str(STUB))
+    tle = importlib.import_module("tensorrt_llm.bindings.executor")
+    tle.reset()
+    plugins = importlib.import_module("trt_neg.trtllm.plugins")
+
+    def load_plugin_library(path=None):
+        tle.EVENTS.append(("load_plugin_library", None if path is None else str(path)))
+        return [] if path is None else [Path(path)]
+
+    monkeypatch.setattr(plugins, "load_plugin_library", load_plugin_library)
+    monkeypatch.delenv(plugins.PLUGIN_LIBRARY_ENV, raising=False)
+    yield tle
+    for inst in tle.INSTANCES:
+        inst.shutdown()
+    tle.reset()
+    _purge()
+
+
+@pytest.fixture
+def no_trtllm(monkeypatch):
+    _purge()
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import -> ImportError
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    yield
+    _purge()
+
+
+def make_engine_dir(path: Path, *, neg_enabled=True, hf_model_dir=None, plugin_library="lib/libtrt_neg_plugins.so",
+                    pad_token_id=None, world_size=1) -> Path:
+    from trt_neg.trtllm.engine_dir import write_build_info
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "version": "1.2.1",
+        "pretrained_config": {
+            "architecture": "RecurrentGemmaForCausalLM", "trt_neg_architecture": "DarwinNegForCausalLM",
+            "vocab_size": VOCAB, "eos_token_id": EOS, "pad_token_id": pad_token_id,
+            "mapping": {"world_size": world_size, "tp_size": world_size, "pp_size": 1},
+            "neg_config": {"head_hidden_size": 8, "activation": "silu", "top_k": 8, "temperature": 1.0, "seed": 5,
+                           "enabled": neg_enabled},
+        },
+        "build_config": {"max_batch_size": SLOTS, "max_input_len": MAX_INPUT, "max_seq_len": MAX_SEQ,
+                         "max_num_tokens": MAX_TOKENS, "max_beam_width": 1},
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    for r in range(world_size):
+        (path / f"rank{r}.engine").write_bytes(b"")
+    write_build_info(path, plugin_library=plugin_library, hf_model_dir=hf_model_dir, tensorrt_llm_version="1.2.1")
+    return path
+
+
+def open_engine(path: Path, **kwargs):
+    from trt_neg.trtllm.executor import TrtllmExecutorEngine
+
+    return TrtllmExecutorEngine(path, poll_interval_s=0.01, **kwargs)
+
+
+def script(tle, steps_by_prompt: dict):
+    """RESPONDER: the steps for a request, chosen by its first prompt token."""
+    tle.RESPONDER = lambda request, rid: list(steps_by_prompt[request.input_token_ids[0]])
+
+
+def steps(tle, tokens, entropies=None, fired=None):
+    entropies = entropies or [0.5 + 0.1 * i for i in range(len(tokens))]
+    fired = fired or [0] * len(tokens)
+    return [tle.Step(t, e, f) for t, e, f in zip(tokens, entropies, fired)]
+
+
+class CharTokenizer:
+    """Token id i decodes to one letter; enough for the runtime's incremental detokenizer."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(ord("a") + i % 26) for i in ids if not (skip_special_tokens and i in EOS))
+
+
+# ------------------------------------------------------------------------- request mapping
+def test_executor_setup_and_request_mapping(fake, tmp_path):
+    tle = fake
+    path = make_engine_dir(tmp_path / "engine")
+    script(tle, {5: steps(tle, [10, 11, 12, 13]),
+                 7: [tle.Step(20, 0.1, 0), tle.Step(21, 0.1, 0, final=tle.FinishReason.END_ID)]})
+    engine = open_engine(path, max_batch_size=2)
+    try:
+        # the plugin library (relative path resolved against the engine dir) is loaded before the executor
+        assert tle.EVENTS[:2] == [("load_plugin_library", str(path / "lib/libtrt_neg_plugins.so")),
+                                  ("Executor", str(path))]
+        (ex,) = tle.INSTANCES
+        cfg = ex.config
+        assert ex.model_type is tle.ModelType.DECODER_ONLY
+        assert cfg.max_beam_width == 1 and cfg.enable_chunked_context is False
+        assert cfg.kv_cache_config.enable_block_reuse is False and cfg.batching_type is tle.BatchingType.INFLIGHT
+        assert cfg.max_batch_size == 2 and cfg.max_num_tokens == MAX_TOKENS
+        assert [(a.name, a.gather_context) for a in cfg.additional_model_outputs] == [
+            ("neg_entropy", False), ("neg_fired", False)]
+
+        sampled = Request([5, 6, 7], max_new_tokens=4, stop_token_ids=[9],
+                          sampling=SamplingParams(temperature=0.7, top_k=5, top_p=0.9, seed=11))
+        greedy = Request([7] * 30, max_new_tokens=30, ignore_eos=True)  # capped: max_seq_len - prompt = 18
+        r1, r2 = engine.generate([sampled, greedy])
+        (id1, q1), (id2, q2) = sorted(ex.enqueued.items())
+        assert q1.input_token_ids == [5, 6, 7] and q1.max_tokens == 4 and q1.streaming is True
+        sc = q1.sampling_config
+        assert (sc.beam_width, sc.top_k, sc.top_p, sc.temperature, sc.seed) == (1, 5, 0.9, 0.7, 11)
+        assert q1.end_id == -1 and q1.pad_id == EOS[0] and q1.stop_words == [[2], [3], [9]]
+        assert [(a.name, a.gather_context) for a in q1.output_config.additional_model_outputs] == [
+            ("neg_entropy", False), ("neg_fired", False)]
+        assert q1.return_all_generated_tokens is False
+        sc = q2.sampling_config  # greedy: top-k 1, no temperature / top-p, no seed
+        assert (sc.beam_width, sc.top_k, sc.top_p, sc.temperature, sc.seed) == (1, 1, None, None, None)
+        assert q2.max_tokens == MAX_SEQ - 30 and q2.stop_words is None
+        assert r1.seed == 11 and r2.seed is None and r1.neg_mode == r2.neg_mode == 1
+    finally:
+        engine.shutdown()
+    assert ("shutdown",) in tle.EVENTS
+
+
+def test_unseeded_sampling_gets_a_reported_seed_and_explicit_filters(fake, tmp_path):
+    tle = fake
+    script(tle, {5: steps(tle, [10])})
+    with open_engine(make_engine_dir(tmp_path / "e", pad_token_id=0)) as engine:
+        (res,) = engine.generate([Request([5], max_new_tokens=1, sampling=SamplingParams(temperature=1.3))])
+        (q,) = tle.INSTANCES[0].enqueued.values()
+    sc = q.sampling_config  # top_k 0 / top_p 1.0 passed explicitly: both unset would mean greedy in TRT-LLM
+    assert (sc.top_k, sc.top_p, sc.temperature) == (0, 1.0, 1.3)
+    assert sc.seed == res.seed and res.seed is not None and q.pad_id == 0
+
+
+# ------------------------------------------------------------------------ streaming
+def test_streaming_order_neg_extras_and_result(fake, tmp_path):
+    tle = fake
+    script(tle, {
+        5: steps(tle, [10, 11, 12, 13], entropies=[0.1, 2.5, 0.3, 3.0], fired=[0, 1, 0, 1]),
+        6: steps(tle, [20, 21, 3], entropies=[0.2, 0.4, 0.6]),  # 3 = EOS: stop word, kept as last token
+    })
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        h1 = engine.submit(Request([5, 1], max_new_tokens=4))
+        h2 = engine.submit(Request([6, 1, 1], max_new_tokens=10))
+        s1, s2 = list(h1.stream(timeout=10)), list(h2.stream(timeout=10))
+        r1, r2 = h1.result(timeout=10), h2.result(timeout=10)
+    assert all(isinstance(t, TokenOutput) for t in s1 + s2)
+    assert [(t.index, t.token, t.entropy, t.fired) for t in s1] == [
+        (0, 10, pytest.approx(0.1), False), (1, 11, pytest.approx(2.5), True), (2, 12, pytest.approx(0.3), False),
+        (3, 13, pytest.approx(3.0), True)]
+    assert [t.token for t in s2] == [20, 21, 3] and not any(t.fired for t in s2)
+    assert r1.tokens == [10, 11, 12, 13] and r1.finish_reason.value == "length"
+    assert r1.fired == [False, True, False, True] and r1.gate_activation_rate == 0.5
+    assert r1.entropies == pytest.approx([0.1, 2.5, 0.3, 3.0])
+    assert r2.tokens == [20, 21, 3] and r2.finish_reason.value == "stop" and r2.gate_activation_rate == 0.0
+    assert r1.ttft is not None and r1.ttft >= 0 and len(r1.token_latencies) == 3
+    assert [t.time for t in s1] == r1.token_times
+    d = r1.to_dict()
+    assert d["tokens"] == r1.tokens and d["gate_activation_rate"] == 0.5 and d["prompt_token_ids"] == [5, 1]
+
+
+def test_bare_output_names_are_accepted(fake, tmp_path):
+    tle = fake
+    tle.OUTPUT_NAME_PREFIX = ""  # if 1.2.x does not prefix additional outputs with "generation_"
+    script(tle, {5: steps(tle, [10, 11], entropies=[1.0, 2.0], fired=[1, 0])})
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        (r,) = engine.generate([Request([5], max_new_tokens=2)])
+    assert r.fired == [True, False] and r.entropies == pytest.approx([1.0, 2.0])
+
+
+def test_listener_and_asyncio_stream(fake, tmp_path):
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11, 12]), 6: steps(tle, [20, 21])})  # 6: script runs out -> pending
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        seen = []
+        rid = engine.add_request(Request([5], max_new_tokens=3), listener=seen.append)
+
+        async def consume():
+            items = [item async for item in engine.stream(Request([5], max_new_tokens=3))]
+            early = []
+            async for item in engine.stream(Request([6], max_new_tokens=5)):
+                early.append(item)
+                break  # leaving early cancels the request
+            return items, early
+
+        items, early = asyncio.run(consume())
+        assert isinstance(items[-1], RequestResult) and [t.token for t in items[:-1]] == [10, 11, 12]
+        assert len(early) == 1
+        deadline = time.monotonic() + 5
+        while engine.has_unfinished() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not engine.has_unfinished()  # the abandoned stream was cancelled
+        assert len(tle.INSTANCES[0].cancelled) == 1
+    assert seen[-1].request_id == rid and isinstance(seen[-1], RequestResult) and len(seen) == 4
+
+
+# ------------------------------------------------------------------ finish reasons
+@pytest.mark.parametrize("case, reason, error", [
+    ("end_id", "stop", None),
+    ("stop_words", "stop", None),
+    ("length_early", "length", None),
+    ("timed_out", "error", "timed out"),
+    ("not_finished", "error", "without a finish reason"),
+    ("error_response", "error", "executor: boom"),
+    ("missing_output", "error", "neg_fired"),
+])
+def test_finish_reason_mapping(fake, tmp_path, case, reason, error):
+    tle = fake
+    F = tle.FinishReason
+    body = {
+        "end_id": [tle.Step(10, 0.1, 0), tle.Step(11, 0.1, 0, final=F.END_ID)],
+        "stop_words": [tle.Step(10, 0.1, 0), tle.Step(11, 0.1, 0, final=F.STOP_WORDS)],
+        "length_early": [tle.Step(10, 0.1, 0), tle.Step(11, 0.1, 0, final=F.LENGTH)],
+        "timed_out": [tle.Step(10, 0.1, 0), tle.Step(final=F.TIMED_OUT)],
+        "not_finished": [tle.Step(10, 0.1, 0), tle.Step(final=F.NOT_FINISHED)],
+        "error_response": [tle.Step(10, 0.1, 0), tle.Step(error="boom")],
+        "missing_output": [tle.Step(10, 0.1, None)],
+    }[case]
+    script(tle, {5: body})
+    with open_engine(make_engine_dir(tmp_path / "e"), tokenizer=CharTokenizer()) as engine:
+        (r,) = engine.generate([Request([5], max_new_tokens=8)])
+    assert r.finish_reason.value == reason
+    assert (r.error is None) if error is None else (error in r.error)
+    if case in ("end_id", "stop_words", "length_early"):
+        assert r.tokens == [10, 11] and r.text == "kl"
+
+
+def test_unrecognised_output_names_fail_the_request_clearly(fake, tmp_path):
+    tle = fake
+    tle.OUTPUT_NAME_PREFIX = "other_"
+    script(tle, {5: steps(tle, [10, 11])})
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        (r,) = engine.generate([Request([5], max_new_tokens=2)])
+        (ex,) = tle.INSTANCES
+    assert ex.cancelled == list(ex.enqueued)  # the executor request is not left running
+    assert r.finish_reason.value == "error" and "lacks the additional output 'neg_entropy'" in r.error
+    assert "other_neg_entropy" in r.error and not engine.has_unfinished()
+
+
+def test_token_slice_layouts():
+    from trt_neg.trtllm.executor import _token_slice
+
+    full = [[0.0, 1.0, 2.0, 3.0, 0.0, 0.0]]  # [beam, max_tokens]: the executor's whole buffer
+    assert _token_slice(full, 1, 2, "x") == [1.0, 2.0]
+    assert _token_slice([[[5], [6], [7]]], 2, 1, "x") == [7]  # [beam, max_tokens, 1]
+    assert _token_slice([[8.0, 9.0]], 4, 2, "x") == [8.0, 9.0]  # a per-step slice
+    assert _token_slice([1, 2, 3], 0, 3, "x") == [1, 2, 3]  # 1-D
+    with pytest.raises(RuntimeError, match="tokens 3..4"):
+        _token_slice([[1.0, 2.0, 3.0, 4.0]], 3, 2, "x")
+
+
+def test_stop_string_is_ours_and_cancels_the_executor_request(fake, tmp_path):
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11, 12, 13, 14, 15])})  # k l m n o p
+    with open_engine(make_engine_dir(tmp_path / "e"), tokenizer=CharTokenizer()) as engine:
+        h = engine.submit(Request([5], max_new_tokens=6, stop=["mn"]))
+        streamed = "".join(t.text for t in h.stream(timeout=10))
+        r = h.result(timeout=10)
+        (ex,) = tle.INSTANCES
+    assert r.finish_reason.value == "stop" and r.tokens == [10, 11, 12, 13] and r.text == "kl" == streamed
+    assert list(ex.enqueued) == ex.cancelled  # our stop cancels the executor request
+
+
+# ------------------------------------------------------------------- cancellation
+def test_cancel_ends_with_the_tokens_so_far(fake, tmp_path):
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11])})  # then nothing: the request stays in flight
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        h = engine.submit(Request([5], max_new_tokens=10))
+        it = h.stream(timeout=10)
+        assert [next(it).token, next(it).token] == [10, 11]
+        assert h.cancel() is True and h.cancel() is False
+        r = h.result(timeout=10)
+        assert engine.abort_request(r.request_id) is False
+        (ex,) = tle.INSTANCES
+    assert r.finish_reason.value == "cancelled" and r.tokens == [10, 11]
+    assert ex.cancelled == list(ex.enqueued)
+
+
+def test_shutdown_cancels_unfinished_requests(fake, tmp_path):
+    tle = fake
+    script(tle, {5: []})
+    engine = open_engine(make_engine_dir(tmp_path / "e"))
+    h = engine.submit(Request([5], max_new_tokens=10))
+    engine.shutdown()
+    assert h.result(timeout=5).finish_reason.value == "cancelled"
+    assert tle.EVENTS[-1] == ("shutdown",)
+    with pytest.raises(RuntimeError, match="shut down"):
+        engine.add_request(Request([5]))
+
+
+# ------------------------------------------------------------------ bad requests
+def test_bad_requests_are_rejected_before_enqueue_with_the_runtime_wording(fake, tmp_path):
+    tle = fake
+    script(tle, {5: []})
+    reference = LLMEngine(ScriptedBackend(vocab_size=VOCAB, max_slots=SLOTS, max_seq_len=MAX_SEQ),
+                          max_tokens_per_step=MAX_INPUT)
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        engine.add_request(Request([5], max_new_tokens=3, request_id="busy"))
+        reference.add_request(Request([5], max_new_tokens=3, request_id="busy"))
+        bad = [
+            Request([5, VOCAB]),  # outside the vocabulary
+            Request([5], stop_token_ids=[VOCAB + 3]),
+            Request([5] * MAX_SEQ),  # no room left in max_seq_len
+            Request([5] * (MAX_INPUT + 1)),  # more than max_input_len / the step budget
+            Request([5], stop=["x"]),  # stop strings need a tokenizer
+            Request([5], request_id="busy"),
+        ]
+        for req in bad:
+            with pytest.raises(ValueError) as ours:
+                engine.add_request(req)
+            with pytest.raises(ValueError) as theirs:
+                reference.validate(req)
+            assert str(ours.value) == str(theirs.value)
+        with pytest.raises(ValueError, match="neg_mode: 0 .*built with NEG"):
+            engine.add_request(Request([5], neg_mode=0))
+        with pytest.raises(ValueError, match="max_new_tokens"):
+            engine.add_request(Request([5], max_new_tokens=0))
+        assert len(tle.INSTANCES[0].enqueued) == 1  # only "busy"
+
+
+def test_engine_without_neg(fake, tmp_path):
+    tle = fake
+    script(tle, {5: [tle.Step(10), tle.Step(11)]})  # no NEG outputs in this engine
+    with open_engine(make_engine_dir(tmp_path / "e", neg_enabled=False)) as engine:
+        with pytest.raises(ValueError, match="neg_mode: 1 .*without NEG"):
+            engine.add_request(Request([5], neg_mode=1))
+        (r,) = engine.generate([Request([5], max_new_tokens=2)])
+        (ex,) = tle.INSTANCES
+    assert r.neg_mode == 0 and r.fired == [False, False] and all(math.isnan(e) for e in r.entropies)
+    (q,) = ex.enqueued.values()
+    assert q.output_config.additional_model_outputs is None and ex.config.additional_model_outputs is None
+
+
+def test_limits_are_checked_against_the_engine(fake, tmp_path):
+    path = make_engine_dir(tmp_path / "e")
+    for kwargs, name in (({"max_batch_size": SLOTS + 1}, "max_batch_size"),
+                         ({"max_seq_len": MAX_SEQ + 1}, "max_seq_len"), ({"max_num_tokens": 0}, "max_num_tokens")):
+        with pytest.raises(ValueError, match=name):
+            open_engine(path, **kwargs)
+    with pytest.raises(ValueError, match="single-GPU"):
+        open_engine(make_engine_dir(tmp_path / "tp2", world_size=2))
+
+
+# -------------------------------------------------------------------- engine dir
+def test_engine_dir_contract(tmp_path):
+    from trt_neg.trtllm.engine_dir import BUILD_INFO_FILE, EngineDirError, read_engine_dir
+
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    path = make_engine_dir(tmp_path / "e", hf_model_dir=str(hf), plugin_library=None)
+    info = read_engine_dir(path)
+    assert (info.plugin_library, info.hf_model_dir, info.neg_enabled, info.neg_seed) == (None, hf, True, 5)
+    assert (info.vocab_size, info.eos_token_ids, info.max_batch_size, info.max_input_len, info.max_seq_len,
+            info.max_num_tokens, info.tensorrt_llm_version) == (VOCAB, tuple(EOS), SLOTS, MAX_INPUT, MAX_SEQ,
+                                                                MAX_TOKENS, "1.2.1")
+    build_info = json.loads((path / BUILD_INFO_FILE).read_text())
+
+    def broken(change, match):
+        data = dict(build_info)
+        change(data)
+        (path / BUILD_INFO_FILE).write_text(json.dumps(data))
+        with pytest.raises(EngineDirError, match=match):
+            read_engine_dir(path)
+
+    broken(lambda d: d.update(build_info_version=2), "newer")
+    broken(lambda d: d.pop("hf_model_dir"), "hf_model_dir is required")
+    broken(lambda d: d.update(plugin_library=3), "plugin_library must be")
+    (path / BUILD_INFO_FILE).unlink()
+    with pytest.raises(EngineDirError, match="build_info.json: missing"):
+        read_engine_dir(path)
+    path = make_engine_dir(tmp_path / "e2")
+    (path / "rank0.engine").unlink()
+    with pytest.raises(EngineDirError, match="rank0.engine"):
+        read_engine_dir(path)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["pretrained_config"]["trt_neg_architecture"] = "LlamaForCausalLM"
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EngineDirError, match="not a Darwin-NEG engine"):
+        read_engine_dir(path)
+    with pytest.raises(EngineDirError, match="not a directory"):
+        read_engine_dir(tmp_path / "nope")
+
+
+# ------------------------------------------------------- without tensorrt_llm (real path)
+def test_engine_class_fails_cleanly_without_tensorrt_llm(no_trtllm, tmp_path):
+    from trt_neg.trtllm import TensorRTLLMUnavailable
+    from trt_neg.trtllm.executor import TrtllmExecutorEngine
+
+    with pytest.raises(TensorRTLLMUnavailable) as exc:
+        TrtllmExecutorEngine(make_engine_dir(tmp_path / "e"))
+    msg = str(exc.value)
+    assert "tensorrt_llm 1.2.x" in msg and "container" in msg and "\n" not in msg
+
+
+def test_run_py_trtllm_fails_cleanly_without_tensorrt_llm(no_trtllm, tmp_path):
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(tmp_path / "X"), "hi"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    (line,) = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert line.startswith("Error: ") and "tensorrt_llm 1.2.x" in line and "container" in line
+
+
+def test_run_py_trtllm_subprocess_without_tensorrt_llm():
+    if importlib.util.find_spec("tensorrt_llm") is not None:
+        pytest.skip("tensorrt_llm is installed here")
+    proc = subprocess.run([sys.executable, str(ROOT / "run.py"), "--backend", "trtllm", "--engine-dir", "X"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "tensorrt_llm 1.2.x" in line and "container" in line
+
+
+# ------------------------------------------------------------------- run.py (fake)
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "trtllm", "--token-ids", "5"], "--engine-dir is required"),
+    (["--backend", "trtllm", "--engine-dir", "E", "--dtype", "float32", "--token-ids", "5"], "--dtype does not apply"),
+    (["--backend", "trtllm", "--engine-dir", "E", "--device", "cpu", "--token-ids", "5"], "--device does not apply"),
+    (["--engine-dir", "E", "--token-ids", "5"], "--engine-dir applies only"),
+])
+def test_run_py_trtllm_usage_errors(args, message):
+    r = CliRunner().invoke(run.main, args)
+    assert r.exit_code == 2 and message in r.output
+
+
+def test_run_py_trtllm_json_and_streaming(fake, tmp_path):
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11, 12], entropies=[0.5, 2.0, 0.25], fired=[0, 1, 0]),
+                 7: steps(tle, [20, 3])})
+    path = make_engine_dir(tmp_path / "e")
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5,6",
+                                      "--token-ids", "7", "--max-new-tokens", "3", "--json"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [row["id"] for row in rows] == ["ids0", "ids1"]
+    assert rows[0]["tokens"] == [10, 11, 12] and rows[0]["fired"] == [False, True, False]
+    assert rows[0]["gate_activation_rate"] == pytest.approx(1 / 3) and rows[0]["finish_reason"] == "length"
+    assert rows[1]["tokens"] == [20, 3] and rows[1]["finish_reason"] == "stop" and rows[1]["neg_mode"] == 1
+    assert set(rows[0]) == {"request_id", "prompt_token_ids", "tokens", "text", "finish_reason", "neg_mode",
+                            "gate_activation_rate", "entropies", "fired", "seed", "ttft_s", "per_token_latency_s",
+                            "mean_per_token_latency_s", "e2e_latency_s", "error", "id"}
+    # the executor was given the engine's batch size (the torch default 8 does not apply)
+    assert tle.INSTANCES[0].config.max_batch_size == SLOTS
+
+    tle.reset()
+    script(tle, {5: steps(tle, [10, 11])})
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5",
+                                      "--max-new-tokens", "2"])
+    assert r.exit_code == 0 and r.stdout == "10 11 \n" and "gate activation" in r.stderr
+
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5",
+                                      "--mode", "0"])
+    assert r.exit_code == 2 and "neg_mode: 0" in r.output
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "hello"])
+    assert r.exit_code == 2 and "no tokenizer" in r.output
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(tmp_path), "--token-ids", "5"])
+    assert r.exit_code == 2 and "config.json: missing" in r.output
+
+
+# ------------------------------------------------------------ real engine (container)
+@pytest.mark.trtllm
+def test_tiny_engine_matches_the_torch_backend_greedy():
+    """Greedy NEG mode 1 on the tiny engine vs the torch backend: same tokens, fired flags and
+    entropies (fp32 engine: 1e-3). TRT_NEG_TINY_ENGINE = an engine directory with build_info.json
+    whose hf_model_dir is the tiny HF checkpoint; TRT_NEG_PLUGIN_LIB if the recorded library moved."""
+    engine_dir = os.environ.get("TRT_NEG_TINY_ENGINE")
+    if not engine_dir:
+        pytest.skip("TRT_NEG_TINY_ENGINE is not set")
+    from trt_neg.runtime.torch_backend import TorchBackend
+    from trt_neg.trtllm.engine_dir import read_engine_dir
+    from trt_neg.trtllm.executor import TrtllmExecutorEngine
+
+    info = read_engine_dir(engine_dir)
+    assert info.hf_model_dir is not None and info.neg_enabled
+    prompts = [[1, 17, 33, 250, 7], [5, 6, 7, 8, 9, 10, 11], [42]]
+    requests = [Request(p, max_new_tokens=12, ignore_eos=True) for p in prompts]
+    with TrtllmExecutorEngine(engine_dir) as engine:
+        got = engine.generate(requests)
+    reference = LLMEngine(TorchBackend.from_pretrained(info.hf_model_dir, max_slots=len(prompts), dtype="float32"))
+    expected = reference.generate([Request(p, max_new_tokens=12, ignore_eos=True) for p in prompts])
+    for g, e in zip(got, expected):
+        assert g.tokens == e.tokens
+        assert g.fired == e.fired
+        assert g.entropies == pytest.approx(e.entropies, abs=1e-3)
+        assert g.finish_reason == e.finish_reason

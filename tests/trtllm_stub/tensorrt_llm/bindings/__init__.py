@@ -1,0 +1,1 @@
+"""Recording stub of ``tensorrt_llm.bindings`` (only ``executor``); see executor.py."""

@@ -1,0 +1,497 @@
+"""``TrtllmExecutorEngine``: Darwin-NEG engines on TensorRT-LLM's C++ executor (in-flight batching).
+
+Same user-facing surface as :class:`trt_neg.runtime.LLMEngine` (what ``run.py`` uses):
+``add_request(request, listener)``, ``abort_request(id)``, ``submit`` -> :class:`RequestHandle`
+(``stream()``, ``result()``, ``cancel()``), ``generate(requests)``, asyncio ``stream(request)``,
+``has_unfinished()``, ``shutdown()``, ``validate``. Requests are the runtime's :class:`Request`
+(validated by the same code, so bad requests get the same ``ValueError`` wording), outputs
+are the runtime's :class:`TokenOutput` / :class:`RequestResult`; per-request bookkeeping
+(stop tokens and strings, incremental text, timings, the result) is the runtime's own
+:class:`trt_neg.runtime.sequence.Sequence`.
+
+How it runs (docs/trtllm_runtime.md has the decisions):
+
+1. ``require_tensorrt_llm()`` — without tensorrt_llm 1.2.x the constructor raises
+   :class:`TensorRTLLMUnavailable` with a one-line message naming it and NVIDIA's container;
+2. :func:`engine_dir.read_engine_dir` — limits, vocabulary, EOS, NEG facts, plugin library;
+3. the plugin library is loaded (``ctypes.CDLL(path, RTLD_GLOBAL)``) **before** the
+   executor deserialises the engine;
+4. ``Executor(engine_dir, ModelType.DECODER_ONLY, ExecutorConfig(max_beam_width=1,
+   kv_cache_config=KvCacheConfig(enable_block_reuse=False, ...), enable_chunked_context=False,
+   batching_type=INFLIGHT, ...))``;
+5. each request is enqueued as a streaming ``Request`` (EOS and stop token ids as single-token
+   stop words, ``end_id=-1``; the request's sampling as ``SamplingConfig``; the NEG extras
+   ``neg_entropy`` / ``neg_fired`` as ``OutputConfig.additional_model_outputs``);
+6. one dispatcher thread calls ``await_responses(timeout)`` and hands every response to its
+   request: ``TokenOutput(token, entropy, fired)`` per new token, then the ``RequestResult``.
+
+API provenance — every name below was checked against NVIDIA/TensorRT-LLM sources read
+through the project's source index (single file versions, not tags; none could be tied to
+a v1.2.x tag from here, they are 2025 versions of the 1.x line):
+
+* ``Executor(model_path, model_type, executor_config)``, ``enqueue_request(request) -> id``,
+  ``await_responses(timeout: datetime.timedelta | None)``, ``cancel_request(id)``,
+  ``shutdown()``, ``can_enqueue_requests()``: ``cpp/tensorrt_llm/nanobind/executor/executor.cpp``
+  @1dd50d07; usage with ``timedelta`` in ``tensorrt_llm/executor/worker.py`` (index id 1131391427).
+* ``ModelType.DECODER_ONLY``, ``BatchingType.INFLIGHT``: ``nanobind/executor/bindings.cpp``
+  @01315fdb and ``executorConfig.cpp`` @008b2b8d.
+* ``KvCacheConfig(enable_block_reuse=True, max_tokens, max_attention_window, sink_token_length,
+  free_gpu_memory_fraction, ...)`` (block reuse defaults to **True**: we pass False);
+  ``ExecutorConfig(max_beam_width=1, scheduler_config, kv_cache_config, enable_chunked_context,
+  ..., batching_type, max_batch_size, max_num_tokens, ..., additional_model_outputs, ...)``:
+  ``nanobind/executor/executorConfig.cpp`` @008b2b8d; same keywords in
+  ``tensorrt_llm/runtime/model_runner_cpp.py`` @03832911 (``ModelRunnerCpp.from_dir``).
+* ``SamplingConfig(beam_width=1, *, top_k, top_p, ..., seed, temperature, ...)``,
+  ``OutputConfig(..., additional_model_outputs=[AdditionalModelOutput(name, gather_context=False)])``,
+  ``Request(input_token_ids, max_tokens, *, streaming, sampling_config, output_config, end_id,
+  pad_id, position_ids, bad_words, stop_words: list[list[int]], ...)``, ``FinishReason.{NOT_FINISHED,
+  END_ID, STOP_WORDS, LENGTH, TIMED_OUT, CANCELLED}``, ``Response.{request_id, has_error(),
+  error_msg, result}``, ``Result.{is_final, output_token_ids, finish_reasons,
+  additional_outputs}``, ``AdditionalOutput.{name, output}``: ``nanobind/executor/request.cpp``
+  @008b2b8d and ``pybind/executor/request.cpp`` @007a7508 (identical names).
+* Streaming semantics: ``batch_manager/llmRequest.cpp::createResult`` @119c6e60 — a streaming
+  response carries only the tokens not sent before (``return_all_generated_tokens=False``);
+  additional outputs are returned as ``"generation_" + name`` holding the request's whole
+  ``[beam_width, max_tokens]`` buffer; ``batch_manager/utils/inflightBatchingUtils.cpp::
+  copyAdditionalOutputs`` @a35c38f3 writes generated token i's value at ``[beam, i]`` (the
+  first one from the context step); buffer shape from ``llmRequest.h::allocAdditionalOutputs``.
+  Newer sources also require the names in ``ExecutorConfig.additional_model_outputs``
+  (``findOutputTensor``); we set both.
+
+Not confirmed from the sources (verify in container): that 1.2.x has the ``generation_``
+prefix (we also accept the bare name) and ``ExecutorConfig.additional_model_outputs`` (set
+only if the attribute exists); that ``end_id=-1`` means "no end id" (``LlmRequest::validate``
+accepts ``-1``); that a stop word's token is part of ``output_token_ids`` (as
+``tensorrt_llm/executor/result.py`` assumes when it trims stop words); that
+``cancel_request`` always ends with a final ``CANCELLED`` response; that
+``Result.additional_outputs[i].output`` arrives as a host torch tensor (the caster that turns
+``context_logits`` into torch tensors in ``model_runner_cpp.py``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import logging
+import math
+import os
+import random
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Union
+
+from trt_neg.runtime.llm_engine import LLMEngine, RequestHandle
+from trt_neg.runtime.request import FinishReason, Request, RequestResult, TokenOutput
+from trt_neg.runtime.sequence import Sequence
+from trt_neg.trtllm import TRTLLM_REQUIREMENT, TensorRTLLMUnavailable, require_tensorrt_llm
+from trt_neg.trtllm import engine_dir as engine_dir_mod
+from trt_neg.trtllm import plugins
+
+log = logging.getLogger(__name__)
+
+Output = Union[TokenOutput, RequestResult]
+Listener = Callable[[Output], None]
+
+NEG_OUTPUTS = ("neg_entropy", "neg_fired")  # = trt_neg.trtllm.model.NEG_ENTROPY_OUTPUT / NEG_FIRED_OUTPUT
+CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.x"
+
+
+def _unavailable_message(exc: BaseException) -> str:
+    if isinstance(exc, TensorRTLLMUnavailable) and exc.__cause__ is not None:
+        reason = f"cannot import tensorrt_llm ({exc.__cause__})"
+    elif isinstance(exc, TensorRTLLMUnavailable):
+        version = getattr(sys.modules.get("tensorrt_llm"), "__version__", "(unknown version)")
+        reason = f"found tensorrt_llm {version}, not a 1.2.x release"
+    else:
+        reason = f"cannot import tensorrt_llm.bindings.executor ({exc})"
+    reason = " ".join(reason.split())  # one line
+    return (f"{reason}. --backend trtllm needs {TRTLLM_REQUIREMENT} (TensorRT-LLM's C++ executor, TensorRT 10 "
+            f"and a CUDA GPU), which cannot be installed on this machine: run it inside NVIDIA's TensorRT-LLM "
+            f"container ({CONTAINER}, see docker/), or use --backend torch")
+
+
+def executor_bindings() -> Any:
+    """``tensorrt_llm.bindings.executor``; :class:`TensorRTLLMUnavailable` (one line) without tensorrt_llm 1.2.x."""
+    try:
+        require_tensorrt_llm()
+        from tensorrt_llm.bindings import executor
+    except ImportError as exc:  # TensorRTLLMUnavailable is an ImportError too
+        raise TensorRTLLMUnavailable(_unavailable_message(exc)) from exc
+    return executor
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What :meth:`LLMEngine.validate` reads as ``engine.config`` (the scheduler limits)."""
+
+    max_slots: int
+    max_tokens_per_step: int  # min(max_num_tokens, max_input_len): no chunked context
+    max_seq_len: int
+
+
+@dataclass(frozen=True)
+class EngineModelInfo:
+    """The ``Backend`` attributes :meth:`LLMEngine.validate` and the seed logic read, for an engine."""
+
+    vocab_size: int
+    max_slots: int
+    max_seq_len: int
+    eos_token_ids: tuple[int, ...]
+    neg_enabled: bool
+    neg_seed: int
+
+
+class _Tracked:
+    __slots__ = ("seq", "exec_id", "listener", "received", "done")
+
+    def __init__(self, seq: Sequence, listener: Listener | None):
+        self.seq, self.listener = seq, listener
+        self.exec_id: int | None = None
+        self.received = 0  # tokens the executor has sent for this request
+        self.done = False
+
+
+class TrtllmExecutorEngine:
+    """A Darwin-NEG engine directory served by TensorRT-LLM's executor (see the module docstring)."""
+
+    # Shared with LLMEngine (same validation wording, same handles and helpers). They use only
+    # config / backend / tokenizer / _lock / _seqs / add_request / abort_request / start / is_running.
+    submit = LLMEngine.submit
+    generate = LLMEngine.generate
+    stream = LLMEngine.stream
+
+    def __init__(self, engine_dir: str | os.PathLike[str], *, tokenizer: Any = None, max_batch_size: int | None = None,
+                 max_seq_len: int | None = None, max_num_tokens: int | None = None,
+                 kv_cache_free_gpu_memory_fraction: float | None = None, plugin_library: str | None = None,
+                 poll_interval_s: float = 0.05, clock: Callable[[], float] = time.perf_counter):
+        self.tle = executor_bindings()  # first: a machine without tensorrt_llm fails here, cleanly
+        info = engine_dir_mod.read_engine_dir(engine_dir)
+        if info.world_size != 1:
+            raise ValueError(f"{info.path}: a {info.world_size}-GPU engine (tp/pp); this runner drives single-GPU "
+                             "engines (world_size 1) only so far")
+        self.engine = info
+        slots = info.max_batch_size if max_batch_size is None else max_batch_size
+        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= info.max_batch_size:
+            raise ValueError(f"max_batch_size: must be an integer in [1, {info.max_batch_size}] (the engine's "
+                             f"max_batch_size), got {slots!r}")
+        seq_len = info.max_seq_len if max_seq_len is None else max_seq_len
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 2 <= seq_len <= info.max_seq_len:
+            raise ValueError(f"max_seq_len: must be an integer in [2, {info.max_seq_len}] (the engine's "
+                             f"max_seq_len), got {seq_len!r}")
+        tokens = info.max_num_tokens if max_num_tokens is None else max_num_tokens
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= info.max_num_tokens:
+            raise ValueError(f"max_num_tokens: must be an integer in [1, {info.max_num_tokens}] (the engine's "
+                             f"max_num_tokens), got {tokens!r}")
+        self.tokenizer = tokenizer
+        self.clock = clock
+        self.poll_interval_s = poll_interval_s
+        self.config = EngineLimits(max_slots=slots, max_tokens_per_step=min(tokens, info.max_input_len),
+                                   max_seq_len=seq_len)
+        self.backend = EngineModelInfo(vocab_size=info.vocab_size, max_slots=slots, max_seq_len=seq_len,
+                                       eos_token_ids=info.eos_token_ids, neg_enabled=info.neg_enabled,
+                                       neg_seed=info.neg_seed)
+        self.default_neg_mode = 1 if info.neg_enabled else 0
+
+        # The plugin library must be registered before the executor deserialises the engine.
+        # TRT_NEG_PLUGIN_LIB overrides the argument, which overrides build_info.json.
+        if os.environ.get(plugins.PLUGIN_LIBRARY_ENV):
+            lib = None  # load_plugin_library(None) loads the environment's list
+        else:
+            lib = plugin_library if plugin_library is not None else info.plugin_library
+        self.plugin_libraries = plugins.load_plugin_library(lib)
+
+        tle = self.tle
+        kv = tle.KvCacheConfig(enable_block_reuse=False,  # a reused KV prefix would not restore the recurrent state
+                               free_gpu_memory_fraction=None if kv_cache_free_gpu_memory_fraction is None
+                               else float(kv_cache_free_gpu_memory_fraction))
+        self.executor_config = tle.ExecutorConfig(
+            max_beam_width=1, kv_cache_config=kv, enable_chunked_context=False,
+            batching_type=tle.BatchingType.INFLIGHT, max_batch_size=slots, max_num_tokens=tokens)
+        self._neg_outputs = list(NEG_OUTPUTS) if info.neg_enabled else []
+        if self._neg_outputs and hasattr(self.executor_config, "additional_model_outputs"):
+            self.executor_config.additional_model_outputs = self._model_outputs()
+        self.executor = tle.Executor(Path(info.path), tle.ModelType.DECODER_ONLY, self.executor_config)
+
+        self._lock = threading.RLock()
+        self._seqs: dict[str, Sequence] = {}  # unfinished requests (read by validate)
+        self._tracked: dict[str, _Tracked] = {}
+        self._by_exec: dict[int, _Tracked] = {}
+        self._ids = itertools.count()
+        self._seed_source = random.SystemRandom()
+        self._stopping = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="trt-neg-trtllm-responses", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ mapping
+    def _model_outputs(self) -> list:
+        return [self.tle.AdditionalModelOutput(name, gather_context=False) for name in self._neg_outputs]
+
+    def validate(self, request: Request) -> None:
+        """LLMEngine's checks (same wording) against the engine's limits, plus the NEG mode the engine supports."""
+        LLMEngine.validate(self, request)
+        self._check_mode(request)
+
+    def _check_mode(self, request: Request) -> int:
+        mode = self.default_neg_mode if request.neg_mode is None else request.neg_mode
+        if mode == 0 and self.engine.neg_enabled:
+            raise ValueError("neg_mode: 0 (NEG off) is not available on this TensorRT-LLM engine: it was built with "
+                             "NEG (neg_config.enabled), which applies to every request; use an engine built without "
+                             "NEG, or the torch backend, for mode 0")
+        if mode == 1 and not self.engine.neg_enabled:
+            raise ValueError("neg_mode: 1 (NEG on) is not available on this TensorRT-LLM engine: it was built "
+                             "without NEG (neg_config.enabled false); rebuild it with NEG enabled for mode 1")
+        return mode
+
+    def _sampling_config(self, request: Request, seed: int | None) -> Any:
+        sp = request.sampling
+        if sp.is_greedy:  # top_k 1 = argmax; with NEG fired, the only finite logit
+            return self.tle.SamplingConfig(1, top_k=1, seed=seed)
+        return self.tle.SamplingConfig(1, top_k=int(sp.top_k), top_p=float(sp.top_p),
+                                       temperature=float(sp.temperature), seed=seed)
+
+    def _executor_request(self, request: Request, seq: Sequence) -> Any:
+        stop_ids = sorted(seq.stop_token_ids)
+        return self.tle.Request(
+            list(request.prompt_token_ids), seq.max_new_tokens,
+            streaming=True,
+            sampling_config=self._sampling_config(request, seq.sample_seed),
+            output_config=self.tle.OutputConfig(additional_model_outputs=self._model_outputs() or None),
+            end_id=-1,  # EOS ids travel as stop words (the model may have several; the token is kept)
+            pad_id=self.engine.pad_token_id if self.engine.pad_token_id is not None else
+            (self.engine.eos_token_ids[0] if self.engine.eos_token_ids else 0),
+            stop_words=[[t] for t in stop_ids] or None,
+        )
+
+    # --------------------------------------------------------------- submission
+    def add_request(self, request: Request, listener: Listener | None = None) -> str:
+        """Validate (same checks and wording as LLMEngine) and enqueue; returns the request id."""
+        self.validate(request)
+        mode = self._check_mode(request)
+        if self._closed:
+            raise RuntimeError("the engine is shut down")
+        sp = request.sampling
+        sample_seed = sp.seed if sp.seed is not None or sp.is_greedy else self._seed_source.getrandbits(63)
+        stop_ids = set(request.stop_token_ids)
+        if not request.ignore_eos:
+            stop_ids.update(self.engine.eos_token_ids)
+        n = len(request.prompt_token_ids)
+        with self._lock:
+            rid = request.request_id
+            if rid is None:
+                rid = f"req-{next(self._ids)}"
+                while rid in self._seqs:
+                    rid = f"req-{next(self._ids)}"
+            elif rid in self._seqs:
+                raise ValueError(f"request_id: {rid!r} is already in use by an unfinished request")
+            seq = Sequence(request, rid, neg_mode=mode, sample_seed=sample_seed,
+                           neg_seed=self.engine.neg_seed,  # the engine's NEG draws always use its built-in seed
+                           stop_token_ids=frozenset(stop_ids),
+                           max_new_tokens=min(request.max_new_tokens, self.config.max_seq_len - n),
+                           arrival_time=self.clock(), tokenizer=self.tokenizer)
+            tracked = _Tracked(seq, listener)
+            exec_request = self._executor_request(request, seq)
+            # Enqueue under the lock so the dispatcher cannot see a response before the id is mapped.
+            tracked.exec_id = self.executor.enqueue_request(exec_request)
+            self._seqs[rid] = seq
+            self._tracked[rid] = tracked
+            self._by_exec[tracked.exec_id] = tracked
+        return rid
+
+    def abort_request(self, request_id: str) -> bool:
+        """Cancel: the executor ends the request with a final CANCELLED response. False if unknown or done."""
+        with self._lock:
+            tracked = self._tracked.get(request_id)
+            if tracked is None or tracked.seq.cancel_requested or tracked.done:
+                return False
+            tracked.seq.cancel_requested = True
+            exec_id = tracked.exec_id
+        self.executor.cancel_request(exec_id)
+        return True
+
+    def has_unfinished(self) -> bool:
+        with self._lock:
+            return bool(self._seqs)
+
+    @property
+    def num_unfinished(self) -> int:
+        with self._lock:
+            return len(self._seqs)
+
+    # --------------------------------------------------------- dispatcher thread
+    @property
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> "TrtllmExecutorEngine":
+        return self  # the dispatcher thread starts with the engine
+
+    def step(self) -> list:
+        """No-op kept for RequestHandle (it calls step() only when no thread runs, i.e. after shutdown)."""
+        time.sleep(self.poll_interval_s)
+        return []
+
+    def _loop(self) -> None:
+        timeout = datetime.timedelta(seconds=self.poll_interval_s)
+        while not self._stopping:
+            try:
+                responses = self.executor.await_responses(timeout=timeout)
+            except Exception:
+                if self._stopping:
+                    return
+                log.exception("await_responses failed")
+                time.sleep(self.poll_interval_s)
+                continue
+            for response in responses or ():
+                try:
+                    self._on_response(response)
+                except Exception:  # never let one response kill the dispatcher
+                    log.exception("handling a response for executor request %s failed",
+                                  getattr(response, "request_id", "?"))
+
+    def _on_response(self, response: Any) -> None:
+        with self._lock:
+            tracked = self._by_exec.get(response.request_id)
+        if tracked is None or tracked.done:  # a late response after we finished it (stop string, error)
+            return
+        seq, outputs = tracked.seq, []
+        if response.has_error():
+            self._finish(tracked, FinishReason.ERROR, outputs, error=f"executor: {response.error_msg}")
+            self._deliver(tracked, outputs)
+            return
+        result = response.result
+        new = [int(t) for t in (result.output_token_ids[0] if result.output_token_ids else [])]
+        try:
+            entropies, fired = self._neg_values(result, tracked.received, len(new))
+        except Exception as exc:
+            if not result.is_final:
+                self.executor.cancel_request(tracked.exec_id)
+            self._finish(tracked, FinishReason.ERROR, outputs, error=f"{type(exc).__name__}: {exc}")
+            self._deliver(tracked, outputs)
+            return
+        tracked.received += len(new)
+        now = self.clock()
+        for token, entropy, flag in zip(new, entropies, fired):
+            outputs.append(seq.append(token, entropy, flag and seq.neg_mode == 1, now))
+            if seq.finish_reason is not None:
+                break
+        if seq.finish_reason is not None:  # our own stop (stop token, stop string, length)
+            if not result.is_final:
+                self.executor.cancel_request(tracked.exec_id)
+            self._finish(tracked, seq.finish_reason, outputs)
+        elif result.is_final:
+            reasons = list(result.finish_reasons or [])
+            reason, error = self._map_finish(reasons[0] if reasons else None)
+            if reason in (FinishReason.STOP, FinishReason.LENGTH) and seq.detok is not None:
+                seq.detok.flush()  # the executor ended it before our own checks did
+            self._finish(tracked, reason, outputs, error=error)
+        self._deliver(tracked, outputs)
+
+    def _map_finish(self, reason: Any) -> tuple[FinishReason, str | None]:
+        name = getattr(reason, "name", str(reason))
+        if name in ("END_ID", "STOP_WORDS"):
+            return FinishReason.STOP, None
+        if name == "LENGTH":
+            return FinishReason.LENGTH, None
+        if name == "CANCELLED":
+            return FinishReason.CANCELLED, None
+        if name == "TIMED_OUT":
+            return FinishReason.ERROR, "executor: the request timed out"
+        return FinishReason.ERROR, f"executor: final response without a finish reason ({name})"
+
+    def _neg_values(self, result: Any, before: int, count: int) -> tuple[list[float], list[bool]]:
+        """Entropy and fired flag of the ``count`` new tokens (generated tokens ``before`` .. ``before+count-1``)."""
+        if not self._neg_outputs:  # engine built without NEG: no H_hat output, the gate never fires
+            return [math.nan] * count, [False] * count
+        by_name = {ao.name: ao.output for ao in (result.additional_outputs or [])}
+        values = []
+        for name in self._neg_outputs:
+            tensor = by_name.get("generation_" + name, by_name.get(name))
+            if tensor is None:
+                raise RuntimeError(f"the executor response lacks the additional output {name!r} "
+                                   f"(got {sorted(by_name)}); was the engine built with NEG?")
+            values.append(_token_slice(tensor, before, count, name))
+        entropy, fired = values
+        return [float(v) for v in entropy], [bool(v) for v in fired]
+
+    def _finish(self, tracked: _Tracked, reason: FinishReason, outputs: list[Output], error: str | None = None) -> None:
+        seq = tracked.seq
+        seq.finish_reason = reason
+        if error is not None:
+            seq.error = error
+        seq.finish_time = self.clock()
+        tracked.done = True
+        with self._lock:
+            self._seqs.pop(seq.request_id, None)
+            self._tracked.pop(seq.request_id, None)
+            self._by_exec.pop(tracked.exec_id, None)
+        outputs.append(seq.result())
+
+    def _deliver(self, tracked: _Tracked, outputs: list[Output]) -> None:
+        if tracked.listener is None:
+            return
+        for item in outputs:
+            try:
+                tracked.listener(item)
+            except Exception:  # a consumer's failure never stops the dispatcher
+                log.exception("output listener for %s failed", item.request_id)
+
+    # ----------------------------------------------------------------- shutdown
+    def shutdown(self, cancel: bool = True) -> None:
+        """Stop the dispatcher and the executor; unfinished requests end cancelled (their listeners are told)."""
+        if self._closed:
+            return
+        self._closed = True
+        if cancel:
+            with self._lock:
+                pending = list(self._tracked.values())
+            for tracked in pending:
+                self.abort_request(tracked.seq.request_id)
+            deadline = time.monotonic() + 5.0
+            while self.has_unfinished() and self._thread.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self._stopping = True
+        self._thread.join()
+        with self._lock:
+            leftover = list(self._tracked.values())
+        for tracked in leftover:  # the executor never answered the cancellation
+            outputs: list[Output] = []
+            self._finish(tracked, FinishReason.CANCELLED, outputs)
+            self._deliver(tracked, outputs)
+        try:
+            self.executor.shutdown()
+        except Exception:
+            log.exception("executor.shutdown failed")
+
+    def __enter__(self) -> "TrtllmExecutorEngine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+
+def _token_slice(tensor: Any, before: int, count: int, name: str) -> list:
+    """Values of generated tokens ``before`` .. ``before+count-1`` from an additional output.
+
+    The executor returns the request's whole ``[beam_width, max_tokens(, 1)]`` buffer; a
+    per-step slice (``[beam_width, count]``) or a 1-D tensor is accepted too.
+    """
+    if count == 0:
+        return []
+    data = tensor.tolist() if hasattr(tensor, "tolist") else list(tensor)
+    if data and isinstance(data[0], list):  # [beam, tokens, ...]: beam 0
+        data = data[0]
+    data = [x[0] if isinstance(x, list) else x for x in data]  # trailing [.., 1]
+    if len(data) >= before + count:
+        return data[before:before + count]
+    if len(data) == count:
+        return data
+    raise RuntimeError(f"additional output {name!r} has {len(data)} values; expected the tokens "
+                       f"{before}..{before + count - 1}")
+
+
+__all__ = ["EngineLimits", "EngineModelInfo", "NEG_OUTPUTS", "RequestHandle", "TrtllmExecutorEngine",
+           "executor_bindings"]
