@@ -189,3 +189,43 @@ def test_key_map_renames_neg_tensors(hf, tmp_path):
     out = convert_checkpoint(hf, tmp_path / "mapped", key_map=key_map).output
     tensors = load_file(str(out / "rank0.safetensors"))
     assert torch.equal(tensors["neg_head.fc1.weight"], load_file(str(hf / FILE))["entropy_head.w1"])
+
+
+def test_push_style_writer_checks_order_and_sizes(tmp_path):
+    """The converter's writer (StreamingSafetensorsWriter, push style): declared order and byte counts are
+    enforced, an unfinished file never appears under its name, a finished one is a valid safetensors file."""
+    from trt_neg.checkpoint.safetensors_io import StreamingSafetensorsWriter
+
+    plan = [("a", (2, 3), torch.float32), ("b", (4,), torch.bfloat16), ("s", (), torch.float32)]
+    a, b, s = torch.arange(6.0).reshape(2, 3), torch.arange(4.0).to(torch.bfloat16), torch.tensor(7.0)
+    one, two = StreamingSafetensorsWriter(tmp_path / "one.safetensors", plan), \
+        StreamingSafetensorsWriter(tmp_path / "two.safetensors", plan, metadata={"rank": "1"})
+    for w in (one, two):  # side by side, chunk by chunk
+        w.begin("a")
+    for w in (one, two):
+        w.append(a[:1])
+        w.append(a[1:, :2])  # non-contiguous chunks are fine
+        w.append(a[1:, 2:])
+        w.end()
+    with pytest.raises(ValueError, match="tensor 's' written out of order \\(expected b\\)"):
+        one.begin("s")
+    one.begin("b")
+    with pytest.raises(ValueError, match="begun before 'b' was ended"):
+        one.begin("b")
+    with pytest.raises(ValueError, match="chunk has dtype torch.float32, declared torch.bfloat16"):
+        one.append(b.float())
+    with pytest.raises(ValueError, match="overflows its 8 bytes"):
+        one.append(torch.cat([b, b]))
+    one.append(b[:3])
+    with pytest.raises(ValueError, match="tensor 'b' got 6 bytes, shape \\(4,\\) needs 8"):
+        one.end()
+    with pytest.raises(ValueError, match="tensors never written: b, s"):
+        one.close()
+    assert not list(tmp_path.glob("one.safetensors*"))  # removed, never renamed into place
+    two.write("b", [b[:1], b[1:]])
+    two.write("s", s)
+    assert not (tmp_path / "two.safetensors").exists()
+    two.close(fsync=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.safetensors"]
+    got = load_file(str(tmp_path / "two.safetensors"))
+    assert torch.equal(got["a"], a) and torch.equal(got["b"], b) and torch.equal(got["s"], s)

@@ -11,8 +11,6 @@ pipeline stages, conv kernels 2 and 3, full attention in the first layer).
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
@@ -52,29 +50,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_presets():
-    """The random-config presets live only as long as this module's tests."""
-    before = set(synthetic.PRESETS)
-    yield
-    for name in set(synthetic.PRESETS) - before:
-        del synthetic.PRESETS[name]
-
-
-def register_preset(name: str, dims: dict) -> None:
-    """Add a random-config preset to the synthetic generator (test-only, idempotent)."""
-    if name in synthetic.PRESETS:
-        return
-    preset = copy.deepcopy(synthetic.PRESETS["tiny"])
+def random_config(dims: dict) -> dict:
+    """The tiny preset's ``config.json`` (published layout) with the text dimensions of ``dims``."""
+    config = synthetic.preset_config("tiny")
     dims = dict(dims)
-    layers = dims.pop("layer_types")
-    bias = dims.pop("attention_bias")
-    text = synthetic._text_config(layers, **dims)
-    text["attention_bias"] = bias
-    preset.update(text_config=text, tokenizer=False, logit_scale=0.5,
-                  neg_config={"head_hidden_size": 16, "activation": "gelu", "top_k": 4, "temperature": 0.7,
-                              "seed": 3, "enabled": True})
-    synthetic.PRESETS[name] = preset
+    rope = {"rope_type": "default", "rope_theta": dims.pop("rope_theta"),
+            "partial_rotary_factor": dims.pop("partial_rotary_factor")}
+    config["text_config"].update(dims, num_hidden_layers=len(dims["layer_types"]), rope_parameters=rope)
+    config["tie_word_embeddings"] = dims["tie_word_embeddings"]
+    config["vision_config"]["out_hidden_size"] = dims["hidden_size"]
+    config["neg_config"] = {"head_hidden_size": 16, "activation": "gelu", "top_k": 4, "temperature": 0.7,
+                            "seed": 3, "enabled": True}
+    return config
 
 
 @pytest.fixture(scope="module", params=["tiny", "random_a", "random_b"])
@@ -86,8 +73,9 @@ def model(request, tmp_path_factory, tiny_checkpoint):
     if name == "tiny":
         path = tiny_checkpoint
     else:
-        register_preset(name, RANDOM_CONFIGS[name])
-        path = synthetic.write_checkpoint(tmp_path_factory.mktemp(name) / "hf", name, seed=7)
+        path = synthetic.write_checkpoint_from_config(tmp_path_factory.mktemp(name) / "hf",
+                                                      random_config(RANDOM_CONFIGS[name]), seed=7,
+                                                      init={"logit_scale": 0.5})
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     vocab = hf.config.vocab_size
     ids = torch.randint(0, vocab, (2, 19), generator=torch.Generator().manual_seed(11))

@@ -150,6 +150,32 @@ def test_load_with_key_map(checkpoints, tmp_path):
         torch.testing.assert_close(model.neg_state_dict[name], tensor.float(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["gqa4", "mha"])
+def test_from_state_dict(checkpoints, name):
+    """A state dict (canonical names + NEG) gives the from_pretrained model; bad dicts name the tensor."""
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
+
+    ckpt = HFCheckpoint(checkpoints[name])
+    tensors = dict(ckpt.items())
+    model = DarwinNegForCausalLM.from_state_dict(ckpt.config, tensors, dtype="float64")
+    ours, _ = _load(checkpoints, name)
+    assert model.dtype == torch.float64 and model.neg_state_dict["neg_gate.threshold"].dtype == torch.float32
+    assert (model.lm_head.weight is model.model.embed_tokens.weight) == ckpt.config.backbone.tie_word_embeddings
+    for key, value in ours.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value.double(), rtol=0, atol=0, msg=key)
+    ids = _tokens(12, ckpt.config.backbone.vocab_size, seed=5)[None]
+    _assert_logits_close(model(ids).float(), ours(ids), f"{name} from_state_dict fp64")
+
+    with pytest.raises(CheckpointError, match="tensor 'neg_gate.threshold': missing"):
+        DarwinNegForCausalLM.from_state_dict(ckpt.config, {k: v for k, v in tensors.items()
+                                                           if k != "neg_gate.threshold"})
+    with pytest.raises(CheckpointError, match="tensor 'model.extra.weight': not a tensor of this config"):
+        DarwinNegForCausalLM.from_state_dict(ckpt.config, {**tensors, "model.extra.weight": torch.zeros(1)})
+    bad = {**tensors, "model.norm.weight": tensors["model.norm.weight"][:-1]}
+    with pytest.raises(CheckpointError, match=r"tensor 'model.norm.weight': shape \[\d+\], the config needs"):
+        DarwinNegForCausalLM.from_state_dict(ckpt.config, bad)
+
+
 # ------------------------------------------------------------------------------------
 # Full-sequence forward
 # ------------------------------------------------------------------------------------

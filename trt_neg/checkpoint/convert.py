@@ -11,9 +11,9 @@ rules); this module only moves bytes:
 * every source byte is read once per pipeline stage: replicated tensors are read once and
   written to every tp rank, row-parallel tensors are read in row chunks and their column
   slices dispatched to the ranks;
-* ranks of a stage are written side by side by push-style safetensors writers (header
-  first, then data appended in declaration order); files are fsynced, and the whole output
-  directory is renamed into place only when complete (``atomic_output_dir``).
+* ranks of a stage are written side by side by push-style ``StreamingSafetensorsWriter``s
+  (header first, then data appended in declaration order); files are fsynced, and the whole
+  output directory is renamed into place only when complete (``atomic_output_dir``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 
 from . import contract as C
 from .hf import HFCheckpoint
-from .safetensors_io import (SAFETENSORS_TO_TORCH, TORCH_TO_SAFETENSORS, CheckpointError, SafetensorsFile,
+from .safetensors_io import (SAFETENSORS_TO_TORCH, CheckpointError, SafetensorsFile, StreamingSafetensorsWriter,
                              atomic_output_dir, dtype_name, torch_dtype)
 
 CHUNK_BYTES = 64 * 2**20
@@ -89,67 +89,6 @@ class RowReader:
         for handle, _, _ in self._files.values():
             handle.close()
         self._files.clear()
-
-
-# ------------------------------------------------------------------------------------
-# Writing several safetensors files side by side
-# ------------------------------------------------------------------------------------
-
-class PushSafetensorsWriter:
-    """A safetensors file laid out from a plan, filled by pushing chunks tensor after tensor."""
-
-    def __init__(self, path: Path, plan: Sequence[tuple[str, tuple[int, ...], torch.dtype]],
-                 metadata: dict[str, str] | None = None):
-        self.path = path
-        header: dict = {"__metadata__": dict(metadata)} if metadata else {}
-        self._order = []
-        offset = 0
-        for name, shape, dtype in plan:
-            n = 1
-            for s in shape:
-                n *= s
-            nbytes = n * dtype.itemsize
-            header[name] = {"dtype": TORCH_TO_SAFETENSORS[dtype], "shape": list(shape),
-                            "data_offsets": [offset, offset + nbytes]}
-            self._order.append((name, dtype, nbytes))
-            offset += nbytes
-        encoded = json.dumps(header, separators=(",", ":")).encode()
-        encoded += b" " * (-len(encoded) % 8)
-        self.total_bytes = 8 + len(encoded) + offset
-        self._handle = open(path, "wb")
-        self._handle.write(struct.pack("<Q", len(encoded)))
-        self._handle.write(encoded)
-        self._index = -1
-        self._written = 0
-
-    def begin(self, name: str) -> None:
-        if self._index >= 0 and self._written != self._order[self._index][2]:
-            raise AssertionError(f"{self.path}: tensor '{self._order[self._index][0]}' incomplete")
-        self._index += 1
-        if self._index >= len(self._order) or self._order[self._index][0] != name:
-            raise AssertionError(f"{self.path}: tensor '{name}' out of order")
-        self._written = 0
-
-    def push(self, chunk: torch.Tensor) -> None:
-        name, dtype, nbytes = self._order[self._index]
-        if chunk.dtype != dtype:
-            raise AssertionError(f"{self.path}: tensor '{name}' chunk dtype {chunk.dtype}, planned {dtype}")
-        data = chunk.contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._written += data.nbytes
-        if self._written > nbytes:
-            raise AssertionError(f"{self.path}: tensor '{name}' overflows its planned {nbytes} bytes")
-        self._handle.write(memoryview(data))
-
-    def close(self, fsync: bool = True) -> None:
-        if self._index != len(self._order) - 1 or (self._order and self._written != self._order[-1][2]):
-            raise AssertionError(f"{self.path}: not every planned tensor was written")
-        self._handle.flush()
-        if fsync:
-            os.fsync(self._handle.fileno())
-        self._handle.close()
-
-    def abort(self) -> None:
-        self._handle.close()
 
 
 # ------------------------------------------------------------------------------------
@@ -235,18 +174,20 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 
 def _write_stage(tmp: Path, ranks: list[int], plans: list[list[C.PlannedTensor]], reader: RowReader,
                  check_finite: bool, chunk_bytes: int, bar, stats: dict, fsync: bool) -> None:
-    writers: list[PushSafetensorsWriter] = []
+    writers: list[StreamingSafetensorsWriter] = []
     try:
         for rank, plan in zip(ranks, plans):
-            writers.append(PushSafetensorsWriter(tmp / f"rank{rank}.safetensors",
-                                                 [(t.name, t.shape, t.dtype) for t in plan],
-                                                 metadata={"format": "pt", "rank": str(rank)}))
+            writers.append(StreamingSafetensorsWriter(tmp / f"rank{rank}.safetensors",
+                                                      [(t.name, t.shape, t.dtype) for t in plan],
+                                                      metadata={"format": "pt", "rank": str(rank)}))
         for column in zip(*plans):  # the same tensor on every tp rank of the stage
             names = {t.name for t in column}
             assert len(names) == 1, names
             for w in writers:
                 w.begin(column[0].name)
             _write_tensor(list(column), writers, reader, check_finite, chunk_bytes, bar, stats)
+            for w in writers:
+                w.end()
             stats["tensors"] += len(column)
         for w in writers:
             w.close(fsync=fsync)
@@ -256,7 +197,7 @@ def _write_stage(tmp: Path, ranks: list[int], plans: list[list[C.PlannedTensor]]
         raise
 
 
-def _write_tensor(column: list[C.PlannedTensor], writers: list[PushSafetensorsWriter], reader: RowReader,
+def _write_tensor(column: list[C.PlannedTensor], writers: list[StreamingSafetensorsWriter], reader: RowReader,
                   check_finite: bool, chunk_bytes: int, bar, stats: dict) -> None:
     first = column[0]
     same_parts = all(t.parts == first.parts for t in column)
@@ -278,8 +219,8 @@ def _write_tensor(column: list[C.PlannedTensor], writers: list[PushSafetensorsWr
                 _push(w, chunk, bar, stats)
 
 
-def _push(writer: PushSafetensorsWriter, chunk: torch.Tensor, bar, stats: dict) -> None:
-    writer.push(chunk)
+def _push(writer: StreamingSafetensorsWriter, chunk: torch.Tensor, bar, stats: dict) -> None:
+    writer.append(chunk)
     n = chunk.numel() * chunk.element_size()
     stats["written"] += n
     if bar is not None:

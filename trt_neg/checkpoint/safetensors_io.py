@@ -1,9 +1,10 @@
 """Safetensors I/O that never holds a whole checkpoint in memory.
 
 Reading goes through ``safetensors.safe_open`` (memory-mapped, one tensor at a time) with
-errors that name the file and tensor. Writing streams: the header is laid out from the
-declared names, shapes and dtypes first, then each tensor's bytes are appended as they are
-produced (in chunks if need be), so peak memory is one chunk, not one checkpoint.
+errors that name the file and tensor. Writing streams (``StreamingSafetensorsWriter``): the
+header is laid out from the declared names, shapes and dtypes first, then each tensor's
+bytes are appended as they are produced (in chunks if need be, several files side by side
+if need be), so peak memory is one chunk, not one checkpoint.
 Only safetensors are ever loaded: pickle checkpoints are refused, never unpickled.
 """
 
@@ -140,11 +141,15 @@ def safetensors_files(directory: str | Path) -> list[Path]:
 
 
 class StreamingSafetensorsWriter:
-    """Write one safetensors file tensor by tensor.
+    """Write one safetensors file tensor by tensor, one chunk in memory at a time.
 
-    Every tensor is declared up front (``plan``) so the header can be written first; then
-    ``write(name, chunks)`` appends its bytes in declaration order. The file is written
-    under a temporary name and renamed by ``close()`` only when every tensor is complete.
+    Every tensor is declared up front (``plan``) so the header can be written first; the
+    data are then appended in declaration order, either a whole tensor at a time with
+    ``write(name, chunks)``, or push-style with ``begin(name)``, ``append(chunk)``... and
+    ``end()``, which lets a caller fill several files side by side (the converter feeds
+    every tp rank of a stage from one read of the source). Each tensor must get exactly its
+    declared bytes, in its declared dtype. The file is written under a temporary name and
+    renamed by ``close()`` only when every tensor is complete; ``abort()`` removes it.
     """
 
     def __init__(self, path: str | Path, plan: Iterable[tuple[str, tuple[int, ...], torch.dtype]],
@@ -167,36 +172,67 @@ class StreamingSafetensorsWriter:
             offset += nbytes
         encoded = json.dumps(header, separators=(",", ":")).encode()
         encoded += b" " * (-len(encoded) % 8)  # data must start 8-byte aligned
+        self.total_bytes = 8 + len(encoded) + offset
         self._tmp = self.path.with_name(self.path.name + ".partial")
         self._handle = self._tmp.open("wb")
         self._handle.write(struct.pack("<Q", len(encoded)))
         self._handle.write(encoded)
-        self._next = 0
+        self._next = 0  # index of the next tensor to begin
+        self._current: str | None = None  # the tensor being appended to
+        self._written = 0  # its bytes so far
 
-    def write(self, name: str, chunks: torch.Tensor | Iterable[torch.Tensor]) -> None:
+    def begin(self, name: str) -> None:
+        """Start tensor ``name``; it must be the next declared one and the previous must be ended."""
+        if self._current is not None:
+            raise ValueError(f"{self.path}: tensor '{name}' begun before '{self._current}' was ended")
         if self._next >= len(self._order) or self._order[self._next] != name:
             expected = self._order[self._next] if self._next < len(self._order) else "nothing"
             raise ValueError(f"{self.path}: tensor '{name}' written out of order (expected {expected})")
-        shape, dtype, _, nbytes = self._plan[name]
-        if isinstance(chunks, torch.Tensor):
-            chunks = [chunks]
-        written = 0
-        for chunk in chunks:
-            if chunk.dtype != dtype:
-                raise ValueError(f"{self.path}: tensor '{name}' chunk has dtype {chunk.dtype}, declared {dtype}")
-            data = chunk.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
-            self._handle.write(data.tobytes())
-            written += data.nbytes
-        if written != nbytes:
-            raise ValueError(f"{self.path}: tensor '{name}' got {written} bytes, shape {shape} needs {nbytes}")
+        self._current, self._written = name, 0
+
+    def _begun(self, call: str) -> tuple[str, tuple[int, ...], torch.dtype, int]:
+        """(name, shape, dtype, bytes) of the tensor being written; ValueError if none is."""
+        if self._current is None:
+            raise ValueError(f"{self.path}: {call}() without begin()")
+        shape, dtype, _, nbytes = self._plan[self._current]
+        return self._current, shape, dtype, nbytes
+
+    def append(self, chunk: torch.Tensor) -> None:
+        """Append the bytes of ``chunk`` (any shape, the declared dtype) to the current tensor."""
+        name, shape, dtype, nbytes = self._begun("append")
+        if chunk.dtype != dtype:
+            raise ValueError(f"{self.path}: tensor '{name}' chunk has dtype {chunk.dtype}, declared {dtype}")
+        data = chunk.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+        if self._written + data.nbytes > nbytes:
+            raise ValueError(f"{self.path}: tensor '{name}' overflows its {nbytes} bytes (shape {shape})")
+        self._handle.write(memoryview(data))
+        self._written += data.nbytes
+
+    def end(self) -> None:
+        """Finish the current tensor; it must have received exactly its declared bytes."""
+        name, shape, _, nbytes = self._begun("end")
+        if self._written != nbytes:
+            raise ValueError(f"{self.path}: tensor '{name}' got {self._written} bytes, shape {shape} needs {nbytes}")
+        self._current = None
         self._next += 1
 
-    def close(self) -> None:
+    def write(self, name: str, chunks: torch.Tensor | Iterable[torch.Tensor]) -> None:
+        """The whole tensor ``name`` from one tensor or an iterable of row chunks."""
+        self.begin(name)
+        for chunk in [chunks] if isinstance(chunks, torch.Tensor) else chunks:
+            self.append(chunk)
+        self.end()
+
+    def close(self, fsync: bool = False) -> None:
+        """Rename the complete file into place (after an fsync if asked); incomplete: removed, ValueError."""
         missing = self._order[self._next:]
-        self._handle.close()
-        if missing:
-            self._tmp.unlink(missing_ok=True)
+        if missing or self._current is not None:
+            self.abort()
             raise ValueError(f"{self.path}: tensors never written: {', '.join(missing[:5])}")
+        self._handle.flush()
+        if fsync:
+            os.fsync(self._handle.fileno())
+        self._handle.close()
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:

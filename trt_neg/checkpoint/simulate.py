@@ -2,29 +2,52 @@
 
 :class:`ShardedCheckpoint` loads ``config.json`` and every ``rank{N}.safetensors``,
 checking each file against the contract (``contract.rank_plan``: names, shapes, dtypes).
-:meth:`ShardedCheckpoint.forward` runs the Qwen3.5 + NEG maths on the shards exactly as
-the ranks of an engine would: each tp rank computes its partial result from its own
-tensors (column-parallel GEMMs on its heads / channels, row-parallel GEMMs giving partial
-sums) and the partial sums are added in-process where the engine all-reduces; pipeline
-stages hand the hidden state on; the LM head is column-parallel over the (padded)
-vocabulary and gathered. Comparing its logits with the unsharded HF model checks the
-converter, the split rules and the contract in one go.
+:meth:`ShardedCheckpoint.forward` runs the **reference model's own modules**
+(``trt_neg.reference.model``) on the shards exactly as the ranks of an engine would:
 
-The maths is a compact functional forward over the contract's tensor names (it knows
-nothing of HF names), in fp32 by default or fp64.
+* each tp rank gets a *rank view* of the backbone config (:func:`rank_config`: its share of
+  the query, KV, Gated DeltaNet key/value heads, MLP channels and padded vocabulary) and
+  reference modules built from it, loaded from its own tensors mapped back to HF names
+  through the contract (:func:`rank_state_dict`, the same inverse as :func:`unshard`);
+* every layer runs piecewise: norm, token mixer on each rank, the partial outputs summed
+  (the all-reduce), residual; norm, MLP on each rank, summed, residual. Row-parallel
+  biases (``o_proj`` with ``attention_bias``) are added once, after the sum;
+* pipeline stages hand the hidden state on; the LM head is column-parallel over the
+  padded vocabulary, gathered and cut to ``vocab_size``.
+
+Comparing its logits with the unsharded HF model checks the converter, the split rules
+and the contract in one go; the maths is the reference model's (no second copy here).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import torch
-import torch.nn.functional as F
+from torch import nn
 
+from ..config import FULL_ATTENTION, BackboneConfig
 from . import contract as C
 from .safetensors_io import CheckpointError, SafetensorsFile
+
+
+def rank_config(b: BackboneConfig, tp: int) -> BackboneConfig:
+    """The backbone as one of ``tp`` ranks sees it (its share of every split dimension).
+
+    KV heads and Gated DeltaNet key heads are replicated when tp exceeds them, as the
+    converter does (``contract.kv_heads_per_rank``, ``contract.linear_key_heads_per_rank``);
+    ``vocab_size`` is the rank's slice of the padded LM head.
+    """
+    return replace(b, num_attention_heads=b.num_attention_heads // tp,
+                   num_key_value_heads=C.kv_heads_per_rank(b, tp),
+                   linear_num_key_heads=C.linear_key_heads_per_rank(b, tp),
+                   linear_num_value_heads=b.linear_num_value_heads // tp,
+                   intermediate_size=b.intermediate_size // tp,
+                   vocab_size=C.padded_vocab_size(b.vocab_size, tp) // tp)
 
 
 @dataclass
@@ -32,7 +55,12 @@ class _Rank:
     rank: int
     tp_rank: int
     pp_rank: int
-    tensors: dict[str, torch.Tensor]
+    tensors: dict[str, torch.Tensor]  # the rank file, by contract name
+    # The reference modules of this rank (rank view of the config), filled by ShardedCheckpoint.
+    embed: torch.Tensor | None = None
+    layers: dict[int, nn.Module] = field(default_factory=dict)  # global layer index -> Qwen3_5DecoderLayer
+    norm: nn.Module | None = None
+    lm_head: nn.Module | None = None
 
 
 class ShardedCheckpoint:
@@ -45,17 +73,16 @@ class ShardedCheckpoint:
         self.config, self.mapping, self.dtype_name = C.config_from_checkpoint(data, str(config_path))
         self.raw_config = data
         self.compute_dtype = dtype
-        b = self.config.backbone
-        model_dtype = getattr(torch, self.dtype_name)
-        hf_shapes = C.hf_shapes_for(self.config)
+        self.backbone = self.config.backbone
+        self.model_dtype = getattr(torch, self.dtype_name)
+        self.hf_shapes = C.hf_shapes_for(self.config)
         self.ranks: list[_Rank] = []
         for rank in range(self.mapping.world_size):
             path = self.directory / f"rank{rank}.safetensors"
             if not path.exists():
                 raise CheckpointError(path, "missing rank file")
             handle = SafetensorsFile(path)
-            plan = C.rank_plan(self.config, self.mapping, rank, model_dtype, hf_shapes)
-            expected = {t.name: t for t in plan}
+            expected = {t.name: t for t in self.plan(rank)}
             extra = sorted(set(handle.keys()) - set(expected))
             if extra:
                 raise CheckpointError(path, "tensor not in the checkpoint contract", extra[0])
@@ -70,108 +97,88 @@ class ShardedCheckpoint:
                     raise CheckpointError(path, f"dtype {handle.dtype(name)}, contract says {t.dtype}", name)
                 tensors[name] = handle.get(name).to(dtype)
             self.ranks.append(_Rank(rank, self.mapping.tp_rank(rank), self.mapping.pp_rank(rank), tensors))
-        self.backbone = b
+        self._modules_built = False
 
-    # --------------------------------------------------------------------------------
+    def plan(self, rank: int) -> list[C.PlannedTensor]:
+        return C.rank_plan(self.config, self.mapping, rank, self.model_dtype, self.hf_shapes)
+
     def stage(self, pp_rank: int) -> list[_Rank]:
         return [r for r in self.ranks if r.pp_rank == pp_rank]
 
+    # --------------------------------------------------------------------------------
+    def _build_modules(self) -> None:
+        """Reference modules of every rank, in the rank view, loaded from its tensors."""
+        from ..reference.model import Qwen3_5DecoderLayer, Qwen3_5RMSNorm, Qwen3_5RotaryEmbedding
+
+        b, m = self.backbone, self.mapping
+        view = rank_config(b, m.tp_size)
+        self.rotary = Qwen3_5RotaryEmbedding(b)
+        self.row_bias: dict[int, torch.Tensor] = {}  # layer -> o_proj bias, added once after the all-reduce
+        for r in self.ranks:
+            local = rank_state_dict(self, r)
+            if r.pp_rank == 0:
+                r.embed = local.pop("model.embed_tokens.weight")
+            for layer in m.pp_layers(b.num_hidden_layers, r.pp_rank):
+                prefix = f"model.layers.{layer}."
+                with torch.device("meta"):
+                    module = Qwen3_5DecoderLayer(view, layer)
+                module.load_state_dict({k[len(prefix):]: local.pop(k) for k in list(local) if k.startswith(prefix)},
+                                       strict=True, assign=True)
+                if module.layer_type == FULL_ATTENTION and b.attention_bias:
+                    self.row_bias[layer] = module.self_attn.o_proj.bias  # replicated: the same on every rank
+                    module.self_attn.o_proj.bias = None  # each rank gives a partial sum without it
+                r.layers[layer] = module.eval()
+            if r.pp_rank == m.pp_size - 1:
+                with torch.device("meta"):
+                    r.norm = Qwen3_5RMSNorm(b.hidden_size, b.rms_norm_eps)
+                    r.lm_head = nn.Linear(b.hidden_size, view.vocab_size, bias=False)
+                r.norm.load_state_dict({"weight": local.pop("model.norm.weight")}, assign=True)
+                r.lm_head.load_state_dict({"weight": local.pop("lm_head.weight")}, assign=True)
+            unused = sorted(name for name in local if not name.startswith(("neg_head.", "neg_gate.")))
+            if unused:  # every backbone tensor of the rank must feed a module
+                raise AssertionError(f"rank {r.rank}: tensors not loaded into a module: {unused[:5]}")
+        self._modules_built = True
+
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, return_hidden: bool = False):
-        """Logits [B, T, vocab] (fp32/fp64) of ``input_ids`` [B, T] (or [T])."""
+        """Logits [B, T, vocab] (in the compute dtype) of ``input_ids`` [B, T] (or [T])."""
+        from ..reference.model import BatchContext
+
+        if not self._modules_built:
+            self._build_modules()
         b, m = self.backbone, self.mapping
         squeeze = input_ids.dim() == 1
         ids = input_ids.unsqueeze(0) if squeeze else input_ids
-        T = ids.shape[1]
-        positions = torch.arange(T)
-        x = None
+        ctx = BatchContext.whole_sequences(ids)
+        x = rope = None
         for pp_rank in range(m.pp_size):
-            ranks = self.stage(pp_rank)
+            ranks = self.stage(pp_rank)  # x arrives from the previous stage (pipeline send/recv)
             if pp_rank == 0:
-                x = ranks[0].tensors["transformer.vocab_embedding.weight"][ids]
-            layers = m.pp_layers(b.num_hidden_layers, pp_rank)
-            for local, layer in enumerate(layers):
-                p = f"transformer.layers.{local}."
-                kind = b.layer_types[layer]
+                x = ranks[0].embed[ids]  # replicated embedding table
+                rope = self.rotary(ctx.positions, x.dtype)
+            for layer in m.pp_layers(b.num_hidden_layers, pp_rank):
                 partials = []
                 for r in ranks:
-                    h = _rms_norm(x, r.tensors[p + "input_layernorm.weight"], b.rms_norm_eps)
-                    if kind == C.FULL_ATTENTION:
-                        partials.append(self._attention(r.tensors, p + "attention.", h, positions))
+                    block = r.layers[layer]
+                    h = block.input_layernorm(x)
+                    if block.layer_type == FULL_ATTENTION:
+                        partials.append(block.self_attn(h, rope, ctx))
                     else:
-                        partials.append(self._gated_delta_net(r.tensors, p + "recurrent.", h))
+                        partials.append(block.linear_attn(h, ctx))
                 x = x + _all_reduce(partials)
-                if kind == C.FULL_ATTENTION and b.attention_bias:
-                    x = x + ranks[0].tensors[p + "attention.dense.bias"]
-                partials = []
-                for r in ranks:
-                    h = _rms_norm(x, r.tensors[p + "post_layernorm.weight"], b.rms_norm_eps)
-                    t = r.tensors
-                    inter = F.silu(h @ t[p + "mlp.fc.weight"].T) * (h @ t[p + "mlp.gate.weight"].T)
-                    partials.append(inter @ t[p + "mlp.proj.weight"].T)
+                if layer in self.row_bias:
+                    x = x + self.row_bias[layer]
+                partials = [r.layers[layer].mlp(r.layers[layer].post_attention_layernorm(x)) for r in ranks]
                 x = x + _all_reduce(partials)
         last = self.stage(m.pp_size - 1)
-        hidden = [_rms_norm(x, r.tensors["transformer.ln_f.weight"], b.rms_norm_eps) for r in last]
-        logits = torch.cat([h @ r.tensors["lm_head.weight"].T for h, r in zip(hidden, last)], dim=-1)
-        logits = logits[..., : b.vocab_size]  # all-gather, then drop the vocabulary padding
+        hidden = [r.norm(x) for r in last]
+        logits = torch.cat([r.lm_head(h) for h, r in zip(hidden, last)], dim=-1)  # all-gather
+        logits = logits[..., : b.vocab_size]  # drop the vocabulary padding
         if squeeze:
             logits, hidden = logits[0], [h[0] for h in hidden]
         return (logits, hidden[0]) if return_hidden else logits
 
     __call__ = forward
-
-    # --------------------------------------------------------------------------------
-    def _attention(self, t: dict, p: str, h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        b, tp = self.backbone, self.mapping.tp_size
-        hd = b.head_dim
-        hq, hkv = b.num_attention_heads // tp, C.kv_heads_per_rank(b, tp)
-        B, T, _ = h.shape
-        qkv = h @ t[p + "qkv.weight"].T
-        gate = h @ t[p + "output_gate.weight"].T
-        if b.attention_bias:
-            qkv, gate = qkv + t[p + "qkv.bias"], gate + t[p + "output_gate.bias"]
-        q, k, v = qkv.split([hq * hd, hkv * hd, hkv * hd], dim=-1)
-        q = _rms_norm(q.reshape(B, T, hq, hd), t[p + "q_layernorm.weight"], b.rms_norm_eps)
-        k = _rms_norm(k.reshape(B, T, hkv, hd), t[p + "k_layernorm.weight"], b.rms_norm_eps)
-        v = v.reshape(B, T, hkv, hd)
-        q, k = _rope(q, k, positions, b.rotary_dim, b.rope_theta)
-        q, k, v = (z.transpose(1, 2) for z in (q, k, v))  # [B, heads, T, hd]
-        k = k.repeat_interleave(hq // hkv, dim=1)
-        v = v.repeat_interleave(hq // hkv, dim=1)
-        scores = (q @ k.transpose(-1, -2)) * hd ** -0.5
-        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
-        scores = scores.masked_fill(mask, float("-inf"))
-        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, hq * hd)
-        o = o * torch.sigmoid(gate)
-        return o @ t[p + "dense.weight"].T
-
-    def _gated_delta_net(self, t: dict, p: str, h: torch.Tensor) -> torch.Tensor:
-        b, tp = self.backbone, self.mapping.tp_size
-        hk, hv = C.linear_key_heads_per_rank(b, tp), b.linear_num_value_heads // tp
-        dk, dv, K = b.linear_key_head_dim, b.linear_value_head_dim, b.linear_conv_kernel_dim
-        B, T, _ = h.shape
-        mixed = h @ t[p + "in_proj_qkv.weight"].T  # [B, T, conv channels of this rank]
-        w = t[p + "conv1d.weight"].reshape(mixed.shape[-1], K)
-        mixed = F.conv1d(mixed.transpose(1, 2), w.unsqueeze(1), padding=K - 1, groups=w.shape[0])[..., :T]
-        mixed = F.silu(mixed).transpose(1, 2)
-        q, k, v = mixed.split([hk * dk, hk * dk, hv * dv], dim=-1)
-        q = _l2norm(q.reshape(B, T, hk, dk)) * dk ** -0.5
-        k = _l2norm(k.reshape(B, T, hk, dk))
-        v = v.reshape(B, T, hv, dv)
-        q, k = q.repeat_interleave(hv // hk, dim=2), k.repeat_interleave(hv // hk, dim=2)
-        z = (h @ t[p + "in_proj_z.weight"].T).reshape(B, T, hv, dv)
-        beta = torch.sigmoid(h @ t[p + "in_proj_b.weight"].T)
-        g = -torch.exp(t[p + "A_log"]) * F.softplus(h @ t[p + "in_proj_a.weight"].T + t[p + "dt_bias"])
-        state = torch.zeros(B, hv, dk, dv, dtype=h.dtype)
-        out = torch.empty(B, T, hv, dv, dtype=h.dtype)
-        for i in range(T):
-            state = state * g[:, i].exp()[..., None, None]
-            kt = k[:, i]  # [B, hv, dk]
-            delta = beta[:, i, :, None] * (v[:, i] - torch.einsum("bhkv,bhk->bhv", state, kt))
-            state = state + kt[..., None] * delta[..., None, :]
-            out[:, i] = torch.einsum("bhkv,bhk->bhv", state, q[:, i])
-        o = _rms_norm(out, t[p + "norm.weight"], b.rms_norm_eps) * F.silu(z)
-        return o.reshape(B, T, hv * dv) @ t[p + "out_proj.weight"].T
 
 
 def _all_reduce(partials: list[torch.Tensor]) -> torch.Tensor:
@@ -181,37 +188,12 @@ def _all_reduce(partials: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm with an already folded weight (the contract stores 1 + w for zero-centred norms)."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
-
-
-def _rope(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, rotary_dim: int, base: float):
-    """NeoX (rotate-half) RoPE on the first ``rotary_dim`` dims of each head; q, k: [B, T, heads, hd]."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim))
-    angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]
-    cos = torch.cat([angles.cos(), angles.cos()], -1).to(q.dtype)[None, :, None, :]
-    sin = torch.cat([angles.sin(), angles.sin()], -1).to(q.dtype)[None, :, None, :]
-
-    def rotate(x: torch.Tensor) -> torch.Tensor:
-        rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-        half = rotary_dim // 2
-        rotated = torch.cat([-rot[..., half:], rot[..., :half]], -1)
-        return torch.cat([rot * cos + rotated * sin, rest], -1)
-
-    return rotate(q), rotate(k)
-
-
 def load_sharded(directory: str | Path, dtype: torch.dtype = torch.float32) -> ShardedCheckpoint:
     return ShardedCheckpoint(directory, dtype)
 
 
 # ------------------------------------------------------------------------------------
-# The inverse: a converted checkpoint back to HF tensors (for the reference model)
+# The inverse: a converted checkpoint back to HF tensors (per rank, or whole)
 # ------------------------------------------------------------------------------------
 
 def _inverse_transform(entry: C.Entry, tensor: torch.Tensor) -> torch.Tensor:
@@ -220,6 +202,43 @@ def _inverse_transform(entry: C.Entry, tensor: torch.Tensor) -> torch.Tensor:
     if entry.transform == "conv_weight":
         return tensor.squeeze(-1)
     return tensor
+
+
+def _inverted_parts(sharded: ShardedCheckpoint, r: _Rank) -> Iterator[tuple[C.PlannedTensor, C.Piece, torch.Tensor]]:
+    """(planned tensor, piece, the piece's rows with the transform inverted) of every tensor of rank ``r``.
+
+    ``fuse_qkv`` and ``gate_rows`` pieces are per-head row ranges of q_proj (plus k_proj,
+    v_proj), so the pieces of one HF tensor, ordered by row, re-interleave [q_h | gate_h].
+    """
+    for t in sharded.plan(r.rank):
+        value = _inverse_transform(t.entry, r.tensors[t.name])
+        if not t.shape:
+            yield t, t.parts[0], value
+            continue
+        row = 0
+        for part in t.parts:
+            yield t, part, value[row:row + part.rows]
+            row += part.rows
+
+
+def rank_state_dict(sharded: ShardedCheckpoint, r: _Rank) -> dict[str, torch.Tensor]:
+    """Rank ``r``'s tensors under HF canonical names, holding only that rank's share.
+
+    Each HF tensor is the rank's rows of it, in HF row order (its heads, channels or
+    vocabulary slice, the zero padding rows of the LM head last), or its column slice for
+    row-parallel weights: what the reference modules built with :func:`rank_config`
+    expect. The LM head keeps its own name when tied (its rows come from the embedding).
+    """
+    groups: dict[str, list[tuple[tuple, torch.Tensor]]] = defaultdict(list)
+    for t, part, rows in _inverted_parts(sharded, r):
+        untied = dict(zip(t.sources, t.entry.source_names(t.layer)))  # lm_head.weight stays lm_head.weight
+        name = untied[part.source] if part.source is not None else t.entry.source_names(t.layer)[0]
+        groups[name].append(((part.source is None, part.start, part.cols or ()), rows))
+    out = {}
+    for name, rows in groups.items():
+        ordered = [value for _, value in sorted(rows, key=lambda item: item[0])]
+        out[name] = ordered[0] if len(ordered) == 1 else torch.cat(ordered)
+    return out
 
 
 def unshard(directory: str | Path, dtype: torch.dtype = torch.float32):
@@ -231,31 +250,21 @@ def unshard(directory: str | Path, dtype: torch.dtype = torch.float32):
     Round-trips are exact in fp32 up to the rounding of ``1 + w`` and ``-exp``/``log``.
     """
     sharded = ShardedCheckpoint(directory, dtype)
-    config, mapping = sharded.config, sharded.mapping
-    hf_shapes = C.hf_shapes_for(config)
-    model_dtype = getattr(torch, sharded.dtype_name)
+    hf_shapes = sharded.hf_shapes
     out: dict[str, torch.Tensor] = {}
     filled: dict[str, torch.Tensor] = {}
     for r in sharded.ranks:
-        for t in C.rank_plan(config, mapping, r.rank, model_dtype, hf_shapes):
-            value = _inverse_transform(t.entry, r.tensors[t.name])
-            if not t.shape:
-                _scatter(out, filled, t.sources[0], (), value, slice(None), None, r.rank, t.name)
+        for t, part, rows in _inverted_parts(sharded, r):
+            if part.source is None:  # vocabulary padding
                 continue
-            row = 0
-            for part in t.parts:
-                rows = value[row:row + part.rows]
-                row += part.rows
-                if part.source is None:
-                    continue
-                source = part.source
-                shape = hf_shapes[source]
-                _scatter(out, filled, source, shape, rows, slice(part.start, part.stop), part.cols, r.rank, t.name)
+            shape = hf_shapes[part.source]
+            where = slice(part.start, part.stop) if shape else slice(None)
+            _scatter(out, filled, part.source, shape, rows, where, part.cols, r.rank, t.name)
     missing = [name for name, mask in filled.items() if not bool(mask.all())]
     if missing or set(out) != set(hf_shapes):
         raise CheckpointError(sharded.directory, "the shards do not cover every HF tensor",
                               (missing or sorted(set(hf_shapes) - set(out)))[0])
-    return config, out
+    return sharded.config, out
 
 
 def _scatter(out, filled, source, shape, rows, where, cols, rank, name) -> None:
@@ -283,17 +292,4 @@ def reference_model_from_converted(directory: str | Path, dtype: torch.dtype = t
     from ..reference.model import DarwinNegForCausalLM
 
     config, tensors = unshard(directory, torch.float32)
-    with torch.device("meta"):
-        model = DarwinNegForCausalLM(config)
-    model = model.to(dtype=dtype).to_empty(device="cpu")
-    if config.backbone.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(tensors[name])
-    model._neg = {name: tensors[name].float() for name in _NEG}
-    return model.eval().requires_grad_(False)
-
-
-_NEG = ("neg_head.fc1.weight", "neg_head.fc1.bias", "neg_head.fc2.weight", "neg_head.fc2.bias", "neg_gate.threshold")
+    return DarwinNegForCausalLM.from_state_dict(config, tensors, dtype=dtype)

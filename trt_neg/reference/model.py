@@ -1,7 +1,8 @@
 """A readable torch Qwen3.5 text backbone plus the NEG weights (the reference model).
 
 Read top to bottom: norms, rotary embedding, gated full attention, Gated DeltaNet, MLP,
-decoder layer, text model, and ``DarwinNegForCausalLM`` with ``from_pretrained``. The
+decoder layer, text model, and ``DarwinNegForCausalLM`` with ``from_state_dict`` and
+``from_pretrained``. The
 architecture is DESIGN.md section 3; parameter names are the HF text-layout names, so the
 state dict *is* the checkpoint (``checkpoint/hf.py`` ``hf_text_weight_shapes``).
 
@@ -22,6 +23,7 @@ and the recurrent state are fp32; logits are returned in fp32.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.hf import HFCheckpoint, hf_text_weight_shapes
+from ..checkpoint.hf import HFCheckpoint, hf_text_weight_shapes, neg_weight_shapes
+from ..checkpoint.safetensors_io import CheckpointError
 from ..config import FULL_ATTENTION, BackboneConfig, DarwinNegConfig
 from .ops import gated_delta_rule, l2norm
 
@@ -371,31 +374,62 @@ class DarwinNegForCausalLM(nn.Module):
 
     # --- loading ------------------------------------------------------------------------
     @classmethod
+    def from_state_dict(cls, config: DarwinNegConfig, tensors: Mapping[str, torch.Tensor],
+                        dtype: torch.dtype | str = torch.float32,
+                        device: str | torch.device = "cpu") -> "DarwinNegForCausalLM":
+        """The model holding ``tensors``: canonical HF text-layout names plus the five NEG names.
+
+        Names and shapes are checked against the checkpoint table (``checkpoint/hf.py``
+        ``hf_text_weight_shapes`` and ``neg_weight_shapes``); a tied model takes no
+        ``lm_head.weight``. Each tensor is read from ``tensors`` once and copied into the
+        preallocated parameter, so a lazy mapping keeps at most one source tensor alive.
+        Backbone parameters take ``dtype`` (or its name); the NEG tensors stay fp32.
+        """
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        b = config.backbone
+        expected = hf_text_weight_shapes(b)
+        expected_neg = neg_weight_shapes(b, config.neg)
+        names = set(tensors)
+        missing = [n for n in (*expected, *expected_neg) if n not in names]
+        unexpected = sorted(names - set(expected) - set(expected_neg))
+        if missing or unexpected:
+            problem = "missing from the state dict" if missing else "not a tensor of this config"
+            raise CheckpointError("<state dict>", problem, (missing or unexpected)[0])
+        with torch.device("meta"):
+            model = cls(config)
+        model = model.to(dtype=dtype).to_empty(device=device)
+        if b.tie_word_embeddings:  # to_empty unties shared parameters
+            model.lm_head.weight = model.model.embed_tokens.weight
+        params = dict(model.named_parameters())
+        if set(params) != set(expected):  # the table in checkpoint/hf.py is the source of truth
+            raise RuntimeError(f"reference model parameters differ from the checkpoint table: "
+                               f"{sorted(set(params) ^ set(expected))[:5]}")
+
+        def checked(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+            tensor = tensors[name]
+            if tuple(tensor.shape) != tuple(shape):
+                raise CheckpointError("<state dict>", f"shape {list(tensor.shape)}, the config needs {list(shape)}",
+                                      name)
+            return tensor
+
+        with torch.no_grad():
+            for name, shape in expected.items():
+                params[name].copy_(checked(name, shape))
+        model._neg = {name: checked(name, shape).to(device=device, dtype=torch.float32)
+                      for name, shape in expected_neg.items()}
+        return model.eval().requires_grad_(False)
+
+    @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
                         key_map: dict[str, str] | None = None) -> "DarwinNegForCausalLM":
         """Load an HF Darwin-NEG checkpoint (published or text key layout).
 
         ``dtype`` may also be a name ("bfloat16"); ``key_map`` renames stored NEG tensors.
+        Tensors are read lazily, one at a time, through :meth:`from_state_dict`.
         """
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
         checkpoint = HFCheckpoint(path, key_map=key_map)
-        with torch.device("meta"):
-            model = cls(checkpoint.config)
-        model = model.to(dtype=dtype).to_empty(device=device)
-        if checkpoint.config.backbone.tie_word_embeddings:  # to_empty unties shared parameters
-            model.lm_head.weight = model.model.embed_tokens.weight
-        params = dict(model.named_parameters())
-        expected = hf_text_weight_shapes(checkpoint.config.backbone)
-        if set(params) != set(expected):  # the table in checkpoint/hf.py is the source of truth
-            raise RuntimeError(f"reference model parameters differ from the checkpoint table: "
-                               f"{sorted(set(params) ^ set(expected))[:5]}")
-        with torch.no_grad():
-            for name in expected:
-                params[name].copy_(checkpoint.get(name))
-        model._neg = {name: t.to(device=device, dtype=torch.float32)
-                      for name, t in checkpoint.neg_state_dict().items()}
-        return model.eval().requires_grad_(False)
+        return cls.from_state_dict(checkpoint.config, _LazyTensors(checkpoint), dtype=dtype, device=device)
 
     # --- properties -------------------------------------------------------------------
     @property
@@ -426,3 +460,22 @@ class DarwinNegForCausalLM(nn.Module):
 
     def allocate_cache(self, max_slots: int, max_seq_len: int) -> SlotCache:
         return SlotCache(self.config.backbone, max_slots, max_seq_len, self.dtype, self.device)
+
+
+class _LazyTensors(Mapping):
+    """An HF checkpoint as a read-on-access mapping of canonical name -> tensor."""
+
+    def __init__(self, checkpoint: HFCheckpoint):
+        self._checkpoint = checkpoint
+        self._names = dict.fromkeys(checkpoint.names())  # ordered, O(1) membership
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._checkpoint.get(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
