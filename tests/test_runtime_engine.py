@@ -269,3 +269,63 @@ def test_asyncio_stream_and_early_exit_cancels():
         asyncio.run(main())
     finally:
         engine.shutdown()
+
+
+def test_frontend_contract_with_a_minimal_engine():
+    """EngineFrontend is the whole front end: an engine supplies only the declared hooks."""
+    from trt_neg.runtime.frontend import EngineFrontend
+
+    assert issubclass(LLMEngine, EngineFrontend)
+    assert EngineFrontend.__abstractmethods__ == {"_enqueue", "abort_request", "is_running", "start", "shutdown",
+                                                  "_progress"}
+
+    class EchoEngine(EngineFrontend):
+        """Answers each request with its prompt's first token, then stops (length)."""
+
+        seeds_neg_draws = False
+
+        def __init__(self):
+            super().__init__(max_slots=2, max_seq_len=8, max_tokens_per_step=4, vocab_size=10, eos_token_ids=[2],
+                             neg_enabled=True, neg_seed=77)
+            self.pending = []
+
+        def _enqueue(self, seq, listener):
+            self.pending.append((seq, listener))
+
+        def abort_request(self, request_id):
+            return False
+
+        is_running = False
+
+        def start(self):
+            return self
+
+        def shutdown(self, cancel=True):
+            pass
+
+        def _progress(self):
+            seq, listener = self.pending.pop(0)
+            outputs = [seq.append(seq.prompt[0], 0.0, False, self.clock())]
+            seq.finish_reason = seq.finish_reason or FinishReason.LENGTH
+            with self._lock:
+                del self._seqs[seq.request_id]
+            outputs.append(seq.result())
+            for item in outputs if listener is not None else ():
+                listener(item)
+
+    engine = EchoEngine()
+    with pytest.raises(ValueError, match=r"^prompt_token_ids: .*max_tokens_per_step=4"):
+        engine.add_request(Request([1] * 5))
+    with pytest.raises(ValueError, match="^stop: "):
+        engine.add_request(Request([1], stop=["x"]))
+    engine.add_request(Request([3] * 4, max_new_tokens=9, sampling=SamplingParams(temperature=1.0, seed=5)))
+    (seq, _), = engine.pending
+    assert seq.request_id == "req-0" and seq.max_new_tokens == 4 and seq.neg_mode == 1
+    assert (seq.sample_seed, seq.neg_seed) == (5, 77) and seq.stop_token_ids == {2}
+    assert engine.num_unfinished == 1
+    with pytest.raises(ValueError, match="^request_id: 'req-0' is already in use"):
+        engine.add_request(Request([1], request_id="req-0"))
+    # the handle drives _progress (no background thread), which answers req-0 first, then "x"
+    (res,) = engine.generate([Request([4], max_new_tokens=1, ignore_eos=True, request_id="x")])
+    assert res.request_id == "x" and res.tokens == [4] and res.finish_reason is FinishReason.LENGTH
+    assert res.seed is None and engine.pending == [] and not engine.has_unfinished()

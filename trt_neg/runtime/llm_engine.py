@@ -13,125 +13,60 @@ Three ways to drive it:
 Submissions and cancellations from other threads go through a locked inbox that the step
 drains at its start, so requests join and leave only between steps.  An invalid request
 raises ``ValueError`` in the submitting thread and never reaches the scheduler.
+
+Validation, admission and the user-facing calls (``add_request``, ``submit``, ``generate``,
+``stream``, ...) are the shared :class:`~trt_neg.runtime.frontend.EngineFrontend`'s; this
+module adds the scheduler, the step and the background thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import queue
-import random
 import threading
 import time
 from collections import deque
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Union
+from typing import Any, Callable
 
 from .backend import Backend, BackendRow
-from .request import FinishReason, Request, RequestResult, TokenOutput
+from .frontend import EngineFrontend, Listener, Output, RequestHandle, limit_arg
+from .request import FinishReason, RequestResult
 from .scheduler import Scheduler, SchedulerConfig
 from .sequence import Sequence
 
 log = logging.getLogger(__name__)
 
-Output = Union[TokenOutput, RequestResult]
-Listener = Callable[[Output], None]
 
+class LLMEngine(EngineFrontend):
+    """A :class:`Backend` driven step by step through the in-flight batching :class:`Scheduler`."""
 
-class LLMEngine:
     def __init__(self, backend: Backend, *, tokenizer: Any = None, max_batch_size: int | None = None,
                  max_tokens_per_step: int | None = None, max_seq_len: int | None = None,
                  clock: Callable[[], float] = time.perf_counter):
         self.backend = backend
-        self.tokenizer = tokenizer
-        slots = backend.max_slots if max_batch_size is None else max_batch_size
-        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= backend.max_slots:
-            raise ValueError(f"max_batch_size: must be an integer in [1, {backend.max_slots}] (the backend's slots), got {slots!r}")
-        seq_len = backend.max_seq_len if max_seq_len is None else max_seq_len
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 2 <= seq_len <= backend.max_seq_len:
-            raise ValueError(f"max_seq_len: must be an integer in [2, {backend.max_seq_len}] (the backend's limit), got {seq_len!r}")
+        slots = limit_arg("max_batch_size", max_batch_size, 1, backend.max_slots, "the backend's slots")
+        seq_len = limit_arg("max_seq_len", max_seq_len, 2, backend.max_seq_len, "the backend's limit")
         budget = max(seq_len, slots) if max_tokens_per_step is None else max_tokens_per_step
         self.config = SchedulerConfig(max_slots=slots, max_tokens_per_step=budget, max_seq_len=seq_len)
+        super().__init__(max_slots=slots, max_seq_len=seq_len, max_tokens_per_step=budget,
+                         vocab_size=backend.vocab_size, eos_token_ids=backend.eos_token_ids,
+                         neg_enabled=backend.neg_enabled, neg_seed=backend.neg_seed, tokenizer=tokenizer, clock=clock)
         self.scheduler = Scheduler(self.config)
-        self.clock = clock
-        self.default_neg_mode = 1 if backend.neg_enabled else 0
-        self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
         self._step_lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
         self._aborts: list[str] = []
-        self._seqs: dict[str, Sequence] = {}  # every unfinished request
         self._listeners: dict[str, Listener] = {}
-        self._ids = itertools.count()
-        self._seed_source = random.SystemRandom()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.stats = {"steps": 0, "prefill_tokens": 0, "decode_tokens": 0}
 
-    # ----------------------------------------------------------------- validation
-    def validate(self, request: Request) -> None:
-        """Model- and limit-dependent checks (``Request`` checks the rest); ValueError names the field."""
-        if not isinstance(request, Request):
-            raise ValueError(f"request: must be a trt_neg.runtime.Request, got {type(request).__name__}")
-        cfg, vocab = self.config, self.backend.vocab_size
-        n = len(request.prompt_token_ids)
-        if n > cfg.max_seq_len - 1:
-            raise ValueError(
-                f"prompt_token_ids: the prompt has {n} tokens; the sequence-length limit "
-                f"(max_seq_len={cfg.max_seq_len}) leaves room for at most {cfg.max_seq_len - 1}"
-            )
-        if n > cfg.max_tokens_per_step:
-            raise ValueError(
-                f"prompt_token_ids: the prompt has {n} tokens, more than the per-step token budget "
-                f"(max_tokens_per_step={cfg.max_tokens_per_step})"
-            )
-        for name, ids in (("prompt_token_ids", request.prompt_token_ids), ("stop_token_ids", request.stop_token_ids)):
-            for i, t in enumerate(ids):
-                if t >= vocab:
-                    raise ValueError(f"{name}: token id {t} at index {i} is outside the vocabulary (vocab_size {vocab})")
-        if request.stop and self.tokenizer is None:
-            raise ValueError("stop: stop strings need a tokenizer; this engine has none (use stop_token_ids)")
-        if request.request_id is not None:
-            with self._lock:
-                if request.request_id in self._seqs:
-                    raise ValueError(f"request_id: {request.request_id!r} is already in use by an unfinished request")
-
     # ------------------------------------------------------------------ submission
-    def add_request(self, request: Request, listener: Listener | None = None) -> str:
-        """Validate and enqueue (thread-safe); the request joins the batch at the next step."""
-        self.validate(request)
-        now = self.clock()
-        sp = request.sampling
-        # The request's effective seed (given, or drawn here for an unseeded sampling
-        # request) keys both its own sampling and its NEG draws, so RequestResult.seed
-        # reproduces the run; greedy requests without a seed use the model's NEG seed.
-        sample_seed = sp.seed if sp.seed is not None or sp.is_greedy else self._seed_source.getrandbits(63)
-        neg_seed = self.backend.neg_seed if sample_seed is None else sample_seed
-        stop_ids = set(request.stop_token_ids)
-        if not request.ignore_eos:
-            stop_ids.update(self.backend.eos_token_ids)
-        n = len(request.prompt_token_ids)
-        with self._lock:
-            rid = request.request_id
-            if rid is None:
-                rid = f"req-{next(self._ids)}"
-                while rid in self._seqs:
-                    rid = f"req-{next(self._ids)}"
-            elif rid in self._seqs:
-                raise ValueError(f"request_id: {rid!r} is already in use by an unfinished request")
-            seq = Sequence(
-                request, rid,
-                neg_mode=self.default_neg_mode if request.neg_mode is None else request.neg_mode,
-                sample_seed=sample_seed, neg_seed=neg_seed, stop_token_ids=frozenset(stop_ids),
-                max_new_tokens=min(request.max_new_tokens, self.config.max_seq_len - n),
-                arrival_time=now, tokenizer=self.tokenizer,
-            )
-            self._seqs[rid] = seq
-            if listener is not None:
-                self._listeners[rid] = listener
-            self._inbox.append(seq)
-            self._wakeup.notify_all()
-        return rid
+    def _enqueue(self, seq: Sequence, listener: Listener | None) -> None:
+        """Into the inbox: the sequence joins the batch at the next step."""
+        if listener is not None:
+            self._listeners[seq.request_id] = listener
+        self._inbox.append(seq)
+        self._wakeup.notify_all()
 
     def abort_request(self, request_id: str) -> bool:
         """Cancel (thread-safe): it leaves the batch at the next step. False if unknown or done."""
@@ -143,15 +78,6 @@ class LLMEngine:
             self._aborts.append(request_id)
             self._wakeup.notify_all()
             return True
-
-    def has_unfinished(self) -> bool:
-        with self._lock:
-            return bool(self._seqs)
-
-    @property
-    def num_unfinished(self) -> int:
-        with self._lock:
-            return len(self._seqs)
 
     # ------------------------------------------------------------------------- step
     def step(self) -> list[Output]:
@@ -226,18 +152,6 @@ class LLMEngine:
                 except Exception:  # a consumer's failure never stops the engine
                     log.exception("output listener for %s failed", item.request_id)
 
-    # ------------------------------------------------------------ synchronous helpers
-    def submit(self, request: Request, on_output: Listener | None = None) -> "RequestHandle":
-        """Thread-safe submission; returns a handle to stream, wait for or cancel the request."""
-        handle = RequestHandle(self, on_output)
-        handle.request_id = self.add_request(request, listener=handle._push)
-        return handle
-
-    def generate(self, requests: Iterable[Request], on_output: Listener | None = None) -> list[RequestResult]:
-        """Run requests to completion (in the background thread if started, else here)."""
-        handles = [self.submit(r, on_output) for r in requests]
-        return [h.result() for h in handles]
-
     # ------------------------------------------------------------- background thread
     @property
     def is_running(self) -> bool:
@@ -281,114 +195,8 @@ class LLMEngine:
                 self.abort_request(rid)
             self.step()
 
-    def __enter__(self) -> "LLMEngine":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-
-    # ---------------------------------------------------------------------- asyncio
-    async def stream(self, request: Request) -> AsyncIterator[Output]:
-        """Yield the request's TokenOutputs as they are decoded, then its RequestResult.
-
-        Starts the background thread if needed.  Closing the generator early (``break``,
-        task cancellation) cancels the request.
-        """
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
-
-        def listener(item: Output) -> None:
-            try:
-                loop.call_soon_threadsafe(items.put_nowait, item)
-            except RuntimeError:  # the event loop is closed: nobody is listening any more
-                self.abort_request(item.request_id)
-
-        self.start()
-        rid = self.add_request(request, listener=listener)
-        done = False
-        try:
-            while not done:
-                item = await items.get()
-                done = isinstance(item, RequestResult)
-                yield item
-        finally:
-            if not done:
-                self.abort_request(rid)
+    def _progress(self) -> None:
+        self.step()  # no background thread: the waiting caller runs the step
 
 
-class RequestHandle:
-    """A submitted request: iterate its tokens, wait for its result, or cancel it.
-
-    Works whether or not the engine's background thread runs: without it, waiting drives
-    ``engine.step()`` in the calling thread.
-    """
-
-    def __init__(self, engine: LLMEngine, on_output: Listener | None = None):
-        self.engine = engine
-        self.request_id: str = ""
-        self._on_output = on_output
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._done = threading.Event()
-        self._result: RequestResult | None = None
-
-    def _push(self, item: Output) -> None:
-        if self._on_output is not None:
-            try:
-                self._on_output(item)
-            except Exception:
-                log.exception("on_output callback for %s failed", item.request_id)
-        if isinstance(item, RequestResult):
-            self._result = item
-        self._queue.put(item)
-        if isinstance(item, RequestResult):
-            self._done.set()
-
-    def _next(self, timeout: float | None) -> Output:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                return self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if self.engine.is_running:
-                wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
-                try:
-                    return self._queue.get(timeout=wait)
-                except queue.Empty:
-                    pass
-            else:
-                self.engine.step()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"request {self.request_id}: no output within {timeout} s")
-
-    def __iter__(self) -> Iterator[TokenOutput]:
-        return self.stream()
-
-    def stream(self, timeout: float | None = None) -> Iterator[TokenOutput]:
-        """The request's tokens as they are decoded (the final result via ``result()``)."""
-        while True:
-            item = self._next(timeout)
-            if isinstance(item, RequestResult):
-                return
-            yield item
-
-    def result(self, timeout: float | None = None) -> RequestResult:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.is_set():
-            if self.engine.is_running:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"request {self.request_id}: not finished within {timeout} s")
-                self._done.wait(0.05 if left is None else min(0.05, left))
-            else:
-                self.engine.step()
-                if deadline is not None and time.monotonic() >= deadline and not self._done.is_set():
-                    raise TimeoutError(f"request {self.request_id}: not finished within {timeout} s")
-        return self._result
-
-    def cancel(self) -> bool:
-        return self.engine.abort_request(self.request_id)
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
+__all__ = ["LLMEngine", "RequestHandle"]

@@ -25,8 +25,8 @@ TRTLLM_SUPPORTED_PREFIX = "1.2."
 _HINT = (
     f"the TensorRT-LLM engine path needs {TRTLLM_REQUIREMENT} (with TensorRT 10 and a CUDA GPU); "
     "it is not installable from PyPI on these machines. Run it inside NVIDIA's TensorRT-LLM NGC "
-    "container (nvcr.io/nvidia/tensorrt-llm/release:1.2.x, see docker/), or use the reference "
-    "backend (run.py --backend reference), which needs only torch."
+    "container (nvcr.io/nvidia/tensorrt-llm/release:1.2.x, see docker/), or use the torch "
+    "backend (run.py --backend torch), which needs only torch."
 )
 
 

@@ -1,13 +1,15 @@
 """``TrtllmExecutorEngine``: Darwin-NEG engines on TensorRT-LLM's C++ executor (in-flight batching).
 
-Same user-facing surface as :class:`trt_neg.runtime.LLMEngine` (what ``run.py`` uses):
-``add_request(request, listener)``, ``abort_request(id)``, ``submit`` -> :class:`RequestHandle`
-(``stream()``, ``result()``, ``cancel()``), ``generate(requests)``, asyncio ``stream(request)``,
-``has_unfinished()``, ``shutdown()``, ``validate``. Requests are the runtime's :class:`Request`
-(validated by the same code, so bad requests get the same ``ValueError`` wording), outputs
-are the runtime's :class:`TokenOutput` / :class:`RequestResult`; per-request bookkeeping
-(stop tokens and strings, incremental text, timings, the result) is the runtime's own
-:class:`trt_neg.runtime.sequence.Sequence`.
+Like :class:`trt_neg.runtime.LLMEngine` it is an :class:`trt_neg.runtime.frontend.EngineFrontend`,
+so the user-facing surface (what ``run.py`` uses) is the same code: ``validate``,
+``add_request(request, listener)``, ``submit`` -> :class:`RequestHandle` (``stream()``,
+``result()``, ``cancel()``), ``generate(requests)``, asyncio ``stream(request)``,
+``has_unfinished()``; so are admission (request ids, seeds, stop ids, the ``max_new_tokens``
+cap) and every ``ValueError``'s wording. This class adds the executor side: enqueueing
+(``_enqueue``), ``abort_request``, the NEG-mode check, the response dispatcher thread and
+``shutdown()``. Outputs are the runtime's :class:`TokenOutput` / :class:`RequestResult`;
+per-request bookkeeping (stop tokens and strings, incremental text, timings, the result) is
+the runtime's own :class:`trt_neg.runtime.sequence.Sequence`.
 
 How it runs (docs/trtllm_runtime.md has the decisions):
 
@@ -71,29 +73,23 @@ accepts ``-1``); that a stop word's token is part of ``output_token_ids`` (as
 from __future__ import annotations
 
 import datetime
-import itertools
 import logging
 import math
 import os
-import random
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
-from trt_neg.runtime.llm_engine import LLMEngine, RequestHandle
-from trt_neg.runtime.request import FinishReason, Request, RequestResult, TokenOutput
+from trt_neg.runtime.frontend import EngineFrontend, Listener, Output, RequestHandle, limit_arg
+from trt_neg.runtime.request import FinishReason, Request
 from trt_neg.runtime.sequence import Sequence
 from trt_neg.trtllm import TRTLLM_REQUIREMENT, TensorRTLLMUnavailable, require_tensorrt_llm
 from trt_neg.trtllm import engine_dir as engine_dir_mod
 from trt_neg.trtllm import plugins
 
 log = logging.getLogger(__name__)
-
-Output = Union[TokenOutput, RequestResult]
-Listener = Callable[[Output], None]
 
 NEG_OUTPUTS = ("neg_entropy", "neg_fired")  # = trt_neg.trtllm.model.NEG_ENTROPY_OUTPUT / NEG_FIRED_OUTPUT
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.x"
@@ -123,27 +119,6 @@ def executor_bindings() -> Any:
     return executor
 
 
-@dataclass(frozen=True)
-class EngineLimits:
-    """What :meth:`LLMEngine.validate` reads as ``engine.config`` (the scheduler limits)."""
-
-    max_slots: int
-    max_tokens_per_step: int  # min(max_num_tokens, max_input_len): no chunked context
-    max_seq_len: int
-
-
-@dataclass(frozen=True)
-class EngineModelInfo:
-    """The ``Backend`` attributes :meth:`LLMEngine.validate` and the seed logic read, for an engine."""
-
-    vocab_size: int
-    max_slots: int
-    max_seq_len: int
-    eos_token_ids: tuple[int, ...]
-    neg_enabled: bool
-    neg_seed: int
-
-
 class _Tracked:
     __slots__ = ("seq", "exec_id", "listener", "received", "done")
 
@@ -154,14 +129,10 @@ class _Tracked:
         self.done = False
 
 
-class TrtllmExecutorEngine:
+class TrtllmExecutorEngine(EngineFrontend):
     """A Darwin-NEG engine directory served by TensorRT-LLM's executor (see the module docstring)."""
 
-    # Shared with LLMEngine (same validation wording, same handles and helpers). They use only
-    # config / backend / tokenizer / _lock / _seqs / add_request / abort_request / start / is_running.
-    submit = LLMEngine.submit
-    generate = LLMEngine.generate
-    stream = LLMEngine.stream
+    seeds_neg_draws = False  # the NEG plugin's Philox key is the engine's neg_config.seed, fixed at build time
 
     def __init__(self, engine_dir: str | os.PathLike[str], *, tokenizer: Any = None, max_batch_size: int | None = None,
                  max_seq_len: int | None = None, max_num_tokens: int | None = None,
@@ -173,27 +144,14 @@ class TrtllmExecutorEngine:
             raise ValueError(f"{info.path}: a {info.world_size}-GPU engine (tp/pp); this runner drives single-GPU "
                              "engines (world_size 1) only so far")
         self.engine = info
-        slots = info.max_batch_size if max_batch_size is None else max_batch_size
-        if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= info.max_batch_size:
-            raise ValueError(f"max_batch_size: must be an integer in [1, {info.max_batch_size}] (the engine's "
-                             f"max_batch_size), got {slots!r}")
-        seq_len = info.max_seq_len if max_seq_len is None else max_seq_len
-        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 2 <= seq_len <= info.max_seq_len:
-            raise ValueError(f"max_seq_len: must be an integer in [2, {info.max_seq_len}] (the engine's "
-                             f"max_seq_len), got {seq_len!r}")
-        tokens = info.max_num_tokens if max_num_tokens is None else max_num_tokens
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= info.max_num_tokens:
-            raise ValueError(f"max_num_tokens: must be an integer in [1, {info.max_num_tokens}] (the engine's "
-                             f"max_num_tokens), got {tokens!r}")
-        self.tokenizer = tokenizer
-        self.clock = clock
+        slots = limit_arg("max_batch_size", max_batch_size, 1, info.max_batch_size, "the engine's max_batch_size")
+        seq_len = limit_arg("max_seq_len", max_seq_len, 2, info.max_seq_len, "the engine's max_seq_len")
+        tokens = limit_arg("max_num_tokens", max_num_tokens, 1, info.max_num_tokens, "the engine's max_num_tokens")
+        super().__init__(max_slots=slots, max_seq_len=seq_len,
+                         max_tokens_per_step=min(tokens, info.max_input_len),  # no chunked context
+                         vocab_size=info.vocab_size, eos_token_ids=info.eos_token_ids, neg_enabled=info.neg_enabled,
+                         neg_seed=info.neg_seed, tokenizer=tokenizer, clock=clock)
         self.poll_interval_s = poll_interval_s
-        self.config = EngineLimits(max_slots=slots, max_tokens_per_step=min(tokens, info.max_input_len),
-                                   max_seq_len=seq_len)
-        self.backend = EngineModelInfo(vocab_size=info.vocab_size, max_slots=slots, max_seq_len=seq_len,
-                                       eos_token_ids=info.eos_token_ids, neg_enabled=info.neg_enabled,
-                                       neg_seed=info.neg_seed)
-        self.default_neg_mode = 1 if info.neg_enabled else 0
 
         # The plugin library must be registered before the executor deserialises the engine.
         # TRT_NEG_PLUGIN_LIB overrides the argument, which overrides build_info.json.
@@ -215,12 +173,8 @@ class TrtllmExecutorEngine:
             self.executor_config.additional_model_outputs = self._model_outputs()
         self.executor = tle.Executor(Path(info.path), tle.ModelType.DECODER_ONLY, self.executor_config)
 
-        self._lock = threading.RLock()
-        self._seqs: dict[str, Sequence] = {}  # unfinished requests (read by validate)
         self._tracked: dict[str, _Tracked] = {}
         self._by_exec: dict[int, _Tracked] = {}
-        self._ids = itertools.count()
-        self._seed_source = random.SystemRandom()
         self._stopping = False
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="trt-neg-trtllm-responses", daemon=True)
@@ -230,13 +184,9 @@ class TrtllmExecutorEngine:
     def _model_outputs(self) -> list:
         return [self.tle.AdditionalModelOutput(name, gather_context=False) for name in self._neg_outputs]
 
-    def validate(self, request: Request) -> None:
-        """LLMEngine's checks (same wording) against the engine's limits, plus the NEG mode the engine supports."""
-        LLMEngine.validate(self, request)
-        self._check_mode(request)
-
-    def _check_mode(self, request: Request) -> int:
-        mode = self.default_neg_mode if request.neg_mode is None else request.neg_mode
+    def _neg_mode(self, request: Request) -> int:
+        """The engine fixes the NEG mode (built with or without NEG); validate() rejects the other one."""
+        mode = super()._neg_mode(request)
         if mode == 0 and self.engine.neg_enabled:
             raise ValueError("neg_mode: 0 (NEG off) is not available on this TensorRT-LLM engine: it was built with "
                              "NEG (neg_config.enabled), which applies to every request; use an engine built without "
@@ -267,39 +217,15 @@ class TrtllmExecutorEngine:
         )
 
     # --------------------------------------------------------------- submission
-    def add_request(self, request: Request, listener: Listener | None = None) -> str:
-        """Validate (same checks and wording as LLMEngine) and enqueue; returns the request id."""
-        self.validate(request)
-        mode = self._check_mode(request)
+    def _enqueue(self, seq: Sequence, listener: Listener | None) -> None:
+        """``executor.enqueue_request``; called with the lock held, so the dispatcher cannot see a
+        response before the executor's id is mapped."""
         if self._closed:
             raise RuntimeError("the engine is shut down")
-        sp = request.sampling
-        sample_seed = sp.seed if sp.seed is not None or sp.is_greedy else self._seed_source.getrandbits(63)
-        stop_ids = set(request.stop_token_ids)
-        if not request.ignore_eos:
-            stop_ids.update(self.engine.eos_token_ids)
-        n = len(request.prompt_token_ids)
-        with self._lock:
-            rid = request.request_id
-            if rid is None:
-                rid = f"req-{next(self._ids)}"
-                while rid in self._seqs:
-                    rid = f"req-{next(self._ids)}"
-            elif rid in self._seqs:
-                raise ValueError(f"request_id: {rid!r} is already in use by an unfinished request")
-            seq = Sequence(request, rid, neg_mode=mode, sample_seed=sample_seed,
-                           neg_seed=self.engine.neg_seed,  # the engine's NEG draws always use its built-in seed
-                           stop_token_ids=frozenset(stop_ids),
-                           max_new_tokens=min(request.max_new_tokens, self.config.max_seq_len - n),
-                           arrival_time=self.clock(), tokenizer=self.tokenizer)
-            tracked = _Tracked(seq, listener)
-            exec_request = self._executor_request(request, seq)
-            # Enqueue under the lock so the dispatcher cannot see a response before the id is mapped.
-            tracked.exec_id = self.executor.enqueue_request(exec_request)
-            self._seqs[rid] = seq
-            self._tracked[rid] = tracked
-            self._by_exec[tracked.exec_id] = tracked
-        return rid
+        tracked = _Tracked(seq, listener)
+        tracked.exec_id = self.executor.enqueue_request(self._executor_request(seq.request, seq))
+        self._tracked[seq.request_id] = tracked
+        self._by_exec[tracked.exec_id] = tracked
 
     def abort_request(self, request_id: str) -> bool:
         """Cancel: the executor ends the request with a final CANCELLED response. False if unknown or done."""
@@ -312,15 +238,6 @@ class TrtllmExecutorEngine:
         self.executor.cancel_request(exec_id)
         return True
 
-    def has_unfinished(self) -> bool:
-        with self._lock:
-            return bool(self._seqs)
-
-    @property
-    def num_unfinished(self) -> int:
-        with self._lock:
-            return len(self._seqs)
-
     # --------------------------------------------------------- dispatcher thread
     @property
     def is_running(self) -> bool:
@@ -329,10 +246,8 @@ class TrtllmExecutorEngine:
     def start(self) -> "TrtllmExecutorEngine":
         return self  # the dispatcher thread starts with the engine
 
-    def step(self) -> list:
-        """No-op kept for RequestHandle (it calls step() only when no thread runs, i.e. after shutdown)."""
-        time.sleep(self.poll_interval_s)
-        return []
+    def _progress(self) -> None:
+        time.sleep(self.poll_interval_s)  # only after shutdown, which has finished every request
 
     def _loop(self) -> None:
         timeout = datetime.timedelta(seconds=self.poll_interval_s)
@@ -466,12 +381,6 @@ class TrtllmExecutorEngine:
         except Exception:
             log.exception("executor.shutdown failed")
 
-    def __enter__(self) -> "TrtllmExecutorEngine":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.shutdown()
-
 
 def _token_slice(tensor: Any, before: int, count: int, name: str) -> list:
     """Values of generated tokens ``before`` .. ``before+count-1`` from an additional output.
@@ -493,5 +402,5 @@ def _token_slice(tensor: Any, before: int, count: int, name: str) -> list:
                        f"{before}..{before + count - 1}")
 
 
-__all__ = ["EngineLimits", "EngineModelInfo", "NEG_OUTPUTS", "RequestHandle", "TrtllmExecutorEngine",
+__all__ = ["NEG_OUTPUTS", "RequestHandle", "TrtllmExecutorEngine",
            "executor_bindings"]

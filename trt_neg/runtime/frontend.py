@@ -1,0 +1,308 @@
+"""The engines' shared front end: limits, validation, admission and the user-facing calls.
+
+:class:`EngineFrontend` is everything a caller sees of an engine that does not depend on
+what runs the model.  It owns
+
+* the limits (``max_slots``, ``max_seq_len``, ``max_tokens_per_step``) and the model facts
+  requests are checked against (``vocab_size``, ``eos_token_ids``, ``default_neg_mode``,
+  ``neg_seed``, ``tokenizer``);
+* ``validate(request)`` (every ``ValueError`` names the field; docs/runtime.md);
+* admission, :meth:`EngineFrontend._admit`: request id, the effective seed, stop ids (plus
+  EOS unless ``ignore_eos``), the :class:`Sequence`, ``max_new_tokens`` capped by
+  ``max_seq_len``; then the engine's :meth:`~EngineFrontend._enqueue`;
+* the lock and ``_seqs``, the table of unfinished requests (the engine removes a sequence
+  when it retires it, under the lock);
+* ``add_request``, ``submit`` -> :class:`RequestHandle`, ``generate``, asyncio ``stream``,
+  ``has_unfinished``, ``num_unfinished`` and the context manager (``start`` ... ``shutdown``).
+
+An engine subclasses it and implements the hooks: ``_enqueue(seq, listener)`` (hand an
+admitted request to what runs it), ``abort_request``, ``start`` / ``is_running`` /
+``shutdown``, and ``_progress()`` (what a waiting :class:`RequestHandle` does when no
+background thread runs).  It may override ``_neg_mode`` (which NEG modes it can honour)
+and ``seeds_neg_draws`` (whether a request's seed keys its NEG draws).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from typing import AsyncIterator, Any, Callable, Iterable, Iterator, Union
+
+from .request import Request, RequestResult, TokenOutput
+from .sequence import Sequence
+
+log = logging.getLogger(__name__)
+
+Output = Union[TokenOutput, RequestResult]
+Listener = Callable[[Output], None]
+
+
+def limit_arg(name: str, value: int | None, lo: int, hi: int, what: str) -> int:
+    """A constructor limit: ``value`` (None = ``hi``) must be an integer in ``[lo, hi]``; ``what`` names ``hi``."""
+    value = hi if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name}: must be an integer in [{lo}, {hi}] ({what}), got {value!r}")
+    return value
+
+
+class EngineFrontend(abc.ABC):
+    """Validation, admission and the user-facing surface shared by the engines (module docstring)."""
+
+    #: Whether a request's effective seed also keys its NEG draws (docs/runtime.md, "Seeds and
+    #: randomness"). An engine whose NEG key is fixed (a TensorRT-LLM engine's plugin) sets False:
+    #: its NEG draws always use ``neg_seed``.
+    seeds_neg_draws = True
+
+    def __init__(self, *, max_slots: int, max_seq_len: int, max_tokens_per_step: int, vocab_size: int,
+                 eos_token_ids: Iterable[int], neg_enabled: bool, neg_seed: int, tokenizer: Any = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.max_slots = max_slots
+        self.max_seq_len = max_seq_len
+        self.max_tokens_per_step = max_tokens_per_step
+        self.vocab_size = vocab_size
+        self.eos_token_ids = tuple(eos_token_ids)
+        self.default_neg_mode = 1 if neg_enabled else 0
+        self.neg_seed = neg_seed
+        self.tokenizer = tokenizer
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._seqs: dict[str, Sequence] = {}  # every unfinished request
+        self._ids = itertools.count()
+        self._seed_source = random.SystemRandom()
+
+    # ----------------------------------------------------------------- validation
+    def validate(self, request: Request) -> None:
+        """Model- and limit-dependent checks (``Request`` checks the rest); ValueError names the field."""
+        if not isinstance(request, Request):
+            raise ValueError(f"request: must be a trt_neg.runtime.Request, got {type(request).__name__}")
+        seq_len, budget, vocab = self.max_seq_len, self.max_tokens_per_step, self.vocab_size
+        n = len(request.prompt_token_ids)
+        if n > seq_len - 1:
+            raise ValueError(
+                f"prompt_token_ids: the prompt has {n} tokens; the sequence-length limit "
+                f"(max_seq_len={seq_len}) leaves room for at most {seq_len - 1}"
+            )
+        if n > budget:
+            raise ValueError(
+                f"prompt_token_ids: the prompt has {n} tokens, more than the per-step token budget "
+                f"(max_tokens_per_step={budget})"
+            )
+        for name, ids in (("prompt_token_ids", request.prompt_token_ids), ("stop_token_ids", request.stop_token_ids)):
+            for i, t in enumerate(ids):
+                if t >= vocab:
+                    raise ValueError(f"{name}: token id {t} at index {i} is outside the vocabulary (vocab_size {vocab})")
+        if request.stop and self.tokenizer is None:
+            raise ValueError("stop: stop strings need a tokenizer; this engine has none (use stop_token_ids)")
+        if request.request_id is not None:
+            with self._lock:
+                if request.request_id in self._seqs:
+                    raise ValueError(f"request_id: {request.request_id!r} is already in use by an unfinished request")
+        self._neg_mode(request)
+
+    def _neg_mode(self, request: Request) -> int:
+        """The request's NEG mode; an engine that cannot honour some mode raises ``ValueError("neg_mode: ...")``."""
+        return self.default_neg_mode if request.neg_mode is None else request.neg_mode
+
+    # ------------------------------------------------------------------ admission
+    def _admit(self, request: Request, listener: Listener | None) -> Sequence:
+        """Validate, build the request's :class:`Sequence` and hand it to the engine (``_enqueue``)."""
+        self.validate(request)
+        mode = self._neg_mode(request)
+        now = self.clock()
+        sp = request.sampling
+        # The request's effective seed (given, or drawn here for an unseeded sampling
+        # request) keys both its own sampling and its NEG draws, so RequestResult.seed
+        # reproduces the run; greedy requests without a seed use the model's NEG seed.
+        sample_seed = sp.seed if sp.seed is not None or sp.is_greedy else self._seed_source.getrandbits(63)
+        neg_seed = sample_seed if sample_seed is not None and self.seeds_neg_draws else self.neg_seed
+        stop_ids = set(request.stop_token_ids)
+        if not request.ignore_eos:
+            stop_ids.update(self.eos_token_ids)
+        n = len(request.prompt_token_ids)
+        with self._lock:
+            rid = request.request_id
+            if rid is None:
+                rid = f"req-{next(self._ids)}"
+                while rid in self._seqs:
+                    rid = f"req-{next(self._ids)}"
+            elif rid in self._seqs:
+                raise ValueError(f"request_id: {rid!r} is already in use by an unfinished request")
+            seq = Sequence(
+                request, rid, neg_mode=mode, sample_seed=sample_seed, neg_seed=neg_seed,
+                stop_token_ids=frozenset(stop_ids), max_new_tokens=min(request.max_new_tokens, self.max_seq_len - n),
+                arrival_time=now, tokenizer=self.tokenizer,
+            )
+            self._enqueue(seq, listener)  # under the lock: no output can reach a request not yet in _seqs
+            self._seqs[rid] = seq
+        return seq
+
+    @abc.abstractmethod
+    def _enqueue(self, seq: Sequence, listener: Listener | None) -> None:
+        """Hand an admitted request to what runs it (called with the lock held); may raise to refuse it."""
+
+    # ----------------------------------------------------------- the engine's side
+    @abc.abstractmethod
+    def abort_request(self, request_id: str) -> bool:
+        """Cancel (thread-safe); the request ends with finish reason ``cancelled``. False if unknown or done."""
+
+    @property
+    @abc.abstractmethod
+    def is_running(self) -> bool:
+        """Whether a background thread delivers outputs (else waiting callers drive ``_progress``)."""
+
+    @abc.abstractmethod
+    def start(self) -> "EngineFrontend":
+        """Make sure outputs are delivered without the caller's help; returns self."""
+
+    @abc.abstractmethod
+    def shutdown(self, cancel: bool = True) -> None:
+        """Stop the background work; with ``cancel`` every unfinished request ends cancelled."""
+
+    @abc.abstractmethod
+    def _progress(self) -> None:
+        """Called by a waiting :class:`RequestHandle` while ``is_running`` is False: advance or wait a little."""
+
+    # --------------------------------------------------------------- user-facing
+    def add_request(self, request: Request, listener: Listener | None = None) -> str:
+        """Validate and enqueue (thread-safe); returns the request id. ``listener`` gets every output."""
+        return self._admit(request, listener).request_id
+
+    def has_unfinished(self) -> bool:
+        with self._lock:
+            return bool(self._seqs)
+
+    @property
+    def num_unfinished(self) -> int:
+        with self._lock:
+            return len(self._seqs)
+
+    def submit(self, request: Request, on_output: Listener | None = None) -> "RequestHandle":
+        """Thread-safe submission; returns a handle to stream, wait for or cancel the request."""
+        handle = RequestHandle(self, on_output)
+        handle.request_id = self.add_request(request, listener=handle._push)
+        return handle
+
+    def generate(self, requests: Iterable[Request], on_output: Listener | None = None) -> list[RequestResult]:
+        """Run requests to completion (in the background thread if started, else here)."""
+        handles = [self.submit(r, on_output) for r in requests]
+        return [h.result() for h in handles]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    async def stream(self, request: Request) -> AsyncIterator[Output]:
+        """Yield the request's TokenOutputs as they are decoded, then its RequestResult.
+
+        Starts the background thread if needed.  Closing the generator early (``break``,
+        task cancellation) cancels the request.
+        """
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+
+        def listener(item: Output) -> None:
+            try:
+                loop.call_soon_threadsafe(items.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                self.abort_request(item.request_id)
+
+        self.start()
+        rid = self.add_request(request, listener=listener)
+        done = False
+        try:
+            while not done:
+                item = await items.get()
+                done = isinstance(item, RequestResult)
+                yield item
+        finally:
+            if not done:
+                self.abort_request(rid)
+
+
+class RequestHandle:
+    """A submitted request: iterate its tokens, wait for its result, or cancel it.
+
+    Works whether or not the engine's background thread runs: without it, waiting drives
+    the engine (``engine._progress()``, e.g. ``LLMEngine.step()``) in the calling thread.
+    """
+
+    def __init__(self, engine: EngineFrontend, on_output: Listener | None = None):
+        self.engine = engine
+        self.request_id: str = ""
+        self._on_output = on_output
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._done = threading.Event()
+        self._result: RequestResult | None = None
+
+    def _push(self, item: Output) -> None:
+        if self._on_output is not None:
+            try:
+                self._on_output(item)
+            except Exception:
+                log.exception("on_output callback for %s failed", item.request_id)
+        if isinstance(item, RequestResult):
+            self._result = item
+        self._queue.put(item)
+        if isinstance(item, RequestResult):
+            self._done.set()
+
+    def _next(self, timeout: float | None) -> Output:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                return self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if self.engine.is_running:
+                wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
+                try:
+                    return self._queue.get(timeout=wait)
+                except queue.Empty:
+                    pass
+            else:
+                self.engine._progress()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"request {self.request_id}: no output within {timeout} s")
+
+    def __iter__(self) -> Iterator[TokenOutput]:
+        return self.stream()
+
+    def stream(self, timeout: float | None = None) -> Iterator[TokenOutput]:
+        """The request's tokens as they are decoded (the final result via ``result()``)."""
+        while True:
+            item = self._next(timeout)
+            if isinstance(item, RequestResult):
+                return
+            yield item
+
+    def result(self, timeout: float | None = None) -> RequestResult:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            if self.engine.is_running:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"request {self.request_id}: not finished within {timeout} s")
+                self._done.wait(0.05 if left is None else min(0.05, left))
+            else:
+                self.engine._progress()
+                if deadline is not None and time.monotonic() >= deadline and not self._done.is_set():
+                    raise TimeoutError(f"request {self.request_id}: not finished within {timeout} s")
+        return self._result
+
+    def cancel(self) -> bool:
+        return self.engine.abort_request(self.request_id)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+__all__ = ["EngineFrontend", "Listener", "Output", "RequestHandle", "limit_arg"]
