@@ -275,58 +275,29 @@ def test_field_validation():
 # ------------------------------------------------------------------------------------
 
 @pytest.mark.trtllm
-def test_tiny_engine_builds_and_greedy_decode_matches_reference(tiny_checkpoint, tmp_path):
-    """Convert tiny, build the engine with our plugins, decode greedily with NEG on, compare tokens
-    with the reference backend. Needs tensorrt_llm 1.2.x, a GPU and libtrt_neg_plugins.so
-    (TRT_NEG_PLUGIN_LIB)."""
+def test_tiny_engine_builds_through_the_project_build_flow(tiny_checkpoint, tmp_path):
+    """Convert tiny and build its engine with build_engine.py's flow (our BuildConfig subclass keeps
+    paged_state on), then check the engine directory the runtime will read, and decode one request.
+    Token-by-token agreement with the reference backend is tests/test_trtllm_executor.py's job.
+    Needs tensorrt_llm 1.2.x, a GPU and libtrt_neg_plugins.so (TRT_NEG_PLUGIN_LIB or build/plugins)."""
     import json
 
-    import tensorrt_llm
-    from tensorrt_llm import BuildConfig
-    from tensorrt_llm.bindings import executor as tle
-    from tensorrt_llm.plugin import PluginConfig
-
     from trt_neg.checkpoint.convert import convert_checkpoint
-    from trt_neg.runtime.llm_engine import LLMEngine
     from trt_neg.runtime.request import Request
-    from trt_neg.runtime.torch_backend import TorchBackend
-    from trt_neg.trtllm.config import DarwinNegConfig
-    from trt_neg.trtllm.model import NEG_ENTROPY_OUTPUT, NEG_FIRED_OUTPUT, DarwinNegForCausalLM
-    from trt_neg.trtllm.plugins import load_plugin_library
+    from trt_neg.trtllm.build import BuildOptions, build_engines, check_engine_config, find_plugin_library
+    from trt_neg.trtllm.engine_dir import read_engine_dir
+    from trt_neg.trtllm.executor import TrtllmExecutorEngine
 
-    load_plugin_library()
     ckpt = tmp_path / "ckpt"
     convert_checkpoint(tiny_checkpoint, ckpt, dtype="float32")
-    config = DarwinNegConfig.from_checkpoint(ckpt)
-    model = DarwinNegForCausalLM.from_checkpoint(str(ckpt), rank=0, config=config)
-    plugin_config = PluginConfig()
-    for key, value in dict(gpt_attention_plugin="float32", mamba_conv1d_plugin="float32", paged_kv_cache=True,
-                           paged_state=True, remove_input_padding=True).items():
-        setattr(plugin_config, key, value)
-    engine = tensorrt_llm.build(model, BuildConfig(max_batch_size=4, max_input_len=64, max_seq_len=128,
-                                                   max_num_tokens=256, plugin_config=plugin_config))
-    engine_dir = tmp_path / "engine"
-    engine.save(str(engine_dir))
-    cfg_path = engine_dir / "config.json"
-    data = json.loads(cfg_path.read_text())
-    data["pretrained_config"].update(config.engine_config_overrides())
-    cfg_path.write_text(json.dumps(data, indent=2))
-
-    prompt = [1, 17, 33, 250, 7]
-    executor = tle.Executor(engine_dir, tle.ModelType.DECODER_ONLY,
-                            tle.ExecutorConfig(1, kv_cache_config=tle.KvCacheConfig(enable_block_reuse=False)))
-    outputs = tle.OutputConfig(additional_model_outputs=[tle.AdditionalModelOutput(NEG_ENTROPY_OUTPUT, False),
-                                                         tle.AdditionalModelOutput(NEG_FIRED_OUTPUT, False)])
-    request_id = executor.enqueue_request(tle.Request(prompt, max_tokens=16, output_config=outputs))
-    tokens = []
-    while not tokens:
-        for response in executor.await_responses(request_id):
-            assert not response.has_error(), response.error_msg
-            if response.result.is_final:
-                tokens = list(response.result.output_token_ids[0])
-    executor.shutdown()
-
-    # The reference backend (fp32 torch), NEG mode 1, greedy, EOS ignored like max_tokens above.
-    engine = LLMEngine(TorchBackend.from_pretrained(tiny_checkpoint, max_slots=1))
-    (expected,) = engine.generate([Request(prompt, max_new_tokens=16, neg_mode=1, ignore_eos=True)])
-    assert tokens == expected.tokens[: len(tokens)]
+    options = BuildOptions(max_batch_size=4, max_input_len=64, max_seq_len=128, max_num_tokens=256)
+    report = build_engines(ckpt, tmp_path / "engine", options, plugin_library=find_plugin_library(),
+                           hf_model_dir=tiny_checkpoint)
+    config = json.loads((report.output / "config.json").read_text())
+    assert check_engine_config(config) == []
+    assert (report.output / "rank0.engine").stat().st_size > 0
+    info = read_engine_dir(report.output)
+    assert info.neg_enabled and info.hf_model_dir is not None
+    with TrtllmExecutorEngine(report.output) as engine:
+        (result,) = engine.generate([Request([1, 17, 33, 250, 7], max_new_tokens=8, ignore_eos=True)])
+    assert result.error is None and len(result.tokens) == 8

@@ -6,11 +6,11 @@ plugin at the end. Parameter names and per-rank shapes are those of
 tests/test_trtllm_network.py). How each piece maps onto TensorRT-LLM, the recurrent-state
 wiring and the runtime alias: docs/trtllm_network.md.
 
-Build with ``tensorrt_llm.build(DarwinNegForCausalLM.from_checkpoint(dir, rank), BuildConfig(...))``
-or ``trtllm-build --model_cls_file trt_neg/trtllm/model.py --model_cls_name DarwinNegForCausalLM``
-(plugin config: gpt_attention, mamba_conv1d, paged_kv_cache, paged_state, remove_input_padding),
-after :func:`trt_neg.trtllm.plugins.load_plugin_library`. Imports are absolute so the file
-also works when trtllm-build loads it by path.
+Build with ``build_engine.py`` (``trt_neg/trtllm/build.py``): plain ``BuildConfig`` (and so
+``trtllm-build --model_cls_file``) is not enough, because 1.2.x ``build()`` calls
+``BuildConfig.update_kv_cache_type(architecture)``, which turns ``paged_state`` off for every
+architecture but Mamba/RecurrentGemma; ``build.make_build_config`` applies RecurrentGemma's rule
+to Darwin-NEG. Load the plugin library first (:func:`trt_neg.trtllm.plugins.load_plugin_library`).
 """
 
 from __future__ import annotations

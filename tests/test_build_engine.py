@@ -1,0 +1,368 @@
+"""build_engine.py's engine build and trt_neg/trtllm/build.py.
+
+CPU only: the pure parts (option validation, engine config rewrite and its runtime check,
+build_info contents, plugin-library discovery) directly; the whole flow end to end over the
+recording stub of tensorrt_llm (tests/trtllm_stub, put on sys.path per test: its builder.py
+records ``build``/``Engine.save`` and writes placeholder engines). The real build runs in the
+container (docker/selftest.sh, tests marked ``trtllm``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trt_neg.checkpoint import contract
+from trt_neg.checkpoint.synthetic import preset_config
+from trt_neg.config import config_from_dict
+from trt_neg.trtllm import build as B
+from trt_neg.trtllm.engine_dir import read_build_info, read_engine_dir, write_build_info
+from trt_neg.trtllm.plugins import PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError
+
+ROOT = Path(__file__).resolve().parents[1]
+STUB = Path(__file__).parent / "trtllm_stub"
+LIMITS = ["--max-batch-size", "4", "--max-input-len", "64", "--max-seq-len", "128", "--max-num-tokens", "256"]
+
+
+def _purge():
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("tensorrt", "tensorrt_llm") or (name.startswith("trt_neg.trtllm.")
+                                                                   and name != "trt_neg.trtllm.build"
+                                                                   and name != "trt_neg.trtllm.engine_dir"
+                                                                   and name != "trt_neg.trtllm.plugins"):
+            del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("build_engine", ROOT / "build_engine.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture
+def no_trtllm(monkeypatch):
+    _purge()
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import -> ImportError, even in the container
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    yield
+    _purge()
+
+
+@pytest.fixture
+def stub(monkeypatch, tmp_path):
+    """The recording tensorrt_llm stub, with plugin loading recorded into the builder's CALLS."""
+    _purge()
+    monkeypatch.syspath_prepend(str(STUB))
+    trtllm = importlib.import_module("tensorrt_llm")
+    assert getattr(trtllm, "_TRT_NEG_STUB", False)
+    builder = importlib.import_module("tensorrt_llm.builder")
+    builder.CALLS.clear()
+    from trt_neg.trtllm import plugins
+
+    monkeypatch.setattr(plugins, "load_plugin_library",
+                        lambda path=None: builder.CALLS.append(("load_plugin_library", str(path))) or [Path(path)])
+    monkeypatch.delenv(PLUGIN_LIBRARY_ENV, raising=False)
+    lib = tmp_path / "lib" / PLUGIN_LIBRARY
+    lib.parent.mkdir()
+    lib.write_bytes(b"\x7fELF not really a plugin library")
+    builder.lib = lib
+    yield builder
+    builder.CALLS.clear()
+    _purge()
+
+
+def _tiny_engine_config(**build_overrides):
+    desc = config_from_dict(preset_config("tiny"))
+    pretrained = contract.checkpoint_config(desc, contract.Mapping(1, 1), "float32")
+    pretrained.update({"architecture": B.RUNTIME_ARCHITECTURE_ALIAS, "trt_neg_architecture": "DarwinNegForCausalLM"})
+    build = {"max_batch_size": 4, "max_input_len": 64, "max_seq_len": 128, "max_num_tokens": 256,
+             "max_beam_width": 1, "kv_cache_type": "PAGED",
+             "plugin_config": {"gpt_attention_plugin": "auto", "mamba_conv1d_plugin": "auto", "gemm_plugin": "auto",
+                               "remove_input_padding": True, "paged_kv_cache": True, "paged_state": True}}
+    build.update(build_overrides)
+    return {"version": "1.2.1", "pretrained_config": pretrained, "build_config": build}
+
+
+# ------------------------------------------------------------------------------------ CLI basics
+def test_help_lists_the_engine_options():
+    proc = subprocess.run([sys.executable, str(ROOT / "build_engine.py"), "--help"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--max-batch-size", "--max-input-len", "--max-seq-len", "--max-num-tokens", "--dtype", "--tp-size",
+                 "--pp-size", "--plugin-lib", "--workers", "--checkpoint-only", "--reuse-checkpoint", "--overwrite"):
+        assert flag in proc.stdout
+
+
+def test_without_tensorrt_llm_converts_then_stops_with_exit_2(cli, no_trtllm, tiny_checkpoint, tmp_path):
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    engine = tmp_path / "engine"
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
+                                      *LIMITS])
+    assert result.exit_code == 2, result.output
+    assert "tensorrt_llm 1.2.x" in result.output and "nvcr.io/nvidia/tensorrt-llm/release:1.2" in result.output
+    assert "--reuse-checkpoint" in result.output and "Traceback" not in result.output
+    assert not engine.exists()
+    ckpt = tmp_path / "engine.ckpt"
+    # the kept checkpoint is exactly what the converter writes
+    direct = convert_checkpoint(tiny_checkpoint, tmp_path / "direct", dtype="float32", fsync=False).output
+    for name in ("config.json", "rank0.safetensors"):
+        assert (ckpt / name).read_bytes() == (direct / name).read_bytes(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directories left
+
+    again = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), *LIMITS])
+    assert again.exit_code == 1 and "pass --reuse-checkpoint" in again.output
+    reused = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
+                                      *LIMITS])
+    assert reused.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in reused.output
+    wrong = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
+                                     "--tp-size", "2"])
+    assert wrong.exit_code == 1 and "the reused checkpoint" in wrong.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--max-input-len", "128", "--max-seq-len", "128"], "must be smaller than --max-seq-len"),
+    (["--max-seq-len", "4096"], "exceeds the model's max_position_embeddings (2048)"),
+    (["--max-input-len", "100", "--max-seq-len", "200", "--max-num-tokens", "50"], "must be at least --max-input-len"),
+    (["--max-batch-size", "64", "--max-input-len", "10", "--max-seq-len", "20", "--max-num-tokens", "32"],
+     "must be at least --max-batch-size"),
+    (["--tp-size", "3"], "tensor parallel size 3 is not possible"),
+])
+def test_option_errors_fail_before_converting(cli, no_trtllm, tiny_checkpoint, tmp_path, args, message):
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "e"), *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_engine_options_are_refused_with_checkpoint_only(cli, tiny_checkpoint, tmp_path):
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "c"),
+                                      "--checkpoint-only", "--max-batch-size", "4", "--plugin-lib", "x.so"])
+    assert result.exit_code == 2
+    assert "--max-batch-size, --plugin-lib: engine option(s), meaningless with --checkpoint-only" in result.output
+
+
+# ------------------------------------------------------------------------------------ pure parts
+def test_resolve_build_options_defaults_and_caps():
+    opts, notes = B.resolve_build_options(max_position_embeddings=262144, max_batch_size=8)
+    assert (opts.max_seq_len, opts.max_input_len, opts.max_num_tokens) == (4096, 4095, 8192)
+    assert notes == []
+    opts, _ = B.resolve_build_options(max_position_embeddings=2048, max_batch_size=2, max_seq_len=128)
+    assert (opts.max_input_len, opts.max_num_tokens) == (127, 254)
+    opts, notes = B.resolve_build_options(max_position_embeddings=2048, tp_size=2, pp_size=2, workers=8, gpu_count=2)
+    assert opts.workers == 2 and opts.world_size == 4
+    assert notes == ["--workers 8 capped at the engine count (4)", "--workers 4 capped at the visible GPU count (2)"]
+    pc = opts.plugin_config()
+    assert pc["paged_state"] is pc["paged_kv_cache"] is pc["remove_input_padding"] is True
+    assert pc["mamba_conv1d_plugin"] == pc["gpt_attention_plugin"] == "auto" and pc["use_paged_context_fmha"] is False
+    assert B.resolve_build_options(max_position_embeddings=64, gemm_plugin=False)[0].plugin_config()["gemm_plugin"] \
+        is None
+    with pytest.raises(B.BuildOptionError, match="--tokens-per-block must be one of"):
+        B.resolve_build_options(max_position_embeddings=64, tokens_per_block=48)
+    with pytest.raises(B.BuildOptionError, match="--max-batch-size must be an integer >= 1"):
+        B.resolve_build_options(max_position_embeddings=64, max_batch_size=0)
+
+
+def test_check_engine_config_accepts_a_good_config_and_lists_every_problem():
+    good = _tiny_engine_config()
+    assert B.check_engine_config(good) == []
+    assert B.check_engine_config({"architecture": "DarwinNegForCausalLM"}) == [
+        "needs 'pretrained_config' and 'build_config' objects (an engine config, not a checkpoint config)"]
+
+    bad = _tiny_engine_config(max_beam_width=2, max_input_len=128, kv_cache_type="CONTINUOUS")
+    p = bad["pretrained_config"]
+    p["architecture"] = "DarwinNegForCausalLM"  # the alias not applied
+    p["layer_types"] = ["linear", "attention"]
+    p["rnn_conv_dim_size"] += 1
+    del p["conv_kernel"]
+    p["neg_config"] = None
+    p["mapping"] = {"world_size": 3, "tp_size": 2, "pp_size": 1}
+    bad["build_config"]["plugin_config"].update(paged_state=False, mamba_conv1d_plugin=None)
+    problems = "\n".join(B.check_engine_config(bad))
+    for expected in ("architecture must be the runtime alias 'RecurrentGemmaForCausalLM'",
+                     "layer_types must be a non-empty list", "rnn_conv_dim_size is", "conv_kernel must be a positive",
+                     "neg_config must be an object", "mapping.world_size (3) != tp_size * pp_size",
+                     "max_input_len (128) must be < max_seq_len (128)", "max_beam_width must be 1",
+                     "kv_cache_type must be PAGED", "plugin_config.mamba_conv1d_plugin must be enabled",
+                     "plugin_config.paged_state must be true"):
+        assert expected in problems, expected
+    only_attention = _tiny_engine_config()
+    only_attention["pretrained_config"]["layer_types"] = ["attention"]
+    assert any("both 'recurrent' and 'attention'" in m for m in B.check_engine_config(only_attention))
+
+
+def test_rewrite_engine_config_is_atomic_and_checked(tmp_path):
+    config = _tiny_engine_config()
+    config["pretrained_config"]["architecture"] = "DarwinNegForCausalLM"  # as Engine.save writes it
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    before = path.read_bytes()
+    with pytest.raises(B.EngineConfigError, match="architecture must be the runtime alias"):
+        B.rewrite_engine_config(tmp_path, {"trt_neg_architecture": "DarwinNegForCausalLM"})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    new = B.rewrite_engine_config(tmp_path, {"architecture": B.RUNTIME_ARCHITECTURE_ALIAS,
+                                             "trt_neg_architecture": "DarwinNegForCausalLM"})
+    assert json.loads(path.read_text()) == new
+    assert new["pretrained_config"]["architecture"] == "RecurrentGemmaForCausalLM"
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+    with pytest.raises(B.EngineConfigError, match="cannot read"):
+        B.rewrite_engine_config(tmp_path / "nowhere", {})
+
+
+def test_build_info_contents_follow_the_engine_dir_contract(tmp_path):
+    opts, _ = B.resolve_build_options(max_position_embeddings=2048, max_batch_size=4, max_seq_len=128)
+    info = B.build_info_contents(options=opts, plugin_library="plugins/libtrt_neg_plugins.so",
+                                 plugin_library_source=Path("/opt/lib/libtrt_neg_plugins.so"),
+                                 plugin_library_sha256="ab" * 32, hf_model_dir=tmp_path / "hf",
+                                 checkpoint_dir=tmp_path / "ckpt", checkpoint_reused=False,
+                                 source_fingerprint={"sha256": "00"}, timings={"convert checkpoint": 1.25,
+                                                                              "build rank 0": 2.0},
+                                 versions={"tensorrt_llm": "1.2.1", "trt_neg": "0.1.0", "tensorrt": "10.13"})
+    write_build_info(tmp_path, **info)
+    back = read_build_info(tmp_path)
+    assert back["build_info_version"] == 1 and back["plugin_library"] == "plugins/libtrt_neg_plugins.so"
+    assert back["hf_model_dir"] == str((tmp_path / "hf").resolve()) and back["tensorrt_llm_version"] == "1.2.1"
+    assert back["options"]["max_seq_len"] == 128 and back["options"]["plugin_config"]["paged_state"] is True
+    assert back["source"]["checkpoint_dir"] == str((tmp_path / "ckpt").resolve())
+    assert back["timings_s"] == {"convert checkpoint": 1.25, "build rank 0": 2.0} and back["total_s"] == 3.25
+
+
+def test_checkpoint_fingerprint_changes_with_the_weights_layout(tiny_checkpoint, tmp_path):
+    import shutil
+
+    a = B.checkpoint_fingerprint(tiny_checkpoint)
+    assert a == B.checkpoint_fingerprint(tiny_checkpoint) and len(a["sha256"]) == 64
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint, copy)
+    assert B.checkpoint_fingerprint(copy)["sha256"] == a["sha256"]
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["neg_config"]["seed"] = 1234
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert B.checkpoint_fingerprint(copy)["sha256"] != a["sha256"]
+
+
+def test_find_plugin_library(tmp_path):
+    lib = tmp_path / PLUGIN_LIBRARY
+    lib.write_bytes(b"")
+    other = tmp_path / "libother.so"
+    other.write_bytes(b"")
+    assert B.find_plugin_library(lib, environ={}) == lib.resolve()
+    with pytest.raises(PluginLibraryError, match=r"--plugin-lib .*missing\.so: no such file; build it with: cmake"):
+        B.find_plugin_library(tmp_path / "missing.so", environ={})
+    env = {PLUGIN_LIBRARY_ENV: os.pathsep.join([str(lib), str(other)])}
+    assert B.find_plugin_library(None, environ=env) == lib.resolve()
+    with pytest.raises(PluginLibraryError, match=f"{PLUGIN_LIBRARY_ENV} names missing file"):
+        B.find_plugin_library(None, environ={PLUGIN_LIBRARY_ENV: str(tmp_path / "gone.so")})
+    assert B.find_plugin_library(None, environ={}, candidates=[tmp_path / "no.so", lib]) == lib.resolve()
+    with pytest.raises(PluginLibraryError) as info:
+        B.find_plugin_library(None, environ={}, candidates=[tmp_path / "a" / PLUGIN_LIBRARY])
+    assert "not found (looked in" in str(info.value) and "cmake -S plugins -B build/plugins" in str(info.value)
+    assert PLUGIN_LIBRARY_ENV in str(info.value)
+
+
+# ------------------------------------------------------------------------------------ end to end (stub)
+def test_full_build_over_the_stub_writes_a_valid_engine_directory(cli, stub, tiny_checkpoint, tmp_path):
+    engine = tmp_path / "engine"
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
+                                      "--plugin-lib", str(stub.lib), *LIMITS])
+    assert result.exit_code == 0, result.output
+    for stage in ("validate options", "find plugin library", "convert checkpoint", "load plugin library",
+                  "build rank 0", "rewrite engine config", "copy plugin library"):
+        assert f"[build] {stage}" in result.output, stage
+    assert "wrote engine directory" in result.output
+
+    # the plugin library is loaded before anything is built; the build config keeps paged_state on
+    kinds = [c[0] for c in stub.CALLS]
+    assert kinds == ["load_plugin_library", "build", "save"]
+    _, model_cls, rank, cfg_cls, build_cfg = stub.CALLS[1]
+    assert (model_cls, rank, cfg_cls) == ("DarwinNegForCausalLM", 0, "DarwinNegBuildConfig")
+    assert build_cfg["plugin_config"]["paged_state"] is True and build_cfg["plugin_config"]["paged_kv_cache"] is True
+    assert (build_cfg["max_batch_size"], build_cfg["max_input_len"], build_cfg["max_seq_len"],
+            build_cfg["max_num_tokens"]) == (4, 64, 128, 256)
+    assert build_cfg["output_timing_cache"].endswith(B.TIMING_CACHE_FILE)
+
+    info = read_engine_dir(engine)  # the runner's reader accepts it
+    assert info.plugin_library == engine / "plugins" / PLUGIN_LIBRARY
+    assert info.plugin_library.read_bytes() == stub.lib.read_bytes()
+    assert info.hf_model_dir == Path(tiny_checkpoint).resolve() and info.neg_enabled
+    assert (info.max_batch_size, info.max_input_len, info.max_seq_len, info.max_num_tokens) == (4, 64, 128, 256)
+    config = json.loads((engine / "config.json").read_text())
+    assert B.check_engine_config(config) == []
+    assert config["pretrained_config"]["architecture"] == "RecurrentGemmaForCausalLM"
+    build_info = info.build_info
+    assert build_info["plugin_library_source"] == str(stub.lib.resolve())
+    assert build_info["tensorrt_llm_version"] == "1.2.0-trt-neg-stub"
+    assert build_info["source"]["hf_fingerprint"]["sha256"] == B.checkpoint_fingerprint(tiny_checkpoint)["sha256"]
+    assert {"convert checkpoint", "build rank 0", "save rank 0"} <= set(build_info["timings_s"])
+    assert sorted(p.name for p in engine.iterdir()) == ["build_info.json", "config.json", "plugins", "rank0.engine",
+                                                        "timing.cache"]
+    assert (tmp_path / "engine.ckpt" / "rank0.safetensors").is_file()
+
+    # no overwrite without --overwrite; with it (and the kept checkpoint) the engine is replaced
+    again = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--plugin-lib",
+                                     str(stub.lib), *LIMITS])
+    assert again.exit_code == 1 and "already exists; pass --overwrite" in again.output
+    replaced = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--overwrite",
+                                        "--reuse-checkpoint", "--no-copy-plugin-lib", "--plugin-lib", str(stub.lib),
+                                        "--max-batch-size", "2", "--max-seq-len", "64"])
+    assert replaced.exit_code == 0, replaced.output
+    info = read_engine_dir(engine)
+    assert info.max_batch_size == 2 and info.max_seq_len == 64 and info.plugin_library == stub.lib.resolve()
+    assert info.build_info["source"]["checkpoint_reused"] is True and not (engine / "plugins").exists()
+
+
+def test_tp2_builds_one_engine_per_rank(cli, stub, tiny_checkpoint, tmp_path):
+    engine = tmp_path / "engine"
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
+                                      "--plugin-lib", str(stub.lib), "--tp-size", "2", "--workers", "4", *LIMITS])
+    assert result.exit_code == 0, result.output
+    assert "note: --workers 4 capped at the engine count (2)" in result.output
+    assert [(c[0], c[2]) for c in stub.CALLS if c[0] in ("build", "save")] == [("build", 0), ("save", 0),
+                                                                                ("build", 1), ("save", 1)]
+    info = read_engine_dir(engine)
+    assert info.world_size == 2 and all(p.is_file() for p in info.engine_files)
+    assert json.loads((engine / "config.json").read_text())["pretrained_config"]["mapping"]["tp_size"] == 2
+
+
+def test_a_failed_build_leaves_nothing_behind(cli, stub, tiny_checkpoint, tmp_path, monkeypatch):
+    def broken(model, build_config):
+        raise ValueError("TensorRT said no")
+
+    monkeypatch.setattr(stub, "build", broken)
+    engine = tmp_path / "engine"
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
+                                      "--plugin-lib", str(stub.lib), *LIMITS])
+    assert result.exit_code == 1 and "TensorRT said no" in result.output
+    assert not engine.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".engine")]
+    assert (tmp_path / "engine.ckpt" / "config.json").is_file()  # the conversion is kept for the next try
+
+
+def test_plain_build_config_would_switch_paged_state_off(stub, tiny_checkpoint, tmp_path):
+    """Why build.py subclasses BuildConfig: 1.2.x update_kv_cache_type forces paged_state off for any
+    architecture but Mamba/RecurrentGemma, and the Darwin-NEG network refuses that."""
+    from tensorrt_llm.builder import BuildConfig, build
+
+    from trt_neg.checkpoint.convert import convert_checkpoint
+    from trt_neg.trtllm.config import DarwinNegConfig
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    ckpt = convert_checkpoint(tiny_checkpoint, tmp_path / "ckpt", fsync=False).output
+    opts, _ = B.resolve_build_options(max_position_embeddings=2048, max_batch_size=2, max_seq_len=64)
+    darwin = B.make_build_config(opts)
+    plain = BuildConfig(max_batch_size=2, max_input_len=63, max_seq_len=64, max_num_tokens=126,
+                        plugin_config=darwin.plugin_config)
+    model = DarwinNegForCausalLM.from_checkpoint(str(ckpt), rank=0, config=DarwinNegConfig.from_checkpoint(ckpt))
+    with pytest.raises(ValueError, match="needs remove_input_padding, paged_kv_cache, paged_state"):
+        build(model, plain)
+    assert build(model, darwin).config.build_config.plugin_config.paged_state is True
+    assert darwin.plugin_config.paged_state is True  # build() works on a copy
