@@ -12,7 +12,7 @@
 #   tiny       python -m trt_neg.checkpoint.synthetic --preset tiny --seed 0 (the built-in tiny HF checkpoint)
 #   engine     python build_engine.py: tiny -> TensorRT-LLM checkpoint -> fp32 engine with our plugins
 #   run        python run.py --backend trtllm: one greedy request through the executor (smoke)
-#   gpu_check  python -m trt_neg.gpu_check --quick: fused NEG kernel vs reference, and timings
+#   gpu_check  python -m trt_neg.gpu_check --quick: NEG and GDN kernels vs references, CUDA backend, timings
 #   pytest     pytest -m "gpu or trtllm" with TRT_NEG_TINY_ENGINE / TRT_NEG_PLUGIN_LIB set: the end-to-end
 #              engine decodes vs the torch reference (tokens, entropies, fired flags) and the GPU kernel tests
 # Exit status: 0 when every step passed (and pytest ran at least one test without failures), 1 otherwise.
@@ -79,7 +79,7 @@ summary() {
         ctest) grep -m1 'tests passed' "$log" ;;
         engine) grep -m1 '^wrote engine directory' "$log" | sed 's/^wrote engine directory //' ;;
         run) tail -n 1 "$log" | cut -c1-100 ;;
-        gpu_check) grep -m1 '^correctness:' "$log" ;;
+        gpu_check) grep -m1 'overall:' "$log" ;;
         pytest) grep -E '[0-9]+ (passed|failed|skipped)' "$log" | tail -n 1 | tr -d '=' | sed 's/^ *//' ;;
         *) echo "" ;;
     esac
@@ -129,7 +129,8 @@ run_step engine "gpu trtllm plugins tiny" "$PY" build_engine.py --model "$WORK/t
     --max-num-tokens 256 --plugin-lib "$LIB" --overwrite --no-progress
 run_step run "engine" "$PY" run.py --backend trtllm --engine-dir "$WORK/engine" --token-ids 1,17,33,250,7 \
     --max-new-tokens 8 --ignore-eos --json
-run_step gpu_check "gpu" "$PY" -m trt_neg.gpu_check --quick --out "$WORK/gpu_check_neg.txt"
+# --skip pytest: the marked tests run once, in the next step, with the engine handed over.
+run_step gpu_check "gpu" "$PY" -m trt_neg.gpu_check --quick --skip pytest --out-dir "$WORK/gpu_check"
 
 # The marked tests: they skip themselves when something they need is missing, so the engine path is
 # handed over explicitly (a missing engine shows up as skips, reported below).

@@ -1,7 +1,9 @@
 // Torch extension binding of the fused NEG CUDA op (built by
 // trt_neg/kernels/cuda_ext.py with torch.utils.cpp_extension.load).
-#include <ATen/cuda/CUDAContext.h>
+// c10's stream header, not ATen/cuda/CUDAContext.h: the latter pulls in cuBLAS/cuSPARSE headers
+// that a bare CUDA toolkit may lack.
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
 #include "negKernel.h"
@@ -99,7 +101,7 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     p.status = status.data_ptr<int32_t>();
     at::Tensor ws = at::empty({static_cast<int64_t>(trt_neg::negWorkspaceSize(N, p.d > 0 ? p.d : 1))},
         ref.options().dtype(at::kByte));
-    cudaError_t const e = trt_neg::negStepLaunch(p, ws.data_ptr(), ws.numel(), at::cuda::getCurrentCUDAStream());
+    cudaError_t const e = trt_neg::negStepLaunch(p, ws.data_ptr(), ws.numel(), c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(e == cudaSuccess, "negStepLaunch failed: ", cudaGetErrorString(e));
     return {token, entropy, fired, status, guided};
 }

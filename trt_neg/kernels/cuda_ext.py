@@ -1,13 +1,18 @@
-"""Torch CUDA extension of the fused NEG kernel (plugins/neg/negKernel.cu).
+"""Torch CUDA extensions of the plugin kernels: the fused NEG op (plugins/neg/negKernel.cu,
+binding negTorch.cpp) and the Gated DeltaNet op (plugins/gdn/gdnKernel.cu, binding
+gdnTorch.cpp; used by the GPU check).
 
-Built on first use with ``torch.utils.cpp_extension.load`` (needs CUDA torch and nvcc);
-importing this module never builds anything and never needs CUDA.
+Built on first use with ``torch.utils.cpp_extension.load`` (needs CUDA torch, nvcc and
+ninja; cached by torch under ``TORCH_EXTENSIONS_DIR``); importing this module never builds
+anything and never needs CUDA.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import threading
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -16,32 +21,69 @@ from . import PLUGINS_DIR
 
 _lock = threading.Lock()
 _ext = None
+_gdn_ext = None
+
+NEG_SOURCES = (PLUGINS_DIR / "neg" / "negTorch.cpp", PLUGINS_DIR / "neg" / "negKernel.cu")
+GDN_SOURCES = (PLUGINS_DIR / "gdn" / "gdnTorch.cpp", PLUGINS_DIR / "gdn" / "gdnKernel.cu")
+EXTRA_CFLAGS = ["-O3", "-std=c++17"]
+EXTRA_CUDA_CFLAGS = ["-O3", "-std=c++17"]
 
 
 def available() -> bool:
     return torch.cuda.is_available()
 
 
-def load(verbose: bool = False):
-    """Build (cached by torch under TORCH_EXTENSIONS_DIR) and return the extension module."""
-    global _ext
+_MATH_HEADERS = ("cublas_v2.h", "cublasLt.h", "cusparse.h", "cusolverDn.h")
+
+
+def _math_library_includes() -> list[str]:
+    """Header folders of NVIDIA's pip packages (nvidia-cublas, nvidia-cusparse, ...), only when
+    the CUDA toolkit that nvcc belongs to lacks the cuBLAS/cuSPARSE/cuSOLVER headers that
+    torch's ATen/cuda/CUDAContext.h includes (a bare nvcc install next to a pip-installed
+    CUDA torch).  Empty when the toolkit has them."""
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if CUDA_HOME and all((Path(CUDA_HOME) / "include" / h).exists() for h in _MATH_HEADERS):
+        return []
+    found: list[str] = []
+    for base in sys.path:
+        root = Path(base or ".") / "nvidia"
+        if not root.is_dir():
+            continue
+        for inc in sorted(root.glob("*/include")) + sorted(root.glob("*/*/include")):
+            if any((inc / h).exists() for h in _MATH_HEADERS) and str(inc) not in found:
+                found.append(str(inc))
+    return found
+
+
+def _build(name: str, sources, verbose: bool):
     if not torch.cuda.is_available():
-        raise RuntimeError("NEG CUDA extension: needs a CUDA build of torch and a visible GPU")
+        raise RuntimeError(f"{name}: needs a CUDA build of torch and a visible GPU")
+    from torch.utils.cpp_extension import load as _load
+
+    major, minor = torch.cuda.get_device_capability()
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
+    return _load(name=name, sources=[str(s) for s in sources], extra_cflags=EXTRA_CFLAGS,
+                 extra_cuda_cflags=EXTRA_CUDA_CFLAGS,
+                 extra_include_paths=[str(PLUGINS_DIR)] + _math_library_includes(), verbose=verbose)
+
+
+def load(verbose: bool = False):
+    """Build (cached by torch under TORCH_EXTENSIONS_DIR) and return the NEG extension module."""
+    global _ext
     with _lock:
         if _ext is None:
-            from torch.utils.cpp_extension import load as _load
-
-            major, minor = torch.cuda.get_device_capability()
-            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-            _ext = _load(
-                name="trt_neg_cuda",
-                sources=[str(PLUGINS_DIR / "neg" / "negTorch.cpp"), str(PLUGINS_DIR / "neg" / "negKernel.cu")],
-                extra_cflags=["-O3", "-std=c++17"],
-                extra_cuda_cflags=["-O3", "-std=c++17"],
-                extra_include_paths=[str(PLUGINS_DIR)],
-                verbose=verbose,
-            )
+            _ext = _build("trt_neg_cuda", NEG_SOURCES, verbose)
         return _ext
+
+
+def load_gdn(verbose: bool = False):
+    """Build (cached) and return the Gated DeltaNet extension module (``gdn_forward``)."""
+    global _gdn_ext
+    with _lock:
+        if _gdn_ext is None:
+            _gdn_ext = _build("trt_neg_gdn_cuda", GDN_SOURCES, verbose)
+        return _gdn_ext
 
 
 def _rows(x, n: int, device) -> torch.Tensor:
@@ -83,3 +125,41 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
         temperature=float(temperature), with_guided=bool(with_guided), **kw)
     return NegStepOutput(token=token.long(), entropy=ent, fired=fired.bool(), status=status,
                          guided_logits=guided if with_guided else None)
+
+
+def neg_head(hidden, weights, activation="silu") -> torch.Tensor:
+    """The kernel's NEG-Head pass alone (no logits): H_hat [N] fp32, twin of :func:`trt_neg.neg.neg_head`."""
+    from ..neg import ACTIVATION_CODES, canonical_activation
+
+    ext = load()
+    h = hidden.contiguous()
+    dev = h.device
+    empty = torch.empty(0, dtype=torch.int64, device=dev)
+    _, ent, _, _, _ = ext.neg_step(
+        hidden=h, logits=None, w1=weights.fc1_weight.to(dev, h.dtype).contiguous(),
+        b1=weights.fc1_bias.to(dev, torch.float32).contiguous(),
+        w2=weights.fc2_weight.to(dev, torch.float32).reshape(-1).contiguous(),
+        b2=weights.fc2_bias.to(dev, torch.float32).reshape(1).contiguous(),
+        tau=torch.zeros(1, dtype=torch.float32, device=dev), seeds=empty, offsets=empty, entropy_in=None,
+        activation=ACTIVATION_CODES[canonical_activation(activation)], top_k=1, temperature=1.0, with_guided=False)
+    return ent
+
+
+def gdn_forward(qkv, a, b, A_log, dt_bias, state_pool, *, num_k_heads, num_v_heads, head_k_dim, head_v_dim,
+                last_token_ids, request_types=None, slot_mapping=None, z=None, norm_weight=None, norm_eps=1e-6,
+                remove_padding=True, continue_context=False) -> torch.Tensor:
+    """CUDA twin of :func:`trt_neg.kernels.gdn_host.gated_delta_rule` (same arguments);
+    ``state_pool`` (fp32 CUDA, contiguous) is updated in place."""
+    ext = load_gdn()
+    dev = qkv.device
+    batch = len(last_token_ids) if remove_padding else qkv.shape[0]
+    i32 = lambda x: torch.as_tensor(x, dtype=torch.int32).reshape(-1).to(dev).contiguous()  # noqa: E731
+    rtypes = [0] * batch if request_types is None else [int(t) for t in request_types]
+    return ext.gdn_forward(
+        qkv=qkv.contiguous(), a=a.contiguous(), b=b.contiguous(), z=None if z is None else z.contiguous(),
+        a_log=A_log.to(dev, torch.float32).contiguous(), dt_bias=dt_bias.to(dev, torch.float32).contiguous(),
+        norm_weight=None if norm_weight is None else norm_weight.to(dev, torch.float32).contiguous(),
+        state_pool=state_pool, slot_mapping=None if slot_mapping is None else i32(slot_mapping),
+        last_token_ids=i32(last_token_ids), request_types=rtypes, num_k_heads=int(num_k_heads),
+        num_v_heads=int(num_v_heads), head_k_dim=int(head_k_dim), head_v_dim=int(head_v_dim),
+        norm_eps=float(norm_eps), remove_padding=bool(remove_padding), continue_context=bool(continue_context))

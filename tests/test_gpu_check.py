@@ -1,0 +1,173 @@
+"""The GPU check's CPU-testable parts: the no-GPU exit, section isolation (a crash, a
+timeout, an exception is reported and does not stop the others), the report text and
+its JSON structure.  No GPU needed; fake section results stand in for real ones."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from trt_neg import gpu_check
+from trt_neg.gpu_check import report
+from trt_neg.gpu_check.report import ERROR, FAIL, PASS, SKIP, SectionResult
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_results() -> list[SectionResult]:
+    return [
+        SectionResult("machine", "Machine and copy bandwidth", PASS, 3.2, "NVIDIA H200, copy 4.30 TB/s",
+                      ["  GPU      NVIDIA H200"], {"gpu": "NVIDIA H200", "copy_bandwidth_Bps": 4.3e12,
+                                                   "one_line": "NVIDIA H200, driver 580, torch 2.11"}),
+        SectionResult("neg", "NEG fused kernel", FAIL, 61.0, "correctness FAILED", ["  sample ... FAIL"],
+                      {"correctness": False, "timing": [{"N": 1, "fused_gate5": 12.5}]}),
+        SectionResult("gdn", "Gated DeltaNet kernel", ERROR, 20.0, "RuntimeError: Error building extension",
+                      [], {}, "Traceback ...\nRuntimeError: Error building extension 'trt_neg_gdn_cuda'\n"
+                              "gdnKernel.cu(12): error: identifier \"x\" is undefined"),
+        SectionResult("pytest", "pytest -m gpu", SKIP, 0.0, "not run: the --budget of 60 s is spent"),
+    ]
+
+
+def test_no_gpu_exits_2_with_one_line_before_doing_anything(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    assert gpu_check.main(["--out-dir", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "Nothing was run" in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
+def test_no_gpu_command_line():
+    r = subprocess.run([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", "/nonexistent/x"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and "no CUDA GPU" in r.stderr
+
+
+def test_unknown_section_is_refused():
+    with pytest.raises(SystemExit):
+        gpu_check._parse_names("neg,bogus")
+    assert gpu_check._parse_names(" neg, gdn ") == ["neg", "gdn"]
+
+
+def test_report_text_and_exit_code():
+    res = fake_results()
+    text = report.format_report(["# trt-neg GPU check  2026-01-01", "# NVIDIA H200"], res, 84.2)
+    assert text.startswith("# trt-neg GPU check")
+    assert "== 1. Machine and copy bandwidth [PASS] (3.2 s)" in text
+    assert "== 2. NEG fused kernel [FAIL] (61.0 s)" in text
+    assert "== 3. Gated DeltaNet kernel [ERROR]" in text
+    assert "  | gdnKernel.cu(12): error: identifier \"x\" is undefined" in text  # compiler tail kept
+    summary = text[text.index("== Summary"):].splitlines()
+    assert summary[1].split()[:2] == ["PASS", "machine"]
+    assert summary[4].split()[:2] == ["SKIP", "pytest"]
+    assert summary[-1].strip() == "overall: FAIL in 84.2 s"
+    assert report.exit_code(res) == 1
+    assert report.exit_code([res[0], res[3]]) == 0  # PASS and SKIP are success
+    with pytest.raises(ValueError):
+        SectionResult("x", "x", "MAYBE")
+
+
+def test_report_json_structure_and_files(tmp_path):
+    res = fake_results()
+    header = ["# trt-neg GPU check", "# NVIDIA H200"]
+    data = report.report_json(header, res[0].data, res, 84.2, ["--quick"])
+    txt, js = report.write_report(tmp_path / "gc", report.format_report(header, res, 84.2), data)
+    assert txt.read_text().startswith("# trt-neg GPU check")
+    loaded = json.loads(js.read_text())
+    assert loaded["version"] == report.REPORT_VERSION and loaded["tool"] == "trt_neg.gpu_check"
+    assert loaded["overall"] == "FAIL" and loaded["exit_code"] == 1 and loaded["argv"] == ["--quick"]
+    assert loaded["machine"]["gpu"] == "NVIDIA H200"
+    assert [s["name"] for s in loaded["sections"]] == ["machine", "neg", "gdn", "pytest"]
+    for s in loaded["sections"]:
+        assert set(s) == {"name", "title", "status", "seconds", "summary", "lines", "data", "error"}
+        assert s["status"] in report.STATUSES
+    assert loaded["sections"][1]["data"]["timing"][0]["fused_gate5"] == 12.5
+    assert SectionResult.from_dict(loaded["sections"][2]) == res[2]  # round trip
+    assert sorted(p.name for p in (tmp_path / "gc").iterdir()) == ["report.json", "report.txt"]
+
+
+def _child(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_run_child_reads_the_result_and_echoes_output(tmp_path):
+    path = tmp_path / "r.json"
+    res = SectionResult("neg", "NEG", PASS, summary="fine", lines=["  a"], data={"x": 1})
+    code = f"import json; print('hello from the section'); open({str(path)!r}, 'w').write({json.dumps(json.dumps(res.to_dict()))})"
+    seen = []
+    got = gpu_check.run_child(_child(code), "neg", path, timeout=60, echo=seen.append)
+    assert got.status == PASS and got.data == {"x": 1} and got.summary == "fine"
+    assert "hello from the section" in seen
+    assert got.seconds > 0
+
+
+def test_run_child_crash_is_an_error_with_the_output_tail(tmp_path):
+    code = "import sys; print('compiling...'); print('Segmentation fault', flush=True); sys.exit(139)"
+    got = gpu_check.run_child(_child(code), "gdn", tmp_path / "none.json", timeout=60, echo=lambda s: None)
+    assert got.status == ERROR
+    assert "exited with code 139" in got.summary
+    assert "Segmentation fault" in got.error
+
+
+def test_run_child_timeout_kills_the_section(tmp_path):
+    code = "import time; print('started', flush=True); time.sleep(60)"
+    got = gpu_check.run_child(_child(code), "backend", tmp_path / "none.json", timeout=2, echo=lambda s: None)
+    assert got.status == ERROR and "timed out after 2 s" in got.summary
+    assert got.seconds < 30
+    assert "started" in got.error
+
+
+def test_section_exception_becomes_error_with_traceback(monkeypatch):
+    def boom(ctx):
+        ctx.log("before the failure")
+        ctx.data["partial"] = 1
+        raise RuntimeError("Error building extension 'trt_neg_gdn_cuda': gdnKernel.cu(3): error: bad")
+
+    monkeypatch.setitem(sys.modules, "trt_neg.gpu_check.sec_gdn", types.SimpleNamespace(run=boom))
+    res = gpu_check.run_section_here("gdn", timeout=10)
+    assert res.status == ERROR
+    assert res.lines == ["  before the failure"] and res.data == {"partial": 1}
+    assert "RuntimeError" in res.summary
+    assert "compiler output" in res.error and "gdnKernel.cu(3): error: bad" in res.error
+
+
+def test_section_context_floors():
+    ctx = gpu_check.SectionContext("x", 4.0e12, quick=True, timeout=10)
+    meas, at48 = ctx.floors(4.8e6)
+    assert meas == pytest.approx(1.2) and at48 == pytest.approx(1.0)
+    assert gpu_check.SectionContext("x", None, False, 10).floors(4.8e6) == (None, pytest.approx(1.0))
+
+
+def test_parse_junit(tmp_path):
+    from trt_neg.gpu_check.sec_pytest import parse_junit
+
+    xml = tmp_path / "j.xml"
+    xml.write_text(
+        '<?xml version="1.0"?><testsuites><testsuite name="pytest" tests="4">'
+        '<testcase classname="tests.test_a" name="test_ok"/>'
+        '<testcase classname="tests.test_a" name="test_bad"><failure message="x"/></testcase>'
+        '<testcase classname="tests.test_b" name="test_err"><error message="y"/></testcase>'
+        '<testcase classname="tests.test_b" name="test_skip"><skipped message="fla not importable"/></testcase>'
+        "</testsuite></testsuites>")
+    c = parse_junit(xml)
+    assert (c["tests"], c["passed"], c["failed"], c["errors"], c["skipped"]) == (4, 1, 1, 1, 1)
+    assert c["failed_ids"] == ["tests.test_a::test_bad", "tests.test_b::test_err"]
+    assert c["skip_reasons"] == {"fla not importable": 1}
+
+
+def test_every_section_module_imports_and_has_run():
+    import importlib
+
+    for name in gpu_check.SECTION_NAMES:
+        mod = importlib.import_module(f"trt_neg.gpu_check.sec_{name}")
+        assert callable(mod.run)

@@ -1,0 +1,322 @@
+"""The project's one GPU check: build the torch extensions, compare every kernel with its
+reference, time them, run the gpu-marked tests, and write one compact report.
+
+    python -m trt_neg.gpu_check [--out-dir benchmarks/gpu_check] [--quick] [--only neg,gdn]
+                                [--skip pytest] [--budget 480]
+
+Needs a CUDA GPU, a CUDA build of torch, nvcc and ninja (no TensorRT).  Without a GPU it
+exits 2 with one line and does nothing else.  Sections (docs/gpu_check.md), each run in
+its own Python process with a timeout, so a failure, a crash, a sticky CUDA error or a
+hang in one is reported (with the compiler's or the traceback's tail) and the others
+still run:
+
+  1. machine  GPU, driver, CUDA, torch, memory; a device-to-device copy measures the
+              bandwidth used for every floor below (floors are also given at 4.8 TB/s);
+  2. neg      the fused NEG op (plugins/neg) vs trt_neg.neg: correctness, timing at
+              V=248320 for N in {1,8,64,256} vs plain torch and the bandwidth floor, and
+              the NEG-Head pass vs a cuBLAS GEMM (+ torch tail) for N in {64,256,1024};
+  3. gdn      the Gated DeltaNet kernel (plugins/gdn, torch extension) vs the CPU host
+              library and the reference recurrence; context (T=1024) and generation
+              (batch 1..256) timing vs the state-bytes floor;
+  4. backend  the reference backend (TorchBackend) on CUDA vs CPU: greedy + NEG decode of
+              the tiny checkpoint (fused NEG kernel path; fla dispatch when importable);
+  5. pytest   ``pytest -m gpu -q tests/`` in a subprocess, summarised.
+
+Writes ``report.txt`` and ``report.json`` to ``--out-dir``; exit code 0 when every section
+passed (or was skipped), 1 otherwise, 2 without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from .report import ERROR, PASS, SKIP, SectionResult, exit_code, format_report, report_json, tail, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT_DIR = "benchmarks/gpu_check"
+H200_BW = 4.8e12
+
+# name, title, timeout cap (s), minimum kept in reserve for it while earlier sections run (s)
+SECTIONS = (
+    ("machine", "Machine and copy bandwidth", 90, 15),
+    ("neg", "NEG fused kernel (plugins/neg) vs trt_neg.neg", 300, 60),
+    ("gdn", "Gated DeltaNet kernel (plugins/gdn) vs host library / reference", 300, 60),
+    ("backend", "Reference backend on CUDA vs CPU (tiny checkpoint)", 180, 45),
+    ("pytest", "pytest -m gpu", 330, 60),
+)
+SECTION_NAMES = tuple(s[0] for s in SECTIONS)
+TITLES = {s[0]: s[1] for s in SECTIONS}
+NO_GPU_MESSAGE = ("trt_neg.gpu_check: no CUDA GPU visible to torch (torch {torch}, cuda {cuda}); this check needs "
+                  "a GPU machine with a CUDA build of torch, nvcc and ninja. Nothing was run.")
+
+
+# --------------------------------------------------------------------------- child side
+class SectionContext:
+    """What a section's ``run(ctx)`` gets: a logger, a data dict for the JSON report."""
+
+    def __init__(self, name: str, bandwidth: float | None, quick: bool, timeout: float):
+        self.name = name
+        self.bandwidth = bandwidth  # measured copy bandwidth (bytes/s, read + write) or None
+        self.quick = quick
+        self.deadline = time.time() + timeout
+        self.lines: list[str] = []
+        self.data: dict = {}
+        self.summary = ""
+
+    def log(self, s: str = "") -> None:
+        line = "  " + s if s else ""
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def time_left(self) -> float:
+        return self.deadline - time.time()
+
+    def floors(self, nbytes: float) -> tuple[float | None, float]:
+        """(us at the measured bandwidth or None, us at 4.8 TB/s) to move ``nbytes``."""
+        meas = nbytes / self.bandwidth * 1e6 if self.bandwidth else None
+        return meas, nbytes / H200_BW * 1e6
+
+
+def run_section_here(name: str, bandwidth: float | None = None, quick: bool = False,
+                     timeout: float = 300.0) -> SectionResult:
+    """Runs one section in this process and returns its result (exceptions become ERROR)."""
+    ctx = SectionContext(name, bandwidth, quick, timeout)
+    res = SectionResult(name=name, title=TITLES.get(name, name))
+    t0 = time.time()
+    try:
+        mod = importlib.import_module(f"{__name__}.sec_{name}")
+        res.status = mod.run(ctx)
+    except Exception as e:  # noqa: BLE001 - every failure is reported, never raised
+        res.status = ERROR
+        res.error = _describe_exception(e)
+        ctx.summary = ctx.summary or f"{type(e).__name__}: {str(e).strip().splitlines()[0][:150] if str(e).strip() else ''}"
+        print(tail(res.error), flush=True)
+    res.seconds = time.time() - t0
+    res.summary, res.lines, res.data = ctx.summary, ctx.lines, ctx.data
+    return res
+
+
+def _describe_exception(e: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    msg = str(e)
+    # torch.utils.cpp_extension puts the compiler's output into the exception message.
+    if "Error building extension" in msg or "error:" in msg:
+        text += "\n-- compiler output (tail) --\n" + tail(msg, 60)
+    return text
+
+
+def _child_main(args) -> int:
+    res = run_section_here(args.section, args.bandwidth, args.quick, args.timeout)
+    Path(args.result).write_text(json.dumps(res.to_dict(), default=str))
+    return 0
+
+
+# --------------------------------------------------------------------------- parent side
+def run_child(cmd: list[str], name: str, result_path: Path, timeout: float, echo=print,
+              env: dict | None = None, cwd: str | Path | None = None) -> SectionResult:
+    """Runs ``cmd`` (a section child) with a timeout, echoing its output live; reads the
+    result it wrote to ``result_path``.  A crash, a timeout or a missing result is an
+    ERROR with the output's tail."""
+    t0 = time.time()
+    out_tail: collections.deque[str] = collections.deque(maxlen=200)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                bufsize=1, env=env, cwd=cwd, start_new_session=True)
+    except OSError as e:
+        return SectionResult(name=name, title=TITLES.get(name, name), status=ERROR, summary=f"could not start: {e}",
+                             error=str(e))
+
+    def pump():
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            out_tail.append(line)
+            echo(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+    reader.join(timeout=5)
+    seconds = time.time() - t0
+    title = TITLES.get(name, name)
+    if timed_out:
+        return SectionResult(name=name, title=title, status=ERROR, seconds=seconds,
+                             summary=f"timed out after {timeout:.0f} s (killed)",
+                             lines=[ln for ln in list(out_tail)[-TAIL_KEEP:]], error="\n".join(out_tail))
+    try:
+        res = SectionResult.from_dict(json.loads(Path(result_path).read_text()))
+    except (OSError, ValueError, TypeError) as e:
+        return SectionResult(name=name, title=title, status=ERROR, seconds=seconds,
+                             summary=f"section process exited with code {proc.returncode} and no result ({type(e).__name__})",
+                             error="\n".join(out_tail))
+    res.seconds = seconds
+    return res
+
+
+TAIL_KEEP = 30
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the child and its compilers (own session)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _clear_stale_build_lock(ext_name: str) -> None:
+    """A build killed mid-way leaves torch's baton ``lock`` behind; the next load would wait forever."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(ext_name, verbose=False)) / "lock"
+        if lock.exists():
+            lock.unlink()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _parse_names(text: str | None) -> list[str]:
+    if not text:
+        return []
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in SECTION_NAMES]
+    if bad:
+        raise SystemExit(f"trt_neg.gpu_check: unknown section(s) {', '.join(bad)}; known: {', '.join(SECTION_NAMES)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m trt_neg.gpu_check", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where report.txt and report.json go (default %(default)s)")
+    ap.add_argument("--out", default=None, metavar="FILE",
+                    help="also write the text report to FILE (the option of the NEG-only check; prefer --out-dir)")
+    ap.add_argument("--quick", action="store_true", help="fewer timing repetitions")
+    ap.add_argument("--only", default=None, help=f"comma-separated sections to run ({','.join(SECTION_NAMES)})")
+    ap.add_argument("--skip", default=None, help="comma-separated sections to skip")
+    ap.add_argument("--budget", type=float, default=480.0,
+                    help="wall-clock budget in seconds for all sections together (default %(default)s)")
+    # internal: run one section in this process (used by the parent for each section)
+    ap.add_argument("--section", choices=SECTION_NAMES, help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
+    ap.add_argument("--bandwidth", type=float, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--timeout", type=float, default=300.0, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print(NO_GPU_MESSAGE.format(torch=torch.__version__, cuda=torch.version.cuda), file=sys.stderr, flush=True)
+        return 2
+    if args.section:
+        return _child_main(args)
+
+    only, skip = _parse_names(args.only), _parse_names(args.skip)
+    selected = [s for s in SECTIONS if (not only or s[0] in only) and s[0] not in skip]
+    t_start = time.time()
+    deadline = t_start + args.budget
+    date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    print(f"# trt-neg GPU check  {date}  (budget {args.budget:.0f} s)", flush=True)
+    env = _child_env()
+    prebuild = _start_prebuild(env, selected)
+    results: list[SectionResult] = []
+    bandwidth = None
+    with tempfile.TemporaryDirectory(prefix="trt_neg_gpu_check_") as tmp:
+        for i, (name, title, cap, _) in enumerate(selected):
+            reserve = sum(s[3] for s in selected[i + 1:])
+            timeout = min(cap, deadline - time.time() - reserve)
+            if timeout < 10:
+                results.append(SectionResult(name=name, title=title, status=SKIP,
+                                             summary=f"not run: the --budget of {args.budget:.0f} s is spent"))
+                print(f"\n== {title}: SKIP (budget spent)", flush=True)
+                continue
+            print(f"\n== {len(results) + 1}. {title}  (timeout {timeout:.0f} s)", flush=True)
+            result_path = Path(tmp) / f"{name}.json"
+            cmd = [sys.executable, "-m", __name__, "--section", name, "--result", str(result_path),
+                   "--timeout", str(max(5.0, timeout - 5))]
+            if bandwidth:
+                cmd += ["--bandwidth", repr(bandwidth)]
+            if args.quick:
+                cmd.append("--quick")
+            res = run_child(cmd, name, result_path, timeout, env=env, cwd=ROOT)
+            if res.status == ERROR and "timed out" in res.summary:
+                if name in ("neg", "backend"):
+                    _clear_stale_build_lock("trt_neg_cuda")
+                if name == "gdn" and (prebuild is None or prebuild.poll() is not None):
+                    _clear_stale_build_lock("trt_neg_gdn_cuda")
+            if name == "machine":
+                bandwidth = res.data.get("copy_bandwidth_Bps") or None
+            print(f"-> {res.status} ({res.seconds:.1f} s) {res.summary}", flush=True)
+            results.append(res)
+    _finish_prebuild(prebuild)
+    total = time.time() - t_start
+    machine = next((r.data for r in results if r.name == "machine"), {})
+    header = [f"# trt-neg GPU check  {date}", "# " + machine.get("one_line", "machine: (machine section did not run)")]
+    text = format_report(header, results, total)
+    data = report_json(header, machine, results, total, list(sys.argv[1:] if argv is None else argv))
+    print("\n" + text, end="", flush=True)
+    try:
+        txt, js = write_report(args.out_dir, text, data)
+        print(f"report written to {txt} and {js}", flush=True)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(text)
+            print(f"text report also written to {args.out}", flush=True)
+    except OSError as e:
+        print(f"trt_neg.gpu_check: could not write the report: {e}", file=sys.stderr, flush=True)
+        return 1
+    return exit_code(results)
+
+
+def _start_prebuild(env: dict, selected) -> subprocess.Popen | None:
+    """Builds the GDN extension in the background while the first sections run (the NEG
+    section builds its own); torch's build lock makes a later load wait for it."""
+    if not any(s[0] == "gdn" for s in selected):
+        return None
+    try:
+        log = open(Path(tempfile.gettempdir()) / "trt_neg_gpu_check_prebuild_gdn.log", "w")
+        return subprocess.Popen([sys.executable, "-c", "from trt_neg.kernels import cuda_ext; cuda_ext.load_gdn()"],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+    except OSError:
+        return None
+
+
+def _finish_prebuild(proc: subprocess.Popen | None) -> None:
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        _clear_stale_build_lock("trt_neg_gdn_cuda")
