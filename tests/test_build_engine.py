@@ -10,7 +10,6 @@ container (docker/selftest.sh, tests marked ``trtllm``).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,43 +27,14 @@ from trt_neg.trtllm.engine_dir import read_build_info, read_engine_dir, write_bu
 from trt_neg.trtllm.plugins import PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB = Path(__file__).parent / "trtllm_stub"
 LIMITS = ["--max-batch-size", "4", "--max-input-len", "64", "--max-seq-len", "128", "--max-num-tokens", "256"]
-
-
-def _purge():
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("tensorrt", "tensorrt_llm") or (name.startswith("trt_neg.trtllm.")
-                                                                   and name != "trt_neg.trtllm.build"
-                                                                   and name != "trt_neg.trtllm.engine_dir"
-                                                                   and name != "trt_neg.trtllm.plugins"):
-            del sys.modules[name]
-
-
-@pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("build_engine", ROOT / "build_engine.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+# Imported above: the trtllm_stub / no_trtllm fixtures keep these module objects.
+TRTLLM_KEEP = ("trt_neg.trtllm", "trt_neg.trtllm.build", "trt_neg.trtllm.engine_dir", "trt_neg.trtllm.plugins")
 
 
 @pytest.fixture
-def no_trtllm(monkeypatch):
-    _purge()
-    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import -> ImportError, even in the container
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    yield
-    _purge()
-
-
-@pytest.fixture
-def stub(monkeypatch, tmp_path):
+def stub(trtllm_stub, monkeypatch, tmp_path):
     """The recording tensorrt_llm stub, with plugin loading recorded into the builder's CALLS."""
-    _purge()
-    monkeypatch.syspath_prepend(str(STUB))
-    trtllm = importlib.import_module("tensorrt_llm")
-    assert getattr(trtllm, "_TRT_NEG_STUB", False)
     builder = importlib.import_module("tensorrt_llm.builder")
     builder.CALLS.clear()
     from trt_neg.trtllm import plugins
@@ -78,7 +48,6 @@ def stub(monkeypatch, tmp_path):
     builder.lib = lib
     yield builder
     builder.CALLS.clear()
-    _purge()
 
 
 def _tiny_engine_config(**build_overrides):

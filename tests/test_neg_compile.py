@@ -9,79 +9,40 @@
 
 import os
 import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
+from _build import (GENCODE, GXX, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
+                    tensorrt_adapter_syntax, trt_include)
 
-ROOT = Path(__file__).resolve().parents[1]
-NEG = ROOT / "plugins" / "neg"
-NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-GXX = shutil.which("g++")
-
-
-def _cuda_include():
-    if NVCC:
-        inc = Path(NVCC).resolve().parents[1] / "include"
-        if (inc / "cuda_runtime_api.h").exists():
-            return inc
-    for p in (Path("/usr/local/cuda/include"),):
-        if (p / "cuda_runtime_api.h").exists():
-            return p
-    return None
-
-
-def _trt_include():
-    for p in (os.environ.get("TRT_INCLUDE_DIR"), "/usr/include/x86_64-linux-gnu", "/usr/local/tensorrt/include"):
-        if p and (Path(p) / "NvInferRuntime.h").exists():
-            return Path(p)
-    return None
+NEG = PLUGINS / "neg"
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
-    cmd = [NVCC, "-std=c++17", "-O3", "-c", str(NEG / "negKernel.cu"), "-o", str(tmp_path / "negKernel.o"),
-           "-Werror", "all-warnings"]
-    for sm in ("80", "89", "90"):
-        cmd += ["-gencode", f"arch=compute_{sm},code=sm_{sm}"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
-    cuobjdump = Path(NVCC).parent / "cuobjdump"
-    if cuobjdump.exists():
-        listing = subprocess.run([str(cuobjdump), "--list-elf", str(tmp_path / "negKernel.o")], capture_output=True,
-                                 text=True)
-        assert listing.returncode == 0, listing.stderr
-        for sm in ("80", "89", "90"):
-            assert f"sm_{sm}" in listing.stdout
+    obj = tmp_path / "negKernel.o"
+    run([NVCC, "-std=c++17", "-O3", "-c", NEG / "negKernel.cu", "-o", obj, "-Werror", "all-warnings", *GENCODE])
+    check_sass(obj)
 
 
-@pytest.mark.skipif(GXX is None or _cuda_include() is None, reason="g++ or CUDA headers missing")
+@pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")
 def test_plugin_core_cpp_tests(tmp_path):
     exe = tmp_path / "negPluginCoreTest"
-    cmd = [GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{_cuda_include()}",
-           str(NEG / "tests" / "negPluginCoreTest.cpp"), str(NEG / "negPluginCore.cpp"),
-           str(ROOT / "plugins" / "common" / "pluginFields.cpp"), "-o", str(exe)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
-    run = subprocess.run([str(exe)], capture_output=True, text=True)
-    assert run.returncode == 0 and "ALL OK" in run.stdout, run.stdout + run.stderr
+    run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{cuda_include()}",
+         NEG / "tests" / "negPluginCoreTest.cpp", NEG / "negPluginCore.cpp", PLUGIN_FIELDS, "-o", exe])
+    assert "ALL OK" in run([exe]).stdout
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ missing")
 def test_host_sources_compile_with_gxx_warnings_as_errors(tmp_path):
     """The shared __host__ __device__ headers must stay valid plain C++."""
-    cmd = [GXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-Wno-unknown-pragmas",
-           str(NEG / "negHost.cpp")]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
+    run([GXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-Wno-unknown-pragmas",
+         NEG / "negHost.cpp"])
 
 
-@pytest.mark.skipif(_trt_include() is None or _cuda_include() is None, reason="TensorRT headers not available")
+@pytest.mark.skipif(trt_include() is None or cuda_include() is None or GXX is None,
+                    reason="TensorRT headers not available")
 def test_tensorrt_adapter_syntax():
-    cmd = [GXX, "-std=c++17", "-fsyntax-only", "-Wall", "-Wno-deprecated-declarations", "-Wno-unused-parameter",
-           f"-I{_trt_include()}", f"-I{_cuda_include()}", str(NEG / "negPlugin.cpp")]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-4000:]
+    tensorrt_adapter_syntax(NEG / "negPlugin.cpp")
 
 
 @pytest.mark.slow
@@ -89,7 +50,6 @@ def test_tensorrt_adapter_syntax():
 def test_cmake_build_and_ctest(tmp_path):
     b = tmp_path / "build"
     env = dict(os.environ, CUDACXX=NVCC)
-    for cmd in (["cmake", "-S", str(ROOT / "plugins"), "-B", str(b), "-DCMAKE_CUDA_ARCHITECTURES=90"],
+    for cmd in (["cmake", "-S", str(PLUGINS), "-B", str(b), "-DCMAKE_CUDA_ARCHITECTURES=90"],
                 ["cmake", "--build", str(b), "-j2"], ["ctest", "--test-dir", str(b), "--output-on-failure"]):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        assert r.returncode == 0, (cmd, r.stdout[-3000:], r.stderr[-3000:])
+        run(cmd, env=env)

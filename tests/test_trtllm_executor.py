@@ -26,24 +26,15 @@ from trt_neg.runtime import LLMEngine, Request, RequestResult, SamplingParams, T
 from trt_neg.runtime.testing import ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB = Path(__file__).parent / "trtllm_stub"
 sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
 
 VOCAB, SLOTS, MAX_INPUT, MAX_SEQ, MAX_TOKENS, EOS = 100, 4, 32, 48, 64, [2, 3]
 
 
-def _purge():
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("tensorrt", "tensorrt_llm") or name.startswith("trt_neg.trtllm"):
-            del sys.modules[name]
-
-
 @pytest.fixture
-def fake(monkeypatch):
+def fake(trtllm_stub, monkeypatch):
     """The fake executor module; plugin loading recorded into its EVENTS."""
-    _purge()
-    monkeypatch.syspath_prepend(str(STUB))
     tle = importlib.import_module("tensorrt_llm.bindings.executor")
     tle.reset()
     plugins = importlib.import_module("trt_neg.trtllm.plugins")
@@ -58,16 +49,6 @@ def fake(monkeypatch):
     for inst in tle.INSTANCES:
         inst.shutdown()
     tle.reset()
-    _purge()
-
-
-@pytest.fixture
-def no_trtllm(monkeypatch):
-    _purge()
-    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import -> ImportError
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    yield
-    _purge()
 
 
 def make_engine_dir(path: Path, *, neg_enabled=True, hf_model_dir=None, plugin_library="lib/libtrt_neg_plugins.so",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,33 +16,6 @@ import torch
 from trt_neg.checkpoint import contract
 from trt_neg.checkpoint.synthetic import preset_config
 from trt_neg.config import config_from_dict
-
-STUB = Path(__file__).parent / "trtllm_stub"
-
-
-def _purge():
-    for name in list(sys.modules):
-        if name.split(".")[0] in ("tensorrt", "tensorrt_llm") or name.startswith("trt_neg.trtllm"):
-            del sys.modules[name]
-
-
-@pytest.fixture
-def stub(monkeypatch):
-    _purge()
-    monkeypatch.syspath_prepend(str(STUB))
-    module = importlib.import_module("tensorrt_llm")
-    assert getattr(module, "_TRT_NEG_STUB", False)
-    yield module
-    _purge()
-
-
-@pytest.fixture
-def no_trtllm(monkeypatch):
-    _purge()
-    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # import -> ImportError
-    monkeypatch.setitem(sys.modules, "tensorrt", None)
-    yield
-    _purge()
 
 
 def _description(preset):
@@ -65,7 +37,7 @@ CASES = [("tiny", 1, 1), ("tiny", 2, 1), ("tiny", 1, 2), ("tiny", 2, 2), ("9b", 
 
 
 @pytest.mark.parametrize("preset,tp,pp", CASES)
-def test_parameters_equal_the_checkpoint_contract(stub, preset, tp, pp):
+def test_parameters_equal_the_checkpoint_contract(trtllm_stub, preset, tp, pp):
     from trt_neg.trtllm.config import config_for
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
@@ -80,7 +52,7 @@ def test_parameters_equal_the_checkpoint_contract(stub, preset, tp, pp):
         assert not bad, f"rank {rank}: shape/dtype mismatches {bad}"
 
 
-def test_attention_bias_variant_matches_contract(stub):
+def test_attention_bias_variant_matches_contract(trtllm_stub):
     from trt_neg.trtllm.config import config_for
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
@@ -93,7 +65,7 @@ def test_attention_bias_variant_matches_contract(stub):
         assert got == _contract_params(desc, mapping, rank, "float32")
 
 
-def test_rope_tables_cover_only_the_rotated_dims_and_attention_is_configured(stub):
+def test_rope_tables_cover_only_the_rotated_dims_and_attention_is_configured(trtllm_stub):
     from trt_neg.trtllm.config import config_for
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
@@ -113,7 +85,7 @@ def test_rope_tables_cover_only_the_rotated_dims_and_attention_is_configured(stu
     assert not hasattr(model.transformer, "ln_f") and hasattr(model.transformer, "vocab_embedding")
 
 
-def test_config_round_trip_and_description(stub):
+def test_config_round_trip_and_description(trtllm_stub):
     from trt_neg.trtllm.config import RUNTIME_ARCHITECTURE_ALIAS, DarwinNegConfig, config_for
 
     desc = _description("tiny")
@@ -127,14 +99,14 @@ def test_config_round_trip_and_description(stub):
     assert cfg.engine_config_overrides()["architecture"] == RUNTIME_ARCHITECTURE_ALIAS
 
 
-def test_registered_in_model_map(stub):
+def test_registered_in_model_map(trtllm_stub):
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
-    assert stub.models.MODEL_MAP[contract.ARCHITECTURE] is DarwinNegForCausalLM
+    assert trtllm_stub.models.MODEL_MAP[contract.ARCHITECTURE] is DarwinNegForCausalLM
     assert DarwinNegForCausalLM.config_class.__name__ == "DarwinNegConfig"
 
 
-def test_refuses_impossible_tp(stub):
+def test_refuses_impossible_tp(trtllm_stub):
     from trt_neg.trtllm.config import DarwinNegConfig
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
@@ -165,10 +137,9 @@ def test_package_imports_and_fails_cleanly_without_tensorrt_llm(no_trtllm):
     assert plugins.neg_plugin_fields(hidden_size=4, head_hidden_size=2, vocab_size=8)[0][0] == "hidden_size"
 
 
-def test_wrong_tensorrt_llm_version_is_refused(monkeypatch):
+def test_wrong_tensorrt_llm_version_is_refused(no_trtllm, monkeypatch):
     import types
 
-    _purge()
     fake = types.ModuleType("tensorrt_llm")
     fake.__version__ = "1.3.0"
     monkeypatch.setitem(sys.modules, "tensorrt_llm", fake)
@@ -176,7 +147,6 @@ def test_wrong_tensorrt_llm_version_is_refused(monkeypatch):
 
     with pytest.raises(trtllm.TensorRTLLMUnavailable, match="found tensorrt_llm 1.3.0"):
         trtllm.require_tensorrt_llm()
-    _purge()
 
 
 def test_plugin_library_missing_is_a_clear_error(no_trtllm, monkeypatch, tmp_path):
@@ -195,7 +165,7 @@ def _fields(pfc):
     return {f.name: (f.data.dtype.name, f.data.tolist(), f.type.name) for f in pfc}
 
 
-def test_neg_sample_builds_the_plugin_with_its_fields(stub):
+def test_neg_sample_builds_the_plugin_with_its_fields(trtllm_stub):
     import tensorrt as trt
 
     from tensorrt_llm._common import default_trtnet
@@ -221,7 +191,7 @@ def test_neg_sample_builds_the_plugin_with_its_fields(stub):
     assert layer.shape_inputs == [] and layer.plugin is plugin
 
 
-def test_gated_delta_rule_builds_the_plugin_with_its_fields(stub):
+def test_gated_delta_rule_builds_the_plugin_with_its_fields(trtllm_stub):
     import tensorrt as trt
 
     from tensorrt_llm._common import default_trtnet
@@ -249,7 +219,7 @@ def test_gated_delta_rule_builds_the_plugin_with_its_fields(stub):
     assert _fields(creator.created[1].pfc)["gated_norm"] == ("int32", [0], "INT32")
 
 
-def test_missing_creator_names_the_library(stub):
+def test_missing_creator_names_the_library(trtllm_stub):
     from tensorrt_llm.functional import Tensor
     from trt_neg.trtllm import plugins
 

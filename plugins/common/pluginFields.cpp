@@ -65,10 +65,28 @@ double fieldAsDouble(FieldView const& f)
     {
     case FieldType::kFLOAT32: return load<float>(f.data);
     case FieldType::kFLOAT64: return load<double>(f.data);
-    case FieldType::kINT32: return load<int32_t>(f.data);
-    case FieldType::kINT64: return static_cast<double>(load<int64_t>(f.data));
     default: throw FieldError(fname(f) + ": expected a float field");
     }
+}
+
+int32_t fieldAsInt32(FieldView const& f)
+{
+    int64_t const v = fieldAsInt64(f);
+    if (v < INT32_MIN || v > INT32_MAX)
+    {
+        throw FieldError(fname(f) + ": value out of int32 range");
+    }
+    return static_cast<int32_t>(v);
+}
+
+bool fieldAsBool(FieldView const& f)
+{
+    int64_t const v = fieldAsInt64(f);
+    if (v != 0 && v != 1)
+    {
+        throw FieldError(fname(f) + ": must be 0 or 1");
+    }
+    return v == 1;
 }
 
 std::string fieldAsString(FieldView const& f)
@@ -127,6 +145,85 @@ std::vector<FieldView> const& FieldSet::views() const
         mViews.push_back(FieldView{e.name.c_str(), e.bytes.empty() ? nullptr : e.bytes.data(), e.type, e.length});
     }
     return mViews;
+}
+
+FieldType FieldBinding::type() const
+{
+    switch (kind)
+    {
+    case Kind::kInt64: return FieldType::kINT64;
+    case Kind::kFloat32: return FieldType::kFLOAT32;
+    default: return FieldType::kINT32;
+    }
+}
+
+void readFields(char const* plugin, std::vector<FieldBinding> const& bindings, FieldView const* fields, int32_t nbFields)
+{
+    std::string const who = plugin;
+    std::vector<bool> seen(bindings.size(), false);
+    for (int32_t i = 0; i < nbFields; ++i)
+    {
+        FieldView const& f = fields[i];
+        if (f.name == nullptr)
+        {
+            throw FieldError(who + ": field without a name");
+        }
+        size_t b = 0;
+        while (b < bindings.size() && std::strcmp(f.name, bindings[b].name) != 0)
+        {
+            ++b;
+        }
+        if (b == bindings.size())
+        {
+            throw FieldError(who + ": unknown field '" + f.name + "'");
+        }
+        if (seen[b])
+        {
+            throw FieldError(who + ": field '" + f.name + "' given twice");
+        }
+        seen[b] = true;
+        FieldBinding const& d = bindings[b];
+        switch (d.kind)
+        {
+        case FieldBinding::Kind::kInt32: *static_cast<int32_t*>(d.value) = fieldAsInt32(f); break;
+        case FieldBinding::Kind::kInt64: *static_cast<int64_t*>(d.value) = fieldAsInt64(f); break;
+        case FieldBinding::Kind::kFloat32: *static_cast<float*>(d.value) = static_cast<float>(fieldAsDouble(f)); break;
+        case FieldBinding::Kind::kBool: *static_cast<bool*>(d.value) = fieldAsBool(f); break;
+        }
+    }
+    for (size_t b = 0; b < bindings.size(); ++b)
+    {
+        if (bindings[b].required && !seen[b])
+        {
+            throw FieldError(who + ": missing field '" + bindings[b].name + "'");
+        }
+    }
+}
+
+FieldSet fieldValues(std::vector<FieldBinding> const& bindings)
+{
+    FieldSet s;
+    for (FieldBinding const& d : bindings)
+    {
+        switch (d.kind)
+        {
+        case FieldBinding::Kind::kInt32: s.addInt32(d.name, *static_cast<int32_t const*>(d.value)); break;
+        case FieldBinding::Kind::kInt64: s.addInt64(d.name, *static_cast<int64_t const*>(d.value)); break;
+        case FieldBinding::Kind::kFloat32: s.addFloat32(d.name, *static_cast<float const*>(d.value)); break;
+        case FieldBinding::Kind::kBool: s.addInt32(d.name, *static_cast<bool const*>(d.value) ? 1 : 0); break;
+        }
+    }
+    return s;
+}
+
+FieldSet fieldSpecs(std::vector<FieldBinding> const& bindings)
+{
+    FieldSet s;
+    for (FieldBinding const& d : bindings)
+    {
+        s.addSpec(d.name, d.type());
+    }
+    return s;
 }
 
 namespace
@@ -222,32 +319,18 @@ FieldSet deserializeFields(void const* data, size_t size)
         {
             r.bytes(bytes.data(), static_cast<size_t>(nb));
         }
+        auto scalar = [&](auto v)
+        {
+            if (nb != sizeof v)
+                throw FieldError("serialized plugin field '" + name + "': bad size");
+            std::memcpy(&v, bytes.data(), sizeof v);
+            return v;
+        };
         switch (type)
         {
-        case FieldType::kINT32:
-        {
-            int32_t v;
-            if (nb != 4) throw FieldError("serialized plugin field '" + name + "': bad size");
-            std::memcpy(&v, bytes.data(), 4);
-            set.addInt32(name, v);
-            break;
-        }
-        case FieldType::kINT64:
-        {
-            int64_t v;
-            if (nb != 8) throw FieldError("serialized plugin field '" + name + "': bad size");
-            std::memcpy(&v, bytes.data(), 8);
-            set.addInt64(name, v);
-            break;
-        }
-        case FieldType::kFLOAT32:
-        {
-            float v;
-            if (nb != 4) throw FieldError("serialized plugin field '" + name + "': bad size");
-            std::memcpy(&v, bytes.data(), 4);
-            set.addFloat32(name, v);
-            break;
-        }
+        case FieldType::kINT32: set.addInt32(name, scalar(int32_t{})); break;
+        case FieldType::kINT64: set.addInt64(name, scalar(int64_t{})); break;
+        case FieldType::kFLOAT32: set.addFloat32(name, scalar(float{})); break;
         case FieldType::kCHAR:
         {
             std::string s(bytes.begin(), bytes.end());

@@ -16,6 +16,9 @@
 namespace trt_neg
 {
 
+// Registry namespace of every trt_neg plugin (trt_neg/trtllm/plugins.py PLUGIN_NAMESPACE).
+constexpr char const* kPluginNamespace = "trt_neg";
+
 // Same numeric values as nvinfer1::PluginFieldType.
 enum class FieldType : int32_t
 {
@@ -60,8 +63,12 @@ public:
     using std::invalid_argument::invalid_argument;
 };
 
-// Scalar readers: accept any integer (resp. float) width, length 1; errors name the field.
+// Scalar readers, length 1; errors name the field.  Integers: any integer width (int32:
+// range-checked; bool: 0 or 1).  Floats: kFLOAT32 or kFLOAT64 only (an integer field is
+// an error, not a reinterpretation).
 int64_t fieldAsInt64(FieldView const& f);
+int32_t fieldAsInt32(FieldView const& f);
+bool fieldAsBool(FieldView const& f);
 double fieldAsDouble(FieldView const& f);
 std::string fieldAsString(FieldView const& f);
 
@@ -94,6 +101,52 @@ private:
     std::vector<Entry> mEntries;
     mutable std::vector<FieldView> mViews;
 };
+
+// A plugin field bound to the config member that holds it: what a plugin's fromFields(),
+// toFields() and creator's getFieldNames() all derive from (one table per plugin).
+// int32 / int64 / float members travel as kINT32 / kINT64 / kFLOAT32, bools as kINT32 0/1.
+struct FieldBinding
+{
+    enum class Kind : int32_t
+    {
+        kInt32,
+        kInt64,
+        kFloat32,
+        kBool,
+    };
+    char const* name;
+    Kind kind;
+    void* value; // int32_t*, int64_t*, float* or bool*, as `kind` says
+    bool required;
+
+    FieldType type() const;
+};
+
+inline FieldBinding bindField(char const* name, int32_t& v, bool required = false)
+{
+    return FieldBinding{name, FieldBinding::Kind::kInt32, &v, required};
+}
+inline FieldBinding bindField(char const* name, int64_t& v, bool required = false)
+{
+    return FieldBinding{name, FieldBinding::Kind::kInt64, &v, required};
+}
+inline FieldBinding bindField(char const* name, float& v, bool required = false)
+{
+    return FieldBinding{name, FieldBinding::Kind::kFloat32, &v, required};
+}
+inline FieldBinding bindField(char const* name, bool& v, bool required = false)
+{
+    return FieldBinding{name, FieldBinding::Kind::kBool, &v, required};
+}
+
+// Stores `fields` into the bound members (absent optional fields keep their values).
+// Throws FieldError, prefixed with `plugin`, for an unnamed or unknown field, a field given
+// twice, a missing required field, or a value of the wrong kind, length or range.
+void readFields(char const* plugin, std::vector<FieldBinding> const& bindings, FieldView const* fields, int32_t nbFields);
+// The bound members' values, in binding order (getFieldsToSerialize()).
+FieldSet fieldValues(std::vector<FieldBinding> const& bindings);
+// The bound names and types without data (a creator's getFieldNames()).
+FieldSet fieldSpecs(std::vector<FieldBinding> const& bindings);
 
 // Versioned binary form of a field list: "TNF1", count, then per field
 // (name length, name, type, length, byte count, bytes), little-endian host order.

@@ -2,19 +2,18 @@
 
 #include "gdnKernel.h"
 
-#include <cstdio>
 #include <exception>
+#include <string>
+#include <vector>
 
 namespace trt_neg
 {
 namespace
 {
 
-void report(std::string const& msg)
+void report(char const* where, std::string const& msg)
 {
-    // TensorRT gives V3 plugins no logger; stderr is what TensorRT-LLM's own plugins use
-    // on the failure path as well.
-    std::fprintf(stderr, "[trt_neg] %s\n", msg.c_str());
+    logPluginError(gdn::kPluginName, where, msg.c_str());
 }
 
 gdn::DimsView view(nvinfer1::Dims const& d)
@@ -22,88 +21,39 @@ gdn::DimsView view(nvinfer1::Dims const& d)
     return gdn::DimsView{d.nbDims, d.d};
 }
 
-std::vector<nvinfer1::PluginField> toTrt(std::vector<gdn::FieldView> const& fields)
-{
-    std::vector<nvinfer1::PluginField> out;
-    out.reserve(fields.size());
-    for (auto const& f : fields)
-    {
-        out.emplace_back(f.name, f.data, static_cast<nvinfer1::PluginFieldType>(f.type), f.length);
-    }
-    return out;
-}
-
-} // namespace
-
-GatedDeltaRulePlugin::GatedDeltaRulePlugin(gdn::GdnPluginConfig const& config)
-    : mConfig(config)
-{
-}
-
-nvinfer1::IPluginCapability* GatedDeltaRulePlugin::getCapabilityInterface(
-    nvinfer1::PluginCapabilityType type) noexcept
-{
-    switch (type)
-    {
-    case nvinfer1::PluginCapabilityType::kCORE: return static_cast<nvinfer1::IPluginV3OneCore*>(this);
-    case nvinfer1::PluginCapabilityType::kBUILD: return static_cast<nvinfer1::IPluginV3OneBuild*>(this);
-    case nvinfer1::PluginCapabilityType::kRUNTIME: return static_cast<nvinfer1::IPluginV3OneRuntime*>(this);
-    }
-    return nullptr;
-}
-
-nvinfer1::IPluginV3* GatedDeltaRulePlugin::clone() noexcept
-{
-    try
-    {
-        return new GatedDeltaRulePlugin(mConfig);
-    }
-    catch (std::exception const& e)
-    {
-        report(e.what());
-    }
-    return nullptr;
-}
-
-char const* GatedDeltaRulePlugin::getPluginName() const noexcept
-{
-    return gdn::kPluginName;
-}
-
-char const* GatedDeltaRulePlugin::getPluginVersion() const noexcept
-{
-    return gdn::kPluginVersion;
-}
-
-char const* GatedDeltaRulePlugin::getPluginNamespace() const noexcept
-{
-    return gdn::kPluginNamespace;
-}
-
-int32_t GatedDeltaRulePlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-    nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
+// configurePlugin / onShapeChange: the inputs' dims against the config.
+template <typename Desc>
+int32_t checkShapes(gdn::GdnPluginConfig const& config, char const* where, Desc const* in, int32_t nbInputs,
+    int32_t nbOutputs) noexcept
 {
     try
     {
         std::vector<gdn::DimsView> dims;
         for (int32_t i = 0; i < nbInputs; ++i)
         {
-            dims.push_back(view(in[i].desc.dims));
+            dims.push_back(view(descDims(in[i])));
         }
-        std::string err = nbOutputs == 1 ? mConfig.checkInputDims(dims.data(), nbInputs)
+        std::string err = nbOutputs == 1 ? config.checkInputDims(dims.data(), nbInputs)
                                          : std::string("TrtNegGatedDeltaRule: expected 1 output");
-        if (!err.empty())
+        if (err.empty())
         {
-            report(err);
-            return -1;
+            return 0;
         }
-        return 0;
+        report(where, err);
     }
     catch (std::exception const& e)
     {
-        report(e.what());
+        report(where, e.what());
     }
     return -1;
+}
+
+} // namespace
+
+int32_t GatedDeltaRulePlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+    nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
+{
+    return checkShapes(mConfig, "configurePlugin", in, nbInputs, nbOutputs);
 }
 
 int32_t GatedDeltaRulePlugin::getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
@@ -144,8 +94,7 @@ bool GatedDeltaRulePlugin::supportsFormatCombination(
         return false;
     }
     nvinfer1::PluginTensorDesc const& d = inOut[pos].desc;
-    return d.format == nvinfer1::TensorFormat::kLINEAR
-        && static_cast<int32_t>(d.type) == mConfig.expectedType(pos);
+    return d.format == nvinfer1::TensorFormat::kLINEAR && static_cast<TensorType>(d.type) == mConfig.expectedType(pos);
 }
 
 int32_t GatedDeltaRulePlugin::getNbOutputs() const noexcept
@@ -162,27 +111,7 @@ size_t GatedDeltaRulePlugin::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc 
 int32_t GatedDeltaRulePlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
-    try
-    {
-        std::vector<gdn::DimsView> dims;
-        for (int32_t i = 0; i < nbInputs; ++i)
-        {
-            dims.push_back(view(in[i].dims));
-        }
-        std::string err = nbOutputs == 1 ? mConfig.checkInputDims(dims.data(), nbInputs)
-                                         : std::string("TrtNegGatedDeltaRule: expected 1 output");
-        if (!err.empty())
-        {
-            report(err);
-            return -1;
-        }
-        return 0;
-    }
-    catch (std::exception const& e)
-    {
-        report(e.what());
-    }
-    return -1;
+    return checkShapes(mConfig, "onShapeChange", in, nbInputs, nbOutputs);
 }
 
 int32_t GatedDeltaRulePlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
@@ -196,120 +125,27 @@ int32_t GatedDeltaRulePlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDes
         std::string err = mConfig.makeParams(inputs, outputs[0], view(inputDesc[gdn::kIN_QKV].dims), batch, params);
         if (!err.empty())
         {
-            report(err);
+            report("enqueue", err);
             return -1;
         }
         cudaError_t const rc = gdn::launch(params, stream);
         if (rc != cudaSuccess)
         {
-            report(std::string("TrtNegGatedDeltaRule: launch failed: ") + cudaGetErrorString(rc));
+            report("enqueue", std::string("launch failed: ") + cudaGetErrorString(rc));
             return -1;
         }
         return 0;
     }
     catch (std::exception const& e)
     {
-        report(e.what());
+        report("enqueue", e.what());
     }
     return -1;
 }
 
-nvinfer1::IPluginV3* GatedDeltaRulePlugin::attachToContext(nvinfer1::IPluginResourceContext* /*context*/) noexcept
-{
-    return clone();
-}
-
-nvinfer1::PluginFieldCollection const* GatedDeltaRulePlugin::getFieldsToSerialize() noexcept
-{
-    try
-    {
-        mSerialFields = toTrt(mConfig.toFields());
-        mSerialFc.nbFields = static_cast<int32_t>(mSerialFields.size());
-        mSerialFc.fields = mSerialFields.data();
-        return &mSerialFc;
-    }
-    catch (std::exception const& e)
-    {
-        report(e.what());
-    }
-    return nullptr;
-}
-
-// ---------------------------------------------------------------------------------------
-
-GatedDeltaRulePluginCreator::GatedDeltaRulePluginCreator()
-{
-    mFields = toTrt(gdn::GdnPluginConfig::fieldNames());
-    mFc.nbFields = static_cast<int32_t>(mFields.size());
-    mFc.fields = mFields.data();
-}
-
-nvinfer1::IPluginV3* GatedDeltaRulePluginCreator::createPlugin(
-    char const* /*name*/, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase /*phase*/) noexcept
-{
-    try
-    {
-        std::vector<gdn::FieldView> fields;
-        for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i)
-        {
-            nvinfer1::PluginField const& f = fc->fields[i];
-            fields.push_back(gdn::FieldView{f.name, f.data, static_cast<int32_t>(f.type), f.length});
-        }
-        gdn::GdnPluginConfig config;
-        std::string err
-            = gdn::GdnPluginConfig::fromFields(fields.data(), static_cast<int32_t>(fields.size()), config);
-        if (!err.empty())
-        {
-            report(err);
-            return nullptr;
-        }
-        return new GatedDeltaRulePlugin(config);
-    }
-    catch (std::exception const& e)
-    {
-        report(e.what());
-    }
-    return nullptr;
-}
-
-nvinfer1::PluginFieldCollection const* GatedDeltaRulePluginCreator::getFieldNames() noexcept
-{
-    return &mFc;
-}
-
-char const* GatedDeltaRulePluginCreator::getPluginName() const noexcept
-{
-    return gdn::kPluginName;
-}
-
-char const* GatedDeltaRulePluginCreator::getPluginVersion() const noexcept
-{
-    return gdn::kPluginVersion;
-}
-
-char const* GatedDeltaRulePluginCreator::getPluginNamespace() const noexcept
-{
-    return gdn::kPluginNamespace;
-}
-
 namespace
 {
-
-// Registers the creator under namespace "trt_neg" when the library is loaded.
-struct GdnPluginRegistrar
-{
-    GatedDeltaRulePluginCreator creator;
-    GdnPluginRegistrar()
-    {
-        if (nvinfer1::IPluginRegistry* registry = getPluginRegistry())
-        {
-            registry->registerCreator(creator, gdn::kPluginNamespace);
-        }
-    }
-};
-
-GdnPluginRegistrar gRegistrar{};
-
+PluginRegistration<GatedDeltaRulePlugin> const gRegistration;
 } // namespace
 
 } // namespace trt_neg

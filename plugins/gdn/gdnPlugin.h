@@ -3,38 +3,27 @@
 // workspace, kernel parameters) is made by GdnPluginConfig (gdnPluginCore.h), which is
 // plain C++ tested on machines without TensorRT; the CUDA work is gdn::launch().
 //
-// The creator registers itself with TensorRT's global plugin registry under namespace
-// "trt_neg" when the library is loaded (ctypes.CDLL(path, RTLD_GLOBAL) before building
-// and before any executor deserialises an engine).
+// The creator (PluginCreator<GatedDeltaRulePlugin>, ../common/pluginAdapter.h) registers
+// itself with TensorRT's global plugin registry under namespace "trt_neg" when the library
+// is loaded (ctypes.CDLL(path, RTLD_GLOBAL) before building and before any executor
+// deserialises an engine).
 #pragma once
 
+#include "../common/pluginAdapter.h"
 #include "gdnPluginCore.h"
 
 #include <NvInferRuntime.h>
 
-#include <string>
-#include <vector>
-
 namespace trt_neg
 {
 
-class GatedDeltaRulePlugin : public nvinfer1::IPluginV3,
-                             public nvinfer1::IPluginV3OneCore,
-                             public nvinfer1::IPluginV3OneBuild,
-                             public nvinfer1::IPluginV3OneRuntime
+class GatedDeltaRulePlugin : public PluginBase<GatedDeltaRulePlugin, gdn::GdnPluginConfig>
 {
 public:
-    explicit GatedDeltaRulePlugin(gdn::GdnPluginConfig const& config);
-    ~GatedDeltaRulePlugin() override = default;
+    static constexpr char const* kName = gdn::kPluginName;
+    static constexpr char const* kVersion = gdn::kPluginVersion;
 
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
+    using PluginBase::PluginBase;
 
     // IPluginV3OneBuild
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -55,31 +44,8 @@ public:
         nvinfer1::PluginTensorDesc const* out, int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-private:
-    gdn::GdnPluginConfig mConfig;
-    std::vector<nvinfer1::PluginField> mSerialFields;
-    nvinfer1::PluginFieldCollection mSerialFc{};
 };
 
-class GatedDeltaRulePluginCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    GatedDeltaRulePluginCreator();
-    ~GatedDeltaRulePluginCreator() override = default;
-
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mFc{};
-};
+using GatedDeltaRulePluginCreator = PluginCreator<GatedDeltaRulePlugin>;
 
 } // namespace trt_neg

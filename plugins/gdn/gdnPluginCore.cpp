@@ -10,42 +10,6 @@ namespace gdn
 namespace
 {
 
-struct FieldSpec
-{
-    char const* name;
-    int32_t type;
-    bool required;
-};
-
-constexpr FieldSpec kFields[] = {
-    {"num_k_heads", kFIELD_INT32, true},
-    {"num_v_heads", kFIELD_INT32, true},
-    {"head_k_dim", kFIELD_INT32, true},
-    {"head_v_dim", kFIELD_INT32, true},
-    {"type_id", kFIELD_INT32, true},
-    {"remove_input_padding", kFIELD_INT32, false},
-    {"gated_norm", kFIELD_INT32, false},
-    {"norm_eps", kFIELD_FLOAT32, false},
-    {"continue_context", kFIELD_INT32, false},
-};
-constexpr int32_t kNbFields = static_cast<int32_t>(sizeof(kFields) / sizeof(kFields[0]));
-
-void const* fieldAddress(GdnPluginConfig const& c, int32_t i)
-{
-    switch (i)
-    {
-    case 0: return &c.shape.numKHeads;
-    case 1: return &c.shape.numVHeads;
-    case 2: return &c.shape.headKDim;
-    case 3: return &c.shape.headVDim;
-    case 4: return &c.typeId;
-    case 5: return &c.removeInputPadding;
-    case 6: return &c.gatedNorm;
-    case 7: return &c.normEps;
-    default: return &c.continueContext;
-    }
-}
-
 std::string dimsStr(DimsView const& d)
 {
     std::string s = "[";
@@ -58,86 +22,53 @@ std::string dimsStr(DimsView const& d)
 
 } // namespace
 
-std::vector<FieldView> GdnPluginConfig::fieldNames()
+std::vector<FieldBinding> GdnPluginConfig::fields()
 {
-    std::vector<FieldView> v;
-    for (auto const& f : kFields)
-    {
-        v.push_back(FieldView{f.name, nullptr, f.type, 1});
-    }
-    return v;
+    return {bindField("num_k_heads", shape.numKHeads, true), bindField("num_v_heads", shape.numVHeads, true),
+        bindField("head_k_dim", shape.headKDim, true), bindField("head_v_dim", shape.headVDim, true),
+        bindField("type_id", typeId, true), bindField("remove_input_padding", removeInputPadding),
+        bindField("gated_norm", gatedNorm), bindField("norm_eps", normEps),
+        bindField("continue_context", continueContext)};
 }
 
-std::vector<FieldView> GdnPluginConfig::toFields() const
-{
-    std::vector<FieldView> v;
-    for (int32_t i = 0; i < kNbFields; ++i)
-    {
-        v.push_back(FieldView{kFields[i].name, fieldAddress(*this, i), kFields[i].type, 1});
-    }
-    return v;
-}
-
-std::string GdnPluginConfig::fromFields(FieldView const* fields, int32_t nbFields, GdnPluginConfig& out)
+GdnPluginConfig GdnPluginConfig::fromFields(FieldView const* fields, int32_t nbFields)
 {
     GdnPluginConfig c;
-    bool seen[kNbFields] = {};
-    for (int32_t f = 0; f < nbFields; ++f)
-    {
-        FieldView const& fv = fields[f];
-        if (fv.name == nullptr)
-            return "TrtNegGatedDeltaRule: field without a name";
-        int32_t idx = -1;
-        for (int32_t i = 0; i < kNbFields; ++i)
-        {
-            if (std::strcmp(fv.name, kFields[i].name) == 0)
-                idx = i;
-        }
-        if (idx < 0)
-            return std::string("TrtNegGatedDeltaRule: unknown field '") + fv.name + "'";
-        if (fv.type != kFields[idx].type || fv.length != 1 || fv.data == nullptr)
-            return std::string("TrtNegGatedDeltaRule: field '") + fv.name + "' must be one "
-                + (kFields[idx].type == kFIELD_FLOAT32 ? "float32" : "int32");
-        if (seen[idx])
-            return std::string("TrtNegGatedDeltaRule: field '") + fv.name + "' given twice";
-        seen[idx] = true;
-        std::memcpy(const_cast<void*>(fieldAddress(c, idx)), fv.data, 4);
-    }
-    for (int32_t i = 0; i < kNbFields; ++i)
-    {
-        if (kFields[i].required && !seen[i])
-            return std::string("TrtNegGatedDeltaRule: missing field '") + kFields[i].name + "'";
-    }
-    std::string err = c.validate();
-    if (err.empty())
-        out = c;
-    return err;
+    readFields(kPluginName, c.fields(), fields, nbFields);
+    c.validate();
+    return c;
 }
 
-std::string GdnPluginConfig::validate() const
+FieldSet GdnPluginConfig::toFields() const
 {
+    GdnPluginConfig c = *this; // fields() binds non-const members
+    return fieldValues(c.fields());
+}
+
+FieldSet GdnPluginConfig::fieldSpecs()
+{
+    return trt_neg::fieldSpecs(GdnPluginConfig{}.fields());
+}
+
+void GdnPluginConfig::validate() const
+{
+    auto fail = [](char const* what) { throw FieldError(std::string(kPluginName) + ": " + what); };
     GdnShape const& s = shape;
     if (s.numKHeads <= 0 || s.numVHeads <= 0 || s.headKDim <= 0 || s.headVDim <= 0)
-        return "TrtNegGatedDeltaRule: num_k_heads, num_v_heads, head_k_dim, head_v_dim must be positive";
+        fail("num_k_heads, num_v_heads, head_k_dim, head_v_dim must be positive");
     if (s.numVHeads % s.numKHeads != 0)
-        return "TrtNegGatedDeltaRule: num_v_heads must be a multiple of num_k_heads";
+        fail("num_v_heads must be a multiple of num_k_heads");
     if (s.headVDim > 1024)
-        return "TrtNegGatedDeltaRule: head_v_dim must be <= 1024";
+        fail("head_v_dim must be <= 1024");
     // The fp32 [dk, dv] state tile lives in shared memory: 24576 floats (96 KiB) fit the
     // opt-in limit of every target (sm_89: 99 KiB; sm_80: 163 KiB; sm_90: 227 KiB).
     if (static_cast<int64_t>(s.headKDim) * s.headVDim > 24576)
-        return "TrtNegGatedDeltaRule: head_k_dim * head_v_dim must be <= 24576 (fp32 state tile in shared memory)";
-    if (typeId != kTRT_FLOAT && typeId != kTRT_HALF && typeId != kTRT_BF16)
-        return "TrtNegGatedDeltaRule: type_id must be float32 (0), float16 (1) or bfloat16 (7)";
-    if (removeInputPadding != 0 && removeInputPadding != 1)
-        return "TrtNegGatedDeltaRule: remove_input_padding must be 0 or 1";
-    if (gatedNorm != 0 && gatedNorm != 1)
-        return "TrtNegGatedDeltaRule: gated_norm must be 0 or 1";
-    if (continueContext != 0 && continueContext != 1)
-        return "TrtNegGatedDeltaRule: continue_context must be 0 or 1";
+        fail("head_k_dim * head_v_dim must be <= 24576 (fp32 state tile in shared memory)");
+    auto const t = static_cast<TensorType>(typeId);
+    if (t != TensorType::kFLOAT && t != TensorType::kHALF && t != TensorType::kBF16)
+        fail("type_id must be float32 (0), float16 (1) or bfloat16 (7)");
     if (!(normEps >= 0.0f) || !std::isfinite(normEps))
-        return "TrtNegGatedDeltaRule: norm_eps must be finite and >= 0";
-    return "";
+        fail("norm_eps must be finite and >= 0");
 }
 
 DType GdnPluginConfig::kernelDType() const
@@ -145,18 +76,19 @@ DType GdnPluginConfig::kernelDType() const
     return static_cast<DType>(typeId); // kFLOAT/kHALF/kBF16 equal DType's codes
 }
 
-int32_t GdnPluginConfig::expectedType(int32_t pos) const
+TensorType GdnPluginConfig::expectedType(int32_t pos) const
 {
+    auto const act = static_cast<TensorType>(typeId);
     switch (pos)
     {
     case kIN_A_LOG:
-    case kIN_DT_BIAS: return kTRT_FLOAT;
-    case kIN_STATE_PTR: return kTRT_INT64;
+    case kIN_DT_BIAS: return TensorType::kFLOAT;
+    case kIN_STATE_PTR: return TensorType::kINT64;
     case kIN_HOST_REQUEST_TYPES:
     case kIN_LAST_TOKEN_IDS:
-    case kIN_SLOT_MAPPING: return kTRT_INT32;
-    case kIN_NORM_WEIGHT: return gatedNorm ? kTRT_FLOAT : typeId; // without norm pos 10 does not exist
-    default: return typeId; // qkv, a, b, z, output
+    case kIN_SLOT_MAPPING: return TensorType::kINT32;
+    case kIN_NORM_WEIGHT: return gatedNorm ? TensorType::kFLOAT : act; // without norm pos 10 does not exist
+    default: return act; // qkv, a, b, z, output
     }
 }
 

@@ -3,9 +3,8 @@
 // rules, workspace size, and turning enqueue's raw pointers into GdnParams. gdnPlugin.cpp
 // only forwards TensorRT's calls here; tests/test_gdn_plugin_core.py drives it on the CPU.
 //
-// Codes below equal TensorRT 10's enums so the adapter can cast without tables:
-//   data types  (nvinfer1::DataType):      kFLOAT 0, kHALF 1, kINT32 3, kBF16 7, kINT64 8
-//   field types (nvinfer1::PluginFieldType): kFLOAT32 1, kINT32 5
+// Fields, field types and data types are the shared plain-C++ mirrors of TensorRT's
+// (../common/pluginFields.h: FieldView, FieldBinding, FieldType, TensorType).
 //
 // Plugin "TrtNegGatedDeltaRule", version "1", namespace "trt_neg". Inputs (paged state,
 // as TensorRT-LLM's RNN state manager feeds it; L = tokens, packed [L, *] when
@@ -25,6 +24,7 @@
 // Output 0: y [.., Hv*dv] type_id (w * rmsnorm(o) * silu(z) per head, or raw o).
 #pragma once
 
+#include "../common/pluginFields.h"
 #include "gdnParams.h"
 
 #include <cstddef>
@@ -39,24 +39,6 @@ namespace gdn
 
 constexpr char const* kPluginName = "TrtNegGatedDeltaRule";
 constexpr char const* kPluginVersion = "1";
-constexpr char const* kPluginNamespace = "trt_neg";
-
-// nvinfer1::DataType values.
-enum TrtType : int32_t
-{
-    kTRT_FLOAT = 0,
-    kTRT_HALF = 1,
-    kTRT_INT32 = 3,
-    kTRT_BF16 = 7,
-    kTRT_INT64 = 8,
-};
-
-// nvinfer1::PluginFieldType values.
-enum TrtFieldType : int32_t
-{
-    kFIELD_FLOAT32 = 1,
-    kFIELD_INT32 = 5,
-};
 
 enum InputIndex : int32_t
 {
@@ -73,15 +55,6 @@ enum InputIndex : int32_t
     kIN_NORM_WEIGHT = 10,
 };
 
-// A plugin field as TensorRT passes it (mirror of nvinfer1::PluginField).
-struct FieldView
-{
-    char const* name;
-    void const* data;
-    int32_t type;
-    int32_t length;
-};
-
 // Plain dims (mirror of nvinfer1::Dims; -1 = unknown at build time).
 struct DimsView
 {
@@ -92,25 +65,24 @@ struct DimsView
 struct GdnPluginConfig
 {
     GdnShape shape{};
-    int32_t typeId{kTRT_BF16}; // activation dtype (qkv, a, b, z, y)
-    int32_t removeInputPadding{1};
-    int32_t gatedNorm{1};
+    int32_t typeId{static_cast<int32_t>(TensorType::kBF16)}; // activation dtype (qkv, a, b, z, y)
+    bool removeInputPadding{true};
+    bool gatedNorm{true};
     float normEps{1e-6f};
-    int32_t continueContext{0};
+    bool continueContext{false};
 
-    // The field names, in serialisation order (also the creator's getFieldNames()).
-    static std::vector<FieldView> fieldNames();
+    // The fields bound to the members, in serialisation order. Required: num_k_heads,
+    // num_v_heads, head_k_dim, head_v_dim, type_id. Optional: remove_input_padding (1),
+    // gated_norm (1), norm_eps (1e-6), continue_context (0).
+    std::vector<FieldBinding> fields();
 
-    // Parses TensorRT's fields. Required: num_k_heads, num_v_heads, head_k_dim, head_v_dim,
-    // type_id. Optional: remove_input_padding (1), gated_norm (1), norm_eps (1e-6),
-    // continue_context (0). Unknown names, wrong types/lengths and invalid values fail.
-    // Returns "" on success, else the message.
-    static std::string fromFields(FieldView const* fields, int32_t nbFields, GdnPluginConfig& out);
+    // Parses TensorRT's fields: unknown names, wrong types/lengths and invalid values throw
+    // FieldError with the message.
+    static GdnPluginConfig fromFields(FieldView const* fields, int32_t nbFields);
+    FieldSet toFields() const;
+    static FieldSet fieldSpecs(); // names and types for the creator's getFieldNames()
 
-    // Fields pointing into this object (valid while it lives and is unchanged).
-    std::vector<FieldView> toFields() const;
-
-    std::string validate() const;
+    void validate() const; // throws FieldError
 
     int32_t nbInputs() const
     {
@@ -123,7 +95,7 @@ struct GdnPluginConfig
     DType kernelDType() const;
 
     // Required data type of input `pos` (pos == nbInputs(): the output).
-    int32_t expectedType(int32_t pos) const;
+    TensorType expectedType(int32_t pos) const;
 
     // Rank every input must have (output: same rank as qkv).
     int32_t expectedRank(int32_t pos) const;

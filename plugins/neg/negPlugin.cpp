@@ -1,7 +1,7 @@
 #include "negPlugin.h"
 
-#include <cstdio>
 #include <exception>
+#include <vector>
 
 namespace trt_neg
 {
@@ -9,91 +9,48 @@ namespace
 {
 using namespace nvinfer1;
 
-void logError(char const* where, char const* what)
-{
-    std::fprintf(stderr, "[trt_neg] %s::%s: %s\n", kNegPluginName, where, what);
-}
-
-std::vector<PluginField> toPluginFields(FieldSet const& s)
-{
-    std::vector<PluginField> out;
-    for (FieldView const& v : s.views())
-    {
-        out.emplace_back(v.name, v.data, static_cast<PluginFieldType>(v.type), v.length);
-    }
-    return out;
-}
-
-std::vector<int64_t> dimsOf(Dims const& d)
-{
-    return std::vector<int64_t>(d.d, d.d + d.nbDims);
-}
-} // namespace
-
-NegPlugin::NegPlugin(NegPluginConfig const& cfg)
-    : mCfg(cfg)
-    , mDescription(cfg.toString())
-{
-}
-
-IPluginCapability* NegPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
-{
-    switch (type)
-    {
-    case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
-    case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
-    case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
-    }
-    return nullptr;
-}
-
-IPluginV3* NegPlugin::clone() noexcept
-{
-    try
-    {
-        return new NegPlugin(mCfg);
-    }
-    catch (std::exception const& e)
-    {
-        logError("clone", e.what());
-        return nullptr;
-    }
-}
-
-char const* NegPlugin::getPluginName() const noexcept
-{
-    return kNegPluginName;
-}
-
-char const* NegPlugin::getPluginVersion() const noexcept
-{
-    return kNegPluginVersion;
-}
-
-char const* NegPlugin::getPluginNamespace() const noexcept
-{
-    return kNegPluginNamespace;
-}
-
-int32_t NegPlugin::configurePlugin(
-    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept
+// configurePlugin / onShapeChange: the inputs' dims against the config.
+template <typename Desc>
+int32_t checkShapes(NegPluginConfig const& cfg, char const* where, Desc const* in, int32_t nbInputs,
+    int32_t nbOutputs) noexcept
 {
     if (nbInputs != kNEG_NB_INPUTS || nbOutputs != kNEG_NB_OUTPUTS)
     {
         return 1;
     }
-    std::vector<std::vector<int64_t>> dims;
-    for (int32_t i = 0; i < nbInputs; ++i)
+    try
     {
-        dims.push_back(dimsOf(in[i].desc.dims));
+        std::vector<std::vector<int64_t>> dims;
+        for (int32_t i = 0; i < nbInputs; ++i)
+        {
+            Dims const& d = descDims(in[i]);
+            dims.emplace_back(d.d, d.d + d.nbDims);
+        }
+        std::string const err = negCheckInputShapes(cfg, dims);
+        if (err.empty())
+        {
+            return 0;
+        }
+        logPluginError(kNegPluginName, where, err.c_str());
     }
-    std::string const err = negCheckInputShapes(mCfg, dims);
-    if (!err.empty())
+    catch (std::exception const& e)
     {
-        logError("configurePlugin", err.c_str());
-        return 1;
+        logPluginError(kNegPluginName, where, e.what());
     }
-    return 0;
+    return 1;
+}
+} // namespace
+
+NegPlugin::NegPlugin(NegPluginConfig const& cfg)
+    : PluginBase(cfg)
+    , mDescription(cfg.toString())
+{
+}
+
+int32_t NegPlugin::configurePlugin(
+    DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept
+{
+    return checkShapes(mConfig, "configurePlugin", in, nbInputs, nbOutputs);
 }
 
 int32_t NegPlugin::getOutputDataTypes(
@@ -165,7 +122,7 @@ size_t NegPlugin::getWorkspaceSize(
     {
         return 0;
     }
-    return negPluginWorkspaceSize(mCfg, inputs[kNEG_IN_HIDDEN].max.d[0]);
+    return negPluginWorkspaceSize(mConfig, inputs[kNEG_IN_HIDDEN].max.d[0]);
 }
 
 char const* NegPlugin::getTimingCacheID() noexcept
@@ -180,112 +137,27 @@ char const* NegPlugin::getMetadataString() noexcept
 
 int32_t NegPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const*, int32_t nbOutputs) noexcept
 {
-    if (nbInputs != kNEG_NB_INPUTS || nbOutputs != kNEG_NB_OUTPUTS)
-    {
-        return 1;
-    }
-    std::vector<std::vector<int64_t>> dims;
-    for (int32_t i = 0; i < nbInputs; ++i)
-    {
-        dims.push_back(dimsOf(in[i].dims));
-    }
-    std::string const err = negCheckInputShapes(mCfg, dims);
-    if (!err.empty())
-    {
-        logError("onShapeChange", err.c_str());
-        return 1;
-    }
-    return 0;
+    return checkShapes(mConfig, "onShapeChange", in, nbInputs, nbOutputs);
 }
 
 int32_t NegPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*, void const* const* inputs,
     void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
     int32_t const N = static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].dims.d[0]);
-    NegStepParams const p = negMakeParams(mCfg, N, static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].type),
+    NegStepParams const p = negMakeParams(mConfig, N, static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].type),
         static_cast<int32_t>(inputDesc[kNEG_IN_POSITIONS].type), inputs, outputs);
-    cudaError_t const e = negStepLaunch(p, workspace, negPluginWorkspaceSize(mCfg, N), stream);
+    cudaError_t const e = negStepLaunch(p, workspace, negPluginWorkspaceSize(mConfig, N), stream);
     if (e != cudaSuccess)
     {
-        logError("enqueue", cudaGetErrorString(e));
+        logPluginError(kNegPluginName, "enqueue", cudaGetErrorString(e));
         return 1;
     }
     return 0;
 }
 
-IPluginV3* NegPlugin::attachToContext(IPluginResourceContext*) noexcept
-{
-    return clone();
-}
-
-PluginFieldCollection const* NegPlugin::getFieldsToSerialize() noexcept
-{
-    mSerialFields = mCfg.toFields();
-    mSerialPF = toPluginFields(mSerialFields);
-    mSerialFC.nbFields = static_cast<int32_t>(mSerialPF.size());
-    mSerialFC.fields = mSerialPF.data();
-    return &mSerialFC;
-}
-
-NegPluginCreator::NegPluginCreator()
-    : mSpecs(NegPluginConfig::fieldSpecs())
-    , mPF(toPluginFields(mSpecs))
-{
-    mFC.nbFields = static_cast<int32_t>(mPF.size());
-    mFC.fields = mPF.data();
-}
-
-IPluginV3* NegPluginCreator::createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept
-{
-    try
-    {
-        std::vector<FieldView> views;
-        for (int32_t i = 0; fc && i < fc->nbFields; ++i)
-        {
-            PluginField const& f = fc->fields[i];
-            views.push_back(FieldView{f.name, f.data, static_cast<FieldType>(f.type), f.length});
-        }
-        return new NegPlugin(NegPluginConfig::fromFields(views.data(), static_cast<int32_t>(views.size())));
-    }
-    catch (std::exception const& e)
-    {
-        logError("createPlugin", e.what());
-        return nullptr;
-    }
-}
-
-PluginFieldCollection const* NegPluginCreator::getFieldNames() noexcept
-{
-    return &mFC;
-}
-
-char const* NegPluginCreator::getPluginName() const noexcept
-{
-    return kNegPluginName;
-}
-
-char const* NegPluginCreator::getPluginVersion() const noexcept
-{
-    return kNegPluginVersion;
-}
-
-char const* NegPluginCreator::getPluginNamespace() const noexcept
-{
-    return kNegPluginNamespace;
-}
-
-} // namespace trt_neg
-
-// Registered when the library is loaded (ctypes.CDLL(path, RTLD_GLOBAL) before building
-// or deserialising an engine), under namespace "trt_neg".
 namespace
 {
-struct NegPluginRegistration
-{
-    NegPluginRegistration()
-    {
-        static trt_neg::NegPluginCreator creator;
-        getPluginRegistry()->registerCreator(creator, trt_neg::kNegPluginNamespace);
-    }
-} const gNegPluginRegistration;
+PluginRegistration<NegPlugin> const gRegistration;
 } // namespace
+
+} // namespace trt_neg

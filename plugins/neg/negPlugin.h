@@ -6,30 +6,20 @@
 #include <NvInferRuntime.h>
 
 #include <string>
-#include <vector>
 
+#include "../common/pluginAdapter.h"
 #include "negPluginCore.h"
 
 namespace trt_neg
 {
 
-class NegPlugin : public nvinfer1::IPluginV3,
-                  public nvinfer1::IPluginV3OneCore,
-                  public nvinfer1::IPluginV3OneBuild,
-                  public nvinfer1::IPluginV3OneRuntime
+class NegPlugin : public PluginBase<NegPlugin, NegPluginConfig>
 {
 public:
+    static constexpr char const* kName = kNegPluginName;
+    static constexpr char const* kVersion = kNegPluginVersion;
+
     explicit NegPlugin(NegPluginConfig const& cfg);
-    ~NegPlugin() override = default;
-
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
 
     // IPluginV3OneBuild
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -52,34 +42,11 @@ public:
         int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
 
 private:
-    NegPluginConfig mCfg;
     std::string mDescription;
-    FieldSet mSerialFields;
-    std::vector<nvinfer1::PluginField> mSerialPF;
-    nvinfer1::PluginFieldCollection mSerialFC{};
 };
 
-class NegPluginCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    NegPluginCreator();
-    ~NegPluginCreator() override = default;
-
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
-private:
-    FieldSet mSpecs;
-    std::vector<nvinfer1::PluginField> mPF;
-    nvinfer1::PluginFieldCollection mFC{};
-};
+using NegPluginCreator = PluginCreator<NegPlugin>;
 
 } // namespace trt_neg

@@ -32,62 +32,31 @@ char const* negActivationName(int32_t code)
     }
 }
 
+std::vector<FieldBinding> NegPluginConfig::fields()
+{
+    return {bindField("hidden_size", hiddenSize, true), bindField("head_hidden_size", headHiddenSize, true),
+        bindField("vocab_size", vocabSize, true), bindField("top_k", topK), bindField("temperature", temperature),
+        bindField("seed", seed), bindField("activation", activation)};
+}
+
 NegPluginConfig NegPluginConfig::fromFields(FieldView const* fields, int32_t nbFields)
 {
-    NegPluginConfig c;
-    bool hasH = false, hasD = false, hasV = false;
-    for (int32_t i = 0; i < nbFields; ++i)
+    // `activation` may also be a name (kCHAR): read it as its code.
+    std::vector<FieldView> views(fields, fields + nbFields);
+    int32_t code = 0;
+    for (FieldView& f : views)
     {
-        FieldView const& f = fields[i];
-        std::string const name = f.name ? f.name : "";
-        auto asI32 = [&](int32_t& dst) {
-            int64_t const v = fieldAsInt64(f);
-            if (v < INT32_MIN || v > INT32_MAX)
-                throw FieldError("plugin field '" + name + "': value out of int32 range");
-            dst = static_cast<int32_t>(v);
-        };
-        if (name == "hidden_size")
+        if (f.name != nullptr && std::string(f.name) == "activation" && f.type == FieldType::kCHAR)
         {
-            asI32(c.hiddenSize);
-            hasH = true;
+            std::string const s = fieldAsString(f);
+            code = negActivationFromName(s);
+            if (code < 0)
+                throw FieldError("plugin field 'activation': unknown activation '" + s + "'");
+            f = FieldView{f.name, &code, FieldType::kINT32, 1};
         }
-        else if (name == "head_hidden_size")
-        {
-            asI32(c.headHiddenSize);
-            hasD = true;
-        }
-        else if (name == "vocab_size")
-        {
-            asI32(c.vocabSize);
-            hasV = true;
-        }
-        else if (name == "top_k")
-            asI32(c.topK);
-        else if (name == "temperature")
-            c.temperature = static_cast<float>(fieldAsDouble(f));
-        else if (name == "seed")
-            c.seed = fieldAsInt64(f);
-        else if (name == "activation")
-        {
-            if (f.type == FieldType::kCHAR)
-            {
-                std::string const s = fieldAsString(f);
-                c.activation = negActivationFromName(s);
-                if (c.activation < 0)
-                    throw FieldError("plugin field 'activation': unknown activation '" + s + "'");
-            }
-            else
-                asI32(c.activation);
-        }
-        else
-            throw FieldError("plugin field '" + name + "': unknown field for " + kNegPluginName);
     }
-    if (!hasH)
-        throw FieldError("plugin field 'hidden_size': required");
-    if (!hasD)
-        throw FieldError("plugin field 'head_hidden_size': required");
-    if (!hasV)
-        throw FieldError("plugin field 'vocab_size': required");
+    NegPluginConfig c;
+    readFields(kNegPluginName, c.fields(), views.data(), nbFields);
     c.validate();
     return c;
 }
@@ -110,28 +79,13 @@ void NegPluginConfig::validate() const
 
 FieldSet NegPluginConfig::toFields() const
 {
-    FieldSet s;
-    s.addInt32("hidden_size", hiddenSize);
-    s.addInt32("head_hidden_size", headHiddenSize);
-    s.addInt32("vocab_size", vocabSize);
-    s.addInt32("top_k", topK);
-    s.addFloat32("temperature", temperature);
-    s.addInt64("seed", seed);
-    s.addInt32("activation", activation);
-    return s;
+    NegPluginConfig c = *this; // fields() binds non-const members
+    return fieldValues(c.fields());
 }
 
 FieldSet NegPluginConfig::fieldSpecs()
 {
-    FieldSet s;
-    s.addSpec("hidden_size", FieldType::kINT32);
-    s.addSpec("head_hidden_size", FieldType::kINT32);
-    s.addSpec("vocab_size", FieldType::kINT32);
-    s.addSpec("top_k", FieldType::kINT32);
-    s.addSpec("temperature", FieldType::kFLOAT32);
-    s.addSpec("seed", FieldType::kINT64);
-    s.addSpec("activation", FieldType::kINT32);
-    return s;
+    return trt_neg::fieldSpecs(NegPluginConfig{}.fields());
 }
 
 std::string NegPluginConfig::toString() const

@@ -16,7 +16,6 @@ namespace trt_neg
 
 constexpr char const* kNegPluginName = "NegGatedSampling";
 constexpr char const* kNegPluginVersion = "1";
-constexpr char const* kNegPluginNamespace = "trt_neg";
 
 // Inputs: hidden [N,H], logits [N,V], W1 [d,H], b1 [d], w2 [d] or [1,d], b2 [1] or [], tau [1] or [],
 // positions [N] (int32 or int64).  Outputs: guided logits [N,V] fp32, token [N] int32,
@@ -54,6 +53,9 @@ struct NegPluginConfig
     int32_t activation{kNEG_ACT_SILU_CODE};
 
     static constexpr int32_t kNEG_ACT_SILU_CODE = 0;
+
+    // The fields bound to the members, in serialisation order (the three sizes required).
+    std::vector<FieldBinding> fields();
 
     // Parses fields (unknown names are an error; missing names keep defaults except the
     // three sizes, which are required).  `activation` may be an integer code or a name.

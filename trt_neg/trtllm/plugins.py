@@ -37,7 +37,7 @@ GDN_PLUGIN_NAME, GDN_PLUGIN_VERSION = "TrtNegGatedDeltaRule", "1"  # plugins/gdn
 
 # plugins/neg/negMath.h: activation codes of the NEG head.
 NEG_ACTIVATION_CODES = {"silu": 0, "gelu": 1, "relu": 2, "gelu_tanh": 3}
-# nvinfer1::DataType codes (plugins/gdn/gdnPluginCore.h TrtType): the GDN plugin's type_id.
+# nvinfer1::DataType codes (plugins/common/pluginFields.h TensorType): the GDN plugin's type_id.
 TRT_DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 7}
 
 # A plugin field before it becomes a trt.PluginField: (name, data, trt.PluginFieldType member name).
@@ -128,7 +128,7 @@ def neg_plugin_fields(*, hidden_size: int, head_hidden_size: int, vocab_size: in
 def gdn_plugin_fields(*, num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int, dtype: str,
                       remove_input_padding: bool = True, gated_norm: bool = True, norm_eps: float = 1e-6,
                       continue_context: bool = False) -> list[Field]:
-    """Fields of ``TrtNegGatedDeltaRule`` (``gdnPluginCore.cpp`` kFields order and types; all length 1)."""
+    """Fields of ``TrtNegGatedDeltaRule`` (``GdnPluginConfig::fields()`` order and types; all length 1)."""
     if dtype not in TRT_DTYPE_CODES:
         raise ValueError(f"Gated DeltaNet activation dtype must be one of {sorted(TRT_DTYPE_CODES)}, got {dtype!r}")
     if num_v_heads % num_k_heads:

@@ -1,7 +1,9 @@
 // Plain C++ checks of the TrtNegGatedDeltaRule plugin core (no TensorRT, no GPU):
 // field parsing and serialisation round trip, type/shape rules, workspace, and the
 // enqueue path (makeParams -> the CPU op) on host memory. Built and run by
-// tests/test_gdn_plugin_core.py:  g++ -std=c++17 gdnCoreTest.cpp ../gdnPluginCore.cpp ../gdnHost.cpp
+// tests/test_gdn_plugin_core.py:
+//   g++ -std=c++17 gdnCoreTest.cpp ../gdnPluginCore.cpp ../gdnHost.cpp ../../common/pluginFields.cpp
+#include "../../common/testCheck.h"
 #include "../gdnHost.h"
 #include "../gdnPluginCore.h"
 
@@ -13,19 +15,8 @@
 #include <string>
 #include <vector>
 
+using namespace trt_neg;
 using namespace trt_neg::gdn;
-
-static int gFailures = 0;
-
-#define CHECK(cond)                                                                                                    \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        if (!(cond))                                                                                                   \
-        {                                                                                                              \
-            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                               \
-            ++gFailures;                                                                                               \
-        }                                                                                                              \
-    } while (0)
 
 static bool contains(std::string const& s, char const* part)
 {
@@ -40,94 +31,126 @@ struct Fields
 };
 
 // num_k_heads, num_v_heads, head_k_dim, head_v_dim, type_id (+ optional extras).
-static Fields makeFields(int32_t hk, int32_t hv, int32_t dk, int32_t dv, int32_t type, bool extras)
+static Fields makeFields(int32_t hk, int32_t hv, int32_t dk, int32_t dv, TensorType type, bool extras)
 {
     Fields f;
-    f.ints = {hk, hv, dk, dv, type, 1, 1, 0};
-    f.v = {{"num_k_heads", &f.ints[0], kFIELD_INT32, 1}, {"num_v_heads", &f.ints[1], kFIELD_INT32, 1},
-        {"head_k_dim", &f.ints[2], kFIELD_INT32, 1}, {"head_v_dim", &f.ints[3], kFIELD_INT32, 1},
-        {"type_id", &f.ints[4], kFIELD_INT32, 1}};
+    f.ints = {hk, hv, dk, dv, static_cast<int32_t>(type), 1, 1, 0};
+    auto const i32 = FieldType::kINT32;
+    f.v = {{"num_k_heads", &f.ints[0], i32, 1}, {"num_v_heads", &f.ints[1], i32, 1},
+        {"head_k_dim", &f.ints[2], i32, 1}, {"head_v_dim", &f.ints[3], i32, 1}, {"type_id", &f.ints[4], i32, 1}};
     if (extras)
     {
-        f.v.push_back({"remove_input_padding", &f.ints[5], kFIELD_INT32, 1});
-        f.v.push_back({"gated_norm", &f.ints[6], kFIELD_INT32, 1});
-        f.v.push_back({"norm_eps", &f.eps, kFIELD_FLOAT32, 1});
-        f.v.push_back({"continue_context", &f.ints[7], kFIELD_INT32, 1});
+        f.v.push_back({"remove_input_padding", &f.ints[5], i32, 1});
+        f.v.push_back({"gated_norm", &f.ints[6], i32, 1});
+        f.v.push_back({"norm_eps", &f.eps, FieldType::kFLOAT32, 1});
+        f.v.push_back({"continue_context", &f.ints[7], i32, 1});
     }
     return f;
+}
+
+// Parses the first n fields into `out`: "" on success, else the FieldError message.
+static std::string parse(std::vector<FieldView> const& v, size_t n, GdnPluginConfig& out)
+{
+    try
+    {
+        out = GdnPluginConfig::fromFields(v.data(), static_cast<int32_t>(n));
+        return "";
+    }
+    catch (FieldError const& e)
+    {
+        return e.what();
+    }
 }
 
 static void testFields()
 {
     // Defaults and the 9B's shapes.
-    Fields f = makeFields(16, 32, 128, 128, kTRT_BF16, false);
+    Fields f = makeFields(16, 32, 128, 128, TensorType::kBF16, false);
     GdnPluginConfig c;
-    CHECK(GdnPluginConfig::fromFields(f.v.data(), static_cast<int32_t>(f.v.size()), c).empty());
+    CHECK(parse(f.v, f.v.size(), c).empty());
     CHECK(c.shape.numKHeads == 16 && c.shape.numVHeads == 32 && c.shape.headKDim == 128 && c.shape.headVDim == 128);
-    CHECK(c.typeId == kTRT_BF16 && c.removeInputPadding == 1 && c.gatedNorm == 1 && c.continueContext == 0);
+    CHECK(c.typeId == static_cast<int32_t>(TensorType::kBF16) && c.removeInputPadding == 1 && c.gatedNorm == 1
+        && c.continueContext == 0);
     CHECK(c.normEps == 1e-6f);
     CHECK(c.shape.convDim() == 2 * 16 * 128 + 32 * 128);
     CHECK(c.nbInputs() == 11 && GdnPluginConfig::nbOutputs() == 1 && c.workspaceSize() == 0);
 
     // All fields, then serialise and parse back: identical.
-    Fields g = makeFields(2, 4, 8, 16, kTRT_HALF, true);
+    Fields g = makeFields(2, 4, 8, 16, TensorType::kHALF, true);
     g.ints[5] = 0;
     g.ints[6] = 0;
     g.ints[7] = 1;
     g.eps = 3e-5f;
     GdnPluginConfig d;
-    CHECK(GdnPluginConfig::fromFields(g.v.data(), static_cast<int32_t>(g.v.size()), d).empty());
-    std::vector<FieldView> ser = d.toFields();
-    CHECK(ser.size() == GdnPluginConfig::fieldNames().size());
+    CHECK(parse(g.v, g.v.size(), d).empty());
+    FieldSet const serSet = d.toFields();
+    FieldSet const specSet = GdnPluginConfig::fieldSpecs();
+    std::vector<FieldView> const& ser = serSet.views();
+    std::vector<FieldView> const& specs = specSet.views();
+    CHECK(ser.size() == specs.size() && ser.size() == 9);
     for (size_t i = 0; i < ser.size(); ++i)
     {
-        CHECK(std::strcmp(ser[i].name, GdnPluginConfig::fieldNames()[i].name) == 0);
-        CHECK(ser[i].type == GdnPluginConfig::fieldNames()[i].type);
+        CHECK(std::strcmp(ser[i].name, specs[i].name) == 0);
+        CHECK(ser[i].type == specs[i].type);
     }
-    GdnPluginConfig e;
-    CHECK(GdnPluginConfig::fromFields(ser.data(), static_cast<int32_t>(ser.size()), e).empty());
-    CHECK(std::memcmp(&e.shape, &d.shape, sizeof e.shape) == 0);
-    CHECK(e.typeId == kTRT_HALF && e.removeInputPadding == 0 && e.gatedNorm == 0 && e.continueContext == 1);
-    CHECK(e.normEps == 3e-5f && e.nbInputs() == 9);
+    auto checkParsedBack = [&](std::vector<FieldView> const& fields)
+    {
+        GdnPluginConfig e;
+        CHECK(parse(fields, fields.size(), e).empty());
+        CHECK(std::memcmp(&e.shape, &d.shape, sizeof e.shape) == 0);
+        CHECK(e.typeId == static_cast<int32_t>(TensorType::kHALF) && e.removeInputPadding == 0 && e.gatedNorm == 0
+            && e.continueContext == 1);
+        CHECK(e.normEps == 3e-5f && e.nbInputs() == 9);
+    };
+    checkParsedBack(ser);
+    // Through the binary form as well (serializeFields / deserializeFields).
+    std::vector<uint8_t> const blob = serializeFields(ser);
+    FieldSet const back = deserializeFields(blob.data(), blob.size());
+    checkParsedBack(back.views());
+    CHECK(serializeFields(back.views()) == blob);
 
     // Errors.
     GdnPluginConfig x;
-    Fields m = makeFields(16, 32, 128, 128, kTRT_BF16, false);
-    CHECK(contains(GdnPluginConfig::fromFields(m.v.data(), 4, x), "missing field 'type_id'"));
-    Fields u = makeFields(16, 32, 128, 128, kTRT_BF16, false);
+    Fields m = makeFields(16, 32, 128, 128, TensorType::kBF16, false);
+    CHECK(contains(parse(m.v, 4, x), "missing field 'type_id'"));
+    Fields u = makeFields(16, 32, 128, 128, TensorType::kBF16, false);
     int32_t one = 1;
-    u.v.push_back({"bogus", &one, kFIELD_INT32, 1});
-    CHECK(contains(GdnPluginConfig::fromFields(u.v.data(), static_cast<int32_t>(u.v.size()), x), "unknown field"));
-    Fields t = makeFields(16, 32, 128, 128, kTRT_BF16, true);
-    t.v[7].type = kFIELD_INT32; // norm_eps as int
-    CHECK(contains(GdnPluginConfig::fromFields(t.v.data(), static_cast<int32_t>(t.v.size()), x), "norm_eps"));
-    Fields dup = makeFields(16, 32, 128, 128, kTRT_BF16, false);
+    u.v.push_back({"bogus", &one, FieldType::kINT32, 1});
+    CHECK(contains(parse(u.v, u.v.size(), x), "unknown field"));
+    Fields t = makeFields(16, 32, 128, 128, TensorType::kBF16, true);
+    t.v[7].type = FieldType::kINT32; // norm_eps as int
+    CHECK(contains(parse(t.v, t.v.size(), x), "norm_eps"));
+    Fields dup = makeFields(16, 32, 128, 128, TensorType::kBF16, false);
     dup.v.push_back(dup.v[0]);
-    CHECK(contains(GdnPluginConfig::fromFields(dup.v.data(), static_cast<int32_t>(dup.v.size()), x), "twice"));
-    Fields r = makeFields(3, 4, 8, 8, kTRT_BF16, false);
-    CHECK(contains(GdnPluginConfig::fromFields(r.v.data(), 5, x), "multiple"));
-    Fields ty = makeFields(1, 1, 8, 8, kTRT_INT32, false);
-    CHECK(contains(GdnPluginConfig::fromFields(ty.v.data(), 5, x), "type_id"));
-    Fields big = makeFields(1, 1, 256, 256, kTRT_FLOAT, false);
-    CHECK(contains(GdnPluginConfig::fromFields(big.v.data(), 5, x), "24576"));
-    Fields len = makeFields(1, 1, 8, 8, kTRT_FLOAT, false);
+    CHECK(contains(parse(dup.v, dup.v.size(), x), "twice"));
+    Fields r = makeFields(3, 4, 8, 8, TensorType::kBF16, false);
+    CHECK(contains(parse(r.v, 5, x), "multiple"));
+    Fields ty = makeFields(1, 1, 8, 8, TensorType::kINT32, false);
+    CHECK(contains(parse(ty.v, 5, x), "type_id"));
+    Fields big = makeFields(1, 1, 256, 256, TensorType::kFLOAT, false);
+    CHECK(contains(parse(big.v, 5, x), "24576"));
+    Fields len = makeFields(1, 1, 8, 8, TensorType::kFLOAT, false);
     len.v[0].length = 2;
-    CHECK(!GdnPluginConfig::fromFields(len.v.data(), 5, x).empty());
+    CHECK(!parse(len.v, 5, x).empty());
+    Fields flag = makeFields(1, 1, 8, 8, TensorType::kFLOAT, true);
+    flag.ints[6] = 2; // gated_norm must be 0 or 1
+    CHECK(contains(parse(flag.v, flag.v.size(), x), "gated_norm"));
 }
 
 static void testTypesAndDims()
 {
-    Fields f = makeFields(2, 4, 8, 16, kTRT_BF16, false);
+    Fields f = makeFields(2, 4, 8, 16, TensorType::kBF16, false);
     GdnPluginConfig c;
-    CHECK(GdnPluginConfig::fromFields(f.v.data(), 5, c).empty());
-    int32_t const want[12] = {kTRT_BF16, kTRT_BF16, kTRT_BF16, kTRT_FLOAT, kTRT_FLOAT, kTRT_INT64, kTRT_INT32,
-        kTRT_INT32, kTRT_INT32, kTRT_BF16, kTRT_FLOAT, kTRT_BF16};
+    CHECK(parse(f.v, 5, c).empty());
+    using T = TensorType;
+    T const want[12] = {T::kBF16, T::kBF16, T::kBF16, T::kFLOAT, T::kFLOAT, T::kINT64, T::kINT32, T::kINT32, T::kINT32,
+        T::kBF16, T::kFLOAT, T::kBF16};
     for (int32_t pos = 0; pos < 11; ++pos)
     {
         CHECK(c.expectedType(pos) == want[pos]);
     }
     // Position nbInputs() is the output.
-    CHECK(c.expectedType(c.nbInputs()) == kTRT_BF16);
+    CHECK(c.expectedType(c.nbInputs()) == T::kBF16);
 
     int64_t const conv = 2 * 2 * 8 + 4 * 16; // 96
     int64_t qkv[2] = {-1, conv}, ab[2] = {-1, 4}, z[2] = {-1, 64}, hv[1] = {4}, one[1] = {1}, batch[1] = {-1},
@@ -162,9 +185,9 @@ static void testTypesAndDims()
 // a direct call with the same data.
 static void testEnqueuePath()
 {
-    Fields f = makeFields(1, 2, 4, 8, kTRT_FLOAT, false);
+    Fields f = makeFields(1, 2, 4, 8, TensorType::kFLOAT, false);
     GdnPluginConfig c;
-    CHECK(GdnPluginConfig::fromFields(f.v.data(), 5, c).empty());
+    CHECK(parse(f.v, 5, c).empty());
     int32_t const B = 3;
     std::vector<int32_t> lens = {5, 1, 3};
     std::vector<int32_t> last = {5, 6, 9};
@@ -253,11 +276,5 @@ int main()
     testFields();
     testTypesAndDims();
     testEnqueuePath();
-    if (gFailures)
-    {
-        std::printf("%d check(s) failed\n", gFailures);
-        return 1;
-    }
-    std::printf("gdnCoreTest: all checks passed\n");
-    return 0;
+    return checkSummary("gdnCoreTest: all checks passed");
 }

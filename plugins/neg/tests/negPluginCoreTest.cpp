@@ -1,6 +1,7 @@
 // Tests of the NEG plugin's plain-C++ core (fields, validation, shape/type rules,
 // serialisation round trip, workspace, launch params).  Built and run by
 // tests/test_neg_compile.py with g++ only; prints "ALL OK" on success.
+#include "../../common/testCheck.h"
 #include "../negMath.h"
 #include "../negPluginCore.h"
 
@@ -9,17 +10,6 @@
 #include <cstdlib>
 
 using namespace trt_neg;
-
-static int gFailures = 0;
-#define CHECK(cond)                                                                                                    \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        if (!(cond))                                                                                                   \
-        {                                                                                                              \
-            std::printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                                                \
-            ++gFailures;                                                                                               \
-        }                                                                                                              \
-    } while (0)
 
 template <typename F>
 static bool throwsNaming(F f, char const* needle)
@@ -209,11 +199,5 @@ int main()
     testShapes();
     testTypes();
     testWorkspaceAndParams();
-    if (gFailures)
-    {
-        std::printf("%d FAILURES\n", gFailures);
-        return 1;
-    }
-    std::printf("ALL OK\n");
-    return 0;
+    return checkSummary("ALL OK");
 }

@@ -1,0 +1,62 @@
+"""Compiler helpers of the C++/CUDA tests (tests/test_neg_compile.py, tests/test_gdn_plugin_core.py).
+
+Imported by name: pytest puts tests/ on sys.path (rootdir conftest, no package).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGINS = ROOT / "plugins"
+PLUGIN_FIELDS = PLUGINS / "common" / "pluginFields.cpp"
+NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+GXX = shutil.which("g++")
+ARCHS = ("80", "89", "90")
+# nvcc flags that embed SASS for every target GPU (sm_80, sm_89, sm_90).
+GENCODE = [f"-gencode=arch=compute_{sm},code=sm_{sm}" for sm in ARCHS]
+
+
+def cuda_include() -> Path | None:
+    """The CUDA headers: next to nvcc, else /usr/local/cuda[-*]/include."""
+    if NVCC:
+        inc = Path(NVCC).resolve().parents[1] / "include"
+        if (inc / "cuda_runtime_api.h").exists():
+            return inc
+    for p in (Path("/usr/local/cuda/include"), *sorted(Path("/usr/local").glob("cuda-*/include"))):
+        if (p / "cuda_runtime_api.h").exists():
+            return p
+    return None
+
+
+def trt_include() -> Path | None:
+    """TensorRT headers: ``TRT_INCLUDE_DIR``, else the NGC container's locations."""
+    for p in (os.environ.get("TRT_INCLUDE_DIR"), "/usr/include/x86_64-linux-gnu", "/usr/local/tensorrt/include"):
+        if p and (Path(p) / "NvInferRuntime.h").exists():
+            return Path(p)
+    return None
+
+
+def run(cmd, **kw) -> subprocess.CompletedProcess:
+    """Run ``cmd``; assert it succeeded, showing the command and the tail of its output."""
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    assert r.returncode == 0, f"{' '.join(map(str, cmd))}\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+def check_sass(obj: Path) -> None:
+    """``obj`` holds SASS for every target in ARCHS (where cuobjdump exists)."""
+    cuobjdump = Path(NVCC).parent / "cuobjdump"
+    if cuobjdump.exists():
+        listing = run([cuobjdump, "--list-elf", obj]).stdout
+        for sm in ARCHS:
+            assert f"sm_{sm}" in listing
+
+
+def tensorrt_adapter_syntax(source: Path) -> None:
+    """g++ -fsyntax-only of a TensorRT adapter against the TensorRT and CUDA headers, warnings as errors."""
+    run([GXX, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-isystem", trt_include(),
+         "-isystem", cuda_include(), source])
