@@ -85,6 +85,42 @@ def test_rope_tables_cover_only_the_rotated_dims_and_attention_is_configured(trt
     assert not hasattr(model.transformer, "ln_f") and hasattr(model.transformer, "vocab_embedding")
 
 
+@pytest.mark.parametrize("tp,pp", [(1, 1), (1, 2), (2, 2), (1, 4)])
+def test_prepare_inputs_sizes_the_kv_cache_inputs_per_stage(trtllm_stub, tp, pp):
+    # 1.x prepare_attention_inputs splits the layer count it is given over the pp stages itself
+    # (mapping.pp_layers(num_layers)); each stage's host_kv_cache_pool_mapping must have one row per
+    # attention layer of that stage (what the C++ runtime feeds).
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    desc = _description("9b")
+    for rank in range(tp * pp):
+        config = config_for(desc, contract.Mapping(tp, pp), "bfloat16", rank)
+        model = DarwinNegForCausalLM(config)
+        inputs = model.prepare_inputs(max_batch_size=4, max_input_len=64, max_seq_len=128, max_num_tokens=256,
+                                      use_cache=True)
+        local = config.mapping.pp_layers(config.num_hidden_layers)
+        local_types = [config.layer_types[i % len(config.layer_types)] for i in local]
+        n_attn = local_types.count("attention")
+        kv = inputs["kv_cache_params"]
+        assert kv.host_kv_cache_pool_mapping.shape == [n_attn, 2]
+        assert kv.host_max_attention_window_sizes.shape == [n_attn]
+        assert kv.past_key_value == [None] * len(local)  # one slot per local layer (paged: all None)
+        names = [t.name for t in inputs["rnn_states"] if t is not None]
+        assert names == [f"rnn_state_ptr_{i}" for i, typ in zip(local, local_types) if typ == "recurrent"]
+        assert [t.name for t in inputs["conv_states"] if t is not None] == [n.replace("rnn", "conv") for n in names]
+
+
+def test_prepare_inputs_refuses_a_pp_split_the_kv_cache_inputs_cannot_express(trtllm_stub):
+    # tiny = [lin, lin, lin, full]: with pp 2 stage 0 has no attention layer at all.
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    model = DarwinNegForCausalLM(config_for(_description("tiny"), contract.Mapping(1, 2), "float32", 0))
+    with pytest.raises(ValueError, match="pp stage 0 holds 0 of the 1 attention layers"):
+        model.prepare_inputs(max_batch_size=2, max_input_len=8, max_seq_len=16, max_num_tokens=16, use_cache=True)
+
+
 def test_config_round_trip_and_description(trtllm_stub):
     from trt_neg.trtllm.config import RUNTIME_ARCHITECTURE_ALIAS, DarwinNegConfig, config_for
 

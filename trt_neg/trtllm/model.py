@@ -442,15 +442,29 @@ class DarwinNegForCausalLM(DecoderModelForCausalLM):
                 and pc.paged_kv_cache):
             raise ValueError("Darwin-NEG needs remove_input_padding, paged_kv_cache, paged_state, "
                              "gpt_attention_plugin and mamba_conv1d_plugin (in-flight batching)")
-        local_layers = self.config.mapping.pp_layers(self.config.num_hidden_layers)
+        if getattr(pc, "multiple_profiles", False):
+            raise ValueError("Darwin-NEG's engine supports one optimization profile (multiple_profiles off): "
+                             "its recurrent-state inputs are declared for a single profile")
+        mapping = self.config.mapping
+        local_layers = mapping.pp_layers(self.config.num_hidden_layers)
         attention_layers = [i for i in local_layers if self.layer_types[i] == ATTENTION]
         # PretrainedModel.prepare_inputs builds input_ids, position_ids, last_token_ids and the
-        # attention inputs (one KV cache entry per *attention* layer of this stage).
+        # attention inputs. 1.x prepare_attention_inputs splits the count it is given over the pp
+        # stages itself (mapping.pp_layers(num_layers)), so it gets the *global* attention-layer
+        # count; its share for this stage must equal the stage's own attention layers, which is
+        # what the C++ runtime sizes host_kv_cache_pool_mapping by.
+        num_attention = self.layer_types.count(ATTENTION)
+        if not attention_layers or len(mapping.pp_layers(num_attention)) != len(attention_layers):
+            raise ValueError(
+                f"pp stage {mapping.pp_rank} holds {len(attention_layers)} of the {num_attention} attention layers; "
+                f"TensorRT-LLM sizes each stage's KV-cache inputs as an even split "
+                f"({len(mapping.pp_layers(num_attention))}): choose a pp size that spreads the attention "
+                f"layers evenly (and gives every stage at least one)")
         inputs = super().prepare_inputs(
             max_batch_size=max_batch_size, max_input_len=max_input_len, max_seq_len=max_seq_len,
             max_num_tokens=max_num_tokens, use_cache=use_cache, max_beam_width=max_beam_width,
             opt_num_tokens=opt_num_tokens, gather_context_logits=gather_context_logits,
-            opt_batch_size=opt_batch_size, num_hidden_layers=len(attention_layers))
+            opt_batch_size=opt_batch_size, num_hidden_layers=num_attention)
         # One past_key_value slot per local layer (None for recurrent layers; all None when paged).
         kv = inputs["kv_cache_params"]
         past = list(kv.past_key_value or [None] * len(attention_layers))
