@@ -269,3 +269,17 @@ def test_unshard_inverts_the_conversion(converted, tmp_path):
     save_file(t, str(broken / "rank1.safetensors"))
     with pytest.raises(CheckpointError, match="replicated rows disagree"):
         unshard(broken)
+
+
+def test_config_json_round_trips_the_rotary_dims_whatever_the_head_size():
+    """config.json stores rotary_embedding_dim; reading it back must give the same rotary_dim even where
+    rotary / head_size * head_size rounds below rotary in floating point (30 / 104 * 104 = 29.99...)."""
+    data = preset_config("tiny")
+    text = data["text_config"]
+    text.update(head_dim=104, rope_parameters={**text["rope_parameters"], "partial_rotary_factor": 0.2885})
+    b = config_from_dict(data).backbone
+    assert b.rotary_dim == 30
+    cfg = C.checkpoint_config(config_from_dict(data), C.Mapping(1, 1), "float32")
+    assert cfg["rotary_embedding_dim"] == 30
+    config, _, _ = C.config_from_checkpoint(cfg)
+    assert config.backbone.rotary_dim == 30

@@ -162,3 +162,38 @@ def test_host_errors():
         host.gated_topk_sample(z, torch.zeros(2), 0.0, 0, 1.0, 0, 0)
     with pytest.raises(ValueError, match="temperature"):
         host.gated_topk_sample(z, torch.zeros(2), 0.0, 1, -1.0, 0, 0)
+
+
+def test_host_refuses_seeds_offsets_of_the_wrong_length():
+    """The C code reads N seeds and N offsets; a shorter array must be refused, not read past its end."""
+    z = torch.randn(5, 9)
+    with pytest.raises(ValueError, match="seeds"):
+        host.gated_topk_sample(z, torch.full((5,), 9.0), 0.0, 3, 1.0, torch.arange(3), 0)
+    with pytest.raises(ValueError, match="offsets"):
+        host.gated_topk_sample(z, torch.full((5,), 9.0), 0.0, 3, 1.0, 0, torch.arange(7))
+    w = _weights(16, 8, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    with pytest.raises(ValueError, match="offsets"):
+        host.neg_step(torch.randn(5, 16), z, w, seeds=0, offsets=[1, 2])
+    # a single value still broadcasts to every row
+    one = host.gated_topk_sample(z, torch.full((5,), 9.0), 0.0, 3, 1.0, torch.tensor([4]), [11])
+    ref = neg.gated_topk_sample(z, torch.full((5,), 9.0), 0.0, 3, 1.0, 4, 11)
+    assert torch.equal(one.token, ref.token)
+
+
+def test_host_neg_step_refuses_hidden_wider_or_narrower_than_fc1():
+    """W1 is read as [d, H] with H taken from ``hidden``: a mismatch must be an error naming hidden."""
+    w = _weights(16, 8, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    z = torch.randn(2, 9)
+    for hs in (15, 17):
+        with pytest.raises(ValueError, match="hidden"):
+            host.neg_step(torch.randn(2, hs), z, w)
+
+
+def test_host_and_reference_take_64_bit_seeds_as_python_ints():
+    """Seeds are 64-bit (neg_config.seed < 2**64): 2**64 - 1 has the bits of int64 -1 on every path."""
+    z = torch.randn(4, 30)
+    ent = torch.full((4,), 9.0)
+    ref = neg.gated_topk_sample(z, ent, 0.0, 8, 1.0, -1, torch.arange(4) + 5)
+    for seed in (2**64 - 1, [2**64 - 1] * 4):
+        assert torch.equal(neg.gated_topk_sample(z, ent, 0.0, 8, 1.0, seed, torch.arange(4) + 5).token, ref.token)
+        assert torch.equal(host.gated_topk_sample(z, ent, 0.0, 8, 1.0, seed, torch.arange(4) + 5).token, ref.token)

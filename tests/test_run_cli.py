@@ -124,3 +124,11 @@ def test_default_model_is_generated_once_into_the_cache(tmp_path, monkeypatch):
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # nothing half written
     r2 = invoke("--token-ids", "1,2", "--max-new-tokens", "2", "--json")
     assert "writing" not in r2.stderr and json_lines(r2)[0]["tokens"] == json_lines(r)[0]["tokens"]
+
+
+def test_prompts_file_with_a_non_list_stop_is_a_usage_error(tiny_checkpoint, tmp_path):
+    """A JSONL "stop" that is neither a string nor a list is refused with the line named (no traceback)."""
+    bad = tmp_path / "stop.jsonl"
+    bad.write_text('{"token_ids": [1, 2], "stop": 5}\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bad), ok=False)
+    assert r.exit_code == 2 and "stop.jsonl:1" in r.output and "stop:" in r.output

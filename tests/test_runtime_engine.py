@@ -329,3 +329,28 @@ def test_frontend_contract_with_a_minimal_engine():
     (res,) = engine.generate([Request([4], max_new_tokens=1, ignore_eos=True, request_id="x")])
     assert res.request_id == "x" and res.tokens == [4] and res.finish_reason is FinishReason.LENGTH
     assert res.seed is None and engine.pending == [] and not engine.has_unfinished()
+
+
+class _FailingTokenizer:
+    """Decodes ids as text, except that any window starting with token 96 raises (a broken tokenizer)."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        if ids and ids[0] == 96:
+            raise RuntimeError("decode failed")
+        return "".join(chr(65 + t % 26) for t in ids)
+
+
+def test_a_failing_detokenization_fails_that_request_only():
+    """The backend has advanced every row of the step; one request's failure to record its token must not
+    leave the others a token behind their slots (nor stop the step), and its slot must be released."""
+    engine, backend = make(max_slots=2, tokenizer=_FailingTokenizer())
+    good_prompt = [3, 4, 5]
+    assert 96 not in ScriptedBackend.expected(good_prompt, 8)
+    good = engine.add_request(Request(good_prompt, max_new_tokens=8))
+    engine.step()
+    bad = engine.add_request(Request([96, 1, 2], max_new_tokens=8))
+    res = run_all(engine)
+    assert res[bad].finish_reason is FinishReason.ERROR and "decode failed" in res[bad].error
+    assert res[good].finish_reason is FinishReason.LENGTH
+    assert res[good].tokens == ScriptedBackend.expected(good_prompt, 8)
+    assert backend.history == {} and sorted(backend.released) == [0, 1]

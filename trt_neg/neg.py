@@ -305,13 +305,29 @@ def _check_sampling_args(top_k, temperature) -> None:
         raise ValueError(f"temperature: expected a finite value > 0, got {temperature!r}")
 
 
-def _per_row(x, n: int, name: str, device) -> torch.Tensor:
+def as_int64(value: int) -> int:
+    """A 64-bit seed or offset (any Python int, taken modulo 2^64) as the int64 with the same bits."""
+    value = int(value) & 0xFFFFFFFFFFFFFFFF
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def per_row_int64(x, n: int, name: str) -> torch.Tensor:
+    """Per-row seeds/offsets as an int64 tensor [n]: a scalar is broadcast; Python ints are taken modulo 2^64.
+
+    Raises ``ValueError`` naming ``name`` unless ``x`` is a scalar or has exactly ``n`` entries.
+    """
+    if isinstance(x, int) or (isinstance(x, (list, tuple)) and all(isinstance(v, int) for v in x)):
+        x = as_int64(x) if isinstance(x, int) else [as_int64(v) for v in x]
     t = torch.as_tensor(x, dtype=torch.int64)
     if t.dim() == 0:
         t = t.expand(n)
     if tuple(t.shape) != (n,):
         raise ValueError(f"{name}: expected a scalar or shape ({n},), got {tuple(t.shape)}")
-    return t.to(device)
+    return t
+
+
+def _per_row(x, n: int, name: str, device) -> torch.Tensor:
+    return per_row_int64(x, n, name).to(device)
 
 
 def _topk_candidates(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ de-interleaving are one mechanism that streams (rows are contiguous bytes in saf
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping as TMapping
 
@@ -481,13 +482,19 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
     bad = sorted({k for k in kinds if k not in LAYER_TYPE_FROM_TRTLLM})
     if bad:
         raise ConfigError(source, "layer_types", f"unknown layer type(s) {bad}")
-    head = need("head_size")
+    head, rotary = need("head_size"), need("rotary_embedding_dim")
+    # BackboneConfig.rotary_dim is int(head_dim * partial_rotary_factor) (as in transformers); rotary / head
+    # can round just below the ratio (30 / 104 * 104 = 29.99...), so step up to the smallest factor that
+    # gives back exactly ``rotary``.
+    partial = rotary / head
+    while int(head * partial) < rotary:
+        partial = math.nextafter(partial, math.inf)
     eos = data.get("eos_token_id") or []
     b = BackboneConfig(
         vocab_size=need("vocab_size"), hidden_size=need("hidden_size"), intermediate_size=need("intermediate_size"),
         num_hidden_layers=need("num_hidden_layers"), layer_types=tuple(LAYER_TYPE_FROM_TRTLLM[k] for k in kinds),
         num_attention_heads=need("num_attention_heads"), num_key_value_heads=need("num_key_value_heads"),
-        head_dim=head, partial_rotary_factor=need("rotary_embedding_dim") / head, rope_theta=need("rotary_base"),
+        head_dim=head, partial_rotary_factor=partial, rope_theta=need("rotary_base"),
         max_position_embeddings=need("max_position_embeddings"), attention_bias=bool(data.get("attention_bias")),
         linear_num_key_heads=need("linear_num_key_heads"), linear_num_value_heads=need("linear_num_value_heads"),
         linear_key_head_dim=need("linear_key_head_dim"), linear_value_head_dim=need("linear_value_head_dim"),

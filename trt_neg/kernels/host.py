@@ -61,11 +61,18 @@ def philox_uniform(seed: int, offset: int) -> float:
     return float(load().trtneg_philox_uniform(int(seed) & (2**64 - 1), int(offset) & (2**64 - 1)))
 
 
-def _rows(x, n: int) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.int64).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    return t.contiguous().clone()
+def _rows(x, n: int, name: str) -> torch.Tensor:
+    """Seeds/offsets for the C call: exactly n int64 values (the C code reads n of them, whatever it is given).
+
+    One value (a scalar or a single entry) is broadcast to every row.
+    """
+    from ..neg import per_row_int64
+
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        x = x.reshape(())
+    elif isinstance(x, (list, tuple)) and len(x) == 1:
+        x = x[0]
+    return per_row_int64(x, n, name).to("cpu").contiguous().clone()
 
 
 def _prep_common(logits: torch.Tensor, seeds, offsets, with_guided: bool):
@@ -79,7 +86,7 @@ def _prep_common(logits: torch.Tensor, seeds, offsets, with_guided: bool):
         status=torch.empty(n, dtype=torch.int32),
         guided=torch.empty(n, v, dtype=torch.float32) if with_guided else None,
     )
-    return z, n, v, _rows(seeds, n), _rows(offsets, n), out
+    return z, n, v, _rows(seeds, n, "seeds"), _rows(offsets, n, "offsets"), out
 
 
 def _result(out, entropy):
@@ -149,6 +156,8 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     if h.dim() != 2 or h.shape[0] != n:
         raise ValueError(f"hidden: expected [{n}, H], got {tuple(h.shape)}")
     w1, b1, w2, b2 = _weights(weights, h.dtype)
+    if w1.shape[1] != h.shape[1]:  # the C code reads W1 as [d, H] with H from hidden
+        raise ValueError(f"hidden: last dimension {h.shape[1]} != fc1_weight columns {w1.shape[1]}")
     tau = float(torch.as_tensor(weights.threshold if threshold is None else threshold, dtype=torch.float32).reshape(()))
     ent = torch.empty(n, dtype=torch.float32)
     _check(load().trtneg_neg_step_host(

@@ -123,7 +123,14 @@ class LLMEngine(EngineFrontend):
         self.stats["decode_tokens"] += len(batch.decode)
         for seq, sample in zip(seqs, samples):
             seq.prefilled = True
-            outputs.append(seq.append(int(sample.token), float(sample.entropy), bool(sample.fired), now))
+            try:
+                output = seq.append(int(sample.token), float(sample.entropy), bool(sample.fired), now)
+            except Exception as exc:  # e.g. the tokenizer failed on this token: fail this request only
+                log.exception("request %s: recording its token failed", seq.request_id)
+                seq.error = f"{type(exc).__name__}: {exc}"
+                self._retire(seq, FinishReason.ERROR, outputs)
+                continue
+            outputs.append(output)
             if seq.finish_reason is not None:
                 self._retire(seq, seq.finish_reason, outputs)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from .sampling_params import SamplingParams, _is_int
 
@@ -57,6 +57,8 @@ class Request:
         self.stop_token_ids = _token_list(self.stop_token_ids, "stop_token_ids")
         if isinstance(self.stop, str):
             self.stop = (self.stop,)
+        if isinstance(self.stop, (bytes, dict)) or not isinstance(self.stop, Iterable):
+            raise ValueError(f"stop: must be a str or a list of str, got {self.stop!r}")
         stop = tuple(self.stop)
         for s in stop:
             if not isinstance(s, str) or not s:

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from ..neg import philox_uniform
+from ..neg import as_int64, philox_uniform
 from .sampling_params import SamplingParams
 
 
@@ -80,7 +80,7 @@ def sample(
     p = torch.where(keep, e, torch.zeros_like(e))
     c = torch.cumsum(p, dim=1)
     u = philox_uniform(
-        torch.tensor([_as_int64(seeds[i]) for i in rows], dtype=torch.int64),
+        torch.tensor([as_int64(seeds[i]) for i in rows], dtype=torch.int64),
         torch.tensor([int(positions[i]) for i in rows], dtype=torch.int64),
     ).to(dev).reshape(m, 1)
     target = u * c[:, -1:]
@@ -94,8 +94,3 @@ def sample(
     tokens[idx] = torch.where(any_finite, chosen, tokens[idx])
     return tokens
 
-
-def _as_int64(seed: int) -> int:
-    """A 64-bit seed as the int64 with the same two's-complement bits (philox_uniform's input)."""
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
-    return seed - (1 << 64) if seed >= (1 << 63) else seed

@@ -28,7 +28,7 @@ from typing import Sequence
 import torch
 
 from ..config import NegConfig
-from ..neg import NegWeights, gate, gated_topk_sample, neg_head, neg_step_fast
+from ..neg import NegWeights, as_int64, gate, gated_topk_sample, neg_head, neg_step_fast
 from .backend import BackendRow, BackendSample
 from .sampler import sample
 
@@ -100,7 +100,7 @@ class TorchBackend:
             out = neg_step_fast(
                 hidden, logits, self.neg_weights, activation=cfg.activation, top_k=cfg.top_k,
                 temperature=cfg.temperature,
-                seeds=torch.tensor([_int64(r.neg_seed) for r in rows], dtype=torch.int64),
+                seeds=torch.tensor([as_int64(r.neg_seed) for r in rows], dtype=torch.int64),
                 offsets=torch.tensor([r.position for r in rows], dtype=torch.int64))
             fired = out.fired & mode1
             tokens = torch.where(fired, out.token.to(tokens.device), tokens)
@@ -113,13 +113,9 @@ class TorchBackend:
             neg = gated_topk_sample(
                 logits.index_select(0, idx), entropy.index_select(0, idx), self.neg_weights.threshold,
                 cfg.top_k, cfg.temperature,
-                torch.tensor([_int64(rows[i].neg_seed) for i in on], dtype=torch.int64),
+                torch.tensor([as_int64(rows[i].neg_seed) for i in on], dtype=torch.int64),
                 torch.tensor([rows[i].position for i in on], dtype=torch.int64),
             )
             tokens[idx] = neg.token.to(tokens.device)
         return [BackendSample(t, e, f) for t, e, f in zip(tokens.tolist(), entropy.tolist(), fired.tolist())]
 
-
-def _int64(seed: int) -> int:
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF
-    return seed - (1 << 64) if seed >= (1 << 63) else seed
