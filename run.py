@@ -33,7 +33,8 @@ TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
 TORCH_ONLY_OPTIONS = {"dtype": "the engine's dtype is fixed when it is built",
                       "device": "the engine runs on the GPU it is loaded on",
-                      "threads": "there is no torch CPU compute"}
+                      "threads": "there is no torch CPU compute",
+                      "batch_invariant": "the TensorRT-LLM executor batches its own way"}
 
 
 def default_cache_dir() -> Path:
@@ -220,12 +221,15 @@ class OrderedStreamer:
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="torch CPU threads (0 = torch's default). On a busy shared machine 1 is often fastest. "
                    "torch backend only.")
+@click.option("--batch-invariant", is_flag=True,
+              help="Run every sequence of a step by itself so each request's tokens are bitwise those of a solo "
+                   "run (batched GEMMs round differently; see docs/runtime.md). Slower. torch backend only.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per request (tokens, text, finish reason, gate activation rate, TTFT, "
                    "per-token latencies) instead of streaming text.")
 def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_dir, mode, max_new_tokens, temperature,
          top_k, top_p, seed, stop, ignore_eos, no_chat_template, max_batch_size, max_seq_len, max_tokens_per_step,
-         dtype, device, threads, as_json):
+         dtype, device, threads, batch_invariant, as_json):
     """Generate from PROMPTS (text), --prompts-file or --token-ids with in-flight batching and NEG."""
     ctx = click.get_current_context()
 
@@ -301,7 +305,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
 
         try:
             be = TorchBackend.from_pretrained(model_dir, max_slots=max_batch_size, max_seq_len=max_seq_len,
-                                              dtype=dtype, device=device)
+                                              dtype=dtype, device=device, batch_invariant=batch_invariant)
             engine = LLMEngine(be, tokenizer=tokenizer, max_tokens_per_step=max_tokens_per_step)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
@@ -389,7 +393,8 @@ def check_trtllm_options(engine_dir, given):
         raise click.UsageError("--engine-dir is required with --backend trtllm")
     for name, why in TORCH_ONLY_OPTIONS.items():
         if given(name):
-            raise click.UsageError(f"--{name} does not apply to --backend trtllm ({why}); it is a torch backend "
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} does not apply to --backend trtllm ({why}); it is a torch backend "
                                    "option")
     from trt_neg.trtllm import TensorRTLLMUnavailable
     from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir

@@ -132,3 +132,15 @@ def test_prompts_file_with_a_non_list_stop_is_a_usage_error(tiny_checkpoint, tmp
     bad.write_text('{"token_ids": [1, 2], "stop": 5}\n')
     r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bad), ok=False)
     assert r.exit_code == 2 and "stop.jsonl:1" in r.output and "stop:" in r.output
+
+
+def test_batch_invariant_flag_gives_each_prompt_its_solo_tokens(tiny_checkpoint, tmp_path):
+    """--batch-invariant: every prompt of a batched run gets exactly the tokens it gets alone."""
+    prompts = ["What is two plus two?", "Hello", "Solve for x", "The quick brown fox", "Explain entropy"]
+    common = ["--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "10", "--ignore-eos",
+              "--temperature", "1.0", "--seed", "5"]
+    batched = json_lines(invoke(*common, "--batch-invariant", *prompts))
+    for prompt, got in zip(prompts, batched):
+        (alone,) = json_lines(invoke(*common, "--max-batch-size", "1", prompt))
+        assert got["tokens"] == alone["tokens"] and got["fired"] == alone["fired"]
+        assert got["entropies"] == alone["entropies"]

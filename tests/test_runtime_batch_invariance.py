@@ -36,8 +36,8 @@ def backend(tiny_checkpoint):
     return TorchBackend.from_pretrained(tiny_checkpoint, max_slots=MAX_SLOTS, max_seq_len=128)
 
 
-def workload(vocab: int) -> list[Request]:
-    rng = random.Random(2024)
+def workload(vocab: int, seed: int = 2024) -> list[Request]:
+    rng = random.Random(seed)
     kinds = [
         ("greedy", 0), ("greedy", 1), ("sample", 0), ("sample", 1), ("unseeded", 1), ("greedy", 1),
     ]
@@ -88,6 +88,18 @@ def test_busy_batch_gives_every_request_its_solo_tokens(backend):
     busy_batch_check(backend, workload(backend.vocab_size))
 
 
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_batch_invariant_mode_gives_solo_tokens_on_any_workload(backend, seed):
+    """Batched decode can differ from the solo run in the last bits of a GEMM, which flips a
+    sampled draw that lands that close to a probability boundary (1 request in 1680 random
+    ones, benchmarks/RESULTS.md): the default-mode test above runs one fixed
+    workload. In batch-invariant mode every row runs alone, so any workload gives exactly the
+    solo tokens."""
+    invariant = TorchBackend(backend.runner, backend.neg_weights, backend.neg_config, backend.eos_token_ids,
+                             batch_invariant=True)
+    busy_batch_check(invariant, workload(backend.vocab_size, seed), seed)
+
+
 @pytest.mark.gpu
 def test_busy_batch_gives_every_request_its_solo_tokens_on_gpu(tiny_checkpoint):
     """The same on CUDA (fp32): cuBLAS picks kernels by batch size too."""
@@ -95,8 +107,11 @@ def test_busy_batch_gives_every_request_its_solo_tokens_on_gpu(tiny_checkpoint):
     busy_batch_check(gpu_backend, workload(gpu_backend.vocab_size)[:30])
 
 
-def busy_batch_check(backend: TorchBackend, reqs: list[Request]) -> None:
-    engine = LLMEngine(backend, max_batch_size=MAX_SLOTS, max_tokens_per_step=96)
+def busy_batch_check(backend: TorchBackend, reqs: list[Request], seed: int = 7) -> None:
+    # Unseeded requests get their seed from the engine: a seeded source keeps the workload (and so
+    # this test) the same on every run.
+    engine = LLMEngine(backend, max_batch_size=MAX_SLOTS, max_tokens_per_step=96,
+                       seed_source=random.Random(seed * 31))
     rows_per_step = []
     real_step = backend.step
 
@@ -105,7 +120,7 @@ def busy_batch_check(backend: TorchBackend, reqs: list[Request]) -> None:
         return real_step(prefill, decode)
 
     backend.step = counting_step
-    rng = random.Random(7)
+    rng = random.Random(seed)
     to_cancel = {r.request_id for r in rng.sample(reqs, max(4, len(reqs) // 8))}
     pending = list(reqs)
     streamed: dict[str, list[int]] = {}
@@ -156,7 +171,7 @@ def busy_batch_check(backend: TorchBackend, reqs: list[Request]) -> None:
 def test_background_thread_and_asyncio_give_solo_tokens(backend):
     """The same property through the threaded engine and asyncio streaming."""
     reqs = workload(backend.vocab_size)[:16]
-    engine = LLMEngine(backend, max_batch_size=8)
+    engine = LLMEngine(backend, max_batch_size=8, seed_source=random.Random(37))
 
     async def consume(req):
         return [item async for item in engine.stream(req)]

@@ -354,3 +354,15 @@ def test_a_failing_detokenization_fails_that_request_only():
     assert res[good].finish_reason is FinishReason.LENGTH
     assert res[good].tokens == ScriptedBackend.expected(good_prompt, 8)
     assert backend.history == {} and sorted(backend.released) == [0, 1]
+
+
+def test_seed_source_makes_unseeded_requests_reproducible():
+    """Unseeded sampling requests draw their seed from the engine's seed source."""
+    def seeds(source):
+        engine = LLMEngine(ScriptedBackend(), seed_source=source)
+        reqs = [Request([1, 2, 3], max_new_tokens=2, sampling=SamplingParams(temperature=1.0)) for _ in range(3)]
+        return [r.seed for r in engine.generate(reqs)]
+
+    first, again = seeds(random.Random(5)), seeds(random.Random(5))
+    assert first == again and len(set(first)) == 3
+    assert seeds(random.Random(6)) != first

@@ -434,6 +434,8 @@ def test_run_py_trtllm_subprocess_without_tensorrt_llm():
     (["--backend", "trtllm", "--token-ids", "5"], "--engine-dir is required"),
     (["--backend", "trtllm", "--engine-dir", "E", "--dtype", "float32", "--token-ids", "5"], "--dtype does not apply"),
     (["--backend", "trtllm", "--engine-dir", "E", "--device", "cpu", "--token-ids", "5"], "--device does not apply"),
+    (["--backend", "trtllm", "--engine-dir", "E", "--batch-invariant", "--token-ids", "5"],
+     "--batch-invariant does not apply"),
     (["--engine-dir", "E", "--token-ids", "5"], "--engine-dir applies only"),
 ])
 def test_run_py_trtllm_usage_errors(args, message):

@@ -61,7 +61,7 @@ class EngineFrontend(abc.ABC):
 
     def __init__(self, *, max_slots: int, max_seq_len: int, max_tokens_per_step: int, vocab_size: int,
                  eos_token_ids: Iterable[int], neg_enabled: bool, neg_seed: int, tokenizer: Any = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, seed_source: random.Random | None = None):
         self.max_slots = max_slots
         self.max_seq_len = max_seq_len
         self.max_tokens_per_step = max_tokens_per_step
@@ -74,7 +74,9 @@ class EngineFrontend(abc.ABC):
         self._lock = threading.RLock()
         self._seqs: dict[str, Sequence] = {}  # every unfinished request
         self._ids = itertools.count()
-        self._seed_source = random.SystemRandom()
+        # Draws the seed of unseeded sampling requests (reported in RequestResult.seed); a seeded
+        # random.Random makes whole workloads reproducible (tests, benchmarks).
+        self._seed_source = seed_source if seed_source is not None else random.SystemRandom()
 
     # ----------------------------------------------------------------- validation
     def validate(self, request: Request) -> None:

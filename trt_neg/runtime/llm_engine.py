@@ -22,6 +22,7 @@ module adds the scheduler, the step and the background thread.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import deque
@@ -41,7 +42,7 @@ class LLMEngine(EngineFrontend):
 
     def __init__(self, backend: Backend, *, tokenizer: Any = None, max_batch_size: int | None = None,
                  max_tokens_per_step: int | None = None, max_seq_len: int | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, seed_source: random.Random | None = None):
         self.backend = backend
         slots = limit_arg("max_batch_size", max_batch_size, 1, backend.max_slots, "the backend's slots")
         seq_len = limit_arg("max_seq_len", max_seq_len, 2, backend.max_seq_len, "the backend's limit")
@@ -49,7 +50,8 @@ class LLMEngine(EngineFrontend):
         self.config = SchedulerConfig(max_slots=slots, max_tokens_per_step=budget, max_seq_len=seq_len)
         super().__init__(max_slots=slots, max_seq_len=seq_len, max_tokens_per_step=budget,
                          vocab_size=backend.vocab_size, eos_token_ids=backend.eos_token_ids,
-                         neg_enabled=backend.neg_enabled, neg_seed=backend.neg_seed, tokenizer=tokenizer, clock=clock)
+                         neg_enabled=backend.neg_enabled, neg_seed=backend.neg_seed, tokenizer=tokenizer, clock=clock,
+                         seed_source=seed_source)
         self.scheduler = Scheduler(self.config)
         self._wakeup = threading.Condition(self._lock)
         self._step_lock = threading.Lock()

@@ -17,7 +17,9 @@ Per row:
 
 Batch invariance: prefills run one sequence at a time (exactly the computation of the
 request alone); decode rows share one batched forward; sampling is row-wise with
-counter-based randomness.
+counter-based randomness. Batched GEMMs round differently from single-row ones, so a sampled
+draw within ~1e-5 of a probability boundary can differ from the solo run;
+``batch_invariant=True`` runs every row by itself and is exact (docs/runtime.md).
 """
 
 from __future__ import annotations
@@ -36,7 +38,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class TorchBackend:
-    def __init__(self, runner, neg_weights: NegWeights, neg_config: NegConfig, eos_token_ids: Sequence[int] = ()):
+    """See the module docstring. ``batch_invariant``: run every row of a step by itself (docs/runtime.md).
+
+    Batched decode shares GEMMs between rows, and a GEMM's rounding depends on how many rows
+    it has, so a row's logits can differ from its solo run in the last bits; a sampled draw
+    within that distance of a cumulative-probability boundary then picks another token
+    (measured in benchmarks/RESULTS.md). With ``batch_invariant=True`` every forward and every
+    sampling call has exactly one row, the computation of the request alone, so tokens are
+    bitwise those of the solo run, at the price of batching.
+    """
+
+    def __init__(self, runner, neg_weights: NegWeights, neg_config: NegConfig, eos_token_ids: Sequence[int] = (),
+                 batch_invariant: bool = False):
         self.runner = runner
         self.neg_weights = neg_weights.to(device=runner.device, dtype=torch.float32)
         self.neg_config = neg_config
@@ -49,10 +62,12 @@ class TorchBackend:
         self.device = runner.device
         # None: fused NEG (one kernel launch for all rows) exactly when the logits are on CUDA.
         self.fused_neg: bool | None = None
+        self.batch_invariant = bool(batch_invariant)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, max_slots: int = 8, max_seq_len: int | None = None,
-                        dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu") -> "TorchBackend":
+                        dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+                        batch_invariant: bool = False) -> "TorchBackend":
         from ..reference import DarwinNegForCausalLM, ReferenceModelRunner
 
         if isinstance(dtype, str):
@@ -67,7 +82,8 @@ class TorchBackend:
         if max_seq_len > limit:
             raise ValueError(f"max_seq_len: {max_seq_len} exceeds the model's max_position_embeddings ({limit})")
         runner = ReferenceModelRunner(model, max_slots=max_slots, max_seq_len=max_seq_len)
-        return cls(runner, NegWeights.from_state_dict(model.neg_state_dict), cfg.neg, cfg.backbone.eos_token_id)
+        return cls(runner, NegWeights.from_state_dict(model.neg_state_dict), cfg.neg, cfg.backbone.eos_token_id,
+                   batch_invariant=batch_invariant)
 
     # ---------------------------------------------------------------------------------
     def release(self, slot: int) -> None:
@@ -75,6 +91,15 @@ class TorchBackend:
 
     @torch.inference_mode()
     def step(self, prefill: Sequence[BackendRow], decode: Sequence[BackendRow]) -> list[BackendSample]:
+        if self.batch_invariant:
+            out = []
+            for row in prefill:
+                l, h = self.runner.prefill(row.slot, list(row.token_ids))
+                out += self.sample([row], l.reshape(1, -1).float(), h.reshape(1, -1).float())
+            for row in decode:
+                l, h = self.runner.decode([row.slot], [row.token_ids[0]])
+                out += self.sample([row], l.float(), h.float())
+            return out
         logits, hidden = [], []
         for row in prefill:  # one at a time: the same computation as the request alone
             l, h = self.runner.prefill(row.slot, list(row.token_ids))
