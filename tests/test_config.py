@@ -120,6 +120,8 @@ def _mutations():
         "neg top_k zero": (setneg("top_k", 0), "neg_config.top_k", ">= 1"),
         "neg activation": (setneg("activation", "tanh"), "neg_config.activation", "one of"),
         "neg unknown field": (setneg("topk", 8), "neg_config.topk", "unknown NEG field"),
+        "neg threshold in config": (setneg("threshold", 0.5), "neg_config.threshold", "neg_gate.threshold"),
+        "bos outside vocab": (setf("bos_token_id", 512), "text_config.bos_token_id", "outside the vocabulary"),
         "neg missing": (lambda d: d.pop("neg_config"), "neg_config", "missing"),
     }
 

@@ -283,3 +283,20 @@ def test_config_json_round_trips_the_rotary_dims_whatever_the_head_size():
     assert cfg["rotary_embedding_dim"] == 30
     config, _, _ = C.config_from_checkpoint(cfg)
     assert config.backbone.rotary_dim == 30
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("neg_config", {"head_hidden_size": 32, "topk": 8}, "neg_config.topk"),
+    ("neg_config", {"head_hidden_size": 32, "temperature": -1.0}, "neg_config.temperature"),
+    ("num_key_value_heads", 3, "num_key_value_heads"),
+    ("eos_token_id", [100000], "eos_token_id"),
+])
+def test_converted_config_json_is_validated_like_the_hf_one(field, value, words):
+    """config_from_checkpoint runs config.py's checks: a bad converted config.json names the field."""
+    from trt_neg.config import ConfigError
+
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "float32")
+    cfg[field] = value
+    with pytest.raises(ConfigError, match=words) as info:
+        C.config_from_checkpoint(cfg, "ckpt/config.json")
+    assert "ckpt/config.json" in str(info.value)

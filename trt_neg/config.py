@@ -321,11 +321,13 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         bos_token_id=(_token_ids(f, "bos_token_id") or (None,))[0],
         pad_token_id=(_token_ids(f, "pad_token_id") or (None,))[0],
     )
-    _check_backbone(cfg, f)
+    check_backbone(cfg, source, prefix)
     return cfg
 
 
-def _check_backbone(cfg: BackboneConfig, f: _Fields) -> None:
+def check_backbone(cfg: BackboneConfig, source: str | Path | None = None, prefix: str = "") -> None:
+    """Cross-field consistency of a backbone description (ConfigError naming file and field)."""
+    f = _Fields({}, source, prefix)
     if cfg.num_attention_heads % cfg.num_key_value_heads:
         raise f.error(
             "num_key_value_heads",
@@ -344,17 +346,25 @@ def _check_backbone(cfg: BackboneConfig, f: _Fields) -> None:
         )
     if FULL_ATTENTION not in cfg.layer_types and LINEAR_ATTENTION not in cfg.layer_types:
         raise f.error("layer_types", "is empty")
-    for token in cfg.eos_token_id + tuple(t for t in (cfg.bos_token_id, cfg.pad_token_id) if t is not None):
-        if token >= cfg.vocab_size:
-            raise f.error("eos_token_id", f"token id {token} is outside the vocabulary (vocab_size {cfg.vocab_size})")
+    if len(cfg.layer_types) != cfg.num_hidden_layers:
+        raise f.error("layer_types", f"has {len(cfg.layer_types)} entries but num_hidden_layers is {cfg.num_hidden_layers}")
+    for name, tokens in (("eos_token_id", cfg.eos_token_id), ("bos_token_id", (cfg.bos_token_id,)),
+                         ("pad_token_id", (cfg.pad_token_id,))):
+        for token in tokens:
+            if token is not None and token >= cfg.vocab_size:
+                raise f.error(name, f"token id {token} is outside the vocabulary (vocab_size {cfg.vocab_size})")
 
 
 def parse_neg(data: Mapping[str, Any], source: str | Path | None, prefix: str, hidden_size: int) -> NegConfig:
     f = _Fields(data, source, prefix)
-    known = {"head_hidden_size", "activation", "top_k", "temperature", "seed", "enabled", "threshold", "tau"}
+    for name in ("threshold", "tau"):
+        if name in data:
+            raise f.error(name, "the gate threshold is the checkpoint tensor neg_gate.threshold, not a config "
+                                "field (two values could disagree); remove it")
+    known = {"head_hidden_size", "activation", "top_k", "temperature", "seed", "enabled"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise f.error(unknown[0], f"unknown NEG field; expected some of {sorted(known - {'threshold', 'tau'})}")
+        raise f.error(unknown[0], f"unknown NEG field; expected some of {sorted(known)}")
     seed = f.int("seed", 0, minimum=0)
     if seed >= 2**64:
         raise f.error("seed", f"must fit in 64 bits, got {seed}")

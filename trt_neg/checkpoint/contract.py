@@ -24,7 +24,7 @@ from typing import Any, Mapping as TMapping
 
 import torch
 
-from ..config import FULL_ATTENTION, LINEAR_ATTENTION, BackboneConfig, DarwinNegConfig, NegConfig
+from ..config import FULL_ATTENTION, LINEAR_ATTENTION, BackboneConfig, DarwinNegConfig
 
 ARCHITECTURE = "DarwinNegForCausalLM"
 CONTRACT_VERSION = 1
@@ -469,7 +469,7 @@ def checkpoint_config(config: DarwinNegConfig, mapping: Mapping, dtype: str) -> 
 
 def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[DarwinNegConfig, Mapping, str]:
     """Read back a converted checkpoint's ``config.json``: (model description, mapping, dtype)."""
-    from ..config import ConfigError
+    from ..config import ConfigError, check_backbone, parse_neg
 
     def need(key: str, container: TMapping[str, Any] = data, prefix: str = "") -> Any:
         if key not in container:
@@ -503,9 +503,8 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
         eos_token_id=tuple(eos if isinstance(eos, list) else [eos]),
         bos_token_id=data.get("bos_token_id"), pad_token_id=data.get("pad_token_id"),
     )
-    if len(b.layer_types) != b.num_hidden_layers:
-        raise ConfigError(source, "layer_types", f"has {len(kinds)} entries, num_hidden_layers is {b.num_hidden_layers}")
-    neg = NegConfig(**need("neg_config"))
+    check_backbone(b, source)
+    neg = parse_neg(need("neg_config"), source, "neg_config.", b.hidden_size)
     m = need("mapping")
     mapping = Mapping(tp_size=need("tp_size", m, "mapping."), pp_size=need("pp_size", m, "mapping."))
     if m.get("world_size", mapping.world_size) != mapping.world_size:
