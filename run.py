@@ -263,6 +263,14 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             torch.set_num_threads(threads)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise click.BadParameter(f"{device!r} is not a torch device (cpu, cuda, cuda:N, auto)",
+                                     param_hint="--device") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise click.BadParameter(f"{device!r}: this torch build or machine has no CUDA GPU "
+                                     f"(torch {torch.__version__}); use --device cpu", param_hint="--device")
         model_dir = Path(model) if model else builtin_tiny_model(note)
         if not (model_dir / "config.json").exists():
             raise click.BadParameter(f"{model_dir}: no config.json (expected an HF checkpoint directory)",

@@ -144,3 +144,12 @@ def test_batch_invariant_flag_gives_each_prompt_its_solo_tokens(tiny_checkpoint,
         (alone,) = json_lines(invoke(*common, "--max-batch-size", "1", prompt))
         assert got["tokens"] == alone["tokens"] and got["fired"] == alone["fired"]
         assert got["entropies"] == alone["entropies"]
+
+
+def test_device_without_cuda_is_a_usage_error(tiny_checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    for device, words in (("cuda", "no CUDA GPU"), ("tpu:0", "not a torch device")):
+        r = invoke("--model", str(tiny_checkpoint), "--device", device, "--token-ids", "1,2", ok=False)
+        assert r.exit_code == 2 and "--device" in r.output and words in r.output
+        assert not isinstance(r.exception, RuntimeError)
