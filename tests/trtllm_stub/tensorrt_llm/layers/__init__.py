@@ -47,17 +47,22 @@ class KeyValueCacheParams:
         return None
 
 
+def _linear_parameters(layer, in_features, out_features, bias, dtype):
+    """weight [out, in] and an unsplit bias [out], as both real linear layers declare them."""
+    layer.in_features, layer.out_features, layer.dtype = in_features, out_features, dtype
+    layer.weight = Parameter(shape=(out_features, in_features), dtype=dtype)
+    if bias:
+        layer.bias = Parameter(shape=(out_features,), dtype=dtype)
+    else:
+        layer.register_parameter("bias", None)
+
+
 class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=None, tp_group=None, tp_size=1,
                  gather_output=True, share_weight=None, strict_dtype=False, pad_lda=0, pad_ldc=0,
                  prefer_managed_weight=True, is_qkv=False):
         super().__init__()
-        self.in_features, self.out_features, self.dtype = in_features, out_features // tp_size, dtype
-        self.weight = Parameter(shape=(self.out_features, self.in_features), dtype=dtype)
-        if bias:
-            self.bias = Parameter(shape=(self.out_features,), dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
+        _linear_parameters(self, in_features, out_features // tp_size, bias, dtype)  # column-parallel: out / tp
 
     def forward(self, x, *args, **kwargs):
         return Tensor(op="linear", args=(x, self))
@@ -70,12 +75,7 @@ class RowLinear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=None, tp_group=None, tp_size=1,
                  strict_dtype=False, pad_lda=0, prefer_managed_weight=True, is_expert=False):
         super().__init__()
-        self.in_features, self.out_features, self.dtype = in_features // tp_size, out_features, dtype
-        self.weight = Parameter(shape=(self.out_features, self.in_features), dtype=dtype)
-        if bias:
-            self.bias = Parameter(shape=(self.out_features,), dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
+        _linear_parameters(self, in_features // tp_size, out_features, bias, dtype)  # row-parallel: in / tp
 
     def forward(self, x, *args, **kwargs):
         return Tensor(op="row_linear", args=(x, self))
