@@ -335,3 +335,41 @@ def test_plain_build_config_would_switch_paged_state_off(stub, tiny_checkpoint, 
         build(model, plain)
     assert build(model, darwin).config.build_config.plugin_config.paged_state is True
     assert darwin.plugin_config.paged_state is True  # build() works on a copy
+
+
+def test_darwin_build_config_class_works_on_a_pydantic_base():
+    """1.2.x BuildConfig is a pydantic model (NVIDIA/TensorRT-LLM PR #8330, Oct 2025; the stub's is a
+    dataclass like the 2025 versions read): the subclass factory must work on both, and a deep copy
+    (what build() makes) must keep the override."""
+    import copy
+
+    pydantic = pytest.importorskip("pydantic")
+
+    class Plugins(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(validate_assignment=True)
+        paged_kv_cache: bool | None = None
+        paged_state: bool | None = True
+
+    class PydanticBuildConfig(pydantic.BaseModel):  # the 1.2 rule, as in the dataclass version read
+        model_config = pydantic.ConfigDict(validate_assignment=True)
+        max_batch_size: int = 2048
+        kv_cache_type: str | None = None
+        plugin_config: Plugins = pydantic.Field(default_factory=Plugins)
+
+        def update_kv_cache_type(self, model_architecture: str):
+            if model_architecture in ("MambaForCausalLM", "RecurrentGemmaForCausalLM"):
+                self.kv_cache_type = "PAGED" if self.plugin_config.paged_state else "CONTINUOUS"
+                self.plugin_config.paged_kv_cache = (self.plugin_config.paged_state
+                                                     if model_architecture == "RecurrentGemmaForCausalLM" else False)
+            else:
+                self.kv_cache_type = "PAGED" if self.plugin_config.paged_kv_cache else "CONTINUOUS"
+                self.plugin_config.paged_state = False
+
+    cls = B.darwin_build_config_class(PydanticBuildConfig)
+    config = copy.deepcopy(cls(max_batch_size=4, plugin_config=Plugins(paged_kv_cache=True, paged_state=True)))
+    assert type(config) is cls and issubclass(cls, PydanticBuildConfig)
+    config.update_kv_cache_type(B.DARWIN_NEG_ARCHITECTURE)
+    assert (config.plugin_config.paged_state, config.plugin_config.paged_kv_cache) == (True, True)
+    plain = PydanticBuildConfig(plugin_config=Plugins(paged_kv_cache=True, paged_state=True))
+    plain.update_kv_cache_type(B.DARWIN_NEG_ARCHITECTURE)
+    assert plain.plugin_config.paged_state is False

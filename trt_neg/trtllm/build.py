@@ -17,7 +17,14 @@ Only step 4 needs tensorrt_llm; everything else is plain Python.
 
 TensorRT-LLM API provenance (NVIDIA/TensorRT-LLM read through the project's source index;
 file versions, not tags — none could be tied to a v1.2.x tag from here; see
-docs/engine_build.md for what remains to verify in the container):
+docs/engine_build.md for what remains to verify in the container). **1.2 differs from the
+versions read in one respect:** ``BuildConfig`` and ``PluginConfig`` became pydantic models in
+Oct 2025 (PRs #8330 "Migrate BuildConfig to Pydantic, add a Python wrapper for KVCacheType enum"
+and #8277 "Migrate PluginConfig to Pydantic"), before 1.2.0. Nothing here depends on the
+dataclass form: ``BuildConfig`` is built by keyword, ``PluginConfig`` fields are set one by one,
+and :func:`darwin_build_config_class` subclasses either kind
+(tests/test_build_engine.py::test_darwin_build_config_class_works_on_a_pydantic_base). The
+pydantic ``builder.py`` text itself was not in the index.
 
 * ``tensorrt_llm/builder.py`` (index id 205252225, the newest version in the index: dataclass
   ``BuildConfig`` with a pydantic ``PluginConfig``): ``BuildConfig(max_input_len, max_seq_len,

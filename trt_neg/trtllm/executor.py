@@ -28,21 +28,32 @@ How it runs (docs/trtllm_runtime.md has the decisions):
    request: ``TokenOutput(token, entropy, fired)`` per new token, then the ``RequestResult``.
 
 API provenance — every name below was checked against NVIDIA/TensorRT-LLM sources read
-through the project's source index (single file versions, not tags; none could be tied to
-a v1.2.x tag from here, they are 2025 versions of the 1.x line):
+through the project's source index (single file versions, not tags: "@abcd1234" is the commit
+of the version read, "id N" an index id where the index gave no commit). 1.2-era corroboration:
+the Triton Python backend ``triton_backend/all_models/inflight_batcher_llm/tensorrt_llm/1/model.py``
+@0d5352f5 drives ``tensorrt_llm.bindings.executor`` exactly this way (``Executor(path,
+ModelType.DECODER_ONLY, ExecutorConfig(...))``, ``await_responses(timeout=timedelta)``,
+``cancel_request``, responses finished by ``result.is_final``); nanobind has been the default
+binding since PR #6608 (Aug 2025, before 1.2) with the same module and class names as pybind
+(PR #6185: "no changes in the Python files required").
 
 * ``Executor(model_path, model_type, executor_config)``, ``enqueue_request(request) -> id``,
   ``await_responses(timeout: datetime.timedelta | None)``, ``cancel_request(id)``,
   ``shutdown()``, ``can_enqueue_requests()``: ``cpp/tensorrt_llm/nanobind/executor/executor.cpp``
-  @1dd50d07; usage with ``timedelta`` in ``tensorrt_llm/executor/worker.py`` (index id 1131391427).
+  @1dd50d07; usage with ``timedelta`` in ``tensorrt_llm/executor/worker.py`` (id 1131391427).
 * ``ModelType.DECODER_ONLY``, ``BatchingType.INFLIGHT``: ``nanobind/executor/bindings.cpp``
   @01315fdb and ``executorConfig.cpp`` @008b2b8d.
 * ``KvCacheConfig(enable_block_reuse=True, max_tokens, max_attention_window, sink_token_length,
   free_gpu_memory_fraction, ...)`` (block reuse defaults to **True**: we pass False);
   ``ExecutorConfig(max_beam_width=1, scheduler_config, kv_cache_config, enable_chunked_context,
   ..., batching_type, max_batch_size, max_num_tokens, ..., additional_model_outputs, ...)``:
-  ``nanobind/executor/executorConfig.cpp`` @008b2b8d; same keywords in
-  ``tensorrt_llm/runtime/model_runner_cpp.py`` @03832911 (``ModelRunnerCpp.from_dir``).
+  ``nanobind/executor/executorConfig.cpp`` @008b2b8d; the read/write property
+  ``ExecutorConfig.additional_model_outputs`` exists in both bindings (nanobind id 69765689,
+  pybind id 633537790) and ``docs/source/legacy/advanced/executor.md`` @04fa274f says an output
+  must be named there *and* in the request's ``OutputConfig``. No context/generation-fusion
+  knob is needed: ``executor/executorImpl.cpp::createModel`` (id 571425092) picks
+  ``TrtGptModelType::InflightBatching`` (no fusion) by itself when ``isRnnBased()``, and
+  ``checkOptionalParams`` (@036a60f7) turns chunked context off for RNN models.
 * ``SamplingConfig(beam_width=1, *, top_k, top_p, ..., seed, temperature, ...)``,
   ``OutputConfig(..., additional_model_outputs=[AdditionalModelOutput(name, gather_context=False)])``,
   ``Request(input_token_ids, max_tokens, *, streaming, sampling_config, output_config, end_id,
@@ -50,24 +61,37 @@ a v1.2.x tag from here, they are 2025 versions of the 1.x line):
   END_ID, STOP_WORDS, LENGTH, TIMED_OUT, CANCELLED}``, ``Response.{request_id, has_error(),
   error_msg, result}``, ``Result.{is_final, output_token_ids, finish_reasons,
   additional_outputs}``, ``AdditionalOutput.{name, output}``: ``nanobind/executor/request.cpp``
-  @008b2b8d and ``pybind/executor/request.cpp`` @007a7508 (identical names).
+  @008b2b8d (``AdditionalOutput.output`` is a ``tle::Tensor``, ``AdditionalModelOutput(name,
+  gather_context=False)`` also in id 557998768) and ``pybind/executor/request.cpp`` @007a7508
+  (identical names).
+* ``AdditionalOutput.output`` is a **host torch tensor**: the ``tle::Tensor`` caster returns
+  ``torch.Tensor`` (nanobind ``type_caster<tensorrt_llm::executor::Tensor>``, id 1039870972;
+  pybind twin id 3391852804) and the buffer it wraps
+  is pinned host memory (``llmRequest.h::allocAdditionalOutputs``, id 786144818:
+  ``BufferManager::pinnedPool``, shape ``[beam_width, max_new_tokens, ...]``; the engine output's
+  first dimension must be dynamic).
 * Streaming semantics: ``batch_manager/llmRequest.cpp::createResult`` @119c6e60 — a streaming
-  response carries only the tokens not sent before (``return_all_generated_tokens=False``);
-  additional outputs are returned as ``"generation_" + name`` holding the request's whole
-  ``[beam_width, max_tokens]`` buffer; ``batch_manager/utils/inflightBatchingUtils.cpp::
-  copyAdditionalOutputs`` @a35c38f3 writes generated token i's value at ``[beam, i]`` (the
-  first one from the context step); buffer shape from ``llmRequest.h::allocAdditionalOutputs``.
-  Newer sources also require the names in ``ExecutorConfig.additional_model_outputs``
-  (``findOutputTensor``); we set both.
+  response carries only the tokens not sent before (``return_all_generated_tokens=False``;
+  ``exclude_input_from_output`` only matters without streaming); additional outputs are
+  returned as ``"generation_" + name`` (``"context_" + name`` with ``gather_context``) holding
+  the request's whole buffer; ``batch_manager/utils/inflightBatchingUtils.cpp::
+  copyAdditionalOutputs`` @a35c38f3 writes generated token i's value at ``[beam, i]`` (the first
+  one from the context step). ``LlmRequest::validate`` accepts ``end_id`` in ``[-1, vocab)``
+  and the LLM API passes ``end_id=-1`` for ``ignore_eos`` (``executor/worker.py`` id
+  1131391427): -1 = no end id. A stop word's tokens are part of ``output_token_ids``: the LLM
+  API's ``executor/result.py`` (id 1063746606) trims them on ``STOP_WORDS`` unless
+  ``include_stop_str_in_output``.
+* Cancellation: ``executorImpl.cpp::terminateCancelledRequests`` (id 571425092) ends every
+  active request whose id was cancelled with ``terminateRequestSync(req, kCANCELLED)``
+  (``kTIMED_OUT`` if its time ran out); ``populateNewResponses`` then sends its final
+  response (``LlmRequest::finishByReason`` sets ``kGENERATION_COMPLETE``, llmRequest.h id
+  786144818).
 
-Not confirmed from the sources (verify in container): that 1.2.x has the ``generation_``
-prefix (we also accept the bare name) and ``ExecutorConfig.additional_model_outputs`` (set
-only if the attribute exists); that ``end_id=-1`` means "no end id" (``LlmRequest::validate``
-accepts ``-1``); that a stop word's token is part of ``output_token_ids`` (as
-``tensorrt_llm/executor/result.py`` assumes when it trims stop words); that
-``cancel_request`` always ends with a final ``CANCELLED`` response; that
-``Result.additional_outputs[i].output`` arrives as a host torch tensor (the caster that turns
-``context_logits`` into torch tensors in ``model_runner_cpp.py``).
+Still to see in the 1.2.1 container: that the file versions above are what 1.2.1 ships (none
+could be tied to a tag; the ``generation_`` prefix is unchanged in every version read, and the
+bare name is still accepted as a fallback), and that a request cancelled while still queued
+(not yet active) also gets its final response (``shutdown`` finishes any the executor never
+answers).
 """
 
 from __future__ import annotations
@@ -169,7 +193,7 @@ class TrtllmExecutorEngine(EngineFrontend):
             max_beam_width=1, kv_cache_config=kv, enable_chunked_context=False,
             batching_type=tle.BatchingType.INFLIGHT, max_batch_size=slots, max_num_tokens=tokens)
         self._neg_outputs = list(NEG_OUTPUTS) if info.neg_enabled else []
-        if self._neg_outputs and hasattr(self.executor_config, "additional_model_outputs"):
+        if self._neg_outputs:  # the executor only serves outputs named here and in the request
             self.executor_config.additional_model_outputs = self._model_outputs()
         self.executor = tle.Executor(Path(info.path), tle.ModelType.DECODER_ONLY, self.executor_config)
 

@@ -75,7 +75,11 @@ class DarwinNegAttention(Attention):
     """Qwen3.5 gated full attention on TensorRT-LLM's ``Attention`` (gpt_attention plugin, paged KV).
 
     q/k RMSNorm = ``qk_layernorm`` with ``RmsNorm`` (the converter folds the zero-centred
-    weight to ``1 + w``); partial NeoX RoPE = ``rope_gpt_neox`` with
+    weight to ``1 + w``; ``layernorm_share`` default: one ``[head_size]`` weight per q / k, applied
+    in Python to the qkv GEMM output, hence before the gpt_attention plugin, which applies RoPE
+    and writes K to the cache itself; keyword-only ``Attention.__init__`` with ``qk_layernorm,
+    layernorm_type, eps, dense_bias, rotary_embedding_percentage``: ``tensorrt_llm/layers/
+    attention.py``, index id 1178835378); partial NeoX RoPE = ``rope_gpt_neox`` with
     ``rotary_embedding_percentage = rotary_dim / head_size``; output gate = separate
     column-parallel ``output_gate`` GEMM + :class:`GatedDense`.
     """
@@ -199,9 +203,10 @@ class GatedDeltaNet(Module):
 def _mamba_conv1d(*args, **kwargs):
     from tensorrt_llm.functional import mamba_conv1d
 
-    # 1.2.x: mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_types,
+    # mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_types,
     # last_token_ids, dim, dconv, dtype, pre_stride=0, post_stride=0, host_context_lengths=None,
-    # slot_mapping=None, apply_silu=True); keywords after dtype keep us off the positional order.
+    # slot_mapping=None, apply_silu=True) (tensorrt_llm/functional.py @0071496d); keywords after
+    # dtype keep us off the positional order. Paged state: returns (output, None).
     return mamba_conv1d(*args, pre_stride=0, post_stride=0, apply_silu=True, **kwargs)
 
 

@@ -8,9 +8,11 @@
 * :func:`neg_sample` and :func:`gated_delta_rule` add the IPluginV3 layers the way
   TensorRT-LLM 1.2.x's own ``functional.dora_plugin`` does:
   ``trt.get_plugin_registry().get_creator(name, version, namespace)``,
-  a ``trt.PluginFieldCollection``, ``creator.create_plugin(name, pfc, trt.TensorRTPhase.BUILD)``
-  and ``default_trtnet().add_plugin_v3(inputs, [], plugin)``; outputs are wrapped with
-  ``functional._create_tensor`` (checked against ``tensorrt_llm/functional.py::dora_plugin``).
+  a ``trt.PluginFieldCollection``, ``creator.create_plugin(name, pfc, trt.TensorRTPhase.BUILD)``,
+  ``default_trtnet().add_plugin_v3(inputs, [], plugin)`` and
+  ``functional._add_plugin_info(layer, creator, name, pfc)`` (records the fields for
+  TensorRT-LLM's graph tools); outputs are wrapped with ``functional._create_tensor``
+  (checked against ``tensorrt_llm/functional.py::dora_plugin`` @0071496d).
 
 Plugin names, versions, fields and input orders are those of ``plugins/neg/negPluginCore.h``
 (``NegGatedSampling`` v1) and ``plugins/gdn/gdnPluginCore.h`` (``TrtNegGatedDeltaRule`` v1).

@@ -7,6 +7,8 @@ what the real one does before building the network — deep copy, plugin dtype, 
 then checks the plugin config the way DarwinNegForCausalLM.prepare_inputs does (the stub cannot
 run the network) and returns an ``Engine`` whose ``save`` writes ``config.json`` (rank 0) and a
 placeholder ``rank{N}.engine``. Every call is appended to ``CALLS``.
+(1.2.x's BuildConfig is a pydantic model — PR #8330 — with the same field names; the dataclass
+here is the form read. test_build_engine.py checks the Darwin subclass on a pydantic base too.)
 """
 
 import copy

@@ -76,7 +76,7 @@ for _name in ("cast", "concat", "constant", "expand", "gather_last_token_logits"
 
 def mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_types, last_token_ids, dim, dconv,
                  dtype, pre_stride=0, post_stride=0, host_context_lengths=None, slot_mapping=None, apply_silu=True):
-    # Signature of 1.2.x tensorrt_llm/functional.py::mamba_conv1d (read in radna0/TensorRT-LLM@3b9703d8).
+    # Signature of tensorrt_llm/functional.py::mamba_conv1d (NVIDIA/TensorRT-LLM@0071496d, also radna0/TensorRT-LLM@3b9703d8).
     return Tensor(op="mamba_conv1d", args=(input, dim, dconv, dtype)), None
 
 
@@ -85,4 +85,6 @@ def _create_tensor(trt_tensor, producer):
 
 
 def _add_plugin_info(layer, creator, name, pfc):
+    # functional.py@0071496d: dora_plugin (IPluginV3) and mamba_conv1d (V2) both call
+    # _add_plugin_info(layer, plugin_creator, plugin_name, pfc) after adding the layer.
     layer.plugin_info = (creator, name, pfc)

@@ -20,7 +20,10 @@ project's source index (the index serves single file versions, not tags):
   ``"generation_" + name`` and hold the whole ``[beam_width, max_tokens, ...]`` buffer),
   ``batch_manager/utils/inflightBatchingUtils.cpp::copyAdditionalOutputs`` @a35c38f3
   (generated token i's value at ``[beam, i]``), ``include/.../batch_manager/llmRequest.h``
-  ``allocAdditionalOutputs`` (buffer shape).
+  ``allocAdditionalOutputs`` (buffer shape, pinned host memory: ``output`` is a CPU torch tensor);
+* an additional output is served only when named in ``ExecutorConfig.additional_model_outputs``
+  too (``docs/source/legacy/advanced/executor.md`` @04fa274f): the fake answers a request for an
+  unconfigured one with an error response.
 
 Scripted replay: a test sets :data:`RESPONDER` to ``fn(request, request_id) -> [Step, ...]``.
 :meth:`Executor.await_responses` emits one step per active request per call (requests
@@ -45,7 +48,7 @@ import torch
 RESPONDER: Callable[["Request", int], list["Step"]] | None = None
 EVENTS: list[tuple] = []
 INSTANCES: list["Executor"] = []
-OUTPUT_NAME_PREFIX = "generation_"  # llmRequest.cpp::createResult (verify in container)
+OUTPUT_NAME_PREFIX = "generation_"  # llmRequest.cpp::createResult @119c6e60
 
 
 def reset() -> None:
@@ -282,6 +285,11 @@ class Executor:
             rid = next(self._ids)
             self.enqueued[rid] = request
             script = RESPONDER(request, rid) if RESPONDER is not None else []
+            configured = {a.name for a in self.config.additional_model_outputs or []}
+            missing = [a.name for a in request.output_config.additional_model_outputs or []
+                       if a.name not in configured]
+            if missing:  # not named in ExecutorConfig.additional_model_outputs
+                script = [Step(error=f"Additional output tensor not configured in the executor: {missing}")]
             self._active[rid] = _Active(rid, request, list(script))
             EVENTS.append(("enqueue_request", rid))
             self._cond.notify_all()
