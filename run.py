@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import threading
 from pathlib import Path
 
 import click
+
+from trt_neg.cache import cache_dir
 
 TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
@@ -37,18 +38,11 @@ TORCH_ONLY_OPTIONS = {"dtype": "the engine's dtype is fixed when it is built",
                       "batch_invariant": "the TensorRT-LLM executor batches its own way"}
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("TRT_NEG_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "trt_neg"
-
-
 def builtin_tiny_model(echo=lambda msg: None) -> Path:
     """The built-in tiny checkpoint, written once (atomically) into the cache directory."""
     from trt_neg.checkpoint.synthetic import write_checkpoint
 
-    path = default_cache_dir() / f"{TINY_PRESET}-seed{TINY_SEED}"
+    path = cache_dir() / f"{TINY_PRESET}-seed{TINY_SEED}"
     if (path / "config.json").exists():
         return path
     echo(f"writing the built-in tiny model to {path}")
@@ -186,7 +180,7 @@ class OrderedStreamer:
               help="A prompt as comma-separated token ids, e.g. 1,2,3 (repeatable).")
 @click.option("--model", type=click.Path(file_okay=False), default=None,
               help="HF Darwin-NEG checkpoint directory. Default: the built-in tiny model, written on first use "
-                   "to $TRT_NEG_CACHE (default ~/.cache/trt_neg)/tiny-seed0.")
+                   "to $TRT_NEG_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/trt_neg)/tiny-seed0.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True,
               help="Runtime backend: 'torch' runs the reference model (CPU or GPU); 'trtllm' runs a TensorRT-LLM "
                    "engine (--engine-dir) through TensorRT-LLM 1.2.x's executor (NVIDIA's container).")

@@ -317,6 +317,14 @@ def test_runner_errors_name_the_slot(checkpoints):
     assert runner.seq_len(1) == 1
 
 
+def test_runner_empty_batches_return_empty_rows(checkpoints):
+    ours, _ = _load(checkpoints, "tiny")
+    runner = ReferenceModelRunner(ours, max_slots=2, max_seq_len=8)
+    for logits, hidden in (runner.prefill_batch([], []), runner.decode([], [])):
+        assert logits.shape == (0, runner.vocab_size) and hidden.shape == (0, runner.hidden_size)
+    assert runner.free_slots() == [0, 1]
+
+
 # ------------------------------------------------------------------------------------
 # Half precision: loose agreement only (DESIGN.md section 3)
 # ------------------------------------------------------------------------------------

@@ -153,3 +153,18 @@ def test_device_without_cuda_is_a_usage_error(tiny_checkpoint):
         r = invoke("--model", str(tiny_checkpoint), "--device", device, "--token-ids", "1,2", ok=False)
         assert r.exit_code == 2 and "--device" in r.output and words in r.output
         assert not isinstance(r.exception, RuntimeError)
+
+
+def test_cache_dir_follows_trt_neg_cache_then_xdg(monkeypatch, tmp_path):
+    from trt_neg.cache import cache_dir
+    from trt_neg.kernels import build
+
+    monkeypatch.delenv("TRT_NEG_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "trt_neg"
+    assert build.cache_dir is cache_dir  # host libraries and the tiny model share one place
+    monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("TRT_NEG_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    assert cache_dir() == Path.home() / ".cache" / "trt_neg"

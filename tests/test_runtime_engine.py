@@ -366,3 +366,28 @@ def test_seed_source_makes_unseeded_requests_reproducible():
     first, again = seeds(random.Random(5)), seeds(random.Random(5))
     assert first == again and len(set(first)) == 3
     assert seeds(random.Random(6)) != first
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_shutdown_from_a_listener_cancels_without_deadlock(background, caplog):
+    """A listener runs inside a step (on the engine thread when there is one): shutting the
+    engine down from it must neither join its own thread nor re-enter the step."""
+    engine, _ = make(max_slots=2, max_seq_len=1000)
+    first: list[TokenOutput] = []
+
+    def stop_on_first(item):
+        if isinstance(item, TokenOutput) and not first:
+            first.append(item)
+            engine.shutdown()
+
+    if background:
+        engine.start()
+    h1 = engine.submit(Request([1], max_new_tokens=500), on_output=stop_on_first)
+    h2 = engine.submit(Request([2], max_new_tokens=500))
+    r1, r2 = h1.result(timeout=5), h2.result(timeout=5)
+    assert first and r1.finish_reason is FinishReason.CANCELLED and r2.finish_reason is FinishReason.CANCELLED
+    assert len(r1.tokens) < 500 and not engine.has_unfinished()
+    if background:
+        engine._thread.join(timeout=5)
+    assert not engine.is_running
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]

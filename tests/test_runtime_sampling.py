@@ -128,3 +128,40 @@ def test_no_finite_logit_row_is_defined():
     p = SamplingParams(temperature=1.0, seed=1)
     out = sample(z, [p, p], [1, 1], [0, 0]).tolist()
     assert out == [0, 1]
+
+
+def _tie_heavy_logits(g: torch.Generator, n: int, v: int) -> torch.Tensor:
+    """Logits rounded to a coarse grid (many ties), with some -inf and NaN entries."""
+    z = torch.round(torch.randn(n, v, generator=g) * 2) / 2
+    z[torch.rand(n, v, generator=g) < 0.1] = -math.inf
+    z[torch.rand(n, v, generator=g) < 0.02] = math.nan
+    return z
+
+
+@pytest.mark.parametrize("width", [8, 16, 64])
+def test_compact_candidates_give_the_full_sort_tokens(width):
+    """Sampling from the compact candidate table picks exactly the full-sort token, ties and
+    -inf/NaN included, for rows that fit, rows that do not (k-th value tied past the width)
+    and rows without top-k."""
+    g = torch.Generator().manual_seed(width)
+    n, v = 96, 200
+    z = _tie_heavy_logits(g, n, v)
+    z[5, :] = 0.0  # every logit tied: never fits
+    params = [SamplingParams(temperature=[0.3, 1.0, 3.0][i % 3], top_k=[1, 3, 8, 16, 0, 50][i % 6],
+                             top_p=[1.0, 0.8, 0.3][i % 3], seed=7 + i) for i in range(n)]
+    seeds = [p.seed for p in params]
+    positions = [11 * i for i in range(n)]
+    full = sample(z, params, seeds, positions, compact_width=0)
+    compact = sample(z, params, seeds, positions, compact_width=width)
+    assert compact.tolist() == full.tolist()
+
+
+def test_compact_rows_stay_batch_invariant_next_to_full_rows():
+    g = torch.Generator().manual_seed(3)
+    n, v = 12, 5000
+    z = _tie_heavy_logits(g, n, v)
+    params = [SamplingParams(temperature=1.0, top_k=[4, 0, 2000][i % 3], seed=i + 1) for i in range(n)]
+    seeds, positions = [p.seed for p in params], [3 * i for i in range(n)]
+    batched = sample(z, params, seeds, positions, compact_width=1024)
+    for i in range(n):
+        assert sample(z[i:i + 1].clone(), [params[i]], [seeds[i]], [positions[i]]).item() == batched[i].item()

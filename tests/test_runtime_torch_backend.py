@@ -90,3 +90,23 @@ def test_fused_neg_path_matches_the_split_path():
     assert [s.fired for s in a] == [s.fired for s in b]
     assert any(s.fired for s in a) and not all(s.fired for s in a)
     assert torch.allclose(torch.tensor([s.entropy for s in a]), torch.tensor([s.entropy for s in b]))
+
+
+def test_request_sampling_runs_only_for_rows_neg_did_not_decide(monkeypatch):
+    import trt_neg.runtime.torch_backend as tb
+
+    b = backend()
+    g = torch.Generator().manual_seed(1)
+    n = 64
+    hidden, logits = torch.randn(n, H, generator=g), torch.randn(n, V, generator=g) * 2
+    sampled_rows = []
+
+    def recording_sample(z, params, seeds, positions):
+        sampled_rows.append(z.shape[0])
+        return sample(z, params, seeds, positions)
+
+    monkeypatch.setattr(tb, "sample", recording_sample)
+    sp = lambda i: SamplingParams(temperature=1.2, top_k=10, seed=100 + i)  # noqa: E731
+    out = b.sample(rows(n, 1, sp), logits, hidden)
+    fired = sum(s.fired for s in out)
+    assert 0 < fired < n and sampled_rows == [n - fired]

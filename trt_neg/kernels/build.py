@@ -1,6 +1,6 @@
 """Build a plugins/ C++ host library with g++ on first use, cached, and load it with ctypes.
 
-The library is compiled into a cache directory (``$TRT_NEG_CACHE`` or ``~/.cache/trt_neg``)
+The library is compiled into a cache directory (:func:`trt_neg.cache.cache_dir`)
 under a key made of the hash of its sources, the compiler and the flags; it is written to
 a temporary name and renamed into place, so concurrent builds never see half a file.
 OpenMP is used where the compiler supports it.
@@ -18,10 +18,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-
-def cache_dir() -> Path:
-    root = os.environ.get("TRT_NEG_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "trt_neg"
+from ..cache import cache_dir
 
 
 class HostLibrary:

@@ -74,6 +74,8 @@ class ReferenceModelRunner:
                 raise ValueError(f"slot {slot}: prompt of {tokens.numel()} tokens exceeds max_seq_len "
                                  f"{self.max_seq_len}")
             ids.append(tokens)
+        if not ids:
+            return self._no_rows()
         lengths = torch.tensor([t.numel() for t in ids], device=self.device)
         longest = int(lengths.max())
         input_ids = torch.zeros(len(ids), longest, dtype=torch.long, device=self.device)
@@ -88,6 +90,10 @@ class ReferenceModelRunner:
         for slot, tokens in zip(slots, ids):
             self._lengths[slot] = tokens.numel()
         return self.model.compute_logits(last), last.float()
+
+    def _no_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.empty(0, self.vocab_size, device=self.device),
+                torch.empty(0, self.hidden_size, device=self.device))
 
     @torch.no_grad()
     def decode(self, slots: Sequence[int], token_ids: TokenIds) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +112,7 @@ class ReferenceModelRunner:
             if not 0 <= token < self.vocab_size:
                 raise ValueError(f"slot {slot}: token id {token} outside the vocabulary ({self.vocab_size})")
         if not slots:
-            return (torch.empty(0, self.vocab_size, device=self.device),
-                    torch.empty(0, self.hidden_size, device=self.device))
+            return self._no_rows()
         positions = torch.tensor([[self._lengths[s]] for s in slots], device=self.device)
         ctx = BatchContext(positions, torch.ones(len(slots), dtype=torch.long, device=self.device), self.cache,
                            torch.tensor(slots, device=self.device))

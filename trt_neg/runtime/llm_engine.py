@@ -60,6 +60,7 @@ class LLMEngine(EngineFrontend):
         self._listeners: dict[str, Listener] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stepping_thread: int | None = None  # ident of the thread inside step(), if any
         self.stats = {"steps": 0, "prefill_tokens": 0, "decode_tokens": 0}
 
     # ------------------------------------------------------------------ submission
@@ -85,20 +86,27 @@ class LLMEngine(EngineFrontend):
     def step(self) -> list[Output]:
         """Admit new requests, run one batched backend step, emit outputs, retire finished ones."""
         with self._step_lock:
-            outputs: list[Output] = []
-            with self._lock:
-                while self._inbox:
-                    self.scheduler.add(self._inbox.popleft())
-                aborts, self._aborts = self._aborts, []
-            for rid in aborts:
-                seq = self._seqs.get(rid)
-                if seq is not None and not seq.finished:
-                    self._retire(seq, FinishReason.CANCELLED, outputs)
-            batch = self.scheduler.schedule()
-            if batch:
-                self._run(batch, outputs)
-            self._dispatch(outputs)
-            return outputs
+            self._stepping_thread = threading.get_ident()
+            try:
+                return self._step()
+            finally:
+                self._stepping_thread = None
+
+    def _step(self) -> list[Output]:
+        outputs: list[Output] = []
+        with self._lock:
+            while self._inbox:
+                self.scheduler.add(self._inbox.popleft())
+            aborts, self._aborts = self._aborts, []
+        for rid in aborts:
+            seq = self._seqs.get(rid)
+            if seq is not None and not seq.finished:
+                self._retire(seq, FinishReason.CANCELLED, outputs)
+        batch = self.scheduler.schedule()
+        if batch:
+            self._run(batch, outputs)
+        self._dispatch(outputs)
+        return outputs
 
     def _row(self, seq: Sequence, prefill: bool) -> BackendRow:
         return BackendRow(
@@ -180,28 +188,38 @@ class LLMEngine(EngineFrontend):
             with self._lock:
                 while not self._stopping and not (self._inbox or self._aborts or self.scheduler.has_work()):
                     self._wakeup.wait()
-                if self._stopping:
+                # After shutdown() from a listener, one more step retires the cancelled requests.
+                last = self._stopping
+                if last and not self._aborts:
                     return
             try:
                 self.step()
             except Exception:  # pragma: no cover - step already contains backend failures
                 log.exception("engine step failed")
                 time.sleep(0.01)
+            if last:
+                return
 
     def shutdown(self, cancel: bool = True) -> None:
-        """Stop the background thread; with ``cancel`` every unfinished request ends cancelled."""
+        """Stop the background thread; with ``cancel`` every unfinished request ends cancelled.
+
+        From an output listener (that is, inside a step) it only asks: the step under way
+        finishes, and the cancellations are applied by the next step, which the background
+        thread runs before it exits (step by step, the caller's next ``step()``).
+        """
         with self._lock:
             self._stopping = True
             self._wakeup.notify_all()
             thread = self._thread
+            ids = list(self._seqs) if cancel else []
+        for rid in ids:
+            self.abort_request(rid)
+        if self._stepping_thread == threading.get_ident():
+            return
         if thread is not None:
             thread.join()
         self._thread = None
         if cancel:
-            with self._lock:
-                ids = list(self._seqs)
-            for rid in ids:
-                self.abort_request(rid)
             self.step()
 
     def _progress(self) -> None:

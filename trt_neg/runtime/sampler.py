@@ -34,16 +34,26 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
     return torch.argmax(z, dim=1)
 
 
+# Rows whose top-k fits in this many candidates are sampled from a compact [rows, W] table of
+# their candidates instead of a sort of the whole vocabulary (a 248k-entry sort costs ~30 ms
+# per row on a CPU core). The width is a constant, not the batch's largest top-k, so a row's
+# arithmetic (softmax, prefix sums) has the same shape whatever shares the step.
+COMPACT_WIDTH = 1024
+
+
 def sample(
     logits: torch.Tensor,
     params: Sequence[SamplingParams],
     seeds: Sequence[int],
     positions: Sequence[int],
+    *,
+    compact_width: int = COMPACT_WIDTH,
 ) -> torch.Tensor:
     """Tokens [N] int64 for logits [N, V] under each row's parameters.
 
     ``seeds[i]`` (a 64-bit int; ignored for greedy rows) and ``positions[i]`` (absolute
-    position of the token being generated) key row i's random draw.
+    position of the token being generated) key row i's random draw. ``compact_width`` only
+    changes the speed (0 forces the full sort): the tokens are the same either way.
     """
     n, v = logits.shape
     if not (len(params) == len(seeds) == len(positions) == n):
@@ -55,16 +65,75 @@ def sample(
     if not rows:
         return tokens
     dev = z.device
-    idx = torch.tensor(rows, dtype=torch.int64, device=dev)
-    zs = z.index_select(0, idx)
-    m = len(rows)
-    temp = torch.tensor([params[i].temperature for i in rows], dtype=torch.float32, device=dev).reshape(m, 1)
-    top_k = torch.tensor([params[i].top_k or v for i in rows], dtype=torch.int64, device=dev).reshape(m, 1)
-    top_p = torch.tensor([params[i].top_p for i in rows], dtype=torch.float32, device=dev).reshape(m, 1)
+    width = min(compact_width, v)
+    top_ks = [min(params[i].top_k or v, v) for i in rows]
+    threshold = _kth_logits(z, rows, top_ks, width)
+    for group, compact in (([r for r in range(len(rows)) if threshold[r] is None], False),
+                           ([r for r in range(len(rows)) if threshold[r] is not None], True)):
+        if not group:
+            continue
+        idx = torch.tensor([rows[r] for r in group], dtype=torch.int64, device=dev)
+        zs = z.index_select(0, idx)
+        if compact:
+            kth = torch.stack([threshold[r] for r in group]).reshape(len(group), 1)
+            vals, ids = _sorted_candidates(zs, kth, width)
+        else:
+            # (logit desc, id asc): a stable descending sort keeps equal logits in id order.
+            vals, ids = torch.sort(zs, dim=1, descending=True, stable=True)
+        chosen = _draw(vals, ids, [params[rows[r]] for r in group], [seeds[rows[r]] for r in group],
+                       [positions[rows[r]] for r in group])
+        # Rows without any finite logit keep their argmax.
+        any_finite = torch.isfinite(zs).any(dim=1)
+        tokens[idx] = torch.where(any_finite, chosen, tokens[idx])
+    return tokens
 
-    # (logit desc, id asc): a stable descending sort keeps equal logits in id order.
-    vals, ids = torch.sort(zs, dim=1, descending=True, stable=True)
-    rank = torch.arange(v, device=dev).reshape(1, v)
+
+def _kth_logits(z: torch.Tensor, rows: list[int], top_ks: list[int], width: int) -> list:
+    """Per sampling row, its k-th largest logit when the logits >= it (ties included) fit in
+    ``width`` candidates, else None (that row sorts the whole vocabulary)."""
+    out: list = [None] * len(rows)
+    fits = [r for r, k in enumerate(top_ks) if k <= width and k < z.shape[1]]
+    if not fits:
+        return out
+    zs = z.index_select(0, torch.tensor([rows[r] for r in fits], dtype=torch.int64, device=z.device))
+    largest = torch.topk(zs, max(top_ks[r] for r in fits), dim=1, sorted=True).values
+    kth = largest.gather(1, torch.tensor([[top_ks[r] - 1] for r in fits], device=z.device))
+    counts = (zs >= kth).sum(dim=1).tolist()
+    for j, (r, count) in enumerate(zip(fits, counts)):
+        if count <= width:
+            out[r] = kth[j, 0]
+    return out
+
+
+def _sorted_candidates(zs: torch.Tensor, kth: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``width`` entries of the full (logit desc, id asc) order, for rows whose
+    logits >= ``kth`` (at most ``width`` of them) include their top-k.
+
+    The candidates are gathered in id order, padded with -inf, then stably sorted: the full
+    sort's order restricted to them, since every other logit is smaller. Padding ranks after
+    the k-th candidate, so top-k never keeps it.
+    """
+    m = zs.shape[0]
+    is_candidate = zs >= kth
+    row, col = torch.nonzero(is_candidate, as_tuple=True)  # row-major: ids ascending per row
+    slot = torch.cumsum(is_candidate.to(torch.int64), dim=1)[row, col] - 1
+    ids = torch.zeros(m, width, dtype=torch.int64, device=zs.device)
+    vals = torch.full((m, width), -math.inf, device=zs.device)
+    ids[row, slot] = col
+    vals[row, slot] = zs[row, col]
+    vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
+    return vals, torch.gather(ids, 1, order)
+
+
+def _draw(vals: torch.Tensor, ids: torch.Tensor, params: Sequence[SamplingParams], seeds: Sequence[int],
+          positions: Sequence[int]) -> torch.Tensor:
+    """One token per row from candidates sorted by (logit desc, id asc): top-k, top-p, Philox draw."""
+    m, width = vals.shape
+    dev = vals.device
+    temp = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=dev).reshape(m, 1)
+    top_k = torch.tensor([p.top_k or width for p in params], dtype=torch.int64, device=dev).reshape(m, 1)
+    top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=dev).reshape(m, 1)
+    rank = torch.arange(width, device=dev).reshape(1, width)
     keep = rank < top_k
     x = vals / temp
     finite_max = x[:, :1]
@@ -80,17 +149,12 @@ def sample(
     p = torch.where(keep, e, torch.zeros_like(e))
     c = torch.cumsum(p, dim=1)
     u = philox_uniform(
-        torch.tensor([as_int64(seeds[i]) for i in rows], dtype=torch.int64),
-        torch.tensor([int(positions[i]) for i in rows], dtype=torch.int64),
+        torch.tensor([as_int64(s) for s in seeds], dtype=torch.int64),
+        torch.tensor([int(pos) for pos in positions], dtype=torch.int64),
     ).to(dev).reshape(m, 1)
     target = u * c[:, -1:]
     hit = (c > target) & keep
     first = torch.where(hit.any(dim=1), hit.to(torch.int8).argmax(dim=1), -1)
     last_kept = ((p > 0).to(torch.int64) * (rank + 1)).max(dim=1).values - 1
     choice = torch.where(first >= 0, first, torch.clamp(last_kept, min=0))
-    chosen = torch.gather(ids, 1, choice.reshape(m, 1)).reshape(m)
-    # Rows without any finite logit keep their argmax.
-    any_finite = torch.isfinite(zs).any(dim=1)
-    tokens[idx] = torch.where(any_finite, chosen, tokens[idx])
-    return tokens
-
+    return torch.gather(ids, 1, choice.reshape(m, 1)).reshape(m)

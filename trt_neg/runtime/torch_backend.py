@@ -115,11 +115,12 @@ class TorchBackend:
         return self.sample(rows, torch.cat(logits).float(), torch.cat(hidden).float())
 
     def sample(self, rows: Sequence[BackendRow], logits: torch.Tensor, hidden: torch.Tensor) -> list[BackendSample]:
-        """NEG + the request's own sampling for rows of (logits [N, V], hidden [N, H])."""
+        """NEG, then the request's own sampling for the rows NEG did not decide, for rows of
+        (logits [N, V], hidden [N, H]). Rows are independent, so sampling only some is exact."""
         cfg = self.neg_config
-        tokens = sample(logits, [r.sampling for r in rows], [r.sample_seed or 0 for r in rows],
-                        [r.position for r in rows])
-        mode1 = torch.tensor([r.neg_mode == 1 for r in rows], dtype=torch.bool, device=logits.device)
+        dev = logits.device
+        tokens = torch.zeros(len(rows), dtype=torch.int64, device=dev)
+        mode1 = torch.tensor([r.neg_mode == 1 for r in rows], dtype=torch.bool, device=dev)
         if logits.is_cuda if self.fused_neg is None else self.fused_neg:
             # One fused launch (plugins/neg kernel) for head, gate and gated sampling of all rows.
             out = neg_step_fast(
@@ -127,20 +128,24 @@ class TorchBackend:
                 temperature=cfg.temperature,
                 seeds=torch.tensor([as_int64(r.neg_seed) for r in rows], dtype=torch.int64),
                 offsets=torch.tensor([r.position for r in rows], dtype=torch.int64))
-            fired = out.fired & mode1
-            tokens = torch.where(fired, out.token.to(tokens.device), tokens)
-            return [BackendSample(t, e, f) for t, e, f in zip(tokens.tolist(), out.entropy.tolist(), fired.tolist())]
-        entropy = neg_head(hidden, self.neg_weights, cfg.activation)  # reported in both modes
-        fired = gate(entropy, self.neg_weights.threshold) & mode1  # NaN H_hat never fires
-        if bool(fired.any()):  # gated top-k sampling for the fired rows only (rows are independent)
-            on = fired.nonzero().reshape(-1).tolist()
-            idx = torch.tensor(on, dtype=torch.int64, device=logits.device)
-            neg = gated_topk_sample(
-                logits.index_select(0, idx), entropy.index_select(0, idx), self.neg_weights.threshold,
-                cfg.top_k, cfg.temperature,
-                torch.tensor([as_int64(rows[i].neg_seed) for i in on], dtype=torch.int64),
-                torch.tensor([rows[i].position for i in on], dtype=torch.int64),
-            )
-            tokens[idx] = neg.token.to(tokens.device)
+            entropy, fired = out.entropy, (out.fired.to(dev) & mode1)
+            tokens = torch.where(fired, out.token.to(dev), tokens)
+        else:
+            entropy = neg_head(hidden, self.neg_weights, cfg.activation)  # reported in both modes
+            fired = gate(entropy, self.neg_weights.threshold) & mode1  # NaN H_hat never fires
+            if bool(fired.any()):  # gated top-k sampling for the fired rows only
+                on = fired.nonzero().reshape(-1).tolist()
+                idx = torch.tensor(on, dtype=torch.int64, device=dev)
+                neg = gated_topk_sample(
+                    logits.index_select(0, idx), entropy.index_select(0, idx), self.neg_weights.threshold,
+                    cfg.top_k, cfg.temperature,
+                    torch.tensor([as_int64(rows[i].neg_seed) for i in on], dtype=torch.int64),
+                    torch.tensor([rows[i].position for i in on], dtype=torch.int64),
+                )
+                tokens[idx] = neg.token.to(dev)
+        own = (~fired).nonzero().reshape(-1).tolist()
+        if own:
+            idx = torch.tensor(own, dtype=torch.int64, device=dev)
+            tokens[idx] = sample(logits.index_select(0, idx), [rows[i].sampling for i in own],
+                                 [rows[i].sample_seed or 0 for i in own], [rows[i].position for i in own])
         return [BackendSample(t, e, f) for t, e, f in zip(tokens.tolist(), entropy.tolist(), fired.tolist())]
-
