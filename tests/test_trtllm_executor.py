@@ -503,3 +503,25 @@ def test_tiny_engine_matches_the_torch_backend_greedy():
         assert g.fired == e.fired
         assert g.entropies == pytest.approx(e.entropies, abs=1e-3)
         assert g.finish_reason == e.finish_reason
+
+
+def test_shutdown_from_a_listener_on_the_dispatcher_thread(fake, tmp_path):
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11]), 6: steps(tle, [12])})  # then nothing: both stay in flight
+    engine = open_engine(make_engine_dir(tmp_path / "e"))
+    seen = []
+
+    def stop_on_first(item):
+        if isinstance(item, TokenOutput) and not seen:
+            seen.append(item)
+            engine.shutdown()  # runs on the dispatcher thread
+
+    h1 = engine.submit(Request([5], max_new_tokens=10), on_output=stop_on_first)
+    h2 = engine.submit(Request([6], max_new_tokens=10))
+    assert h1.result(timeout=5).finish_reason.value == "cancelled"
+    assert h2.result(timeout=5).finish_reason.value == "cancelled"
+    for _ in range(500):
+        if tle.EVENTS[-1] == ("shutdown",):
+            break
+        time.sleep(0.01)
+    assert tle.EVENTS[-1] == ("shutdown",) and not engine.is_running

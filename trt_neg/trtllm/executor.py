@@ -380,10 +380,20 @@ class TrtllmExecutorEngine(EngineFrontend):
 
     # ----------------------------------------------------------------- shutdown
     def shutdown(self, cancel: bool = True) -> None:
-        """Stop the dispatcher and the executor; unfinished requests end cancelled (their listeners are told)."""
+        """Stop the dispatcher and the executor; unfinished requests end cancelled (their listeners are told).
+
+        From an output listener (on the dispatcher thread) it returns at once and a helper
+        thread finishes the job: the dispatcher must go on to deliver the cancellations.
+        """
         if self._closed:
             return
         self._closed = True
+        if threading.current_thread() is self._thread:
+            threading.Thread(target=self._shut_down, args=(cancel,), name="trt-neg-executor-shutdown").start()
+            return
+        self._shut_down(cancel)
+
+    def _shut_down(self, cancel: bool) -> None:
         if cancel:
             with self._lock:
                 pending = list(self._tracked.values())
