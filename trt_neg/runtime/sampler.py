@@ -116,7 +116,9 @@ def _sorted_candidates(zs: torch.Tensor, kth: torch.Tensor, width: int) -> tuple
     m = zs.shape[0]
     is_candidate = zs >= kth
     row, col = torch.nonzero(is_candidate, as_tuple=True)  # row-major: ids ascending per row
-    slot = torch.cumsum(is_candidate.to(torch.int64), dim=1)[row, col] - 1
+    counts = torch.bincount(row, minlength=m)
+    row_start = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(row.numel(), device=zs.device) - row_start[row]
     ids = torch.zeros(m, width, dtype=torch.int64, device=zs.device)
     vals = torch.full((m, width), -math.inf, device=zs.device)
     ids[row, slot] = col

@@ -1,0 +1,67 @@
+"""CPU benchmark: the request sampler's compact top-k candidates vs the full-vocabulary sort.
+
+Same process, same logits and parameters: ``sample(..., compact_width=0)`` (every sampling
+row sorts all V logits, the baseline) against the default (rows whose top-k fits in
+``COMPACT_WIDTH`` candidates are drawn from those only). Both give the same tokens (checked
+here and in tests/test_runtime_sampling.py). V = 248320 (Darwin-9B-NEG), temperature 0.8,
+top-p 0.95, N in {1, 8, 64}, top_k in {50, 1024, 0 (off: full sort either way)}.
+Usage: python benchmarks/bench_sampler.py [--threads T] [--reps R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from trt_neg.runtime.sampler import COMPACT_WIDTH, sample  # noqa: E402
+from trt_neg.runtime.sampling_params import SamplingParams  # noqa: E402
+
+
+def _time(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--vocab", type=int, default=248320)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    v = args.vocab
+    g = torch.Generator().manual_seed(0)
+    print(f"# request sampler: compact candidates (width {COMPACT_WIDTH}) vs full sort; V={v}; "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{'N':>4} {'top_k':>6} {'sort ms':>9} {'compact ms':>11} {'ratio':>6}")
+    for n in (1, 8, 64):
+        logits = torch.randn(n, v, generator=g) * 3
+        seeds, positions = list(range(1, n + 1)), [100 + i for i in range(n)]
+        for top_k in (50, 1024, 0):
+            params = [SamplingParams(temperature=0.8, top_k=top_k, top_p=0.95, seed=s) for s in seeds]
+            full = lambda: sample(logits, params, seeds, positions, compact_width=0)  # noqa: E731
+            compact = lambda: sample(logits, params, seeds, positions)  # noqa: E731
+            if not torch.equal(full(), compact()):
+                print(f"N={n} top_k={top_k}: the two paths disagree", file=sys.stderr)
+                return 1
+            t_full, t_compact = _time(full, args.reps), _time(compact, args.reps)
+            print(f"{n:>4} {top_k:>6} {t_full * 1e3:>9.1f} {t_compact * 1e3:>11.1f} {t_full / t_compact:>5.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
