@@ -11,27 +11,17 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from trt_neg import neg  # noqa: E402
 from trt_neg.kernels import host  # noqa: E402
-
-
-def _time(fn, reps: int) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main(argv=None) -> int:
@@ -64,8 +54,8 @@ def main(argv=None) -> int:
         seeds, offs = torch.full((n,), 7), torch.arange(n) + 100
         for label, tau in (("~5%", float(torch.quantile(ent, 0.95)) if n > 1 else float(ent[0]) + 1), ("all", -math.inf)):
             kw = dict(activation="silu", top_k=8, temperature=1.0, seeds=seeds, offsets=offs, threshold=tau)
-            t_ref = _time(lambda: neg.neg_step(hid, z, w, **kw), args.reps)
-            t_host = _time(lambda: host.neg_step(hid, z, w, num_threads=threads, **kw), args.reps)
+            t_ref = median_seconds(lambda: neg.neg_step(hid, z, w, **kw), args.reps)
+            t_host = median_seconds(lambda: host.neg_step(hid, z, w, num_threads=threads, **kw), args.reps)
             rows.append((n, label, t_ref, t_host))
             print(f"{n:>4} {label:>6} {t_ref * 1e3:>10.2f} {t_host * 1e3:>10.2f} {t_ref / t_host:>7.2f}")
     return 0

@@ -34,8 +34,10 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from trt_neg.config import NegConfig  # noqa: E402
 from trt_neg.neg import NegWeights, neg_head  # noqa: E402
@@ -130,24 +132,13 @@ def sampling_layer_times(batch, reps, threads_note):
     out = {}
     for mode in (0, 1):
         r = rows(mode)
-        be.sample(r, logits, hidden)
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            s = be.sample(r, logits, hidden)
-            ts.append(time.perf_counter() - t0)
-        out[mode] = statistics.median(ts)
+        out[mode] = median_seconds(lambda: be.sample(r, logits, hidden), reps)
         if mode == 1:
-            out["fired"] = sum(x.fired for x in s) / batch
+            out["fired"] = sum(x.fired for x in be.sample(r, logits, hidden)) / batch
     # the full gate firing (worst case)
     w.threshold = torch.tensor(-1.0)
     r = rows(1)
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        be.sample(r, logits, hidden)
-        ts.append(time.perf_counter() - t0)
-    out["all"] = statistics.median(ts)
+    out["all"] = median_seconds(lambda: be.sample(r, logits, hidden), reps, warmup=0)
     return out
 
 

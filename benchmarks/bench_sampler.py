@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from trt_neg.runtime.sampler import COMPACT_WIDTH, sample  # noqa: E402
 from trt_neg.runtime.sampling_params import SamplingParams  # noqa: E402
-
-
-def _time(fn, reps: int) -> float:
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def main(argv=None) -> int:
@@ -58,7 +48,7 @@ def main(argv=None) -> int:
             if not torch.equal(full(), compact()):
                 print(f"N={n} top_k={top_k}: the two paths disagree", file=sys.stderr)
                 return 1
-            t_full, t_compact = _time(full, args.reps), _time(compact, args.reps)
+            t_full, t_compact = median_seconds(full, args.reps), median_seconds(compact, args.reps)
             print(f"{n:>4} {top_k:>6} {t_full * 1e3:>9.1f} {t_compact * 1e3:>11.1f} {t_full / t_compact:>5.1f}x")
     return 0
 
