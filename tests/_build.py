@@ -60,3 +60,21 @@ def tensorrt_adapter_syntax(source: Path) -> None:
     """g++ -fsyntax-only of a TensorRT adapter against the TensorRT and CUDA headers, warnings as errors."""
     run([GXX, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-isystem", trt_include(),
          "-isystem", cuda_include(), source])
+
+
+def torch_binding_syntax(source: Path, scratch: Path) -> None:
+    """g++ -fsyntax-only of a torch extension binding (negTorch.cpp, gdnTorch.cpp) against the
+    installed torch's headers and the CUDA headers. A CPU wheel of torch ships c10/cuda's
+    headers but not the one CMake generates for CUDA builds, so an empty stand-in is put in
+    ``scratch``; everything else is torch's own. Catches binding errors that would otherwise
+    first show when the GPU check builds the extension."""
+    import sysconfig
+
+    import torch.utils.cpp_extension as ext
+
+    stand_in = scratch / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text("#pragma once\n")
+    includes = [scratch, *ext.include_paths(), cuda_include(), sysconfig.get_paths()["include"], PLUGINS]
+    run([GXX, "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=trt_neg_syntax_check",
+         *[a for inc in includes for a in ("-I", inc)], source])

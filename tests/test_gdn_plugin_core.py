@@ -3,7 +3,8 @@
 * g++ builds and runs plugins/gdn/tests/gdnCoreTest.cpp: plugin fields (parse, serialise
   round trip, errors), type/shape rules, and the enqueue path (makeParams -> CPU op);
 * the shared headers and the host library compile as plain C++ with warnings as errors;
-* nvcc compiles the kernel and the GPU check harness for sm_80, sm_89 and sm_90;
+* nvcc compiles the kernel (scan-only and chunk-capable variants) and the GPU check
+  harness for sm_80, sm_89 and sm_90;
 * the TensorRT adapter is syntax-checked where TensorRT headers exist (``TRT_INCLUDE_DIR``
   or the NGC default location);
 * on a GPU machine (``gpu`` marker) the harness runs the kernel against the host op.
@@ -11,9 +12,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from _build import (GENCODE, GXX, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
-                    tensorrt_adapter_syntax, trt_include)
+from _build import (ARCHS, GENCODE, GXX, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
+                    tensorrt_adapter_syntax, trt_include, torch_binding_syntax)
 
 GDN = PLUGINS / "gdn"
 
@@ -36,9 +39,15 @@ def test_host_sources_compile_with_gxx_warnings_as_errors():
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
+    """Both kernel variants -- scan-only and chunk-capable (gdnChunk.h) -- for the three
+    activation dtypes are compiled for every target (read from ptxas -v)."""
     obj = tmp_path / "gdnKernel.o"
-    run([NVCC, "-std=c++17", "-O3", "-c", GDN / "gdnKernel.cu", "-o", obj, "-Werror", "all-warnings", *GENCODE])
+    r = run([NVCC, "-std=c++17", "-O3", "-c", GDN / "gdnKernel.cu", "-o", obj, "-Werror", "all-warnings",
+             "-Xptxas", "-v", *GENCODE])
     check_sass(obj)
+    entries = set(re.findall(r"Compiling entry function '\S*gdnKernelILNS_5DTypeE(\d+)ELb([01])E\S*' for 'sm_(\d+)'",
+                             r.stdout + r.stderr))
+    assert entries == {(dt, chunked, sm) for dt in ("0", "1", "7") for chunked in "01" for sm in ARCHS}
     # The GPU check harness (run by test_kernel_on_gpu where a GPU exists) compiles too.
     run([NVCC, "-std=c++17", "-O1", "-c", GDN / "tests" / "gdnKernelTest.cu", "-o", tmp_path / "t.o",
           "-gencode=arch=compute_90,code=sm_90"])
@@ -48,6 +57,11 @@ def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
                     reason="TensorRT headers not available (set TRT_INCLUDE_DIR)")
 def test_tensorrt_adapter_syntax():
     tensorrt_adapter_syntax(GDN / "gdnPlugin.cpp")
+
+
+@pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")
+def test_torch_binding_syntax(tmp_path):
+    torch_binding_syntax(PLUGINS / "gdn" / "gdnTorch.cpp", tmp_path)
 
 
 @pytest.mark.gpu

@@ -3,6 +3,7 @@
 * nvcc compiles the fused kernel for sm_80, sm_89 and sm_90 (one call, three -gencode);
 * g++ builds and runs plugins/neg/tests/negPluginCoreTest.cpp (fields, shapes, types,
   serialisation round trip) -- the plain-C++ core of the TensorRT adapter;
+* the torch extension binding is syntax-checked against the installed torch's headers;
 * the TensorRT adapter itself is syntax-checked only where TensorRT headers exist
   (``TRT_INCLUDE_DIR`` or the NGC default location); they are not on the CI machines.
 """
@@ -12,7 +13,7 @@ import shutil
 
 import pytest
 from _build import (GENCODE, GXX, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
-                    tensorrt_adapter_syntax, trt_include)
+                    tensorrt_adapter_syntax, torch_binding_syntax, trt_include)
 
 NEG = PLUGINS / "neg"
 
@@ -43,6 +44,11 @@ def test_host_sources_compile_with_gxx_warnings_as_errors(tmp_path):
                     reason="TensorRT headers not available")
 def test_tensorrt_adapter_syntax():
     tensorrt_adapter_syntax(NEG / "negPlugin.cpp")
+
+
+@pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")
+def test_torch_binding_syntax(tmp_path):
+    torch_binding_syntax(NEG / "negTorch.cpp", tmp_path)
 
 
 @pytest.mark.slow

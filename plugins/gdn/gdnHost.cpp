@@ -2,8 +2,10 @@
 // (trt_neg/kernels/gdn_host.py). Build: g++ -O3 -std=c++17 -shared -fPIC [-fopenmp].
 #include "gdnHost.h"
 
+#include "gdnChunk.h"
 #include "gdnMath.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -27,91 +29,186 @@ char const* fail(std::string msg)
     return tError.c_str();
 }
 
-// One (sequence, value head): the token loop of the recurrence over that head's state.
-void runHead(GdnParams const& p, int32_t seq, int32_t h, int64_t slot, std::vector<float>& scratch)
+// The head's state in the pool; zeroed for a fresh context request.
+float* headState(GdnParams const& p, int32_t seq, int32_t h, int64_t slot)
 {
-    GdnShape const& s = p.shape;
-    int const dk = s.headKDim;
-    int const dv = s.headVDim;
-    int const hk = h / (s.numVHeads / s.numKHeads);
-    int64_t const convDim = s.convDim();
-    int64_t const valueDim = s.valueDim();
-    float const qScale = 1.0f / sqrtf(static_cast<float>(dk));
-
-    scratch.resize(static_cast<size_t>(2 * dk + dv));
-    float* q = scratch.data();
-    float* k = q + dk;
-    float* o = k + dk;
-
-    float* S = p.statePool + (slot * s.numVHeads + h) * static_cast<int64_t>(dk) * dv;
+    int64_t const tile = static_cast<int64_t>(p.shape.headKDim) * p.shape.headVDim;
+    float* S = p.statePool + (slot * p.shape.numVHeads + h) * tile;
     if (isContext(p.contextMask, seq) && !p.continueContext)
     {
-        for (int64_t i = 0; i < static_cast<int64_t>(dk) * dv; ++i)
+        for (int64_t i = 0; i < tile; ++i)
         {
             S[i] = 0.0f;
         }
     }
+    return S;
+}
 
-    int64_t begin = 0;
-    int64_t len = 0;
-    tokenRange(p, seq, begin, len);
-    for (int64_t t = 0; t < len; ++t)
+// Normalised q (scaled by dk^-0.5) and k of token `row` for value head h, and its gates.
+void loadToken(GdnParams const& p, int64_t row, int32_t h, float* q, float* k, float& g, float& beta)
+{
+    GdnShape const& s = p.shape;
+    int const dk = s.headKDim;
+    int const hk = h / (s.numVHeads / s.numKHeads);
+    int64_t const qOff = row * s.convDim() + static_cast<int64_t>(hk) * dk;
+    int64_t const kOff = qOff + static_cast<int64_t>(s.numKHeads) * dk;
+    float qq = 0.0f;
+    float kk = 0.0f;
+    for (int i = 0; i < dk; ++i)
     {
-        int64_t const row = begin + t;
-        int64_t const qOff = row * convDim + static_cast<int64_t>(hk) * dk;
-        int64_t const kOff = qOff + static_cast<int64_t>(s.numKHeads) * dk;
-        int64_t const vOff = row * convDim + 2LL * s.numKHeads * dk + static_cast<int64_t>(h) * dv;
-        float qq = 0.0f;
-        float kk = 0.0f;
-        for (int i = 0; i < dk; ++i)
-        {
-            q[i] = loadAsFloat(p.qkv, qOff + i, p.dtype);
-            k[i] = loadAsFloat(p.qkv, kOff + i, p.dtype);
-            qq += q[i] * q[i];
-            kk += k[i] * k[i];
-        }
-        float const qMul = invNorm(qq, kL2NormEps) * qScale;
-        float const kMul = invNorm(kk, kL2NormEps);
-        for (int i = 0; i < dk; ++i)
-        {
-            q[i] *= qMul;
-            k[i] *= kMul;
-        }
-        float decay = 0.0f;
-        float beta = 0.0f;
-        int64_t const gOff = row * s.numVHeads + h;
-        gateAndBeta(loadAsFloat(p.a, gOff, p.dtype), loadAsFloat(p.b, gOff, p.dtype), p.aLog[h], p.dtBias[h], decay,
-            beta);
+        q[i] = loadAsFloat(p.qkv, qOff + i, p.dtype);
+        k[i] = loadAsFloat(p.qkv, kOff + i, p.dtype);
+        qq += q[i] * q[i];
+        kk += k[i] * k[i];
+    }
+    float qMul = 0.0f;
+    float kMul = 0.0f;
+    qkMultipliers(qq, kk, dk, qMul, kMul);
+    for (int i = 0; i < dk; ++i)
+    {
+        q[i] *= qMul;
+        k[i] *= kMul;
+    }
+    int64_t const gOff = row * s.numVHeads + h;
+    logGateAndBeta(loadAsFloat(p.a, gOff, p.dtype), loadAsFloat(p.b, gOff, p.dtype), p.aLog[h], p.dtBias[h], g, beta);
+}
+
+float loadV(GdnParams const& p, int64_t row, int32_t h, int j)
+{
+    GdnShape const& s = p.shape;
+    int64_t const off = row * s.convDim() + 2LL * s.numKHeads * s.headKDim + static_cast<int64_t>(h) * s.headVDim + j;
+    return loadAsFloat(p.qkv, off, p.dtype);
+}
+
+// Writes y for token `row`, head h from the raw outputs o[0..dv) (gated norm when z is set).
+void storeRow(GdnParams const& p, int64_t row, int32_t h, float const* o)
+{
+    int const dv = p.shape.headVDim;
+    int64_t const outOff = row * p.shape.valueDim() + static_cast<int64_t>(h) * dv;
+    if (p.z)
+    {
         float oo = 0.0f;
         for (int j = 0; j < dv; ++j)
         {
-            float const v = loadAsFloat(p.qkv, vOff + j, p.dtype);
-            o[j] = columnStep(S + j, dv, k, q, dk, v, decay, beta);
             oo += o[j] * o[j];
         }
-        int64_t const outOff = row * valueDim + static_cast<int64_t>(h) * dv;
-        if (p.z)
+        float const invRms = invNorm(oo / static_cast<float>(dv), p.normEps);
+        for (int j = 0; j < dv; ++j)
         {
-            float const invRms = invNorm(oo / static_cast<float>(dv), p.normEps);
-            for (int j = 0; j < dv; ++j)
+            float const zj = loadAsFloat(p.z, outOff + j, p.dtype);
+            storeFromFloat(p.out, outOff + j, p.dtype, gatedNorm(o[j], invRms, p.normWeight[j], zj));
+        }
+    }
+    else
+    {
+        for (int j = 0; j < dv; ++j)
+        {
+            storeFromFloat(p.out, outOff + j, p.dtype, o[j]);
+        }
+    }
+}
+
+// Per-token scan over tokens [begin, begin + len) (gdnMath.h columnStep per column).
+void scanHead(GdnParams const& p, int32_t h, float* S, int64_t begin, int64_t len, std::vector<float>& scratch)
+{
+    int const dk = p.shape.headKDim;
+    int const dv = p.shape.headVDim;
+    scratch.resize(static_cast<size_t>(2 * dk + dv));
+    float* q = scratch.data();
+    float* k = q + dk;
+    float* o = k + dk;
+    for (int64_t t = 0; t < len; ++t)
+    {
+        int64_t const row = begin + t;
+        float g = 0.0f;
+        float beta = 0.0f;
+        loadToken(p, row, h, q, k, g, beta);
+        float const decay = expf(g);
+        for (int j = 0; j < dv; ++j)
+        {
+            o[j] = columnStep(S + j, dv, k, q, dk, loadV(p, row, h, j), decay, beta);
+        }
+        storeRow(p, row, h, o);
+    }
+}
+
+// Chunked (UT-transform) form over the same tokens: gdnChunk.h, in the kernel's order.
+void chunkedHead(GdnParams const& p, int32_t h, float* S, int64_t begin, int64_t len, int chunk,
+    std::vector<float>& scratch)
+{
+    int const dk = p.shape.headKDim;
+    int const dv = p.shape.headVDim;
+    ChunkLayout const L = chunkLayout(p.shape, chunk);
+    scratch.assign(static_cast<size_t>(L.size), 0.0f);
+    float* x = scratch.data();
+    for (int64_t t0 = 0; t0 < len; t0 += chunk)
+    {
+        int const n = static_cast<int>(len - t0 < chunk ? len - t0 : chunk);
+        int const nPad = roundUpTo(n, kTokenTile);
+        for (int t = 0; t < nPad; ++t) // load; padding rows are inert (k = q = g = beta = 0)
+        {
+            float* q = x + L.q + t * L.ldk;
+            float* k = x + L.k + t * L.ldk;
+            if (t < n)
             {
-                float const zj = loadAsFloat(p.z, outOff + j, p.dtype);
-                storeFromFloat(p.out, outOff + j, p.dtype, gatedNorm(o[j], invRms, p.normWeight[j], zj));
+                loadToken(p, begin + t0 + t, h, q, k, x[L.g + t], x[L.beta + t]);
+            }
+            else
+            {
+                std::fill(q, q + dk, 0.0f);
+                std::fill(k, k + dk, 0.0f);
+                x[L.g + t] = 0.0f;
+                x[L.beta + t] = 0.0f;
             }
         }
-        else
+        for (int t = 0; t < nPad; ++t)
         {
-            for (int j = 0; j < dv; ++j)
-            {
-                storeFromFloat(p.out, outOff + j, p.dtype, o[j]);
-            }
+            chunkGates(x + L.g, n, t, x + L.eStart, x + L.eEnd);
         }
+        for (int e = 0; e < nPad * (nPad + 1) / 2; ++e)
+        {
+            int t = 0;
+            int s = 0;
+            lowerTriangleEntry(e, t, s);
+            chunkPairEntry(x + L.k, x + L.q, L.ldk, dk, x + L.g, x + L.beta, t, s, x + L.m, L.ldm);
+        }
+        for (int j = 0; j < dv; ++j)
+        {
+            for (int t = 0; t < nPad; ++t)
+            {
+                x[L.u + t * L.ld + j] = t < n ? loadV(p, begin + t0 + t, h, j) : 0.0f;
+            }
+            chunkColumn(S + j, dv, x, L, dk, n, x + L.u + j, x + L.o + j);
+        }
+        for (int t = 0; t < n; ++t)
+        {
+            storeRow(p, begin + t0 + t, h, x + L.o + t * L.ld);
+        }
+    }
+}
+
+// One (sequence, value head): its token range through the scan or the chunked form.
+void runHead(GdnParams const& p, int32_t seq, int32_t h, int64_t slot, ContextAlgo algo, int chunk,
+    std::vector<float>& scratch)
+{
+    float* S = headState(p, seq, h, slot);
+    int64_t begin = 0;
+    int64_t len = 0;
+    tokenRange(p, seq, begin, len);
+    if (useChunked(algo, len, chunk))
+    {
+        chunkedHead(p, h, S, begin, len, chunk, scratch);
+    }
+    else
+    {
+        scanHead(p, h, S, begin, len, scratch);
     }
     if (!p.removePadding)
     {
+        int const dv = p.shape.headVDim;
         for (int64_t t = len; t < p.maxSeqLen; ++t)
         {
-            int64_t const outOff = (begin + t) * valueDim + static_cast<int64_t>(h) * dv;
+            int64_t const outOff = (begin + t) * p.shape.valueDim() + static_cast<int64_t>(h) * dv;
             for (int j = 0; j < dv; ++j)
             {
                 storeFromFloat(p.out, outOff + j, p.dtype, 0.0f);
@@ -122,11 +219,24 @@ void runHead(GdnParams const& p, int32_t seq, int32_t h, int64_t slot, std::vect
 
 } // namespace
 
-char const* forwardHost(GdnParams const& p, int numThreads)
+char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, int chunk)
 {
     if (char const* err = validate(p))
     {
         return fail(err);
+    }
+    if (algo != ContextAlgo::kScan && (chunk < kTokenTile || chunk % kTokenTile != 0))
+    {
+        return fail("gdn: chunk size must be a positive multiple of " + std::to_string(kTokenTile) + ", got "
+            + std::to_string(chunk));
+    }
+    if (algo == ContextAlgo::kChunked && !chunkedSupported(p.shape))
+    {
+        return fail("gdn: the chunked path needs head_k_dim % " + std::to_string(kKeyTile) + " == 0");
+    }
+    if (algo == ContextAlgo::kAuto && !chunkedSupported(p.shape))
+    {
+        algo = ContextAlgo::kScan; // as the launcher does: the scan handles every shape
     }
     if (p.batch == 0)
     {
@@ -174,7 +284,8 @@ char const* forwardHost(GdnParams const& p, int numThreads)
         for (int64_t w = 0; w < work; ++w)
         {
             int32_t const b = static_cast<int32_t>(w / p.shape.numVHeads);
-            runHead(p, b, static_cast<int32_t>(w % p.shape.numVHeads), slots[static_cast<size_t>(b)], scratch);
+            runHead(p, b, static_cast<int32_t>(w % p.shape.numVHeads), slots[static_cast<size_t>(b)], algo, chunk,
+                scratch);
         }
     }
 #else
@@ -183,7 +294,8 @@ char const* forwardHost(GdnParams const& p, int numThreads)
     for (int64_t w = 0; w < work; ++w)
     {
         int32_t const b = static_cast<int32_t>(w / p.shape.numVHeads);
-        runHead(p, b, static_cast<int32_t>(w % p.shape.numVHeads), slots[static_cast<size_t>(b)], scratch);
+        runHead(p, b, static_cast<int32_t>(w % p.shape.numVHeads), slots[static_cast<size_t>(b)], algo, chunk,
+                scratch);
     }
 #endif
     return nullptr;
@@ -207,7 +319,7 @@ int trtneg_gdn_forward_host(void const* qkv, void const* a, void const* b, void 
     int32_t const* requestTypes, int32_t const* lastTokenIds, void* out, int32_t dtype, int32_t batch,
     int32_t removePadding, int32_t maxSeqLen, int64_t numTokens, int64_t numSlots, int32_t numKHeads,
     int32_t numVHeads, int32_t headKDim, int32_t headVDim, float normEps, int32_t continueContext,
-    int32_t numThreads)
+    int32_t numThreads, int32_t algo, int32_t chunk)
 {
     using namespace trt_neg::gdn;
     GdnParams p;
@@ -246,8 +358,32 @@ int trtneg_gdn_forward_host(void const* qkv, void const* a, void const* b, void 
         }
         setContext(p.contextMask, i, t == kCONTEXT);
     }
-    char const* err = forwardHost(p, numThreads);
+    if (algo < 0 || algo > 2)
+    {
+        tError = "gdn: algo must be 0 (auto), 1 (scan) or 2 (chunked), got " + std::to_string(algo);
+        return 1;
+    }
+    char const* err = forwardHost(p, numThreads, static_cast<ContextAlgo>(algo), chunk);
     return err ? 1 : 0;
+}
+
+// The launcher's decisions for a device with `maxSharedBytes` of opt-in shared memory per
+// block (tests of the per-architecture budget): out[0] = pickChunkSize, out[1] =
+// chunkedSharedBytes at that size (0 if none), out[2] = launchChunkSize for a call with
+// `numTokens` tokens of which the first sequence is a context request iff hasContext.
+void trtneg_gdn_chunk_plan(int32_t numKHeads, int32_t numVHeads, int32_t headKDim, int32_t headVDim,
+    int64_t maxSharedBytes, int64_t numTokens, int32_t batch, int32_t hasContext, int32_t algo, int64_t* out)
+{
+    using namespace trt_neg::gdn;
+    GdnParams p;
+    p.shape = GdnShape{numKHeads, numVHeads, headKDim, headVDim};
+    p.batch = batch;
+    p.numTokens = numTokens;
+    setContext(p.contextMask, 0, hasContext != 0);
+    int const c = pickChunkSize(p.shape, maxSharedBytes);
+    out[0] = c;
+    out[1] = c > 0 ? static_cast<int64_t>(chunkedSharedBytes(p.shape, c)) : 0;
+    out[2] = launchChunkSize(p, static_cast<ContextAlgo>(algo), maxSharedBytes);
 }
 
 // fp32 -> dtype with the kernel's store routine (tests of its rounding).

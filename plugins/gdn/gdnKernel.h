@@ -2,6 +2,7 @@
 // Plain C++ header: needs only cuda_runtime_api.h, no TensorRT.
 #pragma once
 
+#include "gdnChunk.h"
 #include "gdnParams.h"
 
 #include <cstddef>
@@ -12,15 +13,17 @@ namespace trt_neg
 namespace gdn
 {
 
-// Dynamic shared memory one block needs: the fp32 state tile [dk, dv], q and k, and the
-// reduction scratch. 66.8 KB for dk = dv = 128 (opted in above the 48 KB default).
+// Dynamic shared memory of a scan-only launch: the fp32 state tile [dk, dv], q and k, and
+// the reduction scratch. 66.8 KB for dk = dv = 128 (opted in above the 48 KB default). A
+// chunk-capable launch needs chunkedSharedBytes() (gdnChunk.h) instead.
 size_t kernelSharedBytes(GdnShape const& shape);
 
 // Launches the op on `stream`. Every pointer in `p` is device memory (contextMask travels
 // by value). Grid: (Hv, batch); block: one thread per state column (dv rounded up to 32).
-// Returns cudaSuccess, cudaErrorInvalidValue for bad parameters (validate()), or the
-// launch error.
-cudaError_t launch(GdnParams const& p, cudaStream_t stream);
+// `algo`: kAuto (the plugin's), or a forced path for tests; the dispatch rule is in
+// gdnKernel.cu's header and gdnChunk.h. Returns cudaSuccess, cudaErrorInvalidValue for bad
+// parameters (validate()) or a forced kChunked that cannot run, or the launch error.
+cudaError_t launch(GdnParams const& p, cudaStream_t stream, ContextAlgo algo = ContextAlgo::kAuto);
 
 } // namespace gdn
 } // namespace trt_neg

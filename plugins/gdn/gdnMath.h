@@ -51,12 +51,27 @@ TRTNEG_HD float invNorm(float sumsq, float eps)
     return 1.0f / sqrtf(sumsq + eps);
 }
 
-// Log-decay g and write strength beta of one (token, value head).
+// Log-decay g = log(decay) <= 0 and write strength beta of one (token, value head). The
+// chunked path (gdnChunk.h) works with g itself (sums of g, never ratios of decays).
+TRTNEG_HD void logGateAndBeta(float a, float b, float aLog, float dtBias, float& g, float& beta)
+{
+    g = -expf(aLog) * softplus(a + dtBias);
+    beta = sigmoid(b);
+}
+
+// Decay exp(g) and write strength beta of one (token, value head): the scan's form.
 TRTNEG_HD void gateAndBeta(float a, float b, float aLog, float dtBias, float& decay, float& beta)
 {
-    float const g = -expf(aLog) * softplus(a + dtBias);
+    float g = 0.0f;
+    logGateAndBeta(a, b, aLog, dtBias, g, beta);
     decay = expf(g);
-    beta = sigmoid(b);
+}
+
+// Multipliers that l2-normalise q and k (q also scaled by dk^-0.5) from their sums of squares.
+TRTNEG_HD void qkMultipliers(float qq, float kk, int dk, float& qMul, float& kMul)
+{
+    qMul = invNorm(qq, kL2NormEps) * (1.0f / sqrtf(static_cast<float>(dk)));
+    kMul = invNorm(kk, kL2NormEps);
 }
 
 // One token of the gated delta rule for one column of S.

@@ -50,8 +50,9 @@ at::Tensor gdnForward(at::Tensor qkv, at::Tensor a, at::Tensor b, c10::optional<
     at::Tensor dtBias, c10::optional<at::Tensor> normWeight, at::Tensor statePool,
     c10::optional<at::Tensor> slotMapping, at::Tensor lastTokenIds, std::vector<int64_t> requestTypes,
     int64_t numKHeads, int64_t numVHeads, int64_t headKDim, int64_t headVDim, double normEps, bool removePadding,
-    bool continueContext)
+    bool continueContext, int64_t algo)
 {
+    TORCH_CHECK(algo >= 0 && algo <= 2, "algo: must be 0 (auto), 1 (scan) or 2 (chunked), got ", algo);
     TORCH_CHECK(qkv.is_cuda(), "qkv: must be a CUDA tensor");
     at::Device const dev = qkv.device();
     c10::cuda::CUDAGuard guard(dev);
@@ -140,7 +141,8 @@ at::Tensor gdnForward(at::Tensor qkv, at::Tensor a, at::Tensor b, c10::optional<
 
     char const* const msg = trt_neg::gdn::validate(p);
     TORCH_CHECK(msg == nullptr, msg ? msg : "");
-    cudaError_t const e = trt_neg::gdn::launch(p, c10::cuda::getCurrentCUDAStream(dev.index()).stream());
+    cudaError_t const e = trt_neg::gdn::launch(
+        p, c10::cuda::getCurrentCUDAStream(dev.index()).stream(), static_cast<trt_neg::gdn::ContextAlgo>(algo));
     TORCH_CHECK(e == cudaSuccess, "gdn launch failed: ", cudaGetErrorString(e));
     return out;
 }
@@ -153,7 +155,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
         py::arg("qkv"), py::arg("a"), py::arg("b"), py::arg("z"), py::arg("a_log"), py::arg("dt_bias"),
         py::arg("norm_weight"), py::arg("state_pool"), py::arg("slot_mapping"), py::arg("last_token_ids"),
         py::arg("request_types"), py::arg("num_k_heads"), py::arg("num_v_heads"), py::arg("head_k_dim"),
-        py::arg("head_v_dim"), py::arg("norm_eps"), py::arg("remove_padding"), py::arg("continue_context"));
+        py::arg("head_v_dim"), py::arg("norm_eps"), py::arg("remove_padding"), py::arg("continue_context"),
+        py::arg("algo") = 0);
+    // The chunk size the launcher picks on the current device (0: scan only).
+    m.def("chunk_size",
+        [](int64_t hk, int64_t hv, int64_t dk, int64_t dv)
+        {
+            int device = 0;
+            int maxOptin = 0;
+            TORCH_CHECK(cudaGetDevice(&device) == cudaSuccess, "cudaGetDevice failed");
+            cudaError_t const e = cudaDeviceGetAttribute(&maxOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+            TORCH_CHECK(e == cudaSuccess, "cudaDeviceGetAttribute failed");
+            trt_neg::gdn::GdnShape s{static_cast<int32_t>(hk), static_cast<int32_t>(hv), static_cast<int32_t>(dk),
+                static_cast<int32_t>(dv)};
+            return static_cast<int64_t>(trt_neg::gdn::pickChunkSize(s, maxOptin));
+        });
     m.def("shared_bytes",
         [](int64_t hk, int64_t hv, int64_t dk, int64_t dv)
         {

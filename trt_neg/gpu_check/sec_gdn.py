@@ -1,13 +1,18 @@
 """Section 3: the Gated DeltaNet CUDA kernel (plugins/gdn, torch extension gdnTorch.cpp).
 
-* vs the CPU host library (:mod:`trt_neg.kernels.gdn_host`, the same ``gdnMath.h`` maths):
+* vs the CPU host library (:mod:`trt_neg.kernels.gdn_host`, the same ``gdnMath.h`` /
+  ``gdnChunk.h`` maths), once per context path (the per-token scan, and the chunked form
+  forced for every sequence; the host runs the same path at the device's chunk size):
   a mixed packed batch (context prompts of 1..150 tokens from a zero state, generation
   rows continuing a random state; slots permuted through a slot mapping) followed by three
   generation steps for every sequence; head configs with Hv/Hk 1 and 2 (the 9B's 16/32
   heads, 128x128, included); fp32 and bf16; with and without the fused gated norm; plus
   the padded layout.  Outputs and the whole state pool are compared.
 * vs the reference recurrence (:func:`trt_neg.reference.ops.recurrent_gated_delta_rule`,
-  fp32 on the GPU) for raw outputs (no norm) and final states.
+  fp32 on the GPU) for raw outputs (no norm) and final states, both paths.
+* chunked vs scan vs the fp64 recurrence at the 9B shapes for T in CHUNK_TS (one sequence,
+  fp32 I/O, raw o), and both timed (bf16, gated, as deployed) with their ratio: the check
+  of the dispatch threshold (gdnChunk.h kChunkMinTokens) and of the chunked path's gain.
 * timing, 9B head config (Hk 16, Hv 32, dk = dv = 128), bf16, gated: context phase
   (T = 1024, batch 1 and 8) vs the torch chunked reference on the GPU, and generation
   (one token, batch 1..256) vs the state-bytes floor (each step reads and writes the fp32
@@ -32,6 +37,9 @@ CONFIGS = ((2, 2, 16, 16), (2, 4, 32, 16), (1, 2, 64, 64), (4, 4, 128, 128), CFG
 TOL_OUT = {torch.float32: 1e-4, torch.bfloat16: 1.6e-2}  # per element, relative to 1 + |host|
 TOL_STATE = 1e-4  # the state is fp32 whatever the activation dtype
 CTX_T = 1024
+ALGOS = ("scan", "chunked")
+CHUNK_TS = (1, 16, 64, 512, 4096)
+TOL_CHUNK_REF = 2e-4  # fp32 kernel vs fp64 recurrence, relative to 1 + |ref| (as vs_reference)
 GEN_BATCHES = (1, 8, 32, 64, 128, 256)
 
 
@@ -51,14 +59,23 @@ def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     return float(((got - want).abs() / (1.0 + want.abs())).max()) if want.numel() else 0.0
 
 
-def _both(x, cfg, pool_cpu, pool_gpu, last, types, slots, gated, padded=False):
+def device_chunk(cfg) -> int:
+    """The chunk size the launcher picks for ``cfg`` on this GPU (0: scan only)."""
+    from ..kernels import cuda_ext
+
+    return int(cuda_ext.load_gdn().chunk_size(*cfg))
+
+
+def _both(x, cfg, pool_cpu, pool_gpu, last, types, slots, gated, padded=False, algo="auto"):
     from ..kernels import cuda_ext, gdn_host
 
     hk, hv, dk, dv = cfg
     kw = dict(num_k_heads=hk, num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=last,
-              request_types=types, slot_mapping=slots, remove_padding=not padded)
+              request_types=types, slot_mapping=slots, remove_padding=not padded, algo=algo)
+    chunk = device_chunk(cfg) or gdn_host.HOST_CHUNK_SIZE
     host = gdn_host.gated_delta_rule(x["qkv"], x["a"], x["b"], x["A_log"], x["dt_bias"], pool_cpu,
-                                     z=x["z"] if gated else None, norm_weight=x["norm_weight"] if gated else None, **kw)
+                                     z=x["z"] if gated else None, norm_weight=x["norm_weight"] if gated else None,
+                                     chunk_size=chunk, **kw)
     cu = {k: v.to(common.DEVICE) for k, v in x.items()}
     dev = cuda_ext.gdn_forward(cu["qkv"], cu["a"], cu["b"], cu["A_log"], cu["dt_bias"], pool_gpu,
                                z=cu["z"] if gated else None, norm_weight=cu["norm_weight"] if gated else None, **kw)
@@ -66,7 +83,7 @@ def _both(x, cfg, pool_cpu, pool_gpu, last, types, slots, gated, padded=False):
     return host, dev
 
 
-def vs_host(cfg, dtype, gated, seed, padded=False) -> tuple[float, float]:
+def vs_host(cfg, dtype, gated, seed, padded=False, algo="auto") -> tuple[float, float]:
     """(max output error, max state error) over a mixed batch and three generation steps."""
     hk, hv, dk, dv = cfg
     g = torch.Generator().manual_seed(seed)
@@ -80,16 +97,17 @@ def vs_host(cfg, dtype, gated, seed, padded=False) -> tuple[float, float]:
     if padded:
         L = max(lens)
         x = _inputs(None, hk, hv, dk, dv, g, dtype, lead=(len(lens), L))
-        host, dev = _both(x, cfg, pool_cpu, pool_gpu, lens, types, slots, gated, padded=True)
+        host, dev = _both(x, cfg, pool_cpu, pool_gpu, lens, types, slots, gated, padded=True, algo=algo)
     else:
         x = _inputs(sum(lens), hk, hv, dk, dv, g, dtype)
         last = torch.tensor(lens).cumsum(0).tolist()
-        host, dev = _both(x, cfg, pool_cpu, pool_gpu, last, types, slots, gated)
+        host, dev = _both(x, cfg, pool_cpu, pool_gpu, last, types, slots, gated, algo=algo)
     err_out = max(err_out, _rel_err(dev, host))
     err_state = _rel_err(pool_gpu, pool_cpu)
     for _ in range(3):  # generation steps for every sequence
         x = _inputs(len(lens), hk, hv, dk, dv, g, dtype)
-        host, dev = _both(x, cfg, pool_cpu, pool_gpu, list(range(1, len(lens) + 1)), [GEN] * len(lens), slots, gated)
+        host, dev = _both(x, cfg, pool_cpu, pool_gpu, list(range(1, len(lens) + 1)), [GEN] * len(lens), slots, gated,
+                          algo=algo)
         err_out = max(err_out, _rel_err(dev, host))
     err_state = max(err_state, _rel_err(pool_gpu, pool_cpu))
     return err_out, err_state
@@ -112,7 +130,7 @@ def _ref_qkvgb(x, cfg):
     return q, k, v, g, torch.sigmoid(b)
 
 
-def vs_reference(cfg, seed) -> tuple[float, float]:
+def vs_reference(cfg, seed, algo="auto") -> tuple[float, float]:
     """fp32, no norm: kernel raw outputs and final states vs the reference recurrence."""
     from ..kernels import cuda_ext
     from ..reference.ops import recurrent_gated_delta_rule
@@ -126,7 +144,7 @@ def vs_reference(cfg, seed) -> tuple[float, float]:
     cu = {k: v.to(common.DEVICE) for k, v in x.items()}
     out = cuda_ext.gdn_forward(cu["qkv"], cu["a"], cu["b"], cu["A_log"], cu["dt_bias"], pool, num_k_heads=hk,
                                num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=last,
-                               request_types=[CTX] * len(lens))
+                               request_types=[CTX] * len(lens), algo=algo)
     err_out = err_state = 0.0
     begin = 0
     for i, n in enumerate(lens):
@@ -148,29 +166,87 @@ def correctness(ctx) -> bool:
              for gated in (True, False)]
     cases += [((2, 4, 32, 16), torch.float32, True, True), ((2, 4, 32, 16), torch.bfloat16, False, True)]
     for cfg, dt, gated, padded in cases:
-        seed += 1
-        e_out, e_state = vs_host(cfg, dt, gated, seed, padded)
-        good = e_out <= TOL_OUT[dt] and e_state <= TOL_STATE
-        ok &= good
-        name = "fp32" if dt == torch.float32 else "bf16"
-        rows.append(dict(cfg=list(cfg), dtype=name, gated=gated, padded=padded, err_out=e_out, err_state=e_state,
-                         ok=good))
-        ctx.log(f"  {'ok  ' if good else 'FAIL'} Hk={cfg[0]:<2} Hv={cfg[1]:<2} dk={cfg[2]:<3} dv={cfg[3]:<3} {name} "
-                f"gated={int(gated)} {'padded' if padded else 'packed'}: out {e_out:.2e} (tol {TOL_OUT[dt]:.0e}), "
-                f"state {e_state:.2e} (tol {TOL_STATE:.0e})")
+        for algo in ALGOS:
+            if algo == "chunked" and device_chunk(cfg) == 0:
+                continue  # the launcher refuses a forced chunked path that does not fit
+            seed += 1
+            e_out, e_state = vs_host(cfg, dt, gated, seed, padded, algo)
+            good = e_out <= TOL_OUT[dt] and e_state <= TOL_STATE
+            ok &= good
+            name = "fp32" if dt == torch.float32 else "bf16"
+            rows.append(dict(cfg=list(cfg), dtype=name, gated=gated, padded=padded, algo=algo, err_out=e_out,
+                             err_state=e_state, ok=good))
+            ctx.log(f"  {'ok  ' if good else 'FAIL'} Hk={cfg[0]:<2} Hv={cfg[1]:<2} dk={cfg[2]:<3} dv={cfg[3]:<3} "
+                    f"{name} gated={int(gated)} {'padded' if padded else 'packed'} {algo:<7}: out {e_out:.2e} "
+                    f"(tol {TOL_OUT[dt]:.0e}), state {e_state:.2e} (tol {TOL_STATE:.0e})")
     ctx.data["vs_host"] = rows
     ctx.log("vs reference recurrence (trt_neg.reference.ops, fp32 on the GPU; raw o, no norm; lens 1, 77, 150):")
     ref_rows = []
     for cfg in ((2, 2, 64, 64), (2, 4, 64, 64), CFG_9B):
-        seed += 1
-        e_out, e_state = vs_reference(cfg, seed)
-        good = e_out <= 2e-4 and e_state <= 2e-4
-        ok &= good
-        ref_rows.append(dict(cfg=list(cfg), err_out=e_out, err_state=e_state, ok=good))
-        ctx.log(f"  {'ok  ' if good else 'FAIL'} Hk={cfg[0]:<2} Hv={cfg[1]:<2} dk={cfg[2]:<3} dv={cfg[3]:<3}: "
-                f"out {e_out:.2e}, state {e_state:.2e} (tol 2e-4)")
+        for algo in ALGOS:
+            seed += 1
+            e_out, e_state = vs_reference(cfg, seed, algo)
+            good = e_out <= 2e-4 and e_state <= 2e-4
+            ok &= good
+            ref_rows.append(dict(cfg=list(cfg), algo=algo, err_out=e_out, err_state=e_state, ok=good))
+            ctx.log(f"  {'ok  ' if good else 'FAIL'} Hk={cfg[0]:<2} Hv={cfg[1]:<2} dk={cfg[2]:<3} dv={cfg[3]:<3} "
+                    f"{algo:<7}: out {e_out:.2e}, state {e_state:.2e} (tol 2e-4)")
     ctx.data["vs_reference"] = ref_rows
     return ok
+
+
+def chunked_vs_scan(ctx, lengths=CHUNK_TS, cfg=CFG_9B) -> tuple[bool, list]:
+    """One fresh sequence of T tokens per length: chunked vs scan vs the fp64 recurrence
+    (fp32 I/O, raw o, errors relative to 1 + |ref|), then both timed in bf16 with the gated
+    norm. Returns (all within TOL_CHUNK_REF, rows)."""
+    from ..kernels import cuda_ext
+    from ..reference.ops import recurrent_gated_delta_rule
+
+    hk, hv, dk, dv = cfg
+    reps = 5 if ctx.quick else 10
+    chunk = device_chunk(cfg)
+    g = torch.Generator().manual_seed(77)
+    ok = True
+    rows = []
+    ctx.log(f"chunked vs scan (Hk={hk} Hv={hv} dk={dk} dv={dv}, one fresh sequence; device chunk size {chunk}; "
+            f"errors vs the fp64 recurrence, fp32 I/O, raw o; times bf16 gated, median of {reps}):")
+    ctx.log(f"{'T':>5} {'scan out':>9} {'chunk out':>9} {'scan st':>8} {'chunk st':>8} {'chk-scan':>8} "
+            f"{'scan us':>9} {'chunk us':>9} {'auto us':>9} {'scan/chunk':>10}")
+    kw = dict(num_k_heads=hk, num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, request_types=[CTX])
+    for T in lengths:
+        x = _inputs(T, hk, hv, dk, dv, g, torch.float32)
+        cu = {k: v.to(common.DEVICE) for k, v in x.items()}
+        outs, states = {}, {}
+        for algo in ALGOS:
+            states[algo] = torch.zeros(1, hv, dk, dv, device=common.DEVICE)
+            outs[algo] = cuda_ext.gdn_forward(cu["qkv"], cu["a"], cu["b"], cu["A_log"], cu["dt_bias"], states[algo],
+                                              last_token_ids=[T], algo=algo, **kw)
+        q, k, v, gg, beta = (t.double() for t in _ref_qkvgb(x, cfg))
+        o_ref, s_ref = recurrent_gated_delta_rule(q, k, v, gg, beta,
+                                                  torch.zeros(1, hv, dk, dv, dtype=torch.float64, device=common.DEVICE))
+        o_ref = o_ref.reshape(T, hv * dv)
+        err = {a: (_rel_err(outs[a], o_ref), _rel_err(states[a], s_ref)) for a in ALGOS}
+        diff = max(_rel_err(outs["chunked"], outs["scan"]), _rel_err(states["chunked"], states["scan"]))
+        good = all(e <= TOL_CHUNK_REF for pair in err.values() for e in pair)
+        ok &= good
+
+        xb = {k: v.to(torch.bfloat16) if v.dim() == 2 else v for k, v in cu.items()}
+        pool = torch.zeros(1, hv, dk, dv, device=common.DEVICE)
+        times = {}
+        for algo in ALGOS + ("auto",):
+            times[algo] = cuda_time_us(lambda: cuda_ext.gdn_forward(
+                xb["qkv"], xb["a"], xb["b"], xb["A_log"], xb["dt_bias"], pool, last_token_ids=[T], z=xb["z"],
+                norm_weight=xb["norm_weight"], algo=algo, **kw), reps)
+        ratio = times["scan"] / times["chunked"]
+        rows.append(dict(T=T, chunk=chunk, err_out_scan=err["scan"][0], err_out_chunked=err["chunked"][0],
+                         err_state_scan=err["scan"][1], err_state_chunked=err["chunked"][1], chunked_vs_scan=diff,
+                         scan_us=times["scan"], chunked_us=times["chunked"], auto_us=times["auto"],
+                         scan_over_chunked=ratio, ok=good))
+        ctx.log(f"{T:>5} {err['scan'][0]:>9.1e} {err['chunked'][0]:>9.1e} {err['scan'][1]:>8.1e} "
+                f"{err['chunked'][1]:>8.1e} {diff:>8.1e} {times['scan']:>9.0f} {times['chunked']:>9.0f} "
+                f"{times['auto']:>9.0f} {ratio:>10.2f}" + ("" if good else f"  FAIL (tol {TOL_CHUNK_REF:.0e})"))
+        del x, cu, xb, outs, states, pool, q, k, v, gg, beta, o_ref, s_ref
+    return ok, rows
 
 
 def _call(cu, cfg, pool, last, types, slots, gated=True):
@@ -266,10 +342,15 @@ def run(ctx) -> str:
     ok = correctness(ctx)
     ctx.data["correctness"] = ok
     ctx.log(f"correctness: {'PASS' if ok else 'FAIL'} ({time.time() - t1:.1f} s)")
+    chunk_ok, chunk_rows = chunked_vs_scan(ctx)
+    ctx.data["chunked_vs_scan"] = chunk_rows
+    ok &= chunk_ok
     bench = benchmark(ctx)
     ctx.data["timing"] = bench
     c1 = bench["context"][0]
     gmax = bench["generation"][-1]
+    longest = chunk_rows[-1]
     ctx.summary = (f"correctness {'ok' if ok else 'FAILED'}; context T={CTX_T} B=1 {c1['kernel_us'] / 1e3:.2f} ms; "
+                   f"T={longest['T']} scan/chunked {longest['scan_over_chunked']:.1f}x; "
                    f"generation B={gmax['B']} {gmax['kernel_us']:.0f} us = {gmax['floor_over_kernel']:.0%} of floor")
     return PASS if ok else FAIL

@@ -147,9 +147,14 @@ def neg_head(hidden, weights, activation="silu") -> torch.Tensor:
 
 def gdn_forward(qkv, a, b, A_log, dt_bias, state_pool, *, num_k_heads, num_v_heads, head_k_dim, head_v_dim,
                 last_token_ids, request_types=None, slot_mapping=None, z=None, norm_weight=None, norm_eps=1e-6,
-                remove_padding=True, continue_context=False) -> torch.Tensor:
-    """CUDA twin of :func:`trt_neg.kernels.gdn_host.gated_delta_rule` (same arguments);
+                remove_padding=True, continue_context=False, algo="auto") -> torch.Tensor:
+    """CUDA twin of :func:`trt_neg.kernels.gdn_host.gated_delta_rule` (same arguments; the
+    chunk size is the launcher's, ``load_gdn().chunk_size(Hk, Hv, dk, dv)``);
     ``state_pool`` (fp32 CUDA, contiguous) is updated in place."""
+    from .gdn_host import ALGOS
+
+    if algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {sorted(ALGOS)}, got {algo!r}")
     ext = load_gdn()
     dev = qkv.device
     batch = len(last_token_ids) if remove_padding else qkv.shape[0]
@@ -162,4 +167,5 @@ def gdn_forward(qkv, a, b, A_log, dt_bias, state_pool, *, num_k_heads, num_v_hea
         state_pool=state_pool, slot_mapping=None if slot_mapping is None else i32(slot_mapping),
         last_token_ids=i32(last_token_ids), request_types=rtypes, num_k_heads=int(num_k_heads),
         num_v_heads=int(num_v_heads), head_k_dim=int(head_k_dim), head_v_dim=int(head_v_dim),
-        norm_eps=float(norm_eps), remove_padding=bool(remove_padding), continue_context=bool(continue_context))
+        norm_eps=float(norm_eps), remove_padding=bool(remove_padding), continue_context=bool(continue_context),
+        algo=ALGOS[algo])

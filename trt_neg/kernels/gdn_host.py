@@ -1,7 +1,10 @@
 """CPU host build of the Gated DeltaNet op (plugins/gdn/gdnHost.cpp), loaded with ctypes.
 
 The same ``__host__ __device__`` maths (``plugins/gdn/gdnMath.h``) the CUDA kernel runs,
-compiled with g++ on first use and cached (:mod:`trt_neg.kernels.build`).
+compiled with g++ on first use and cached (:mod:`trt_neg.kernels.build`). The context
+phase runs either as the per-token scan or in the chunked (UT-transform) form of
+``plugins/gdn/gdnChunk.h``; ``algo`` picks it exactly as the CUDA launcher does
+(``"auto"``: chunked for segments of >= :data:`CHUNK_MIN_TOKENS` tokens).
 
 :func:`gated_delta_rule` is the op exactly as the TensorRT plugin sees it: post-conv
 ``q|k|v`` channels, raw ``a``/``b``, optional gate ``z`` for the fused gated RMS norm, and a
@@ -21,21 +24,27 @@ from .build import HostLibrary
 GDN_DIR = PLUGINS_DIR / "gdn"
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
 CONTEXT, GENERATION = 0, 1
+ALGOS = {"auto": 0, "scan": 1, "chunked": 2}
+CHUNK_MIN_TOKENS = 16  # gdnChunk.h kChunkMinTokens
+HOST_CHUNK_SIZE = 64  # gdnChunk.h kHostChunkSize
 
 
 def _declare(lib: ctypes.CDLL) -> None:
     P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     lib.trtneg_gdn_last_error.restype = ctypes.c_char_p
     lib.trtneg_gdn_forward_host.argtypes = [P] * 12 + [I32, I32, I32, I32, I64, I64, I32, I32, I32, I32,
-                                                      F32, I32, I32]
+                                                      F32, I32, I32, I32, I32]
     lib.trtneg_gdn_forward_host.restype = ctypes.c_int
+    lib.trtneg_gdn_chunk_plan.argtypes = [I32, I32, I32, I32, I64, I64, I32, I32, I32, P]
+    lib.trtneg_gdn_chunk_plan.restype = None
     lib.trtneg_gdn_convert.argtypes = [P, I64, I32, P]
     lib.trtneg_gdn_convert.restype = None
 
 
 _LIBRARY = HostLibrary(
     "gdn", GDN_DIR / "gdnHost.cpp",
-    [GDN_DIR / "gdnHost.h", GDN_DIR / "gdnMath.h", GDN_DIR / "gdnParams.h", PLUGINS_DIR / "common" / "hostDevice.h"],
+    [GDN_DIR / "gdnHost.h", GDN_DIR / "gdnChunk.h", GDN_DIR / "gdnMath.h", GDN_DIR / "gdnParams.h",
+     PLUGINS_DIR / "common" / "hostDevice.h"],
     ["-O2"], _declare)
 library_path = _LIBRARY.path
 load = _LIBRARY.load
@@ -58,7 +67,7 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
                      request_types: Sequence[int] | None = None, slot_mapping: Sequence[int] | None = None,
                      z: torch.Tensor | None = None, norm_weight: torch.Tensor | None = None,
                      norm_eps: float = 1e-6, remove_padding: bool = True, continue_context: bool = False,
-                     num_threads: int = 0) -> torch.Tensor:
+                     num_threads: int = 0, algo: str = "auto", chunk_size: int = HOST_CHUNK_SIZE) -> torch.Tensor:
     """Run the GDN op on the CPU; ``state_pool`` (fp32, contiguous, CPU) is updated in place.
 
     Packed layout (``remove_padding``): ``qkv`` [T, 2*Hk*dk + Hv*dv], ``a``/``b`` [T, Hv],
@@ -67,7 +76,11 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
     ``request_types`` (default all context) selects zero-initialised (context) or carried
     (generation) state per sequence. Returns y [..., Hv*dv] in the dtype of ``qkv``
     (gated-normed when ``z`` is given, else the raw recurrence output o).
+    ``algo``: ``"scan"``, ``"chunked"`` (every sequence, even 1 token) or ``"auto"``;
+    ``chunk_size``: a multiple of 8 (the kernel uses 64, 32 or 16 by shared memory).
     """
+    if algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {sorted(ALGOS)}, got {algo!r}")
     dtype = qkv.dtype
     if dtype not in _DTYPE_CODES:
         raise TypeError(f"qkv: dtype {dtype} not supported (float32, float16, bfloat16)")
@@ -110,10 +123,23 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
         _ptr(qkv_c), _ptr(a_c), _ptr(b_c), _ptr(z_c), _ptr(alog_c), _ptr(dtb_c), _ptr(w_c), _ptr(state_pool),
         _ptr(slots), _ptr(rtypes), _ptr(last), _ptr(out), _DTYPE_CODES[dtype], batch, int(remove_padding),
         max_seq_len, num_tokens, state_pool.shape[0], num_k_heads, num_v_heads, head_k_dim, head_v_dim,
-        float(norm_eps), int(continue_context), int(num_threads))
+        float(norm_eps), int(continue_context), int(num_threads), ALGOS[algo], int(chunk_size))
     if rc != 0:
         raise ValueError(lib.trtneg_gdn_last_error().decode())
     return out
+
+
+def chunk_plan(num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int, max_shared_bytes: int, *,
+               num_tokens: int = 4096, batch: int = 1, has_context: bool = True, algo: str = "auto") -> dict:
+    """The CUDA launcher's decisions (gdnChunk.h) for a device with ``max_shared_bytes`` of
+    opt-in shared memory per block: ``chunk`` (largest fitting size, 0 = scan only),
+    ``shared_bytes`` at that size, and ``launch_chunk`` for a call of ``num_tokens`` tokens
+    whose first sequence is a context request iff ``has_context`` (0 = scan-only launch,
+    -1 = ``"chunked"`` forced but impossible)."""
+    out = (ctypes.c_int64 * 3)()
+    load().trtneg_gdn_chunk_plan(num_k_heads, num_v_heads, head_k_dim, head_v_dim, int(max_shared_bytes),
+                                 int(num_tokens), int(batch), int(has_context), ALGOS[algo], out)
+    return dict(chunk=out[0], shared_bytes=out[1], launch_chunk=out[2])
 
 
 def convert(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

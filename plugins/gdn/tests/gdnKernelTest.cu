@@ -1,8 +1,10 @@
-// GPU check of the Gated DeltaNet kernel against the CPU host op (same maths, gdnMath.h):
-// a mixed batch (context + generation, permuted slots) per head config and dtype, then a
-// context-then-generation sequence. Prints one line per case and exits non-zero on a
+// GPU check of the Gated DeltaNet kernel against the CPU host op (same maths, gdnMath.h and
+// gdnChunk.h): a mixed batch (context + generation, permuted slots) per head config, dtype
+// and context algorithm (scan, chunked at the device's chunk size, auto), the host run with
+// the same algorithm and chunk size. Prints one line per case and exits non-zero on a
 // mismatch. Built and run by tests/test_gdn_plugin_core.py::test_kernel_on_gpu (marked gpu):
 //   nvcc -std=c++17 -O2 gdnKernelTest.cu ../gdnKernel.cu ../gdnHost.cpp -o gdnKernelTest
+#include "../gdnChunk.h"
 #include "../gdnHost.h"
 #include "../gdnKernel.h"
 #include "../gdnMath.h"
@@ -45,7 +47,7 @@ std::vector<uint8_t> encode(std::vector<float> const& v, DType t)
 }
 
 // Returns the max |gpu - cpu| / (1 + |cpu|) over outputs and states.
-double runCase(int hk, int hv, int dk, int dv, DType dt, bool gated, unsigned seed)
+double runCase(int hk, int hv, int dk, int dv, DType dt, bool gated, ContextAlgo algo, int chunk, unsigned seed)
 {
     std::mt19937 rng(seed);
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -98,7 +100,7 @@ double runCase(int hk, int hv, int dk, int dv, DType dt, bool gated, unsigned se
     h.slotMapping = slots.data();
     h.lastTokenIds = last.data();
     h.out = outCpu.data();
-    if (char const* err = forwardHost(h, 0))
+    if (char const* err = forwardHost(h, 0, algo, chunk > 0 ? chunk : kHostChunkSize))
     {
         std::printf("host error: %s\n", err);
         std::exit(3);
@@ -118,7 +120,7 @@ double runCase(int hk, int hv, int dk, int dv, DType dt, bool gated, unsigned se
     d.lastTokenIds = toDevice(last);
     std::vector<uint8_t> outGpu(outCpu.size());
     d.out = toDevice(outGpu);
-    CUDA_OK(launch(d, nullptr));
+    CUDA_OK(launch(d, nullptr, algo));
     CUDA_OK(cudaDeviceSynchronize());
     CUDA_OK(cudaMemcpy(outGpu.data(), d.out, outGpu.size(), cudaMemcpyDeviceToHost));
     std::vector<float> poolGpu(pool.size());
@@ -152,21 +154,33 @@ int main()
     Cfg const cfgs[] = {{2, 2, 16, 16}, {2, 4, 8, 16}, {1, 4, 16, 8}, {16, 32, 128, 128}, {4, 8, 128, 128}};
     DType const dts[] = {DType::kFLOAT32, DType::kFLOAT16, DType::kBFLOAT16};
     char const* names[] = {"fp32", "fp16", "bf16"};
+    ContextAlgo const algos[] = {ContextAlgo::kScan, ContextAlgo::kChunked, ContextAlgo::kAuto};
+    char const* algoNames[] = {"scan", "chunked", "auto"};
+    int device = 0;
+    int maxOptin = 0;
+    CUDA_OK(cudaGetDevice(&device));
+    CUDA_OK(cudaDeviceGetAttribute(&maxOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     int failures = 0;
     unsigned seed = 1;
     for (auto const& c : cfgs)
     {
-        for (int t = 0; t < 3; ++t)
+        int const chunk = pickChunkSize(GdnShape{c.hk, c.hv, c.dk, c.dv}, maxOptin);
+        for (int a = 0; a < 3; ++a)
         {
-            for (int gated = 0; gated < 2; ++gated)
+            if (chunk == 0 && algos[a] == ContextAlgo::kChunked)
+                continue; // the launcher refuses a forced chunked path that does not fit
+            for (int t = 0; t < 3; ++t)
             {
-                double const err = runCase(c.hk, c.hv, c.dk, c.dv, dts[t], gated != 0, seed++);
-                // fp32: reduction order only; half types: +1 ulp of the output format.
-                double const tol = t == 0 ? 1e-4 : (t == 1 ? 2e-3 : 1.6e-2);
-                bool const ok = err <= tol;
-                failures += ok ? 0 : 1;
-                std::printf("%s Hk=%d Hv=%d dk=%d dv=%d %s gated=%d max_rel_err=%.3g (tol %.1g)\n", ok ? "ok  " : "FAIL",
-                    c.hk, c.hv, c.dk, c.dv, names[t], gated, err, tol);
+                for (int gated = 0; gated < 2; ++gated)
+                {
+                    double const err = runCase(c.hk, c.hv, c.dk, c.dv, dts[t], gated != 0, algos[a], chunk, seed++);
+                    // fp32: reduction order only; half types: +1 ulp of the output format.
+                    double const tol = t == 0 ? 1e-4 : (t == 1 ? 2e-3 : 1.6e-2);
+                    bool const ok = err <= tol;
+                    failures += ok ? 0 : 1;
+                    std::printf("%s Hk=%d Hv=%d dk=%d dv=%d %s gated=%d %s chunk=%d max_rel_err=%.3g (tol %.1g)\n",
+                        ok ? "ok  " : "FAIL", c.hk, c.hv, c.dk, c.dv, names[t], gated, algoNames[a], chunk, err, tol);
+                }
             }
         }
     }
