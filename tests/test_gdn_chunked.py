@@ -94,37 +94,6 @@ def test_prompt_split_across_calls_equals_one_call():
     assert_close(pool_b, pool_a, rtol=1e-4, atol=1e-6)
 
 
-def test_padded_layout_equals_packed():
-    cfg = (2, 4, 8, 16)
-    hk, hv, dk, dv = cfg
-    lens, L = [40, 1, 17], 41
-    x = make_inputs(sum(lens), *cfg, seed=5)
-    pool_p = torch.zeros(3, hv, dk, dv)
-    y_packed = call(x, cfg, pool_p, lens, algo="chunked", chunk=16)
-    padded = {}
-    for n, t in x.items():
-        if t.dim() == 2:
-            buf = torch.full((3, L, t.shape[1]), float("nan"), dtype=t.dtype)  # padding is never read
-            s = 0
-            for i, m in enumerate(lens):
-                buf[i, :m] = t[s:s + m]
-                s += m
-            padded[n] = buf
-        else:
-            padded[n] = t
-    pool_d = torch.zeros(3, hv, dk, dv)
-    y_pad = gdn_host.gated_delta_rule(
-        padded["qkv"], padded["a"], padded["b"], x["A_log"], x["dt_bias"], pool_d, num_k_heads=hk, num_v_heads=hv,
-        head_k_dim=dk, head_v_dim=dv, last_token_ids=lens, z=padded["z"], norm_weight=x["norm_weight"],
-        remove_padding=False, algo="chunked", chunk_size=16)
-    s = 0
-    for i, m in enumerate(lens):
-        assert torch.equal(y_pad[i, :m], y_packed[s:s + m])
-        assert torch.equal(y_pad[i, m:], torch.zeros_like(y_pad[i, m:]))
-        s += m
-    assert torch.equal(pool_d, pool_p)
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_io_dtypes(dtype):
     """fp16/bf16 activations: the state stays fp32 and matches the scan's to fp32 rounding;

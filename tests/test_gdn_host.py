@@ -194,13 +194,15 @@ def test_continue_context_is_chunked_prefill():
     assert_close(pool_b, pool_a, rtol=1e-6, atol=1e-6)
 
 
-def test_padded_layout_equals_packed():
-    hk, hv, dk, dv = 1, 2, 8, 8
-    lens = [5, 1, 9]
-    L = 9
+@pytest.mark.parametrize("cfg, lens, L, algo", [
+    ((1, 2, 8, 8), [5, 1, 9], 9, {}),
+    ((2, 4, 8, 16), [40, 1, 17], 41, {"algo": "chunked", "chunk_size": 16}),  # gdnChunk.h's path
+])
+def test_padded_layout_equals_packed(cfg, lens, L, algo):
+    hk, hv, dk, dv = cfg
     x = make_inputs(sum(lens), hk, hv, dk, dv, seed=5)
     pool_p = torch.zeros(3, hv, dk, dv)
-    y_packed = run(x, hk, hv, dk, dv, pool_p, lens)
+    y_packed = run(x, hk, hv, dk, dv, pool_p, lens, **algo)
 
     padded = {}
     for n, t in x.items():
@@ -217,7 +219,7 @@ def test_padded_layout_equals_packed():
     y_pad = gdn_host.gated_delta_rule(
         padded["qkv"], padded["a"], padded["b"], x["A_log"], x["dt_bias"], pool_d, num_k_heads=hk,
         num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=lens, z=padded["z"],
-        norm_weight=x["norm_weight"], remove_padding=False)
+        norm_weight=x["norm_weight"], remove_padding=False, **algo)
     s = 0
     for i, m in enumerate(lens):
         assert torch.equal(y_pad[i, :m], y_packed[s:s + m])

@@ -92,6 +92,29 @@ __device__ __forceinline__ float loadV(GdnParams const& p, HeadView const& hv, i
     return loadAsFloat(p.qkv, row * s.convDim() + vOff, kDT);
 }
 
+// Raw q, k of token `row` into q[i], k[i] for i = first, first + stride, ... < dk; returns
+// this thread's partial sums of q^2 and k^2 (the caller reduces them over its threads).
+template <DType kDT>
+__device__ __forceinline__ void loadQK(
+    GdnParams const& p, HeadView const& hv, int64_t row, int first, int stride, float* q, float* k, float& qq, float& kk)
+{
+    GdnShape const& s = p.shape;
+    int const dk = s.headKDim;
+    int64_t const qOff = row * s.convDim() + static_cast<int64_t>(hv.hk) * dk;
+    int64_t const kOff = qOff + static_cast<int64_t>(s.numKHeads) * dk;
+    qq = 0.0f;
+    kk = 0.0f;
+    for (int i = first; i < dk; i += stride)
+    {
+        float const qi = loadAsFloat(p.qkv, qOff + i, kDT);
+        float const ki = loadAsFloat(p.qkv, kOff + i, kDT);
+        q[i] = qi;
+        k[i] = ki;
+        qq += qi * qi;
+        kk += ki * ki;
+    }
+}
+
 // Per-token scan (gdnMath.h columnStep). S: the state tile; scratch: >= 2*dk + 64 floats.
 template <DType kDT>
 __device__ void scanSegment(GdnParams const& p, HeadView const& hv, float* S, float* scratch)
@@ -101,7 +124,6 @@ __device__ void scanSegment(GdnParams const& p, HeadView const& hv, float* S, fl
     int const dv = s.headVDim;
     int const j = threadIdx.x;
     bool const ownsColumn = j < dv;
-    int64_t const convDim = s.convDim();
     int64_t const valueDim = s.valueDim();
     float* q = scratch;  // [dk]
     float* k = q + dk;   // [dk]
@@ -113,19 +135,9 @@ __device__ void scanSegment(GdnParams const& p, HeadView const& hv, float* S, fl
     for (int64_t t = 0; t < hv.len; ++t)
     {
         int64_t const row = hv.begin + t;
-        int64_t const qOff = row * convDim + static_cast<int64_t>(hv.hk) * dk;
-        int64_t const kOff = qOff + static_cast<int64_t>(s.numKHeads) * dk;
         float qq = 0.0f;
         float kk = 0.0f;
-        for (int i = threadIdx.x; i < dk; i += blockDim.x)
-        {
-            float const qi = loadAsFloat(p.qkv, qOff + i, kDT);
-            float const ki = loadAsFloat(p.qkv, kOff + i, kDT);
-            q[i] = qi;
-            k[i] = ki;
-            qq += qi * qi;
-            kk += ki * ki;
-        }
+        loadQK<kDT>(p, hv, row, threadIdx.x, blockDim.x, q, k, qq, kk);
         blockSum2(qq, kk, red); // its barriers also publish q, k and (t == 0) the state tile
         float qMul = 0.0f;
         float kMul = 0.0f;
@@ -179,7 +191,6 @@ __device__ void chunkedSegment(GdnParams const& p, HeadView const& hv, ChunkLayo
     int const warp = threadIdx.x / kWarp;
     int const lane = threadIdx.x % kWarp;
     int const nWarps = blockDim.x / kWarp;
-    int64_t const convDim = s.convDim();
     int64_t const valueDim = s.valueDim();
     float const aLog = p.aLog[hv.h];
     float const dtBias = p.dtBias[hv.h];
@@ -198,19 +209,9 @@ __device__ void chunkedSegment(GdnParams const& p, HeadView const& hv, ChunkLayo
             if (t < n)
             {
                 int64_t const row = hv.begin + t0 + t;
-                int64_t const qOff = row * convDim + static_cast<int64_t>(hv.hk) * dk;
-                int64_t const kOff = qOff + static_cast<int64_t>(s.numKHeads) * dk;
                 float qq = 0.0f;
                 float kk = 0.0f;
-                for (int i = lane; i < dk; i += kWarp)
-                {
-                    float const qi = loadAsFloat(p.qkv, qOff + i, kDT);
-                    float const ki = loadAsFloat(p.qkv, kOff + i, kDT);
-                    q[i] = qi;
-                    k[i] = ki;
-                    qq += qi * qi;
-                    kk += ki * ki;
-                }
+                loadQK<kDT>(p, hv, row, lane, kWarp, q, k, qq, kk);
                 float qMul = 0.0f;
                 float kMul = 0.0f;
                 qkMultipliers(warpSum(qq), warpSum(kk), dk, qMul, kMul);
