@@ -8,6 +8,7 @@ Examples:
     python run.py --prompts-file prompts.jsonl --json     # one JSON line per request
     python run.py --token-ids 1,2,3 --token-ids 4,5 --mode 0 --temperature 0.8 --seed 1
     python run.py --backend trtllm --engine-dir engines/darwin "Hi"   # TensorRT-LLM 1.2.x container
+    mpirun -n 2 python run.py --backend trtllm --engine-dir engines/darwin-tp2 "Hi"  # tp/pp engine
 
 A prompts file holds one request per line: a JSON string (the prompt), or an object with
 one of "prompt" (text), "messages" (chat messages) or "token_ids", and optionally "id",
@@ -187,7 +188,8 @@ class OrderedStreamer:
 @click.option("--engine-dir", type=click.Path(file_okay=False), default=None,
               help="TensorRT-LLM engine directory (config.json, rank0.engine, build_info.json); required with "
                    "--backend trtllm. The tokenizer comes from the HF checkpoint named in build_info.json "
-                   "unless --model is given.")
+                   "unless --model is given. A tp/pp engine (world_size N) runs under MPI, one process per "
+                   "GPU: mpirun -n N python run.py ...; only rank 0 prints.")
 @click.option("--mode", type=click.Choice(["0", "1"]), default=None,
               help="NEG decoding mode: 0 = off, 1 = on. Default: 1 if the checkpoint enables NEG, else 0.")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
@@ -314,6 +316,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     else:
         engine = open_trtllm_engine(engine_dir, tokenizer, max_batch_size if given("max_batch_size") else None,
                                     max_seq_len, max_tokens_per_step)
+        if not engine.is_leader:  # tp/pp under mpirun: this rank only runs its part of the model
+            engine.shutdown()  # returns once the leader (rank 0) has shut down; nothing to print here
+            return
 
     printer = None if as_json else OrderedStreamer(len(requests), tokenizer)
     index: dict[str, int] = {}
@@ -400,16 +405,21 @@ def check_trtllm_options(engine_dir, given):
                                    "option")
     from trt_neg.trtllm import TensorRTLLMUnavailable
     from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
-    from trt_neg.trtllm.executor import executor_bindings
+    from trt_neg.trtllm.executor import MpiLaunchError, check_mpi_launch, executor_bindings
 
     try:
         executor_bindings()
     except TensorRTLLMUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        return read_engine_dir(engine_dir)
+        info = read_engine_dir(engine_dir)
     except EngineDirError as exc:
         raise click.BadParameter(str(exc), param_hint="--engine-dir") from None
+    try:  # a tp/pp engine runs as `mpirun -n <world_size> python run.py ...` (one process per GPU)
+        check_mpi_launch(info)
+    except MpiLaunchError as exc:
+        raise click.ClickException(str(exc)) from None
+    return info
 
 
 def open_trtllm_engine(engine_dir, tokenizer, max_batch_size, max_seq_len, max_num_tokens):

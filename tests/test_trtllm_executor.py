@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
 
 VOCAB, SLOTS, MAX_INPUT, MAX_SEQ, MAX_TOKENS, EOS = 100, 4, 32, 48, 64, [2, 3]
+MPI_ENV = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE"))
 
 
 @pytest.fixture
@@ -45,6 +46,9 @@ def fake(trtllm_stub, monkeypatch):
 
     monkeypatch.setattr(plugins, "load_plugin_library", load_plugin_library)
     monkeypatch.delenv(plugins.PLUGIN_LIBRARY_ENV, raising=False)
+    for names in MPI_ENV:  # not under MPI unless a test says so
+        for name in names:
+            monkeypatch.delenv(name, raising=False)
     yield tle
     for inst in tle.INSTANCES:
         inst.shutdown()
@@ -357,8 +361,138 @@ def test_limits_are_checked_against_the_engine(fake, tmp_path):
                          ({"max_seq_len": MAX_SEQ + 1}, "max_seq_len"), ({"max_num_tokens": 0}, "max_num_tokens")):
         with pytest.raises(ValueError, match=name):
             open_engine(path, **kwargs)
-    with pytest.raises(ValueError, match="single-GPU"):
-        open_engine(make_engine_dir(tmp_path / "tp2", world_size=2))
+
+
+# ------------------------------------------------ multi-GPU: LEADER mode under MPI
+def as_rank(monkeypatch, rank, size):
+    """This process is MPI rank ``rank`` of ``size`` (what mpirun's Open MPI tells it)."""
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", str(rank))
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", str(size))
+
+
+def test_tp2_leader_serves_like_a_single_gpu_engine(fake, tmp_path, monkeypatch):
+    tle = fake
+    as_rank(monkeypatch, 0, 2)
+    script(tle, {5: steps(tle, [10, 11], entropies=[1.0, 2.0], fired=[0, 1])})
+    path = make_engine_dir(tmp_path / "tp2", world_size=2)
+    with open_engine(path) as engine:
+        (r,) = engine.generate([Request([5], max_new_tokens=2)])
+        (ex,) = tle.INSTANCES
+        assert engine.is_leader and engine.is_running and (engine.mpi_rank, engine.mpi_size) == (0, 2)
+    assert tle.EVENTS[:2] == [("load_plugin_library", str(path / "lib/libtrt_neg_plugins.so")),
+                              ("Executor", str(path))]
+    pc = ex.config.parallel_config  # LEADER mode, TensorRT-LLM's default devices and participants
+    assert (pc.communication_type, pc.communication_mode) == (tle.CommunicationType.MPI, tle.CommunicationMode.LEADER)
+    assert (pc.device_ids, pc.participant_ids, pc.orchestrator_config) == (None, None, None)
+    assert r.tokens == [10, 11] and r.fired == [False, True] and len(ex.enqueued) == 1
+    assert tle.EVENTS[-1] == ("shutdown",)
+
+
+def test_single_gpu_engine_sets_no_parallel_config(fake, tmp_path):
+    script(fake, {5: steps(fake, [10])})
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        engine.generate([Request([5], max_new_tokens=1)])
+        assert engine.is_leader and (engine.mpi_rank, engine.mpi_size) == (0, 1)
+    assert fake.INSTANCES[0].config.parallel_config is None  # unchanged: the executor's defaults
+
+
+def test_tp2_non_leader_never_enqueues(fake, tmp_path, monkeypatch):
+    tle = fake
+    as_rank(monkeypatch, 1, 2)
+    path = make_engine_dir(tmp_path / "tp2", world_size=2)
+    engine = open_engine(path)
+    (ex,) = tle.INSTANCES
+    assert not engine.is_leader and not engine.is_running  # no dispatcher: await_responses is the leader's
+    assert tle.EVENTS == [("load_plugin_library", str(path / "lib/libtrt_neg_plugins.so")), ("Executor", str(path))]
+    with pytest.raises(RuntimeError, match="rank 1 of 2 is not the leader"):
+        engine.add_request(Request([5]))
+    assert engine.abort_request("req-1") is False and not engine.has_unfinished()
+    engine.shutdown()  # the real one returns when the leader has shut down
+    assert ex.enqueued == {} and tle.EVENTS[-1] == ("shutdown",)
+    assert not any(e[0] in ("enqueue_request", "cancel_request", "non-leader call") for e in tle.EVENTS)
+
+
+def test_run_py_tp2_leader_and_non_leader(fake, tmp_path, monkeypatch):
+    tle = fake
+    path = make_engine_dir(tmp_path / "tp2", world_size=2)
+    args = ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5", "--max-new-tokens", "2", "--json"]
+    as_rank(monkeypatch, 1, 2)
+    r = CliRunner().invoke(run.main, args)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.output == "" and r.stdout == ""  # nothing on stdout or stderr
+    assert not any(e[0] in ("enqueue_request", "non-leader call") for e in tle.EVENTS)
+    assert tle.EVENTS[-1] == ("shutdown",)
+
+    tle.reset()
+    script(tle, {5: steps(tle, [10, 11])})
+    as_rank(monkeypatch, 0, 2)
+    r = CliRunner().invoke(run.main, args)
+    assert r.exit_code == 0, (r.output, r.exception)
+    (row,) = [json.loads(line) for line in r.stdout.splitlines()]
+    assert row["tokens"] == [10, 11] and row["id"] == "ids0"
+
+
+@pytest.mark.parametrize("size, expected", [
+    (None, "this process is not running under MPI"),
+    (4, "this process is one of 4 MPI processes"),
+])
+def test_tp2_engine_needs_mpirun_with_one_process_per_rank(fake, tmp_path, monkeypatch, size, expected):
+    from trt_neg.trtllm.executor import MpiLaunchError
+
+    if size is not None:
+        as_rank(monkeypatch, 0, size)
+    path = make_engine_dir(tmp_path / "tp2", world_size=2)
+    command = f"mpirun -n 2 python run.py --backend trtllm --engine-dir {path} ..."
+    with pytest.raises(MpiLaunchError) as exc:
+        open_engine(path)
+    assert expected in str(exc.value) and command in str(exc.value) and "tp 2, pp 1" in str(exc.value)
+    assert fake.INSTANCES == [] and fake.EVENTS == []  # refused before the plugin library or the executor
+
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5"])
+    assert r.exit_code == 1 and r.stdout == ""
+    (line,) = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert line.startswith("Error: ") and expected in line and command in line
+
+
+def test_single_gpu_engine_under_mpirun_is_refused(fake, tmp_path, monkeypatch):
+    from trt_neg.trtllm.executor import MpiLaunchError
+
+    as_rank(monkeypatch, 0, 2)
+    with pytest.raises(MpiLaunchError, match="single-GPU engine .* one of 2 MPI processes: run it without mpirun"):
+        open_engine(make_engine_dir(tmp_path / "e"))
+
+
+def test_mpi_rank_and_size_come_from_tensorrt_llm_first(fake, monkeypatch):
+    from trt_neg.trtllm.executor import mpi_world
+
+    utils = importlib.import_module("tensorrt_llm._utils")
+    assert mpi_world() == (0, 1)
+    monkeypatch.setenv("PMI_RANK", "2")
+    monkeypatch.setenv("PMI_SIZE", "3")
+    assert mpi_world() == (2, 3)
+    monkeypatch.setattr(utils, "mpi_rank", lambda: 1, raising=False)  # tensorrt_llm._utils (mpi4py) wins
+    monkeypatch.setattr(utils, "mpi_world_size", lambda: 4, raising=False)
+    assert mpi_world() == (1, 4)
+
+
+def test_missing_rank_engine_is_named(fake, tmp_path, monkeypatch):
+    from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
+
+    path = make_engine_dir(tmp_path / "tp2", world_size=2)
+    info = read_engine_dir(path)
+    assert (info.world_size, info.tp_size, info.pp_size) == (2, 2, 1)
+    assert [p.name for p in info.engine_files] == ["rank0.engine", "rank1.engine"]
+    (path / "rank1.engine").unlink()
+    with pytest.raises(EngineDirError, match=r"missing rank1\.engine \(a 2-GPU engine, tp 2 pp 1, needs rank0"):
+        read_engine_dir(path)
+    as_rank(monkeypatch, 0, 2)
+    r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5"])
+    assert r.exit_code == 2 and "missing rank1.engine" in r.output and fake.INSTANCES == []
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["pretrained_config"]["mapping"] = {"world_size": 4, "tp_size": 2, "pp_size": 1}
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EngineDirError, match="world_size 4 != tp_size 2 \\* pp_size 1"):
+        read_engine_dir(path)
 
 
 # -------------------------------------------------------------------- engine dir

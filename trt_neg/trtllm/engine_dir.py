@@ -6,7 +6,7 @@ An engine directory written by the engine build holds
   C++ runtime reads ``config.json``). Every *model and limit* fact is read from there, so it
   has one source of truth: ``build_config.{max_batch_size, max_input_len, max_seq_len,
   max_num_tokens}``, ``pretrained_config.{vocab_size, eos_token_id, pad_token_id,
-  mapping.world_size, neg_config.{enabled, seed}}`` and the architecture
+  mapping.{world_size, tp_size, pp_size}, neg_config.{enabled, seed}}`` and the architecture
   (``trt_neg_architecture`` = ``DarwinNegForCausalLM``; ``architecture`` may be the runtime
   alias, docs/trtllm_engine.md section 5).
 * ``build_info.json`` — the project's build metadata, i.e. only what ``config.json`` lacks
@@ -29,7 +29,8 @@ An engine directory written by the engine build holds
   ``plugin_library`` (containers often mount the library elsewhere).
 
 :func:`read_engine_dir` validates both files and returns an :class:`EngineDir`; every
-problem is an :class:`EngineDirError` (a ``ValueError``) naming the file and the field.
+problem is an :class:`EngineDirError` (a ``ValueError``) naming the file and the field;
+a ``world_size`` N engine needs every ``rank{0..N-1}.engine`` (a missing one is named).
 :func:`write_build_info` is the writer the engine build uses (written atomically).
 Importing this module needs neither tensorrt nor tensorrt_llm.
 """
@@ -69,6 +70,8 @@ class EngineDir:
     max_num_tokens: int
     world_size: int
     tensorrt_llm_version: str | None = None
+    tp_size: int = 1
+    pp_size: int = 1
     build_info: dict = field(default_factory=dict, repr=False)
     config: dict = field(default_factory=dict, repr=False)
 
@@ -151,7 +154,17 @@ def read_engine_dir(engine_dir: str | os.PathLike[str]) -> EngineDir:
     where_p, where_b = f"{cfg_path}: pretrained_config", f"{cfg_path}: build_config"
     vocab = _int(pretrained, "vocab_size", where_p)
     mapping = pretrained.get("mapping") or {}
-    world = _int(mapping, "world_size", f"{where_p}.mapping", required=False, default=1)
+    if not isinstance(mapping, dict):
+        raise EngineDirError(f"{where_p}.mapping: expected an object, got {mapping!r}")
+    world = _int(mapping, "world_size", f"{where_p}.mapping", required=False, default=None)
+    tp = _int(mapping, "tp_size", f"{where_p}.mapping", required=False, default=None)
+    pp = _int(mapping, "pp_size", f"{where_p}.mapping", required=False, default=1)
+    if tp is None:
+        tp = (world or 1) // pp
+    if world is None:
+        world = tp * pp
+    if world != tp * pp:
+        raise EngineDirError(f"{where_p}.mapping: world_size {world} != tp_size {tp} * pp_size {pp}")
     eos = pretrained.get("eos_token_id")
     eos_ids = () if eos is None else (eos,) if isinstance(eos, int) else eos
     if isinstance(eos_ids, (list, tuple)):
@@ -184,11 +197,16 @@ def read_engine_dir(engine_dir: str | os.PathLike[str]) -> EngineDir:
         hf_model_dir=_path(info["hf_model_dir"], "hf_model_dir", info_path, root),
         neg_enabled=enabled, neg_seed=seed, vocab_size=vocab, eos_token_ids=eos_ids, pad_token_id=pad,
         max_batch_size=max_batch, max_input_len=max_input, max_seq_len=max_seq, max_num_tokens=max_tokens,
-        world_size=world, tensorrt_llm_version=info.get("tensorrt_llm_version"), build_info=info, config=config,
+        world_size=world, tensorrt_llm_version=info.get("tensorrt_llm_version"), tp_size=tp, pp_size=pp,
+        build_info=info, config=config,
     )
     missing = [p.name for p in result.engine_files if not p.is_file()]
+    if missing and world == 1:
+        raise EngineDirError(f"{root}: missing {missing[0]} (the serialized engine)")
     if missing:
-        raise EngineDirError(f"{root}: missing {', '.join(missing)} (the serialized engine)")
+        raise EngineDirError(f"{root}: missing {', '.join(missing)} (a {world}-GPU engine, tp {tp} pp {pp}, needs "
+                             f"rank0.engine .. rank{world - 1}.engine, one per rank; was the build interrupted, or "
+                             f"only part of the directory copied?)")
     return result
 
 

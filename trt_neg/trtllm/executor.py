@@ -15,12 +15,20 @@ How it runs (docs/trtllm_runtime.md has the decisions):
 
 1. ``require_tensorrt_llm()`` — without tensorrt_llm 1.2.x the constructor raises
    :class:`TensorRTLLMUnavailable` with a one-line message naming it and NVIDIA's container;
-2. :func:`engine_dir.read_engine_dir` — limits, vocabulary, EOS, NEG facts, plugin library;
+2. :func:`engine_dir.read_engine_dir` — limits, vocabulary, EOS, NEG facts, plugin library,
+   ``world_size`` (tp x pp) and every ``rank{N}.engine``; :func:`check_mpi_launch` — the MPI
+   process count must equal ``world_size`` (1 = no mpirun), else :class:`MpiLaunchError`
+   naming ``mpirun -n <world_size> python run.py ...``;
 3. the plugin library is loaded (``ctypes.CDLL(path, RTLD_GLOBAL)``) **before** the
-   executor deserialises the engine;
+   executor deserialises the engine (on every rank);
 4. ``Executor(engine_dir, ModelType.DECODER_ONLY, ExecutorConfig(max_beam_width=1,
    kv_cache_config=KvCacheConfig(enable_block_reuse=False, ...), enable_chunked_context=False,
-   batching_type=INFLIGHT, ...))``;
+   batching_type=INFLIGHT, ...))``; a tp/pp engine adds ``parallel_config =
+   ParallelConfig(CommunicationType.MPI, CommunicationMode.LEADER)`` and every rank builds the
+   same executor (rank r loads ``rank{r}.engine`` on GPU ``r % gpus_per_node``);
+   ``is_leader = executor.can_enqueue_requests()`` (rank 0). Only the leader runs steps 5-6;
+   a non-leader refuses requests and its ``shutdown()`` returns when the leader's has (the
+   executor broadcasts the leader's requests and its termination to the other ranks);
 5. each request is enqueued as a streaming ``Request`` (EOS and stop token ids as single-token
    stop words, ``end_id=-1``; the request's sampling as ``SamplingConfig``; the NEG extras
    ``neg_entropy`` / ``neg_fired`` as ``OutputConfig.additional_model_outputs``);
@@ -87,11 +95,47 @@ binding since PR #6608 (Aug 2025, before 1.2) with the same module and class nam
   response (``LlmRequest::finishByReason`` sets ``kGENERATION_COMPLETE``, llmRequest.h id
   786144818).
 
+* Multi-GPU, LEADER mode (docs/trtllm_runtime.md, "Multi-GPU engines", has the decision
+  against ORCHESTRATOR mode): ``ParallelConfig(communication_type=MPI,
+  communication_mode=LEADER, device_ids=None, participant_ids=None, orchestrator_config=None,
+  num_nodes=None)``, ``OrchestratorConfig(is_orchestrator=True, worker_executable_path="",
+  orch_leader_comm=None, spawn_processes=True)``, ``ExecutorConfig.parallel_config``:
+  ``nanobind/executor/executorConfig.cpp`` (id 69765689); ``CommunicationType.MPI``,
+  ``CommunicationMode.{LEADER, ORCHESTRATOR}``: ``nanobind/executor/bindings.cpp`` (id
+  783259216). ``tensorrt_llm/runtime/model_runner_cpp.py`` @03832911 (``ModelRunnerCpp``)
+  sets ``parallel_config = ParallelConfig(CommunicationType.MPI, CommunicationMode.LEADER,
+  device_ids=None by default, orchestrator_config=None)`` and returns at once from
+  ``generate`` where ``not executor.can_enqueue_requests()``; ``examples/bindings/executor/
+  example_basic.py`` @1a43c7d6 enqueues only ``if executor.can_enqueue_requests()`` and its
+  README runs it as ``mpirun -n 4 --allow-run-as-root python3 example_basic.py``.
+  ``executor/executorImpl.cpp`` @036a60f7: ``initializeWorkers`` requires MPI worldSize ==
+  tp*pp*cp without ``participant_ids`` (default participants 0..N-1, leader = the first);
+  ``canEnqueueRequests`` = LEADER mode and leader and not shut down; ``checkParallelApiUsage``
+  throws when a non-leader calls ``enqueueRequests`` / ``awaitResponses`` / ``cancelRequest``
+  (hence no dispatcher thread there); ``shutdown`` on the leader enqueues a terminate request
+  that ``fetchNewRequests`` sees on every rank, and on every rank joins the execution thread,
+  so a non-leader's ``shutdown()`` blocks until the leader's (``Executor::Impl::~Impl`` calls
+  it too); the nanobind ``Executor.shutdown`` releases the GIL (``nanobind/executor/
+  executor.cpp`` @1dd50d07). Devices: ``loadModel`` builds ``WorldConfig::mpi(gpusPerNode
+  from config.json, tp, pp, cp, parallelConfig.getDeviceIds())`` and ``getDevice()`` is
+  ``deviceIds[rank % deviceIds.size()]`` with ``deviceIds`` defaulting to ``0..gpusPerNode-1``
+  (``runtime/worldConfig.h`` id 2970045747, ``worldConfig.cpp`` id 464226422);
+  ``runtime/gptJsonConfig.cpp`` (id 809211714) reads ``pretrained_config.mapping.{tp_size,
+  pp_size, cp_size, gpus_per_node}`` (``gpus_per_node`` default 8) and names rank r's file
+  ``rank{r}.engine``. Rank and size as TensorRT-LLM reads them: ``tensorrt_llm._utils.
+  mpi_rank()`` / ``mpi_world_size()`` = mpi4py ``COMM_WORLD`` (id 52995752, late 2025; also
+  @000a01de). ORCHESTRATOR mode spawns ``tensorrt_llm/bin/executorWorker`` processes
+  (``initializeOrchestrator``: ``MPI_Comm_spawn``, MPI worldSize must be 1), and that C++
+  worker registers only TensorRT-LLM's own plugins (``initTrtLlmPlugins()``,
+  ``executor_worker/executorWorker.cpp`` @06c0e9b1, 2024 version), not ours.
+
 Still to see in the 1.2.1 container: that the file versions above are what 1.2.1 ships (none
 could be tied to a tag; the ``generation_`` prefix is unchanged in every version read, and the
 bare name is still accepted as a fallback), and that a request cancelled while still queued
 (not yet active) also gets its final response (``shutdown`` finishes any the executor never
-answers).
+answers). Multi-GPU was never run (no multi-GPU machine, no tensorrt_llm here): that the NEG
+plugin's outputs and ``neg_entropy`` / ``neg_fired`` reach the leader intact under tp and pp
+(for pp the last stage computes them), and the leader/non-leader shutdown sequence in practice.
 """
 
 from __future__ import annotations
@@ -143,6 +187,59 @@ def executor_bindings() -> Any:
     return executor
 
 
+# Where the launcher tells a process its MPI rank and size, when tensorrt_llm._utils cannot.
+MPI_ENV_VARS = (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),  # Open MPI (NVIDIA's containers)
+                ("PMI_RANK", "PMI_SIZE"))  # MPICH / Hydra, Intel MPI
+
+
+class MpiLaunchError(ValueError):
+    """The process count under MPI does not match the engine's ``world_size`` (tp x pp)."""
+
+
+def mpi_world() -> tuple[int, int]:
+    """``(rank, size)`` of this process in ``MPI_COMM_WORLD``.
+
+    TensorRT-LLM's own ``tensorrt_llm._utils.mpi_rank()`` / ``mpi_world_size()`` (mpi4py's
+    ``COMM_WORLD``, the communicator the C++ executor splits too) where they exist; else the
+    launcher's environment (:data:`MPI_ENV_VARS`); ``(0, 1)`` when neither says otherwise.
+    """
+    try:
+        from tensorrt_llm import _utils
+
+        return int(_utils.mpi_rank()), int(_utils.mpi_world_size())
+    except (ImportError, AttributeError):
+        pass
+    for rank_var, size_var in MPI_ENV_VARS:
+        try:
+            return int(os.environ.get(rank_var) or 0), int(os.environ[size_var])
+        except (KeyError, ValueError):
+            continue
+    return 0, 1
+
+
+def launch_command(info: "engine_dir_mod.EngineDir") -> str:
+    return f"mpirun -n {info.world_size} python run.py --backend trtllm --engine-dir {info.path} ..."
+
+
+def check_mpi_launch(info: "engine_dir_mod.EngineDir") -> tuple[int, int]:
+    """``(rank, size)`` when the process count matches ``info.world_size``; else :class:`MpiLaunchError`.
+
+    LEADER mode needs exactly ``world_size`` MPI processes (``executorImpl.cpp::initializeWorkers``:
+    "MPI worldSize is expected to be equal to tp*pp*cp"); this says so before the executor does,
+    naming the command.
+    """
+    rank, size = mpi_world()
+    if size == info.world_size:
+        return rank, size
+    if info.world_size == 1:
+        raise MpiLaunchError(f"{info.path}: a single-GPU engine (world_size 1), but this process is one of {size} "
+                             "MPI processes: run it without mpirun (or with mpirun -n 1)")
+    where = "this process is not running under MPI" if size == 1 else f"this process is one of {size} MPI processes"
+    raise MpiLaunchError(f"{info.path}: a {info.world_size}-GPU engine (tp {info.tp_size}, pp {info.pp_size}) runs "
+                         f"as {info.world_size} MPI processes, one per GPU, and {where}: launch it with "
+                         f"`{launch_command(info)}` (add --allow-run-as-root as root in a container)")
+
+
 class _Tracked:
     __slots__ = ("seq", "exec_id", "listener", "received", "done")
 
@@ -164,9 +261,7 @@ class TrtllmExecutorEngine(EngineFrontend):
                  poll_interval_s: float = 0.05, clock: Callable[[], float] = time.perf_counter):
         self.tle = executor_bindings()  # first: a machine without tensorrt_llm fails here, cleanly
         info = engine_dir_mod.read_engine_dir(engine_dir)
-        if info.world_size != 1:
-            raise ValueError(f"{info.path}: a {info.world_size}-GPU engine (tp/pp); this runner drives single-GPU "
-                             "engines (world_size 1) only so far")
+        self.mpi_rank, self.mpi_size = check_mpi_launch(info)  # tp/pp: one MPI process per rank engine
         self.engine = info
         slots = limit_arg("max_batch_size", max_batch_size, 1, info.max_batch_size, "the engine's max_batch_size")
         seq_len = limit_arg("max_seq_len", max_seq_len, 2, info.max_seq_len, "the engine's max_seq_len")
@@ -195,14 +290,22 @@ class TrtllmExecutorEngine(EngineFrontend):
         self._neg_outputs = list(NEG_OUTPUTS) if info.neg_enabled else []
         if self._neg_outputs:  # the executor only serves outputs named here and in the request
             self.executor_config.additional_model_outputs = self._model_outputs()
+        if info.world_size > 1:  # every rank builds the same Executor; rank r loads rank{r}.engine on its GPU
+            self.executor_config.parallel_config = tle.ParallelConfig(tle.CommunicationType.MPI,
+                                                                      tle.CommunicationMode.LEADER)
         self.executor = tle.Executor(Path(info.path), tle.ModelType.DECODER_ONLY, self.executor_config)
+        # LEADER mode: only the leader (MPI rank 0) enqueues, awaits and cancels; the executor
+        # broadcasts its requests to the other ranks, which only run their part of the model.
+        self.is_leader = bool(self.executor.can_enqueue_requests())
 
         self._tracked: dict[str, _Tracked] = {}
         self._by_exec: dict[int, _Tracked] = {}
         self._stopping = False
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name="trt-neg-trtllm-responses", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self.is_leader:  # a non-leader's await_responses would throw: no dispatcher there
+            self._thread = threading.Thread(target=self._loop, name="trt-neg-trtllm-responses", daemon=True)
+            self._thread.start()
 
     # ------------------------------------------------------------------ mapping
     def _model_outputs(self) -> list:
@@ -246,6 +349,10 @@ class TrtllmExecutorEngine(EngineFrontend):
         response before the executor's id is mapped."""
         if self._closed:
             raise RuntimeError("the engine is shut down")
+        if not self.is_leader:
+            raise RuntimeError(f"MPI rank {self.mpi_rank} of {self.mpi_size} is not the leader: only the rank whose "
+                               "executor can_enqueue_requests() (rank 0) submits requests; the other ranks call "
+                               "shutdown(), which returns when the leader shuts down")
         tracked = _Tracked(seq, listener)
         tracked.exec_id = self.executor.enqueue_request(self._executor_request(seq.request, seq))
         self._tracked[seq.request_id] = tracked
@@ -265,7 +372,7 @@ class TrtllmExecutorEngine(EngineFrontend):
     # --------------------------------------------------------- dispatcher thread
     @property
     def is_running(self) -> bool:
-        return self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> "TrtllmExecutorEngine":
         return self  # the dispatcher thread starts with the engine
@@ -384,10 +491,16 @@ class TrtllmExecutorEngine(EngineFrontend):
 
         From an output listener (on the dispatcher thread) it returns at once and a helper
         thread finishes the job: the dispatcher must go on to deliver the cancellations.
+
+        On a non-leader rank (tp/pp engines) this is all there is to do: ``Executor.shutdown()``
+        blocks (GIL released) until the leader's shutdown reaches this rank, then returns.
         """
         if self._closed:
             return
         self._closed = True
+        if not self.is_leader:
+            self._shutdown_executor()
+            return
         if threading.current_thread() is self._thread:
             threading.Thread(target=self._shut_down, args=(cancel,), name="trt-neg-executor-shutdown").start()
             return
@@ -410,8 +523,11 @@ class TrtllmExecutorEngine(EngineFrontend):
             outputs: list[Output] = []
             self._finish(tracked, FinishReason.CANCELLED, outputs)
             self._deliver(tracked, outputs)
+        self._shutdown_executor()
+
+    def _shutdown_executor(self) -> None:
         try:
-            self.executor.shutdown()
+            self.executor.shutdown()  # the leader's also tells the other ranks to stop
         except Exception:
             log.exception("executor.shutdown failed")
 
@@ -436,5 +552,5 @@ def _token_slice(tensor: Any, before: int, count: int, name: str) -> list:
                        f"{before}..{before + count - 1}")
 
 
-__all__ = ["NEG_OUTPUTS", "RequestHandle", "TrtllmExecutorEngine",
-           "executor_bindings"]
+__all__ = ["MPI_ENV_VARS", "MpiLaunchError", "NEG_OUTPUTS", "RequestHandle", "TrtllmExecutorEngine",
+           "check_mpi_launch", "executor_bindings", "mpi_world"]

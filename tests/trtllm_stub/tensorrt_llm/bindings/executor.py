@@ -25,6 +25,18 @@ project's source index (the index serves single file versions, not tags):
   too (``docs/source/legacy/advanced/executor.md`` @04fa274f): the fake answers a request for an
   unconfigured one with an error response.
 
+Multi-GPU (LEADER mode, the only mode modelled): the fake's "MPI" is what the adapter reads
+too — ``tensorrt_llm._utils.mpi_rank()`` / ``mpi_world_size()`` if a test provides them, else
+``OMPI_COMM_WORLD_RANK`` / ``OMPI_COMM_WORLD_SIZE`` (or ``PMI_RANK`` / ``PMI_SIZE``), else rank 0
+of 1. As in ``executor/executorImpl.cpp`` @036a60f7 (``initializeWorkers``, ``canEnqueueRequests``,
+``checkParallelApiUsage``): without ``participant_ids`` the MPI size must equal the engine's
+tp*pp (``config.json`` ``pretrained_config.mapping``), the leader is rank 0,
+``can_enqueue_requests()`` is true only there (and only before ``shutdown``), and a non-leader's
+``enqueue_request`` / ``await_responses`` / ``cancel_request`` throw. ``ParallelConfig``,
+``CommunicationType``, ``CommunicationMode``: ``nanobind/executor/executorConfig.cpp`` (index id
+69765689) and ``nanobind/executor/bindings.cpp`` (id 783259216). The real non-leader
+``shutdown()`` blocks until the leader shuts down; here it returns at once (one process).
+
 Scripted replay: a test sets :data:`RESPONDER` to ``fn(request, request_id) -> [Step, ...]``.
 :meth:`Executor.await_responses` emits one step per active request per call (requests
 interleave like in-flight batching). A request finishes by itself like the real executor:
@@ -38,6 +50,8 @@ from __future__ import annotations
 import datetime
 import enum
 import itertools
+import json
+import os
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -78,6 +92,15 @@ class ModelType(enum.Enum):
 class BatchingType(enum.Enum):
     STATIC = 0
     INFLIGHT = 1
+
+
+class CommunicationType(enum.Enum):
+    MPI = 0
+
+
+class CommunicationMode(enum.Enum):
+    LEADER = 0
+    ORCHESTRATOR = 1
 
 
 class FinishReason(enum.Enum):
@@ -159,6 +182,20 @@ class KvCacheConfig:
         self.max_tokens = max_tokens
         self.free_gpu_memory_fraction = _optional(free_gpu_memory_fraction, float, "free_gpu_memory_fraction")
         self.enable_partial_reuse = enable_partial_reuse
+
+
+class ParallelConfig:
+    def __init__(self, communication_type=CommunicationType.MPI, communication_mode=CommunicationMode.LEADER,
+                 device_ids=None, participant_ids=None, orchestrator_config=None, num_nodes=None):
+        if not isinstance(communication_type, CommunicationType) or not isinstance(communication_mode,
+                                                                                  CommunicationMode):
+            raise TypeError("ParallelConfig(communication_type: CommunicationType, communication_mode: "
+                            "CommunicationMode, ...)")
+        self.communication_type, self.communication_mode = communication_type, communication_mode
+        self.device_ids = None if device_ids is None else _token_list(list(device_ids), "device_ids")
+        self.participant_ids = None if participant_ids is None else _token_list(list(participant_ids),
+                                                                                "participant_ids")
+        self.orchestrator_config, self.num_nodes = orchestrator_config, num_nodes
 
 
 class ExecutorConfig:
@@ -247,6 +284,27 @@ class Response:
 
 
 # ---------------------------------------------------------------------------- executor
+def _mpi_world() -> tuple[int, int]:
+    """The fake's MPI_COMM_WORLD: tensorrt_llm._utils' functions if a test set them, else the launcher's env."""
+    import tensorrt_llm._utils as utils
+
+    if hasattr(utils, "mpi_rank") and hasattr(utils, "mpi_world_size"):
+        return int(utils.mpi_rank()), int(utils.mpi_world_size())
+    for rank_var, size_var in (("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"), ("PMI_RANK", "PMI_SIZE")):
+        if os.environ.get(size_var):
+            return int(os.environ.get(rank_var) or 0), int(os.environ[size_var])
+    return 0, 1
+
+
+def _engine_world_size(model_path) -> int:
+    try:
+        with open(os.path.join(str(model_path), "config.json"), encoding="utf-8") as handle:
+            mapping = json.load(handle).get("pretrained_config", {}).get("mapping") or {}
+    except (OSError, ValueError):
+        return 1
+    return int(mapping.get("tp_size", 1)) * int(mapping.get("pp_size", 1))
+
+
 class _Active:
     def __init__(self, rid: int, request: Request, script: list[Step]):
         self.rid, self.request, self.script = rid, request, deque(script)
@@ -264,6 +322,20 @@ class Executor:
         if not isinstance(model_type, ModelType) or not isinstance(executor_config, ExecutorConfig):
             raise TypeError("Executor(model_path, model_type: ModelType, executor_config: ExecutorConfig)")
         self.model_path, self.model_type, self.config = model_path, model_type, executor_config
+        self.rank, self.world_size = _mpi_world()
+        pc = executor_config.parallel_config if executor_config.parallel_config is not None else ParallelConfig()
+        if pc.communication_mode is not CommunicationMode.LEADER:
+            raise NotImplementedError("this fake models LEADER mode only")
+        engine_world = _engine_world_size(model_path)
+        if pc.participant_ids is None:
+            if self.world_size != engine_world:  # executorImpl.cpp::initializeWorkers
+                raise RuntimeError("[TensorRT-LLM][ERROR] Assertion failed: With communicationMode kLEADER, MPI "
+                                   "worldSize is expected to be equal to tp*pp*cp when participantIds are not "
+                                   "specified")
+            participants = list(range(engine_world))
+        else:
+            participants = pc.participant_ids
+        self.is_leader = self.rank == participants[0]
         self.enqueued: dict[int, Request] = {}
         self.cancelled: list[int] = []
         self._active: dict[int, _Active] = {}
@@ -274,9 +346,15 @@ class Executor:
         INSTANCES.append(self)
 
     def can_enqueue_requests(self):
-        return True
+        return self.is_leader and not self._shutdown
+
+    def _leader_only(self, method):  # executorImpl.cpp::checkParallelApiUsage
+        if not self.is_leader:
+            EVENTS.append(("non-leader call", method))
+            raise RuntimeError(f"With LEADER communication mode, only leader rank is expected to call {method}")
 
     def enqueue_request(self, request):
+        self._leader_only("enqueueRequests")
         if not isinstance(request, Request):
             raise TypeError("enqueue_request(request: Request)")
         if not request.streaming:
@@ -296,6 +374,7 @@ class Executor:
         return rid
 
     def cancel_request(self, id=None):
+        self._leader_only("cancelRequest")
         with self._cond:
             EVENTS.append(("cancel_request", id))
             self.cancelled.append(id)
@@ -313,6 +392,7 @@ class Executor:
         return a.cancelled or bool(a.script)
 
     def await_responses(self, timeout=None):
+        self._leader_only("awaitResponses")
         if timeout is not None and not isinstance(timeout, datetime.timedelta):
             raise TypeError("await_responses(timeout: datetime.timedelta | None)")
         wait = None if timeout is None else timeout.total_seconds()
