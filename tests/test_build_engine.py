@@ -170,6 +170,23 @@ def test_check_engine_config_accepts_a_good_config_and_lists_every_problem():
     assert any("both 'recurrent' and 'attention'" in m for m in B.check_engine_config(only_attention))
 
 
+def test_check_engine_config_wants_one_ranks_recurrent_state_sizes():
+    """TensorRT-LLM sizes every rank's state pools with rnn_hidden_size / rnn_conv_dim_size as
+    read: a tp 2 engine must carry one rank's sizes (global ones would allocate 2x)."""
+    desc = config_from_dict(preset_config("tiny"))
+    tp2 = _tiny_engine_config()
+    tp2["pretrained_config"] = {**tp2["pretrained_config"],
+                                **contract.checkpoint_config(desc, contract.Mapping(2, 1), "float32"),
+                                "architecture": B.RUNTIME_ARCHITECTURE_ALIAS}
+    assert B.check_engine_config(tp2) == []
+    b = desc.backbone
+    assert tp2["pretrained_config"]["rnn_hidden_size"] * 2 == b.linear_value_dim
+    tp2["pretrained_config"].update(rnn_hidden_size=b.linear_value_dim, rnn_conv_dim_size=b.linear_conv_dim)
+    problems = B.check_engine_config(tp2)
+    assert any("rnn_hidden_size is" in m and "at tp_size 2" in m for m in problems), problems
+    assert any("rnn_conv_dim_size is" in m for m in problems), problems
+
+
 def test_rewrite_engine_config_is_atomic_and_checked(tmp_path):
     config = _tiny_engine_config()
     config["pretrained_config"]["architecture"] = "DarwinNegForCausalLM"  # as Engine.save writes it

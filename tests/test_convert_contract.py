@@ -184,7 +184,18 @@ def test_config_json(converted):
     assert cfg["mapping"] == {"world_size": 4, "tp_size": 2, "pp_size": 2}
     assert cfg["layer_types"] == ["recurrent", "recurrent", "recurrent", "attention"]
     assert (cfg["state_size"], cfg["rnn_head_size"]) == (b.linear_key_head_dim, b.linear_value_head_dim)
-    assert cfg["rnn_hidden_size"] == b.linear_value_dim and cfg["rnn_conv_dim_size"] == b.linear_conv_dim
+    # One rank's state sizes (the C++ runtime sizes every rank's pools with them, undivided):
+    # they match what each rank's shards actually hold.
+    assert cfg["rnn_hidden_size"] == b.linear_value_dim // 2
+    assert cfg["rnn_conv_dim_size"] == 2 * (b.linear_num_key_heads // 2) * b.linear_key_head_dim \
+        + b.linear_value_dim // 2
+    _, ranks, _, _ = converted
+    for shard in ranks:
+        for name, t in shard.items():
+            if name.endswith("recurrent.conv1d.weight"):
+                assert t.shape[0] == cfg["rnn_conv_dim_size"], name
+            if name.endswith("recurrent.A_log"):
+                assert t.numel() * cfg["rnn_head_size"] == cfg["rnn_hidden_size"], name
     assert cfg["conv_kernel"] == 4 and cfg["state_dtype"] == "float32"
     assert cfg["rotary_embedding_dim"] == 4 and cfg["rotary_base"] == 10000.0
     assert cfg["position_embedding_type"] == "rope_gpt_neox" and cfg["qk_layernorm"] is True

@@ -121,10 +121,22 @@ def first_linear_key_head(b: BackboneConfig, tp: int, tp_rank: int) -> int:
     return tp_rank // (tp // b.linear_num_key_heads)
 
 
+def recurrent_state_sizes(num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int,
+                          tp: int) -> dict[str, int]:
+    """The RNN-config fields of config.json for ONE rank's Gated DeltaNet layers (DESIGN.md
+    section 2): rnn_state [Hv/tp, dk, dv] fp32, conv_state [K-1, rank's q|k|v channels].
+    TensorRT-LLM's RnnStateManager sizes every rank's pools with these values as read (no
+    division by tp), so global sizes would allocate tp x the state each rank uses."""
+    k_heads = max(1, num_k_heads // tp)  # replicated like KV heads when tp > num_k_heads
+    v_heads = num_v_heads // tp
+    return {"state_size": head_k_dim, "rnn_head_size": head_v_dim, "rnn_hidden_size": v_heads * head_v_dim,
+            "rnn_conv_dim_size": 2 * k_heads * head_k_dim + v_heads * head_v_dim}
+
+
 def linear_conv_dim_per_rank(b: BackboneConfig, tp: int) -> int:
     """Conv channels (= conv_state width) of one rank: its q, k and v channels."""
-    return (2 * linear_key_heads_per_rank(b, tp) * b.linear_key_head_dim
-            + b.linear_num_value_heads // tp * b.linear_value_head_dim)
+    return recurrent_state_sizes(b.linear_num_key_heads, b.linear_num_value_heads, b.linear_key_head_dim,
+                                 b.linear_value_head_dim, tp)["rnn_conv_dim_size"]
 
 
 # ------------------------------------------------------------------------------------
@@ -449,11 +461,11 @@ def checkpoint_config(config: DarwinNegConfig, mapping: Mapping, dtype: str) -> 
         "pad_token_id": b.pad_token_id,
         # Layer kinds in TensorRT-LLM's vocabulary, one entry per layer.
         "layer_types": [LAYER_TYPE_TO_TRTLLM[t] for t in b.layer_types],
-        # Recurrent state (DESIGN.md section 2): rnn_state [Hv, dk, dv] fp32, conv_state [K-1, conv_dim].
-        "state_size": b.linear_key_head_dim,
-        "rnn_head_size": b.linear_value_head_dim,
-        "rnn_hidden_size": b.linear_value_dim,
-        "rnn_conv_dim_size": b.linear_conv_dim,
+        # Recurrent state (DESIGN.md section 2): rnn_state [Hv, dk, dv] fp32, conv_state [K-1, conv_dim],
+        # with ONE RANK's sizes: TensorRT-LLM's RnnStateManager sizes every rank's pools with these
+        # values as read (no division by tp), and each rank's plugins use only its own heads.
+        **recurrent_state_sizes(b.linear_num_key_heads, b.linear_num_value_heads, b.linear_key_head_dim,
+                                b.linear_value_head_dim, mapping.tp_size),
         "conv_kernel": b.linear_conv_kernel_dim,
         "state_dtype": "float32",
         # Gated DeltaNet dimensions (global; per rank: heads / tp_size).
@@ -525,5 +537,5 @@ def describe() -> list[dict[str, str]]:
 __all__ = ["ARCHITECTURE", "CONTRACT", "DTYPES", "Entry", "Mapping", "Piece", "PlannedTensor", "ShardingError",
            "SPLIT_RULES", "TRANSFORMS", "apply_transform", "check_mapping", "checkpoint_config",
            "config_from_checkpoint", "describe", "first_kv_head", "first_linear_key_head", "hf_shapes_for",
-           "kv_heads_per_rank", "linear_conv_dim_per_rank", "linear_key_heads_per_rank", "padded_vocab_size",
+           "kv_heads_per_rank", "linear_conv_dim_per_rank", "recurrent_state_sizes", "linear_key_heads_per_rank", "padded_vocab_size",
            "pieces", "rank_plan"]

@@ -80,6 +80,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from trt_neg.checkpoint.contract import recurrent_state_sizes
 from trt_neg.trtllm import engine_dir as engine_dir_contract
 from trt_neg.trtllm.plugins import PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError, plugin_library_candidates
 
@@ -347,13 +348,12 @@ def check_engine_config(config: Mapping[str, Any]) -> list[str]:
         problems.append(f"{P}.conv_kernel must be >= 2 (conv_state holds conv_kernel - 1 steps)")
     lin = [pc.get(k) for k in ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim",
                                "linear_value_head_dim")]
-    if all(_is_int(v) for v in lin):  # Gated DeltaNet -> RnnStateManager mapping (DESIGN.md section 2)
-        hk, hv, dk, dv = lin
-        want = {"state_size": dk, "rnn_head_size": dv, "rnn_hidden_size": hv * dv, "rnn_conv_dim_size": 2 * hk * dk
-                + hv * dv}
-        for key, value in want.items():
+    tp = pc.get("mapping", {}).get("tp_size", 1) if isinstance(pc.get("mapping"), Mapping) else 1
+    if all(_is_int(v) for v in lin) and _is_int(tp):  # Gated DeltaNet -> RnnStateManager (one rank's sizes)
+        for key, value in recurrent_state_sizes(*lin, tp).items():
             if _is_int(pc.get(key)) and pc[key] != value:
-                problems.append(f"{P}.{key} is {pc[key]}, but the Gated DeltaNet dimensions give {value}")
+                problems.append(f"{P}.{key} is {pc[key]}, but the Gated DeltaNet dimensions at tp_size {tp} "
+                                f"give {value}")
     if not isinstance(pc.get("neg_config"), Mapping):
         problems.append(f"{P}.neg_config must be an object (the NEG settings the engine was built with)")
     mapping = pc.get("mapping")
