@@ -391,3 +391,23 @@ def test_shutdown_from_a_listener_cancels_without_deadlock(background, caplog):
         engine._thread.join(timeout=5)
     assert not engine.is_running
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_reused_request_id_never_receives_the_old_requests_outputs():
+    """Request "A" retires inside a step, freeing its id before the step's outputs are
+    dispatched; a new "A" submitted in that window (here from A's own last-token listener,
+    in production from any thread) must get only its own outputs, and the old handle its result."""
+    engine, _ = make(max_slots=2, max_seq_len=64)
+    later = {}
+
+    def resubmit_on_last_token(item):
+        if isinstance(item, TokenOutput) and item.index == 1 and not later:
+            later["h"] = engine.submit(Request([5, 6, 7, 8], max_new_tokens=5, request_id="A"))
+
+    old = engine.submit(Request([1, 2, 3], max_new_tokens=2, request_id="A"), on_output=resubmit_on_last_token)
+    while engine.has_unfinished():
+        engine.step()
+    r_old, r_new = old.result(timeout=1), later["h"].result(timeout=1)
+    assert r_old.prompt_token_ids == (1, 2, 3) and r_old.tokens == ScriptedBackend.expected([1, 2, 3], 2)
+    assert r_new.prompt_token_ids == (5, 6, 7, 8) and r_new.tokens == ScriptedBackend.expected([5, 6, 7, 8], 5)
+    assert [o.token for o in later["h"].stream(timeout=1)] == r_new.tokens

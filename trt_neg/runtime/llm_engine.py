@@ -57,7 +57,9 @@ class LLMEngine(EngineFrontend):
         self._step_lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
         self._aborts: list[str] = []
-        self._listeners: dict[str, Listener] = {}
+        # Keyed by the Sequence, not its id: an id freed by a step can be reused before that
+        # step's outputs are dispatched, and they must still reach the old request's listener.
+        self._listeners: dict[Sequence, Listener] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._stepping_thread: int | None = None  # ident of the thread inside step(), if any
@@ -67,7 +69,7 @@ class LLMEngine(EngineFrontend):
     def _enqueue(self, seq: Sequence, listener: Listener | None) -> None:
         """Into the inbox: the sequence joins the batch at the next step."""
         if listener is not None:
-            self._listeners[seq.request_id] = listener
+            self._listeners[seq] = listener
         self._inbox.append(seq)
         self._wakeup.notify_all()
 
@@ -93,7 +95,7 @@ class LLMEngine(EngineFrontend):
                 self._stepping_thread = None
 
     def _step(self) -> list[Output]:
-        outputs: list[Output] = []
+        outputs: list[tuple[Sequence, Output]] = []  # each output with the request that produced it
         with self._lock:
             while self._inbox:
                 self.scheduler.add(self._inbox.popleft())
@@ -106,7 +108,7 @@ class LLMEngine(EngineFrontend):
         if batch:
             self._run(batch, outputs)
         self._dispatch(outputs)
-        return outputs
+        return [item for _, item in outputs]
 
     def _row(self, seq: Sequence, prefill: bool) -> BackendRow:
         return BackendRow(
@@ -114,7 +116,7 @@ class LLMEngine(EngineFrontend):
             sampling=seq.request.sampling, sample_seed=seq.sample_seed, neg_mode=seq.neg_mode, neg_seed=seq.neg_seed,
         )
 
-    def _run(self, batch, outputs: list[Output]) -> None:
+    def _run(self, batch, outputs: list[tuple[Sequence, Output]]) -> None:
         seqs = batch.prefill + batch.decode
         try:
             samples = self.backend.step([self._row(s, True) for s in batch.prefill],
@@ -140,11 +142,11 @@ class LLMEngine(EngineFrontend):
                 seq.error = f"{type(exc).__name__}: {exc}"
                 self._retire(seq, FinishReason.ERROR, outputs)
                 continue
-            outputs.append(output)
+            outputs.append((seq, output))
             if seq.finish_reason is not None:
                 self._retire(seq, seq.finish_reason, outputs)
 
-    def _retire(self, seq: Sequence, reason: FinishReason, outputs: list[Output]) -> None:
+    def _retire(self, seq: Sequence, reason: FinishReason, outputs: list[tuple[Sequence, Output]]) -> None:
         seq.finish_reason = reason
         seq.finish_time = self.clock()
         slot = self.scheduler.finish(seq)
@@ -155,14 +157,14 @@ class LLMEngine(EngineFrontend):
                 log.exception("backend.release(%d) failed", slot)
         with self._lock:
             self._seqs.pop(seq.request_id, None)
-        outputs.append(seq.result())
+        outputs.append((seq, seq.result()))
 
-    def _dispatch(self, outputs: list[Output]) -> None:
-        for item in outputs:
+    def _dispatch(self, outputs: list[tuple[Sequence, Output]]) -> None:
+        for seq, item in outputs:
             with self._lock:
-                listener = self._listeners.get(item.request_id)
+                listener = self._listeners.get(seq)
                 if isinstance(item, RequestResult):
-                    self._listeners.pop(item.request_id, None)
+                    self._listeners.pop(seq, None)
             if listener is not None:
                 try:
                     listener(item)
