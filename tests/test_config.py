@@ -150,3 +150,20 @@ def test_neg_config_given_twice(tmp_path):
     data = preset_config("tiny")
     with pytest.raises(ConfigError, match="given twice"):
         load_config(write(tmp_path, data, {"head_hidden_size": 8}))
+
+
+def test_generation_config_eos_ids_are_added(tmp_path):
+    """HF generate stops on generation_config.json's eos ids too (chat checkpoints keep <|im_end|>
+    there); every backend and the converted config must stop on the union, config.json's first."""
+    data = preset_config("tiny")
+    write(tmp_path, data)
+    eos = load_config(tmp_path).backbone.eos_token_id
+    assert eos  # the preset names one
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, eos[0], 7, 9]}))
+    assert load_config(tmp_path).backbone.eos_token_id == eos + (7, 9)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 10**9}))
+    with pytest.raises(ConfigError, match=r"generation_config\.json.*eos_token_id.*outside the vocabulary"):
+        load_config(tmp_path)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": "x"}))
+    with pytest.raises(ConfigError, match=r"generation_config\.json.*eos_token_id"):
+        load_config(tmp_path)

@@ -430,5 +430,27 @@ def load_config(path: str | Path) -> DarwinNegConfig:
     if neg_path.exists():
         if data.get("neg_config") is not None:
             raise ConfigError(neg_path, "<file>", "NEG config given twice: in config.json's neg_config and here")
-        return config_from_dict(data, config_path, _read_json(neg_path), neg_path)
-    return config_from_dict(data, config_path)
+        config = config_from_dict(data, config_path, _read_json(neg_path), neg_path)
+    else:
+        config = config_from_dict(data, config_path)
+    return _with_generation_eos(config, config_path.parent / "generation_config.json")
+
+
+def _with_generation_eos(config: DarwinNegConfig, path: Path) -> DarwinNegConfig:
+    """Add generation_config.json's ``eos_token_id`` (one id or a list) to the end-of-sequence ids.
+
+    HF ``generate`` stops on those (chat checkpoints put ``<|im_end|>`` there while config.json
+    may name only ``<|endoftext|>``), so every backend and the engine config stop on the union,
+    config.json's ids first."""
+    if not path.exists():
+        return config
+    extra = _token_ids(_Fields(_read_json(path), path), "eos_token_id")
+    b = config.backbone
+    merged = b.eos_token_id + tuple(t for t in dict.fromkeys(extra) if t not in b.eos_token_id)
+    if merged == b.eos_token_id:
+        return config
+    for token in merged:
+        if token >= b.vocab_size:
+            raise ConfigError(path, "eos_token_id", f"token id {token} is outside the vocabulary "
+                              f"(vocab_size {b.vocab_size})")
+    return dataclasses.replace(config, backbone=dataclasses.replace(b, eos_token_id=merged))
