@@ -39,6 +39,9 @@ class EngineBuildUnavailable(click.ClickException):
 
 
 def _default_checkpoint_dir(output: Path) -> Path:
+    output = output.resolve()  # "." or "dir/.." have no name of their own
+    if not output.name:
+        raise click.UsageError(f"--output {output}: not a directory that can be replaced; give one below it")
     return output.with_name(output.name + ".ckpt")
 
 
@@ -110,7 +113,7 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
     from trt_neg.checkpoint.contract import ShardingError
     from trt_neg.checkpoint.convert import convert_checkpoint
     from trt_neg.checkpoint.hf import read_key_map
-    from trt_neg.checkpoint.safetensors_io import CheckpointError
+    from trt_neg.checkpoint.safetensors_io import CheckpointError, check_disjoint
     from trt_neg.config import ConfigError
     from trt_neg.trtllm import TRTLLM_REQUIREMENT, TensorRTLLMUnavailable, require_tensorrt_llm
     from trt_neg.trtllm.build import (BuildOptionError, EngineConfigError, StageTimer, find_plugin_library,
@@ -129,6 +132,7 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
             flags = ", ".join("--" + n.replace("_", "-") for n in given)
             raise click.UsageError(f"{flags}: engine option(s), meaningless with --checkpoint-only")
         try:
+            check_disjoint(output_dir, model_dir, "--output directory", "the --model checkpoint")
             report = convert_checkpoint(model_dir, output_dir, tp_size=tp_size, pp_size=pp_size, dtype=dtype,
                                         check_finite=check_finite, key_map=read_key_map(key_map),
                                         overwrite=overwrite, progress=progress)
@@ -144,10 +148,16 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
     timer = StageTimer(echo=click.echo)
     try:
         # 1. everything that can fail fast, before converting gigabytes
-        if output.exists() and not overwrite:
-            raise FileExistsError(f"{output.resolve()}: output already exists; pass --overwrite to replace it")
+        # No output may be, contain or lie inside the source checkpoint or the other output: writing (or
+        # replacing, with --overwrite) one must never delete or mix into another.
+        check_disjoint(output, model_dir, "--output directory", "the --model checkpoint")
+        if not reuse_checkpoint:
+            check_disjoint(ckpt_dir, model_dir, "--checkpoint-dir", "the --model checkpoint")
         if ckpt_dir.resolve() == output.resolve():
             raise BuildOptionError("--checkpoint-dir must differ from --output")
+        check_disjoint(ckpt_dir, output, "--checkpoint-dir", "the --output directory")
+        if output.exists() and not overwrite:
+            raise FileExistsError(f"{output.resolve()}: output already exists; pass --overwrite to replace it")
         if ckpt_dir.exists() and not (overwrite or reuse_checkpoint):
             raise FileExistsError(f"{ckpt_dir.resolve()}: converted checkpoint already exists; pass "
                                   "--reuse-checkpoint to build from it or --overwrite to convert again")

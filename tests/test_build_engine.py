@@ -390,3 +390,75 @@ def test_darwin_build_config_class_works_on_a_pydantic_base():
     plain = PydanticBuildConfig(plugin_config=Plugins(paged_kv_cache=True, paged_state=True))
     plain.update_kv_cache_type(B.DARWIN_NEG_ARCHITECTURE)
     assert plain.plugin_config.paged_state is False
+
+
+# ------------------------------------------------------------------------------------ outputs apart from the source
+def _tree(directory):
+    return sorted((str(p.relative_to(directory)), p.stat().st_size) for p in directory.rglob("*"))
+
+
+@pytest.mark.parametrize("layout", [
+    "ckpt-only: output = model", "ckpt-only: output = model's parent", "ckpt-only: output inside model",
+    "engine: output = model", "engine: output = model's parent", "engine: checkpoint-dir = model",
+    "engine: checkpoint-dir = model's parent", "engine: checkpoint-dir inside model",
+    "engine: default checkpoint-dir beside an output inside model",
+])
+def test_outputs_over_the_model_are_refused_and_delete_nothing(cli, no_trtllm, tiny_checkpoint, tmp_path, layout,
+                                                              monkeypatch):
+    """--overwrite must never delete the HF checkpoint: every output directory (--output, --checkpoint-dir)
+    that is, contains or lies inside --model is refused up front, naming both directories."""
+    import shutil
+
+    model = shutil.copytree(tiny_checkpoint, tmp_path / "work" / "model")
+    before = _tree(model)
+    mode, where = layout.split(": ")
+    target, what = where.split(" = ") if " = " in where else (where.split(" inside ")[0], "inside")
+    place = {"model": model, "model's parent": model.parent, "inside": model / "sub"}[what]
+    args = ["--model", str(model), "--overwrite", "--no-progress"]
+    if mode == "ckpt-only":
+        args += ["--checkpoint-only", "--output", str(place)]
+        named = "--output directory"
+    elif target == "output":
+        args += ["--output", str(place), "--checkpoint-dir", str(tmp_path / "ck"), *LIMITS]
+        named = "--output directory"
+    elif target == "checkpoint-dir":
+        args += ["--output", str(tmp_path / "engine"), "--checkpoint-dir", str(place), *LIMITS]
+        named = "--checkpoint-dir"
+    else:  # relative --output inside the model: its default <output>.ckpt is inside the model too
+        monkeypatch.chdir(model)
+        args += ["--output", "engine", *LIMITS]
+        named = "--output directory"
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert named in result.output and str(model) in result.output and "--model checkpoint" in result.output, \
+        result.output
+    assert "Traceback" not in result.output
+    assert _tree(model) == before  # not a byte deleted or added
+    assert not (tmp_path / "engine").exists() and not (tmp_path / "ck").exists()
+
+
+def test_checkpoint_dir_and_output_must_not_nest(cli, no_trtllm, tiny_checkpoint, tmp_path):
+    for ckpt, out in ((tmp_path / "engine" / "ck", tmp_path / "engine"), (tmp_path / "ck", tmp_path / "ck" / "e")):
+        result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(out), "--checkpoint-dir",
+                                          str(ckpt), "--overwrite", "--no-progress", *LIMITS])
+        assert result.exit_code == 1, result.output
+        assert "--checkpoint-dir" in result.output and str(ckpt) in result.output and str(out) in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_without_a_name_gets_a_clear_error(cli, no_trtllm, tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", "/", *LIMITS])
+    assert result.exit_code == 2 and "--output /" in result.output and "Traceback" not in result.output
+
+
+def test_invalid_key_map_file_is_named_by_the_cli(cli, tiny_checkpoint, tmp_path):
+    bad = tmp_path / "keys.json"
+    bad.write_text('{"neg.w1": "neg_head.fc1.weight",')
+    for extra in (["--checkpoint-only"], LIMITS):
+        result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "o"),
+                                          "--key-map", str(bad), "--no-progress", *extra])
+        assert result.exit_code == 1, result.output
+        assert f"Error: {bad}: " in result.output and "not valid JSON" in result.output, result.output
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from trt_neg.checkpoint.contract import ShardingError
 from trt_neg.checkpoint.convert import convert_checkpoint
+from trt_neg.checkpoint.hf import HFCheckpoint
 from trt_neg.checkpoint.safetensors_io import CheckpointError
 from trt_neg.config import ConfigError
 
@@ -229,3 +230,195 @@ def test_push_style_writer_checks_order_and_sizes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.safetensors"]
     got = load_file(str(tmp_path / "two.safetensors"))
     assert torch.equal(got["a"], a) and torch.equal(got["b"], b) and torch.equal(got["s"], s)
+
+
+# ------------------------------------------------------------------ outputs over the source checkpoint
+@pytest.mark.parametrize("where", ["same", "ancestor", "inside", "symlink"])
+def test_output_over_the_source_checkpoint_is_refused(hf, tmp_path, where):
+    """An output that is, contains or lies inside the HF checkpoint is refused before anything is
+    written or deleted, with or without overwrite, naming both directories."""
+    before = sorted(p.name for p in hf.iterdir())
+    out = {"same": hf, "ancestor": tmp_path, "inside": hf / "trtllm", "symlink": tmp_path / "link"}[where]
+    if where == "symlink":
+        out.symlink_to(hf, target_is_directory=True)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError) as info:
+            convert_checkpoint(hf, out, overwrite=overwrite, fsync=False)
+        message = str(info.value)
+        assert str(hf.resolve()) in message and "source HF checkpoint" in message, message
+        assert str(out.resolve()) in message, message
+    assert sorted(p.name for p in hf.iterdir()) == before  # nothing deleted, nothing added
+    HFCheckpoint(hf)  # still a whole checkpoint
+
+
+# ------------------------------------------------------------------ NEG tensors in DESIGN.md's shapes
+NEG_ALT_SHAPES = {"neg_head.fc2.weight": (-1,), "neg_head.fc2.bias": (), "neg_gate.threshold": (1,)}
+
+
+def _neg_outputs(model_dir):
+    from trt_neg import neg
+    from trt_neg.reference.model import DarwinNegForCausalLM
+
+    model = DarwinNegForCausalLM.from_pretrained(model_dir)
+    sd = model.neg_state_dict
+    ids = torch.tensor([[1, 5, 9, 33, 7, 2, 90, 11]])
+    hidden = model.model(ids)[0]
+    logits = model.compute_logits(hidden)
+    weights = neg.NegWeights.from_state_dict(sd)
+    out = neg.neg_step(hidden, logits, weights, top_k=4, seeds=3, offsets=torch.arange(8))
+    # with the gate forced open too, so gated sampling runs on every row
+    forced = neg.neg_step(hidden, logits, weights, top_k=4, seeds=3, offsets=torch.arange(8), threshold=-1e9)
+    return sd, out, forced
+
+
+def test_neg_tensors_in_design_shapes_load_convert_and_agree(hf, tmp_path):
+    """DESIGN.md section 4: w2 [d], b2 scalar; a threshold stored as [1]. All are read in the canonical
+    shapes (fc2.weight [1, d], fc2.bias [1], threshold []) by the reference model and the converter."""
+    from trt_neg.checkpoint.hf import neg_weight_shapes
+
+    canonical = shutil.copytree(hf, tmp_path / "canonical")
+
+    def edit(t):
+        for name, shape in NEG_ALT_SHAPES.items():
+            t[name] = t[name].reshape(shape).clone()
+    rewrite(hf, edit)
+    stored = load_file(str(hf / FILE))
+    d = HFCheckpoint(hf).config.neg.head_hidden_size
+    assert {n: tuple(stored[n].shape) for n in NEG_ALT_SHAPES} == {
+        "neg_head.fc2.weight": (d,), "neg_head.fc2.bias": (), "neg_gate.threshold": (1,)}
+
+    ckpt = HFCheckpoint(hf)
+    expected = neg_weight_shapes(ckpt.config.backbone, ckpt.config.neg)
+    assert {n: tuple(t.shape) for n, t in ckpt.neg_state_dict().items()} == expected
+
+    sd_alt, out_alt, forced_alt = _neg_outputs(hf)
+    sd_ref, out_ref, forced_ref = _neg_outputs(canonical)
+    for name in expected:
+        assert tuple(sd_alt[name].shape) == expected[name] and torch.equal(sd_alt[name], sd_ref[name]), name
+    for a, b in ((out_alt, out_ref), (forced_alt, forced_ref)):
+        assert torch.equal(a.entropy, b.entropy) and torch.equal(a.fired, b.fired) and torch.equal(a.token, b.token)
+    assert forced_alt.fired.all()
+
+    for tp in (1, 2):
+        got = convert_checkpoint(hf, tmp_path / f"alt{tp}", tp_size=tp, fsync=False).output
+        ref = convert_checkpoint(canonical, tmp_path / f"ref{tp}", tp_size=tp, fsync=False).output
+        for rank in range(tp):
+            assert (got / f"rank{rank}.safetensors").read_bytes() == (ref / f"rank{rank}.safetensors").read_bytes()
+        converted = load_file(str(got / "rank0.safetensors"))
+        assert {n: tuple(converted[n].shape) for n in expected} == expected
+
+    from click.testing import CliRunner
+
+    from trt_neg.inspect import main as inspect_main
+    result = CliRunner().invoke(inspect_main, [str(hf)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("name, shape", [("neg_head.fc2.weight", (33,)), ("neg_head.fc2.weight", (2, 32)), ("neg_head.fc2.bias", (2,)),
+                                         ("neg_gate.threshold", (1, 2)), ("neg_head.fc1.bias", (1, 32))])
+def test_neg_tensor_with_a_wrong_element_count_is_refused(hf, tmp_path, name, shape):
+    def edit(t):
+        t[name] = torch.zeros(shape)
+    rewrite(hf, edit)
+    message = convert_fails(hf, tmp_path, CheckpointError, FILE, name, f"shape {list(shape)} does not match config")
+    with pytest.raises(CheckpointError, match=name.replace(".", r"\.")):
+        HFCheckpoint(hf)
+    assert message
+
+
+# ------------------------------------------------------------------ safetensors header offsets
+def _edit_header(path, edit, data_edit=lambda data: data):
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    edit(header)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data_edit(raw[8 + n:]))
+
+
+NORM = "model.language_model.norm.weight"
+
+
+def _offsets(header, name):
+    return header[name]["data_offsets"]
+
+
+def _neighbour(header, name):
+    """The tensor stored right after ``name``."""
+    end = header[name]["data_offsets"][1]
+    return next(k for k, v in header.items() if k != "__metadata__" and v["data_offsets"][0] == end)
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("half", "span 128 bytes, shape [64] x F32 needs 256"),
+    ("dtype", "span 256 bytes, shape [64] x F16 needs 128"),
+    ("shape", "span 256 bytes, shape [32] x F32 needs 128"),
+    ("overlap", "overlaps tensor"),
+    ("gap", "leaves a gap of"),
+    ("negative", "corrupt header entry"),
+    ("reversed", "corrupt header entry"),
+    ("float", "corrupt header entry"),
+    ("trailing", "tensors end at byte"),
+])
+def test_header_offsets_must_agree_with_shape_and_dtype(hf, tmp_path, case, fragment):
+    """data_offsets that disagree with shape x dtype, overlap, leave gaps or do not cover the data
+    buffer are refused (as the safetensors library does), never read as a neighbour's bytes."""
+    def edit(h):
+        s, e = _offsets(h, NORM)
+        if case == "half":
+            h[NORM]["data_offsets"] = [s, s + (e - s) // 2]
+        elif case == "dtype":
+            h[NORM]["dtype"] = "F16"
+        elif case == "shape":
+            h[NORM]["shape"] = [32]
+        elif case == "overlap":  # the neighbour starts inside NORM (sizes still consistent: shifted back)
+            nb = _neighbour(h, NORM)
+            a, z = _offsets(h, nb)
+            h[nb]["data_offsets"] = [a - 4, z - 4]
+        elif case == "gap":
+            nb = _neighbour(h, NORM)
+            a, z = _offsets(h, nb)
+            h[nb]["data_offsets"] = [a + 4, z + 4]
+        elif case == "negative":
+            h[NORM]["data_offsets"] = [-256, e - s - 256]
+        elif case == "reversed":
+            h[NORM]["data_offsets"] = [e, s]
+        elif case == "float":
+            h[NORM]["data_offsets"] = [float(s), float(e)]
+    _edit_header(hf / FILE, edit, (lambda data: data + b"\0" * 16) if case == "trailing" else (lambda d: d))
+    message = convert_fails(hf, tmp_path, CheckpointError, str(hf / FILE), fragment)
+    if case in ("half", "dtype", "shape", "negative", "reversed", "float"):
+        assert f"tensor '{NORM}'" in message, message
+
+
+def test_a_well_formed_file_from_the_safetensors_library_passes_the_header_checks(tmp_path):
+    from safetensors.torch import save_file as st_save
+
+    from trt_neg.checkpoint.safetensors_io import read_header
+
+    tensors = {"a": torch.zeros(3, 5), "b": torch.zeros((), dtype=torch.bfloat16), "c": torch.zeros(0, 4),
+               "d": torch.zeros(7, dtype=torch.int8)}
+    st_save(tensors, str(tmp_path / "x.safetensors"))
+    header = read_header(tmp_path / "x.safetensors")
+    assert set(header) - {"__metadata__"} == set(tensors)
+
+
+# ------------------------------------------------------------------ key map file errors
+def test_unreadable_or_invalid_key_map_names_the_file(tmp_path):
+    from trt_neg.checkpoint.hf import read_key_map
+
+    bad = tmp_path / "map.json"
+    for text in ("{not json", '{"a": "b",}', ""):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=f"^{bad}: .*not valid JSON"):
+            read_key_map(bad)
+    bad.write_bytes(b'{"\xff": "x"}')
+    with pytest.raises(ValueError, match=f"^{bad}: .*not valid JSON"):
+        read_key_map(bad)
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'absent.json'}: cannot read the key map"):
+        read_key_map(tmp_path / "absent.json")
+    with pytest.raises(ValueError, match=f"^{tmp_path}: cannot read the key map"):
+        read_key_map(tmp_path)
+    bad.write_text('{"stored.name": "neg_head.fc1.weight"}')
+    assert read_key_map(bad) == {"stored.name": "neg_head.fc1.weight"}

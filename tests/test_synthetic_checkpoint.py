@@ -106,3 +106,73 @@ def test_large_tensors_are_streamed_in_bounded_chunks(tmp_path, monkeypatch):
 def test_existing_output_needs_overwrite(tiny_checkpoint):
     with pytest.raises(FileExistsError, match="--overwrite"):
         write_checkpoint(tiny_checkpoint, "tiny", seed=0)
+
+
+# ------------------------------------------------------------------ atomic output directories, races
+def test_a_target_that_appears_meanwhile_is_never_replaced_without_overwrite(tmp_path):
+    from trt_neg.checkpoint.safetensors_io import atomic_output_dir
+
+    for filled in (True, False):  # another writer's finished output, or a bare directory
+        target = tmp_path / f"out-{filled}"
+        with pytest.raises(FileExistsError) as info:
+            with atomic_output_dir(target, overwrite=False) as tmp:
+                (tmp / "mine.txt").write_text("new")
+                target.mkdir()
+                if filled:
+                    (target / "theirs.txt").write_text("another writer's finished output")
+        assert str(target) in str(info.value) and "--overwrite" in str(info.value)
+        assert sorted(p.name for p in target.iterdir()) == (["theirs.txt"] if filled else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-False", "out-True"]  # no temporary left
+    target = tmp_path / "out-True"
+    with atomic_output_dir(target, overwrite=True) as tmp:  # replaced with overwrite only
+        (tmp / "mine.txt").write_text("new")
+        (target / "theirs.txt").write_text("changed meanwhile")
+    assert sorted(p.name for p in target.iterdir()) == ["mine.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out-False", "out-True"]
+
+
+def test_parallel_first_runs_share_one_builtin_tiny_model(tiny_checkpoint, tmp_path, monkeypatch):
+    """Several first runs of run.py at once: each writes the built-in model, all wait until all have
+    written it (so each passed the 'not there yet' check), then race to put it in place. The first one
+    wins; the others find the finished directory, leave it as it is, and use it: no crash, one complete
+    directory, never swapped under a reader, no temporaries left."""
+    import importlib.util
+    import os
+    import threading
+    from pathlib import Path
+
+    import trt_neg.checkpoint.synthetic as synthetic
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("run_script_for_race", root / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "cache"))
+
+    n = 4
+    barrier = threading.Barrier(n, timeout=30)
+    real_close = synthetic.StreamingSafetensorsWriter.close
+
+    def close(self, fsync=False):
+        barrier.wait()  # every writer has its model written, none has renamed it into place
+        return real_close(self, fsync)
+    monkeypatch.setattr(synthetic.StreamingSafetensorsWriter, "close", close)
+
+    results, errors = [None] * n, []
+
+    def first_run(i):
+        try:
+            path = run.builtin_tiny_model()
+            results[i] = (path, os.stat(path).st_ino, HFCheckpoint(path).config.backbone.hidden_size)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=first_run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    path = results[0][0]
+    assert {r[0] for r in results} == {path} and {r[1] for r in results} == {os.stat(path).st_ino}
+    assert digest(path) == digest(tiny_checkpoint)  # the same preset and seed
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]

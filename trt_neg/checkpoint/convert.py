@@ -30,7 +30,7 @@ import torch
 from . import contract as C
 from .hf import HFCheckpoint
 from .safetensors_io import (SAFETENSORS_TO_TORCH, CheckpointError, SafetensorsFile, StreamingSafetensorsWriter,
-                             atomic_output_dir, dtype_name, torch_dtype)
+                             atomic_output_dir, check_disjoint, dtype_name, torch_dtype)
 
 CHUNK_BYTES = 64 * 2**20
 
@@ -55,18 +55,21 @@ class RowReader:
         return self._files[path]
 
     def info(self, name: str) -> tuple[Path, str, tuple[int, ...], torch.dtype]:
+        """(file, stored name, canonical shape, stored dtype) of HF tensor ``name``.
+
+        The shape is the checkpoint's canonical one (``HFCheckpoint.shape``): a NEG tensor stored
+        as e.g. [d] or [] is read as [1, d] or [1], its bytes being the same.
+        """
         path, stored = self.ckpt.source(name)
         _, _, header = self._file(path)
         entry = header[stored]
-        return path, stored, tuple(entry["shape"]), SAFETENSORS_TO_TORCH[entry["dtype"]]
+        return path, stored, self.ckpt.shape(name), SAFETENSORS_TO_TORCH[entry["dtype"]]
 
     def read(self, name: str, start: int, stop: int) -> torch.Tensor:
-        """Rows ``[start, stop)`` of HF tensor ``name`` (scalars: the scalar)."""
-        path, stored = self.ckpt.source(name)
+        """Rows ``[start, stop)`` of HF tensor ``name`` in its canonical shape (scalars: the scalar)."""
+        path, stored, shape, dtype = self.info(name)
         handle, data_start, header = self._file(path)
         entry = header[stored]
-        shape = tuple(entry["shape"])
-        dtype = SAFETENSORS_TO_TORCH[entry["dtype"]]
         row_elems = 1
         for s in shape[1:]:
             row_elems *= s
@@ -126,10 +129,12 @@ def convert_checkpoint(model_dir: str | Path, output_dir: str | Path, tp_size: i
     """Convert an HF Darwin-NEG checkpoint into a TensorRT-LLM checkpoint directory.
 
     Raises ``ConfigError``/``CheckpointError`` (naming file and field/tensor),
-    ``ShardingError``, ``FileExistsError`` (output exists, no ``overwrite``) or
-    ``PermissionError`` (output not writable); on any error no output is left behind.
+    ``ShardingError``, ``FileExistsError`` (output exists, no ``overwrite``),
+    ``PermissionError`` (output not writable) or ``ValueError`` (the output is, contains or
+    lies inside ``model_dir``); on any error no output is left behind.
     """
     output_dir = Path(output_dir)
+    check_disjoint(output_dir, model_dir, "output", "the source HF checkpoint")
     if output_dir.exists() and not overwrite:  # fail before reading anything
         raise FileExistsError(f"{output_dir.resolve()}: output already exists; pass --overwrite to replace it")
     ckpt = HFCheckpoint(model_dir, key_map=key_map)

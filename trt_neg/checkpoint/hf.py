@@ -73,7 +73,15 @@ def hf_text_weight_shapes(b: BackboneConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+# NEG tensors stored in any shape holding the right number of elements: DESIGN.md section 4 gives
+# w2 as [d] and b2 / tau as scalars, nn.Linear(d, 1) stores [1, d] and [1], and [1] is a common
+# way to store a scalar. Every reader (HFCheckpoint.get / .shape, hence the reference model and
+# the converter) hands them on in the canonical shapes of ``neg_weight_shapes``.
+NEG_ANY_SHAPE = ("neg_head.fc2.weight", "neg_head.fc2.bias", "neg_gate.threshold")
+
+
 def neg_weight_shapes(b: BackboneConfig, n: NegConfig) -> dict[str, tuple[int, ...]]:
+    """The NEG tensors' canonical shapes (those of the converted checkpoint and of every reader)."""
     d = n.head_hidden_size
     return {
         "neg_head.fc1.weight": (d, b.hidden_size),
@@ -146,9 +154,14 @@ class HFCheckpoint:
                                   stored)
         for name, shape in {**self.expected, **self.expected_neg}.items():
             handle, stored = self._where[name]
-            if handle.shape(stored) != shape:
-                raise CheckpointError(handle.path,
-                                      f"shape {list(handle.shape(stored))} does not match config ({list(shape)})",
+            got = handle.shape(stored)
+            if name in NEG_ANY_SHAPE:
+                if _numel(got) != _numel(shape):
+                    raise CheckpointError(handle.path, f"shape {list(got)} does not match config: {name} needs "
+                                                       f"{_numel(shape)} element(s) (shape {list(shape)}, or any "
+                                                       f"shape of that many elements), not {_numel(got)}", stored)
+            elif got != shape:
+                raise CheckpointError(handle.path, f"shape {list(got)} does not match config ({list(shape)})",
                                       stored)
             if not handle.dtype(stored).is_floating_point:
                 raise CheckpointError(handle.path, f"dtype {handle.dtype(stored)} is not a float type", stored)
@@ -160,9 +173,19 @@ class HFCheckpoint:
         handle, stored = self._where[name]
         return handle.path, stored
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """The canonical shape of tensor ``name`` (its stored bytes, row-major, have this shape)."""
+        if name in self.expected_neg:
+            return self.expected_neg[name]
+        if name in self.expected:
+            return self.expected[name]
+        handle, stored = self._where[name]  # e.g. the ignored lm_head.weight of a tied model
+        return handle.shape(stored)
+
     def get(self, name: str, check_finite: bool = False) -> torch.Tensor:
+        """Tensor ``name`` in its canonical shape (NEG tensors stored as e.g. [d] or [] are reshaped)."""
         handle, stored = self._where[name]
-        tensor = handle.get(stored)
+        tensor = handle.get(stored).reshape(self.shape(name))
         if check_finite and not torch.isfinite(tensor).all():
             raise CheckpointError(handle.path, "holds non-finite values (NaN or inf)", stored)
         return tensor
@@ -178,7 +201,20 @@ class HFCheckpoint:
 def read_key_map(path: str | Path | None) -> dict[str, str]:
     if path is None:
         return {}
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the key map ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: a key map must be a JSON object of stored name -> expected name; "
+                         f"this is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{path}: a key map must be a JSON object of stored name -> expected name")
     return data
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for size in shape:
+        n *= size
+    return n

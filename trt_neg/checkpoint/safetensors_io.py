@@ -31,6 +31,9 @@ TORCH_TO_SAFETENSORS = {
     torch.bool: "BOOL",
 }
 SAFETENSORS_TO_TORCH = {v: k for k, v in TORCH_TO_SAFETENSORS.items()}
+# Bytes per element of every safetensors dtype code (header checks need no torch dtype for it).
+SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                        "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
@@ -73,15 +76,39 @@ def read_header(path: str | Path) -> dict:
     if not isinstance(header, dict):
         raise CheckpointError(path, "corrupt safetensors header (not a JSON object)")
     data_len = size - 8 - header_len
+    spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
         if name == "__metadata__":
             continue
         try:
             start, end = info["data_offsets"]
+            shape, code = list(info["shape"]), info["dtype"]
+            if not all(type(v) is int for v in (start, end, *shape)) or not isinstance(code, str):
+                raise TypeError
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(path, "corrupt header entry", name) from None
+            raise CheckpointError(path, "corrupt header entry (needs integer data_offsets [start, end], an "
+                                        "integer shape and a dtype)", name) from None
         if end > data_len:
             raise CheckpointError(path, f"truncated: data ends at byte {data_len}, tensor needs {end}", name)
+        if not 0 <= start <= end or min(shape, default=0) < 0:
+            raise CheckpointError(path, f"corrupt header entry (data_offsets [{start}, {end}], shape {shape})", name)
+        itemsize = SAFETENSORS_ITEMSIZE.get(code)
+        if itemsize is not None and end - start != _numel(shape) * itemsize:
+            raise CheckpointError(path, f"corrupt header entry: data_offsets [{start}, {end}] span {end - start} "
+                                        f"bytes, shape {shape} x {code} needs {_numel(shape) * itemsize}", name)
+        spans.append((start, end, name))
+    # Like the safetensors library: tensors are laid end to end, no overlap, no gap, nothing after.
+    position, previous = 0, None
+    for start, end, name in sorted(spans):
+        if start != position:
+            problem = (f"overlaps tensor '{previous}'" if start < position
+                       else f"leaves a gap of {start - position} bytes after " + (f"tensor '{previous}'" if previous
+                                                                                 else "the header"))
+            raise CheckpointError(path, f"corrupt header entry: data_offsets [{start}, {end}] {problem}", name)
+        position, previous = end, name
+    if position != data_len:
+        raise CheckpointError(path, f"corrupt safetensors file: tensors end at byte {position} of a "
+                                    f"{data_len}-byte data buffer", previous)
     return header
 
 
@@ -251,12 +278,68 @@ def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+def check_disjoint(output: str | Path, other: str | Path, output_what: str = "output",
+                   other_what: str = "the source checkpoint") -> None:
+    """ValueError naming both paths unless ``output`` and ``other`` are apart: neither the same
+    directory (symlinks resolved), nor one inside the other. Writing (and with ``--overwrite``
+    replacing) ``output`` must never delete or mix into ``other``."""
+    out, src = Path(output).resolve(), Path(other).resolve()
+    if out == src:
+        relation = "is"
+    elif src.is_relative_to(out):
+        relation = "contains"
+    elif out.is_relative_to(src):
+        relation = "is inside"
+    else:
+        return
+    raise ValueError(f"{out}: the {output_what} {relation} {other_what} {src}; writing it (or replacing it with "
+                     f"--overwrite) would destroy or mix into {other_what}. Choose a directory outside it")
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename directory ``src`` to ``dst``; FileExistsError (nothing touched) if ``dst`` exists.
+
+    Linux ``renameat2(RENAME_NOREPLACE)`` makes the check and the rename one atomic step;
+    elsewhere (or on a file system without it) the check comes just before a plain rename,
+    which on POSIX can itself only replace an empty directory, never a filled one.
+    """
+    import ctypes
+    import errno
+
+    func = None
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        pass
+    if func is not None:
+        at_fdcwd, rename_noreplace = -100, 1
+        func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+        if func(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace) == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST or err == errno.ENOTEMPTY:
+            raise FileExistsError(err, os.strerror(err), str(dst))
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(exc.errno, exc.strerror, str(dst)) from None
+        raise
+
+
 @contextmanager
 def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; rename it into place on success.
 
     An interrupted or failed run leaves ``target`` untouched and removes the temporary
-    directory. An existing ``target`` is replaced only with ``overwrite``.
+    directory. An existing ``target`` is replaced only with ``overwrite``: without it, a
+    ``target`` that already exists, or that appears while the output is being written (a
+    concurrent writer that finished first), is never touched: the temporary directory is
+    removed and ``FileExistsError`` names ``target``.
     """
     import shutil
     import tempfile
@@ -274,14 +357,23 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
         raise PermissionError(f"{target}: cannot write output here ({exc.strerror or exc})") from None
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+        if overwrite and os.path.lexists(target):
+            # a private name, so concurrent overwriters never trip over each other's old copy
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, old / "old")
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old / "old", target)  # put the previous output back
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, target)
+            try:
+                _rename_noreplace(tmp, target)
+            except FileExistsError:
+                raise FileExistsError(f"{target}: output appeared while this one was being written (another "
+                                      "writer?); it was left as it is. Pass --overwrite to replace it") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
