@@ -283,9 +283,9 @@ def main(argv=None) -> int:
         "",
         "Mode 0 still runs the NEG-Head (H_hat is reported), so the ratio is the cost of the gate and the",
         "gated top-k sampling on top of head + greedy argmax. `TorchBackend` runs the gated top-k sampling",
-        "only for rows that fired, but any step with a fired row pays a fixed ~1.4 ms for",
-        "`neg.gated_topk_sample` in torch (its Philox draw is ~100 small tensor ops); on the tiny model that",
-        "is a large share of a ~3 ms step, on a 9B step it is noise. The sampling layer at 9B sizes runs in",
+        "only for rows that fired (and the request's own sampling only for the others); a step with a",
+        "fired row pays a few tenths of a millisecond of small torch ops for `neg.gated_topk_sample`",
+        "(top-k, softmax, one Philox draw per row on Python ints). The sampling layer at 9B sizes runs in",
         "torch on the CPU; on a GPU the fused NEG kernel replaces it.",
         "",
     ]
