@@ -223,15 +223,26 @@ class OrderedStreamer:
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per request (tokens, text, finish reason, gate activation rate, TTFT, "
                    "per-token latencies) instead of streaming text.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
+              help="Also write a PNG: predicted entropy per token against the gate threshold with the fired "
+                   "tokens marked, gate activation per request, and the latency distribution (TTFT, "
+                   "inter-token p50/p90/p99).")
 def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_dir, mode, max_new_tokens, temperature,
          top_k, top_p, seed, stop, ignore_eos, no_chat_template, max_batch_size, max_seq_len, max_tokens_per_step,
-         dtype, device, threads, batch_invariant, as_json):
+         dtype, device, threads, batch_invariant, as_json, plot_path):
     """Generate from PROMPTS (text), --prompts-file or --token-ids with in-flight batching and NEG."""
     ctx = click.get_current_context()
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
         return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    if plot_path is not None:  # checked before any work: a run is not wasted on an unwritable plot
+        plot_path = Path(plot_path)
+        if plot_path.suffix.lower() != ".png":
+            raise click.BadParameter(f"{plot_path}: the plot is a PNG file; name it *.png", param_hint="--plot")
+        if not plot_path.parent.resolve().is_dir():
+            raise click.BadParameter(f"{plot_path}: directory {plot_path.parent} does not exist", param_hint="--plot")
 
     engine_info = None
     if backend == "trtllm":
@@ -389,6 +400,13 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             if spec.text is not None:
                 d["prompt"] = spec.text
             click.echo(json.dumps(d))
+    if plot_path is not None:
+        from trt_neg.runtime.plot import plot_results
+
+        threshold = float(be.neg_weights.threshold) if backend == "torch" and be.neg_enabled else None
+        plot_results(results, [s.label for s in specs], plot_path, threshold=threshold,
+                     title=f"run.py --backend {backend}: {model_dir if backend == 'torch' else engine_dir}")
+        note(f"wrote {plot_path}")
     if any(r.error for r in results):
         sys.exit(1)
 

@@ -168,3 +168,48 @@ def test_cache_dir_follows_trt_neg_cache_then_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("TRT_NEG_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "")
     assert cache_dir() == Path.home() / ".cache" / "trt_neg"
+
+
+def test_plot_is_written_with_the_json(tiny_checkpoint, tmp_path):
+    out = tmp_path / "run.png"
+    r = invoke("--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "12", "--ignore-eos", "--plot", str(out),
+               "Hello", "Name a colour")
+    assert len(json_lines(r)) == 2 and f"wrote {out}" in r.stderr
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.png"]  # no temporary left behind
+
+
+@pytest.mark.parametrize("name, message", [("run.jpg", "name it *.png"), ("missing/run.png", "does not exist")])
+def test_bad_plot_path_is_refused_before_any_work(tiny_checkpoint, tmp_path, monkeypatch, name, message):
+    monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))
+    r = invoke("--plot", str(tmp_path / name), "Hello", ok=False)
+    assert r.exit_code == 2 and message in r.output and "--plot" in r.output
+
+
+def test_plot_latency_summary_matches_numpy_percentiles(tmp_path):
+    import numpy as np
+
+    from trt_neg.runtime.plot import latency_summary, plot_results
+    from trt_neg.runtime.request import FinishReason, RequestResult
+
+    def result(times, arrival):
+        n = len(times)
+        return RequestResult("r", (1,), [5] * n, None, FinishReason.LENGTH, [0.5] * n, [False] * n, 1, None,
+                             arrival, times[0] if times else None, times[-1] if times else arrival, list(times))
+
+    g = np.random.default_rng(0)
+    results = [result(np.cumsum(g.exponential(0.01, 20)).tolist(), 0.0), result([0.5, 0.7, 0.71], 0.1),
+               result([], 0.2)]
+    s = latency_summary(results)
+    token_ms = [x * 1e3 for r in results for x in r.token_latencies]
+    ttft_ms = [r.ttft * 1e3 for r in results if r.ttft is not None]
+    for q in (50, 90, 99):
+        assert s[f"token_p{q}_ms"] == pytest.approx(np.percentile(token_ms, q), rel=1e-12)
+        assert s[f"ttft_p{q}_ms"] == pytest.approx(np.percentile(ttft_ms, q), rel=1e-12)
+    assert latency_summary([result([], 0.0)]) == {f"{k}_p{q}_ms": None for k in ("token", "ttft") for q in (50, 90, 99)}
+    with pytest.raises(ValueError, match="3 results but 1 labels"):
+        plot_results(results, ["a"], "x.png")
+    # a request without tokens and a NaN entropy (engine without NEG) still plot
+    results[1].entropies[1] = float("nan")
+    assert plot_results(results, ["a", "b", "c"], tmp_path / "p.png", threshold=0.6).stat().st_size > 10_000
