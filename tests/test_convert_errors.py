@@ -313,6 +313,17 @@ def test_neg_tensors_in_design_shapes_load_convert_and_agree(hf, tmp_path):
     result = CliRunner().invoke(inspect_main, [str(hf)])
     assert result.exit_code == 0, result.output
 
+    # a plain state dict in those shapes too (DarwinNegForCausalLM.from_state_dict)
+    from trt_neg.reference.model import DarwinNegForCausalLM
+
+    plain = {n: ckpt.get(n) for n in ckpt.names()}
+    plain.update({n: stored[n] for n in NEG_ALT_SHAPES})
+    model = DarwinNegForCausalLM.from_state_dict(ckpt.config, plain)
+    assert all(torch.equal(model.neg_state_dict[n], sd_ref[n]) for n in expected)
+    plain["neg_gate.threshold"] = torch.zeros(2)
+    with pytest.raises(CheckpointError, match="neg_gate.threshold"):
+        DarwinNegForCausalLM.from_state_dict(ckpt.config, plain)
+
 
 @pytest.mark.parametrize("name, shape", [("neg_head.fc2.weight", (33,)), ("neg_head.fc2.weight", (2, 32)), ("neg_head.fc2.bias", (2,)),
                                          ("neg_gate.threshold", (1, 2)), ("neg_head.fc1.bias", (1, 32))])

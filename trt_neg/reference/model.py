@@ -23,6 +23,7 @@ and the recurrent state are fp32; logits are returned in fp32.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.hf import HFCheckpoint, hf_text_weight_shapes, neg_weight_shapes
+from ..checkpoint.hf import NEG_ANY_SHAPE, HFCheckpoint, hf_text_weight_shapes, neg_weight_shapes
 from ..checkpoint.safetensors_io import CheckpointError
 from ..config import FULL_ATTENTION, BackboneConfig, DarwinNegConfig
 from .ops import gated_delta_rule, l2norm
@@ -408,6 +409,8 @@ class DarwinNegForCausalLM(nn.Module):
 
         def checked(name: str, shape: tuple[int, ...]) -> torch.Tensor:
             tensor = tensors[name]
+            if name in NEG_ANY_SHAPE and tensor.numel() == math.prod(shape):
+                return tensor.reshape(shape)  # DESIGN.md's [d] / scalar forms of the NEG vectors
             if tuple(tensor.shape) != tuple(shape):
                 raise CheckpointError("<state dict>", f"shape {list(tensor.shape)}, the config needs {list(shape)}",
                                       name)
