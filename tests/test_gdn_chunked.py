@@ -204,6 +204,9 @@ def test_launch_rule():
     assert plan(num_tokens=gdn_host.CHUNK_MIN_TOKENS) == 64
     assert plan(num_tokens=gdn_host.CHUNK_MIN_TOKENS - 1) == 0
     assert plan(num_tokens=256, batch=256, has_context=False) == 0
+    # one context request among 15 generation requests (1 token each): its segment is the rest
+    assert plan(num_tokens=15 + gdn_host.CHUNK_MIN_TOKENS, batch=16) == 64
+    assert plan(num_tokens=15 + gdn_host.CHUNK_MIN_TOKENS - 1, batch=16) == 0
     assert plan(num_tokens=4096, algo="scan") == 0
     assert plan(num_tokens=1, has_context=False, algo="chunked") == 64
     assert gdn_host.chunk_plan(1, 1, 12, 128, 227 * KB, algo="chunked")["launch_chunk"] == -1

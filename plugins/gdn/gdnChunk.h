@@ -30,7 +30,7 @@
 
 #include <cstddef>
 
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #define TRTNEG_UNROLL _Pragma("unroll")
 #else
 #define TRTNEG_UNROLL
@@ -133,9 +133,11 @@ inline int pickChunkSize(GdnShape const& s, int64_t maxSharedBytes)
 }
 
 // Per-launch decision: the chunk size the kernel is launched with (0 = scan-only launch, the
-// small shared-memory footprint). kAuto launches chunk-capable only when a context request
-// is present and some segment can reach kChunkMinTokens, so pure generation steps keep the
-// scan kernel's occupancy. Returns -1 when kChunked is forced but impossible.
+// small shared-memory footprint). kAuto launches chunk-capable only when some context segment
+// can reach kChunkMinTokens, so pure generation steps -- and mixed steps whose context requests
+// are all short -- keep the scan kernel's occupancy. Packed tokens bound the longest context
+// segment: every generation request holds exactly 1 token and every other context request at
+// least 1. Returns -1 when kChunked is forced but impossible.
 inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxSharedBytes)
 {
     if (algo == ContextAlgo::kScan)
@@ -143,14 +145,15 @@ inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxShar
     int const fit = pickChunkSize(p.shape, maxSharedBytes);
     if (algo == ContextAlgo::kChunked)
         return fit > 0 ? fit : -1;
-    bool anyContext = false;
-    for (int32_t w = 0; w < kMaskWords && w * 32 < p.batch; ++w)
+    int64_t contexts = 0;
+    for (int32_t seq = 0; seq < p.batch; ++seq)
     {
-        uint32_t const valid = p.batch - w * 32 >= 32 ? 0xFFFFFFFFu : ((1u << (p.batch - w * 32)) - 1u);
-        anyContext |= (p.contextMask.bits[w] & valid) != 0;
+        contexts += isContext(p.contextMask, seq) ? 1 : 0;
     }
-    int64_t const longest = p.removePadding ? p.numTokens : p.maxSeqLen;
-    return anyContext && longest >= kChunkMinTokens ? fit : 0;
+    if (contexts == 0)
+        return 0;
+    int64_t const longest = p.removePadding ? p.numTokens - (p.batch - contexts) - (contexts - 1) : p.maxSeqLen;
+    return longest >= kChunkMinTokens ? fit : 0;
 }
 
 // Per-sequence decision (inside the kernel and the host library): chunk > 0 is the

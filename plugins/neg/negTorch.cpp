@@ -38,8 +38,21 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     c10::optional<at::Tensor> entropyIn, int64_t activation, int64_t topK, double temperature, bool withGuided)
 {
     trt_neg::NegStepParams p;
+    TORCH_CHECK(entropyIn || hidden, "neg_step: give hidden (with w1, b1, w2, b2) or entropy_in");
     at::Tensor ref = entropyIn ? *entropyIn : *hidden;
     c10::cuda::CUDAGuard guard(ref.device());
+    // Every tensor on ref's GPU: the kernel dereferences them all on that device.
+    auto const onRefDevice = [&ref](c10::optional<at::Tensor> const& t, char const* name)
+    { TORCH_CHECK(!t || t->device() == ref.device(), name, ": must be on ", ref.device(), ", got ", t->device()); };
+    onRefDevice(logits, "logits");
+    onRefDevice(w1, "w1");
+    onRefDevice(b1, "b1");
+    onRefDevice(w2, "w2");
+    onRefDevice(b2, "b2");
+    onRefDevice(tau, "tau");
+    onRefDevice(seeds, "seeds");
+    onRefDevice(offsets, "offsets");
+    TORCH_CHECK(tau.numel() >= 1, "tau: expected the gate threshold (1 element), got an empty tensor");
     int64_t const N = ref.size(0);
     p.N = static_cast<int32_t>(N);
     p.activation = static_cast<int32_t>(activation);
