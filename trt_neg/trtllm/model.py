@@ -28,7 +28,7 @@ from tensorrt_llm._common import default_net  # noqa: E402
 from tensorrt_llm._utils import pad_vocab_size, str_dtype_to_np, str_dtype_to_trt  # noqa: E402
 from tensorrt_llm.functional import (AttentionMaskType, LayerNormType, PositionEmbeddingType, Tensor, cast,  # noqa: E402
                                      concat, constant, expand, gather_last_token_logits, index_select,
-                                     permute, recv, send, shape, sigmoid, slice, view)
+                                     permute, recv, send, shape, sigmoid, slice, split, view)
 from tensorrt_llm.layers import (Attention, AttentionParams, ColumnLinear, Embedding, GatedMLP,  # noqa: E402
                                  KeyValueCacheParams, RmsNorm, RowLinear)
 from tensorrt_llm.models.generation_mixin import GenerationMixin  # noqa: E402
@@ -71,17 +71,41 @@ class GatedDense(RowLinear):
         return super().forward(x, *args, **kwargs)
 
 
+class HeadNormedQKV(ColumnLinear):
+    """``attention.qkv`` (the fused q|k|v GEMM) followed by the per-head q / k RMSNorm.
+
+    Why not ``Attention(qk_layernorm=True)``: when a rank holds as many query as KV heads,
+    TensorRT-LLM's ``Attention.forward`` views the GEMM output as per-head interleaved
+    ``[q_h | k_h | v_h]`` (``tensorrt_llm/layers/attention.py``, index id 1178835378, its
+    ``qk_layernorm`` block), while the checkpoint contract writes ``[q | k | v]`` sections for
+    every mapping (tiny at tp 4, or any equal-heads config, would normalise the wrong rows).
+    Normalising here, by sections, keeps one layout. ``DarwinNegAttention`` sets
+    :attr:`head_norms` for the duration of its forward (the norms stay its own parameters,
+    ``attention.q_layernorm.weight`` / ``attention.k_layernorm.weight``).
+    """
+
+    head_norms: Optional[tuple] = None  # (q_layernorm, k_layernorm, q heads, kv heads, head size) of this rank
+
+    def forward(self, x, *args, **kwargs):
+        qkv = super().forward(x, *args, **kwargs)
+        q_norm, k_norm, q_heads, kv_heads, head_size = self.head_norms
+        rows = shape(qkv, 0) if qkv.ndim() == 2 else concat([shape(qkv, 0), shape(qkv, 1)])
+        heads = qkv.view(concat([rows, q_heads + 2 * kv_heads, head_size]))
+        query, key, value = split(heads, [q_heads, kv_heads, kv_heads], dim=heads.ndim() - 2)
+        heads = concat([q_norm(query), k_norm(key), value], dim=heads.ndim() - 2)
+        return heads.view(concat([rows, (q_heads + 2 * kv_heads) * head_size]))
+
+
 class DarwinNegAttention(Attention):
     """Qwen3.5 gated full attention on TensorRT-LLM's ``Attention`` (gpt_attention plugin, paged KV).
 
-    q/k RMSNorm = ``qk_layernorm`` with ``RmsNorm`` (the converter folds the zero-centred
-    weight to ``1 + w``; ``layernorm_share`` default: one ``[head_size]`` weight per q / k, applied
-    in Python to the qkv GEMM output, hence before the gpt_attention plugin, which applies RoPE
-    and writes K to the cache itself; keyword-only ``Attention.__init__`` with ``qk_layernorm,
-    layernorm_type, eps, dense_bias, rotary_embedding_percentage``: ``tensorrt_llm/layers/
-    attention.py``, index id 1178835378); partial NeoX RoPE = ``rope_gpt_neox`` with
-    ``rotary_embedding_percentage = rotary_dim / head_size``; output gate = separate
-    column-parallel ``output_gate`` GEMM + :class:`GatedDense`.
+    q/k RMSNorm: one ``RmsNorm([head_size])`` each for q and k (the converter folds the
+    zero-centred weight to ``1 + w``), applied by :class:`HeadNormedQKV` to the qkv GEMM output,
+    hence before the gpt_attention plugin, which applies RoPE and writes K to the cache itself
+    (keyword-only ``Attention.__init__`` with ``layernorm_type, eps, dense_bias,
+    rotary_embedding_percentage``: ``tensorrt_llm/layers/attention.py``, index id 1178835378);
+    partial NeoX RoPE = ``rope_gpt_neox`` with ``rotary_embedding_percentage = rotary_dim /
+    head_size``; output gate = separate column-parallel ``output_gate`` GEMM + :class:`GatedDense`.
     """
 
     def __init__(self, config: PretrainedConfig, local_attention_idx: int):
@@ -93,7 +117,7 @@ class DarwinNegAttention(Attention):
             num_kv_heads=config.num_key_value_heads,
             attention_head_size=config.head_size,
             max_position_embeddings=config.max_position_embeddings,
-            qk_layernorm=True,
+            qk_layernorm=False,  # done by HeadNormedQKV (see there)
             layernorm_type=LayerNormType.RmsNorm,
             eps=config.norm_epsilon,
             attention_mask_type=AttentionMaskType.causal,
@@ -112,7 +136,14 @@ class DarwinNegAttention(Attention):
         if self.rotary_embedding_dim != config.rotary_embedding_dim:
             raise ValueError(f"rotary dims: Attention computed {self.rotary_embedding_dim}, "
                              f"config has {config.rotary_embedding_dim}")
-        q_out = m.tp_size * self.num_attention_heads * self.attention_head_size  # Hq * hd
+        hd = self.attention_head_size
+        q_out = m.tp_size * self.num_attention_heads * hd  # Hq * hd
+        # The same GEMM as Attention's own qkv (its per-rank Hq_r, Hkv_r), plus the head norms.
+        self.qkv = HeadNormedQKV(config.hidden_size, q_out + 2 * m.tp_size * self.num_attention_kv_heads * hd,
+                                 bias=config.attention_bias, dtype=config.dtype, tp_group=m.tp_group,
+                                 tp_size=m.tp_size, gather_output=False, is_qkv=True)
+        self.q_layernorm = RmsNorm(hd, eps=config.norm_epsilon, dtype=config.dtype)
+        self.k_layernorm = RmsNorm(hd, eps=config.norm_epsilon, dtype=config.dtype)
         self.dense = GatedDense(q_out, config.hidden_size, bias=config.attention_bias, dtype=config.dtype,
                                 tp_group=m.tp_group, tp_size=m.tp_size)
         self.output_gate = ColumnLinear(config.hidden_size, q_out, bias=config.attention_bias, dtype=config.dtype,
@@ -120,10 +151,13 @@ class DarwinNegAttention(Attention):
 
     def forward(self, hidden_states: Tensor, **kwargs):
         self.dense.gate = sigmoid(self.output_gate(hidden_states))
+        self.qkv.head_norms = (self.q_layernorm, self.k_layernorm, self.num_attention_heads,
+                               self.num_attention_kv_heads, self.attention_head_size)
         try:
             return super().forward(hidden_states, **kwargs)
         finally:
             self.dense.gate = None
+            self.qkv.head_norms = None
 
 
 # ------------------------------------------------------------------------------------

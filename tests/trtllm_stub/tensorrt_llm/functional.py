@@ -74,6 +74,12 @@ for _name in ("cast", "concat", "constant", "expand", "gather_last_token_logits"
     globals()[_name] = _op(_name)
 
 
+def split(tensor, split_size_or_sections, dim=0):
+    # functional.split(tensor, split_size_or_sections: int | Sequence[int], dim=0) -> list of Tensors.
+    n = len(split_size_or_sections) if isinstance(split_size_or_sections, (list, tuple)) else None
+    return [Tensor(op="split", args=(tensor, i, dim)) for i in range(n if n is not None else 1)]
+
+
 def mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_types, last_token_ids, dim, dconv,
                  dtype, pre_stride=0, post_stride=0, host_context_lengths=None, slot_mapping=None, apply_silu=True):
     # Signature of tensorrt_llm/functional.py::mamba_conv1d (NVIDIA/TensorRT-LLM@0071496d, also radna0/TensorRT-LLM@3b9703d8).

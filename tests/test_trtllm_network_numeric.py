@@ -1,0 +1,304 @@
+"""The TensorRT-LLM network (trt_neg/trtllm/model.py) EXECUTED, against the torch reference.
+
+tests/test_trtllm_network.py checks the network's declared parameters with a recording stub;
+here its ``forward`` runs eagerly on CPU over a numeric torch stand-in of the tensorrt /
+tensorrt_llm 1.2.x surface it uses (tests/trtllm_numeric_stub, put on sys.path for this
+module only, never installed): reshapes and splits, q/k norms, partial NeoX RoPE, the output
+gate, the Gated DeltaNet wiring (in_proj splits, mamba_conv1d, a/b/z, plugin inputs, gated
+norm, out_proj), SwiGLU, final norm, LM head, and the NEG plugin's inputs. Our two plugins run
+as the CPU host builds of their kernel maths (trt_neg.kernels.gdn_host / host), the reference
+is trt_neg.reference.model + trt_neg.neg (torch).
+
+Scenario (run on the built-in tiny checkpoint and on a variant with attention biases, RoPE
+base 5e5 / rotary fraction 0.5 and non-default NEG seed, top_k, temperature, activation), each
+converted at tp=1 in fp32, in-flight batched and packed (remove_input_padding): step 0 prefills
+A (5 tokens) and B (3); step 1 decodes A, B; step 2 prefills C (20 tokens: the GDN host op takes
+its chunked path) together with decoding A and B (context requests first, as TensorRT-LLM packs
+them); steps 3-4 decode A, B, C. Each decode feeds the network's own NEG token back; NEG's
+tokens must equal the reference's at every step, so the sequences never diverge.
+
+Tolerances (fp32 throughout; |logit| <= ~11): both sides differ only in summation order (GEMM
+blocking, einsum vs SDPA attention, the C++ GDN scan/chunk vs torch's chunked form). The yardstick
+is the same reference model in fp64: the fp32 torch reference itself is off from it by up to
+~3e-5 in logits on these inputs (one decode row is badly conditioned), the network by up to
+~4.4e-5, so LOGIT_ATOL = 1e-4 vs fp64 (1e-5 relative at logit scale 10) keeps a 2x margin, while
+any wiring error seen in mutation runs (output gate dropped, a/b swapped, conv kernel reversed or
+without SiLU, activation on the wrong GatedMLP half, RoPE off by one position or with the default
+base, gated norm skipped) moves logits by 0.2..14. NEG entropy: 1e-5 (observed < 1e-6); fired
+flags and tokens: exact.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import purge_trtllm
+
+NUMERIC_STUB = Path(__file__).parent / "trtllm_numeric_stub"
+LOGIT_ATOL = 1e-4
+HIDDEN_ATOL = 1e-4
+ENTROPY_ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def stub():
+    """tests/trtllm_numeric_stub on sys.path for this module; yields (tensorrt_llm, plugins)."""
+    import importlib
+
+    purge_trtllm()
+    sys.modules.pop("trt_neg_numeric_plugins", None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(NUMERIC_STUB))
+        tllm = importlib.import_module("tensorrt_llm")
+        assert getattr(tllm, "_TRT_NEG_STUB", False) and "numeric" in tllm.__version__
+        plugins = importlib.import_module("trt_neg_numeric_plugins")
+        yield tllm, plugins
+    purge_trtllm()
+    sys.modules.pop("trt_neg_numeric_plugins", None)
+
+
+def _variant_config(name: str) -> dict:
+    """HF config.json of a named variant of the tiny preset ("tiny" itself uses the tiny_checkpoint fixture)."""
+    from trt_neg.checkpoint.synthetic import preset_config
+
+    data = preset_config("tiny")
+    text = data["text_config"]
+    if name == "bias_rope_neg":
+        # Paths tiny leaves at defaults: attention biases (qkv, output gate, dense), a RoPE base
+        # other than 10000 (config.rotary_base must reach the RoPE tables), another rotary
+        # fraction, and NEG fields other than their defaults (seed, top_k, temperature, activation).
+        text["attention_bias"] = True
+        text["rope_parameters"] = {**text["rope_parameters"], "rope_theta": 500000.0, "partial_rotary_factor": 0.5}
+        data["neg_config"] = {**data["neg_config"], "seed": 987654321, "top_k": 4, "temperature": 0.7,
+                              "activation": "gelu_tanh"}
+    elif name == "equal_heads":
+        text["num_key_value_heads"] = text["num_attention_heads"]  # Hq == Hkv on the rank
+    else:
+        raise ValueError(name)
+    return data
+
+
+def _checkpoints(name, tiny_checkpoint, tmp_path_factory):
+    """(HF checkpoint, converted tp=1 fp32 checkpoint) of a variant."""
+    from trt_neg.checkpoint.convert import convert_checkpoint
+    from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
+
+    root = tmp_path_factory.mktemp(f"numeric_{name}")
+    hf = tiny_checkpoint if name == "tiny" else write_checkpoint_from_config(root / "hf", _variant_config(name), seed=1)
+    convert_checkpoint(hf, root / "ckpt_tp1", tp_size=1, dtype="float32", fsync=False)
+    return hf, root / "ckpt_tp1"
+
+
+class NetworkRunner:
+    """Drives DarwinNegForCausalLM.forward like TensorRT-LLM's runtime would (paged KV cache,
+    paged recurrent state addressed by slot, packed inputs, context requests first)."""
+
+    def __init__(self, model, plugins, max_slots: int):
+        from tensorrt_llm._common import register_object, register_pointer
+        from tensorrt_llm.layers import KVCachePool
+
+        self.model, self.plugins = model, plugins
+        cfg = model.config
+        self.kv = KVCachePool()
+        self.kv_ptr = register_object(self.kv)
+        self.conv, self.rnn = [], []
+        for layer in model.transformer.layers:
+            if layer.layer_type == "recurrent":
+                r = layer.recurrent
+                conv = torch.zeros(max_slots, r.conv_kernel - 1, r.conv_dim, dtype=torch.float32)
+                rnn = torch.zeros(max_slots, r.num_v_heads, r.head_k_dim, r.head_v_dim, dtype=torch.float32)
+                self.conv.append((conv, register_pointer(conv)))
+                self.rnn.append((rnn, register_pointer(rnn)))
+            else:
+                self.conv.append(None)
+                self.rnn.append(None)
+        self.lengths: dict[int, int] = {}
+        self.prompt: dict[int, int] = {}
+        assert cfg.mapping.pp_size == 1
+
+    def step(self, requests):
+        """requests: [(slot, token_ids)], a slot not yet seen starts a context request."""
+        from tensorrt_llm import _common
+        from tensorrt_llm.functional import Tensor
+        from tensorrt_llm.layers import AttentionParams, KeyValueCacheParams
+
+        i32 = lambda v: Tensor(torch.tensor(v, dtype=torch.int32))  # noqa: E731
+        kinds = [0 if slot not in self.lengths else 1 for slot, _ in requests]
+        assert kinds == sorted(kinds), "context requests first"
+        ids, pos, last, ctx_len, seq_len, past_len = [], [], [], [], [], []
+        for (slot, tokens), kind in zip(requests, kinds):
+            past = self.lengths.get(slot, 0)
+            assert kind == 0 or len(tokens) == 1
+            ids += list(tokens)
+            pos += list(range(past, past + len(tokens)))
+            last.append(len(ids))
+            if kind == 0:
+                self.prompt[slot] = len(tokens)
+            ctx_len.append(self.prompt[slot])
+            seq_len.append(past + len(tokens))
+            past_len.append(past)
+            self.lengths[slot] = past + len(tokens)
+        slots = [slot for slot, _ in requests]
+        net = _common.reset()
+        ptr = lambda p: Tensor(torch.tensor([p], dtype=torch.int64))  # noqa: E731
+        kv = KeyValueCacheParams(
+            past_key_value=[None] * len(self.conv), host_past_key_value_lengths=i32(past_len),
+            host_max_attention_window_sizes=i32([4096]), host_sink_token_length=i32([0]),
+            kv_cache_block_offsets=i32(slots), host_kv_cache_block_offsets=i32(slots),
+            host_kv_cache_pool_pointers=ptr(self.kv_ptr), host_kv_cache_pool_mapping=i32([[0, 0]]),
+            cache_indirection=i32([0]))
+        host_request_types, host_context_lengths = i32(kinds), i32(ctx_len)
+        attention = AttentionParams(sequence_length=i32(seq_len), context_lengths=i32(ctx_len),
+                                    host_context_lengths=host_context_lengths, max_context_length=64,
+                                    host_request_types=host_request_types)
+        self.model.forward(
+            i32(ids), position_ids=i32(pos), use_cache=True, last_token_ids=i32(last), attention_mask=None,
+            kv_cache_params=kv, attention_params=attention,
+            conv_states=[None if c is None else ptr(c[1]) for c in self.conv],
+            rnn_states=[None if r is None else ptr(r[1]) for r in self.rnn],
+            host_request_types=host_request_types, host_context_lengths=host_context_lengths,
+            slot_mapping=i32(slots))
+        neg_layers = [layer for layer in net.trt_network.plugin_layers
+                      if isinstance(layer.plugin, self.plugins.NegPlugin)]
+        assert len(neg_layers) == 1
+        neg_inputs = neg_layers[0].plugin.last_inputs
+        out = dict(net.outputs)
+        out["raw_logits"], out["hidden"], out["neg_positions"] = neg_inputs[1], neg_inputs[0], neg_inputs[7]
+        out["gdn_calls"] = sum(isinstance(layer.plugin, self.plugins.GdnPlugin)
+                               for layer in net.trt_network.plugin_layers)
+        return out
+
+
+class ReferenceSide:
+    def __init__(self, tiny_checkpoint, max_slots: int):
+        from trt_neg.neg import NegWeights
+        from trt_neg.reference.model import DarwinNegForCausalLM
+        from trt_neg.reference.model_runner import ReferenceModelRunner
+
+        self.model = DarwinNegForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+        self.runner = ReferenceModelRunner(self.model, max_slots=max_slots, max_seq_len=64)
+        # The same model in fp64: the yardstick for the fp32 logits of both sides.
+        self.runner64 = ReferenceModelRunner(DarwinNegForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float64),
+                                             max_slots=max_slots, max_seq_len=64)
+        self.weights = NegWeights.from_state_dict(self.model.neg_state_dict)
+        self.neg = self.model.config.neg
+
+    def step(self, requests):
+        from trt_neg.neg import neg_step
+
+        positions = [len(t) if self.runner.seq_len(s) == 0 else self.runner.seq_len(s) + 1 for s, t in requests]
+        logits, hidden = self._forward(self.runner, requests)
+        logits64, hidden64 = self._forward(self.runner64, requests)
+        out = neg_step(hidden, logits, self.weights, activation=self.neg.activation, top_k=self.neg.top_k,
+                       temperature=self.neg.temperature, seeds=self.neg.seed,
+                       offsets=torch.tensor(positions, dtype=torch.int64))
+        return dict(logits=logits, hidden=hidden, logits64=logits64, hidden64=hidden64, entropy=out.entropy,
+                    fired=out.fired, token=out.token, guided=out.guided_logits, positions=positions)
+
+    @staticmethod
+    def _forward(runner, requests):
+        """(logits, hidden) rows in request order: prefills one by one, then one batched decode."""
+        logits, hidden, decode = [], [], []
+        for slot, tokens in requests:
+            if runner.seq_len(slot) == 0:
+                l, h = runner.prefill(slot, list(tokens))
+                logits.append(l.reshape(1, -1))
+                hidden.append(h.reshape(1, -1))
+            else:
+                decode.append((slot, tokens[0]))
+        if decode:
+            l, h = runner.decode([s for s, _ in decode], [t for _, t in decode])
+            logits.append(l)
+            hidden.append(h)
+        return torch.cat(logits), torch.cat(hidden)
+
+
+PROMPTS = {0: [1, 17, 33, 250, 7], 1: [400, 3, 99], 2: [(11 * i + 5) % 500 for i in range(20)]}
+
+
+def _run_scenario(stub, tiny_checkpoint, converted):
+    tllm, plugins = stub
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    plugins.register()
+    model = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0)
+    net, ref = NetworkRunner(model, plugins, max_slots=4), ReferenceSide(tiny_checkpoint, max_slots=4)
+    schedule = [[0, 1], [0, 1], [2, 0, 1], [0, 1, 2], [0, 1, 2]]
+    next_token: dict[int, int] = {}
+    report = []
+    for step, slots in enumerate(schedule):
+        requests = [(s, PROMPTS[s] if s not in next_token else [next_token[s]]) for s in slots]
+        got, want = net.step(requests), ref.step(requests)
+        report.append((step, requests, got, want))
+        for i, s in enumerate(slots):
+            next_token[s] = int(got["neg_token"][i])
+    return report
+
+
+@pytest.fixture(scope="module", params=["tiny", "bias_rope_neg"])
+def scenario(request, stub, tiny_checkpoint, tmp_path_factory):
+    return _run_scenario(stub, *_checkpoints(request.param, tiny_checkpoint, tmp_path_factory))
+
+
+def _max(a, b):
+    return float((a.float() - b.float()).abs().max())
+
+
+def _logit_report(scenario):
+    lines, worst = [], {"net64": 0.0, "ref64": 0.0, "net32": 0.0, "hidden64": 0.0}
+    for step, requests, got, want in scenario:
+        d = {"net64": _max(got["raw_logits"].double(), want["logits64"]),
+             "ref64": _max(want["logits"].double(), want["logits64"]),
+             "net32": _max(got["raw_logits"], want["logits"]),
+             "hidden64": _max(got["hidden"].double(), want["hidden64"])}
+        worst = {k: max(worst[k], v) for k, v in d.items()}
+        lines.append(f"step {step}: max|dlogit| network-fp64ref {d['net64']:.2e}, fp32ref-fp64ref {d['ref64']:.2e}, "
+                     f"network-fp32ref {d['net32']:.2e} (|logit| max {float(want['logits64'].abs().max()):.2f}); "
+                     f"max|dhidden| network-fp64ref {d['hidden64']:.2e}")
+    return worst, "\n".join(lines)
+
+
+def test_logits_and_hidden_match_the_reference(scenario):
+    """The LM-head logits (the NEG plugin's logits input, i.e. before NEG) and the final-norm
+    hidden state it reads, for every row of every step, against the fp64 reference."""
+    for step, requests, got, want in scenario:
+        assert got["gdn_calls"] == 3  # tiny: three Gated DeltaNet layers, one attention layer
+        assert got["raw_logits"].dtype == torch.float32 and got["raw_logits"].shape == want["logits"].shape
+        assert got["hidden"].shape == want["hidden"].shape
+    worst, report = _logit_report(scenario)
+    print(report)
+    assert worst["net64"] <= LOGIT_ATOL and worst["hidden64"] <= HIDDEN_ATOL, report
+
+
+def test_neg_outputs_match_the_reference(scenario):
+    """NEG: the plugin's Philox offsets, entropy, fired flags and chosen tokens equal the torch
+    reference (trt_neg.neg) fed with the reference's fp32 logits/hidden; the guided logits
+    output is the network's own logits where NEG did not fire and one-hot where it did."""
+    fired = []
+    for step, requests, got, want in scenario:
+        assert got["neg_positions"].tolist() == want["positions"], f"step {step}"
+        assert _max(got["neg_entropy"], want["entropy"]) <= ENTROPY_ATOL, f"step {step}"
+        assert got["neg_fired"].dtype == torch.int32 and got["neg_token"].dtype == torch.int32
+        assert got["neg_fired"].tolist() == want["fired"].int().tolist(), f"step {step}"
+        assert got["neg_token"].tolist() == want["token"].tolist(), f"step {step}"
+        guided, raw = got["logits"], got["raw_logits"]
+        assert guided.dtype == torch.float32 and guided.shape == want["guided"].shape
+        on = got["neg_fired"].bool()
+        assert torch.equal(guided[~on], raw[~on]), f"step {step}"
+        assert torch.equal(torch.isinf(guided), torch.isinf(want["guided"])), f"step {step}"
+        fired += got["neg_fired"].tolist()
+    assert 0 < sum(fired) < len(fired), f"want both fired and not-fired rows, got {fired}"
+
+
+def test_equal_query_and_kv_heads_per_rank(stub, tiny_checkpoint, tmp_path_factory):
+    """Hq == Hkv (tiny with num_key_value_heads = num_attention_heads = 4) at tp=1: TensorRT-LLM's own
+    qk_layernorm path would read the [q | k | v] rows as per-head interleaved here, which is why the
+    network normalises q / k itself (model.py HeadNormedQKV)."""
+    worst, report = _logit_report(_run_scenario(stub, *_checkpoints("equal_heads", tiny_checkpoint,
+                                                                     tmp_path_factory)))
+    print(report)
+    assert worst["net64"] <= LOGIT_ATOL, report

@@ -1,0 +1,351 @@
+"""Numeric layer stand-ins with the 1.2.x constructor signatures, parameter names and semantics.
+
+Parameter names/shapes as tests/trtllm_stub (checked there against the contract). Forward
+semantics, from the TensorRT-LLM sources read for this stub:
+* linear.py: ``Linear``/``ColumnLinear`` y = x W^T + b (W [out/tp, in]); ``RowLinear`` the same
+  on its [out, in/tp] shard then an all-reduce. Only tp_size 1 is modelled (asserted).
+* normalization.py ``RmsNorm.forward(x, normalized_shape=None)`` -> functional ``rms_norm``:
+  fp32 ``y = x / sqrt(mean(x^2, last dims) + eps)``, cast back to x's dtype, times ``weight``
+  (plain weight: no ``1 + w``).
+* embedding.py ``Embedding``: ``weight[ids]`` (tp 1).
+* mlp.py ``GatedMLP.forward``: ``inter = ACT2FN[hidden_act](self.fc(x)); gate = self.gate(x);
+  self.proj(inter * gate)`` -- the activation goes on ``fc`` (read in mlp.py, index ids
+  601018076 / 5234116500).
+* attention.py (1.x, index id 1178835378) ``Attention.forward`` with the gpt_attention plugin:
+  qkv GEMM; with ``qk_layernorm`` the qkv row is viewed per head -- when the rank's q and kv
+  head counts differ as [.., Hq + 2 Hkv, hd] split into (Hq, Hkv, Hkv) sections, when they
+  are equal as [.., H, 3, hd] split along the 3 (TensorRT-LLM's own code; it assumes a
+  per-head interleaved q|k|v layout there) -- ``q_layernorm`` / ``k_layernorm`` applied per
+  head, then concatenated back to [q | k | v] BEFORE the plugin; the plugin applies RoPE
+  and attention; ``self.dense(context, lora_runtime_params=..., all_reduce_params=...)``;
+  returns ``(context, past_key_value)`` when use_cache.
+* gpt_attention plugin stand-in (:func:`_gpt_attention`), assumptions (not read in the CUDA
+  sources): rotary position of a token = the number of tokens of its sequence already in
+  the KV cache + its index in this step (the plugin does not read position_ids);
+  ``rope_gpt_neox`` rotates the first ``rotary_embedding_dim`` dims of q and k in halves
+  (x1 = d[:r/2], x2 = d[r/2:r]: [x1 cos - x2 sin, x2 cos + x1 sin]), the rest pass through,
+  with angles pos * ``attention_params.rotary_inv_freq`` (the table
+  ``create_attention_const_params`` built from config.rotary_base / rotary_dim); scores
+  scaled by 1 / (q_scaling * sqrt(head_size)); causal; GQA: query head h reads KV head
+  h // (Hq / Hkv); K is cached after RoPE. Packed batch: context requests first, sequence b
+  has ``host_context_lengths[b]`` tokens (context) or 1 (generation) and its cache holds
+  ``sequence_length[b] - tokens`` earlier tokens. The KV cache is a Python dict in the object
+  whose address is ``kv_cache_params.host_kv_cache_pool_pointers``, keyed by
+  (``local_layer_idx``, ``kv_cache_block_offsets[b]``): a per-sequence id stands in for the
+  block table.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .._common import default_net, resolve_pointer
+from ..functional import ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, concat, shape, split_sections
+from ..module import Module
+from ..parameter import Parameter
+
+
+class AttentionParams:
+    def __init__(self, sequence_length=None, context_lengths=None, host_context_lengths=None,
+                 max_context_length=None, host_request_types=None, encoder_input_lengths=None,
+                 encoder_max_input_length=None, host_runtime_perf_knobs=None, host_context_progress=None):
+        self.sequence_length, self.context_lengths = sequence_length, context_lengths
+        self.host_context_lengths, self.max_context_length = host_context_lengths, max_context_length
+        self.host_request_types = host_request_types
+        self.host_runtime_perf_knobs, self.host_context_progress = host_runtime_perf_knobs, host_context_progress
+        self.embed_positions = self.rotary_inv_freq = self.embed_positions_for_gpt_attention = None
+
+    def fill_attention_const_params_for_rope(self, embed_positions=None, rotary_inv_freq=None,
+                                             embed_positions_for_gpt_attention=None, *unused):
+        self.embed_positions = embed_positions
+        self.rotary_inv_freq = rotary_inv_freq
+        self.embed_positions_for_gpt_attention = embed_positions_for_gpt_attention
+        return self
+
+
+class KeyValueCacheParams:
+    def __init__(self, past_key_value=None, host_past_key_value_lengths=None, host_max_attention_window_sizes=None,
+                 host_sink_token_length=None, kv_cache_block_offsets=None, host_kv_cache_block_offsets=None,
+                 host_kv_cache_pool_pointers=None, host_kv_cache_pool_mapping=None, cache_indirection=None,
+                 past_key_value_length=None, cross_kv_cache_block_offsets=None,
+                 host_cross_kv_cache_block_offsets=None, host_cross_kv_cache_pool_pointers=None,
+                 host_cross_kv_cache_pool_mapping=None):
+        self.past_key_value = past_key_value
+        self.host_past_key_value_lengths = host_past_key_value_lengths
+        self.host_max_attention_window_sizes = host_max_attention_window_sizes
+        self.host_sink_token_length = host_sink_token_length
+        self.kv_cache_block_offsets = kv_cache_block_offsets
+        self.host_kv_cache_block_offsets = host_kv_cache_block_offsets
+        self.host_kv_cache_pool_pointers = host_kv_cache_pool_pointers
+        self.host_kv_cache_pool_mapping = host_kv_cache_pool_mapping
+        self.cache_indirection = cache_indirection
+
+    def get_first_past_key_value(self):
+        return None if self.past_key_value is None else self.past_key_value[0]
+
+
+def _tp1(tp_size):
+    assert tp_size == 1, "numeric stub: only tp_size 1 is modelled"
+
+
+class Linear(Module):
+    def __init__(self, in_features, out_features, bias=True, dtype=None, tp_group=None, tp_size=1,
+                 gather_output=True, share_weight=None, strict_dtype=False, pad_lda=0, pad_ldc=0,
+                 prefer_managed_weight=True, is_qkv=False):
+        super().__init__()
+        _tp1(tp_size)
+        self.in_features, self.out_features, self.dtype = in_features, out_features // tp_size, dtype
+        self.weight = Parameter(shape=(self.out_features, in_features), dtype=dtype)
+        if bias:
+            self.bias = Parameter(shape=(self.out_features,), dtype=dtype)
+        else:
+            self.register_parameter("bias", None)
+
+    def forward(self, x, lora_runtime_params=None, lora_hidden_state=None, **kwargs):
+        w = self.weight.value.t
+        y = x.t.to(w.dtype) @ w.t()
+        if self.bias is not None:
+            y = y + self.bias.value.t
+        return Tensor(y)
+
+
+ColumnLinear = Linear
+
+
+class RowLinear(Linear):
+    def __init__(self, in_features, out_features, bias=True, dtype=None, tp_group=None, tp_size=1,
+                 strict_dtype=False, pad_lda=0, prefer_managed_weight=True, is_expert=False):
+        _tp1(tp_size)
+        super().__init__(in_features // tp_size, out_features, bias=bias, dtype=dtype)
+
+    def forward(self, x, lora_runtime_params=None, all_reduce_params=None, **kwargs):
+        return super().forward(x)
+
+
+class RmsNorm(Module):
+    def __init__(self, normalized_shape, num_groups=1, eps=1e-06, elementwise_affine=True, dtype=None, bias=False):
+        super().__init__()
+        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.eps = eps
+        assert num_groups == 1 and not bias
+        if elementwise_affine:
+            self.weight = Parameter(shape=self.normalized_shape, dtype=dtype)
+        else:
+            self.register_parameter("weight", None)
+        self.register_parameter("bias", None)
+
+    def forward(self, x, normalized_shape=None):
+        dims = tuple(range(-len(self.normalized_shape), 0))
+        x32 = x.t.float()
+        y = (x32 / torch.sqrt(x32.pow(2).mean(dims, keepdim=True) + self.eps)).to(x.t.dtype)
+        if self.weight is not None:
+            y = y * self.weight.value.t
+        return Tensor(y)
+
+
+class Embedding(Module):
+    def __init__(self, num_embeddings, embedding_dim, dtype=None, tp_size=1, tp_group=None, sharding_dim=0,
+                 tp_rank=None):
+        super().__init__()
+        _tp1(tp_size)
+        self.weight = Parameter(shape=(num_embeddings, embedding_dim), dtype=dtype)
+
+    def forward(self, x, *args, **kwargs):
+        return Tensor(self.weight.value.t[x.t.to(torch.int64)])
+
+
+class MLP(Module):
+    def __init__(self, hidden_size, ffn_hidden_size, hidden_act, bias=True, dtype=None, tp_group=None, tp_size=1,
+                 quant_mode=None, inner_layernorm=False, eps=1e-05):
+        super().__init__()
+        assert not inner_layernorm
+        self.fc = ColumnLinear(hidden_size, ffn_hidden_size, bias=bias, dtype=dtype, tp_size=tp_size,
+                               gather_output=False)
+        self.proj = RowLinear(ffn_hidden_size, hidden_size, bias=bias, dtype=dtype, tp_size=tp_size)
+        self.hidden_act = hidden_act
+
+
+class GatedMLP(MLP):
+    def __init__(self, hidden_size, ffn_hidden_size, hidden_act, bias=True, dtype=None, tp_group=None, tp_size=1,
+                 quant_mode=None, inner_layernorm=False, eps=1e-05):
+        super().__init__(hidden_size, ffn_hidden_size, hidden_act, bias=bias, dtype=dtype, tp_size=tp_size)
+        self.gate = ColumnLinear(hidden_size, ffn_hidden_size, bias=bias, dtype=dtype, tp_size=tp_size,
+                                 gather_output=False)
+
+    def forward(self, hidden_states, lora_layer_params=None, all_reduce_params=None):
+        inter = Tensor(ACT2FN[self.hidden_act](self.fc(hidden_states).t))
+        gate = self.gate(hidden_states)
+        return self.proj(inter * gate, all_reduce_params=all_reduce_params)
+
+
+_LN = {LayerNormType.RmsNorm: RmsNorm}
+
+
+class KVCachePool:
+    """The paged KV cache stand-in: (layer, sequence id) -> (K [S, Hkv, hd], V [S, Hkv, hd])."""
+
+    def __init__(self):
+        self.kv = {}
+
+
+class Attention(Module):
+    """Constructor keywords of the 1.x ``Attention`` (keyword-only, ``local_layer_idx`` first)."""
+
+    def __init__(self, *, local_layer_idx, hidden_size, num_attention_heads, num_kv_heads=None,
+                 max_position_embeddings=1024, num_layers=1, apply_query_key_layer_scaling=False,
+                 attention_head_size=None, qk_layernorm=False, layernorm_type=LayerNormType.LayerNorm,
+                 layernorm_share=True, inner_layernorm=False, eps=1e-05, attention_mask_type=None, bias=True,
+                 dtype=None, position_embedding_type=PositionEmbeddingType.learned_absolute,
+                 rotary_embedding_base=10000.0, rotary_embedding_base_local=1.0, rotary_embedding_scaling=None,
+                 rotary_embedding_percentage=1.0, rope_scaling_short_factors=None, rope_scaling_long_factors=None,
+                 rope_scaling_short_mscale=None, rope_scaling_long_mscale=None, original_max_position_embeddings=1024,
+                 tp_group=None, tp_size=1, tp_rank=0, quant_mode=None, q_scaling=1.0, cross_attention=False,
+                 relative_attention=False, max_distance=0, num_buckets=0, dense_bias=None, clip_qkv=None,
+                 alibi_bias_max=8, skip_cross_kv=False, max_attn_value=0.0, block_sparse_params=None,
+                 use_implicit_relative_attention=False, reorder=False, enable_qkv=True, cp_group=[0], cp_size=1,
+                 cp_rank=0, max_seqlen_for_logn_scaling=8192, use_logn_scaling=False, is_local=False):
+        super().__init__()
+        _tp1(tp_size)
+        assert not inner_layernorm and layernorm_share and clip_qkv is None and not cross_attention
+        assert rotary_embedding_scaling is None, "numeric stub: RoPE scaling not modelled"
+        self.local_layer_idx = local_layer_idx
+        self.attention_mask_type = attention_mask_type
+        self.attention_head_size = hidden_size // num_attention_heads if attention_head_size is None \
+            else attention_head_size
+        self.num_attention_heads = num_attention_heads // tp_size
+        self.num_attention_kv_heads = (num_kv_heads + tp_size - 1) // tp_size if num_kv_heads is not None \
+            else self.num_attention_heads
+        self.q_scaling = q_scaling
+        self.position_embedding_type = position_embedding_type
+        self.rotary_embedding_base = rotary_embedding_base
+        self.rotary_embedding_dim = 0
+        if position_embedding_type.is_rope():
+            self.rotary_embedding_dim = int(self.attention_head_size * rotary_embedding_percentage)
+        dense_bias = bias if dense_bias is None else dense_bias
+        for name in ("kv_cache_scaling_factor", "attention_output_orig_quant_scale", "attention_output_sf_scale"):
+            self.register_parameter(name, None)
+        hd = self.attention_head_size
+        self.qkv = ColumnLinear(hidden_size, tp_size * self.num_attention_heads * hd
+                                + 2 * tp_size * self.num_attention_kv_heads * hd, bias=bias, dtype=dtype,
+                                tp_size=tp_size, gather_output=False, is_qkv=True)
+        self.dense = RowLinear(tp_size * self.num_attention_heads * hd, hidden_size, bias=dense_bias, dtype=dtype,
+                               tp_size=tp_size)
+        self.qk_layernorm = qk_layernorm
+        if qk_layernorm:
+            self.q_layernorm = _LN[layernorm_type](hd, eps=eps, dtype=dtype)
+            self.k_layernorm = _LN[layernorm_type](hd, eps=eps, dtype=dtype)
+
+    @staticmethod
+    def create_attention_const_params(model_cls, config):
+        """1.x: rotary_base / rotary_scaling / rotary_pct / rotary_dim read from the config with
+        getattr defaults; tables from RopeEmbeddingUtils.create_sinusoidal_positions_for_attention_plugin:
+        inv_freq = 1 / base^(arange(0, dim, 2) / dim) (scale type none)."""
+        if not config.position_embedding_type.is_rope():
+            return
+        base = getattr(config, "rotary_base", 10000.0)
+        assert getattr(config, "rotary_scaling", None) is None
+        head = config.head_size
+        dim = getattr(config, "rotary_dim", int(head * getattr(config, "rotary_pct", 1.0)))
+        inv_freq = (1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))).astype(np.float32)
+        n = config.max_position_embeddings
+        ang = np.arange(n, dtype=np.float32)[:, None] * inv_freq[None, :]
+        embed = np.concatenate([np.sin(ang), np.cos(ang)], axis=1).astype(np.float32)
+        cos_sin = np.stack([np.cos(ang), np.sin(ang)], axis=-1).reshape(n, dim).astype(np.float32)
+        model_cls.rope_table_dim = dim
+        model_cls.register_parameter("embed_positions", Parameter(embed, dtype="float32", is_buffer=True))
+        model_cls.register_parameter("rotary_inv_freq", Parameter(inv_freq.reshape(1, -1), dtype="float32",
+                                                                  is_buffer=True))
+        model_cls.register_parameter("embed_positions_for_gpt_attention",
+                                     Parameter(cos_sin.reshape(1, -1), dtype="float32", is_buffer=True))
+
+    @staticmethod
+    def fill_attention_params(model_cls, attention_params):
+        if model_cls.position_embedding_type.is_rope():
+            if attention_params is None:
+                attention_params = AttentionParams()
+            return attention_params.fill_attention_const_params_for_rope(
+                model_cls.embed_positions.value, model_cls.rotary_inv_freq.value,
+                model_cls.embed_positions_for_gpt_attention.value)
+        return attention_params
+
+    def forward(self, hidden_states, attention_mask=None, attention_packed_mask=None, use_cache=False,
+                spec_decoding_params=None, mrope_params=None, kv_cache_params=None, attention_params=None,
+                encoder_output=None, position_embedding=None, norm_before_bmm1=False, lora_layer_params=None,
+                cross_kv_cache_gen=None, cross_kv_reuse=None, all_reduce_params=None, skip_attn=None):
+        assert default_net().plugin_config.gpt_attention_plugin and default_net().plugin_config.remove_input_padding
+        qkv = self.qkv(hidden_states, None)
+        assert qkv.ndim() == 2
+        if self.qk_layernorm:
+            hd = self.attention_head_size
+            base = shape(qkv, 0)
+            sections = [self.num_attention_heads, self.num_attention_kv_heads, self.num_attention_kv_heads]
+            total = sum(sections)
+            if self.num_attention_heads != self.num_attention_kv_heads:
+                qkv = qkv.view(concat([base, total, hd]))
+                query, key, value = split_sections(qkv, sections, dim=qkv.ndim() - 2)
+            else:  # TensorRT-LLM's branch for equal head counts (see the module docstring)
+                qkv = qkv.view(concat([base, self.num_attention_heads, 3, hd]))
+                query, key, value = split_sections(qkv, [1, 1, 1], dim=qkv.ndim() - 2)
+                q_shape = concat([base, self.num_attention_heads, hd])
+                query, key, value = query.view(q_shape), key.view(q_shape), value.view(q_shape)
+            query = self.q_layernorm(query, normalized_shape=None)
+            key = self.k_layernorm(key, normalized_shape=None)
+            qkv = concat([query, key, value], dim=query.ndim() - 2)
+            qkv = qkv.view(concat([base, total * hd]))
+        context = self._gpt_attention(qkv, kv_cache_params, attention_params)
+        context = self.dense(context, lora_runtime_params=None, all_reduce_params=all_reduce_params)
+        return (context, None) if use_cache else context
+
+    def _gpt_attention(self, qkv, kv, params):
+        assert self.attention_mask_type == 1 and self.position_embedding_type == PositionEmbeddingType.rope_gpt_neox
+        hq, hkv, hd, r = self.num_attention_heads, self.num_attention_kv_heads, self.attention_head_size, \
+            self.rotary_embedding_dim
+        assert params.rotary_inv_freq is not None and params.embed_positions_for_gpt_attention is not None
+        inv_freq = params.rotary_inv_freq.t.reshape(-1).float()
+        assert inv_freq.numel() == r // 2, "RoPE table and rotary_embedding_dim disagree"
+        pool = resolve_pointer(_t(kv.host_kv_cache_pool_pointers))
+        seq_ids = _t(kv.kv_cache_block_offsets).reshape(-1).tolist()
+        types = _t(params.host_request_types).tolist()
+        ctx_len = _t(params.host_context_lengths).tolist()
+        seq_len = _t(params.sequence_length).tolist()
+        x = qkv.t
+        out = x.new_empty(x.shape[0], hq * hd)
+        start = 0
+        for b, typ in enumerate(types):
+            n = ctx_len[b] if typ == 0 else 1
+            past = seq_len[b] - n
+            rows = x[start:start + n]
+            q = rows[:, :hq * hd].reshape(n, hq, hd)
+            k = rows[:, hq * hd:(hq + hkv) * hd].reshape(n, hkv, hd)
+            v = rows[:, (hq + hkv) * hd:].reshape(n, hkv, hd)
+            pos = torch.arange(past, past + n, dtype=torch.float32)
+            q, k = _rope_neox(q, pos, inv_freq, r), _rope_neox(k, pos, inv_freq, r)
+            key = (self.local_layer_idx, seq_ids[b])
+            if typ == 0:
+                assert past == 0
+                pool.kv[key] = (k, v)
+            else:
+                old_k, old_v = pool.kv[key]
+                assert old_k.shape[0] == past, f"KV cache holds {old_k.shape[0]} tokens, expected {past}"
+                pool.kv[key] = (torch.cat([old_k, k]), torch.cat([old_v, v]))
+            keys, values = pool.kv[key]
+            group = hq // hkv
+            keys, values = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1)
+            scores = torch.einsum("qhd,khd->hqk", q.float(), keys.float()) / (self.q_scaling * math.sqrt(hd))
+            allowed = torch.arange(past + n)[None, :] <= (past + torch.arange(n))[:, None]
+            scores = scores.masked_fill(~allowed[None], float("-inf"))
+            ctx = torch.einsum("hqk,khd->qhd", scores.softmax(-1), values.float())
+            out[start:start + n] = ctx.reshape(n, hq * hd).to(x.dtype)
+            start += n
+        assert start == x.shape[0]
+        return Tensor(out)
+
+
+def _rope_neox(x, pos, inv_freq, r):
+    ang = pos[:, None] * inv_freq[None, :]  # [n, r/2]
+    cos, sin = ang.cos()[:, None, :].to(x.dtype), ang.sin()[:, None, :].to(x.dtype)
+    x1, x2, rest = x[..., :r // 2], x[..., r // 2:r], x[..., r:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
