@@ -3,53 +3,15 @@
 Plugin creators are registered by ``trt_neg_numeric_plugins.register()`` (what loading
 libtrt_neg_plugins.so does for real); ``create_plugin`` returns an object with
 ``execute(inputs) -> outputs`` that ``tensorrt_llm._common.default_trtnet().add_plugin_v3`` runs.
+The enums and plugin-field containers are shared with the recording stub
+(``tests/trtllm_stub_shared/tensorrt_api.py``); the registry of executing creators is this stub's.
 """
 
 from __future__ import annotations
 
-import enum
-
-
-class DataType(enum.IntEnum):  # nvinfer1::DataType codes
-    FLOAT = 0
-    HALF = 1
-    INT8 = 2
-    INT32 = 3
-    BOOL = 4
-    BF16 = 7
-    INT64 = 8
-
-
-float32, float16, int32, int64, bfloat16, bool = (DataType.FLOAT, DataType.HALF, DataType.INT32, DataType.INT64,
-                                                  DataType.BF16, DataType.BOOL)
-
-
-class PluginFieldType(enum.IntEnum):  # nvinfer1::PluginFieldType codes
-    FLOAT16 = 0
-    FLOAT32 = 1
-    FLOAT64 = 2
-    INT8 = 3
-    INT16 = 4
-    INT32 = 5
-    CHAR = 6
-    DIMS = 7
-    UNKNOWN = 8
-    BF16 = 9
-    INT64 = 10
-
-
-class TensorRTPhase(enum.IntEnum):
-    BUILD = 0
-    RUNTIME = 1
-
-
-class PluginField:
-    def __init__(self, name, data, type):
-        self.name, self.data, self.type = name, data, type
-
-
-class PluginFieldCollection(list):
-    pass
+from trtllm_stub_shared.tensorrt_api import (DataType, PluginField, PluginFieldCollection,  # noqa: F401
+                                            PluginFieldType, TensorRTPhase, bfloat16, bool, float16,
+                                            float32, int32, int64)
 
 
 class _Registry:

@@ -1,11 +1,15 @@
 """default_net() / default_trtnet(): an eager "network" (plugin layers run when added) and the
-pointer registry standing in for device/host addresses of state pools."""
+pointer registry standing in for device/host addresses of state pools.
+
+The network and its slot are shared with the recording stub (tests/trtllm_stub_shared/_common.py);
+the executing plugin layers, this module's network instance and the pointer registry (fresh per
+test module: the module is re-imported after each purge) are this stub's."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
+
+from trtllm_stub_shared._common import DefaultNetwork, Network
 
 
 class _Layer:
@@ -27,32 +31,14 @@ class _TrtNetwork:
         return layer
 
 
-class _Network:
-    def __init__(self):
-        self.trt_network = _TrtNetwork()
-        # The flags build.make_build_config sets for Darwin-NEG (in-flight batching).
-        self.plugin_config = SimpleNamespace(
-            remove_input_padding=True, paged_kv_cache=True, paged_state=True, gpt_attention_plugin="float32",
-            mamba_conv1d_plugin="float32", gemm_plugin=None, tokens_per_block=32, reduce_fusion=False,
-            multiple_profiles=False, lora_plugin=None)
-        self.outputs = {}
+def _new_network():
+    # The flags build.make_build_config sets for Darwin-NEG (in-flight batching), fp32 plugins.
+    return Network(_TrtNetwork(), gpt_attention_plugin="float32", mamba_conv1d_plugin="float32",
+                   multiple_profiles=False, lora_plugin=None)
 
 
-_NET = _Network()
-
-
-def default_net():
-    return _NET
-
-
-def default_trtnet():
-    return _NET.trt_network
-
-
-def reset():
-    global _NET
-    _NET = _Network()
-    return _NET
+_DEFAULT = DefaultNetwork(_new_network)
+default_net, default_trtnet, reset = _DEFAULT.default_net, _DEFAULT.default_trtnet, _DEFAULT.reset
 
 
 # --- "pointers" -------------------------------------------------------------------------

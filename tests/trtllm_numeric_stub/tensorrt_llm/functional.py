@@ -12,43 +12,18 @@ Semantics followed (TensorRT-LLM 1.x functional.py):
   token counts in the packed layout).
 * ``mamba_conv1d``: see its docstring.
 * ``_create_tensor(trt_tensor, layer)`` wraps a plugin output.
+
+The enums are shared with the recording stub (tests/trtllm_stub_shared/functional_enums.py).
 """
 
 from __future__ import annotations
 
-import enum
-
 import torch
 import torch.nn.functional as F
 
+from trtllm_stub_shared.functional_enums import AttentionMaskType, LayerNormType, PositionEmbeddingType  # noqa: F401
+
 from ._utils import str_dtype_to_torch
-
-
-class PositionEmbeddingType(enum.IntEnum):
-    learned_absolute = 0
-    rope_gptj = 1
-    rope_gpt_neox = 2
-
-    def is_rope(self):
-        return self in (PositionEmbeddingType.rope_gptj, PositionEmbeddingType.rope_gpt_neox)
-
-    @staticmethod
-    def from_string(s):
-        return PositionEmbeddingType[s]
-
-    def __str__(self):
-        return self.name
-
-
-class AttentionMaskType(enum.IntEnum):
-    padding = 0
-    causal = 1
-
-
-class LayerNormType(enum.IntEnum):
-    LayerNorm = 0
-    RmsNorm = 1
-    GroupNorm = 2
 
 
 def _t(x):

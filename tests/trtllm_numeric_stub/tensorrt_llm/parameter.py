@@ -1,19 +1,18 @@
 """tensorrt_llm/parameter.py stand-in: Parameter(value=None, shape=None, dtype=None, is_buffer=False, ...)
-holding a torch tensor; ``.value`` is a functional.Tensor over it."""
+(constructor shared: tests/trtllm_stub_shared/parameter.py) holding a torch tensor; ``.value`` is a
+functional.Tensor over it."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from trtllm_stub_shared import parameter as _shared
 
-class Parameter:
+
+class Parameter(_shared.Parameter):
     def __init__(self, value=None, shape=None, dtype=None, is_buffer=False, prefer_managed=False):
-        if value is not None:
-            shape = tuple(np.shape(value)) if shape is None else tuple(shape)
-        self.shape = tuple(shape) if shape is not None else ()
-        self.dtype = dtype
-        self.is_buffer = is_buffer
+        super().__init__(value, shape, dtype, is_buffer, prefer_managed)
         self._data = None if value is None else self._as_torch(value)
 
     def _as_torch(self, value):

@@ -1,55 +1,14 @@
-"""Recording stub of the few `tensorrt` Python APIs trt_neg.trtllm uses (TensorRT 10 names)."""
+"""Recording stub of the few `tensorrt` Python APIs trt_neg.trtllm uses (TensorRT 10 names).
+
+The enums and plugin-field containers are shared with the numeric stub
+(``tests/trtllm_stub_shared/tensorrt_api.py``); the registry of recording creators is this stub's.
+"""
 
 from __future__ import annotations
 
-import enum
-
-
-class DataType(enum.IntEnum):  # nvinfer1::DataType codes
-    FLOAT = 0
-    HALF = 1
-    INT8 = 2
-    INT32 = 3
-    BOOL = 4
-    BF16 = 7
-    INT64 = 8
-
-
-float32, float16, int32, int64, bfloat16, bool = (DataType.FLOAT, DataType.HALF, DataType.INT32, DataType.INT64,
-                                                  DataType.BF16, DataType.BOOL)
-
-
-class TensorLocation(enum.IntEnum):
-    DEVICE = 0
-    HOST = 1
-
-
-class PluginFieldType(enum.IntEnum):  # nvinfer1::PluginFieldType codes
-    FLOAT16 = 0
-    FLOAT32 = 1
-    FLOAT64 = 2
-    INT8 = 3
-    INT16 = 4
-    INT32 = 5
-    CHAR = 6
-    DIMS = 7
-    UNKNOWN = 8
-    BF16 = 9
-    INT64 = 10
-
-
-class TensorRTPhase(enum.IntEnum):
-    BUILD = 0
-    RUNTIME = 1
-
-
-class PluginField:
-    def __init__(self, name, data, type):
-        self.name, self.data, self.type = name, data, type
-
-
-class PluginFieldCollection(list):
-    pass
+from trtllm_stub_shared.tensorrt_api import (DataType, PluginField, PluginFieldCollection,  # noqa: F401
+                                            PluginFieldType, TensorLocation, TensorRTPhase, bfloat16, bool,
+                                            float16, float32, int32, int64)
 
 
 class _Plugin:

@@ -1,6 +1,10 @@
-"""default_net() / default_trtnet(): a recording network with a plugin_config."""
+"""default_net() / default_trtnet(): a recording network with a plugin_config.
 
-from types import SimpleNamespace
+The network and its slot are shared with the numeric stub (tests/trtllm_stub_shared/_common.py);
+the recording plugin layers and this module's network instance (fresh per test: the module is
+re-imported after each purge) are this stub's."""
+
+from trtllm_stub_shared._common import DefaultNetwork, Network
 
 
 class _Layer:
@@ -21,26 +25,9 @@ class _TrtNetwork:
         return layer
 
 
-class _Network:
-    def __init__(self):
-        self.trt_network = _TrtNetwork()
-        self.plugin_config = SimpleNamespace(
-            remove_input_padding=True, paged_kv_cache=True, paged_state=True, gpt_attention_plugin="auto",
-            mamba_conv1d_plugin="auto", gemm_plugin=None, tokens_per_block=32, reduce_fusion=False)
-        self.outputs = {}
+def _new_network():
+    return Network(_TrtNetwork(), gpt_attention_plugin="auto", mamba_conv1d_plugin="auto")
 
 
-_NET = _Network()
-
-
-def default_net():
-    return _NET
-
-
-def default_trtnet():
-    return _NET.trt_network
-
-
-def reset():
-    global _NET
-    _NET = _Network()
+_DEFAULT = DefaultNetwork(_new_network)
+default_net, default_trtnet, reset = _DEFAULT.default_net, _DEFAULT.default_trtnet, _DEFAULT.reset

@@ -1,33 +1,7 @@
-"""Recording stand-ins for the functional API (no graph is built)."""
+"""Recording stand-ins for the functional API (no graph is built). The enums are shared with the
+numeric stub (tests/trtllm_stub_shared/functional_enums.py)."""
 
-import enum
-
-
-class PositionEmbeddingType(enum.IntEnum):
-    learned_absolute = 0
-    rope_gptj = 1
-    rope_gpt_neox = 2
-
-    def is_rope(self):
-        return self in (PositionEmbeddingType.rope_gptj, PositionEmbeddingType.rope_gpt_neox)
-
-    @staticmethod
-    def from_string(s):
-        return PositionEmbeddingType[s]
-
-    def __str__(self):
-        return self.name
-
-
-class AttentionMaskType(enum.IntEnum):
-    padding = 0
-    causal = 1
-
-
-class LayerNormType(enum.IntEnum):
-    LayerNorm = 0
-    RmsNorm = 1
-    GroupNorm = 2
+from trtllm_stub_shared.functional_enums import AttentionMaskType, LayerNormType, PositionEmbeddingType  # noqa: F401
 
 
 class Tensor:

@@ -1,15 +1,12 @@
-"""tensorrt_llm/parameter.py stand-in: Parameter(value=None, shape=None, dtype=None, is_buffer=False, ...)."""
+"""tensorrt_llm/parameter.py stand-in: Parameter(value=None, shape=None, dtype=None, is_buffer=False, ...)
+(constructor shared: tests/trtllm_stub_shared/parameter.py); ``.value`` is a symbolic Tensor."""
 
-import numpy as np
+from trtllm_stub_shared import parameter as _shared
 
 
-class Parameter:
+class Parameter(_shared.Parameter):
     def __init__(self, value=None, shape=None, dtype=None, is_buffer=False, prefer_managed=False):
-        if value is not None:
-            shape = tuple(np.shape(value)) if shape is None else tuple(shape)
-        self.shape = tuple(shape) if shape is not None else ()
-        self.dtype = dtype
-        self.is_buffer = is_buffer
+        super().__init__(value, shape, dtype, is_buffer, prefer_managed)
         self._inited = value is not None
 
     def is_inited(self):  # PretrainedModel.load skips inited parameters (RoPE buffers)

@@ -1,7 +1,8 @@
 """Numeric layer stand-ins with the 1.2.x constructor signatures, parameter names and semantics.
 
-Parameter names/shapes as tests/trtllm_stub (checked there against the contract). Forward
-semantics, from the TensorRT-LLM sources read for this stub:
+The constructors (parameter names and per-rank shapes) are shared with the recording stub:
+tests/trtllm_stub_shared/layers.py (sources cited there). Forward semantics, from the
+TensorRT-LLM sources read for this stub:
 * linear.py: ``Linear``/``ColumnLinear`` y = x W^T + b (W [out/tp, in]); ``RowLinear`` the same
   on its [out, in/tp] shard then an all-reduce. Only tp_size 1 is modelled (asserted).
 * normalization.py ``RmsNorm.forward(x, normalized_shape=None)`` -> functional ``rms_norm``:
@@ -42,28 +43,13 @@ import math
 import numpy as np
 import torch
 
+from trtllm_stub_shared import layers as _shared
+from trtllm_stub_shared.layers import AttentionParams
+
 from .._common import default_net, resolve_pointer
 from ..functional import ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, concat, shape, split_sections
 from ..module import Module
 from ..parameter import Parameter
-
-
-class AttentionParams:
-    def __init__(self, sequence_length=None, context_lengths=None, host_context_lengths=None,
-                 max_context_length=None, host_request_types=None, encoder_input_lengths=None,
-                 encoder_max_input_length=None, host_runtime_perf_knobs=None, host_context_progress=None):
-        self.sequence_length, self.context_lengths = sequence_length, context_lengths
-        self.host_context_lengths, self.max_context_length = host_context_lengths, max_context_length
-        self.host_request_types = host_request_types
-        self.host_runtime_perf_knobs, self.host_context_progress = host_runtime_perf_knobs, host_context_progress
-        self.embed_positions = self.rotary_inv_freq = self.embed_positions_for_gpt_attention = None
-
-    def fill_attention_const_params_for_rope(self, embed_positions=None, rotary_inv_freq=None,
-                                             embed_positions_for_gpt_attention=None, *unused):
-        self.embed_positions = embed_positions
-        self.rotary_inv_freq = rotary_inv_freq
-        self.embed_positions_for_gpt_attention = embed_positions_for_gpt_attention
-        return self
 
 
 class KeyValueCacheParams:
@@ -97,12 +83,7 @@ class Linear(Module):
                  prefer_managed_weight=True, is_qkv=False):
         super().__init__()
         _tp1(tp_size)
-        self.in_features, self.out_features, self.dtype = in_features, out_features // tp_size, dtype
-        self.weight = Parameter(shape=(self.out_features, in_features), dtype=dtype)
-        if bias:
-            self.bias = Parameter(shape=(self.out_features,), dtype=dtype)
-        else:
-            self.register_parameter("bias", None)
+        _shared.linear_parameters(self, in_features, out_features // tp_size, bias, dtype, Parameter)
 
     def forward(self, x, lora_runtime_params=None, lora_hidden_state=None, **kwargs):
         w = self.weight.value.t
@@ -128,14 +109,9 @@ class RowLinear(Linear):
 class RmsNorm(Module):
     def __init__(self, normalized_shape, num_groups=1, eps=1e-06, elementwise_affine=True, dtype=None, bias=False):
         super().__init__()
-        self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps = eps
         assert num_groups == 1 and not bias
-        if elementwise_affine:
-            self.weight = Parameter(shape=self.normalized_shape, dtype=dtype)
-        else:
-            self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
+        _shared.norm_parameters(self, normalized_shape, elementwise_affine, bias, dtype, Parameter)
 
     def forward(self, x, normalized_shape=None):
         dims = tuple(range(-len(self.normalized_shape), 0))
@@ -157,24 +133,15 @@ class Embedding(Module):
         return Tensor(self.weight.value.t[x.t.to(torch.int64)])
 
 
-class MLP(Module):
-    def __init__(self, hidden_size, ffn_hidden_size, hidden_act, bias=True, dtype=None, tp_group=None, tp_size=1,
-                 quant_mode=None, inner_layernorm=False, eps=1e-05):
-        super().__init__()
+class MLP(_shared.MLP):
+    _column_linear, _row_linear = ColumnLinear, RowLinear
+
+    def __init__(self, *args, inner_layernorm=False, **kwargs):  # the shared 1.x signature
         assert not inner_layernorm
-        self.fc = ColumnLinear(hidden_size, ffn_hidden_size, bias=bias, dtype=dtype, tp_size=tp_size,
-                               gather_output=False)
-        self.proj = RowLinear(ffn_hidden_size, hidden_size, bias=bias, dtype=dtype, tp_size=tp_size)
-        self.hidden_act = hidden_act
+        super().__init__(*args, inner_layernorm=inner_layernorm, **kwargs)
 
 
-class GatedMLP(MLP):
-    def __init__(self, hidden_size, ffn_hidden_size, hidden_act, bias=True, dtype=None, tp_group=None, tp_size=1,
-                 quant_mode=None, inner_layernorm=False, eps=1e-05):
-        super().__init__(hidden_size, ffn_hidden_size, hidden_act, bias=bias, dtype=dtype, tp_size=tp_size)
-        self.gate = ColumnLinear(hidden_size, ffn_hidden_size, bias=bias, dtype=dtype, tp_size=tp_size,
-                                 gather_output=False)
-
+class GatedMLP(_shared.GatedMLP, MLP):
     def forward(self, hidden_states, lora_layer_params=None, all_reduce_params=None):
         inter = Tensor(ACT2FN[self.hidden_act](self.fc(hidden_states).t))
         gate = self.gate(hidden_states)
@@ -191,52 +158,19 @@ class KVCachePool:
         self.kv = {}
 
 
-class Attention(Module):
-    """Constructor keywords of the 1.x ``Attention`` (keyword-only, ``local_layer_idx`` first)."""
+class Attention(_shared.Attention):
+    """The shared 1.x constructor (tests/trtllm_stub_shared/layers.py), refusing what is not modelled."""
 
-    def __init__(self, *, local_layer_idx, hidden_size, num_attention_heads, num_kv_heads=None,
-                 max_position_embeddings=1024, num_layers=1, apply_query_key_layer_scaling=False,
-                 attention_head_size=None, qk_layernorm=False, layernorm_type=LayerNormType.LayerNorm,
-                 layernorm_share=True, inner_layernorm=False, eps=1e-05, attention_mask_type=None, bias=True,
-                 dtype=None, position_embedding_type=PositionEmbeddingType.learned_absolute,
-                 rotary_embedding_base=10000.0, rotary_embedding_base_local=1.0, rotary_embedding_scaling=None,
-                 rotary_embedding_percentage=1.0, rope_scaling_short_factors=None, rope_scaling_long_factors=None,
-                 rope_scaling_short_mscale=None, rope_scaling_long_mscale=None, original_max_position_embeddings=1024,
-                 tp_group=None, tp_size=1, tp_rank=0, quant_mode=None, q_scaling=1.0, cross_attention=False,
-                 relative_attention=False, max_distance=0, num_buckets=0, dense_bias=None, clip_qkv=None,
-                 alibi_bias_max=8, skip_cross_kv=False, max_attn_value=0.0, block_sparse_params=None,
-                 use_implicit_relative_attention=False, reorder=False, enable_qkv=True, cp_group=[0], cp_size=1,
-                 cp_rank=0, max_seqlen_for_logn_scaling=8192, use_logn_scaling=False, is_local=False):
-        super().__init__()
+    _column_linear, _row_linear, _layernorms = ColumnLinear, RowLinear, _LN
+
+    def __init__(self, *, tp_size=1, inner_layernorm=False, layernorm_share=True, clip_qkv=None, cross_attention=False,
+                 rotary_embedding_scaling=None, **kwargs):
         _tp1(tp_size)
         assert not inner_layernorm and layernorm_share and clip_qkv is None and not cross_attention
         assert rotary_embedding_scaling is None, "numeric stub: RoPE scaling not modelled"
-        self.local_layer_idx = local_layer_idx
-        self.attention_mask_type = attention_mask_type
-        self.attention_head_size = hidden_size // num_attention_heads if attention_head_size is None \
-            else attention_head_size
-        self.num_attention_heads = num_attention_heads // tp_size
-        self.num_attention_kv_heads = (num_kv_heads + tp_size - 1) // tp_size if num_kv_heads is not None \
-            else self.num_attention_heads
-        self.q_scaling = q_scaling
-        self.position_embedding_type = position_embedding_type
-        self.rotary_embedding_base = rotary_embedding_base
-        self.rotary_embedding_dim = 0
-        if position_embedding_type.is_rope():
-            self.rotary_embedding_dim = int(self.attention_head_size * rotary_embedding_percentage)
-        dense_bias = bias if dense_bias is None else dense_bias
-        for name in ("kv_cache_scaling_factor", "attention_output_orig_quant_scale", "attention_output_sf_scale"):
-            self.register_parameter(name, None)
-        hd = self.attention_head_size
-        self.qkv = ColumnLinear(hidden_size, tp_size * self.num_attention_heads * hd
-                                + 2 * tp_size * self.num_attention_kv_heads * hd, bias=bias, dtype=dtype,
-                                tp_size=tp_size, gather_output=False, is_qkv=True)
-        self.dense = RowLinear(tp_size * self.num_attention_heads * hd, hidden_size, bias=dense_bias, dtype=dtype,
-                               tp_size=tp_size)
-        self.qk_layernorm = qk_layernorm
-        if qk_layernorm:
-            self.q_layernorm = _LN[layernorm_type](hd, eps=eps, dtype=dtype)
-            self.k_layernorm = _LN[layernorm_type](hd, eps=eps, dtype=dtype)
+        super().__init__(tp_size=tp_size, inner_layernorm=inner_layernorm, layernorm_share=layernorm_share,
+                         clip_qkv=clip_qkv, cross_attention=cross_attention,
+                         rotary_embedding_scaling=rotary_embedding_scaling, **kwargs)
 
     @staticmethod
     def create_attention_const_params(model_cls, config):

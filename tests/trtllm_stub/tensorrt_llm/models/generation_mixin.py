@@ -1,4 +1,3 @@
-class GenerationMixin:
-    @staticmethod
-    def default_range(max_range, offset=0):
-        return [elem + offset for elem in (1, (max_range + 1) // 2, max_range)]
+"""tensorrt_llm/models/generation_mixin.py stand-in: shared by both stubs (tests/trtllm_stub_shared/)."""
+
+from trtllm_stub_shared.generation_mixin import GenerationMixin  # noqa: F401
