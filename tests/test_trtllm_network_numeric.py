@@ -11,17 +11,30 @@ is trt_neg.reference.model + trt_neg.neg (torch).
 
 Scenario (run on the built-in tiny checkpoint and on a variant with attention biases, RoPE
 base 5e5 / rotary fraction 0.5 and non-default NEG seed, top_k, temperature, activation), each
-converted at tp=1 in fp32, in-flight batched and packed (remove_input_padding): step 0 prefills
+converted in fp32 at tp=1 and tp=2, tiny also at tp=4 (tp > its 2 KV heads and 2 Gated DeltaNet
+key heads: both replicated, one query / value head per rank) and a vocab-510 variant at tp=4
+(LM head padded to 512, the NEG plugin fed the first 510 gathered columns), pp=1, in-flight
+batched and packed (remove_input_padding): step 0 prefills
 A (5 tokens) and B (3); step 1 decodes A, B; step 2 prefills C (20 tokens: the GDN host op takes
 its chunked path) together with decoding A and B (context requests first, as TensorRT-LLM packs
 them); steps 3-4 decode A, B, C. Each decode feeds the network's own NEG token back; NEG's
 tokens must equal the reference's at every step, so the sequences never diverge.
 
+Tensor parallelism: one network per rank (``from_checkpoint(rank=r)`` on the converter's
+``rank{r}.safetensors``), each with its own KV cache and recurrent-state pools, run in lockstep
+threads (``tensorrt_llm._common.TensorParallelWorld`` of the numeric stub): RowLinear all-reduces
+(bias once, after the sum), the LM head all-gathers its vocabulary slices, as TensorRT-LLM's
+linear.py does. Every rank must produce bit-identical logits, hidden state and NEG outputs
+(they run the same replicated tail on the same all-reduced values), and issue the expected
+collectives (two all-reduces per layer, one all-gather). The same tolerances as at tp=1 apply
+(only the summation order of the row-parallel GEMMs differs).
+
 Tolerances (fp32 throughout; |logit| <= ~11): both sides differ only in summation order (GEMM
 blocking, einsum vs SDPA attention, the C++ GDN scan/chunk vs torch's chunked form). The yardstick
 is the same reference model in fp64: the fp32 torch reference itself is off from it by up to
 ~3e-5 in logits on these inputs (one decode row is badly conditioned), the network by up to
-~4.4e-5, so LOGIT_ATOL = 1e-4 vs fp64 (1e-5 relative at logit scale 10) keeps a 2x margin, while
+~4.4e-5 at tp 1 and ~6.3e-5 at tp 2 (tiny, step 1: the same row), so LOGIT_ATOL = 1e-4 vs fp64
+(1e-5 relative at logit scale 10) keeps a 1.6x margin, while
 any wiring error seen in mutation runs (output gate dropped, a/b swapped, conv kernel reversed or
 without SiLU, activation on the wrong GatedMLP half, RoPE off by one position or with the default
 base, gated norm skipped) moves logits by 0.2..14. NEG entropy: 1e-5 (observed < 1e-6); fired
@@ -77,20 +90,22 @@ def _variant_config(name: str) -> dict:
                               "activation": "gelu_tanh"}
     elif name == "equal_heads":
         text["num_key_value_heads"] = text["num_attention_heads"]  # Hq == Hkv on the rank
+    elif name == "vocab_510":
+        text["vocab_size"] = 510  # not a multiple of tp 4: the LM head is padded to 512
     else:
         raise ValueError(name)
     return data
 
 
-def _checkpoints(name, tiny_checkpoint, tmp_path_factory):
-    """(HF checkpoint, converted tp=1 fp32 checkpoint) of a variant."""
+def _checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=1):
+    """(HF checkpoint, converted fp32 checkpoint at tensor parallel size ``tp``) of a variant."""
     from trt_neg.checkpoint.convert import convert_checkpoint
     from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
 
-    root = tmp_path_factory.mktemp(f"numeric_{name}")
+    root = tmp_path_factory.mktemp(f"numeric_{name}_tp{tp}")
     hf = tiny_checkpoint if name == "tiny" else write_checkpoint_from_config(root / "hf", _variant_config(name), seed=1)
-    convert_checkpoint(hf, root / "ckpt_tp1", tp_size=1, dtype="float32", fsync=False)
-    return hf, root / "ckpt_tp1"
+    convert_checkpoint(hf, root / f"ckpt_tp{tp}", tp_size=tp, dtype="float32", fsync=False)
+    return hf, root / f"ckpt_tp{tp}"
 
 
 class NetworkRunner:
@@ -220,28 +235,45 @@ class ReferenceSide:
 PROMPTS = {0: [1, 17, 33, 250, 7], 1: [400, 3, 99], 2: [(11 * i + 5) % 500 for i in range(20)]}
 
 
+RANK_OUTPUTS = ("logits", "raw_logits", "hidden", "neg_positions", "neg_entropy", "neg_fired", "neg_token")
+
+
 def _run_scenario(stub, tiny_checkpoint, converted):
+    """[(step, requests, got, want)]: ``got`` is rank 0's outputs plus ``tp``, ``rank_outputs``
+    (every rank's) and ``collectives`` ((kind, group, shape) of each collective of the step)."""
     tllm, plugins = stub
+    from tensorrt_llm._common import TensorParallelWorld
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
     plugins.register()
-    model = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0)
-    net, ref = NetworkRunner(model, plugins, max_slots=4), ReferenceSide(tiny_checkpoint, max_slots=4)
+    tp = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0).config.mapping.tp_size
+    models = [DarwinNegForCausalLM.from_checkpoint(str(converted), rank=r) for r in range(tp)]
+    assert [m.config.mapping.tp_rank for m in models] == list(range(tp))
+    world = TensorParallelWorld(tp)
+    nets = [NetworkRunner(m, plugins, max_slots=4) for m in models]
+    ref = ReferenceSide(tiny_checkpoint, max_slots=4)
     schedule = [[0, 1], [0, 1], [2, 0, 1], [0, 1, 2], [0, 1, 2]]
     next_token: dict[int, int] = {}
     report = []
     for step, slots in enumerate(schedule):
         requests = [(s, PROMPTS[s] if s not in next_token else [next_token[s]]) for s in slots]
-        got, want = net.step(requests), ref.step(requests)
+        before = len(world.calls)
+        outs = world.run([lambda net=net: net.step(requests) for net in nets])  # the ranks in lockstep
+        got = dict(outs[0], tp=tp, rank_outputs=outs, collectives=world.calls[before:])
+        want = ref.step(requests)
         report.append((step, requests, got, want))
         for i, s in enumerate(slots):
             next_token[s] = int(got["neg_token"][i])
     return report
 
 
-@pytest.fixture(scope="module", params=["tiny", "bias_rope_neg"])
+SCENARIOS = [("tiny", 1), ("bias_rope_neg", 1), ("tiny", 2), ("bias_rope_neg", 2), ("tiny", 4), ("vocab_510", 4)]
+
+
+@pytest.fixture(scope="module", params=SCENARIOS, ids=[f"{name}-tp{tp}" for name, tp in SCENARIOS])
 def scenario(request, stub, tiny_checkpoint, tmp_path_factory):
-    return _run_scenario(stub, *_checkpoints(request.param, tiny_checkpoint, tmp_path_factory))
+    name, tp = request.param
+    return _run_scenario(stub, *_checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=tp))
 
 
 def _max(a, b):
@@ -286,12 +318,37 @@ def test_neg_outputs_match_the_reference(scenario):
         assert got["neg_fired"].tolist() == want["fired"].int().tolist(), f"step {step}"
         assert got["neg_token"].tolist() == want["token"].tolist(), f"step {step}"
         guided, raw = got["logits"], got["raw_logits"]
+        v = want["guided"].shape[1]
+        assert guided.shape[1] == -(-v // got["tp"]) * got["tp"], f"step {step}: the runtime's padded width"
+        assert bool(torch.isneginf(guided[:, v:]).all()), f"step {step}: vocabulary padding must be -inf"
+        guided = guided[:, :v]
         assert guided.dtype == torch.float32 and guided.shape == want["guided"].shape
         on = got["neg_fired"].bool()
         assert torch.equal(guided[~on], raw[~on]), f"step {step}"
         assert torch.equal(torch.isinf(guided), torch.isinf(want["guided"])), f"step {step}"
         fired += got["neg_fired"].tolist()
     assert 0 < sum(fired) < len(fired), f"want both fired and not-fired rows, got {fired}"
+
+
+def test_tensor_parallel_ranks_agree_and_communicate(scenario):
+    """Every tp rank ends with bit-identical logits (before and after NEG), hidden state and NEG
+    outputs, and the step's collectives are exactly TensorRT-LLM's: per decoder layer one
+    all-reduce after the token mixer's row-parallel output (attention dense / GDN out_proj) and
+    one after the MLP's proj, [T, hidden]; then the LM head's all-gather of [N, Vp/tp] slices
+    (none at tp 1)."""
+    for step, requests, got, want in scenario:
+        tp, ranks = got["tp"], got["rank_outputs"]
+        assert len(ranks) == tp
+        for r, out in enumerate(ranks[1:], 1):
+            for key in RANK_OUTPUTS:
+                assert torch.equal(out[key], ranks[0][key]), f"step {step}: rank {r} {key} differs from rank 0"
+            assert out["gdn_calls"] == ranks[0]["gdn_calls"]
+        tokens = sum(len(t) for _, t in requests)
+        hidden, vp = want["hidden"].shape[1], got["logits"].shape[1]
+        group = tuple(range(tp))
+        expected = [] if tp == 1 else (
+            [("allreduce", group, (tokens, hidden))] * (2 * 4) + [("allgather", group, (len(requests), vp // tp))])
+        assert got["collectives"] == expected, f"step {step}"
 
 
 def test_equal_query_and_kv_heads_per_rank(stub, tiny_checkpoint, tmp_path_factory):
@@ -302,3 +359,35 @@ def test_equal_query_and_kv_heads_per_rank(stub, tiny_checkpoint, tmp_path_facto
                                                                      tmp_path_factory)))
     print(report)
     assert worst["net64"] <= LOGIT_ATOL, report
+
+
+def test_lockstep_world_collectives(stub):
+    """The stub's tp machinery itself: all-reduce sums in rank order and all-gather concatenates in
+    rank order on every rank; a rank that fails, or ranks that disagree on the collective, raise
+    in the caller (the other ranks are released, nobody hangs)."""
+    from tensorrt_llm import functional as F
+    from tensorrt_llm._common import CollectiveMismatch, TensorParallelWorld
+
+    world = TensorParallelWorld(3, timeout=10)
+    rows = [torch.full((2, 1), float(r + 1)) for r in range(3)]
+
+    def rank(r):
+        reduced = F.allreduce(F.Tensor(rows[r]), [0, 1, 2]).t
+        gathered = F.allgather(F.Tensor(rows[r]), [0, 1, 2], gather_dim=-1).t
+        return reduced, gathered
+
+    for reduced, gathered in world.run([lambda r=r: rank(r) for r in range(3)]):
+        assert torch.equal(reduced, torch.full((2, 1), 6.0))
+        assert torch.equal(gathered, torch.tensor([[1.0, 2.0, 3.0]] * 2))
+    assert [c[0] for c in world.calls] == ["allreduce", "allgather"]
+
+    def failing(r):
+        if r == 1:
+            raise ZeroDivisionError("rank 1")
+        return rank(r)
+
+    with pytest.raises(ZeroDivisionError):
+        world.run([lambda r=r: failing(r) for r in range(3)])
+    with pytest.raises(CollectiveMismatch):
+        world.run([lambda r=r: F.allreduce(F.Tensor(torch.zeros(r + 1)), [0, 1, 2]) for r in range(3)])
+    assert world.run([lambda r=r: rank(r)[0] for r in range(3)])[2].sum() == 12.0  # usable again

@@ -11,6 +11,11 @@ Semantics followed (TensorRT-LLM 1.x functional.py):
   ``index_select(h, 0, last_token_ids - 1)`` (last_token_ids are 1-based cumulative
   token counts in the packed layout).
 * ``mamba_conv1d``: see its docstring.
+* ``allreduce(tensor, group, ...)``: the sum over the ranks of ``group`` (NCCL sum); ``allgather(tensor,
+  group, gather_dim=0)``: the ranks' tensors concatenated along ``gather_dim`` in ``group`` order (what
+  ``Linear.collect_and_bias`` relies on: "[dim0, local_dim] -> ... -> [dim0, local_dim * tp_size]",
+  tensorrt_llm/layers/linear.py @03961722). Both run as rendezvous of the lockstep rank threads
+  (``_common.TensorParallelWorld``); summed in rank order, so every rank gets the same bits.
 * ``_create_tensor(trt_tensor, layer)`` wraps a plugin output.
 
 The enums are shared with the recording stub (tests/trtllm_stub_shared/functional_enums.py).
@@ -124,6 +129,23 @@ def index_select(x, dim, index):
 
 def permute(x, dims):
     return Tensor(x.t.permute(*dims))
+
+
+def allreduce(tensor, group, strategy=None, config=None, reduce_fusion_params=None, **unused):
+    from ._common import current_tp_world
+
+    assert reduce_fusion_params is None, "numeric stub: all-reduce fusion not modelled (reduce_fusion is off)"
+    parts = current_tp_world().exchange("allreduce", group, tensor.t)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return Tensor(total)
+
+
+def allgather(tensor, group, gather_dim=0):
+    from ._common import current_tp_world
+
+    return Tensor(torch.cat(current_tp_world().exchange("allgather", group, tensor.t), dim=gather_dim))
 
 
 def recv(*args, **kwargs):

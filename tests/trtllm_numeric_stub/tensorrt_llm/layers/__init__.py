@@ -3,12 +3,19 @@
 The constructors (parameter names and per-rank shapes) are shared with the recording stub:
 tests/trtllm_stub_shared/layers.py (sources cited there). Forward semantics, from the
 TensorRT-LLM sources read for this stub:
-* linear.py: ``Linear``/``ColumnLinear`` y = x W^T + b (W [out/tp, in]); ``RowLinear`` the same
-  on its [out, in/tp] shard then an all-reduce. Only tp_size 1 is modelled (asserted).
+* linear.py (NVIDIA/TensorRT-LLM tensorrt_llm/layers/linear.py @03961722, ``collect_and_bias``):
+  ``Linear``/``ColumnLinear`` y = x W^T + b on its [out/tp, in] shard, then, when
+  ``gather_output and tp_size > 1 and tp_group is not None``, ``allgather(y, tp_group,
+  gather_dim=-1)`` (the bias is added to each rank's slice BEFORE the gather); ``RowLinear``
+  y = x W^T on its [out, in/tp] shard, then, when ``tp_size > 1 and tp_group is not None``,
+  ``allreduce(y, tp_group)`` and the (unsplit) bias added once AFTER the all-reduce (not fused:
+  ``reduce_fusion`` is off in our plugin config); at tp 1 simply + bias. The collectives are
+  ``functional.allreduce`` / ``allgather`` (rank threads in lockstep, see ``_common.py``).
 * normalization.py ``RmsNorm.forward(x, normalized_shape=None)`` -> functional ``rms_norm``:
   fp32 ``y = x / sqrt(mean(x^2, last dims) + eps)``, cast back to x's dtype, times ``weight``
   (plain weight: no ``1 + w``).
-* embedding.py ``Embedding``: ``weight[ids]`` (tp 1).
+* embedding.py ``Embedding``: ``weight[ids]`` (tp 1 only: the contract writes
+  ``use_parallel_embedding: False``, a replicated table, and model.py builds it without tp_size).
 * mlp.py ``GatedMLP.forward``: ``inter = ACT2FN[hidden_act](self.fc(x)); gate = self.gate(x);
   self.proj(inter * gate)`` -- the activation goes on ``fc`` (read in mlp.py, index ids
   601018076 / 5234116500).
@@ -47,7 +54,8 @@ from trtllm_stub_shared import layers as _shared
 from trtllm_stub_shared.layers import AttentionParams
 
 from .._common import default_net, resolve_pointer
-from ..functional import ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, concat, shape, split_sections
+from ..functional import (ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, allgather, allreduce, concat,
+                          shape, split_sections)
 from ..module import Module
 from ..parameter import Parameter
 
@@ -82,15 +90,23 @@ class Linear(Module):
                  gather_output=True, share_weight=None, strict_dtype=False, pad_lda=0, pad_ldc=0,
                  prefer_managed_weight=True, is_qkv=False):
         super().__init__()
-        _tp1(tp_size)
+        assert share_weight is None, "numeric stub: shared weights not modelled"
+        assert out_features % tp_size == 0, f"out_features {out_features} not divisible by tp {tp_size}"
         _shared.linear_parameters(self, in_features, out_features // tp_size, bias, dtype, Parameter)
+        self.tp_size, self.tp_group, self.gather_output = tp_size, tp_group, gather_output
+
+    def _gemm(self, x):
+        w = self.weight.value.t
+        return x.t.to(w.dtype) @ w.t()
+
+    def _bias(self, y):
+        return y if self.bias is None else y + self.bias.value.t.to(y.dtype)
 
     def forward(self, x, lora_runtime_params=None, lora_hidden_state=None, **kwargs):
-        w = self.weight.value.t
-        y = x.t.to(w.dtype) @ w.t()
-        if self.bias is not None:
-            y = y + self.bias.value.t
-        return Tensor(y)
+        y = Tensor(self._bias(self._gemm(x)))
+        if self.gather_output and self.tp_size > 1 and self.tp_group is not None:
+            y = allgather(y, self.tp_group, gather_dim=-1)
+        return y
 
 
 ColumnLinear = Linear
@@ -99,11 +115,15 @@ ColumnLinear = Linear
 class RowLinear(Linear):
     def __init__(self, in_features, out_features, bias=True, dtype=None, tp_group=None, tp_size=1,
                  strict_dtype=False, pad_lda=0, prefer_managed_weight=True, is_expert=False):
-        _tp1(tp_size)
-        super().__init__(in_features // tp_size, out_features, bias=bias, dtype=dtype)
+        assert in_features % tp_size == 0, f"in_features {in_features} not divisible by tp {tp_size}"
+        super().__init__(in_features // tp_size, out_features, bias=bias, dtype=dtype, gather_output=False)
+        self.tp_size, self.tp_group = tp_size, tp_group
 
     def forward(self, x, lora_runtime_params=None, all_reduce_params=None, **kwargs):
-        return super().forward(x)
+        y = self._gemm(x)
+        if self.tp_size > 1 and self.tp_group is not None:
+            y = allreduce(Tensor(y), self.tp_group).t
+        return Tensor(self._bias(y))
 
 
 class RmsNorm(Module):
@@ -165,7 +185,10 @@ class Attention(_shared.Attention):
 
     def __init__(self, *, tp_size=1, inner_layernorm=False, layernorm_share=True, clip_qkv=None, cross_attention=False,
                  rotary_embedding_scaling=None, **kwargs):
-        _tp1(tp_size)
+        # tp_size > 1: the shared constructor gives the rank Hq/tp query and ceil(Hkv/tp) KV heads
+        # (replicated when tp > Hkv) and builds qkv / dense column / row parallel; the plugin
+        # stand-in works on the rank's heads only (query head h of the rank reads its KV head
+        # h // (Hq_r / Hkv_r)), dense all-reduces.
         assert not inner_layernorm and layernorm_share and clip_qkv is None and not cross_attention
         assert rotary_embedding_scaling is None, "numeric stub: RoPE scaling not modelled"
         super().__init__(tp_size=tp_size, inner_layernorm=inner_layernorm, layernorm_share=layernorm_share,
