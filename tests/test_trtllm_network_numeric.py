@@ -39,6 +39,16 @@ any wiring error seen in mutation runs (output gate dropped, a/b swapped, conv k
 without SiLU, activation on the wrong GatedMLP half, RoPE off by one position or with the default
 base, gated norm skipped) moves logits by 0.2..14. NEG entropy: 1e-5 (observed < 1e-6); fired
 flags and tokens: exact.
+
+Dtypes: the stand-in raises ``functional.DTypeError`` where a strongly typed TensorRT build would
+fail (mismatched elementwise / matmul / concat inputs, plugin inputs of a type their
+supportsFormatCombination refuses, logits not marked fp32; see tests/trtllm_numeric_stub/README.md).
+The tiny checkpoint is also converted to bf16 (tp 1 and 2) and fp16 (tp 1) and the network run on
+the same schedule against the reference model loaded in that dtype: outputs and parameters must
+have their declared dtypes, and logits / NEG entropy stay within LOW_PRECISION_FACTOR times the
+same-dtype reference's own error against fp64 (see there), with the argmax on most rows. Negative
+tests check that the rules bite (op level, plugin input positions, and two mutations of the bf16
+network).
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,14 +108,14 @@ def _variant_config(name: str) -> dict:
     return data
 
 
-def _checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=1):
-    """(HF checkpoint, converted fp32 checkpoint at tensor parallel size ``tp``) of a variant."""
+def _checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=1, dtype="float32"):
+    """(HF checkpoint, converted ``dtype`` checkpoint at tensor parallel size ``tp``) of a variant."""
     from trt_neg.checkpoint.convert import convert_checkpoint
     from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
 
-    root = tmp_path_factory.mktemp(f"numeric_{name}_tp{tp}")
+    root = tmp_path_factory.mktemp(f"numeric_{name}_tp{tp}_{dtype}")
     hf = tiny_checkpoint if name == "tiny" else write_checkpoint_from_config(root / "hf", _variant_config(name), seed=1)
-    convert_checkpoint(hf, root / f"ckpt_tp{tp}", tp_size=tp, dtype="float32", fsync=False)
+    convert_checkpoint(hf, root / f"ckpt_tp{tp}", tp_size=tp, dtype=dtype, fsync=False)
     return hf, root / f"ckpt_tp{tp}"
 
 
@@ -114,6 +125,7 @@ class NetworkRunner:
 
     def __init__(self, model, plugins, max_slots: int):
         from tensorrt_llm._common import register_object, register_pointer
+        from tensorrt_llm._utils import str_dtype_to_torch
         from tensorrt_llm.layers import KVCachePool
 
         self.model, self.plugins = model, plugins
@@ -124,7 +136,8 @@ class NetworkRunner:
         for layer in model.transformer.layers:
             if layer.layer_type == "recurrent":
                 r = layer.recurrent
-                conv = torch.zeros(max_slots, r.conv_kernel - 1, r.conv_dim, dtype=torch.float32)
+                # conv state in the model dtype (the mamba_conv1d plugin's type), rnn state fp32 (state_dtype).
+                conv = torch.zeros(max_slots, r.conv_kernel - 1, r.conv_dim, dtype=str_dtype_to_torch(cfg.dtype))
                 rnn = torch.zeros(max_slots, r.num_v_heads, r.head_k_dim, r.head_v_dim, dtype=torch.float32)
                 self.conv.append((conv, register_pointer(conv)))
                 self.rnn.append((rnn, register_pointer(rnn)))
@@ -182,6 +195,7 @@ class NetworkRunner:
         assert len(neg_layers) == 1
         neg_inputs = neg_layers[0].plugin.last_inputs
         out = dict(net.outputs)
+        out["output_dtypes"] = dict(net.output_dtypes)
         out["raw_logits"], out["hidden"], out["neg_positions"] = neg_inputs[1], neg_inputs[0], neg_inputs[7]
         out["gdn_calls"] = sum(isinstance(layer.plugin, self.plugins.GdnPlugin)
                                for layer in net.trt_network.plugin_layers)
@@ -189,12 +203,12 @@ class NetworkRunner:
 
 
 class ReferenceSide:
-    def __init__(self, tiny_checkpoint, max_slots: int):
+    def __init__(self, tiny_checkpoint, max_slots: int, dtype: torch.dtype = torch.float32):
         from trt_neg.neg import NegWeights
         from trt_neg.reference.model import DarwinNegForCausalLM
         from trt_neg.reference.model_runner import ReferenceModelRunner
 
-        self.model = DarwinNegForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+        self.model = DarwinNegForCausalLM.from_pretrained(tiny_checkpoint, dtype=dtype)
         self.runner = ReferenceModelRunner(self.model, max_slots=max_slots, max_seq_len=64)
         # The same model in fp64: the yardstick for the fp32 logits of both sides.
         self.runner64 = ReferenceModelRunner(DarwinNegForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float64),
@@ -203,7 +217,7 @@ class ReferenceSide:
         self.neg = self.model.config.neg
 
     def step(self, requests):
-        from trt_neg.neg import neg_step
+        from trt_neg.neg import neg_head, neg_step
 
         positions = [len(t) if self.runner.seq_len(s) == 0 else self.runner.seq_len(s) + 1 for s, t in requests]
         logits, hidden = self._forward(self.runner, requests)
@@ -211,7 +225,9 @@ class ReferenceSide:
         out = neg_step(hidden, logits, self.weights, activation=self.neg.activation, top_k=self.neg.top_k,
                        temperature=self.neg.temperature, seeds=self.neg.seed,
                        offsets=torch.tensor(positions, dtype=torch.int64))
+        entropy64 = neg_head(hidden64.float(), self.weights, self.neg.activation)  # NEG entropy of the fp64 hidden
         return dict(logits=logits, hidden=hidden, logits64=logits64, hidden64=hidden64, entropy=out.entropy,
+                    entropy64=entropy64,
                     fired=out.fired, token=out.token, guided=out.guided_logits, positions=positions)
 
     @staticmethod
@@ -242,16 +258,22 @@ def _run_scenario(stub, tiny_checkpoint, converted):
     """[(step, requests, got, want)]: ``got`` is rank 0's outputs plus ``tp``, ``rank_outputs``
     (every rank's) and ``collectives`` ((kind, group, shape) of each collective of the step)."""
     tllm, plugins = stub
-    from tensorrt_llm._common import TensorParallelWorld
+    from tensorrt_llm import parameter
+    from tensorrt_llm._common import TensorParallelWorld, set_model_dtype
+    from tensorrt_llm._utils import str_dtype_to_torch
     from trt_neg.trtllm.model import DarwinNegForCausalLM
 
     plugins.register()
-    tp = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0).config.mapping.tp_size
+    parameter.DTYPE_WARNINGS.clear()
+    first = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0)
+    tp, dtype = first.config.mapping.tp_size, first.config.dtype
+    set_model_dtype(dtype)  # the "auto" plugin dtypes of the networks built below
     models = [DarwinNegForCausalLM.from_checkpoint(str(converted), rank=r) for r in range(tp)]
+    param_warnings = list(parameter.DTYPE_WARNINGS)
     assert [m.config.mapping.tp_rank for m in models] == list(range(tp))
     world = TensorParallelWorld(tp)
     nets = [NetworkRunner(m, plugins, max_slots=4) for m in models]
-    ref = ReferenceSide(tiny_checkpoint, max_slots=4)
+    ref = ReferenceSide(tiny_checkpoint, max_slots=4, dtype=str_dtype_to_torch(dtype))
     schedule = [[0, 1], [0, 1], [2, 0, 1], [0, 1, 2], [0, 1, 2]]
     next_token: dict[int, int] = {}
     report = []
@@ -259,7 +281,8 @@ def _run_scenario(stub, tiny_checkpoint, converted):
         requests = [(s, PROMPTS[s] if s not in next_token else [next_token[s]]) for s in slots]
         before = len(world.calls)
         outs = world.run([lambda net=net: net.step(requests) for net in nets])  # the ranks in lockstep
-        got = dict(outs[0], tp=tp, rank_outputs=outs, collectives=world.calls[before:])
+        got = dict(outs[0], tp=tp, dtype=dtype, rank_outputs=outs, collectives=world.calls[before:],
+                   param_dtype_warnings=param_warnings)
         want = ref.step(requests)
         report.append((step, requests, got, want))
         for i, s in enumerate(slots):
@@ -391,3 +414,207 @@ def test_lockstep_world_collectives(stub):
     with pytest.raises(CollectiveMismatch):
         world.run([lambda r=r: F.allreduce(F.Tensor(torch.zeros(r + 1)), [0, 1, 2]) for r in range(3)])
     assert world.run([lambda r=r: rank(r)[0] for r in range(3)])[2].sum() == 12.0  # usable again
+
+
+# --------------------------------------------------------------------------------------------
+# Dtypes: the stand-in enforces TensorRT's type rules (strongly typed network, plugin
+# supportsFormatCombination); bf16 / fp16 networks against the reference in the same dtype.
+# --------------------------------------------------------------------------------------------
+
+OUTPUT_DTYPES = {"logits": torch.float32, "neg_entropy": torch.float32, "neg_fired": torch.int32,
+                 "neg_token": torch.int32}
+
+
+def test_output_and_parameter_dtypes(scenario):
+    """fp32 networks: outputs marked as model.py declares them (logits fp32 for the executor, NEG
+    entropy fp32, fired / token int32) and every loaded tensor has the dtype its Parameter declares."""
+    for step, requests, got, want in scenario:
+        assert {k: v[1] for k, v in got["output_dtypes"].items()} == OUTPUT_DTYPES, f"step {step}"
+        assert got["param_dtype_warnings"] == []
+
+
+LOW_PRECISION = [("bfloat16", 1), ("float16", 1), ("bfloat16", 2)]
+# A bf16 / fp16 network may be off from the fp64 reference by at most this many times the error of
+# the reference model itself run in that dtype (and from that reference by the same bound).
+# Observed (tiny, 13 rows): logits bf16 tp1 net-fp64 1.36 vs ref-fp64 0.47 (2.9x; net-ref 1.19, 2.5x),
+# bf16 tp2 1.32 (2.8x), fp16 0.44 vs 0.15 (2.9x); NEG entropy bf16 3.6e-2 vs 1.0e-2 (3.5x), fp16
+# 2.2e-3 vs 2.7e-3. The excess over 1x is mostly the converter's folded RMSNorm weights: it stores
+# 1 + w rounded to the model dtype (contract fold_norm) where the reference multiplies by
+# 1 + bf16(w) in fp32 -- with norm weights pre-rounded so that both are exact, the ratio drops to
+# 1.0-2.0x. Both sides round every op's output to the model dtype (u = 2^-8 in bf16, 2^-11 in fp16),
+# so the ratio, not an absolute number, is what carries over between dtypes.
+LOW_PRECISION_FACTOR = 5.0
+# Rows whose logit argmax equals the same-dtype reference's (observed 11/13 bf16: both misses are
+# rows whose fp64 top-2 margin is below the bf16 noise; 13/13 fp16).
+MIN_ARGMAX_AGREEMENT = {"bfloat16": 0.75, "float16": 0.9}
+
+
+@pytest.fixture(scope="module", params=LOW_PRECISION, ids=[f"{d}-tp{tp}" for d, tp in LOW_PRECISION])
+def low_precision(request, stub, tiny_checkpoint, tmp_path_factory):
+    dtype, tp = request.param
+    return dtype, _run_scenario(stub, *_checkpoints("tiny", tiny_checkpoint, tmp_path_factory, tp=tp, dtype=dtype))
+
+
+def test_low_precision_network_builds_with_consistent_dtypes(low_precision):
+    """The bf16 / fp16 network runs through the dtype-checking stand-in (a DTypeError would have
+    failed the fixture); activations are in the model dtype up to the LM head, the NEG plugin gets
+    the fp32-cast hidden (its W1 is fp32) and fp32 logits, the outputs are marked as declared, and
+    no checkpoint tensor's dtype differs from its Parameter's (the fp32 ones: A_log, dt_bias, the
+    gated norm, NEG)."""
+    dtype, scenario = low_precision
+    for step, requests, got, want in scenario:
+        assert got["dtype"] == dtype
+        assert {k: v[1] for k, v in got["output_dtypes"].items()} == OUTPUT_DTYPES, f"step {step}"
+        assert got["hidden"].dtype == torch.float32 and got["raw_logits"].dtype == torch.float32
+        assert got["param_dtype_warnings"] == []
+        assert got["gdn_calls"] == 3
+
+
+def _low_precision_report(scenario):
+    worst = dict(net64=0.0, netref=0.0, ref64=0.0, ent_net64=0.0, ent_netref=0.0, ent_ref64=0.0)
+    agree = rows = fired_agree = 0
+    for step, requests, got, want in scenario:
+        net, ref, ref64 = got["raw_logits"].double(), want["logits"].double(), want["logits64"].double()
+        ent, ent_ref, ent64 = got["neg_entropy"].double(), want["entropy"].double(), want["entropy64"].double()
+        d = dict(net64=_max(net, ref64), netref=_max(net, ref), ref64=_max(ref, ref64), ent_net64=_max(ent, ent64),
+                 ent_netref=_max(ent, ent_ref), ent_ref64=_max(ent_ref, ent64))
+        worst = {k: max(worst[k], d[k]) for k in worst}
+        agree += int((net.argmax(1) == ref.argmax(1)).sum())
+        fired_agree += int((got["neg_fired"] == want["fired"].int()).sum())
+        rows += net.shape[0]
+    report = (f"max|dlogit| net-fp64 {worst['net64']:.3e}, net-ref {worst['netref']:.3e}, "
+              f"ref-fp64 {worst['ref64']:.3e}; max|dentropy| net-fp64 {worst['ent_net64']:.3e}, net-ref {worst['ent_netref']:.3e}, "
+              f"ref-fp64 {worst['ent_ref64']:.3e}; argmax agreement {agree}/{rows}, NEG fired agreement "
+              f"{fired_agree}/{rows}")
+    return worst, agree / rows, fired_agree / rows, report
+
+
+def test_low_precision_network_matches_the_reference_in_its_dtype(low_precision):
+    """Logits and NEG entropy of the bf16 / fp16 network against trt_neg.reference run in the same
+    dtype (and both against fp64): within LOW_PRECISION_FACTOR times the reference's own error,
+    the LM-head argmax on most rows, NEG's fired flags on most rows."""
+    dtype, scenario = low_precision
+    worst, agreement, fired, report = _low_precision_report(scenario)
+    print(f"{dtype}: {report}")
+    assert worst["ref64"] > 0 and worst["ent_ref64"] > 0, report
+    assert worst["net64"] <= LOW_PRECISION_FACTOR * worst["ref64"], report
+    assert worst["netref"] <= LOW_PRECISION_FACTOR * worst["ref64"], report
+    assert worst["ent_net64"] <= LOW_PRECISION_FACTOR * worst["ent_ref64"], report
+    assert worst["ent_netref"] <= LOW_PRECISION_FACTOR * worst["ent_ref64"], report
+    assert agreement >= MIN_ARGMAX_AGREEMENT[dtype], report
+    assert fired >= 0.9, report
+
+
+def test_low_precision_tensor_parallel_ranks_agree(low_precision):
+    """tp=2 in bf16: the ranks still end bit-identical (logits, hidden, NEG outputs)."""
+    dtype, scenario = low_precision
+    for step, requests, got, want in scenario:
+        for r, out in enumerate(got["rank_outputs"][1:], 1):
+            for key in RANK_OUTPUTS:
+                assert torch.equal(out[key], got["rank_outputs"][0][key]), f"step {step}: rank {r} {key}"
+
+
+def test_the_stand_in_rejects_what_tensorrt_rejects(stub):
+    """The dtype rules themselves (each would fail a strongly typed TensorRT build)."""
+    from tensorrt_llm import functional as F
+    from tensorrt_llm._common import reset
+    from tensorrt_llm.layers import Linear, RmsNorm
+
+    bf, f32 = torch.bfloat16, torch.float32
+    x, y = F.Tensor(torch.ones(2, 4, dtype=bf)), F.Tensor(torch.ones(2, 4, dtype=f32))
+    for op in (lambda: x + y, lambda: y * x, lambda: F.sub(x, y), lambda: F.concat([x, y], dim=1),
+               lambda: F.matmul(x, y, transb=True), lambda: F.Tensor(torch.ones(3, dtype=torch.int32)) * 2.0):
+        with pytest.raises(F.DTypeError):
+            op()
+    assert (x * 2.0).dtype == bf and (x + x).dtype == bf  # a float scalar takes the tensor's dtype
+    assert (F.Tensor(torch.ones(3, dtype=torch.int32)) + 1).dtype == torch.int32  # an int scalar is int32
+    with pytest.raises(F.DTypeError):
+        F.Tensor(torch.ones(3, dtype=torch.int64)) + 1  # ... even next to an int64 tensor
+    assert F.cast(x, "float32").dtype == f32 and F.constant(np.zeros(2, np.float16)).dtype == torch.float16
+    from tensorrt_llm._utils import str_dtype_to_np
+    assert F.constant(np.zeros(2, str_dtype_to_np("bfloat16"))).dtype == bf
+
+    lin = Linear(4, 3, bias=True, dtype="bfloat16")
+    lin.weight.set_value(torch.ones(3, 4, dtype=bf))
+    lin.bias.set_value(torch.ones(3, dtype=f32))  # stored fp32: kept (a warning), cast to x's dtype as linear.py does
+    assert lin(x).dtype == bf
+    with pytest.raises(F.DTypeError, match="matmul"):
+        lin(y)
+    norm = RmsNorm(4, dtype="float32")
+    norm.weight.set_value(torch.ones(4, dtype=f32))
+    assert norm(y).dtype == f32
+    with pytest.raises(F.DTypeError, match="mul"):
+        norm(x)  # bf16 input, fp32 weight: rms_norm's y * weight
+    net = reset()
+    with pytest.raises(F.DTypeError, match="logits"):
+        F.Tensor(torch.zeros(2, 5)).mark_output("logits", "float16")
+    F.Tensor(torch.zeros(2, 5, dtype=bf)).mark_output("logits", "float32")
+    assert net.outputs["logits"].dtype == f32 and net.output_dtypes["logits"] == (bf, f32)
+
+
+def _plugin_inputs_bf16():
+    """Valid bf16 inputs of both plugins (tiny sizes), as model.py wires them."""
+    n, hk, hv, dk, dv, h, d, v = 2, 1, 1, 4, 4, 8, 3, 6
+    bf, f32, i32, i64 = torch.bfloat16, torch.float32, torch.int32, torch.int64
+    pool = torch.zeros(1, hv, dk, dv)
+    gdn = [torch.randn(n, 2 * hk * dk + hv * dv).to(bf), torch.randn(n, hv).to(bf), torch.randn(n, hv).to(bf),
+           torch.zeros(hv), torch.zeros(hv), pool, torch.tensor([0], dtype=i32), torch.tensor([n], dtype=i32),
+           torch.tensor([0], dtype=i32), torch.randn(n, hv * dv).to(bf), torch.ones(dv)]
+    neg = [torch.randn(n, h), torch.randn(n, v), torch.randn(d, h), torch.zeros(d), torch.randn(1, d),
+           torch.zeros(1), torch.tensor([0.5]), torch.tensor([3, 4], dtype=i32)]
+    fields = dict(gdn=dict(num_k_heads=hk, num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, dtype="bfloat16"),
+                  neg=dict(hidden_size=h, head_hidden_size=d, vocab_size=v))
+    return gdn, neg, fields, (f32, i64)
+
+
+def test_plugins_reject_inputs_of_other_dtypes(stub):
+    """Each plugin input position checked against the C++ core's type rule."""
+    import tensorrt as trt
+    from tensorrt_llm._common import register_pointer
+    from tensorrt_llm.functional import DTypeError
+    from trt_neg.trtllm.plugins import field_collection, gdn_plugin_fields, neg_plugin_fields
+
+    tllm, plugins = stub
+    gdn_in, neg_in, fields, (f32, i64) = _plugin_inputs_bf16()
+    gdn_in[5] = torch.tensor([register_pointer(gdn_in[5])], dtype=i64)
+    gdn = plugins.GdnPlugin(field_collection(trt, gdn_plugin_fields(**fields["gdn"])))
+    neg = plugins.NegPlugin(field_collection(trt, neg_plugin_fields(**fields["neg"])))
+    assert gdn.execute(list(gdn_in))[0].dtype == torch.bfloat16
+    assert [o.dtype for o in neg.execute(list(neg_in))] == [f32, torch.int32, f32, torch.int32]
+    for pos, bad in [(0, f32), (1, f32), (3, torch.bfloat16), (4, torch.bfloat16), (5, torch.int32), (7, i64),
+                     (9, f32), (10, torch.bfloat16)]:
+        inputs = list(gdn_in)
+        inputs[pos] = inputs[pos].to(bad)
+        with pytest.raises(DTypeError, match=f"input {pos} "):
+            gdn.execute(inputs)
+    for pos, bad in [(0, torch.int32), (1, torch.bfloat16), (2, torch.bfloat16), (3, torch.float16),
+                     (6, torch.bfloat16), (7, f32)]:
+        inputs = list(neg_in)
+        inputs[pos] = inputs[pos].to(bad)
+        with pytest.raises(DTypeError, match=f"input {pos} "):
+            neg.execute(inputs)
+    inputs = list(neg_in)
+    inputs[0], inputs[2] = inputs[0].to(torch.bfloat16), inputs[2].to(torch.bfloat16)  # W1 follows hidden
+    assert neg.execute(inputs)[2].dtype == f32
+
+
+def test_a_dtype_slip_in_the_network_is_caught(stub, tiny_checkpoint, tmp_path_factory, monkeypatch):
+    """Mutations of the bf16 network that a TensorRT build would reject: without the casts to fp32
+    before the NEG plugin (model.py DarwinNegForCausalLM.forward / _neg), and with A_log stored in
+    bf16 (a checkpoint breaking the contract: the Parameter keeps the stored dtype, the GDN plugin refuses it)."""
+    import trt_neg.trtllm.model as model_py
+    from tensorrt_llm.functional import DTypeError
+
+    hf, ckpt = _checkpoints("tiny", tiny_checkpoint, tmp_path_factory, dtype="bfloat16")
+    with monkeypatch.context() as mp:
+        mp.setattr(model_py, "cast", lambda x, dtype: x)
+        with pytest.raises(DTypeError, match="NegGatedSampling"):
+            _run_scenario(stub, hf, ckpt)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(ckpt / "rank0.safetensors")
+    name = next(k for k in weights if k.endswith("recurrent.A_log"))
+    weights[name] = weights[name].to(torch.bfloat16)
+    save_file(weights, ckpt / "rank0.safetensors")
+    with pytest.raises(DTypeError, match=r"TrtNegGatedDeltaRule input 3 \(A_log\)"):
+        _run_scenario(stub, hf, ckpt)

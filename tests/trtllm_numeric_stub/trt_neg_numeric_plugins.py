@@ -11,6 +11,17 @@ registers), running the CPU host builds of the same kernel maths.
   top_k, temperature, seed, activation; outputs guided logits [N,V] fp32, token [N] int32,
   entropy [N] fp32, fired [N] int32 -> ``trt_neg.kernels.host.neg_step``.
 
+Input / output dtypes are checked as TensorRT checks them at build time through each plugin's
+``supportsFormatCombination`` (strongly typed network: no reformat/cast is inserted, a type the
+plugin refuses fails the build), raising ``functional.DTypeError``:
+* GDN (gdnPluginCore.cpp ``GdnPluginConfig::expectedType``, used by gdnPlugin.cpp
+  ``supportsFormatCombination``): qkv, a, b, z and the output in ``type_id``; A_log, dt_bias,
+  norm_weight fp32; rnn_state_ptr int64; host_request_types, last_token_ids, slot_mapping int32.
+  Output dtype = qkv's (``getOutputDataTypes``).
+* NEG (negPluginCore.cpp ``negSupportsType`` / ``negOutputTypes``): hidden fp32/fp16/bf16, W1 the
+  same dtype as hidden, logits / b1 / w2 / b2 / tau fp32, positions int32 or int64; outputs
+  guided fp32, token int32, entropy fp32, fired int32.
+
 Each plugin object keeps its last inputs (``last_inputs``) so tests can look at what the
 network fed it (e.g. the NEG plugin's logits = the LM head output).
 """
@@ -23,6 +34,22 @@ import torch
 
 import tensorrt as trt
 from tensorrt_llm._common import resolve_pointer
+from tensorrt_llm.functional import DTypeError
+
+F32, I32, I64 = torch.float32, torch.int32, torch.int64
+_ACT = (torch.float32, torch.float16, torch.bfloat16)
+_GDN_INPUTS = ("qkv", "a", "b", "A_log", "dt_bias", "rnn_state_ptr", "host_request_types", "last_token_ids",
+               "slot_mapping", "z", "norm_weight")
+_NEG_INPUTS = ("hidden", "logits", "W1", "b1", "w2", "b2", "tau", "positions")
+
+
+def _check_types(plugin: str, names, inputs, wanted) -> None:
+    """``wanted[i]``: the dtype (or tuple of dtypes) input i must have."""
+    for i, (name, t, want) in enumerate(zip(names, inputs, wanted)):
+        wants = want if isinstance(want, tuple) else (want,)
+        if t.dtype not in wants:
+            raise DTypeError(f"{plugin} input {i} ({name}): got {t.dtype}, supportsFormatCombination accepts "
+                             f"{' or '.join(str(w) for w in wants)}")
 
 NAMESPACE = "trt_neg"
 _GDN_DTYPES = {0: torch.float32, 1: torch.float16, 7: torch.bfloat16}
@@ -70,17 +97,17 @@ class GdnPlugin:
             raise ValueError(f"TrtNegGatedDeltaRule: {len(inputs)} inputs with gated_norm={gated}")
         self.last_inputs = inputs
         qkv, a, b, a_log, dt_bias, state_ptr, req, last, slots = inputs[:9]
-        if qkv.dtype != _GDN_DTYPES[f["type_id"]]:
-            raise TypeError(f"qkv is {qkv.dtype}, type_id says {_GDN_DTYPES[f['type_id']]}")
-        for name, t in (("A_log", a_log), ("dt_bias", dt_bias)) + ((("norm_weight", inputs[10]),) if gated else ()):
-            if t.dtype != torch.float32:
-                raise TypeError(f"{name} must be fp32 (plugin input type rule), got {t.dtype}")
-        return [gdn_host.gated_delta_rule(
+        act = _GDN_DTYPES[f["type_id"]]  # GdnPluginConfig::expectedType
+        _check_types("TrtNegGatedDeltaRule", _GDN_INPUTS, inputs,
+                     (act, act, act, F32, F32, I64, I32, I32, I32) + ((act, F32) if gated else ()))
+        y = gdn_host.gated_delta_rule(
             qkv, a, b, a_log, dt_bias, resolve_pointer(state_ptr), num_k_heads=f["num_k_heads"],
             num_v_heads=f["num_v_heads"], head_k_dim=f["head_k_dim"], head_v_dim=f["head_v_dim"],
             last_token_ids=last.tolist(), request_types=req.tolist(), slot_mapping=slots.tolist(),
             z=inputs[9] if gated else None, norm_weight=inputs[10] if gated else None, norm_eps=f["norm_eps"],
-            remove_padding=bool(f["remove_input_padding"]), continue_context=bool(f["continue_context"]))]
+            remove_padding=bool(f["remove_input_padding"]), continue_context=bool(f["continue_context"]))
+        assert y.dtype == qkv.dtype  # getOutputDataTypes: output 0 has qkv's type
+        return [y]
 
 
 class NegPlugin:
@@ -102,15 +129,20 @@ class NegPlugin:
         n = logits.shape[0]
         if tuple(hidden.shape) != (n, f["hidden_size"]) or tuple(logits.shape) != (n, f["vocab_size"]):
             raise ValueError(f"NEG shapes: hidden {tuple(hidden.shape)}, logits {tuple(logits.shape)}, fields {f}")
-        if tuple(w1.shape) != (f["head_hidden_size"], f["hidden_size"]) or logits.dtype != torch.float32:
-            raise ValueError(f"NEG: W1 {tuple(w1.shape)}, logits {logits.dtype}")
-        if positions.dtype not in (torch.int32, torch.int64) or tuple(positions.shape) != (n,):
-            raise ValueError(f"NEG positions: {positions.dtype} {tuple(positions.shape)}")
+        # negSupportsType: hidden fp32/fp16/bf16, W1 = hidden's type, positions int32/int64, the rest fp32.
+        _check_types("NegGatedSampling", _NEG_INPUTS, inputs,
+                     (_ACT, F32, hidden.dtype, F32, F32, F32, F32, (I32, I64)))
+        if tuple(w1.shape) != (f["head_hidden_size"], f["hidden_size"]):
+            raise ValueError(f"NEG: W1 {tuple(w1.shape)}")
+        if tuple(positions.shape) != (n,):
+            raise ValueError(f"NEG positions: {tuple(positions.shape)}")
         weights = SimpleNamespace(fc1_weight=w1, fc1_bias=b1, fc2_weight=w2, fc2_bias=b2, threshold=tau)
         out = host.neg_step(hidden, logits, weights, activation=_NEG_ACTIVATIONS[f["activation"]], top_k=f["top_k"],
                             temperature=f["temperature"], seeds=int(f["seed"]),
                             offsets=positions.to(torch.int64), with_guided=True)
-        return [out.guided_logits, out.token.to(torch.int32), out.entropy, out.fired.to(torch.int32)]
+        outs = [out.guided_logits, out.token.to(I32), out.entropy, out.fired.to(I32)]
+        assert [o.dtype for o in outs] == [F32, I32, F32, I32]  # negOutputTypes
+        return outs
 
 
 def register():

@@ -45,10 +45,21 @@ class _TrtNetwork:
         return layer
 
 
+_MODEL_DTYPE = "float32"
+
+
+def set_model_dtype(dtype: str) -> None:
+    """The model dtype the next networks are built for: build.make_build_config sets
+    ``gpt_attention_plugin`` / ``mamba_conv1d_plugin`` to ``"auto"``, which TensorRT-LLM's
+    PluginConfig resolves to ``dtype`` (the checkpoint's)."""
+    global _MODEL_DTYPE
+    _MODEL_DTYPE = dtype
+
+
 def _new_network():
-    # The flags build.make_build_config sets for Darwin-NEG (in-flight batching), fp32 plugins.
-    return Network(_TrtNetwork(), gpt_attention_plugin="float32", mamba_conv1d_plugin="float32",
-                   multiple_profiles=False, lora_plugin=None)
+    # The flags build.make_build_config sets for Darwin-NEG (in-flight batching); "auto" plugins = model dtype.
+    return Network(_TrtNetwork(), dtype=_MODEL_DTYPE, gpt_attention_plugin=_MODEL_DTYPE,
+                   mamba_conv1d_plugin=_MODEL_DTYPE, multiple_profiles=False, lora_plugin=None)
 
 
 class _PerThreadNetwork(DefaultNetwork):

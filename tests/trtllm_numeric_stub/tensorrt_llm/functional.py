@@ -19,16 +19,116 @@ Semantics followed (TensorRT-LLM 1.x functional.py):
 * ``_create_tensor(trt_tensor, layer)`` wraps a plugin output.
 
 The enums are shared with the recording stub (tests/trtllm_stub_shared/functional_enums.py).
+
+Data types (what a TensorRT build of the network would reject, raised here as :class:`DTypeError`):
+TensorRT-LLM builds *strongly typed* networks (builder.py ``BuildConfig.strongly_typed = True``,
+index id 205252225; the project's build.py does not change it), where TensorRT inserts no implicit
+casts, so every dtype in the graph is the one the network code produced. Rules enforced, with sources:
+* elementwise binary ops (``Tensor`` ``+ - * /`` and ``add``/``sub``/``mul``/``div``): both inputs of
+  one dtype (IElementWiseLayer, no promotion). Python scalars become constants as
+  ``functional.broadcast_helper`` / ``constant_to_tensor_`` make them in a strongly typed network
+  (functional.py, index id 720191209): a float takes the other operand's dtype (asserted to be a
+  float type), an int is always an ``int32`` constant.
+* ``matmul`` / the Gemm plugin behind ``Linear`` (layers/linear.py @03961722 ``multiply_and_lora``):
+  input and weight of one dtype; the bias is ``cast(self.bias.value, x.dtype)`` there, so it may differ.
+* ``concat``: all inputs of one dtype (IConcatenationLayer); Python ints in a shape vector are
+  ``dims_array`` constants (int64, as ``shape()``).
+* ``constant(ndarray)``: the array's numpy dtype (``np_bfloat16`` -> bf16, see ``_utils``); ``cast``
+  converts; shape-only ops (view, permute, slice, expand, split, index_select) keep the dtype.
+* ``mamba_conv1d``: the plugin's ``type_id`` is ``dtype``; input, weight, bias (and the paged conv
+  state pool) in it, ``host_request_types`` / ``last_token_ids`` / ``host_context_lengths`` /
+  ``slot_mapping`` int32, the state pointer int64 (TensorRT-LLM's mambaConv1dPlugin
+  ``supportsFormatCombination``: every non-index input/output is ``mType``).
+* ``Tensor.mark_output(name, dtype)``: TensorRT-LLM casts to ``dtype`` when given; the outputs in
+  :data:`REQUIRED_OUTPUT_DTYPES` (the executor reads fp32 ``logits``) must be marked in that dtype.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from trtllm_stub_shared.functional_enums import AttentionMaskType, LayerNormType, PositionEmbeddingType  # noqa: F401
 
-from ._utils import str_dtype_to_torch
+from ._utils import dtype_name, str_dtype_to_torch, to_torch_dtype
+
+FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+# Outputs the runtime reads in a fixed dtype (the executor reads fp32 logits).
+REQUIRED_OUTPUT_DTYPES = {"logits": torch.float32}
+
+
+class DTypeError(TypeError):
+    """A dtype combination a (strongly typed) TensorRT network build rejects."""
+
+
+def _name(dtype) -> str:
+    return dtype_name(dtype)
+
+
+def require_dtype(where: str, tensor, want) -> None:
+    """Raise :class:`DTypeError` unless ``tensor`` (Tensor or torch tensor) has dtype ``want`` (or one of them)."""
+    got = _t(tensor).dtype
+    wants = tuple(want) if isinstance(want, (tuple, list, set)) else (want,)
+    wants = tuple(to_torch_dtype(w) for w in wants)
+    if got not in wants:
+        raise DTypeError(f"{where}: got {_name(got)}, needs {' or '.join(_name(w) for w in wants)}")
+
+
+def require_same_dtype(op: str, *tensors) -> torch.dtype:
+    dtypes = [_t(x).dtype for x in tensors]
+    if len(set(dtypes)) > 1:
+        raise DTypeError(f"{op}: input dtypes differ ({', '.join(_name(d) for d in dtypes)}); TensorRT has no "
+                         f"implicit promotion in a strongly typed network -- cast one side")
+    return dtypes[0]
+
+
+def _scalar(value, like: torch.dtype, op: str):
+    """``constant_to_tensor_(value, like)`` of a strongly typed network."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _t(value)
+    if isinstance(value, int):
+        return torch.tensor([value], dtype=torch.int32)
+    if like not in FLOATS:
+        raise DTypeError(f"{op}: a float constant ({value}) next to a {_name(like)} tensor "
+                         f"(constant_to_tensor_ asserts a float dtype)")
+    return torch.tensor([value], dtype=like)
+
+
+def _binary(op: str, a, b, fn):
+    if isinstance(a, (int, float)) and not isinstance(a, Tensor):
+        a = _scalar(a, _t(b).dtype, op)
+    if isinstance(b, (int, float)) and not isinstance(b, Tensor):
+        b = _scalar(b, _t(a).dtype, op)
+    a, b = _t(a), _t(b)
+    require_same_dtype(op, a, b)
+    out = fn(a, b)
+    assert out.dtype == a.dtype
+    return Tensor(out)
+
+
+def add(a, b):
+    return _binary("add", a, b, torch.add)
+
+
+def sub(a, b):
+    return _binary("sub", a, b, torch.sub)
+
+
+def mul(a, b):
+    return _binary("mul", a, b, torch.mul)
+
+
+def div(a, b):
+    return _binary("div", a, b, lambda x, y: x / y if x.is_floating_point() else torch.div(x, y, rounding_mode="floor"))
+
+
+def matmul(a, b, transa=False, transb=False):
+    a, b = _t(a), _t(b)
+    require_same_dtype("matmul", a, b)
+    a = a.transpose(-1, -2) if transa else a
+    b = b.transpose(-1, -2) if transb else b
+    return Tensor(a @ b)
 
 
 def _t(x):
@@ -70,29 +170,42 @@ class Tensor:
         return view(self, shape)
 
     def mark_output(self, name=None, dtype=None):
+        """TensorRT-LLM ``Tensor.mark_output(name, dtype)``: a cast to ``dtype`` when given (strongly
+        typed); records (computed dtype, output dtype) in ``default_net().output_dtypes``."""
         from ._common import default_net
 
-        value = self.t if dtype is None else self.t.to(str_dtype_to_torch(dtype))
-        default_net().outputs[name] = value
+        want = None if dtype is None else to_torch_dtype(dtype)
+        required = REQUIRED_OUTPUT_DTYPES.get(name)
+        marked = self.t.dtype if want is None else want
+        if required is not None and marked != required:
+            raise DTypeError(f"mark_output({name!r}): marked {_name(marked)}, the runtime reads {_name(required)}")
+        net = default_net()
+        net.outputs[name] = self.t if want is None else self.t.to(want)
+        if not hasattr(net, "output_dtypes"):
+            net.output_dtypes = {}
+        net.output_dtypes[name] = (self.t.dtype, marked)
 
-    # --- arithmetic ------------------------------------------------------------------------
+    # --- arithmetic (IElementWiseLayer: one dtype, see the module docstring) ------------------
     def __add__(self, o):
-        return Tensor(self.t + _t(o))
+        return add(self, o)
 
     def __radd__(self, o):
-        return Tensor(_t(o) + self.t)
+        return add(o, self)
 
     def __sub__(self, o):
-        return Tensor(self.t - _t(o))
+        return sub(self, o)
 
     def __rsub__(self, o):
-        return Tensor(_t(o) - self.t)
+        return sub(o, self)
 
     def __mul__(self, o):
-        return Tensor(self.t * _t(o))
+        return mul(self, o)
 
     def __rmul__(self, o):
-        return Tensor(_t(o) * self.t)
+        return mul(o, self)
+
+    def __truediv__(self, o):
+        return div(self, o)
 
     def __repr__(self):
         return f"Tensor({tuple(self.t.shape)}, {self.t.dtype})"
@@ -105,18 +218,26 @@ def _shape_list(s):
 
 
 def cast(x, dtype):
-    return Tensor(x.t.to(str_dtype_to_torch(dtype) if isinstance(dtype, str) else dtype))
+    return Tensor(_t(x).to(to_torch_dtype(dtype)))
 
 
 def concat(inputs, dim=0):
-    parts = [_t(v).reshape(-1) if (isinstance(v, int) or _t(v).dim() == 0) else _t(v) for v in inputs]
-    if all(p.dim() == 1 and not p.is_floating_point() for p in parts):
-        parts = [p.to(torch.int64) for p in parts]
+    """Ints are ``dims_array`` (int64) shape entries, 0-d tensors become 1-element vectors; all inputs
+    must share one dtype (IConcatenationLayer)."""
+    parts = [torch.tensor([v], dtype=torch.int64) if isinstance(v, int)
+             else (_t(v).reshape(-1) if _t(v).dim() == 0 else _t(v)) for v in inputs]
+    require_same_dtype("concat", *parts)
     return Tensor(torch.cat(parts, dim=dim))
 
 
 def constant(ndarray):
-    return Tensor(torch.as_tensor(ndarray).clone())
+    """A constant of the array's dtype (``_utils.np_bfloat16`` arrays are bf16 bit patterns)."""
+    if isinstance(ndarray, torch.Tensor):
+        return Tensor(ndarray.clone())
+    arr = np.ascontiguousarray(ndarray)
+    if to_torch_dtype(arr.dtype) == torch.bfloat16:
+        return Tensor(torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16))
+    return Tensor(torch.from_numpy(arr.copy()))
 
 
 def expand(x, expand_shape):
@@ -124,6 +245,7 @@ def expand(x, expand_shape):
 
 
 def index_select(x, dim, index):
+    require_dtype("index_select indices", index, (torch.int32, torch.int64))
     return Tensor(torch.index_select(x.t, dim, _t(index).to(torch.int64).reshape(-1)))
 
 
@@ -162,6 +284,7 @@ def shape(x, dim=None):
 
 
 def sigmoid(x):
+    require_dtype("sigmoid", x, FLOATS)
     return Tensor(torch.sigmoid(x.t))
 
 
@@ -200,11 +323,25 @@ def mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_
     ``MambaConv1d.forward``: concat([conv_state, x]) then a grouped conv2d with weight
     [D,1,K,1], i.e. w[K-1] multiplies the current token); SiLU when ``apply_silu``; the pool
     row becomes the last dconv-1 inputs of [history | x]. Returns (output, None) (paged).
+
+    Dtypes (the plugin's ``supportsFormatCombination``): input, weight, bias, output and the paged
+    state pool in ``dtype`` (its ``type_id``); index inputs int32, the state pointer int64.
+    Arithmetic in fp32, rounded to ``dtype`` on output and in the state (assumption: the CUDA
+    kernel accumulates in float).
     """
     assert pre_stride == 0 and post_stride == 0, "numeric stub: strides not modelled"
+    want = to_torch_dtype(dtype)
+    for where, t in (("input", input), ("conv_weight", conv_weight), ("conv_bias", conv_bias)):
+        require_dtype(f"mamba_conv1d({_name(want)}) {where}", t, want)
+    require_dtype("mamba_conv1d conv_state_ptr", conv_state_or_ptr, torch.int64)
+    for where, t in (("host_request_types", host_request_types), ("last_token_ids", last_token_ids),
+                     ("host_context_lengths", host_context_lengths), ("slot_mapping", slot_mapping)):
+        if t is not None:
+            require_dtype(f"mamba_conv1d {where}", t, torch.int32)
     pool = __import__("tensorrt_llm._common", fromlist=["resolve_pointer"]).resolve_pointer(_t(conv_state_or_ptr))
-    x, w = input.t, conv_weight.t.reshape(dconv, dim)
-    bias = _t(conv_bias).to(x.dtype)
+    require_dtype("mamba_conv1d paged conv state pool", pool, want)
+    x, w = input.t, conv_weight.t.reshape(dconv, dim).float()
+    bias = _t(conv_bias).float()
     assert x.dim() == 2 and x.shape[1] == dim and tuple(pool.shape[1:]) == (dconv - 1, dim)
     last = _t(last_token_ids).tolist()
     types = _t(host_request_types).tolist()
@@ -212,11 +349,11 @@ def mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_
     out = torch.empty_like(x)
     start = 0
     for b, end in enumerate(last):
-        seq = x[start:end]
-        history = pool[slots[b]].to(x.dtype) if types[b] == 1 else x.new_zeros(dconv - 1, dim)
+        seq = x[start:end].float()
+        history = pool[slots[b]].float() if types[b] == 1 else seq.new_zeros(dconv - 1, dim)
         window = torch.cat([history, seq], dim=0)  # [K-1+L, D]
         y = torch.stack([(window[t:t + dconv] * w).sum(0) for t in range(seq.shape[0])]) + bias
-        out[start:end] = F.silu(y) if apply_silu else y
+        out[start:end] = (F.silu(y) if apply_silu else y).to(x.dtype)
         pool[slots[b]] = window[-(dconv - 1):].to(pool.dtype)
         start = end
     return Tensor(out), None

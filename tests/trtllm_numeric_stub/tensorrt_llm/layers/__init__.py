@@ -41,6 +41,24 @@ TensorRT-LLM sources read for this stub:
   whose address is ``kv_cache_params.host_kv_cache_pool_pointers``, keyed by
   (``local_layer_idx``, ``kv_cache_block_offsets[b]``): a per-sequence id stands in for the
   block table.
+
+Data types (see functional.py's docstring for the op rules; DTypeError on a violation):
+* ``Parameter`` constants take the dtype of the value loaded into them (1.x parameter.py: the
+  ``value`` setter warns "Parameter was initialized as X but set to Y" and adopts Y; the layers
+  declare ``dtype=`` for weight and bias -- linear.py ``LinearBase``, normalization.py ``RmsNorm``,
+  embedding.py ``Embedding``). ``parameter.DTYPE_WARNINGS`` lists each such mismatch.
+* ``Linear``: ``matmul(x, weight)`` (or the Gemm plugin, type = the weight's dtype here) needs x
+  and weight of one dtype; the bias is ``cast(bias, x.dtype)`` before the add (linear.py
+  ``collect_and_bias``), so it is the one place a parameter is cast implicitly.
+* ``RmsNorm`` -> functional ``rms_norm`` (functional.py @0071496d): ``with precision("float32")``
+  casts the input to fp32, normalises, casts back to the input dtype, then ``y * weight`` -- an
+  elementwise product in the input dtype, so the weight must have the input's dtype.
+* ``Embedding``: a gather (ids int32) of the table, output in the table's dtype.
+* gpt_attention plugin: ``type_id`` = ``plugin_config.gpt_attention_plugin`` (``"auto"`` is the
+  model dtype: build.py sets "auto"); qkv and the output in it, ``rotary_inv_freq`` /
+  ``rotary_cos_sin`` fp32, sequence_length / context lengths / request types / block offsets
+  int32, pool pointers int64. RoPE and softmax arithmetic in fp32, K/V cached in the plugin
+  dtype (assumption for the CUDA kernels, not read).
 """
 
 from __future__ import annotations
@@ -54,8 +72,9 @@ from trtllm_stub_shared import layers as _shared
 from trtllm_stub_shared.layers import AttentionParams
 
 from .._common import default_net, resolve_pointer
-from ..functional import (ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, allgather, allreduce, concat,
-                          shape, split_sections)
+from .._utils import to_torch_dtype
+from ..functional import (ACT2FN, FLOATS, LayerNormType, PositionEmbeddingType, Tensor, _t, allgather, allreduce,
+                          cast, concat, matmul, require_dtype, shape, split_sections)
 from ..module import Module
 from ..parameter import Parameter
 
@@ -96,11 +115,10 @@ class Linear(Module):
         self.tp_size, self.tp_group, self.gather_output = tp_size, tp_group, gather_output
 
     def _gemm(self, x):
-        w = self.weight.value.t
-        return x.t.to(w.dtype) @ w.t()
+        return matmul(x, self.weight.value, transb=True).t
 
-    def _bias(self, y):
-        return y if self.bias is None else y + self.bias.value.t.to(y.dtype)
+    def _bias(self, y):  # linear.py collect_and_bias: x + cast(self.bias.value, x.dtype)
+        return y if self.bias is None else (Tensor(y) + cast(self.bias.value, y.dtype)).t
 
     def forward(self, x, lora_runtime_params=None, lora_hidden_state=None, **kwargs):
         y = Tensor(self._bias(self._gemm(x)))
@@ -134,12 +152,13 @@ class RmsNorm(Module):
         _shared.norm_parameters(self, normalized_shape, elementwise_affine, bias, dtype, Parameter)
 
     def forward(self, x, normalized_shape=None):
+        require_dtype("rms_norm input", x, FLOATS)
         dims = tuple(range(-len(self.normalized_shape), 0))
         x32 = x.t.float()
-        y = (x32 / torch.sqrt(x32.pow(2).mean(dims, keepdim=True) + self.eps)).to(x.t.dtype)
+        y = Tensor((x32 / torch.sqrt(x32.pow(2).mean(dims, keepdim=True) + self.eps)).to(x.t.dtype))
         if self.weight is not None:
-            y = y * self.weight.value.t
-        return Tensor(y)
+            y = y * self.weight.value  # in the input dtype (functional.rms_norm)
+        return y
 
 
 class Embedding(Module):
@@ -150,6 +169,7 @@ class Embedding(Module):
         self.weight = Parameter(shape=(num_embeddings, embedding_dim), dtype=dtype)
 
     def forward(self, x, *args, **kwargs):
+        require_dtype("Embedding ids", x, (torch.int32, torch.int64))
         return Tensor(self.weight.value.t[x.t.to(torch.int64)])
 
 
@@ -261,6 +281,18 @@ class Attention(_shared.Attention):
         hq, hkv, hd, r = self.num_attention_heads, self.num_attention_kv_heads, self.attention_head_size, \
             self.rotary_embedding_dim
         assert params.rotary_inv_freq is not None and params.embed_positions_for_gpt_attention is not None
+        plugin_dtype = to_torch_dtype(default_net().plugin_config.gpt_attention_plugin)
+        require_dtype(f"gpt_attention({plugin_dtype}) qkv", qkv, plugin_dtype)
+        for where, t in (("rotary_inv_freq", params.rotary_inv_freq),
+                         ("rotary_cos_sin", params.embed_positions_for_gpt_attention)):
+            require_dtype(f"gpt_attention {where}", t.t, torch.float32)
+        for where, t in (("sequence_length", params.sequence_length), ("host_context_lengths",
+                         params.host_context_lengths), ("host_request_types", params.host_request_types),
+                         ("context_lengths", params.context_lengths),
+                         ("kv_cache_block_offsets", kv.kv_cache_block_offsets)):
+            if t is not None:
+                require_dtype(f"gpt_attention {where}", t, torch.int32)
+        require_dtype("gpt_attention host_kv_cache_pool_pointers", kv.host_kv_cache_pool_pointers, torch.int64)
         inv_freq = params.rotary_inv_freq.t.reshape(-1).float()
         assert inv_freq.numel() == r // 2, "RoPE table and rotary_embedding_dim disagree"
         pool = resolve_pointer(_t(kv.host_kv_cache_pool_pointers))
@@ -302,7 +334,9 @@ class Attention(_shared.Attention):
 
 
 def _rope_neox(x, pos, inv_freq, r):
+    """In fp32, rounded back to x's dtype (fp32 networks: bit-for-bit what it was)."""
     ang = pos[:, None] * inv_freq[None, :]  # [n, r/2]
-    cos, sin = ang.cos()[:, None, :].to(x.dtype), ang.sin()[:, None, :].to(x.dtype)
-    x1, x2, rest = x[..., :r // 2], x[..., r // 2:r], x[..., r:]
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+    cos, sin = ang.cos()[:, None, :], ang.sin()[:, None, :]
+    x32 = x.float()
+    x1, x2, rest = x32[..., :r // 2], x32[..., r // 2:r], x32[..., r:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1).to(x.dtype)

@@ -2,7 +2,7 @@
 DecoderModelForCausalLM are shared with the recording stub (tests/trtllm_stub_shared/modeling_utils.py);
 this stub's PretrainedModel ``from_checkpoint`` reads ``rank{N}.safetensors`` and ``load`` sets every
 not-yet-inited parameter, refusing missing, unexpected or mis-shaped tensors, as 1.x
-``PretrainedModel.load`` requires; DecoderModelForCausalLM registers the RoPE tables of this stub's
+``PretrainedModel.load`` requires (each value keeps its stored dtype, see parameter.py); DecoderModelForCausalLM registers the RoPE tables of this stub's
 Attention."""
 
 import os
@@ -29,7 +29,7 @@ class PretrainedModel(_shared.PretrainedModel):
         if missing or unexpected:
             raise RuntimeError(f"load: missing {missing[:5]}, unexpected {unexpected[:5]}")
         for name, p in required.items():
-            p.set_value(weights[name])
+            p.set_value(weights[name], name=name)
 
 
 class DecoderModelForCausalLM(_shared.DecoderModelForCausalLM, PretrainedModel):
