@@ -254,8 +254,13 @@ def test_9b_layout_is_possible_for_tp_1_2_4_8():
 
 def test_every_contract_entry_is_documented():
     text = DOC.read_text()
+    rows = {line.split("|")[1].strip().split(" ")[0]: line for line in text.splitlines() if line.startswith("| `")}
     for entry in C.CONTRACT:
-        assert f"`{entry.name.replace('transformer.layers.{i}.', '')}`" in text, entry.name
+        doc_name = f"`{entry.name.replace('transformer.layers.{i}.', '')}`"
+        assert doc_name in text, entry.name
+        # The table row gives the entry's transform, split rule and dtype ("model" or a fixed one).
+        cells = [c.strip() for c in rows[doc_name].strip().strip("|").split("|")]
+        assert (cells[2], cells[3], cells[-1]) == (f"`{entry.transform}`", f"`{entry.split}`", entry.dtype), cells
     for rule in C.SPLIT_RULES:
         assert f"`{rule}`" in text, rule
     for transform in C.TRANSFORMS:

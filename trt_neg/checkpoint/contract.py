@@ -180,9 +180,12 @@ HF = "model.layers.{j}."
 CONTRACT: tuple[Entry, ...] = (
     Entry("transformer.vocab_embedding.weight", ("model.embed_tokens.weight",), "copy", "replicated", FIRST_STAGE),
     # --- every decoder layer -----------------------------------------------------------
-    Entry(L + "input_layernorm.weight", (HF + "input_layernorm.weight",), "fold_norm", "replicated", EVERY_LAYER),
+    # Folded zero-centred norms (1 + w) stay fp32: the network multiplies them into the fp32-normalised
+    # activations and rounds once to the model dtype, as HF's Qwen3.5 RMSNorm does (model.py ZeroCentredRmsNorm).
+    Entry(L + "input_layernorm.weight", (HF + "input_layernorm.weight",), "fold_norm", "replicated", EVERY_LAYER,
+          "float32"),
     Entry(L + "post_layernorm.weight", (HF + "post_attention_layernorm.weight",), "fold_norm", "replicated",
-          EVERY_LAYER),
+          EVERY_LAYER, "float32"),
     # --- full (gated) attention: TensorRT-LLM Attention naming ---------------------------
     Entry(L + "attention.qkv.weight", (HF + "self_attn.q_proj.weight", HF + "self_attn.k_proj.weight",
                                        HF + "self_attn.v_proj.weight"), "fuse_qkv", "qkv_heads", ATTENTION_LAYER),
@@ -194,9 +197,9 @@ CONTRACT: tuple[Entry, ...] = (
     Entry(L + "attention.output_gate.bias", (HF + "self_attn.q_proj.bias",), "gate_rows", "query_heads",
           ATTENTION_LAYER, optional="attention_bias"),
     Entry(L + "attention.q_layernorm.weight", (HF + "self_attn.q_norm.weight",), "fold_norm", "replicated",
-          ATTENTION_LAYER),
+          ATTENTION_LAYER, "float32"),
     Entry(L + "attention.k_layernorm.weight", (HF + "self_attn.k_norm.weight",), "fold_norm", "replicated",
-          ATTENTION_LAYER),
+          ATTENTION_LAYER, "float32"),
     Entry(L + "attention.dense.weight", (HF + "self_attn.o_proj.weight",), "copy", "row", ATTENTION_LAYER),
     Entry(L + "attention.dense.bias", (HF + "self_attn.o_proj.bias",), "copy", "replicated", ATTENTION_LAYER,
           optional="attention_bias"),
@@ -223,7 +226,7 @@ CONTRACT: tuple[Entry, ...] = (
     Entry(L + "mlp.gate.weight", (HF + "mlp.up_proj.weight",), "copy", "column", EVERY_LAYER),
     Entry(L + "mlp.proj.weight", (HF + "mlp.down_proj.weight",), "copy", "row", EVERY_LAYER),
     # --- final norm, LM head ------------------------------------------------------------
-    Entry("transformer.ln_f.weight", ("model.norm.weight",), "fold_norm", "replicated", LAST_STAGE),
+    Entry("transformer.ln_f.weight", ("model.norm.weight",), "fold_norm", "replicated", LAST_STAGE, "float32"),
     Entry("lm_head.weight", ("lm_head.weight",), "copy", "vocab", LAST_STAGE),
     # --- NEG (DESIGN.md section 4): fp32, on every rank ---------------------------------
     Entry("neg_head.fc1.weight", ("neg_head.fc1.weight",), "copy", "replicated", EVERY_RANK, "float32"),
@@ -235,7 +238,7 @@ CONTRACT: tuple[Entry, ...] = (
 
 TRANSFORMS: dict[str, str] = {
     "copy": "unchanged (cast to the entry's dtype)",
-    "fold_norm": "zero-centred RMSNorm weight folded: w' = 1 + w (computed in fp32, then cast)",
+    "fold_norm": "zero-centred RMSNorm weight folded: w' = 1 + w, computed and stored in fp32",
     "fuse_qkv": "q_proj de-interleaved (per head [query | gate] -> query rows), fused with k_proj and v_proj "
                 "as [q | k | v] of the rank's heads",
     "gate_rows": "q_proj de-interleaved: the output-gate rows of each head",

@@ -28,7 +28,7 @@ from tensorrt_llm._common import default_net  # noqa: E402
 from tensorrt_llm._utils import pad_vocab_size, str_dtype_to_np, str_dtype_to_trt  # noqa: E402
 from tensorrt_llm.functional import (AttentionMaskType, LayerNormType, PositionEmbeddingType, Tensor, cast,  # noqa: E402
                                      concat, constant, expand, gather_last_token_logits, index_select,
-                                     permute, recv, send, shape, sigmoid, slice, split, view)
+                                     permute, recv, rms_norm, send, shape, sigmoid, slice, split, view)
 from tensorrt_llm.layers import (Attention, AttentionParams, ColumnLinear, Embedding, GatedMLP,  # noqa: E402
                                  KeyValueCacheParams, RmsNorm, RowLinear)
 from tensorrt_llm.models.generation_mixin import GenerationMixin  # noqa: E402
@@ -48,6 +48,36 @@ NEG_ENTROPY_OUTPUT, NEG_FIRED_OUTPUT, NEG_TOKEN_OUTPUT = "neg_entropy", "neg_fir
 def _local_layer_types(config: PretrainedConfig) -> list[str]:
     types = config.layer_types
     return [types[i % len(types)] for i in config.mapping.pp_layers(config.num_hidden_layers)]
+
+
+# ------------------------------------------------------------------------------------
+# Qwen3.5's zero-centred RMSNorm
+# ------------------------------------------------------------------------------------
+
+class ZeroCentredRmsNorm(Module):
+    """Qwen3.5's zero-centred RMSNorm computed as HF does: ``(rmsnorm(x.float()) * (1 + w)).type_as(x)``.
+
+    The converter stores the folded weight ``1 + w`` in fp32 (contract transform ``fold_norm``),
+    as the parameter ``weight`` [n] -- the name ``RmsNorm`` gives it, so checkpoint names are
+    those of a plain ``RmsNorm``. Forward: ``cast(rms_norm(cast(x, "float32"), n, weight=w, eps=eps),
+    x.dtype)`` with TensorRT-LLM's functional ``rms_norm(input, normalized_shape, num_groups=1,
+    weight=None, eps=1e-06)`` (tensorrt_llm/functional.py @0071496dc625910229bf433821453636ef3770eb:
+    normalises in fp32 under ``precision("float32")``, casts back to the input's dtype -- fp32 here,
+    so no rounding --, then ``y * weight``); ``weight`` and ``eps`` by keyword, as ``num_groups`` is
+    the third positional parameter. The only rounding is the final cast to x's dtype, like HF.
+    (``layers.RmsNorm`` on the same function would round the normalised activations to x's
+    dtype and multiply by a weight stored in x's dtype: two extra roundings in bf16 / fp16.)
+    """
+
+    def __init__(self, normalized_shape: int, eps: float):
+        super().__init__()
+        self.normalized_shape = normalized_shape
+        self.eps = eps
+        self.weight = Parameter(shape=(normalized_shape,), dtype="float32")
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = rms_norm(cast(x, "float32"), self.normalized_shape, weight=self.weight.value, eps=self.eps)
+        return cast(y, x.dtype)
 
 
 # ------------------------------------------------------------------------------------
@@ -72,7 +102,8 @@ class GatedDense(RowLinear):
 
 
 class HeadNormedQKV(ColumnLinear):
-    """``attention.qkv`` (the fused q|k|v GEMM) followed by the per-head q / k RMSNorm.
+    """``attention.qkv`` (the fused q|k|v GEMM) followed by the per-head q / k RMSNorm
+    (:class:`ZeroCentredRmsNorm` over ``head_size``).
 
     Why not ``Attention(qk_layernorm=True)``: when a rank holds as many query as KV heads,
     TensorRT-LLM's ``Attention.forward`` views the GEMM output as per-head interleaved
@@ -99,8 +130,8 @@ class HeadNormedQKV(ColumnLinear):
 class DarwinNegAttention(Attention):
     """Qwen3.5 gated full attention on TensorRT-LLM's ``Attention`` (gpt_attention plugin, paged KV).
 
-    q/k RMSNorm: one ``RmsNorm([head_size])`` each for q and k (the converter folds the
-    zero-centred weight to ``1 + w``), applied by :class:`HeadNormedQKV` to the qkv GEMM output,
+    q/k RMSNorm: one :class:`ZeroCentredRmsNorm` over ``head_size`` each for q and k (fp32
+    weight ``1 + w``, folded by the converter), applied by :class:`HeadNormedQKV` to the qkv GEMM output,
     hence before the gpt_attention plugin, which applies RoPE and writes K to the cache itself
     (keyword-only ``Attention.__init__`` with ``layernorm_type, eps, dense_bias,
     rotary_embedding_percentage``: ``tensorrt_llm/layers/attention.py``, index id 1178835378);
@@ -142,8 +173,8 @@ class DarwinNegAttention(Attention):
         self.qkv = HeadNormedQKV(config.hidden_size, q_out + 2 * m.tp_size * self.num_attention_kv_heads * hd,
                                  bias=config.attention_bias, dtype=config.dtype, tp_group=m.tp_group,
                                  tp_size=m.tp_size, gather_output=False, is_qkv=True)
-        self.q_layernorm = RmsNorm(hd, eps=config.norm_epsilon, dtype=config.dtype)
-        self.k_layernorm = RmsNorm(hd, eps=config.norm_epsilon, dtype=config.dtype)
+        self.q_layernorm = ZeroCentredRmsNorm(hd, eps=config.norm_epsilon)
+        self.k_layernorm = ZeroCentredRmsNorm(hd, eps=config.norm_epsilon)
         self.dense = GatedDense(q_out, config.hidden_size, bias=config.attention_bias, dtype=config.dtype,
                                 tp_group=m.tp_group, tp_size=m.tp_size)
         self.output_gate = ColumnLinear(config.hidden_size, q_out, bias=config.attention_bias, dtype=config.dtype,
@@ -254,7 +285,8 @@ def _backbone_dims(config: PretrainedConfig) -> dict[str, int]:
 # ------------------------------------------------------------------------------------
 
 class DarwinNegDecoderLayer(Module):
-    """Pre-norm residual block: (gated attention | Gated DeltaNet) then SwiGLU ``GatedMLP``."""
+    """Pre-norm residual block: (gated attention | Gated DeltaNet) then SwiGLU ``GatedMLP``; both
+    norms are :class:`ZeroCentredRmsNorm` (fp32 weights, one rounding to the model dtype)."""
 
     def __init__(self, config: PretrainedConfig, layer_idx: int):
         super().__init__()
@@ -262,8 +294,7 @@ class DarwinNegDecoderLayer(Module):
         layers = config.mapping.pp_layers(config.num_hidden_layers)
         self.local_layer_idx = layers.index(layer_idx) if layer_idx in layers else layer_idx - layers[0]
         self.layer_type = config.layer_types[layer_idx % len(config.layer_types)]
-        self.input_layernorm = RmsNorm(normalized_shape=config.hidden_size, eps=config.norm_epsilon,
-                                       dtype=config.dtype)
+        self.input_layernorm = ZeroCentredRmsNorm(config.hidden_size, eps=config.norm_epsilon)
         if self.layer_type == ATTENTION:
             # KV-cache index: the layer's position among this stage's attention layers.
             local_attention_idx = _local_layer_types(config)[:self.local_layer_idx].count(ATTENTION)
@@ -273,8 +304,7 @@ class DarwinNegDecoderLayer(Module):
         else:
             raise ValueError(f"layer {layer_idx}: unsupported layer type {self.layer_type!r} "
                              f"(expected {ATTENTION!r} or {RECURRENT!r})")
-        self.post_layernorm = RmsNorm(normalized_shape=config.hidden_size, eps=config.norm_epsilon,
-                                      dtype=config.dtype)
+        self.post_layernorm = ZeroCentredRmsNorm(config.hidden_size, eps=config.norm_epsilon)
         self.mlp = GatedMLP(hidden_size=config.hidden_size, ffn_hidden_size=config.intermediate_size,
                             hidden_act=config.hidden_act, bias=False, dtype=config.dtype,
                             tp_group=config.mapping.tp_group, tp_size=config.mapping.tp_size,
@@ -328,7 +358,8 @@ class DarwinNegDecoderLayers(DecoderLayerList):
 
 
 class DarwinNegModel(Module):
-    """``transformer``: embedding (first stage), this stage's layers, final norm (last stage)."""
+    """``transformer``: embedding (first stage), this stage's layers, final norm (last stage,
+    :class:`ZeroCentredRmsNorm`)."""
 
     def __init__(self, config: PretrainedConfig):
         super().__init__()
@@ -337,7 +368,7 @@ class DarwinNegModel(Module):
             self.vocab_embedding = Embedding(config.vocab_size, config.hidden_size, dtype=config.dtype)
         self.layers = DarwinNegDecoderLayers(DarwinNegDecoderLayer, config)
         if self.mapping.is_last_pp_rank():
-            self.ln_f = RmsNorm(normalized_shape=config.hidden_size, eps=config.norm_epsilon, dtype=config.dtype)
+            self.ln_f = ZeroCentredRmsNorm(config.hidden_size, eps=config.norm_epsilon)
 
     def forward(self, input_ids, *, hidden_states=None, **layer_inputs):
         if self.mapping.is_first_pp_rank():
@@ -565,4 +596,4 @@ register_with_tensorrt_llm()
 
 __all__ = ["DarwinNegAttention", "DarwinNegDecoderLayer", "DarwinNegForCausalLM", "DarwinNegModel",
            "GatedDeltaNet", "GatedDense", "NEG_ENTROPY_OUTPUT", "NEG_FIRED_OUTPUT", "NEG_TOKEN_OUTPUT",
-           "register_with_tensorrt_llm"]
+           "ZeroCentredRmsNorm", "register_with_tensorrt_llm"]

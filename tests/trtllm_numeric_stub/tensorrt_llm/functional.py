@@ -10,6 +10,10 @@ Semantics followed (TensorRT-LLM 1.x functional.py):
 * ``gather_last_token_logits(h, last_token_ids, remove_input_padding=True)``:
   ``index_select(h, 0, last_token_ids - 1)`` (last_token_ids are 1-based cumulative
   token counts in the packed layout).
+* ``rms_norm(input, normalized_shape, num_groups=1, weight=None, eps=1e-06)`` (functional.py
+  @0071496d): under ``precision("float32")`` ``x32 = cast(input, float32)``,
+  ``y = x32 / sqrt(mean(x32^2, last len(normalized_shape) dims) + eps)``, ``cast(y, input.dtype)``;
+  then ``y * weight`` when a weight is given -- an elementwise product in the input dtype.
 * ``mamba_conv1d``: see its docstring.
 * ``allreduce(tensor, group, ...)``: the sum over the ranks of ``group`` (NCCL sum); ``allgather(tensor,
   group, gather_dim=0)``: the ranks' tensors concatenated along ``gather_dim`` in ``group`` order (what
@@ -35,6 +39,8 @@ casts, so every dtype in the graph is the one the network code produced. Rules e
   ``dims_array`` constants (int64, as ``shape()``).
 * ``constant(ndarray)``: the array's numpy dtype (``np_bfloat16`` -> bf16, see ``_utils``); ``cast``
   converts; shape-only ops (view, permute, slice, expand, split, index_select) keep the dtype.
+* ``rms_norm``: input a float type; ``y * weight`` is an elementwise op, so the weight must have the
+  input's dtype (an fp32 weight needs an fp32 input: model.py's ``ZeroCentredRmsNorm`` casts x first).
 * ``mamba_conv1d``: the plugin's ``type_id`` is ``dtype``; input, weight, bias (and the paged conv
   state pool) in it, ``host_request_types`` / ``last_token_ids`` / ``host_context_lengths`` /
   ``slot_mapping`` int32, the state pointer int64 (TensorRT-LLM's mambaConv1dPlugin
@@ -304,6 +310,22 @@ def gather_last_token_logits(hidden_states, last_token_ids, remove_input_padding
         return hidden_states
     assert remove_input_padding, "numeric stub: only the packed layout is modelled"
     return index_select(hidden_states, 0, last_token_ids - 1)
+
+
+def rms_norm(input, normalized_shape, num_groups=1, weight=None, eps=1e-06):
+    """TensorRT-LLM's functional ``rms_norm`` (signature and body: functional.py @0071496d; see the
+    module docstring). Grouped normalisation (``num_groups > 1``) is not modelled."""
+    assert isinstance(num_groups, int) and num_groups == 1, f"numeric stub: rms_norm num_groups={num_groups!r}"
+    require_dtype("rms_norm input", input, FLOATS)
+    shape = [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
+    x = _t(input)
+    assert list(x.shape[x.dim() - len(shape):]) == shape, f"rms_norm: input {tuple(x.shape)}, normalized {shape}"
+    dims = tuple(range(-len(shape), 0))
+    x32 = x.float()
+    y = Tensor((x32 / torch.sqrt(x32.pow(2).mean(dims, keepdim=True) + eps)).to(x.dtype))
+    if weight is not None:
+        y = y * weight  # elementwise mul: weight and input of one dtype
+    return y
 
 
 ACT2FN = {"silu": F.silu, "swish": F.silu, "gelu": F.gelu, "relu": F.relu,

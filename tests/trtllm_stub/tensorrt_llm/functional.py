@@ -54,6 +54,13 @@ def split(tensor, split_size_or_sections, dim=0):
     return [Tensor(op="split", args=(tensor, i, dim)) for i in range(n if n is not None else 1)]
 
 
+def rms_norm(input, normalized_shape, num_groups=1, weight=None, eps=1e-06):
+    # Signature of tensorrt_llm/functional.py::rms_norm (NVIDIA/TensorRT-LLM@0071496d): num_groups is the
+    # third positional parameter, so a weight passed positionally would land there.
+    assert isinstance(num_groups, int) and num_groups >= 1, f"rms_norm num_groups={num_groups!r}"
+    return Tensor(op="rms_norm", args=(input, normalized_shape, num_groups, weight, eps))
+
+
 def mamba_conv1d(input, conv_state_or_ptr, conv_weight, conv_bias, host_request_types, last_token_ids, dim, dconv,
                  dtype, pre_stride=0, post_stride=0, host_context_lengths=None, slot_mapping=None, apply_silu=True):
     # Signature of tensorrt_llm/functional.py::mamba_conv1d (NVIDIA/TensorRT-LLM@0071496d, also radna0/TensorRT-LLM@3b9703d8).

@@ -73,8 +73,8 @@ from trtllm_stub_shared.layers import AttentionParams
 
 from .._common import default_net, resolve_pointer
 from .._utils import to_torch_dtype
-from ..functional import (ACT2FN, FLOATS, LayerNormType, PositionEmbeddingType, Tensor, _t, allgather, allreduce,
-                          cast, concat, matmul, require_dtype, shape, split_sections)
+from ..functional import (ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, allgather, allreduce,
+                          cast, concat, matmul, require_dtype, rms_norm, shape, split_sections)
 from ..module import Module
 from ..parameter import Parameter
 
@@ -152,13 +152,9 @@ class RmsNorm(Module):
         _shared.norm_parameters(self, normalized_shape, elementwise_affine, bias, dtype, Parameter)
 
     def forward(self, x, normalized_shape=None):
-        require_dtype("rms_norm input", x, FLOATS)
-        dims = tuple(range(-len(self.normalized_shape), 0))
-        x32 = x.t.float()
-        y = Tensor((x32 / torch.sqrt(x32.pow(2).mean(dims, keepdim=True) + self.eps)).to(x.t.dtype))
-        if self.weight is not None:
-            y = y * self.weight.value  # in the input dtype (functional.rms_norm)
-        return y
+        # normalization.py: functional rms_norm over the layer's normalized_shape, weight in the input dtype.
+        return rms_norm(x, self.normalized_shape, weight=None if self.weight is None else self.weight.value,
+                        eps=self.eps)
 
 
 class Embedding(Module):
