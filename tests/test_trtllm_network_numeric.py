@@ -13,7 +13,7 @@ Scenario (run on the built-in tiny checkpoint and on a variant with attention bi
 base 5e5 / rotary fraction 0.5 and non-default NEG seed, top_k, temperature, activation), each
 converted in fp32 at tp=1 and tp=2, tiny also at tp=4 (tp > its 2 KV heads and 2 Gated DeltaNet
 key heads: both replicated, one query / value head per rank) and a vocab-510 variant at tp=4
-(LM head padded to 512, the NEG plugin fed the first 510 gathered columns), pp=1, in-flight
+(LM head padded to 512, the NEG plugin fed the first 510 gathered columns), in-flight
 batched and packed (remove_input_padding): step 0 prefills
 A (5 tokens) and B (3); step 1 decodes A, B; step 2 prefills C (20 tokens: the GDN host op takes
 its chunked path) together with decoding A and B (context requests first, as TensorRT-LLM packs
@@ -28,6 +28,17 @@ linear.py does. Every rank must produce bit-identical logits, hidden state and N
 (they run the same replicated tail on the same all-reduced values), and issue the expected
 collectives (two all-reduces per layer, one all-gather). The same tolerances as at tp=1 apply
 (only the summation order of the row-parallel GEMMs differs).
+
+Pipeline parallelism: tiny converted at pp=2 (stage 0: layers 0-1, both Gated DeltaNet; stage 1:
+layers 2-3, Gated DeltaNet + attention) at tp 1 and tp 2 (4 ranks), and a variant with layer types
+[lin, full, lin, full] at pp=2 (one attention layer per stage: the split prepare_inputs accepts;
+it refuses tiny's, whose stage 0 has no attention layer, so tiny-pp2 checks the forward only).
+Stage 0 embeds and runs its layers, then ``send``s the hidden state to ``mapping.next_pp_rank()``;
+stage 1 ``recv``s it from ``prev_pp_rank()`` into its ``hidden_states`` input (a NaN placeholder
+of the right shape and dtype, so a network ignoring the hand-off fails), runs its layers, the final
+norm, the LM head and NEG. Only the last stage's outputs are compared with the reference (the
+same tolerances); the earlier stage must mark only ``hidden_states_output``. Collectives run per
+stage tp group (``mapping.tp_group``).
 
 Tolerances (fp32 throughout; |logit| <= ~11): both sides differ only in summation order (GEMM
 blocking, einsum vs SDPA attention, the C++ GDN scan/chunk vs torch's chunked form). The yardstick
@@ -101,6 +112,10 @@ def _variant_config(name: str) -> dict:
                               "activation": "gelu_tanh"}
     elif name == "equal_heads":
         text["num_key_value_heads"] = text["num_attention_heads"]  # Hq == Hkv on the rank
+    elif name == "attention_per_stage":
+        # [lin, full, lin, full]: at pp 2 each stage holds one attention layer (the split
+        # DarwinNegForCausalLM.prepare_inputs accepts; tiny's [lin, lin, lin, full] leaves stage 0 none).
+        text["layer_types"] = [text["layer_types"][0], text["layer_types"][3]] * 2
     elif name == "vocab_510":
         text["vocab_size"] = 510  # not a multiple of tp 4: the LM head is padded to 512
     else:
@@ -108,15 +123,16 @@ def _variant_config(name: str) -> dict:
     return data
 
 
-def _checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=1, dtype="float32"):
-    """(HF checkpoint, converted ``dtype`` checkpoint at tensor parallel size ``tp``) of a variant."""
+def _checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=1, dtype="float32", pp=1):
+    """(HF checkpoint, converted ``dtype`` checkpoint at tensor / pipeline parallel sizes ``tp`` / ``pp``)
+    of a variant."""
     from trt_neg.checkpoint.convert import convert_checkpoint
     from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
 
-    root = tmp_path_factory.mktemp(f"numeric_{name}_tp{tp}_{dtype}")
+    root = tmp_path_factory.mktemp(f"numeric_{name}_tp{tp}_pp{pp}_{dtype}")
     hf = tiny_checkpoint if name == "tiny" else write_checkpoint_from_config(root / "hf", _variant_config(name), seed=1)
-    convert_checkpoint(hf, root / f"ckpt_tp{tp}", tp_size=tp, dtype=dtype, fsync=False)
-    return hf, root / f"ckpt_tp{tp}"
+    convert_checkpoint(hf, root / f"ckpt_tp{tp}_pp{pp}", tp_size=tp, pp_size=pp, dtype=dtype, fsync=False)
+    return hf, root / f"ckpt_tp{tp}_pp{pp}"
 
 
 class NetworkRunner:
@@ -146,7 +162,6 @@ class NetworkRunner:
                 self.rnn.append(None)
         self.lengths: dict[int, int] = {}
         self.prompt: dict[int, int] = {}
-        assert cfg.mapping.pp_size == 1
 
     def step(self, requests):
         """requests: [(slot, token_ids)], a slot not yet seen starts a context request."""
@@ -171,6 +186,15 @@ class NetworkRunner:
             past_len.append(past)
             self.lengths[slot] = past + len(tokens)
         slots = [slot for slot, _ in requests]
+        mapping = self.model.config.mapping
+        hidden_in = None
+        if not mapping.is_first_pp_rank():
+            # The engine input ``hidden_states_input`` [T, hidden] in the model dtype: only its shape
+            # and type matter (the Recv plugin's placeholder), so it is filled with NaN here.
+            from tensorrt_llm._utils import str_dtype_to_torch
+
+            hidden_in = Tensor(torch.full((len(ids), self.model.config.hidden_size), float("nan"),
+                                          dtype=str_dtype_to_torch(self.model.config.dtype)))
         net = _common.reset()
         ptr = lambda p: Tensor(torch.tensor([p], dtype=torch.int64))  # noqa: E731
         kv = KeyValueCacheParams(
@@ -189,7 +213,11 @@ class NetworkRunner:
             conv_states=[None if c is None else ptr(c[1]) for c in self.conv],
             rnn_states=[None if r is None else ptr(r[1]) for r in self.rnn],
             host_request_types=host_request_types, host_context_lengths=host_context_lengths,
-            slot_mapping=i32(slots))
+            slot_mapping=i32(slots), hidden_states=hidden_in)
+        gdn_calls = sum(isinstance(layer.plugin, self.plugins.GdnPlugin) for layer in net.trt_network.plugin_layers)
+        if not mapping.is_last_pp_rank():  # an earlier stage: no LM head, no NEG
+            assert not any(isinstance(layer.plugin, self.plugins.NegPlugin) for layer in net.trt_network.plugin_layers)
+            return dict(net.outputs, output_dtypes=dict(net.output_dtypes), gdn_calls=gdn_calls)
         neg_layers = [layer for layer in net.trt_network.plugin_layers
                       if isinstance(layer.plugin, self.plugins.NegPlugin)]
         assert len(neg_layers) == 1
@@ -197,8 +225,7 @@ class NetworkRunner:
         out = dict(net.outputs)
         out["output_dtypes"] = dict(net.output_dtypes)
         out["raw_logits"], out["hidden"], out["neg_positions"] = neg_inputs[1], neg_inputs[0], neg_inputs[7]
-        out["gdn_calls"] = sum(isinstance(layer.plugin, self.plugins.GdnPlugin)
-                               for layer in net.trt_network.plugin_layers)
+        out["gdn_calls"] = gdn_calls
         return out
 
 
@@ -255,8 +282,10 @@ RANK_OUTPUTS = ("logits", "raw_logits", "hidden", "neg_positions", "neg_entropy"
 
 
 def _run_scenario(stub, tiny_checkpoint, converted):
-    """[(step, requests, got, want)]: ``got`` is rank 0's outputs plus ``tp``, ``rank_outputs``
-    (every rank's) and ``collectives`` ((kind, group, shape) of each collective of the step)."""
+    """[(step, requests, got, want)]: ``got`` is the outputs of the last pp stage's first rank plus
+    ``tp``, ``pp``, ``rank_outputs`` (every rank's of the last stage), ``stage_outputs`` (every
+    rank's, in rank order), ``collectives`` ((kind, group, shape) of each collective of the step, as
+    each group's first rank saw it) and ``p2p`` (("send", src, tgt, shape) of each send)."""
     tllm, plugins = stub
     from tensorrt_llm import parameter
     from tensorrt_llm._common import TensorParallelWorld, set_model_dtype
@@ -266,12 +295,14 @@ def _run_scenario(stub, tiny_checkpoint, converted):
     plugins.register()
     parameter.DTYPE_WARNINGS.clear()
     first = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0)
-    tp, dtype = first.config.mapping.tp_size, first.config.dtype
+    tp, pp, dtype = first.config.mapping.tp_size, first.config.mapping.pp_size, first.config.dtype
     set_model_dtype(dtype)  # the "auto" plugin dtypes of the networks built below
-    models = [DarwinNegForCausalLM.from_checkpoint(str(converted), rank=r) for r in range(tp)]
+    models = [DarwinNegForCausalLM.from_checkpoint(str(converted), rank=r) for r in range(tp * pp)]
     param_warnings = list(parameter.DTYPE_WARNINGS)
-    assert [m.config.mapping.tp_rank for m in models] == list(range(tp))
-    world = TensorParallelWorld(tp)
+    assert [(m.config.mapping.pp_rank, m.config.mapping.tp_rank) for m in models] == [
+        (p, t) for p in range(pp) for t in range(tp)]
+    last = [r for r, m in enumerate(models) if m.config.mapping.is_last_pp_rank()]
+    world = TensorParallelWorld(tp * pp)
     nets = [NetworkRunner(m, plugins, max_slots=4) for m in models]
     ref = ReferenceSide(tiny_checkpoint, max_slots=4, dtype=str_dtype_to_torch(dtype))
     schedule = [[0, 1], [0, 1], [2, 0, 1], [0, 1, 2], [0, 1, 2]]
@@ -279,10 +310,11 @@ def _run_scenario(stub, tiny_checkpoint, converted):
     report = []
     for step, slots in enumerate(schedule):
         requests = [(s, PROMPTS[s] if s not in next_token else [next_token[s]]) for s in slots]
-        before = len(world.calls)
+        before, before_p2p = len(world.calls), len(world.p2p)
         outs = world.run([lambda net=net: net.step(requests) for net in nets])  # the ranks in lockstep
-        got = dict(outs[0], tp=tp, dtype=dtype, rank_outputs=outs, collectives=world.calls[before:],
-                   param_dtype_warnings=param_warnings)
+        got = dict(outs[last[0]], tp=tp, pp=pp, dtype=dtype, layer_types=list(first.layer_types),
+                   rank_outputs=[outs[r] for r in last], stage_outputs=outs, collectives=world.calls[before:],
+                   p2p=world.p2p[before_p2p:], param_dtype_warnings=param_warnings)
         want = ref.step(requests)
         report.append((step, requests, got, want))
         for i, s in enumerate(slots):
@@ -290,13 +322,15 @@ def _run_scenario(stub, tiny_checkpoint, converted):
     return report
 
 
-SCENARIOS = [("tiny", 1), ("bias_rope_neg", 1), ("tiny", 2), ("bias_rope_neg", 2), ("tiny", 4), ("vocab_510", 4)]
+SCENARIOS = [("tiny", 1, 1), ("bias_rope_neg", 1, 1), ("tiny", 2, 1), ("bias_rope_neg", 2, 1), ("tiny", 4, 1),
+             ("vocab_510", 4, 1), ("tiny", 1, 2), ("tiny", 2, 2), ("attention_per_stage", 1, 2)]
 
 
-@pytest.fixture(scope="module", params=SCENARIOS, ids=[f"{name}-tp{tp}" for name, tp in SCENARIOS])
+@pytest.fixture(scope="module", params=SCENARIOS,
+                ids=[f"{name}-tp{tp}" + (f"-pp{pp}" if pp > 1 else "") for name, tp, pp in SCENARIOS])
 def scenario(request, stub, tiny_checkpoint, tmp_path_factory):
-    name, tp = request.param
-    return _run_scenario(stub, *_checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=tp))
+    name, tp, pp = request.param
+    return _run_scenario(stub, *_checkpoints(name, tiny_checkpoint, tmp_path_factory, tp=tp, pp=pp))
 
 
 def _max(a, b):
@@ -321,7 +355,9 @@ def test_logits_and_hidden_match_the_reference(scenario):
     """The LM-head logits (the NEG plugin's logits input, i.e. before NEG) and the final-norm
     hidden state it reads, for every row of every step, against the fp64 reference."""
     for step, requests, got, want in scenario:
-        assert got["gdn_calls"] == 3  # tiny: three Gated DeltaNet layers, one attention layer
+        # One Gated DeltaNet plugin per recurrent layer, each on the stage holding it (tiny: 3 of 4).
+        stage_firsts = got["stage_outputs"][::got["tp"]]
+        assert sum(out["gdn_calls"] for out in stage_firsts) == got["layer_types"].count("recurrent")
         assert got["raw_logits"].dtype == torch.float32 and got["raw_logits"].shape == want["logits"].shape
         assert got["hidden"].shape == want["hidden"].shape
     worst, report = _logit_report(scenario)
@@ -354,13 +390,15 @@ def test_neg_outputs_match_the_reference(scenario):
 
 
 def test_tensor_parallel_ranks_agree_and_communicate(scenario):
-    """Every tp rank ends with bit-identical logits (before and after NEG), hidden state and NEG
-    outputs, and the step's collectives are exactly TensorRT-LLM's: per decoder layer one
-    all-reduce after the token mixer's row-parallel output (attention dense / GDN out_proj) and
-    one after the MLP's proj, [T, hidden]; then the LM head's all-gather of [N, Vp/tp] slices
-    (none at tp 1)."""
+    """Every tp rank of the last stage ends with bit-identical logits (before and after NEG), hidden
+    state and NEG outputs, and the step's collectives are exactly TensorRT-LLM's: per decoder layer
+    one all-reduce over its stage's tp group after the token mixer's row-parallel output (attention
+    dense / GDN out_proj) and one after the MLP's proj, [T, hidden]; then the last stage's LM head
+    all-gather of [N, Vp/tp] slices (none at tp 1)."""
+    from trt_neg.checkpoint import contract
+
     for step, requests, got, want in scenario:
-        tp, ranks = got["tp"], got["rank_outputs"]
+        tp, pp, ranks = got["tp"], got["pp"], got["rank_outputs"]
         assert len(ranks) == tp
         for r, out in enumerate(ranks[1:], 1):
             for key in RANK_OUTPUTS:
@@ -368,10 +406,35 @@ def test_tensor_parallel_ranks_agree_and_communicate(scenario):
             assert out["gdn_calls"] == ranks[0]["gdn_calls"]
         tokens = sum(len(t) for _, t in requests)
         hidden, vp = want["hidden"].shape[1], got["logits"].shape[1]
-        group = tuple(range(tp))
-        expected = [] if tp == 1 else (
-            [("allreduce", group, (tokens, hidden))] * (2 * 4) + [("allgather", group, (len(requests), vp // tp))])
-        assert got["collectives"] == expected, f"step {step}"
+        expected = []
+        for stage in range(pp):
+            group = tuple(range(stage * tp, (stage + 1) * tp))  # mapping.tp_group of the stage
+            stage_layers = len(contract.Mapping(tp, pp).pp_layers(len(got["layer_types"]), stage))
+            expected += [] if tp == 1 else [("allreduce", group, (tokens, hidden))] * (2 * stage_layers)
+        if tp > 1:
+            expected.append(("allgather", tuple(range((pp - 1) * tp, pp * tp)), (len(requests), vp // tp)))
+        # The stages' groups run concurrently: their calls interleave in any order, each group's in order.
+        assert sorted(got["collectives"]) == sorted(expected), f"step {step}"
+        for group in {c[1] for c in expected}:
+            assert [c for c in got["collectives"] if c[1] == group] == [c for c in expected if c[1] == group]
+
+
+def test_pipeline_stages_hand_off_the_hidden_state(scenario):
+    """pp > 1 (model.py DarwinNegModel.forward): every rank of stage s < pp - 1 sends its [T, hidden]
+    model-dtype hidden state once per step to the same tp rank of stage s + 1
+    (``mapping.next_pp_rank()``), which receives it into the ``hidden_states`` input placeholder
+    (``recv``, ``mapping.prev_pp_rank()``); an earlier stage marks only ``hidden_states_output``
+    (model dtype, the Send plugin's output), runs no LM head and no NEG. Only the last stage's
+    outputs are compared with the reference (the other tests)."""
+    for step, requests, got, want in scenario:
+        tp, pp = got["tp"], got["pp"]
+        tokens, hidden = sum(len(t) for _, t in requests), want["hidden"].shape[1]
+        expected = [("send", r, r + tp, (tokens, hidden)) for r in range((pp - 1) * tp)]
+        assert sorted(got["p2p"]) == expected, f"step {step}"
+        for r, out in enumerate(got["stage_outputs"][:(pp - 1) * tp]):
+            assert set(out) == {"hidden_states_output", "output_dtypes", "gdn_calls"}, f"step {step}: rank {r}"
+            assert out["hidden_states_output"].shape == (tokens, hidden)
+            assert out["output_dtypes"]["hidden_states_output"][1] == torch.float32  # the model dtype (fp32 here)
 
 
 def test_equal_query_and_kv_heads_per_rank(stub, tiny_checkpoint, tmp_path_factory):
@@ -414,6 +477,41 @@ def test_lockstep_world_collectives(stub):
     with pytest.raises(CollectiveMismatch):
         world.run([lambda r=r: F.allreduce(F.Tensor(torch.zeros(r + 1)), [0, 1, 2]) for r in range(3)])
     assert world.run([lambda r=r: rank(r)[0] for r in range(3)])[2].sum() == 12.0  # usable again
+
+
+def test_lockstep_world_point_to_point_and_subgroups(stub):
+    """send / recv (pp hand-offs) and collectives over tp sub-groups, tp 2 x pp 2: a stage's ranks
+    reduce among themselves; rank r sends to r + 2, which receives the sent bits into a placeholder
+    of the same shape / dtype; a mismatched placeholder, a send nobody receives and a failing sender
+    raise in the caller (the receiver is released, nobody hangs)."""
+    from tensorrt_llm import functional as F
+    from tensorrt_llm._common import CollectiveMismatch, TensorParallelWorld
+
+    world = TensorParallelWorld(4, timeout=10)
+
+    def rank(r, placeholder_rows=2, fail=False):
+        group = [2 * (r // 2), 2 * (r // 2) + 1]  # the stage's tp group
+        if r < 2:  # stage 0
+            if fail and r == 0:
+                raise ZeroDivisionError("rank 0")
+            x = F.allreduce(F.Tensor(torch.full((2, 3), float(r + 1))), group)
+            out = F.send(x, r + 2)
+            assert bool(torch.isnan(out.t).all())  # the Send plugin's output is never written
+            return x.t
+        x = F.recv(F.Tensor(torch.full((placeholder_rows, 3), float("nan"))), r - 2)
+        return F.allreduce(x, group).t
+
+    outs = world.run([lambda r=r: rank(r) for r in range(4)])
+    assert [float(o[0, 0]) for o in outs] == [3.0, 3.0, 6.0, 6.0]
+    assert sorted(world.p2p) == [("send", 0, 2, (2, 3)), ("send", 1, 3, (2, 3))]
+    assert sorted({c[1] for c in world.calls}) == [(0, 1), (2, 3)]
+    with pytest.raises(CollectiveMismatch, match="placeholder"):
+        world.run([lambda r=r: rank(r, placeholder_rows=5) for r in range(4)])
+    with pytest.raises(CollectiveMismatch, match="never received"):
+        world.run([lambda r=r: rank(r) if r < 2 else None for r in range(4)])
+    with pytest.raises(ZeroDivisionError):
+        world.run([lambda r=r: rank(r, fail=True) for r in range(4)])
+    assert float(world.run([lambda r=r: rank(r) for r in range(4)])[3][0, 0]) == 6.0  # usable again
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,3 +767,4 @@ def test_a_dtype_slip_in_the_network_is_caught(stub, tiny_checkpoint, tmp_path_f
     save_file(weights, ckpt / "rank0.safetensors")
     with pytest.raises(DTypeError, match=r"TrtNegGatedDeltaRule input 3 \(A_log\)"):
         _run_scenario(stub, hf, ckpt)
+

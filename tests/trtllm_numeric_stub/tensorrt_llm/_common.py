@@ -1,25 +1,29 @@
 """default_net() / default_trtnet(): an eager "network" (plugin layers run when added), the
-pointer registry standing in for device/host addresses of state pools, and the tensor-parallel
-"world" the collectives (``functional.allreduce`` / ``allgather``) of several ranks meet in.
+pointer registry standing in for device/host addresses of state pools, and the tp x pp "world" the
+collectives (``functional.allreduce`` / ``allgather``) and ``send`` / ``recv`` of several ranks meet in.
 
 The network and its slot are shared with the recording stub (tests/trtllm_stub_shared/_common.py);
 the executing plugin layers, this module's network instance and the pointer registry (fresh per
 test module: the module is re-imported after each purge) are this stub's.
 
-Tensor parallelism (:class:`TensorParallelWorld`): the tp ranks of one engine each run their own
+Tensor / pipeline parallelism (:class:`TensorParallelWorld`): the tp x pp ranks each run their own
 network (one per rank, as TensorRT-LLM builds one engine per rank) in lockstep, one thread per
-rank. ``default_net()`` is per thread (each rank's forward writes its own network's outputs and
-plugin layers), and a collective is a rendezvous of all ranks of its group: each rank posts its
-tensor, all wait on a barrier, each reads every rank's tensor (combined in rank order, so the
-result is deterministic and bitwise the same on every rank, whatever the thread timing), and a
-second barrier keeps a slot from being overwritten before every rank has read it. Ranks must
-issue the same collectives in the same order (checked: kind, group and shape of each call);
-an exception on one rank breaks the barriers so the others fail instead of hanging.
+rank; pipeline stages hand the hidden state on with ``send`` / ``recv`` (mailboxes, see the
+class). ``default_net()`` is per thread (each rank's forward writes its own network's outputs and
+plugin layers), and a collective is a rendezvous of all ranks of its group (one barrier per
+group): each rank posts its tensor, all wait on the barrier, each reads every rank's tensor
+(combined in rank order, so the result is deterministic and bitwise the same on every rank,
+whatever the thread timing), and a second barrier keeps a slot from being overwritten before every
+rank has read it. Ranks must issue the same collectives in the same order (checked: kind, group
+and shape of each call); an exception on one rank breaks the barriers and recvs so the others fail
+instead of hanging.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
+import time
 
 import torch
 
@@ -58,8 +62,10 @@ def set_model_dtype(dtype: str) -> None:
 
 def _new_network():
     # The flags build.make_build_config sets for Darwin-NEG (in-flight batching); "auto" plugins = model dtype.
+    # nccl_plugin: 1.x PluginConfig default "auto" (make_build_config leaves it), i.e. the model dtype.
     return Network(_TrtNetwork(), dtype=_MODEL_DTYPE, gpt_attention_plugin=_MODEL_DTYPE,
-                   mamba_conv1d_plugin=_MODEL_DTYPE, multiple_profiles=False, lora_plugin=None)
+                   mamba_conv1d_plugin=_MODEL_DTYPE, nccl_plugin=_MODEL_DTYPE, multiple_profiles=False,
+                   lora_plugin=None)
 
 
 class _PerThreadNetwork(DefaultNetwork):
@@ -109,22 +115,42 @@ def register_object(obj) -> int:
     return ptr
 
 
-# --- tensor parallelism: ranks in lockstep, collectives as rendezvous ---------------------
+# --- tp x pp ranks in lockstep: collectives as rendezvous, send / recv as mailboxes ----------
 _RANK = threading.local()  # .world, .rank of the calling thread (set by TensorParallelWorld.run)
 
 
 class CollectiveMismatch(AssertionError):
-    """The ranks did not issue the same collective (kind, group, shape) at the same point."""
+    """The ranks did not issue the same collective (kind, group, shape) at the same point, or a
+    recv did not match its send (shape / dtype of the placeholder vs the sent tensor)."""
+
+
+class _Group:
+    def __init__(self, size: int, timeout: float):
+        self.barrier = threading.Barrier(size, timeout=timeout)
+        self.slots: dict[int, tuple] = {}
 
 
 class TensorParallelWorld:
-    """``world_size`` ranks running one callable each, in lockstep threads; see the module docstring."""
+    """``world_size`` ranks (tp x pp, tp fastest as ``Mapping``) running one callable each, in
+    lockstep threads; see the module docstring.
+
+    Collectives rendezvous per group (a tp group: ``mapping.tp_group``, every rank of one pp stage).
+    Point-to-point (TensorRT-LLM functional.py @0071496d ``send(tensor, tgt)`` / ``recv(tensor, src)``,
+    the NCCL Send / Recv plugins): :meth:`send` posts a copy of the tensor in the (src, tgt) mailbox
+    and returns (ncclSend: the transfer completes once the peer posts its recv; nothing here waits
+    for it), :meth:`recv` waits for the (src, tgt) mailbox's next tensor, which must have the
+    placeholder's shape and dtype (RecvPlugin: output dims = its input's, ncclRecv of that many
+    elements of ``type_id``); messages of one (src, tgt) pair arrive in order. A run that ends
+    with an unreceived message fails (a send without its recv)."""
 
     def __init__(self, world_size: int, timeout: float = 60.0):
         self.world_size, self.timeout = world_size, timeout
-        self._barrier = threading.Barrier(world_size, timeout=timeout)
-        self._slots: list = [None] * world_size
-        self.calls: list[tuple] = []  # (kind, group, shape) of each collective, as rank 0 saw it
+        self._lock = threading.Lock()
+        self._aborted = threading.Event()
+        self._groups: dict[tuple, _Group] = {}
+        self._mail: dict[tuple[int, int], "queue.Queue"] = {}
+        self.calls: list[tuple] = []  # (kind, group, shape) of each collective, as the group's first rank saw it
+        self.p2p: list[tuple] = []  # ("send", src, tgt, shape) of each send, in the order posted
 
     def run(self, fns):
         """Run ``fns[r]()`` as rank r (one thread each); returns their results in rank order."""
@@ -137,44 +163,102 @@ class TensorParallelWorld:
                 results[rank] = fn()
             except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller's thread
                 errors[rank] = exc
-                self._barrier.abort()  # the other ranks fail at their next collective instead of hanging
+                self._abort()  # the other ranks fail at their next collective / recv instead of hanging
             finally:
                 _RANK.world = _RANK.rank = None
 
-        threads = [threading.Thread(target=main, args=(r, fn), name=f"tp-rank{r}") for r, fn in enumerate(fns)]
+        threads = [threading.Thread(target=main, args=(r, fn), name=f"rank{r}") for r, fn in enumerate(fns)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        self._barrier.reset()
+        undelivered = {k: q.qsize() for k, q in self._mail.items() if q.qsize()}
+        with self._lock:
+            self._groups.clear()
+            self._mail.clear()
+            self._aborted.clear()
         first = next((e for e in errors if e is not None and not isinstance(e, threading.BrokenBarrierError)),
                      next((e for e in errors if e is not None), None))
         if first is not None:
             raise first
+        if undelivered:
+            raise CollectiveMismatch(f"sends never received, (src, tgt): count = {undelivered}")
         return results
+
+    def _abort(self):
+        with self._lock:
+            self._aborted.set()
+            for g in self._groups.values():
+                g.barrier.abort()
+
+    def _group(self, group: tuple) -> _Group:
+        with self._lock:
+            if group not in self._groups:
+                self._groups[group] = _Group(len(group), self.timeout)
+                if self._aborted.is_set():
+                    self._groups[group].barrier.abort()
+            return self._groups[group]
 
     def exchange(self, kind: str, group, tensor: torch.Tensor) -> list[torch.Tensor]:
         """Every rank of ``group`` posts ``tensor``; returns the posted tensors in ``group`` order."""
         rank = _RANK.rank
-        group = [int(g) for g in group]
-        if sorted(group) != list(range(self.world_size)) or rank not in group:
-            raise CollectiveMismatch(f"rank {rank}: collective over group {group}, world of {self.world_size}")
-        key = (kind, tuple(group), tuple(tensor.shape), tensor.dtype)
-        self._slots[rank] = (key, tensor)
-        self._barrier.wait()
-        posted = list(self._slots)
-        self._barrier.wait()  # nobody posts the next collective before everyone has read this one
+        group = tuple(int(g) for g in group)
+        if (list(group) != sorted(set(group)) or not all(0 <= g < self.world_size for g in group)
+                or rank not in group):
+            raise CollectiveMismatch(f"rank {rank}: collective over group {list(group)}, world of {self.world_size}")
+        key = (kind, group, tuple(tensor.shape), tensor.dtype)
+        g = self._group(group)
+        g.slots[rank] = (key, tensor)
+        g.barrier.wait()
+        posted = [g.slots[r] for r in group]
+        g.barrier.wait()  # nobody posts the next collective before everyone has read this one
         keys = {p[0] for p in posted}
         if len(keys) != 1:
             raise CollectiveMismatch(f"ranks disagree on a collective: {[p[0] for p in posted]}")
-        if rank == 0:
-            self.calls.append(key[:3])
-        return [posted[g][1] for g in group]
+        if rank == group[0]:
+            with self._lock:
+                self.calls.append(key[:3])
+        return [p[1] for p in posted]
+
+    def _mailbox(self, src: int, tgt: int):
+        for r in (src, tgt):
+            if not 0 <= r < self.world_size:
+                raise CollectiveMismatch(f"point-to-point {src} -> {tgt}: rank {r} outside a world of "
+                                         f"{self.world_size}")
+        if src == tgt:
+            raise CollectiveMismatch(f"rank {src} sends to itself")
+        with self._lock:
+            return self._mail.setdefault((src, tgt), queue.Queue())
+
+    def send(self, tgt: int, tensor: torch.Tensor) -> None:
+        rank = _RANK.rank
+        box = self._mailbox(rank, int(tgt))
+        with self._lock:
+            self.p2p.append(("send", rank, int(tgt), tuple(tensor.shape)))
+        box.put(tensor.detach().clone())
+
+    def recv(self, src: int, placeholder: torch.Tensor) -> torch.Tensor:
+        rank = _RANK.rank
+        box = self._mailbox(int(src), rank)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self._aborted.is_set():
+                raise threading.BrokenBarrierError(f"rank {rank}: recv from {src} aborted (another rank failed)")
+            try:
+                got = box.get(timeout=0.05)
+                break
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"rank {rank}: no send from rank {src} within {self.timeout} s") from None
+        if got.shape != placeholder.shape or got.dtype != placeholder.dtype:
+            raise CollectiveMismatch(f"rank {rank}: recv from {src} into a {tuple(placeholder.shape)} "
+                                     f"{placeholder.dtype} placeholder, sent {tuple(got.shape)} {got.dtype}")
+        return got
 
 
 def current_tp_world() -> TensorParallelWorld:
     world = getattr(_RANK, "world", None)
     if world is None:
-        raise RuntimeError("numeric stub: a tp collective outside TensorParallelWorld.run (tp_size > 1 needs "
-                           "every rank's network running in lockstep)")
+        raise RuntimeError("numeric stub: a collective / send / recv outside TensorParallelWorld.run "
+                           "(tp_size or pp_size > 1 needs every rank's network running in lockstep)")
     return world

@@ -20,6 +20,9 @@ Semantics followed (TensorRT-LLM 1.x functional.py):
   ``Linear.collect_and_bias`` relies on: "[dim0, local_dim] -> ... -> [dim0, local_dim * tp_size]",
   tensorrt_llm/layers/linear.py @03961722). Both run as rendezvous of the lockstep rank threads
   (``_common.TensorParallelWorld``); summed in rank order, so every rank gets the same bits.
+* ``send(tensor, tgt)`` / ``recv(tensor, src)`` (pipeline parallelism): point-to-point hand-offs
+  between the lockstep rank threads (``_common.TensorParallelWorld.send`` / ``recv``); see their
+  docstrings.
 * ``_create_tensor(trt_tensor, layer)`` wraps a plugin output.
 
 The enums are shared with the recording stub (tests/trtllm_stub_shared/functional_enums.py).
@@ -276,11 +279,29 @@ def allgather(tensor, group, gather_dim=0):
     return Tensor(torch.cat(current_tp_world().exchange("allgather", group, tensor.t), dim=gather_dim))
 
 
-def recv(*args, **kwargs):
-    raise NotImplementedError("numeric stub: pipeline parallelism is not modelled")
+def send(tensor, tgt):
+    """``send(tensor, tgt)`` (functional.py @0071496d): ``tensor.cast(nccl_plugin dtype)`` into the
+    Send plugin (``tgt_rank``), its output ``.cast(tensor.dtype)``. SendPlugin::enqueue
+    (cpp/tensorrt_llm/plugins/ncclPlugin/sendPlugin.cpp) only ``ncclSend``s its input and never writes
+    its output (dims and type of the input): the value is undefined, so it is NaN here (no stage may
+    compute with it; model.py only marks it as ``hidden_states_output``)."""
+    from ._common import current_tp_world, default_net
+
+    x = cast(tensor, default_net().plugin_config.nccl_plugin)
+    current_tp_world().send(int(tgt), x.t)
+    return cast(torch.full_like(x.t, float("nan")), tensor.dtype)
 
 
-send = recv
+def recv(tensor, src):
+    """``recv(tensor, src)`` (functional.py @0071496d): ``tensor.cast(nccl_plugin dtype)`` into the Recv
+    plugin (``src_rank``), its output ``.cast(tensor.dtype)``; the input only gives the output's dims
+    and type (RecvPlugin ``getOutputDimensions`` = inputs[0]; ``ncclRecv`` of that many elements into
+    the output). Here the sent tensor must have exactly the placeholder's shape and dtype
+    (``_common.TensorParallelWorld.recv``)."""
+    from ._common import current_tp_world, default_net
+
+    x = cast(tensor, default_net().plugin_config.nccl_plugin)
+    return cast(current_tp_world().recv(int(src), x.t), tensor.dtype)
 
 
 def shape(x, dim=None):
