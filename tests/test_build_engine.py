@@ -128,9 +128,11 @@ def test_resolve_build_options_defaults_and_caps():
     assert notes == []
     opts, _ = B.resolve_build_options(max_position_embeddings=2048, max_batch_size=2, max_seq_len=128)
     assert (opts.max_input_len, opts.max_num_tokens) == (127, 254)
-    opts, notes = B.resolve_build_options(max_position_embeddings=2048, tp_size=2, pp_size=2, workers=8, gpu_count=2)
+    opts, notes = B.resolve_build_options(max_position_embeddings=2048, tp_size=4, workers=8, gpu_count=2)
     assert opts.workers == 2 and opts.world_size == 4
     assert notes == ["--workers 8 capped at the engine count (4)", "--workers 4 capped at the visible GPU count (2)"]
+    with pytest.raises(B.BuildOptionError, match=r"--pp-size > 1: pipeline-parallel engines are not supported yet"):
+        B.resolve_build_options(max_position_embeddings=2048, pp_size=2)
     pc = opts.plugin_config()
     assert pc["paged_state"] is pc["paged_kv_cache"] is pc["remove_input_padding"] is True
     assert pc["mamba_conv1d_plugin"] == pc["gpt_attention_plugin"] == "auto" and pc["use_paged_context_fmha"] is False

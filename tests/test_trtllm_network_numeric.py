@@ -75,6 +75,7 @@ from conftest import purge_trtllm
 
 NUMERIC_STUB = Path(__file__).parent / "trtllm_numeric_stub"
 LOGIT_ATOL = 1e-4
+CACHE_SEQ_LEN = 64  # the runner's cache_indirection width / attention window (<= the build's max_seq_len)
 HIDDEN_ATOL = 1e-4
 ENTROPY_ATOL = 1e-5
 
@@ -163,9 +164,10 @@ class NetworkRunner:
         self.lengths: dict[int, int] = {}
         self.prompt: dict[int, int] = {}
 
-    def step(self, requests):
-        """requests: [(slot, token_ids)], a slot not yet seen starts a context request."""
-        from tensorrt_llm import _common
+    def inputs(self, requests):
+        """The forward kwargs of one step, as the C++ runtime feeds the engine's inputs (shapes of
+        1.x ``prepare_inputs``; values the stub reads). requests: [(slot, token_ids)], a slot not
+        yet seen starts a context request."""
         from tensorrt_llm.functional import Tensor
         from tensorrt_llm.layers import AttentionParams, KeyValueCacheParams
 
@@ -195,25 +197,43 @@ class NetworkRunner:
 
             hidden_in = Tensor(torch.full((len(ids), self.model.config.hidden_size), float("nan"),
                                           dtype=str_dtype_to_torch(self.model.config.dtype)))
-        net = _common.reset()
         ptr = lambda p: Tensor(torch.tensor([p], dtype=torch.int64))  # noqa: E731
+        # Block tables [pools 1, batch, K/V, blocks 1]: the slot in the first block is the sequence id.
+        blocks = torch.tensor(slots, dtype=torch.int32).reshape(1, -1, 1, 1).expand(1, len(slots), 2, 1).contiguous()
         kv = KeyValueCacheParams(
             past_key_value=[None] * len(self.conv), host_past_key_value_lengths=i32(past_len),
-            host_max_attention_window_sizes=i32([4096]), host_sink_token_length=i32([0]),
-            kv_cache_block_offsets=i32(slots), host_kv_cache_block_offsets=i32(slots),
-            host_kv_cache_pool_pointers=ptr(self.kv_ptr), host_kv_cache_pool_mapping=i32([[0, 0]]),
-            cache_indirection=i32([0]))
+            host_max_attention_window_sizes=i32([CACHE_SEQ_LEN]), host_sink_token_length=i32([0]),
+            kv_cache_block_offsets=Tensor(blocks), host_kv_cache_block_offsets=Tensor(blocks.clone()),
+            host_kv_cache_pool_pointers=Tensor(torch.tensor([[self.kv_ptr, self.kv_ptr]], dtype=torch.int64)),
+            host_kv_cache_pool_mapping=i32([[0, 0]]),
+            cache_indirection=Tensor(torch.zeros(len(slots), 1, CACHE_SEQ_LEN, dtype=torch.int32)))
         host_request_types, host_context_lengths = i32(kinds), i32(ctx_len)
         attention = AttentionParams(sequence_length=i32(seq_len), context_lengths=i32(ctx_len),
-                                    host_context_lengths=host_context_lengths, max_context_length=64,
-                                    host_request_types=host_request_types)
-        self.model.forward(
-            i32(ids), position_ids=i32(pos), use_cache=True, last_token_ids=i32(last), attention_mask=None,
-            kv_cache_params=kv, attention_params=attention,
+                                    host_context_lengths=host_context_lengths, max_context_length=CACHE_SEQ_LEN,
+                                    host_request_types=host_request_types,
+                                    host_runtime_perf_knobs=Tensor(torch.full((16,), -1, dtype=torch.int64)),
+                                    host_context_progress=Tensor(torch.zeros(1, dtype=torch.int64)))
+        return dict(
+            input_ids=i32(ids) if mapping.is_first_pp_rank() else None, position_ids=i32(pos), use_cache=True,
+            last_token_ids=i32(last), attention_mask=None, kv_cache_params=kv, attention_params=attention,
             conv_states=[None if c is None else ptr(c[1]) for c in self.conv],
             rnn_states=[None if r is None else ptr(r[1]) for r in self.rnn],
             host_request_types=host_request_types, host_context_lengths=host_context_lengths,
             slot_mapping=i32(slots), hidden_states=hidden_in)
+
+    def step(self, requests, prepare_inputs=None):
+        """One engine step. ``prepare_inputs``: the limits of ``model.prepare_inputs``; when given,
+        forward gets prepare_inputs' declared inputs, each bound by name to this step's value
+        (:func:`_bind_declared_inputs`), instead of the hand-built kwargs."""
+        from tensorrt_llm import _common
+
+        kwargs = self.inputs(requests)
+        mapping = self.model.config.mapping
+        net = _common.reset()
+        if prepare_inputs is not None:
+            declared = self.model.prepare_inputs(**prepare_inputs)
+            kwargs = _bind_declared_inputs(declared, kwargs)
+        self.model.forward(**kwargs)
         gdn_calls = sum(isinstance(layer.plugin, self.plugins.GdnPlugin) for layer in net.trt_network.plugin_layers)
         if not mapping.is_last_pp_rank():  # an earlier stage: no LM head, no NEG
             assert not any(isinstance(layer.plugin, self.plugins.NegPlugin) for layer in net.trt_network.plugin_layers)
@@ -227,6 +247,58 @@ class NetworkRunner:
         out["raw_logits"], out["hidden"], out["neg_positions"] = neg_inputs[1], neg_inputs[0], neg_inputs[7]
         out["gdn_calls"] = gdn_calls
         return out
+
+
+class InputMismatch(AssertionError):
+    """prepare_inputs' declared engine inputs and the values the runtime (the runner) feeds disagree."""
+
+
+def _leaves(obj, path=()):
+    """(path, leaf) of a forward-kwargs structure: dict keys, list indices, the attributes of
+    KeyValueCacheParams / AttentionParams; a leaf is a functional.Tensor or anything else."""
+    from tensorrt_llm.functional import Tensor
+
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, path + (k,))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    elif obj is not None and not isinstance(obj, Tensor) and hasattr(obj, "__dict__") and \
+            type(obj).__name__ in ("KeyValueCacheParams", "AttentionParams"):
+        yield from _leaves(vars(obj), path)
+    else:
+        yield path, obj
+
+
+def _bind_declared_inputs(declared, fed):
+    """Bind every declared input Tensor of ``declared`` (what ``prepare_inputs`` returned) by name to
+    the value the runner feeds at the same place of its forward kwargs ``fed``; returns ``declared``
+    (the dict the builder passes to ``forward(**inputs)``). Raises :class:`InputMismatch` listing
+    every declared input without a value and every fed tensor with no declared input, and (from
+    ``Tensor.bind``) on a dtype / rank / dynamic-range mismatch."""
+    from tensorrt_llm.functional import Tensor
+
+    want = {p: t for p, t in _leaves(declared) if isinstance(t, Tensor)}
+    have = {p: t for p, t in _leaves(fed) if isinstance(t, Tensor)}
+    problems = [f"declared input {t.name!r} at {'.'.join(map(str, p))}: the runtime feeds no value"
+                for p, t in want.items() if p not in have]
+    problems += [f"{'.'.join(map(str, p))}: fed {tuple(t.shape)}, but prepare_inputs declares no input there"
+                 for p, t in have.items() if p not in want]
+    if problems:
+        raise InputMismatch("; ".join(problems))
+    by_name = {}
+    for p, t in want.items():
+        assert t.t is None and t.name, f"{p}: not an unbound declared input"
+        if t.name in by_name and not torch.equal(by_name[t.name], have[p].t):
+            raise InputMismatch(f"input {t.name!r} is fed two different values")
+        by_name[t.name] = have[p].t
+    for p, t in want.items():
+        try:
+            t.bind(by_name[t.name])
+        except ValueError as e:
+            raise InputMismatch(str(e)) from None
+    return declared
 
 
 class ReferenceSide:
@@ -768,3 +840,88 @@ def test_a_dtype_slip_in_the_network_is_caught(stub, tiny_checkpoint, tmp_path_f
     with pytest.raises(DTypeError, match=r"TrtNegGatedDeltaRule input 3 \(A_log\)"):
         _run_scenario(stub, hf, ckpt)
 
+
+
+# --------------------------------------------------------------------------------------------
+# prepare_inputs: the engine inputs the builder declares, bound to what the runtime feeds
+# --------------------------------------------------------------------------------------------
+
+def _prepare_inputs_limits(config):
+    """The arguments TensorRT-LLM 1.x ``build()`` passes to ``model.prepare_inputs`` for the
+    BuildConfig of build.make_build_config (BuildOptions from resolve_build_options, max_batch_size 4,
+    the other limits at their defaults for tiny): paged KV (use_cache), beam 1, no draft tokens,
+    prompt table or LoRA modules, no context logits. (opt_batch_size: model.py's default 0.)"""
+    from trt_neg.trtllm.build import resolve_build_options
+
+    options, _ = resolve_build_options(max_position_embeddings=config.max_position_embeddings, max_batch_size=4)
+    assert options.max_seq_len >= CACHE_SEQ_LEN and options.max_input_len >= len(PROMPTS[2])
+    return dict(max_batch_size=options.max_batch_size, max_input_len=options.max_input_len,
+                max_seq_len=options.max_seq_len, max_num_tokens=options.max_num_tokens, use_cache=True,
+                max_beam_width=1, opt_num_tokens=None, prompt_embedding_table_size=0, max_draft_len=0,
+                speculative_decoding_draft_tokens_external=False, gather_context_logits=False,
+                lora_target_modules=[])
+
+
+def _models(stub, converted):
+    from tensorrt_llm._common import set_model_dtype
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    tllm, plugins = stub
+    plugins.register()
+    first = DarwinNegForCausalLM.from_checkpoint(str(converted), rank=0)
+    set_model_dtype(first.config.dtype)
+    world = first.config.mapping.tp_size * first.config.mapping.pp_size
+    return [DarwinNegForCausalLM.from_checkpoint(str(converted), rank=r) for r in range(world)]
+
+
+def test_prepare_inputs_bound_by_name_runs_like_the_hand_built_inputs(stub, tiny_checkpoint, tmp_path_factory):
+    """tiny, tp 1: steps 0-1 of the scenario, then the mixed step 2 (C's 20-token prefill with A, B
+    decoding) once with the runner's hand-built kwargs and once through ``model.prepare_inputs``
+    (build limits): every declared input Tensor bound by name to the runner's value (dtype, rank and
+    the declared dynamic range checked by ``Tensor.bind``; a declared input without a value or a
+    value without a declared input fails), then ``forward(**inputs)``: all outputs bit-identical."""
+    from tensorrt_llm._common import TensorParallelWorld
+
+    tllm, plugins = stub
+    hf, ckpt = _checkpoints("tiny", tiny_checkpoint, tmp_path_factory)
+    hand, bound = ([NetworkRunner(m, plugins, max_slots=4) for m in _models(stub, ckpt)] for _ in range(2))
+    limits = _prepare_inputs_limits(hand[0].model.config)
+    world = TensorParallelWorld(len(hand))
+    steps = [[(0, PROMPTS[0]), (1, PROMPTS[1])], [(0, [3]), (1, [4])], [(2, PROMPTS[2]), (0, [5]), (1, [6])]]
+    for i, requests in enumerate(steps):
+        want = world.run([lambda n=n: n.step(requests) for n in hand])
+        got = world.run([lambda n=n: n.step(requests, prepare_inputs=limits if i == 2 else None) for n in bound])
+    assert want[0]["raw_logits"].shape[0] == 3 and got[0]["output_dtypes"] == want[0]["output_dtypes"]
+    for g, w in zip(got, want):
+        assert sorted(g) == sorted(w)
+        for key in g:
+            if isinstance(g[key], torch.Tensor):
+                torch.testing.assert_close(g[key], w[key], rtol=0, atol=0, equal_nan=True, msg=key)
+
+
+# BUG (trt_neg/trtllm/model.py DarwinNegForCausalLM.prepare_inputs, the super().prepare_inputs call and
+# its return dict): at pp > 1, 1.x prepare_basic_inputs declares position_ids only on the first stage
+# and last_token_ids only on the last, yet stage 0's Gated DeltaNet layers need last_token_ids
+# (mamba_conv1d / the GDN plugin) and the last stage's NEG needs position_ids (model.py _neg raises
+# "NEG needs position_ids"): a pp > 1 engine cannot be built as is, so build.resolve_build_options refuses
+# --pp-size > 1 (PP_ENGINE_UNSUPPORTED). When fixed, this becomes {}.
+KNOWN_PP2_MISMATCHES = {0: ["last_token_ids"], 1: ["position_ids"]}
+
+
+def test_prepare_inputs_pp2_declares_what_each_stage_uses(stub, tiny_checkpoint, tmp_path_factory):
+    """attention_per_stage at pp 2 (the split prepare_inputs accepts): each stage's declared inputs
+    against the values the runtime would feed it for the mixed step (see KNOWN_PP2_MISMATCHES)."""
+    tllm, plugins = stub
+    hf, ckpt = _checkpoints("attention_per_stage", tiny_checkpoint, tmp_path_factory, pp=2)
+    mismatches = {}
+    for rank, model in enumerate(_models(stub, ckpt)):
+        runner = NetworkRunner(model, plugins, max_slots=4)
+        runner.lengths.update({0: 6, 1: 4})
+        runner.prompt.update({0: 5, 1: 3})
+        fed = runner.inputs([(2, PROMPTS[2]), (0, [5]), (1, [6])])
+        try:
+            _bind_declared_inputs(model.prepare_inputs(**_prepare_inputs_limits(model.config)), fed)
+        except InputMismatch as e:
+            mismatches[rank] = sorted(p.split(":")[0].split(".")[0].strip("'").replace("declared input ", "")
+                                      .strip("'") for p in str(e).split("; "))
+    assert mismatches == KNOWN_PP2_MISMATCHES

@@ -155,6 +155,14 @@ class BuildOptions:
         return out
 
 
+# Found by tests/test_trtllm_network_numeric.py (prepare_inputs bound by name at pp 2).
+PP_ENGINE_UNSUPPORTED = (
+    "--pp-size > 1: pipeline-parallel engines are not supported yet. TensorRT-LLM's prepare_inputs declares "
+    "position_ids only on the first stage and last_token_ids only on the last, but a stage's Gated DeltaNet "
+    "layers need last_token_ids and the last stage's NEG needs position_ids. Use --tp-size for several GPUs "
+    "(checkpoint conversion with --checkpoint-only --pp-size N works).")
+
+
 def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                           max_input_len: int | None = None, max_seq_len: int | None = None,
                           max_num_tokens: int | None = None, tp_size: int = 1, pp_size: int = 1,
@@ -178,6 +186,8 @@ def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int =
                                  ("max_seq_len", max_seq_len, 2), ("max_num_tokens", max_num_tokens, 1),
                                  ("tp_size", tp_size, 1), ("pp_size", pp_size, 1), ("workers", workers, 1)):
         positive(name, value, minimum)
+    if pp_size > 1:
+        raise BuildOptionError(PP_ENGINE_UNSUPPORTED)
     if dtype not in ("float32", "float16", "bfloat16"):
         raise BuildOptionError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
     if tokens_per_block not in TOKENS_PER_BLOCK_CHOICES:

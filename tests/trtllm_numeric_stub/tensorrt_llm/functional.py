@@ -156,6 +156,36 @@ class Tensor:
         self.t = value if value is None or isinstance(value, torch.Tensor) else torch.as_tensor(value)
         self.name, self.declared_dtype, self.declared_shape, self.dim_range = name, dtype, shape, dim_range
 
+    def bind(self, value, profile: int = 0):
+        """Give a declared engine input (``Tensor(name=, dtype=, shape=, dim_range=)``) its runtime
+        value, checked as TensorRT's ``setInputShape`` / binding would: the declared dtype, the
+        declared rank, every fixed dim equal, every dynamic (-1) dim within ``[min, max]`` of its
+        ``dim_range`` entry for ``profile`` (one entry per dim, in order; a fixed dim's entry is the
+        size itself, a dynamic one's ``[min, opt, max]``). Raises ``ValueError`` naming the input."""
+        from ._utils import dtype_name, to_torch_dtype
+
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        if self.name is None or self.declared_shape is None:
+            raise ValueError("bind: not a declared input")
+        where = f"input {self.name!r}"
+        if value.dtype != to_torch_dtype(self.declared_dtype):
+            raise ValueError(f"{where}: dtype {dtype_name(value.dtype)}, declared {dtype_name(self.declared_dtype)}")
+        shape = list(self.declared_shape)
+        if value.dim() != len(shape):
+            raise ValueError(f"{where}: rank {value.dim()} {tuple(value.shape)}, declared {shape}")
+        ranges = list((self.dim_range or {}).items())
+        if len(ranges) != len(shape):
+            raise ValueError(f"{where}: dim_range {ranges} does not name every dim of {shape}")
+        for axis, (want, got, (dim_name, per_profile)) in enumerate(zip(shape, value.shape, ranges)):
+            r = per_profile[profile]
+            lo, hi = (r[0], r[-1]) if isinstance(r, (list, tuple)) else (r, r)
+            if want != -1 and (got != want or lo != hi or lo != want):
+                raise ValueError(f"{where}: dim {axis} ({dim_name}) is {got}, declared {want} (range {r})")
+            if not lo <= got <= hi:
+                raise ValueError(f"{where}: dim {axis} ({dim_name}) is {got}, outside its profile range {r}")
+        self.t = value
+        return self
+
     # --- TensorRT-LLM Tensor API bits used by the network ---------------------------------
     @property
     def trt_tensor(self):

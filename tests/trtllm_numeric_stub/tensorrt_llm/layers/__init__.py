@@ -39,8 +39,8 @@ TensorRT-LLM sources read for this stub:
   has ``host_context_lengths[b]`` tokens (context) or 1 (generation) and its cache holds
   ``sequence_length[b] - tokens`` earlier tokens. The KV cache is a Python dict in the object
   whose address is ``kv_cache_params.host_kv_cache_pool_pointers``, keyed by
-  (``local_layer_idx``, ``kv_cache_block_offsets[b]``): a per-sequence id stands in for the
-  block table.
+  (``local_layer_idx``, ``kv_cache_block_offsets[0, b, 0, 0]`` of the engine's [pools, batch, 2,
+  blocks] input): a per-sequence id in the first K block stands in for the block table.
 
 Data types (see functional.py's docstring for the op rules; DTypeError on a violation):
 * ``Parameter`` constants take the dtype of the value loaded into them (1.x parameter.py: the
@@ -292,7 +292,10 @@ class Attention(_shared.Attention):
         inv_freq = params.rotary_inv_freq.t.reshape(-1).float()
         assert inv_freq.numel() == r // 2, "RoPE table and rotary_embedding_dim disagree"
         pool = resolve_pointer(_t(kv.host_kv_cache_pool_pointers))
-        seq_ids = _t(kv.kv_cache_block_offsets).reshape(-1).tolist()
+        offsets = _t(kv.kv_cache_block_offsets)
+        # The engine input is [pools, batch, 2 (K/V), max_blocks_per_seq]: the first K block of
+        # sequence b (pool 0) stands in for its block table. A [batch] tensor is accepted too.
+        seq_ids = (offsets[0, :, 0, 0] if offsets.dim() == 4 else offsets.reshape(-1)).tolist()
         types = _t(params.host_request_types).tolist()
         ctx_len = _t(params.host_context_lengths).tolist()
         seq_len = _t(params.sequence_length).tolist()
