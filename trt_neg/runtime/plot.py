@@ -20,15 +20,13 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .request import RequestResult
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
-    v = sorted(values)
-    pos = (len(v) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+    return float(np.percentile(values, q))
 
 
 def latency_summary(results: Sequence[RequestResult]) -> dict[str, float | None]:

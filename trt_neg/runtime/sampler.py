@@ -67,16 +67,15 @@ def sample(
     dev = z.device
     width = min(compact_width, v)
     top_ks = [min(params[i].top_k or v, v) for i in rows]
-    threshold = _kth_logits(z, rows, top_ks, width)
-    for group, compact in (([r for r in range(len(rows)) if threshold[r] is None], False),
-                           ([r for r in range(len(rows)) if threshold[r] is not None], True)):
+    candidates = _candidate_masks(z, rows, top_ks, width)
+    for group, compact in (([r for r in range(len(rows)) if candidates[r] is None], False),
+                           ([r for r in range(len(rows)) if candidates[r] is not None], True)):
         if not group:
             continue
         idx = torch.tensor([rows[r] for r in group], dtype=torch.int64, device=dev)
         zs = z.index_select(0, idx)
         if compact:
-            kth = torch.stack([threshold[r] for r in group]).reshape(len(group), 1)
-            vals, ids = _sorted_candidates(zs, kth, width)
+            vals, ids = _sorted_candidates(zs, torch.stack([candidates[r] for r in group]), width)
         else:
             # (logit desc, id asc): a stable descending sort keeps equal logits in id order.
             vals, ids = torch.sort(zs, dim=1, descending=True, stable=True)
@@ -88,9 +87,9 @@ def sample(
     return tokens
 
 
-def _kth_logits(z: torch.Tensor, rows: list[int], top_ks: list[int], width: int) -> list:
-    """Per sampling row, its k-th largest logit when the logits >= it (ties included) fit in
-    ``width`` candidates, else None (that row sorts the whole vocabulary)."""
+def _candidate_masks(z: torch.Tensor, rows: list[int], top_ks: list[int], width: int) -> list:
+    """Per sampling row, the mask of its logits >= its k-th largest (ties included) when they
+    fit in ``width`` candidates, else None (that row sorts the whole vocabulary)."""
     out: list = [None] * len(rows)
     fits = [r for r, k in enumerate(top_ks) if k <= width and k < z.shape[1]]
     if not fits:
@@ -98,23 +97,23 @@ def _kth_logits(z: torch.Tensor, rows: list[int], top_ks: list[int], width: int)
     zs = z.index_select(0, torch.tensor([rows[r] for r in fits], dtype=torch.int64, device=z.device))
     largest = torch.topk(zs, max(top_ks[r] for r in fits), dim=1, sorted=True).values
     kth = largest.gather(1, torch.tensor([[top_ks[r] - 1] for r in fits], device=z.device))
-    counts = (zs >= kth).sum(dim=1).tolist()
-    for j, (r, count) in enumerate(zip(fits, counts)):
+    masks = zs >= kth
+    for j, (r, count) in enumerate(zip(fits, masks.sum(dim=1).tolist())):
         if count <= width:
-            out[r] = kth[j, 0]
+            out[r] = masks[j]
     return out
 
 
-def _sorted_candidates(zs: torch.Tensor, kth: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _sorted_candidates(zs: torch.Tensor, is_candidate: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``width`` entries of the full (logit desc, id asc) order, for rows whose
-    logits >= ``kth`` (at most ``width`` of them) include their top-k.
+    candidates (``is_candidate``: the logits >= the k-th largest, at most ``width``) include
+    their top-k.
 
     The candidates are gathered in id order, padded with -inf, then stably sorted: the full
     sort's order restricted to them, since every other logit is smaller. Padding ranks after
     the k-th candidate, so top-k never keeps it.
     """
     m = zs.shape[0]
-    is_candidate = zs >= kth
     row, col = torch.nonzero(is_candidate, as_tuple=True)  # row-major: ids ascending per row
     counts = torch.bincount(row, minlength=m)
     row_start = torch.cumsum(counts, 0) - counts

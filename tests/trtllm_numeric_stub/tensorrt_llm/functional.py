@@ -446,5 +446,3 @@ def split(tensor, split_size_or_sections, dim=0):
         else split_size_or_sections
     return [Tensor(p) for p in torch.split(tensor.t, sizes, dim=dim)]
 
-
-split_sections = split

@@ -74,7 +74,7 @@ from trtllm_stub_shared.layers import AttentionParams
 from .._common import default_net, resolve_pointer
 from .._utils import to_torch_dtype
 from ..functional import (ACT2FN, LayerNormType, PositionEmbeddingType, Tensor, _t, allgather, allreduce,
-                          cast, concat, matmul, require_dtype, rms_norm, shape, split_sections)
+                          cast, concat, matmul, require_dtype, rms_norm, shape, split)
 from ..module import Module
 from ..parameter import Parameter
 
@@ -258,10 +258,10 @@ class Attention(_shared.Attention):
             total = sum(sections)
             if self.num_attention_heads != self.num_attention_kv_heads:
                 qkv = qkv.view(concat([base, total, hd]))
-                query, key, value = split_sections(qkv, sections, dim=qkv.ndim() - 2)
+                query, key, value = split(qkv, sections, dim=qkv.ndim() - 2)
             else:  # TensorRT-LLM's branch for equal head counts (see the module docstring)
                 qkv = qkv.view(concat([base, self.num_attention_heads, 3, hd]))
-                query, key, value = split_sections(qkv, [1, 1, 1], dim=qkv.ndim() - 2)
+                query, key, value = split(qkv, [1, 1, 1], dim=qkv.ndim() - 2)
                 q_shape = concat([base, self.num_attention_heads, hd])
                 query, key, value = query.view(q_shape), key.view(q_shape), value.view(q_shape)
             query = self.q_layernorm(query, normalized_shape=None)
