@@ -18,6 +18,8 @@ GXX = shutil.which("g++")
 ARCHS = ("80", "89", "90")
 # nvcc flags that embed SASS for every target GPU (sm_80, sm_89, sm_90).
 GENCODE = [f"-gencode=arch=compute_{sm},code=sm_{sm}" for sm in ARCHS]
+# With -Werror all-warnings, a register spill to local memory fails the compile test.
+NO_SPILLS = ["-Xptxas", "-warn-spills"]
 
 
 def cuda_include() -> Path | None:

@@ -9,10 +9,11 @@
 """
 
 import os
+import re
 import shutil
 
 import pytest
-from _build import (GENCODE, GXX, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
+from _build import (ARCHS, GENCODE, GXX, NO_SPILLS, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
                     tensorrt_adapter_syntax, torch_binding_syntax, trt_include)
 
 NEG = PLUGINS / "neg"
@@ -20,9 +21,17 @@ NEG = PLUGINS / "neg"
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
+    """Every kernel (head for three dtypes; one-block-per-row; split-V slice and merge) is
+    compiled for every target without register spills (read from ptxas -v)."""
     obj = tmp_path / "negKernel.o"
-    run([NVCC, "-std=c++17", "-O3", "-c", NEG / "negKernel.cu", "-o", obj, "-Werror", "all-warnings", *GENCODE])
+    r = run([NVCC, "-std=c++17", "-O3", "-c", NEG / "negKernel.cu", "-o", obj, "-Werror", "all-warnings",
+             "-Xptxas", "-v", *NO_SPILLS, *GENCODE])
     check_sass(obj)
+    entries = set(re.findall(r"Compiling entry function '\S*?\d(neg(?:Head|Row|Slice|Merge)Kernel)I(\w+?)E\S*' for 'sm_(\d+)'",
+                             r.stdout + r.stderr))
+    kernels = {("negHeadKernel", "f"), ("negHeadKernel", "6__half"), ("negHeadKernel", "13__nv_bfloat16"),
+               ("negRowKernel", "Li1024"), ("negSliceKernel", "Li512"), ("negMergeKernel", "Li1024")}
+    assert entries == {(name, arg, sm) for name, arg in kernels for sm in ARCHS}
 
 
 @pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")

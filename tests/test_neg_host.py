@@ -197,3 +197,59 @@ def test_host_and_reference_take_64_bit_seeds_as_python_ints():
     for seed in (2**64 - 1, [2**64 - 1] * 4):
         assert torch.equal(neg.gated_topk_sample(z, ent, 0.0, 8, 1.0, seed, torch.arange(4) + 5).token, ref.token)
         assert torch.equal(host.gated_topk_sample(z, ent, 0.0, 8, 1.0, seed, torch.arange(4) + 5).token, ref.token)
+
+
+# --- the CUDA kernel's split-V path (docs/neg.md), run by the host library in the same steps
+
+SPLIT_CASES = [
+    # kind, N, V, top_k
+    ("ties", 5, 4099, 8),  # V not a multiple of 4; ties across slice boundaries
+    ("ties", 3, 4096, 1024),  # k larger than a slice: every slice keeps all of its logits
+    ("nonfinite", 6, 9000, 16),
+    ("normal", 2, 10, 3),  # more slices requested than V allows
+    ("fp16", 4, 20000, 600),
+    ("ties", 2, 248320, 1024),
+]
+
+
+@pytest.mark.parametrize("kind,n,v,top_k", SPLIT_CASES)
+def test_split_paths_equal_one_pass_and_reference(kind, n, v, top_k):
+    """Every split count gives bit-identical outputs to the one-pass path, which matches the
+    reference: the slices' top-k hold the row's top-k, and ties keep the lowest ids."""
+    g = torch.Generator().manual_seed(hash((kind, n, v, top_k)) % 2**31)
+    z = _logits(kind, n, v, g)
+    if kind == "ties":
+        z = torch.round(z / 4)  # few distinct values: ties at the k-th logit span slices
+    entropy = torch.rand(n, generator=g) * 2
+    entropy[0] = float("nan")
+    seeds = torch.randint(-(2**62), 2**62, (n,), generator=g)
+    offsets = torch.randint(0, 2**40, (n,), generator=g)
+    for tau in (1.0, -math.inf):
+        one = host.gated_topk_sample(z, entropy, tau, top_k, 0.9, seeds, offsets, splits=1)
+        ref = neg.gated_topk_sample(z, entropy, tau, top_k, 0.9, seeds, offsets)
+        _compare(ref, one, z, top_k=top_k, temperature=0.9, seeds=seeds, offsets=offsets)
+        for splits in (0, 2, 3, 7, 64):
+            got = host.gated_topk_sample(z, entropy, tau, top_k, 0.9, seeds, offsets, splits=splits)
+            for field in ("token", "fired", "status", "guided_logits"):
+                assert torch.equal(getattr(got, field), getattr(one, field)), (splits, tau, field)
+
+
+def test_split_plan_covers_the_row_in_aligned_nonempty_slices():
+    for n in (1, 2, 7, 64, 255, 256, 1024):
+        for v in (1, 7, 4095, 4096, 8191, 151936, 248320, 262144):
+            for k in (1, 8, 1024):
+                for requested in (0, 1, 3, 64, 1000):
+                    s, length, per = host.split_plan(n, v, k, requested)
+                    assert 1 <= s <= 64
+                    assert per == min(k, v, length)
+                    if s == 1:
+                        assert length == v
+                        continue
+                    assert length % 4 == 0 and (s - 1) * length < v <= s * length  # no empty slice
+                    if requested == 0:
+                        assert length >= 2048 and n < 256 and s <= -(-256 // n)
+    assert host.split_plan(1, 248320, 8) == (64, 3880, 8)  # N=1: 64 blocks scan the row
+    assert host.split_plan(8, 248320, 8) == (32, 7760, 8)
+    assert host.split_plan(256, 248320, 8)[0] == 1  # enough rows to fill the GPU
+    with pytest.raises(ValueError, match="splits"):
+        host.gated_topk_sample(torch.zeros(1, 8), torch.zeros(1), 0.0, 2, 1.0, 0, 0, splits=-1)

@@ -25,49 +25,103 @@ int fail(std::string msg)
     return 1;
 }
 
-// Gate + gated top-k sampling + guided logits for one row (entropy already known).
-void sampleRow(float const* z, int64_t V, float entropy, float tau, int32_t topK, float temperature, uint64_t seed,
-    uint64_t offset, float* guided, int32_t* token, int32_t* fired, int32_t* status)
+// The k largest of count unique keys by the kernel's radix select (negMath.h), run
+// sequentially; unordered, as the kernel leaves them before its sort.
+template <typename KeyAt>
+void selectTopKeys(KeyAt keyAt, int64_t count, int32_t k, std::vector<uint64_t>& out)
 {
-    bool const fire = negFires(entropy, tau);
-    int32_t st = (entropy != entropy) ? kNEG_NAN_ENTROPY : kNEG_OK;
-    uint64_t best = 0;
-    bool anyFinite = false, anyPosInf = false;
-    for (int64_t i = 0; i < V; ++i)
+    NegRadixState st = negRadixStart(k);
+    int32_t hist[256];
+    while (!st.done)
+    {
+        std::fill(hist, hist + 256, 0);
+        for (int64_t j = 0; j < count; ++j)
+        {
+            uint64_t const key = keyAt(j);
+            if (negRadixCounts(st, key))
+                ++hist[negRadixDigit(st, key)];
+        }
+        negRadixAdvance(st, hist);
+    }
+    out.clear();
+    for (int64_t j = 0; j < count && static_cast<int32_t>(out.size()) < k; ++j)
+    {
+        uint64_t const key = keyAt(j);
+        if (negRadixSelected(st, key))
+            out.push_back(key);
+    }
+}
+
+struct ScanResult
+{
+    uint64_t best = 0; // argmax candidate key
+    bool anyFinite = false;
+    bool anyPosInf = false;
+};
+
+ScanResult scanLogits(float const* z, int64_t lo, int64_t hi)
+{
+    ScanResult r;
+    for (int64_t i = lo; i < hi; ++i)
     {
         float const v = z[i];
         uint64_t const key = negCandidateKey(v, static_cast<uint32_t>(i));
-        best = key > best ? key : best;
-        anyFinite |= std::isfinite(v);
-        anyPosInf |= (v == INFINITY);
+        r.best = key > r.best ? key : r.best;
+        r.anyFinite |= std::isfinite(v);
+        r.anyPosInf |= (v == INFINITY);
     }
-    if (!anyFinite)
+    return r;
+}
+
+// Gate + gated top-k sampling + guided logits for one row (entropy already known), in the
+// CUDA kernel's steps: with plan.splits > 1, slice by slice (argmax key, flags and the
+// slice's top min(k, slice) keys, 0-padded to perSlice), then the merge over the slices.
+void sampleRow(float const* z, int64_t V, float entropy, float tau, int32_t topK, float temperature, uint64_t seed,
+    uint64_t offset, NegSplitPlan const& plan, float* guided, int32_t* token, int32_t* fired, int32_t* status)
+{
+    bool const fire = negFires(entropy, tau);
+    int32_t const k = static_cast<int32_t>(std::min<int64_t>(topK, V));
+    auto const logitKeys = [z](int64_t lo)
+    { return [z, lo](int64_t j) { return negCandidateKey(z[lo + j], static_cast<uint32_t>(lo + j)); }; };
+    ScanResult row;
+    std::vector<uint64_t> top;
+    if (plan.splits <= 1)
     {
-        st |= kNEG_NO_FINITE_LOGIT;
+        row = scanLogits(z, 0, V);
+        if (fire)
+            selectTopKeys(logitKeys(0), V, k, top);
     }
-    if (anyPosInf)
+    else
     {
-        st |= kNEG_POS_INF_LOGIT;
+        std::vector<uint64_t> cand(static_cast<size_t>(plan.splits) * plan.perSlice, 0);
+        for (int32_t s = 0; s < plan.splits; ++s)
+        {
+            int64_t const lo = negSliceBegin(plan, s), hi = negSliceEnd(plan, s, V);
+            ScanResult const r = scanLogits(z, lo, hi);
+            row.best = std::max(row.best, r.best);
+            row.anyFinite |= r.anyFinite;
+            row.anyPosInf |= r.anyPosInf;
+            if (fire)
+            {
+                int32_t const kk = static_cast<int32_t>(std::min<int64_t>(plan.perSlice, hi - lo));
+                selectTopKeys(logitKeys(lo), hi - lo, kk, top);
+                std::copy(top.begin(), top.end(), cand.begin() + static_cast<size_t>(s) * plan.perSlice);
+            }
+        }
+        if (fire)
+            selectTopKeys([&cand](int64_t j) { return cand[j]; }, static_cast<int64_t>(cand.size()), k, top);
     }
-    int32_t tok = static_cast<int32_t>(negCandidateId(best));
+    int32_t const st = negRowStatus(entropy, row.anyFinite, row.anyPosInf);
+    int32_t tok = static_cast<int32_t>(negCandidateId(row.best));
     if (fire)
     {
-        int64_t const k = std::min<int64_t>(topK, V);
-        std::vector<uint64_t> keys(static_cast<size_t>(V));
-        for (int64_t i = 0; i < V; ++i)
-        {
-            keys[i] = negCandidateKey(z[i], static_cast<uint32_t>(i));
-        }
-        std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint64_t>());
-        std::sort(keys.begin(), keys.begin() + k, std::greater<uint64_t>());
-        std::vector<float> vals(static_cast<size_t>(k));
-        for (int64_t i = 0; i < k; ++i)
-        {
-            vals[i] = negCandidateLogit(keys[i]);
-        }
+        std::sort(top.begin(), top.end(), std::greater<uint64_t>());
+        std::vector<float> vals(top.size());
+        for (size_t i = 0; i < top.size(); ++i)
+            vals[i] = negCandidateLogit(top[i]);
         float const u = philoxUniform(seed, offset);
-        int32_t const c = negSampleSorted(vals.data(), static_cast<int32_t>(k), temperature, u);
-        tok = static_cast<int32_t>(negCandidateId(keys[c]));
+        int32_t const c = negSampleSorted(vals.data(), k, temperature, u);
+        tok = static_cast<int32_t>(negCandidateId(top[c]));
     }
     if (guided)
     {
@@ -79,9 +133,7 @@ void sampleRow(float const* z, int64_t V, float entropy, float tau, int32_t topK
         else
         {
             for (int64_t i = 0; i < V; ++i)
-            {
                 guided[i] = z[i] != z[i] ? -INFINITY : z[i];
-            }
         }
     }
     *token = tok;
@@ -146,18 +198,32 @@ float trtneg_philox_uniform(uint64_t seed, uint64_t offset)
 }
 
 // Gate + gated sampling for N rows given entropies (NEG-Head already applied).
+// The CUDA kernel's split-V plan for (N, V, top_k, requested): {splits, sliceLen, perSlice}.
+void trtneg_split_plan(int64_t N, int64_t V, int32_t topK, int32_t requested, int32_t* out)
+{
+    NegSplitPlan const plan = negSplitPlan(N, V, topK, requested);
+    out[0] = plan.splits;
+    out[1] = plan.sliceLen;
+    out[2] = plan.perSlice;
+}
+
+// splits: 0 = the CUDA kernel's automatic plan for (N, V, top_k); 1 = one pass per row;
+// > 1 = that many slices (clamped as negSplitPlan does).
 int trtneg_gated_sample_host(float const* logits, int64_t N, int64_t V, float const* entropy, float tau, int32_t topK,
     float temperature, int64_t const* seeds, int64_t const* offsets, float* guided, int32_t* token, int32_t* fired,
-    int32_t* status, int32_t numThreads)
+    int32_t* status, int32_t numThreads, int32_t splits)
 {
     if (checkSampling(N, V, topK, temperature))
         return 1;
+    if (splits < 0)
+        return fail("splits: must be >= 0 (0 = automatic)");
+    NegSplitPlan const plan = negSplitPlan(N, V, static_cast<int32_t>(std::min<int64_t>(topK, V)), splits);
     setThreads(numThreads);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t n = 0; n < N; ++n)
     {
         sampleRow(logits + n * V, V, entropy[n], tau, topK, temperature, static_cast<uint64_t>(seeds[n]),
-            static_cast<uint64_t>(offsets[n]), guided ? guided + n * V : nullptr, token + n, fired + n, status + n);
+            static_cast<uint64_t>(offsets[n]), plan, guided ? guided + n * V : nullptr, token + n, fired + n, status + n);
     }
     return 0;
 }
@@ -213,14 +279,14 @@ int trtneg_neg_head_host(void const* hidden, int32_t hiddenDtype, int64_t N, int
 int trtneg_neg_step_host(void const* hidden, int32_t hiddenDtype, int64_t N, int64_t H, float const* logits, int64_t V,
     void const* w1, int32_t w1Dtype, float const* b1, float const* w2, float b2, int64_t d, float tau,
     int32_t activation, int32_t topK, float temperature, int64_t const* seeds, int64_t const* offsets, float* guided,
-    int32_t* token, float* entropy, int32_t* fired, int32_t* status, int32_t numThreads)
+    int32_t* token, float* entropy, int32_t* fired, int32_t* status, int32_t numThreads, int32_t splits)
 {
     if (checkSampling(N, V, topK, temperature))
         return 1;
     if (trtneg_neg_head_host(hidden, hiddenDtype, N, H, w1, w1Dtype, b1, w2, b2, d, activation, entropy, numThreads))
         return 1;
     return trtneg_gated_sample_host(
-        logits, N, V, entropy, tau, topK, temperature, seeds, offsets, guided, token, fired, status, numThreads);
+        logits, N, V, entropy, tau, topK, temperature, seeds, offsets, guided, token, fired, status, numThreads, splits);
 }
 
 } // extern "C"

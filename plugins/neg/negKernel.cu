@@ -196,74 +196,98 @@ __device__ __forceinline__ void visitLogit(float v, int i, bool fire, float* gz,
     }
 }
 
+// Shared memory of every row-level kernel.  The cub temporaries share one union: each use
+// is fenced by __syncthreads() before the next.
 template <int kBlock>
-__global__ void __launch_bounds__(kBlock) negRowKernel(NegStepParams p, float const* terms)
+struct RowSmem
 {
     using RedF = cub::BlockReduce<float, kBlock>;
     using RedU = cub::BlockReduce<unsigned long long, kBlock>;
     using RedI = cub::BlockReduce<int, kBlock>;
-    using ScanI = cub::BlockScan<int, kBlock>;
     using ScanF = cub::BlockScan<float, kBlock>;
-    __shared__ union
+    union
     {
         typename RedF::TempStorage f;
         typename RedU::TempStorage u;
         typename RedI::TempStorage i;
-        typename ScanI::TempStorage si;
         typename ScanF::TempStorage sf;
     } tmp;
-    __shared__ unsigned long long cand[kNegMaxTopK];
-    __shared__ int hist[256];
-    __shared__ float shF;
-    __shared__ float shTotal;
-    __shared__ unsigned long long shU;
-    __shared__ int shI[4];
+    unsigned long long cand[kNegMaxTopK];
+    int hist[256];
+    NegRadixState radix;
+    float f;
+    float total;
+    unsigned long long u;
+    int i[4];
+};
 
-    int const n = blockIdx.x;
-    int const tid = threadIdx.x;
+// Candidate keys of logits z[lo + j], j in [0, count).
+struct LogitKeys
+{
+    float const* z;
+    int lo;
+    __device__ __forceinline__ unsigned long long operator()(int j) const
+    {
+        int const i = lo + j;
+        return negCandidateKey(z[i], static_cast<uint32_t>(i));
+    }
+};
 
-    // 1. Entropy and gate.
-    float ent;
+// Candidate keys already computed (the slices' survivors, read by the merge).
+struct StoredKeys
+{
+    unsigned long long const* keys;
+    __device__ __forceinline__ unsigned long long operator()(int j) const
+    {
+        return keys[j];
+    }
+};
+
+// H_hat of row n: the head terms' sum + b2 through softplus, or the given entropy.  Warp 0
+// alone sums, in a fixed order (lane l takes terms l, l+32, ...; then a fixed shuffle tree),
+// so every kernel -- whatever its block size -- gets the same bits for a row, and which path
+// the launcher picks for a batch never changes a row's H_hat or its gate.
+template <int kBlock>
+__device__ float rowEntropy(NegStepParams const& p, float const* terms, int n, RowSmem<kBlock>& sm)
+{
     if (p.entropyIn)
     {
-        ent = p.entropyIn[n];
+        return p.entropyIn[n];
     }
-    else
+    if (threadIdx.x < 32)
     {
         float s = 0.0f;
-        for (int j = tid; j < p.d; j += kBlock)
+        for (int j = threadIdx.x; j < p.d; j += 32)
         {
             s += terms[static_cast<size_t>(n) * p.d + j];
         }
-        s = RedF(tmp.f).Sum(s);
-        if (tid == 0)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
         {
-            shF = negSoftplus(s + *p.b2);
+            s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
         }
-        __syncthreads();
-        ent = shF;
+        if (threadIdx.x == 0)
+        {
+            sm.f = negSoftplus(s + *p.b2);
+        }
     }
-    if (tid == 0 && p.entropy)
-    {
-        p.entropy[n] = ent;
-    }
-    if (!p.logits)
-    {
-        return;
-    }
-    bool const fire = negFires(ent, *p.tau);
-    int const V = p.V;
-    float const* z = p.logits + static_cast<size_t>(n) * V;
-    float* gz = p.guided ? p.guided + static_cast<size_t>(n) * V : nullptr;
+    __syncthreads();
+    float const ent = sm.f;
+    __syncthreads();
+    return ent;
+}
 
-    // 2. One pass: argmax (logit desc, id asc), status flags, guided logits.
+// One pass over z[lo, hi): the best candidate key (argmax), the finite / +inf flags, and the
+// guided logits (-inf when fired, else the logit with NaN as -inf).  Results block-uniform.
+template <int kBlock>
+__device__ void scanLogits(float const* z, float* gz, int lo, int hi, bool fire, bool vec4,
+    unsigned long long& bestOut, int& flagsOut, RowSmem<kBlock>& sm)
+{
     unsigned long long best = 0;
     int flags = 0;
-    bool const vec4 = (V % 4 == 0) && (reinterpret_cast<uintptr_t>(z) % 16 == 0)
-        && (!gz || reinterpret_cast<uintptr_t>(gz) % 16 == 0);
-    if (vec4)
+    if (vec4) // lo and hi are multiples of 4 and the rows 16-byte aligned
     {
-        for (int i = tid * 4; i < V; i += kBlock * 4)
+        for (int i = lo + threadIdx.x * 4; i < hi; i += kBlock * 4)
         {
             float4 const v = *reinterpret_cast<float4 const*>(z + i);
             visitLogit(v.x, i, fire, gz, best, flags);
@@ -274,177 +298,195 @@ __global__ void __launch_bounds__(kBlock) negRowKernel(NegStepParams p, float co
     }
     else
     {
-        for (int i = tid; i < V; i += kBlock)
+        for (int i = lo + threadIdx.x; i < hi; i += kBlock)
         {
             visitLogit(z[i], i, fire, gz, best, flags);
         }
     }
+    best = typename RowSmem<kBlock>::RedU(sm.tmp.u).Reduce(best, MaxOp());
     __syncthreads();
-    best = RedU(tmp.u).Reduce(best, MaxOp());
-    __syncthreads();
-    flags = RedI(tmp.i).Reduce(flags, OrOp());
-    if (tid == 0)
+    flags = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce(flags, OrOp());
+    if (threadIdx.x == 0)
     {
-        shU = best;
-        shI[0] = flags;
+        sm.u = best;
+        sm.i[0] = flags;
     }
     __syncthreads();
-    best = shU;
-    flags = shI[0];
-    int status = (ent != ent) ? kNEG_NAN_ENTROPY : kNEG_OK;
-    status |= (flags & 1) ? 0 : kNEG_NO_FINITE_LOGIT;
-    status |= (flags & 2) ? kNEG_POS_INF_LOGIT : 0;
-    int token = static_cast<int>(negCandidateId(best));
+    bestOut = sm.u;
+    flagsOut = sm.i[0];
+    __syncthreads();
+}
 
-    if (fire)
+// Writes the k largest of count unique candidate keys (1 <= k <= min(count, kNegMaxTopK))
+// to sm.cand[0, k), unordered: negMath.h's radix select, histograms in parallel.
+template <int kBlock, typename KeyAt>
+__device__ void selectTopKeys(KeyAt keyAt, int count, int k, RowSmem<kBlock>& sm)
+{
+    if (threadIdx.x == 0)
     {
-        // 3a. Radix select (8-bit digits, high to low) of the k-th largest order key.
-        int const k = min(p.topK, V);
-        uint32_t prefix = 0, mask = 0;
-        int kRem = k;
-        for (int shift = 24; shift >= 0; shift -= 8)
+        sm.radix = negRadixStart(k);
+    }
+    __syncthreads();
+    NegRadixState st = sm.radix;
+    while (!st.done) // block-uniform: every thread reads the state thread 0 wrote
+    {
+        for (int b = threadIdx.x; b < 256; b += kBlock)
         {
-            for (int b = tid; b < 256; b += kBlock)
-            {
-                hist[b] = 0;
-            }
-            __syncthreads();
-            for (int i = tid; i < V; i += kBlock)
-            {
-                uint32_t const key = negOrderKey(z[i]);
-                if ((key & mask) == prefix)
-                {
-                    atomicAdd(&hist[(key >> shift) & 255u], 1);
-                }
-            }
-            __syncthreads();
-            if (tid == 0)
-            {
-                int cum = 0;
-                for (int b = 255; b >= 0; --b)
-                {
-                    int const c = hist[b];
-                    if (cum + c >= kRem)
-                    {
-                        shI[1] = b;
-                        shI[2] = kRem - cum;
-                        break;
-                    }
-                    cum += c;
-                }
-            }
-            __syncthreads();
-            prefix |= static_cast<uint32_t>(shI[1]) << shift;
-            mask |= 0xFFu << shift;
-            kRem = shI[2];
-            __syncthreads();
-        }
-        // 3b. Gather: all keys > prefix (k - kRem of them), and the kRem lowest ids == prefix.
-        int const nGt = k - kRem;
-        if (tid == 0)
-        {
-            shI[3] = 0;
+            sm.hist[b] = 0;
         }
         __syncthreads();
-        int tiesTaken = 0;
-        for (int base = 0; base < V; base += kBlock)
+        for (int j = threadIdx.x; j < count; j += kBlock)
         {
-            int const i = base + tid;
-            float const v = i < V ? z[i] : -INFINITY;
-            uint32_t const key = negOrderKey(v);
-            if (i < V && key > prefix)
+            unsigned long long const key = keyAt(j);
+            if (negRadixCounts(st, key))
             {
-                cand[atomicAdd(&shI[3], 1)] = negCandidateKey(v, static_cast<uint32_t>(i));
-            }
-            if (tiesTaken < kRem) // uniform across the block
-            {
-                int const eq = (i < V && key == prefix) ? 1 : 0;
-                int rank, total;
-                ScanI(tmp.si).ExclusiveSum(eq, rank, total);
-                if (eq && tiesTaken + rank < kRem)
-                {
-                    cand[nGt + tiesTaken + rank] = negCandidateKey(v, static_cast<uint32_t>(i));
-                }
-                tiesTaken += total;
-                __syncthreads();
+                atomicAdd(&sm.hist[negRadixDigit(st, key)], 1);
             }
         }
-        // 3c. Bitonic sort of the candidates, descending by (logit, -id).
-        int P = 1;
-        while (P < k)
+        __syncthreads();
+        if (threadIdx.x == 0)
         {
-            P <<= 1;
+            negRadixAdvance(sm.radix, sm.hist);
         }
-        for (int i = k + tid; i < P; i += kBlock)
+        __syncthreads();
+        st = sm.radix;
+    }
+    if (threadIdx.x == 0)
+    {
+        sm.i[0] = 0;
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < count; j += kBlock)
+    {
+        unsigned long long const key = keyAt(j);
+        if (negRadixSelected(st, key))
         {
-            cand[i] = 0ull;
-        }
-        for (int size = 2; size <= P; size <<= 1)
-        {
-            for (int stride = size >> 1; stride > 0; stride >>= 1)
+            int const slot = atomicAdd(&sm.i[0], 1);
+            if (slot < k) // exactly k by construction; the guard keeps a broken input inside cand[]
             {
-                __syncthreads();
-                int const i = tid;
+                sm.cand[slot] = key;
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// Bitonic sort of sm.cand[0, k), descending (= logit desc, id asc).
+template <int kBlock>
+__device__ void sortKeysDesc(int k, RowSmem<kBlock>& sm)
+{
+    int P = 1;
+    while (P < k)
+    {
+        P <<= 1;
+    }
+    for (int i = k + threadIdx.x; i < P; i += kBlock)
+    {
+        sm.cand[i] = 0ull; // below every real key
+    }
+    for (int size = 2; size <= P; size <<= 1)
+    {
+        for (int stride = size >> 1; stride > 0; stride >>= 1)
+        {
+            __syncthreads();
+            for (int i = threadIdx.x; i < P; i += kBlock)
+            {
                 int const j = i ^ stride;
-                if (i < P && j > i)
+                if (j > i)
                 {
                     bool const desc = (i & size) == 0;
-                    unsigned long long const a = cand[i], b = cand[j];
+                    unsigned long long const a = sm.cand[i], b = sm.cand[j];
                     if (desc ? (a < b) : (a > b))
                     {
-                        cand[i] = b;
-                        cand[j] = a;
+                        sm.cand[i] = b;
+                        sm.cand[j] = a;
                     }
                 }
             }
         }
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ uint64_t rowSeed(NegStepParams const& p, int n)
+{
+    return p.seeds ? static_cast<uint64_t>(p.seeds[n]) : p.seed;
+}
+
+__device__ __forceinline__ uint64_t rowOffset(NegStepParams const& p, int n)
+{
+    return p.offsets64 ? static_cast<uint64_t>(p.offsets64[n])
+                       : (p.offsets32 ? static_cast<uint64_t>(static_cast<int64_t>(p.offsets32[n])) : 0ull);
+}
+
+// Softmax over the sorted candidates sm.cand[0, k) and the Philox draw (negSampleSorted's
+// rule with block-wide sums); returns the chosen candidate index.  One candidate per thread.
+template <int kBlock>
+__device__ int drawCandidate(int k, float temperature, uint64_t seed, uint64_t offset, RowSmem<kBlock>& sm)
+{
+    static_assert(kBlock >= kNegMaxTopK, "one thread per candidate");
+    int const tid = threadIdx.x;
+    float const m = negCandidateLogit(sm.cand[0]) / temperature;
+    float const w = tid < k ? negSoftmaxWeight(negCandidateLogit(sm.cand[tid]), m, temperature) : 0.0f;
+    float const s = typename RowSmem<kBlock>::RedF(sm.tmp.f).Sum(w);
+    if (tid == 0)
+    {
+        sm.f = s;
+    }
+    __syncthreads();
+    float const total = sm.f;
+    int choice = 0;
+    if (total > 0.0f)
+    {
+        float const prob = w / total;
+        float c;
+        typename RowSmem<kBlock>::ScanF(sm.tmp.sf).InclusiveSum(prob, c);
+        if (tid == k - 1)
+        {
+            sm.total = c;
+        }
         __syncthreads();
-        // 3d. Softmax over the candidates and the Philox draw.
-        float const T = p.temperature;
-        float const m = negCandidateLogit(cand[0]) / T;
-        float const w = tid < k ? negSoftmaxWeight(negCandidateLogit(cand[tid]), m, T) : 0.0f;
-        float const s = RedF(tmp.f).Sum(w);
+        float const target = philoxUniform(seed, offset) * sm.total;
+        int const first
+            = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce((tid < k && c > target) ? tid : INT_MAX, MinOp());
+        __syncthreads();
+        int const lastPos = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce((tid < k && prob > 0.0f) ? tid : 0, MaxOp());
         if (tid == 0)
         {
-            shF = s;
+            sm.i[0] = first != INT_MAX ? first : lastPos;
         }
         __syncthreads();
-        int choice = 0;
-        if (shF > 0.0f)
-        {
-            float const prob = w / shF;
-            float c;
-            ScanF(tmp.sf).InclusiveSum(prob, c);
-            if (tid == k - 1)
-            {
-                shTotal = c;
-            }
-            __syncthreads();
-            uint64_t const seed = p.seeds ? static_cast<uint64_t>(p.seeds[n]) : p.seed;
-            uint64_t const offset = p.offsets64 ? static_cast<uint64_t>(p.offsets64[n])
-                                                : (p.offsets32 ? static_cast<uint64_t>(static_cast<int64_t>(p.offsets32[n])) : 0ull);
-            float const target = philoxUniform(seed, offset) * shTotal;
-            int const first = RedI(tmp.i).Reduce((tid < k && c > target) ? tid : INT_MAX, MinOp());
-            __syncthreads();
-            int const lastPos = RedI(tmp.i).Reduce((tid < k && prob > 0.0f) ? tid : 0, MaxOp());
-            if (tid == 0)
-            {
-                shI[0] = first != INT_MAX ? first : lastPos;
-            }
-            __syncthreads();
-            choice = shI[0];
-        }
-        token = static_cast<int>(negCandidateId(cand[choice]));
+        choice = sm.i[0];
     }
-    else if (gz && negOneHotRow(false, status))
+    __syncthreads();
+    return choice;
+}
+
+// The fired row's token: top-k of the keys, sorted, drawn from.
+template <int kBlock, typename KeyAt>
+__device__ int sampleFired(NegStepParams const& p, int n, KeyAt keyAt, int count, RowSmem<kBlock>& sm)
+{
+    int const k = min(p.topK, p.V);
+    selectTopKeys<kBlock>(keyAt, count, k, sm);
+    sortKeysDesc<kBlock>(k, sm);
+    int const choice = drawCandidate<kBlock>(k, p.temperature, rowSeed(p, n), rowOffset(p, n), sm);
+    return static_cast<int>(negCandidateId(sm.cand[choice]));
+}
+
+// One-hot guided logits where needed, then the row's outputs.
+template <int kBlock>
+__device__ void finishRow(NegStepParams const& p, int n, bool fire, int status, int token)
+{
+    float* gz = p.guided ? p.guided + static_cast<size_t>(n) * p.V : nullptr;
+    if (!fire && gz && negOneHotRow(false, status))
     {
-        for (int i = tid; i < V; i += kBlock)
+        for (int i = threadIdx.x; i < p.V; i += kBlock)
         {
             gz[i] = -INFINITY;
         }
     }
     __syncthreads();
-    if (tid == 0)
+    if (threadIdx.x == 0)
     {
         if (gz && negOneHotRow(fire, status))
         {
@@ -460,6 +502,116 @@ __global__ void __launch_bounds__(kBlock) negRowKernel(NegStepParams p, float co
             p.status[n] = status;
         }
     }
+}
+
+__device__ __forceinline__ bool rowsVec4(NegStepParams const& p)
+{
+    return (p.V % 4 == 0) && (reinterpret_cast<uintptr_t>(p.logits) % 16 == 0)
+        && (!p.guided || reinterpret_cast<uintptr_t>(p.guided) % 16 == 0);
+}
+
+// One block per row: the whole step for row blockIdx.x.
+template <int kBlock>
+__global__ void __launch_bounds__(kBlock, 1) negRowKernel(NegStepParams p, float const* terms)
+{
+    __shared__ RowSmem<kBlock> sm;
+    int const n = blockIdx.x;
+    float const ent = rowEntropy<kBlock>(p, terms, n, sm);
+    if (threadIdx.x == 0 && p.entropy)
+    {
+        p.entropy[n] = ent;
+    }
+    if (!p.logits)
+    {
+        return;
+    }
+    bool const fire = negFires(ent, *p.tau);
+    float const* z = p.logits + static_cast<size_t>(n) * p.V;
+    float* gz = p.guided ? p.guided + static_cast<size_t>(n) * p.V : nullptr;
+    unsigned long long best;
+    int flags;
+    scanLogits<kBlock>(z, gz, 0, p.V, fire, rowsVec4(p), best, flags, sm);
+    int const status = negRowStatus(ent, (flags & 1) != 0, (flags & 2) != 0);
+    int const token = fire ? sampleFired<kBlock>(p, n, LogitKeys{z, 0}, p.V, sm) : static_cast<int>(negCandidateId(best));
+    finishRow<kBlock>(p, n, fire, status, token);
+}
+
+// Split-V, first launch: block (n, s) scans slice s of row n, records its argmax key and
+// flags, and for a fired row its slice's top min(k, slice) keys (0-padded to perSlice).
+template <int kBlock>
+__global__ void __launch_bounds__(kBlock) negSliceKernel(NegStepParams p, float const* terms, NegSplitPlan plan,
+    float* rowEnt, unsigned long long* sliceBest, int* sliceFlags, unsigned long long* sliceCand)
+{
+    __shared__ RowSmem<kBlock> sm;
+    int const n = blockIdx.x;
+    int const s = blockIdx.y;
+    float const ent = rowEntropy<kBlock>(p, terms, n, sm);
+    if (s == 0 && threadIdx.x == 0)
+    {
+        rowEnt[n] = ent; // the merge gates on these bits, not on a re-summed entropy
+        if (p.entropy)
+        {
+            p.entropy[n] = ent;
+        }
+    }
+    bool const fire = negFires(ent, *p.tau);
+    float const* z = p.logits + static_cast<size_t>(n) * p.V;
+    float* gz = p.guided ? p.guided + static_cast<size_t>(n) * p.V : nullptr;
+    int const lo = static_cast<int>(negSliceBegin(plan, s));
+    int const hi = static_cast<int>(negSliceEnd(plan, s, p.V));
+    unsigned long long best;
+    int flags;
+    scanLogits<kBlock>(z, gz, lo, hi, fire, rowsVec4(p), best, flags, sm);
+    size_t const slot = static_cast<size_t>(n) * plan.splits + s;
+    if (threadIdx.x == 0)
+    {
+        sliceBest[slot] = best;
+        sliceFlags[slot] = flags;
+    }
+    if (fire)
+    {
+        int const kk = min(plan.perSlice, hi - lo);
+        selectTopKeys<kBlock>(LogitKeys{z, lo}, hi - lo, kk, sm);
+        unsigned long long* out = sliceCand + slot * plan.perSlice;
+        for (int i = threadIdx.x; i < plan.perSlice; i += kBlock)
+        {
+            out[i] = i < kk ? sm.cand[i] : 0ull;
+        }
+    }
+}
+
+// Split-V, second launch: one block per row merges the slices (argmax, flags, candidates),
+// draws for fired rows and writes the outputs.
+template <int kBlock>
+__global__ void __launch_bounds__(kBlock, 1) negMergeKernel(NegStepParams p, NegSplitPlan plan, float const* rowEnt,
+    unsigned long long const* sliceBest, int const* sliceFlags, unsigned long long const* sliceCand)
+{
+    static_assert(kBlock >= kNegMaxSplits, "one thread per slice");
+    __shared__ RowSmem<kBlock> sm;
+    int const n = blockIdx.x;
+    float const ent = rowEnt[n];
+    bool const fire = negFires(ent, *p.tau);
+    size_t const row = static_cast<size_t>(n) * plan.splits;
+    bool const mine = threadIdx.x < plan.splits;
+    unsigned long long best = mine ? sliceBest[row + threadIdx.x] : 0ull;
+    int flags = mine ? sliceFlags[row + threadIdx.x] : 0;
+    best = typename RowSmem<kBlock>::RedU(sm.tmp.u).Reduce(best, MaxOp());
+    __syncthreads();
+    flags = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce(flags, OrOp());
+    if (threadIdx.x == 0)
+    {
+        sm.u = best;
+        sm.i[0] = flags;
+    }
+    __syncthreads();
+    best = sm.u;
+    flags = sm.i[0];
+    __syncthreads();
+    int const status = negRowStatus(ent, (flags & 1) != 0, (flags & 2) != 0);
+    int const token = fire
+        ? sampleFired<kBlock>(p, n, StoredKeys{sliceCand + row * plan.perSlice}, plan.splits * plan.perSlice, sm)
+        : static_cast<int>(negCandidateId(best));
+    finishRow<kBlock>(p, n, fire, status, token);
 }
 
 template <typename T>
@@ -478,9 +630,10 @@ cudaError_t launchHead(NegStepParams const& p, float* terms, cudaStream_t stream
 
 cudaError_t negStepLaunch(NegStepParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream)
 {
-    if (p.N < 0 || (p.logits && p.V < 1) || p.topK < 1 || p.topK > kNegMaxTopK || !(p.temperature > 0.0f)
-        || !negActivationValid(p.activation) || !dtypeValid(static_cast<int32_t>(p.hiddenType))
-        || (p.logits && (!p.token || !p.tau)))
+    if (p.N < 0 || (p.logits && (p.V < 1 || p.V > kNegMaxVocab)) || p.topK < 1 || p.topK > kNegMaxTopK
+        || !(p.temperature > 0.0f) || p.splits < 0 || !negActivationValid(p.activation)
+        || !dtypeValid(static_cast<int32_t>(p.hiddenType)) || (p.logits && (!p.token || !p.tau))
+        || (p.guided && static_cast<void const*>(p.guided) == static_cast<void const*>(p.logits)))
     {
         return cudaErrorInvalidValue;
     }
@@ -488,14 +641,21 @@ cudaError_t negStepLaunch(NegStepParams const& p, void* workspace, size_t worksp
     {
         return cudaSuccess;
     }
-    float* terms = static_cast<float*>(workspace);
-    if (!p.entropyIn)
+    bool const head = !p.entropyIn;
+    if (head && (p.H < 1 || p.d < 1 || !p.hidden || !p.w1 || !p.b1 || !p.w2 || !p.b2))
     {
-        if (p.H < 1 || p.d < 1 || !p.hidden || !p.w1 || !p.b1 || !p.w2 || !p.b2
-            || workspaceBytes < negWorkspaceSize(p.N, p.d) || !workspace)
-        {
-            return cudaErrorInvalidValue;
-        }
+        return cudaErrorInvalidValue;
+    }
+    int64_t const d = head ? p.d : 0;
+    int64_t const V = p.logits ? p.V : 0;
+    size_t const need = negStepWorkspaceSize(p.N, d, V, p.topK, p.splits);
+    if (workspaceBytes < need || (need > 0 && !workspace))
+    {
+        return cudaErrorInvalidValue;
+    }
+    float* terms = static_cast<float*>(workspace);
+    if (head)
+    {
         cudaError_t e;
         switch (p.hiddenType)
         {
@@ -508,7 +668,26 @@ cudaError_t negStepLaunch(NegStepParams const& p, void* workspace, size_t worksp
             return e;
         }
     }
-    negRowKernel<kNegRowThreads><<<p.N, kNegRowThreads, 0, stream>>>(p, terms);
+    NegSplitPlan const plan = negSplitPlan(p.N, V, p.topK, p.splits);
+    if (!p.logits || plan.splits <= 1)
+    {
+        negRowKernel<kNegRowThreads><<<p.N, kNegRowThreads, 0, stream>>>(p, terms);
+        return cudaGetLastError();
+    }
+    NegSplitLayout const l = negSplitLayout(p.N, plan);
+    char* base = static_cast<char*>(workspace) + negTermsBytes(p.N, d);
+    auto* rowEnt = reinterpret_cast<float*>(base + l.ent);
+    auto* best = reinterpret_cast<unsigned long long*>(base + l.best);
+    auto* flags = reinterpret_cast<int*>(base + l.flags);
+    auto* cand = reinterpret_cast<unsigned long long*>(base + l.cand);
+    negSliceKernel<kNegSliceThreads>
+        <<<dim3(p.N, plan.splits), kNegSliceThreads, 0, stream>>>(p, terms, plan, rowEnt, best, flags, cand);
+    cudaError_t const e = cudaGetLastError();
+    if (e != cudaSuccess)
+    {
+        return e;
+    }
+    negMergeKernel<kNegRowThreads><<<p.N, kNegRowThreads, 0, stream>>>(p, plan, rowEnt, best, flags, cand);
     return cudaGetLastError();
 }
 

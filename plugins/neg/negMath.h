@@ -160,6 +160,135 @@ TRTNEG_HD int32_t negSampleSorted(float const* sortedLogits, int32_t k, float te
     return lastPositive;
 }
 
+// Top-k selection of unique 64-bit candidate keys by radix select on 8-bit digits, from
+// the most significant: each pass histograms the digit at `shift` of the keys that match
+// the fixed high bits (`prefix` under `mask`) and fixes the digit holding the k-th largest.
+// It stops once that digit's bucket is taken whole (at the latest when all 64 bits are
+// fixed, since keys are unique); the selected keys are then exactly those whose fixed high
+// bits are >= prefix.  The CUDA kernel runs the histogram in parallel and the decision on
+// one thread; the host library runs the same steps sequentially.
+struct NegRadixState
+{
+    uint64_t prefix;
+    uint64_t mask;
+    int32_t kRem; // how many of the k are still to be found under the prefix
+    int32_t shift;
+    bool done;
+};
+
+TRTNEG_HD NegRadixState negRadixStart(int32_t k)
+{
+    NegRadixState s;
+    s.prefix = 0;
+    s.mask = 0;
+    s.kRem = k;
+    s.shift = 56;
+    s.done = false;
+    return s;
+}
+
+// Whether key falls in this pass's histogram, and its bucket.
+TRTNEG_HD bool negRadixCounts(NegRadixState const& s, uint64_t key)
+{
+    return (key & s.mask) == s.prefix;
+}
+
+TRTNEG_HD int32_t negRadixDigit(NegRadixState const& s, uint64_t key)
+{
+    return static_cast<int32_t>((key >> s.shift) & 0xFFu);
+}
+
+// Fixes this pass's digit from its 256-bucket histogram.
+TRTNEG_HD void negRadixAdvance(NegRadixState& s, int32_t const* hist)
+{
+    int32_t cum = 0;
+    for (int32_t b = 255; b >= 0; --b)
+    {
+        int32_t const c = hist[b];
+        if (cum + c >= s.kRem)
+        {
+            s.prefix |= static_cast<uint64_t>(b) << s.shift;
+            s.mask |= static_cast<uint64_t>(0xFFu) << s.shift;
+            s.kRem -= cum;
+            s.done = c == s.kRem || s.shift == 0;
+            s.shift -= 8;
+            return;
+        }
+        cum += c;
+    }
+    s.done = true; // fewer than k keys: unreachable for 1 <= k <= count
+}
+
+TRTNEG_HD bool negRadixSelected(NegRadixState const& s, uint64_t key)
+{
+    return (key & s.mask) >= s.prefix;
+}
+
+// How a row's vocabulary is cut into slices for the split-V path (small N: one block per
+// row would leave most SMs idle, so each row is scanned by `splits` blocks, each keeping its
+// slice's top min(k, slice) candidate keys; a second launch merges them).  The union of the
+// slices' top-k holds the row's top-k, and candidate keys are unique, so the merge is exact.
+constexpr int32_t kNegSplitTargetBlocks = 256; // ~2 waves of blocks on 132 SMs
+constexpr int32_t kNegMaxSplits = 64;
+constexpr int32_t kNegMinSliceLen = 2048; // auto plans keep slices at least this long
+
+struct NegSplitPlan
+{
+    int32_t splits;   // slices per row; 1 = one block scans the whole row
+    int32_t sliceLen; // elements per slice (a multiple of 4; the last slice may be shorter)
+    int32_t perSlice; // candidate slots per slice = min(top_k, sliceLen)
+};
+
+// requested <= 0: automatic (from N and V); requested >= 1: that many slices, clamped to
+// [1, kNegMaxSplits] and to non-empty slices.
+TRTNEG_HD NegSplitPlan negSplitPlan(int64_t N, int64_t V, int32_t topK, int32_t requested)
+{
+    int64_t s;
+    if (requested > 0)
+    {
+        s = requested;
+    }
+    else
+    {
+        s = N >= kNegSplitTargetBlocks || N < 1 ? 1 : (kNegSplitTargetBlocks + N - 1) / N;
+        int64_t const byLen = V / kNegMinSliceLen;
+        s = s < byLen ? s : byLen;
+    }
+    s = s < 1 ? 1 : (s > kNegMaxSplits ? kNegMaxSplits : s);
+    int64_t const v = V < 1 ? 1 : V;
+    int64_t len = (v + s - 1) / s;
+    len = (len + 3) & ~static_cast<int64_t>(3);
+    s = (v + len - 1) / len; // rounding len up may leave trailing slices empty: drop them
+    if (s == 1)
+    {
+        len = v;
+    }
+    NegSplitPlan plan;
+    plan.splits = static_cast<int32_t>(s);
+    plan.sliceLen = static_cast<int32_t>(len);
+    plan.perSlice = static_cast<int32_t>(topK < len ? topK : len);
+    return plan;
+}
+
+// [begin, end) of slice s of a V-element row.
+TRTNEG_HD int64_t negSliceBegin(NegSplitPlan const& plan, int32_t s)
+{
+    return static_cast<int64_t>(s) * plan.sliceLen;
+}
+
+TRTNEG_HD int64_t negSliceEnd(NegSplitPlan const& plan, int32_t s, int64_t V)
+{
+    int64_t const e = static_cast<int64_t>(s + 1) * plan.sliceLen;
+    return e < V ? e : V;
+}
+
+// A row's status from its entropy and what the scan of its logits saw.
+TRTNEG_HD int32_t negRowStatus(float entropy, bool anyFinite, bool anyPosInf)
+{
+    return (entropy != entropy ? kNEG_NAN_ENTROPY : kNEG_OK) | (anyFinite ? 0 : kNEG_NO_FINITE_LOGIT)
+        | (anyPosInf ? kNEG_POS_INF_LOGIT : 0);
+}
+
 // Rows whose base logits would break a downstream sampler get one-hot guided logits.
 TRTNEG_HD bool negOneHotRow(bool fired, int32_t status)
 {

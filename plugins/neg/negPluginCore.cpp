@@ -67,8 +67,8 @@ void NegPluginConfig::validate() const
         throw FieldError("plugin field 'hidden_size': must be >= 1");
     if (headHiddenSize < 1)
         throw FieldError("plugin field 'head_hidden_size': must be >= 1");
-    if (vocabSize < 1)
-        throw FieldError("plugin field 'vocab_size': must be >= 1");
+    if (vocabSize < 1 || vocabSize > kNegMaxVocab)
+        throw FieldError("plugin field 'vocab_size': must be in [1, 2^30]");
     if (topK < 1 || (topK > kNegMaxTopK && vocabSize > kNegMaxTopK))
         throw FieldError("plugin field 'top_k': must be in [1, 1024] (or >= vocab_size when vocab_size <= 1024)");
     if (!(temperature > 0.0f) || std::isinf(temperature))
@@ -181,7 +181,8 @@ void negOutputTypes(int32_t const* /*inputTypes*/, int32_t* outputTypes)
 
 size_t negPluginWorkspaceSize(NegPluginConfig const& cfg, int64_t maxRows)
 {
-    return negWorkspaceSize(maxRows, cfg.headHiddenSize);
+    int32_t const k = cfg.topK < cfg.vocabSize ? cfg.topK : cfg.vocabSize;
+    return negWorkspaceSize(maxRows, cfg.headHiddenSize, cfg.vocabSize, k);
 }
 
 NegStepParams negMakeParams(NegPluginConfig const& cfg, int32_t N, int32_t hiddenType, int32_t positionsType,

@@ -35,7 +35,8 @@ void checkCuda(at::Tensor const& t, char const* name, at::ScalarType type, int64
 std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<at::Tensor> logits,
     c10::optional<at::Tensor> w1, c10::optional<at::Tensor> b1, c10::optional<at::Tensor> w2,
     c10::optional<at::Tensor> b2, at::Tensor tau, at::Tensor seeds, at::Tensor offsets,
-    c10::optional<at::Tensor> entropyIn, int64_t activation, int64_t topK, double temperature, bool withGuided)
+    c10::optional<at::Tensor> entropyIn, int64_t activation, int64_t topK, double temperature, bool withGuided,
+    int64_t splits)
 {
     trt_neg::NegStepParams p;
     TORCH_CHECK(entropyIn || hidden, "neg_step: give hidden (with w1, b1, w2, b2) or entropy_in");
@@ -58,6 +59,8 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     p.activation = static_cast<int32_t>(activation);
     p.topK = static_cast<int32_t>(topK);
     p.temperature = static_cast<float>(temperature);
+    TORCH_CHECK(splits >= 0 && splits <= 1 << 20, "splits: expected 0 (automatic) or a slice count, got ", splits);
+    p.splits = static_cast<int32_t>(splits);
     checkCuda(tau, "tau", at::kFloat, -1);
     p.tau = tau.data_ptr<float>();
     if (entropyIn)
@@ -112,8 +115,8 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     p.entropy = entropy.data_ptr<float>();
     p.fired = fired.data_ptr<int32_t>();
     p.status = status.data_ptr<int32_t>();
-    at::Tensor ws = at::empty({static_cast<int64_t>(trt_neg::negWorkspaceSize(N, p.d > 0 ? p.d : 1))},
-        ref.options().dtype(at::kByte));
+    size_t const wsBytes = trt_neg::negStepWorkspaceSize(N, entropyIn ? 0 : p.d, logits ? p.V : 0, p.topK, p.splits);
+    at::Tensor ws = at::empty({static_cast<int64_t>(wsBytes > 0 ? wsBytes : 1)}, ref.options().dtype(at::kByte));
     cudaError_t const e = trt_neg::negStepLaunch(p, ws.data_ptr(), ws.numel(), c10::cuda::getCurrentCUDAStream().stream());
     TORCH_CHECK(e == cudaSuccess, "negStepLaunch failed: ", cudaGetErrorString(e));
     return {token, entropy, fired, status, guided};
@@ -126,5 +129,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("neg_step", &negStep, "Fused NEG step (head + gate + gated top-k sampling + guided logits)",
         py::arg("hidden"), py::arg("logits"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
         py::arg("tau"), py::arg("seeds"), py::arg("offsets"), py::arg("entropy_in"), py::arg("activation"),
-        py::arg("top_k"), py::arg("temperature"), py::arg("with_guided"));
+        py::arg("top_k"), py::arg("temperature"), py::arg("with_guided"), py::arg("splits") = 0);
 }

@@ -20,11 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import neg
+from ..kernels import host
 from .common import cuda_time_us
 from . import common
 from .report import FAIL, PASS
 
 V_BENCH, H_BENCH, D_BENCH = 248320, 4096, 1024
+SPLIT_VARIANTS = (1, 7)  # one block per row; seven vocabulary slices per row (split-V)
+_OUTPUTS = ("token", "fired", "status", "guided_logits")
 BENCH_N = (1, 8, 64, 256)
 HEAD_N = (64, 256, 1024)
 
@@ -108,6 +111,11 @@ def correctness(ext_mod, device, log) -> bool:
             w = neg.NegWeights(torch.zeros(1, 1), torch.zeros(1), torch.zeros(1), torch.zeros(1), torch.tensor(tau))
             got = ext_mod.neg_step(None, z, w, top_k=k, temperature=T, seeds=seeds, offsets=offs, entropy=ent)
             rows, boundary, fails = _compare(ref, got, z, k, T, seeds.cpu(), offs.cpu())
+            for splits in SPLIT_VARIANTS:  # every path gives the same bits as the automatic plan
+                alt = ext_mod.neg_step(None, z, w, top_k=k, temperature=T, seeds=seeds, offsets=offs, entropy=ent,
+                                       splits=splits)
+                fails += [f"splits={splits}: {f} differs from the automatic plan" for f in _OUTPUTS
+                          if not torch.equal(getattr(alt, f), getattr(got, f))]
             status = "ok" if not fails else "FAIL"
             ok &= not fails
             log(f"  sample  {kind:9s} N={n:<4d} V={v:<7d} k={k:<5d} tau={tau:<5}: {status} "
@@ -145,25 +153,29 @@ def benchmark(ext_mod, ctx) -> list[dict]:
         ent = neg.neg_head(hid, w)
         tau5 = float(torch.quantile(ent, 0.95)) if n > 1 else float(ent[0]) + 1.0
         seeds, offs = torch.full((n,), 7, device=device), torch.arange(n, device=device) + 100
-        r = {"N": n}
+        r = {"N": n, "split_plan": list(host.split_plan(n, V_BENCH, 8))}
         for label, tau in (("gate5", tau5), ("all", -math.inf)):
             kw = dict(activation="silu", top_k=8, temperature=1.0, seeds=seeds, offsets=offs,
                       threshold=torch.tensor(tau, device=device))
             r["fused_" + label] = cuda_time_us(lambda: ext_mod.neg_step(hid, z, w, **kw), reps)
+            r["fused1_" + label] = cuda_time_us(lambda: ext_mod.neg_step(hid, z, w, splits=1, **kw), reps)
             r["torch_" + label] = cuda_time_us(lambda: neg.neg_step(hid, z, w, **kw), max(3, reps // 5), warmup=1)
         nbytes = 2 * n * V_BENCH * 4 + w1_bytes  # logits read + guided logits written + W1
         r["floor_measured"], r["floor_4p8"] = ctx.floors(nbytes)
         rows.append(r)
         del hid, z
     ctx.log(f"timing (us; V={V_BENCH}, H={H_BENCH}, d={D_BENCH}, bf16 hidden, top_k=8; median of {reps}; "
-            "floor = (2 N V 4 B + W1) / bandwidth)")
-    ctx.log(f"{'N':>5} {'fused5%':>9} {'fusedAll':>9} {'torch5%':>9} {'torchAll':>9} {'floor@meas':>10} "
-            f"{'floor@4.8':>9} {'torch/fused':>11} {'floor/fused':>11}")
+            "floor = (2 N V 4 B + W1) / bandwidth; 'fused' = automatic plan, 'fused1' = one block per row)")
+    ctx.log(f"{'N':>5} {'slices':>6} {'fused5%':>9} {'fusedAll':>9} {'fused1 5%':>9} {'fused1All':>9} {'torch5%':>9} "
+            f"{'torchAll':>9} {'floor@meas':>10} {'floor@4.8':>9} {'torch/fused':>11} {'fused1/fused':>12} "
+            f"{'floor/fused':>11}")
     for r in rows:
         fm = r["floor_measured"]
-        ctx.log(f"{r['N']:>5} {r['fused_gate5']:>9.1f} {r['fused_all']:>9.1f} {r['torch_gate5']:>9.1f} "
-                f"{r['torch_all']:>9.1f} {fm if fm is not None else float('nan'):>10.1f} {r['floor_4p8']:>9.1f} "
-                f"{r['torch_gate5'] / r['fused_gate5']:>11.2f} {(fm or r['floor_4p8']) / r['fused_gate5']:>11.2f}")
+        ctx.log(f"{r['N']:>5} {r['split_plan'][0]:>6} {r['fused_gate5']:>9.1f} {r['fused_all']:>9.1f} "
+                f"{r['fused1_gate5']:>9.1f} {r['fused1_all']:>9.1f} {r['torch_gate5']:>9.1f} {r['torch_all']:>9.1f} "
+                f"{fm if fm is not None else float('nan'):>10.1f} {r['floor_4p8']:>9.1f} "
+                f"{r['torch_gate5'] / r['fused_gate5']:>11.2f} {r['fused1_gate5'] / r['fused_gate5']:>12.2f} "
+                f"{(fm or r['floor_4p8']) / r['fused_gate5']:>11.2f}")
     return rows
 
 

@@ -12,4 +12,13 @@ from pathlib import Path
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
 
-__all__ = ["PLUGINS_DIR"]
+
+def check_splits(splits) -> int:
+    """The NEG op's ``splits`` argument (host library and CUDA kernel alike): 0 = the
+    kernel's automatic split-V plan, 1 = one pass / block per row, > 1 = that many slices."""
+    if isinstance(splits, bool) or not isinstance(splits, int) or splits < 0:
+        raise ValueError(f"splits: expected an integer >= 0 (0 = automatic), got {splits!r}")
+    return splits
+
+
+__all__ = ["PLUGINS_DIR", "check_splits"]

@@ -17,7 +17,7 @@ from typing import Optional
 
 import torch
 
-from . import PLUGINS_DIR
+from . import PLUGINS_DIR, check_splits
 
 _lock = threading.Lock()
 _ext = None
@@ -94,9 +94,11 @@ def _rows(x, n: int, device) -> torch.Tensor:
 
 
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
-             threshold=None, entropy: Optional[torch.Tensor] = None, with_guided=True):
+             threshold=None, entropy: Optional[torch.Tensor] = None, with_guided=True, splits=0):
     """CUDA twin of :func:`trt_neg.neg.neg_step`; with ``entropy`` given, skips the head
-    (twin of :func:`trt_neg.neg.gated_topk_sample`).  W1 is cast to the hidden dtype."""
+    (twin of :func:`trt_neg.neg.gated_topk_sample`).  W1 is cast to the hidden dtype.
+    ``splits``: 0 = the kernel's automatic plan, 1 = one block per row, > 1 = that many
+    vocabulary slices per row (the split-V path; docs/neg.md)."""
     from ..neg import ACTIVATION_CODES, NegStepOutput, _check_sampling_args, canonical_activation
 
     _check_sampling_args(top_k, temperature)
@@ -122,7 +124,7 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     token, ent, fired, status, guided = ext.neg_step(
         logits=logits.float().contiguous(), tau=tau, seeds=_rows(seeds, n, dev), offsets=_rows(offsets, n, dev),
         activation=ACTIVATION_CODES[canonical_activation(activation)], top_k=int(top_k),
-        temperature=float(temperature), with_guided=bool(with_guided), **kw)
+        temperature=float(temperature), with_guided=bool(with_guided), splits=check_splits(splits), **kw)
     return NegStepOutput(token=token.long(), entropy=ent, fired=fired.bool(), status=status,
                          guided_logits=guided if with_guided else None)
 

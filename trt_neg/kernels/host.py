@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from . import PLUGINS_DIR
+from . import PLUGINS_DIR, check_splits
 from .build import HostLibrary
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
@@ -23,12 +23,14 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.trtneg_philox4x32_10.restype = None
     lib.trtneg_philox_uniform.argtypes = [ctypes.c_uint64, ctypes.c_uint64]
     lib.trtneg_philox_uniform.restype = F32
-    lib.trtneg_gated_sample_host.argtypes = [P, I64, I64, P, F32, I32, F32, P, P, P, P, P, P, I32]
+    lib.trtneg_gated_sample_host.argtypes = [P, I64, I64, P, F32, I32, F32, P, P, P, P, P, P, I32, I32]
     lib.trtneg_gated_sample_host.restype = ctypes.c_int
+    lib.trtneg_split_plan.argtypes = [I64, I64, I32, I32, P]
+    lib.trtneg_split_plan.restype = None
     lib.trtneg_neg_head_host.argtypes = [P, I32, I64, I64, P, I32, P, P, F32, I64, I32, P, I32]
     lib.trtneg_neg_head_host.restype = ctypes.c_int
     lib.trtneg_neg_step_host.argtypes = [P, I32, I64, I64, P, I64, P, I32, P, P, F32, I64, F32, I32, I32, F32,
-                                         P, P, P, P, P, P, P, I32]
+                                         P, P, P, P, P, P, P, I32, I32]
     lib.trtneg_neg_step_host.restype = ctypes.c_int
 
 
@@ -101,8 +103,22 @@ def _result(out, entropy):
     )
 
 
-def gated_topk_sample(logits, entropy, threshold, top_k, temperature, seeds, offsets, *, with_guided=True, num_threads=0):
-    """Host-library twin of :func:`trt_neg.neg.gated_topk_sample`."""
+def split_plan(n: int, v: int, top_k: int, splits: int = 0) -> tuple[int, int, int]:
+    """The CUDA kernel's split-V plan for N rows of V logits: (slices per row, slice length,
+    candidate slots per slice).  ``splits`` 0 = automatic, else the requested count."""
+    out = (ctypes.c_int32 * 3)()
+    load().trtneg_split_plan(int(n), int(v), int(min(top_k, v)), check_splits(splits), out)
+    return tuple(out)
+
+
+def gated_topk_sample(logits, entropy, threshold, top_k, temperature, seeds, offsets, *, with_guided=True, num_threads=0,
+                      splits=0):
+    """Host-library twin of :func:`trt_neg.neg.gated_topk_sample`.
+
+    Runs the CUDA kernel's steps sequentially; ``splits`` picks its path: 0 = the plan the
+    kernel picks for this (N, V, top_k), 1 = one pass per row, > 1 = that many vocabulary
+    slices per row merged afterwards (docs/neg.md, "split-V").  Every path gives the same
+    result."""
     z, n, v, s, o, out = _prep_common(logits, seeds, offsets, with_guided)
     ent = torch.as_tensor(entropy, dtype=torch.float32).reshape(-1).contiguous().clone()
     if ent.numel() != n:
@@ -110,7 +126,7 @@ def gated_topk_sample(logits, entropy, threshold, top_k, temperature, seeds, off
     tau = float(torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
     _check(load().trtneg_gated_sample_host(_ptr(z), n, v, _ptr(ent), tau, int(top_k), float(temperature), _ptr(s),
                                            _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(out["fired"]),
-                                           _ptr(out["status"]), int(num_threads)))
+                                           _ptr(out["status"]), int(num_threads), check_splits(splits)))
     return _result(out, ent)
 
 
@@ -145,8 +161,9 @@ def neg_head(hidden: torch.Tensor, weights, activation: str = "silu", *, num_thr
 
 
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
-             threshold=None, with_guided=True, num_threads=0):
-    """Host-library twin of :func:`trt_neg.neg.neg_step` (whole op in one C call)."""
+             threshold=None, with_guided=True, num_threads=0, splits=0):
+    """Host-library twin of :func:`trt_neg.neg.neg_step` (whole op in one C call; ``splits`` as
+    in :func:`gated_topk_sample`)."""
     from ..neg import ACTIVATION_CODES, canonical_activation
 
     h = hidden.detach().cpu().contiguous()
@@ -164,5 +181,5 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
         _ptr(h), DTYPE_CODES[h.dtype], n, h.shape[1], _ptr(z), v, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1), _ptr(w2),
         b2, w1.shape[0], tau, ACTIVATION_CODES[canonical_activation(activation)], int(top_k), float(temperature),
         _ptr(s), _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(ent), _ptr(out["fired"]), _ptr(out["status"]),
-        int(num_threads)))
+        int(num_threads), check_splits(splits)))
     return _result(out, ent)

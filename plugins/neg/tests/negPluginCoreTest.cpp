@@ -106,6 +106,8 @@ static void testFieldParsing()
     CHECK(throwsNaming([&] { parse(with({"hidden_size", &h, FieldType::kINT32, 2})); }, "hidden_size"));
     CHECK(throwsNaming([&] { parse(with({"seed", &temp, FieldType::kFLOAT64, 1})); }, "seed"));
     CHECK(throwsNaming([&] { parse(with({"bogus", &h, FieldType::kINT32, 1})); }, "bogus"));
+    int32_t const hugeV = (1 << 30) + 1; // past the kernel's strided-index limit
+    CHECK(throwsNaming([&] { parse(with({"vocab_size", &hugeV, FieldType::kINT32, 1})); }, "vocab_size"));
     // top_k above 1024 is fine when it covers a small vocabulary (k = min(top_k, V)).
     int32_t const smallV = 7;
     auto g = with({"vocab_size", &smallV, FieldType::kINT32, 1});
@@ -175,9 +177,28 @@ static void testTypes()
 static void testWorkspaceAndParams()
 {
     NegPluginConfig const c = sample();
-    CHECK(negPluginWorkspaceSize(c, 1024) == 1024u * 1024u * 4u);
-    CHECK(negPluginWorkspaceSize(c, 1) % 256 == 0 && negPluginWorkspaceSize(c, 1) >= 4096);
     CHECK(negPluginWorkspaceSize(c, 0) == 0);
+    // Enough for every row count up to the maximum with the plan the launcher picks, split-V
+    // rows included (the 64 slices of N=1 keep 8 candidate keys each, and so on).
+    for (int64_t maxN : {1, 2, 3, 8, 63, 255, 256, 1024})
+    {
+        size_t const ws = negPluginWorkspaceSize(c, maxN);
+        CHECK(ws % 256 == 0 && ws >= static_cast<size_t>(maxN) * 1024u * 4u);
+        for (int64_t n = 1; n <= maxN; ++n)
+            CHECK(negStepWorkspaceSize(n, c.headHiddenSize, c.vocabSize, c.topK, 0) <= ws);
+    }
+    NegSplitPlan const one = negSplitPlan(1, c.vocabSize, c.topK, 0);
+    CHECK(one.splits == 64 && one.perSlice == 8);
+    NegSplitLayout const l = negSplitLayout(1, one);
+    CHECK(l.best >= sizeof(float) && l.flags >= l.best + 64 * 8 && l.cand >= l.flags + 64 * 4
+        && l.bytes >= l.cand + 64 * 8 * 8 && l.bytes % 256 == 0);
+    CHECK(negSplitLayout(300, negSplitPlan(300, c.vocabSize, c.topK, 0)).bytes == 0); // one block per row
+    // A top_k of 1024 keeps up to 1024 keys per slice: the bound grows with it.
+    NegPluginConfig big = c;
+    big.topK = 1024;
+    CHECK(negPluginWorkspaceSize(big, 8) > negPluginWorkspaceSize(c, 8));
+    for (int64_t n = 1; n <= 8; ++n)
+        CHECK(negStepWorkspaceSize(n, big.headHiddenSize, big.vocabSize, big.topK, 0) <= negPluginWorkspaceSize(big, 8));
     float dummy[8];
     void const* in[8];
     void* out[4];
