@@ -277,6 +277,24 @@ __device__ float rowEntropy(NegStepParams const& p, float const* terms, int n, R
     return ent;
 }
 
+// Block-wide max of the argmax keys and OR of the status flags; the results in every thread.
+template <int kBlock>
+__device__ void reduceArgmaxFlags(unsigned long long& best, int& flags, RowSmem<kBlock>& sm)
+{
+    best = typename RowSmem<kBlock>::RedU(sm.tmp.u).Reduce(best, MaxOp());
+    __syncthreads();
+    flags = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce(flags, OrOp());
+    if (threadIdx.x == 0)
+    {
+        sm.u = best;
+        sm.i[0] = flags;
+    }
+    __syncthreads();
+    best = sm.u;
+    flags = sm.i[0];
+    __syncthreads();
+}
+
 // One pass over z[lo, hi): the best candidate key (argmax), the finite / +inf flags, and the
 // guided logits (-inf when fired, else the logit with NaN as -inf).  Results block-uniform.
 template <int kBlock>
@@ -303,18 +321,9 @@ __device__ void scanLogits(float const* z, float* gz, int lo, int hi, bool fire,
             visitLogit(z[i], i, fire, gz, best, flags);
         }
     }
-    best = typename RowSmem<kBlock>::RedU(sm.tmp.u).Reduce(best, MaxOp());
-    __syncthreads();
-    flags = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce(flags, OrOp());
-    if (threadIdx.x == 0)
-    {
-        sm.u = best;
-        sm.i[0] = flags;
-    }
-    __syncthreads();
-    bestOut = sm.u;
-    flagsOut = sm.i[0];
-    __syncthreads();
+    reduceArgmaxFlags<kBlock>(best, flags, sm);
+    bestOut = best;
+    flagsOut = flags;
 }
 
 // Writes the k largest of count unique candidate keys (1 <= k <= min(count, kNegMaxTopK))
@@ -595,18 +604,7 @@ __global__ void __launch_bounds__(kBlock, 1) negMergeKernel(NegStepParams p, Neg
     bool const mine = threadIdx.x < plan.splits;
     unsigned long long best = mine ? sliceBest[row + threadIdx.x] : 0ull;
     int flags = mine ? sliceFlags[row + threadIdx.x] : 0;
-    best = typename RowSmem<kBlock>::RedU(sm.tmp.u).Reduce(best, MaxOp());
-    __syncthreads();
-    flags = typename RowSmem<kBlock>::RedI(sm.tmp.i).Reduce(flags, OrOp());
-    if (threadIdx.x == 0)
-    {
-        sm.u = best;
-        sm.i[0] = flags;
-    }
-    __syncthreads();
-    best = sm.u;
-    flags = sm.i[0];
-    __syncthreads();
+    reduceArgmaxFlags<kBlock>(best, flags, sm);
     int const status = negRowStatus(ent, (flags & 1) != 0, (flags & 2) != 0);
     int const token = fire
         ? sampleFired<kBlock>(p, n, StoredKeys{sliceCand + row * plan.perSlice}, plan.splits * plan.perSlice, sm)
