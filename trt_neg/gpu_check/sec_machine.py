@@ -12,6 +12,7 @@ import subprocess
 
 import torch
 
+from . import common
 from .report import PASS
 
 COPY_BYTES = 2 << 30  # 2 GiB source, 2 GiB destination
@@ -56,11 +57,9 @@ def _versions() -> dict:
 
 def copy_bandwidth(nbytes: int = COPY_BYTES, reps: int = 10) -> tuple[float, float]:
     """(bytes/s counting read + write, median us) of a device-to-device copy of ``nbytes``."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=common.DEVICE).uniform_()
     dst = torch.empty_like(src)
-    from .common import cuda_time_us
-
-    us = cuda_time_us(lambda: dst.copy_(src), reps)
+    us = common.cuda_time_us(lambda: dst.copy_(src), reps)
     del src, dst
     torch.cuda.empty_cache()
     return 2 * nbytes / (us * 1e-6), us

@@ -1,0 +1,287 @@
+"""The GPU check's GDN, backend and machine sections run end to end on the CPU (the pattern
+of test_gpu_check_neg_on_cpu.py): ``common.DEVICE`` is "cpu", the CUDA extensions are
+replaced by host-library stand-ins with the bindings' exact signatures and argument checks
+(gdnTorch.cpp's ``gdn_forward``/``chunk_size``; the NEG kernel by :mod:`trt_neg.kernels.host`),
+the few ``torch.cuda`` calls that raise on a CPU-only torch are faked, and the shapes are
+small.  Every comparison, table and summary line of the sections executes, so a Python
+slip in them cannot first show on a lent GPU.  Timings here are meaningless and not asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import types
+
+import pytest
+import torch
+
+from trt_neg.gpu_check import SectionContext, common, sec_backend, sec_gdn, sec_machine
+from trt_neg.gpu_check.report import FAIL, PASS
+from trt_neg.kernels import cuda_ext, gdn_host, host
+
+H200_SHARED_OPTIN = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
+ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
+
+
+def _fake_time(fn, reps, warmup=3):
+    fn()
+    return 1.0
+
+
+def _on_device(t: torch.Tensor, name: str, dtype=None) -> None:
+    """gdnTorch.cpp's check(): on the section's device, contiguous, of the expected dtype."""
+    assert isinstance(t, torch.Tensor), f"{name}: expected a tensor, got {type(t).__name__}"
+    assert t.device.type == torch.device(common.DEVICE).type, f"{name}: on {t.device}, not {common.DEVICE}"
+    assert t.is_contiguous(), f"{name}: must be contiguous"
+    if dtype is not None:
+        assert t.dtype == dtype, f"{name}: expected {dtype}, got {t.dtype}"
+
+
+class HostGdnExtension:
+    """Stand-in for the trt_neg_gdn_cuda module: the host library with the binding's
+    signature (every argument keyword-able, only ``algo`` defaulted) and its checks."""
+
+    def __init__(self, max_shared: int = H200_SHARED_OPTIN, corrupt_algo: int | None = None):
+        self.max_shared = max_shared
+        self.corrupt_algo = corrupt_algo  # add an error to this algo's outputs (negative test)
+        self.calls = 0
+
+    def chunk_size(self, hk, hv, dk, dv) -> int:
+        return int(gdn_host.chunk_plan(int(hk), int(hv), int(dk), int(dv), self.max_shared)["chunk"])
+
+    def gdn_forward(self, qkv, a, b, z, a_log, dt_bias, norm_weight, state_pool, slot_mapping, last_token_ids,
+                    request_types, num_k_heads, num_v_heads, head_k_dim, head_v_dim, norm_eps, remove_padding,
+                    continue_context, algo=0):
+        self.calls += 1
+        assert isinstance(algo, int) and 0 <= algo <= 2, f"algo: {algo!r}"
+        st = qkv.dtype
+        _on_device(qkv, "qkv", st)
+        _on_device(a, "a", st)
+        _on_device(b, "b", st)
+        _on_device(a_log, "A_log", torch.float32)
+        _on_device(dt_bias, "dt_bias", torch.float32)
+        assert (z is None) == (norm_weight is None), "z and norm_weight go together"
+        if z is not None:
+            _on_device(z, "z", st)
+            _on_device(norm_weight, "norm_weight", torch.float32)
+        _on_device(state_pool, "state_pool", torch.float32)
+        _on_device(last_token_ids, "last_token_ids", torch.int32)
+        if slot_mapping is not None:
+            _on_device(slot_mapping, "slot_mapping", torch.int32)
+        rtypes = [int(t) for t in request_types]  # std::vector<int64_t>
+        assert len(rtypes) == last_token_ids.numel(), "last_token_ids: one per request"
+        for name, v in (("num_k_heads", num_k_heads), ("num_v_heads", num_v_heads), ("head_k_dim", head_k_dim),
+                        ("head_v_dim", head_v_dim)):
+            assert isinstance(v, int) and v > 0, f"{name}: {v!r}"
+        assert isinstance(norm_eps, float) and isinstance(remove_padding, bool) and isinstance(continue_context, bool)
+        chunk = self.chunk_size(num_k_heads, num_v_heads, head_k_dim, head_v_dim)
+        if algo == gdn_host.ALGOS["chunked"] and chunk == 0:
+            raise RuntimeError("gdn: chunked forced but no chunk size fits the device")
+        out = gdn_host.gated_delta_rule(
+            qkv, a, b, a_log, dt_bias, state_pool, num_k_heads=num_k_heads, num_v_heads=num_v_heads,
+            head_k_dim=head_k_dim, head_v_dim=head_v_dim, last_token_ids=last_token_ids.tolist(),
+            request_types=rtypes, slot_mapping=None if slot_mapping is None else slot_mapping.tolist(), z=z,
+            norm_weight=norm_weight, norm_eps=norm_eps, remove_padding=remove_padding,
+            continue_context=continue_context, algo=ALGO_NAMES[algo], chunk_size=chunk or gdn_host.HOST_CHUNK_SIZE)
+        if self.corrupt_algo == algo:
+            out.view(-1)[0] += 0.5
+        return out
+
+
+SMALL_9B = (2, 4, 32, 32)  # stands in for the 9B's (16, 32, 128, 128): Hv/Hk = 2, dk = dv
+
+
+@pytest.fixture
+def gdn_section(monkeypatch):
+    ext = HostGdnExtension()
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    monkeypatch.setattr(sec_gdn, "cuda_time_us", _fake_time)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
+    monkeypatch.setattr(sec_gdn, "CFG_9B", SMALL_9B)
+    monkeypatch.setattr(sec_gdn, "CONFIGS", ((2, 2, 16, 16), (2, 4, 32, 16), SMALL_9B))
+    monkeypatch.setattr(sec_gdn, "CTX_T", 48)
+    monkeypatch.setattr(sec_gdn, "CHUNK_TS", (1, 16, 80))
+    monkeypatch.setattr(sec_gdn, "GEN_BATCHES", (1, 4, 8))
+    # run() calls chunked_vs_scan(ctx): its defaults were bound to CHUNK_TS / CFG_9B at import.
+    monkeypatch.setattr(sec_gdn.chunked_vs_scan, "__defaults__", ((1, 16, 80), SMALL_9B))
+    return SectionContext("gdn", bandwidth=4.0e12, quick=True, timeout=120.0), ext
+
+
+def test_gdn_section_runs_and_passes_on_the_host_library(gdn_section):
+    ctx, ext = gdn_section
+    assert sec_gdn.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    assert "correctness: PASS" in text and "FAIL" not in text
+    assert ext.calls > 0
+    d = ctx.data
+    json.dumps(d)  # the child writes it as JSON (default=str would hide a tensor)
+    assert d["correctness"] is True and isinstance(d["build_seconds"], float)
+    # 3 configs x fp32/bf16 x gated/not, + 2 padded, each for scan and chunked (all fit in 227 KiB).
+    assert len(d["vs_host"]) == (3 * 4 + 2) * 2 and all(r["ok"] for r in d["vs_host"])
+    assert {r["algo"] for r in d["vs_host"]} == {"scan", "chunked"} and sum(r["padded"] for r in d["vs_host"]) == 4
+    assert [r["cfg"] for r in d["vs_reference"]][::2] == [[2, 2, 64, 64], [2, 4, 64, 64], list(SMALL_9B)]
+    assert all(r["ok"] and r["err_out"] <= 2e-4 for r in d["vs_reference"])
+    rows = d["chunked_vs_scan"]
+    assert [r["T"] for r in rows] == [1, 16, 80] and all(r["ok"] and r["chunk"] == 64 for r in rows)
+    assert all(r["chunked_vs_scan"] < 1e-4 for r in rows)
+    bench = d["timing"]
+    assert [r["B"] for r in bench["context"]] == [1, 8] and bench["context"][0]["T"] == 48
+    assert [r["B"] for r in bench["generation"]] == [1, 4, 8]
+    assert set(bench["generation"][0]) >= {"kernel_us", "torch_recurrent_fp32_us", "floor_over_kernel", "achieved_GBps"}
+    assert "Hk=2  Hv=4  dk=32  dv=16  bf16 gated=0 padded chunked: out" in text
+    assert "device chunk size 64" in text and "scan/chunk" in text
+    assert ctx.summary.startswith("correctness ok; context T=48 B=1 ") and "T=80 scan/chunked 1.0x" in ctx.summary
+    assert "generation B=8 1 us = " in ctx.summary and ctx.summary.endswith("of floor")
+
+
+def test_gdn_section_reports_a_wrong_chunked_path(gdn_section):
+    """A chunked path that computes something else is a FAIL, in every table that runs it."""
+    ctx, ext = gdn_section
+    ext.corrupt_algo = gdn_host.ALGOS["chunked"]
+    assert sec_gdn.run(ctx) == FAIL
+    text = "\n".join(ctx.lines)
+    assert "correctness: FAIL" in text and ctx.summary.startswith("correctness FAILED")
+    assert all(r["ok"] == (r["algo"] == "scan") for r in ctx.data["vs_host"])
+    assert all(r["ok"] == (r["algo"] == "scan") for r in ctx.data["vs_reference"])
+    assert not any(r["ok"] for r in ctx.data["chunked_vs_scan"])
+    assert "FAIL Hk=2  Hv=2  dk=16  dv=16  fp32 gated=1 packed chunked" in text
+
+
+def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_section, monkeypatch):
+    """A device whose shared memory fits no chunk for a config: the vs-host table leaves the
+    forced chunked path out for it (the launcher would refuse it) and runs the others at the
+    device's smaller chunk size (16 here, host and stand-in alike)."""
+    ctx, ext = gdn_section
+    ext.max_shared = 12000  # chunk 16 for (2, 2, 16, 16), none for SMALL_9B
+    assert sec_gdn.device_chunk(sec_gdn.CONFIGS[0]) == 16 and sec_gdn.device_chunk(SMALL_9B) == 0
+    monkeypatch.setattr(sec_gdn, "vs_reference", lambda cfg, seed, algo="auto": (0.0, 0.0))
+    assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
+    chunked = {tuple(r["cfg"]) for r in ctx.data["vs_host"] if r["algo"] == "chunked"}
+    assert chunked == {(2, 2, 16, 16), (2, 4, 32, 16)}
+    assert sum(tuple(r["cfg"]) == SMALL_9B for r in ctx.data["vs_host"]) == 4  # scan only
+
+
+# --------------------------------------------------------------------------- backend
+def _host_neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
+                   threshold=None, entropy=None, with_guided=True, splits=0):
+    if entropy is not None:
+        tau = weights.threshold if threshold is None else threshold
+        return host.gated_topk_sample(logits, entropy, tau, top_k, temperature, seeds, offsets,
+                                      with_guided=with_guided, splits=splits)
+    return host.neg_step(hidden, logits, weights, activation=activation, top_k=top_k, temperature=temperature,
+                         seeds=seeds, offsets=offsets, threshold=threshold, with_guided=with_guided, splits=splits)
+
+
+@pytest.fixture
+def backend_section(monkeypatch):
+    """The "GPU" backends (every one after the first, the CPU reference) take the fused NEG
+    path: ``neg_step_fast`` with the CUDA test bypassed, into ``cuda_ext.neg_step`` (which the
+    section wraps to count calls), here the host library."""
+    from trt_neg import neg
+    from trt_neg.runtime import torch_backend
+
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    monkeypatch.setenv("TRT_NEG_CUDA_EXT", "1")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: None)
+    monkeypatch.setattr(cuda_ext, "neg_step", _host_neg_step)
+
+    def neg_step_fast(hidden, logits, weights, **kw):  # neg.neg_step_fast as on CUDA tensors
+        if os.environ.get("TRT_NEG_CUDA_EXT", "1") != "0" and min(kw.get("top_k", 8), logits.shape[1]) <= 1024:
+            return cuda_ext.neg_step(hidden, logits, weights, **kw)
+        return neg.neg_step(hidden, logits, weights, **kw)
+
+    monkeypatch.setattr(torch_backend, "neg_step_fast", neg_step_fast)
+    made = []
+    orig = torch_backend.TorchBackend.from_pretrained.__func__
+
+    def from_pretrained(cls, path, **kw):
+        b = orig(cls, path, **kw)
+        b.fused_neg = bool(made)  # the first one is the section's CPU reference
+        made.append((kw.get("device"), kw.get("dtype", "float32")))
+        return b
+
+    monkeypatch.setattr(torch_backend.TorchBackend, "from_pretrained", classmethod(from_pretrained))
+    assert neg.neg_step_fast is not neg_step_fast  # only the backend's binding changes
+    return SectionContext("backend", bandwidth=4.0e12, quick=True, timeout=120.0), made
+
+
+def test_backend_section_runs_and_passes_on_the_cpu(backend_section):
+    ctx, made = backend_section
+    assert sec_backend.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    assert made == [("cpu", "float32"), ("cpu", "float32"), ("cpu", "bfloat16")]
+    json.dumps(ctx.data)
+    assert "FAIL" not in text and ctx.data["neg_extension_error"] is None
+    runs = ctx.data["fp32"]
+    assert list(runs) == ["checkpoint tau", "tau=-inf (NEG fires on every mode-1 row)"]
+    n_rows = len(sec_backend.PROMPT_LENS) * (sec_backend.STEPS + 1)
+    for st in runs.values():
+        assert st["ok"] and st["rows"] == n_rows and st["token_mismatch"] == 0 and st["logit_tol_fail"] == 0
+    assert runs["tau=-inf (NEG fires on every mode-1 row)"]["fired"] == 2 * (sec_backend.STEPS + 1)
+    assert math.isfinite(ctx.data["checkpoint_tau"])
+    assert ctx.data["bf16"]["ok"] and ctx.data["bf16"]["argmax_agreement"] >= 0.8
+    assert ctx.data["calls"]["fused_neg_kernel"] > 0 and ctx.data["calls"]["fla"] == 0
+    assert "fp32 GPU vs CPU, checkpoint tau: ok -- 21 rows" in text and "bf16 GPU vs fp32 CPU" in text
+    assert "paths: NEG fused CUDA kernel (neg_step_fast -> trt_neg_cuda," in text
+    assert ctx.summary.startswith("fp32 tokens equal; bf16 argmax ") and ctx.summary.endswith(
+        "NEG fused kernel; GDN torch")
+    assert cuda_ext.neg_step is _host_neg_step  # the section's call counter is taken off again
+
+
+def test_backend_section_reports_a_wrong_fused_token(backend_section, monkeypatch):
+    def wrong(*args, **kw):
+        out = _host_neg_step(*args, **kw)
+        out.token[out.fired] = (out.token[out.fired] + 1) % args[1].shape[1]
+        return out
+
+    monkeypatch.setattr(cuda_ext, "neg_step", wrong)
+    ctx, _ = backend_section
+    assert sec_backend.run(ctx) == FAIL
+    text = "\n".join(ctx.lines)
+    assert "fp32 GPU vs CPU, tau=-inf (NEG fires on every mode-1 row): FAIL" in text
+    assert ctx.data["fp32"]["tau=-inf (NEG fires on every mode-1 row)"]["token_mismatch"] > 0
+    assert "mismatches; bf16" in ctx.summary
+
+
+def test_backend_section_reports_an_extension_that_does_not_build(backend_section, monkeypatch):
+    def broken(verbose=False):
+        raise RuntimeError("Error building extension 'trt_neg_cuda'\nnegKernel.cu(1): error: boom")
+
+    monkeypatch.setattr(cuda_ext, "load", broken)
+    ctx, _ = backend_section
+    assert sec_backend.run(ctx) == FAIL
+    text = "\n".join(ctx.lines)
+    assert "FAIL: the NEG extension did not build/load" in text and "| negKernel.cu(1): error: boom" in text
+    assert ctx.data["neg_extension_error"].startswith("RuntimeError: Error building extension")
+    assert os.environ["TRT_NEG_CUDA_EXT"] == "0" and ctx.data["calls"]["fused_neg_kernel"] == 0
+    assert all(r["ok"] for r in ctx.data["fp32"].values())  # the rest ran, on the torch NEG
+    assert "paths: NEG torch reference (neg_step_fast fell back" in text and "NEG torch; GDN torch" in ctx.summary
+
+
+# --------------------------------------------------------------------------- machine
+def test_machine_section_runs_with_faked_device_queries(monkeypatch):
+    props = types.SimpleNamespace(major=9, minor=0, multi_processor_count=132, L2_cache_size=60 * 2**20)
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    monkeypatch.setattr(common, "cuda_time_us", _fake_time)
+    monkeypatch.setattr(sec_machine, "COPY_BYTES", 1 << 20)
+    monkeypatch.setattr(sec_machine.copy_bandwidth, "__defaults__", (1 << 20, 10))  # bound at import
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (140 * 2**30, 143 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    ctx = SectionContext("machine", bandwidth=None, quick=True, timeout=60.0)
+    assert sec_machine.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    d = ctx.data
+    json.dumps(d)
+    assert d["gpu"] == "NVIDIA H200" and d["capability"] == "9.0" and d["sms"] == 132 and d["gpu_count"] == 1
+    assert d["copy_bandwidth_Bps"] == 2 * (1 << 20) / 1e-6 and d["copy_us"] == 1.0
+    assert "GPU      NVIDIA H200 (sm_90, 132 SMs, L2 60 MiB), 1 visible" in text
+    assert "memory   143.0 GiB total, 140.0 GiB free" in text
+    assert text.count("\n") == 4 and "copy     0 GiB device-to-device in 1 us" in text
+    assert d["one_line"].startswith("NVIDIA H200, driver ") and ctx.summary == "NVIDIA H200, copy 2.10 TB/s"
