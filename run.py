@@ -141,12 +141,19 @@ class OrderedStreamer:
         if self.n > 1:
             self._write(f"{'' if i == 0 else chr(10)}--- [{i}] ---\n")
 
+    def _start(self, i: int) -> None:
+        """Request i is current: its header, then what was buffered for it (in order)."""
+        if not self.started:
+            self._header(i)
+            self.started = True
+        buffered = self.buffers.pop(i, None)
+        if buffered:
+            self._write("".join(buffered))
+
     def token(self, i: int, item) -> None:
         piece = self._piece(item)
         if i == self.current:
-            if not self.started:
-                self._header(i)
-                self.started = True
+            self._start(i)
             self._write(piece)
         else:
             self.buffers.setdefault(i, []).append(piece)
@@ -155,12 +162,13 @@ class OrderedStreamer:
         self.done[i] = result
         while self.current in self.done:
             i = self.current
-            if not self.started:
-                self._header(i)
-            self._write("".join(self.buffers.pop(i, [])) + "\n")
-            self._summary(i, self.done[i])
+            self._start(i)
+            self._write("\n")
+            self._summary(i, self.done.pop(i))
             self.current += 1
             self.started = False
+        if self.current in self.buffers:  # the next request already has text: flush it before it streams live
+            self._start(self.current)
 
     def _summary(self, i: int, r) -> None:
         ttft = f"{r.ttft * 1e3:.1f} ms" if r.ttft is not None else "-"

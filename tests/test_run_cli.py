@@ -213,3 +213,39 @@ def test_plot_latency_summary_matches_numpy_percentiles(tmp_path):
     # a request without tokens and a NaN entropy (engine without NEG) still plot
     results[1].entropies[1] = float("nan")
     assert plot_results(results, ["a", "b", "c"], tmp_path / "p.png", threshold=0.6).stat().st_size > 10_000
+
+
+def test_ordered_streamer_flushes_buffered_text_before_streaming_live():
+    """Pieces of request 1 buffered while request 0 streams are written as soon as request 1
+    becomes current, before its later (live) pieces."""
+    import io
+    from types import SimpleNamespace
+
+    out, err = io.StringIO(), io.StringIO()
+    s = run.OrderedStreamer(3, tokenizer=object(), out=out, err=err)
+    t = lambda text: SimpleNamespace(text=text)  # noqa: E731
+    res = SimpleNamespace(ttft=None, mean_token_latency=None, error=None, tokens=[1],
+                          finish_reason=SimpleNamespace(value="length"), neg_mode=0, gate_activation_rate=0.0)
+    s.token(0, t("A"))
+    s.token(1, t("one "))   # buffered: request 0 is still streaming
+    s.token(2, t("x "))     # buffered
+    s.finished(0, res)      # request 1 becomes current: its header and buffer come out now
+    assert out.getvalue() == "--- [0] ---\nA\n\n--- [1] ---\none "
+    s.token(1, t("two "))   # live
+    s.token(2, t("y "))     # still buffered
+    s.finished(2, res)
+    s.finished(1, res)
+    assert out.getvalue() == "--- [0] ---\nA\n\n--- [1] ---\none two \n\n--- [2] ---\nx y \n"
+    assert err.getvalue().count("finish: length") == 3
+
+
+def test_streamed_text_of_every_request_equals_its_result(tiny_checkpoint, tmp_path):
+    """Several streamed requests of different lengths: each one's printed text is its result's text."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"token_ids": [10, 20, 30], "max_new_tokens": 3}) + "\n"
+                       + json.dumps({"token_ids": [40, 50, 60], "max_new_tokens": 12}) + "\n")
+    args = ["--model", str(tiny_checkpoint), "--prompts-file", str(prompts), "--mode", "0", "--ignore-eos"]
+    streamed = invoke(*args).stdout
+    rows = json_lines(invoke(*args, "--json"))
+    assert streamed == "".join(f"{'' if i == 0 else chr(10)}--- [{i}] ---\n{row['text']}\n"
+                               for i, row in enumerate(rows))

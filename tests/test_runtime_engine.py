@@ -411,3 +411,150 @@ def test_a_reused_request_id_never_receives_the_old_requests_outputs():
     assert r_old.prompt_token_ids == (1, 2, 3) and r_old.tokens == ScriptedBackend.expected([1, 2, 3], 2)
     assert r_new.prompt_token_ids == (5, 6, 7, 8) and r_new.tokens == ScriptedBackend.expected([5, 6, 7, 8], 5)
     assert [o.token for o in later["h"].stream(timeout=1)] == r_new.tokens
+
+
+# ------------------------------------------- cancellation targets the request, not its id
+def test_a_stale_handle_cancels_nothing_once_its_request_is_done():
+    """A handle whose request finished must not cancel a newer request that reuses the id."""
+    engine, _ = make(max_slots=2)
+    old = engine.submit(Request([1, 2], max_new_tokens=2, request_id="job"))
+    assert old.result().finish_reason is FinishReason.LENGTH
+    new = engine.submit(Request([3, 4], max_new_tokens=4, request_id="job"))
+    assert old.cancel() is False
+    r = new.result()
+    assert r.finish_reason is FinishReason.LENGTH and r.tokens == ScriptedBackend.expected([3, 4], 4)
+    # the id-based public API still cancels whatever live request holds the id now
+    again = engine.submit(Request([5], max_new_tokens=9, request_id="job"))
+    assert engine.abort_request("job") is True and engine.abort_request("job") is False
+    assert again.result().finish_reason is FinishReason.CANCELLED and again.cancel() is False
+
+
+def test_an_abort_racing_with_the_natural_finish_spares_the_next_request_with_that_id():
+    """abort_request("job") while the step in which "job" finishes runs (another thread in
+    production): the queued abort must not cancel a new "job" submitted after that step."""
+    state = {}
+
+    class Backend(ScriptedBackend):
+        def step(self, prefill, decode):
+            out = super().step(prefill, decode)
+            if state.pop("abort_now", False):
+                state["aborted"] = engine.abort_request("job")
+            return out
+
+    engine = LLMEngine(Backend(max_slots=2))
+    engine.add_request(Request([1, 2], max_new_tokens=1, request_id="job"))
+    state["abort_now"] = True
+    (first,) = [o for o in engine.step() if isinstance(o, RequestResult)]
+    assert state["aborted"] is True and first.finish_reason is FinishReason.LENGTH  # it finished anyway
+    h = engine.submit(Request([5, 6], max_new_tokens=3, request_id="job"))
+    second = run_all(engine)["job"]
+    assert second.finish_reason is FinishReason.LENGTH and second.tokens == ScriptedBackend.expected([5, 6], 3)
+    assert h.result() is second
+
+
+def test_closing_an_async_stream_after_its_result_was_queued_spares_a_reused_id():
+    """The stream's result is queued but not yet yielded when the consumer leaves; the
+    cancel on close must not reach a new request that reuses the id meanwhile."""
+    gate, state = threading.Event(), {"block": False}
+
+    class Backend(ScriptedBackend):
+        def step(self, prefill, decode):
+            if state["block"]:
+                assert gate.wait(5)
+            return super().step(prefill, decode)
+
+    engine = LLMEngine(Backend(max_slots=2))
+
+    async def main():
+        agen = engine.stream(Request([1, 2], max_new_tokens=1, request_id="job"))
+        first = await agen.__anext__()
+        assert isinstance(first, TokenOutput)
+        for _ in range(500):  # the result is on its way to the stream's queue
+            if not engine.has_unfinished():
+                break
+            await asyncio.sleep(0.01)
+        assert not engine.has_unfinished()
+        state["block"] = True
+        new = engine.submit(Request([5, 6], max_new_tokens=3, request_id="job"))
+        await agen.aclose()  # leaves before the queued RequestResult is yielded
+        gate.set()
+        return new.result(timeout=5)
+
+    try:
+        r = asyncio.run(main())
+    finally:
+        gate.set()
+        engine.shutdown()
+    assert r.finish_reason is FinishReason.LENGTH and r.tokens == ScriptedBackend.expected([5, 6], 3)
+
+
+def test_generate_with_an_invalid_request_submits_none_of_them():
+    """generate() checks every request before submitting any: a bad one leaves nothing queued."""
+    engine, backend = make(max_slots=2, max_seq_len=64)
+    with pytest.raises(ValueError, match=r"^prompt_token_ids: token id 500 at index 0 is outside"):
+        engine.generate([Request([1, 2], max_new_tokens=30), Request([500], max_new_tokens=3)])
+    assert engine.num_unfinished == 0
+    (r,) = engine.generate([Request([3], max_new_tokens=2)])
+    assert r.tokens == ScriptedBackend.expected([3], 2) and engine.stats["steps"] == 2 and not engine.has_unfinished()
+
+
+def test_generate_cancels_what_it_submitted_when_a_later_submission_fails():
+    """A failure only admission sees (here the same id twice in one call) cancels the requests
+    already submitted, so none is left running; the error is admission's own."""
+    engine, backend = make(max_slots=2, max_seq_len=64)
+    with pytest.raises(ValueError, match="^request_id: 'dup' is already in use"):
+        engine.generate([Request([1], max_new_tokens=3), Request([1, 2], max_new_tokens=30, request_id="dup"),
+                         Request([3], max_new_tokens=3, request_id="dup")])
+    assert not engine.has_unfinished() and backend.history == {}
+    (r,) = engine.generate([Request([3], max_new_tokens=2)])
+    assert r.finish_reason is FinishReason.LENGTH and not engine.has_unfinished()
+
+
+def test_the_frontends_default_cancel_reaches_only_the_handles_own_request():
+    """Engines that implement only abort_request(id) (the TensorRT-LLM engine) get object-based
+    handle cancellation from the front end: a stale handle never calls abort_request for the
+    newer request that holds its id."""
+    from trt_neg.runtime.frontend import EngineFrontend
+
+    class IdEngine(EngineFrontend):
+        is_running = False
+
+        def __init__(self):
+            super().__init__(max_slots=2, max_seq_len=8, max_tokens_per_step=4, vocab_size=10, eos_token_ids=[],
+                             neg_enabled=False, neg_seed=0)
+            self.listeners, self.aborted = {}, []
+
+        def _enqueue(self, seq, listener):
+            self.listeners[seq] = listener
+
+        def abort_request(self, request_id):
+            with self._lock:
+                if request_id not in self._seqs:
+                    return False
+                self.aborted.append(self._seqs[request_id])
+                return True
+
+        def finish(self, seq):  # retire, then (later) deliver the result, as the engines do
+            seq.finish_reason = FinishReason.LENGTH
+            with self._lock:
+                del self._seqs[seq.request_id]
+            return lambda: self.listeners.pop(seq)(seq.result())
+
+        def start(self):
+            return self
+
+        def shutdown(self, cancel=True):
+            pass
+
+        def _progress(self):
+            pass
+
+    engine = IdEngine()
+    old = engine.submit(Request([1], request_id="job"))
+    (old_seq,) = engine.listeners
+    deliver = engine.finish(old_seq)  # retired, result not yet delivered: the id is free
+    new = engine.submit(Request([2], request_id="job"))
+    assert old.cancel() is False and engine.aborted == []
+    deliver()
+    assert old.done and old.cancel() is False and engine.aborted == []
+    assert new.cancel() is True and engine.aborted == [new._seq]

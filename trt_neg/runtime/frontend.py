@@ -18,8 +18,14 @@ what runs the model.  It owns
 An engine subclasses it and implements the hooks: ``_enqueue(seq, listener)`` (hand an
 admitted request to what runs it), ``abort_request``, ``start`` / ``is_running`` /
 ``shutdown``, and ``_progress()`` (what a waiting :class:`RequestHandle` does when no
-background thread runs).  It may override ``_neg_mode`` (which NEG modes it can honour)
-and ``seeds_neg_draws`` (whether a request's seed keys its NEG draws).
+background thread runs).  It may override ``_neg_mode`` (which NEG modes it can honour),
+``seeds_neg_draws`` (whether a request's seed keys its NEG draws) and ``_abort_sequence``.
+
+Cancellation through a :class:`RequestHandle` or an async ``stream`` targets the request
+object (its :class:`Sequence`), never its id: once a request finishes its id is free for
+reuse, and a stale handle, or a cancel that raced with the natural finish, must not reach the
+newer request holding that id.  ``abort_request(request_id)`` cancels the live request that
+holds the id at the time of the call.
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ def limit_arg(name: str, value: int | None, lo: int, hi: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ValueError(f"{name}: must be an integer in [{lo}, {hi}] ({what}), got {value!r}")
     return value
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note`` where Python has it (3.11+); on 3.10 the note is dropped."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
 
 
 class EngineFrontend(abc.ABC):
@@ -153,6 +165,15 @@ class EngineFrontend(abc.ABC):
     def abort_request(self, request_id: str) -> bool:
         """Cancel (thread-safe); the request ends with finish reason ``cancelled``. False if unknown or done."""
 
+    def _abort_sequence(self, seq: Sequence) -> bool:
+        """Cancel this very request (thread-safe): False once it is done, even if a newer request
+        has taken its id since.  This default checks, under the lock, that ``seq`` still holds its id
+        and cancels through ``abort_request``; an engine may override it to cancel the object directly."""
+        with self._lock:
+            if self._seqs.get(seq.request_id) is not seq:
+                return False
+            return self.abort_request(seq.request_id)
+
     @property
     @abc.abstractmethod
     def is_running(self) -> bool:
@@ -187,12 +208,40 @@ class EngineFrontend(abc.ABC):
     def submit(self, request: Request, on_output: Listener | None = None) -> "RequestHandle":
         """Thread-safe submission; returns a handle to stream, wait for or cancel the request."""
         handle = RequestHandle(self, on_output)
-        handle.request_id = self.add_request(request, listener=handle._push)
+        handle._seq = self._admit(request, listener=handle._push)
+        handle.request_id = handle._seq.request_id
         return handle
 
     def generate(self, requests: Iterable[Request], on_output: Listener | None = None) -> list[RequestResult]:
-        """Run requests to completion (in the background thread if started, else here)."""
-        handles = [self.submit(r, on_output) for r in requests]
+        """Run requests to completion (in the background thread if started, else here).
+
+        Every request is validated before any is submitted, so an invalid one raises its
+        ``ValueError`` with nothing queued.  Should a submission still fail (an error only
+        admission sees, e.g. the same ``request_id`` twice in the call), the requests already
+        submitted are cancelled and waited for before the error propagates.
+        """
+        requests = list(requests)
+        for i, r in enumerate(requests):
+            try:
+                self.validate(r)
+            except ValueError as exc:
+                _add_note(exc, f"generate(): request {i} of {len(requests)} is invalid; none was submitted")
+                raise
+        handles: list[RequestHandle] = []
+        try:
+            for r in requests:
+                handles.append(self.submit(r, on_output))
+        except Exception as exc:
+            for h in handles:
+                h.cancel()
+            for h in handles:
+                try:
+                    h.result()
+                except Exception:  # pragma: no cover - the original error matters more
+                    log.exception("waiting for cancelled request %s failed", h.request_id)
+            _add_note(exc, f"generate(): submitting request {len(handles)} of {len(requests)} failed; "
+                         f"the {len(handles)} already submitted were cancelled")
+            raise
         return [h.result() for h in handles]
 
     def __enter__(self):
@@ -210,14 +259,18 @@ class EngineFrontend(abc.ABC):
         loop = asyncio.get_running_loop()
         items: asyncio.Queue = asyncio.Queue()
 
+        admitted: list[Sequence] = []  # this request's Sequence: cancels target it, not its (reusable) id
+
         def listener(item: Output) -> None:
             try:
                 loop.call_soon_threadsafe(items.put_nowait, item)
             except RuntimeError:  # the event loop is closed: nobody is listening any more
-                self.abort_request(item.request_id)
+                if admitted:
+                    self._abort_sequence(admitted[0])
 
         self.start()
-        rid = self.add_request(request, listener=listener)
+        seq = self._admit(request, listener=listener)
+        admitted.append(seq)
         done = False
         try:
             while not done:
@@ -225,8 +278,8 @@ class EngineFrontend(abc.ABC):
                 done = isinstance(item, RequestResult)
                 yield item
         finally:
-            if not done:
-                self.abort_request(rid)
+            if not done:  # False (a no-op) if the result is already on its way
+                self._abort_sequence(seq)
 
 
 class RequestHandle:
@@ -239,6 +292,7 @@ class RequestHandle:
     def __init__(self, engine: EngineFrontend, on_output: Listener | None = None):
         self.engine = engine
         self.request_id: str = ""
+        self._seq: Sequence | None = None  # the admitted request: cancel() targets it, not its id
         self._on_output = on_output
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._done = threading.Event()
@@ -300,7 +354,10 @@ class RequestHandle:
         return self._result
 
     def cancel(self) -> bool:
-        return self.engine.abort_request(self.request_id)
+        """Cancel this request (not whichever request holds its id later). False once it is done."""
+        if self._done.is_set() or self._seq is None:
+            return False
+        return self.engine._abort_sequence(self._seq)
 
     @property
     def done(self) -> bool:

@@ -56,7 +56,9 @@ class LLMEngine(EngineFrontend):
         self._wakeup = threading.Condition(self._lock)
         self._step_lock = threading.Lock()
         self._inbox: deque[Sequence] = deque()
-        self._aborts: list[str] = []
+        # Cancellations target the Sequence, not its id: an id freed by a step can be reused
+        # at once, and a cancel queued for the old request must not reach the new one.
+        self._aborts: list[Sequence] = []
         # Keyed by the Sequence, not its id: an id freed by a step can be reused before that
         # step's outputs are dispatched, and they must still reach the old request's listener.
         self._listeners: dict[Sequence, Listener] = {}
@@ -74,13 +76,19 @@ class LLMEngine(EngineFrontend):
         self._wakeup.notify_all()
 
     def abort_request(self, request_id: str) -> bool:
-        """Cancel (thread-safe): it leaves the batch at the next step. False if unknown or done."""
+        """Cancel the unfinished request that holds ``request_id`` now (thread-safe): it leaves
+        the batch at the next step. False if unknown, done or already cancelled."""
         with self._lock:
             seq = self._seqs.get(request_id)
-            if seq is None or seq.cancel_requested:
+            return seq is not None and self._abort_sequence(seq)
+
+    def _abort_sequence(self, seq: Sequence) -> bool:
+        """Cancel this very request (thread-safe); False once it is done, whatever holds its id now."""
+        with self._lock:
+            if seq.cancel_requested or seq.finished or self._seqs.get(seq.request_id) is not seq:
                 return False
             seq.cancel_requested = True
-            self._aborts.append(request_id)
+            self._aborts.append(seq)
             self._wakeup.notify_all()
             return True
 
@@ -100,9 +108,9 @@ class LLMEngine(EngineFrontend):
             while self._inbox:
                 self.scheduler.add(self._inbox.popleft())
             aborts, self._aborts = self._aborts, []
-        for rid in aborts:
-            seq = self._seqs.get(rid)
-            if seq is not None and not seq.finished:
+        for seq in aborts:
+            # A request that finished on its own after the cancel was asked for stays finished.
+            if not seq.finished:
                 self._retire(seq, FinishReason.CANCELLED, outputs)
         batch = self.scheduler.schedule()
         if batch:
@@ -213,9 +221,9 @@ class LLMEngine(EngineFrontend):
             self._stopping = True
             self._wakeup.notify_all()
             thread = self._thread
-            ids = list(self._seqs) if cancel else []
-        for rid in ids:
-            self.abort_request(rid)
+            seqs = list(self._seqs.values()) if cancel else []
+        for seq in seqs:
+            self._abort_sequence(seq)
         if self._stepping_thread == threading.get_ident():
             return
         if thread is not None:
