@@ -65,8 +65,9 @@ def _gpu_count() -> int | None:
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Where the converted TensorRT-LLM checkpoint goes (kept after the build). [default: <output>.ckpt]")
 @click.option("--reuse-checkpoint", is_flag=True,
-              help="Build from the existing --checkpoint-dir instead of converting again (its tp/pp/dtype must "
-                   "match the options given).")
+              help="Build from the existing --checkpoint-dir instead of converting again (it must describe "
+                   "--model's config, and its tp/pp/dtype must match the options given; --check-finite and "
+                   "--key-map are refused with it).")
 @click.option("--tp-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tensor-parallel size (must suit the head counts: 1, 2, 4, 8 for the 9B).")
 @click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True,
@@ -143,6 +144,13 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
                    f"in {time.perf_counter() - start:.1f} s")
         return
 
+    if reuse_checkpoint:
+        # Both act on the conversion, which --reuse-checkpoint skips: refuse rather than ignore them.
+        given = [flag for flag, value in (("--check-finite", check_finite), ("--key-map", key_map)) if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: conversion option(s), meaningless with --reuse-checkpoint "
+                                   "(the checkpoint is not converted again); drop them, or convert again without "
+                                   "--reuse-checkpoint")
     output = Path(output_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else _default_checkpoint_dir(output)
     timer = StageTimer(echo=click.echo)
@@ -222,7 +230,7 @@ def _describe(model_dir: str, key_map: str | None, ckpt_dir: Path, reuse: bool, 
 
     from trt_neg.checkpoint import contract
     from trt_neg.checkpoint.convert import resolve_dtype
-    from trt_neg.checkpoint.hf import HFCheckpoint, read_key_map
+    from trt_neg.checkpoint.hf import HFCheckpoint, load_model_config, read_key_map
     from trt_neg.trtllm.build import BuildOptionError
 
     if reuse:
@@ -237,6 +245,14 @@ def _describe(model_dir: str, key_map: str | None, ckpt_dir: Path, reuse: bool, 
         if (mapping.tp_size, mapping.pp_size) != (tp_size, pp_size):
             raise BuildOptionError(f"--tp-size {tp_size} --pp-size {pp_size}: the reused checkpoint {ckpt_dir} is "
                                    f"tp {mapping.tp_size}, pp {mapping.pp_size}")
+        # The engine and its build_info are recorded as --model's: the reused checkpoint must describe it.
+        model = load_model_config(model_dir)
+        difference = contract.first_difference(description, model)
+        if difference is not None:
+            name, ours, theirs = difference
+            raise BuildOptionError(f"--reuse-checkpoint: the checkpoint {path} was not converted from --model "
+                                   f"{model_dir}: {name} is {ours!r} there but {theirs!r} in {model.source}; "
+                                   "convert again without --reuse-checkpoint (with --overwrite)")
         return description, ckpt_dtype
     ckpt = HFCheckpoint(model_dir, key_map=read_key_map(key_map))
     contract.check_mapping(ckpt.config.backbone, contract.Mapping(tp_size, pp_size))

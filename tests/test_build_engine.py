@@ -464,3 +464,76 @@ def test_invalid_key_map_file_is_named_by_the_cli(cli, tiny_checkpoint, tmp_path
         assert f"Error: {bad}: " in result.output and "not valid JSON" in result.output, result.output
         assert "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
+
+
+# ------------------------------------------------------------------------------------ --reuse-checkpoint
+def _model_variant(root, name, edit):
+    from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
+
+    config = preset_config("tiny")
+    edit(config)
+    return write_checkpoint_from_config(root / name, config, seed=5)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda c: c["text_config"].update(vocab_size=400, eos_token_id=399, pad_token_id=398), "vocab_size"),
+    (lambda c: c["text_config"].update(intermediate_size=96), "intermediate_size"),
+    (lambda c: c["neg_config"].update(top_k=4), "neg_config.top_k"),
+])
+def test_reuse_checkpoint_must_describe_the_model(cli, no_trtllm, tiny_checkpoint, tmp_path, edit, field):
+    """A reused checkpoint converted from another model is refused (the engine and build_info would name --model)."""
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    other = _model_variant(tmp_path, "other", edit)
+    ckpt = convert_checkpoint(tiny_checkpoint, tmp_path / "engine.ckpt", dtype="float32").output
+    engine = tmp_path / "engine"
+    result = CliRunner().invoke(cli, ["--model", str(other), "--output", str(engine), "--reuse-checkpoint", *LIMITS])
+    assert result.exit_code == 1, result.output
+    assert str(ckpt / "config.json") in result.output and str(other / "config.json") in result.output
+    assert f"{field} is " in result.output and "Traceback" not in result.output
+    assert not engine.exists()
+    same = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
+                                    *LIMITS])
+    assert same.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in same.output, same.output
+
+
+def test_reuse_checkpoint_of_a_tied_config_with_a_different_stored_head(cli, no_trtllm, tmp_path):
+    """The model's description for the comparison is the one the converter used (stored head => untied)."""
+    import shutil
+
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    model = _model_variant(tmp_path, "hf", lambda c: None)  # untied: lm_head stored
+    config = json.loads((model / "config.json").read_text())
+    config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = True
+    (model / "config.json").write_text(json.dumps(config))
+    ckpt = convert_checkpoint(model, tmp_path / "engine.ckpt", dtype="float32").output
+    assert json.loads((ckpt / "config.json").read_text())["tie_word_embeddings"] is False
+    result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "engine"),
+                                      "--reuse-checkpoint", *LIMITS])
+    assert result.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in result.output, result.output
+    # a checkpoint of the really tied model (lm_head = embeddings) does not describe this one
+    shutil.rmtree(ckpt)
+    tied = _model_variant(tmp_path, "tied", lambda c: (c.update(tie_word_embeddings=True),
+                                                        c["text_config"].update(tie_word_embeddings=True)))
+    convert_checkpoint(tied, ckpt, dtype="float32")
+    result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "engine"),
+                                      "--reuse-checkpoint", *LIMITS])
+    assert result.exit_code == 1 and "tie_word_embeddings is True there but False" in result.output, result.output
+
+
+@pytest.mark.parametrize("flags", [["--check-finite"], ["--key-map", "KEYMAP"],
+                                   ["--check-finite", "--key-map", "KEYMAP"]])
+def test_reuse_checkpoint_refuses_conversion_options(cli, no_trtllm, tiny_checkpoint, tmp_path, flags):
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    key_map = tmp_path / "key_map.json"
+    key_map.write_text("{}")
+    convert_checkpoint(tiny_checkpoint, tmp_path / "engine.ckpt", dtype="float32")
+    flags = [str(key_map) if f == "KEYMAP" else f for f in flags]
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "engine"),
+                                      "--reuse-checkpoint", *flags, *LIMITS])
+    assert result.exit_code == 2, result.output
+    named = [f for f in flags if f.startswith("--")]
+    assert f"{', '.join(named)}: conversion option(s), meaningless with --reuse-checkpoint" in result.output
+    assert "reusing" not in result.output and not (tmp_path / "engine").exists()

@@ -167,3 +167,152 @@ def test_generation_config_eos_ids_are_added(tmp_path):
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": "x"}))
     with pytest.raises(ConfigError, match=r"generation_config\.json.*eos_token_id"):
         load_config(tmp_path)
+
+
+# ------------------------------------------------------------------------------------
+# Fields transformers resolves in a particular way (each checked against the installed transformers)
+# ------------------------------------------------------------------------------------
+
+_ABSENT = "absent"
+
+
+@pytest.mark.parametrize("outer", [_ABSENT, True, False])
+@pytest.mark.parametrize("text", [_ABSENT, True, False])
+def test_vl_tie_word_embeddings_follows_qwen3_5_for_conditional_generation(tmp_path, outer, text):
+    """The published layout's architecture (Qwen3_5ForConditionalGeneration) ties by the OUTER
+    tie_word_embeddings (default false); text_config's value is not read."""
+    import transformers
+    from transformers import AutoConfig, Qwen3_5ForConditionalGeneration
+
+    transformers.logging.set_verbosity_error()
+    data = preset_config("tiny")
+    data.pop("tie_word_embeddings", None)
+    data["text_config"].pop("tie_word_embeddings", None)
+    if outer != _ABSENT:
+        data["tie_word_embeddings"] = outer
+    if text != _ABSENT:
+        data["text_config"]["tie_word_embeddings"] = text
+    write(tmp_path, data)
+    hf = Qwen3_5ForConditionalGeneration(AutoConfig.from_pretrained(tmp_path))
+    hf_tied = hf.lm_head.weight.data_ptr() == hf.get_input_embeddings().weight.data_ptr()
+    assert load_config(tmp_path).backbone.tie_word_embeddings == hf_tied == (outer is True)
+
+
+def test_text_layout_tie_word_embeddings_is_its_own(tmp_path):
+    for value in (True, False):
+        data = text_layout()
+        data["tie_word_embeddings"] = value
+        assert load_config(write(tmp_path, data)).backbone.tie_word_embeddings is value
+    data = text_layout()
+    del data["tie_word_embeddings"]
+    assert load_config(write(tmp_path, data)).backbone.tie_word_embeddings is False
+
+
+@pytest.mark.parametrize("outer, inner", [(509, None), (509, 508), (None, 508), ([509, 3], 508), (None, None)])
+def test_vl_generation_ids_outer_config_first(tmp_path, outer, inner):
+    """GenerationConfig.from_model_config: the outer config's eos/bos/pad where not null, else text_config's."""
+    import transformers
+    from transformers import AutoConfig, GenerationConfig
+
+    transformers.logging.set_verbosity_error()
+    data = preset_config("tiny")
+    single = outer[0] if isinstance(outer, list) else outer  # bos / pad: one id (transformers refuses lists)
+    for name, value in (("eos_token_id", outer), ("bos_token_id", single), ("pad_token_id", single)):
+        data[name] = value
+        data["text_config"][name] = inner
+    write(tmp_path, data)
+    hf = GenerationConfig.from_model_config(AutoConfig.from_pretrained(tmp_path))
+    b = load_config(tmp_path).backbone
+    expected = outer if outer is not None else inner
+    assert hf.eos_token_id == expected
+    assert b.eos_token_id == (() if expected is None else tuple(expected if isinstance(expected, list) else [expected]))
+    expected = single if single is not None else inner
+    for name in ("bos_token_id", "pad_token_id"):
+        assert getattr(hf, name) == getattr(b, name) == expected
+
+
+def test_vl_outer_eos_only_and_generation_config_merge(tmp_path):
+    """eos on the wrapper only (no text_config eos): kept, and generation_config.json's ids still merge after it."""
+    data = preset_config("tiny")
+    data["eos_token_id"] = data["text_config"].pop("eos_token_id")
+    write(tmp_path, data)
+    assert load_config(tmp_path).backbone.eos_token_id == (509,)
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 509]}))
+    assert load_config(tmp_path).backbone.eos_token_id == (509, 7)
+
+
+def test_vl_outer_token_id_errors_name_the_outer_field(tmp_path):
+    data = preset_config("tiny")
+    data["eos_token_id"] = 100000
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    assert str(tmp_path / "config.json") in str(info.value)
+    assert "field 'eos_token_id'" in str(info.value) and "outside the vocabulary" in str(info.value)
+    data["eos_token_id"] = "x"
+    with pytest.raises(ConfigError, match=r"field 'eos_token_id'.*token id"):
+        load_config(write(tmp_path, data))
+    data["eos_token_id"] = 509
+    data["tie_word_embeddings"] = "yes"
+    with pytest.raises(ConfigError, match=r"field 'tie_word_embeddings'.*true or false"):
+        load_config(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("layout", ["vl", "text"])
+def test_head_dim_defaults_to_transformers_default(tmp_path, layout):
+    """A config without head_dim: transformers' Qwen3_5TextConfig default (256), not hidden // heads."""
+    import transformers
+    from transformers import AutoConfig
+
+    transformers.logging.set_verbosity_error()
+    data = preset_config("tiny") if layout == "vl" else {**text_layout(), "model_type": "qwen3_5_text"}
+    text = data["text_config"] if layout == "vl" else data
+    del text["head_dim"]
+    write(tmp_path, data)
+    hf = AutoConfig.from_pretrained(tmp_path)
+    hf = hf.text_config if layout == "vl" else hf
+    b = load_config(tmp_path).backbone
+    assert b.head_dim == hf.head_dim == 256
+    assert b.rotary_dim == int(256 * 0.25)
+
+
+def _rope(theta, partial, kind="default"):
+    return {"rope_type": kind, "rope_theta": theta, "partial_rotary_factor": partial}
+
+
+def test_rope_scaling_and_rope_parameters_that_disagree_are_refused(tmp_path):
+    data = preset_config("tiny")
+    data["text_config"]["rope_scaling"] = _rope(5e5, 0.5)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    message = str(info.value)
+    assert str(tmp_path / "config.json") in message
+    assert "text_config.rope_scaling" in message and "text_config.rope_parameters" in message
+
+
+@pytest.mark.parametrize("case", ["equal", "scaling only", "parameters empty"])
+def test_rope_scaling_agreeing_or_alone_is_read_as_transformers_does(tmp_path, case):
+    import transformers
+    from transformers import AutoConfig
+
+    transformers.logging.set_verbosity_error()
+    data = preset_config("tiny")
+    text = data["text_config"]
+    if case == "equal":
+        text["rope_parameters"] = text["rope_scaling"] = _rope(5e5, 0.5)
+    elif case == "scaling only":
+        text["rope_scaling"] = text.pop("rope_parameters") | {"rope_theta": 5e5, "partial_rotary_factor": 0.5}
+    else:
+        text["rope_parameters"] = {}
+        text["rope_scaling"] = _rope(5e5, 0.5)
+    write(tmp_path, data)
+    hf = AutoConfig.from_pretrained(tmp_path).text_config.rope_parameters
+    b = load_config(tmp_path).backbone
+    assert (b.rope_theta, b.partial_rotary_factor) == (hf["rope_theta"], hf["partial_rotary_factor"]) == (5e5, 0.5)
+
+
+def test_rope_scaling_errors_name_rope_scaling(tmp_path):
+    data = preset_config("tiny")
+    data["text_config"]["rope_scaling"] = _rope(1e4, 0.25, "yarn")
+    del data["text_config"]["rope_parameters"]
+    with pytest.raises(ConfigError, match=r"field 'text_config\.rope_scaling\.rope_type'.*yarn"):
+        load_config(write(tmp_path, data))

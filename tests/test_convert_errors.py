@@ -433,3 +433,28 @@ def test_unreadable_or_invalid_key_map_names_the_file(tmp_path):
         read_key_map(tmp_path)
     bad.write_text('{"stored.name": "neg_head.fc1.weight"}')
     assert read_key_map(bad) == {"stored.name": "neg_head.fc1.weight"}
+
+
+def test_failed_conversion_removes_the_parent_directories_it_created(hf, tmp_path):
+    """atomic_output_dir creates the output's missing parents; a failure removes those (and only those) again."""
+    from trt_neg.checkpoint.safetensors_io import atomic_output_dir
+
+    def nan(t):
+        t["model.language_model.norm.weight"] = t["model.language_model.norm.weight"].clone()
+        t["model.language_model.norm.weight"][0] = float("nan")
+    rewrite(hf, nan)
+    (tmp_path / "kept").mkdir()
+    out = tmp_path / "kept" / "a" / "b" / "ckpt"
+    with pytest.raises(CheckpointError, match="non-finite"):
+        convert_checkpoint(hf, out, check_finite=True)
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == []  # kept: it existed before
+    # a created parent that something else wrote into meanwhile stays (with its ancestors)
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(tmp_path / "kept" / "a" / "b" / "ckpt"):
+            (tmp_path / "kept" / "a" / "other").write_text("not ours")
+            raise RuntimeError("fail")
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "kept").rglob("*")) == ["kept/a", "kept/a/other"]
+    # success keeps them, of course
+    with atomic_output_dir(tmp_path / "new" / "x" / "ckpt") as tmp:
+        (tmp / "f").write_text("ok")
+    assert (tmp_path / "new" / "x" / "ckpt" / "f").read_text() == "ok"

@@ -141,3 +141,84 @@ def test_reference_backend_loads_converted_checkpoints(model, tp, pp, tmp_path):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=2e-5 * max(1.0, scale))
     assert set(reference.neg_state_dict) == {"neg_head.fc1.weight", "neg_head.fc1.bias", "neg_head.fc2.weight",
                                              "neg_head.fc2.bias", "neg_gate.threshold"}
+
+
+def _tie_variant(root, case):
+    """An HF checkpoint whose tie_word_embeddings and stored lm_head disagree in one way (see callers)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    config = synthetic.preset_config("tiny")
+    if case == "tied config, different head stored":  # untied weights under a tied config
+        path = synthetic.write_checkpoint_from_config(root / "hf", config, seed=1)
+        config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = True
+    elif case == "tied config, equal head stored":  # e.g. saved from a .bin that held both keys
+        config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = True
+        path = synthetic.write_checkpoint_from_config(root / "hf", config, seed=1)
+        tensors = load_file(str(path / "model.safetensors"))
+        tensors["lm_head.weight"] = tensors["model.language_model.embed_tokens.weight"].clone()
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    else:  # "outer tied, text untied, no head": only the wrapper (which the architecture reads) says tied
+        config["tie_word_embeddings"] = config["text_config"]["tie_word_embeddings"] = True
+        path = synthetic.write_checkpoint_from_config(root / "hf", config, seed=1)
+        config["text_config"]["tie_word_embeddings"] = False
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("case, tied", [("tied config, different head stored", False),
+                                        ("tied config, equal head stored", True),
+                                        ("outer tied, text untied, no head", True)])
+def test_lm_head_is_the_one_transformers_loads(tmp_path, caplog, case, tied):
+    """transformers ties only when the checkpoint does not store a different lm_head (tie_weights keeps
+    both, with a warning, when both are stored and differ), and the published architecture
+    (Qwen3_5ForConditionalGeneration) reads the wrapper's tie_word_embeddings: the converted checkpoint,
+    its config and the reference model all take the head transformers uses."""
+    import json
+    import logging
+
+    import transformers
+    from transformers import Qwen3_5ForConditionalGeneration
+
+    from trt_neg.checkpoint.hf import HFCheckpoint
+    from trt_neg.reference import DarwinNegForCausalLM
+
+    transformers.logging.set_verbosity_error()
+    path = _tie_variant(tmp_path, case)
+    ids = torch.arange(3, 20).unsqueeze(0)
+    # (the synthetic checkpoint's one vision tensor has a placeholder shape; text logits do not use it)
+    hf = Qwen3_5ForConditionalGeneration.from_pretrained(path, dtype=torch.float32, ignore_mismatched_sizes=True)
+    assert (hf.lm_head.weight.data_ptr() == hf.get_input_embeddings().weight.data_ptr()) is tied
+    with torch.no_grad():
+        expected = hf(input_ids=ids).logits
+    with caplog.at_level(logging.WARNING, logger="trt_neg"):
+        out = convert_checkpoint(path, tmp_path / "conv", tp_size=2, dtype="float32").output
+    warned = [r.getMessage() for r in caplog.records if "NOT tied" in r.getMessage()]
+    if case == "tied config, different head stored":
+        assert warned and "lm_head.weight" in warned[0] and "model.language_model.embed_tokens.weight" in warned[0]
+        assert str(path / "config.json") in warned[0]
+    else:
+        assert not warned
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is tied
+    assert HFCheckpoint(path).config.backbone.tie_word_embeddings is tied
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(ShardedCheckpoint(out)(ids), expected, rtol=1e-4, atol=2e-5 * max(1.0, scale))
+    reference = DarwinNegForCausalLM.from_pretrained(path)
+    assert (reference.lm_head.weight is reference.model.embed_tokens.weight) is tied
+    torch.testing.assert_close(reference(ids), expected, rtol=1e-4, atol=2e-5 * max(1.0, scale))
+
+
+def test_stored_head_comparison_reads_row_blocks(tmp_path, monkeypatch):
+    """The tied-head comparison streams (row blocks, not whole tensors) and finds a difference in the last row."""
+    from safetensors.torch import load_file, save_file
+
+    from trt_neg.checkpoint import hf as hf_module
+
+    path = _tie_variant(tmp_path, "tied config, equal head stored")
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors["lm_head.weight"][-1, -1] += 1.0
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    monkeypatch.setattr(hf_module, "COMPARE_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(hf_module.SafetensorsFile, "get", lambda *a: pytest.fail("read a whole tensor"))
+    assert hf_module.load_model_config(path).backbone.tie_word_embeddings is False

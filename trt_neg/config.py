@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,15 @@ NEG_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 BACKBONE_ACTIVATIONS = ("silu",)
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+# transformers' Qwen3_5TextConfig default (``head_dim: int = 256``), not hidden_size // num_attention_heads:
+# save_pretrained writes only non-default fields, so a saved config may leave it out.
+QWEN3_5_DEFAULT_HEAD_DIM = 256
+# Generation ids that GenerationConfig.from_model_config reads from the outer config first and from
+# text_config only where the outer config has none (None).
+GENERATION_TOKEN_FIELDS = ("eos_token_id", "bos_token_id", "pad_token_id")
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -277,9 +287,16 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         interval = f.int("full_attention_interval", 4)
         layer_types = [FULL_ATTENTION if (i + 1) % interval == 0 else LINEAR_ATTENTION for i in range(num_layers)]
 
-    # rope_parameters (transformers 5) or legacy top-level rope_theta / partial_rotary_factor.
-    rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
-    rf = _Fields(rope, source, prefix + "rope_parameters.")
+    # rope_parameters (transformers 5), the legacy rope_scaling dict, or legacy top-level rope_theta /
+    # partial_rotary_factor. transformers (PreTrainedConfig.convert_rope_params_to_dict:
+    # ``rope_scaling or rope_parameters``) lets a non-empty rope_scaling win; two that disagree are refused.
+    params, scaling = text.get("rope_parameters"), text.get("rope_scaling")
+    if params and scaling and params != scaling:
+        raise f.error("rope_scaling", f"{scaling!r} disagrees with {prefix}rope_parameters {params!r} "
+                                      "(transformers would use rope_scaling); keep one of the two fields")
+    rope_field = "rope_scaling" if scaling else "rope_parameters"
+    rope = scaling or params or {}
+    rf = _Fields(rope, source, prefix + rope_field + ".")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "mrope"):
         raise rf.error("rope_type", f"only default (and text-only M-RoPE) rotary embeddings are supported, got {rope_type!r}")
@@ -304,7 +321,7 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         layer_types=tuple(layer_types),
         num_attention_heads=f.int("num_attention_heads"),
         num_key_value_heads=f.int("num_key_value_heads"),
-        head_dim=f.int("head_dim", text.get("hidden_size", 0) // max(1, text.get("num_attention_heads", 1) or 1)),
+        head_dim=f.int("head_dim", QWEN3_5_DEFAULT_HEAD_DIM),
         partial_rotary_factor=partial,
         rope_theta=rope_theta,
         max_position_embeddings=f.int("max_position_embeddings"),
@@ -396,14 +413,12 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
                      neg_source: str | Path | None = None) -> DarwinNegConfig:
     """Build the description from a parsed ``config.json`` (text or vision-language layout)."""
     if "text_config" in data and data["text_config"] is not None:
-        text, prefix = data["text_config"], "text_config."
+        text = data["text_config"]
         if not isinstance(text, Mapping):
             raise ConfigError(source, "text_config", "expected a JSON object")
-        # Top-level values of the wrapper win only where the text config is silent.
-        text = {**{k: v for k, v in data.items() if k in ("tie_word_embeddings",)}, **text}
+        backbone = _vl_backbone(data, text, source)
     else:
-        text, prefix = data, ""
-    backbone = parse_backbone(text, source, prefix)
+        backbone = parse_backbone(data, source, "")
 
     if neg_data is None:
         neg_data = data.get("neg_config")
@@ -417,6 +432,36 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
     return DarwinNegConfig(
         backbone=backbone, neg=neg, source=str(source or ""), architecture=architectures[0], extra=dict(data)
     )
+
+
+def _vl_backbone(data: Mapping[str, Any], text: Mapping[str, Any], source: str | Path | None) -> BackboneConfig:
+    """The backbone of the vision-language layout, resolving fields given at both levels as transformers does.
+
+    * ``tie_word_embeddings``: Qwen3_5ForConditionalGeneration (the layout's architecture) ties by the
+      OUTER config's value, whose default is false; text_config's value is not read (transformers 5.23
+      ``get_expanded_tied_weights_keys`` reads ``self.config``, the Qwen3_5Config).
+    * ``eos_token_id`` / ``bos_token_id`` / ``pad_token_id``: ``GenerationConfig.from_model_config`` takes
+      the outer config's value where it is not null, text_config's otherwise.
+    """
+    backbone = parse_backbone(text, source, "text_config.")
+    outer = _Fields(data, source)
+    tie = outer.bool("tie_word_embeddings", False)
+    if text.get("tie_word_embeddings") is not None and text["tie_word_embeddings"] != tie:
+        log.warning("%s: text_config.tie_word_embeddings (%s) is ignored: Qwen3_5ForConditionalGeneration ties "
+                    "by the top-level tie_word_embeddings (%s)", source or "<dict>",
+                    text["tie_word_embeddings"], "absent: false" if data.get("tie_word_embeddings") is None
+                    else tie)
+    overrides: dict[str, Any] = {"tie_word_embeddings": tie}
+    for name in GENERATION_TOKEN_FIELDS:
+        if data.get(name) is None:
+            continue
+        ids = _token_ids(outer, name)
+        for token in ids:
+            if token >= backbone.vocab_size:
+                raise outer.error(name, f"token id {token} is outside the vocabulary "
+                                        f"(text_config.vocab_size {backbone.vocab_size})")
+        overrides[name] = ids if name == "eos_token_id" else (ids or (None,))[0]
+    return dataclasses.replace(backbone, **overrides)
 
 
 def load_config(path: str | Path) -> DarwinNegConfig:

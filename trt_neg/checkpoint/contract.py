@@ -531,6 +531,27 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
     return DarwinNegConfig(backbone=b, neg=neg, source=source, architecture=ARCHITECTURE), mapping, dtype
 
 
+def first_difference(a: DarwinNegConfig, b: DarwinNegConfig) -> tuple[str, Any, Any] | None:
+    """The first field (name, value in ``a``, value in ``b``) in which two model descriptions differ,
+    backbone first, then NEG; None if they describe the same model. A converted checkpoint keeps
+    only the rotary dims, so the rotary fraction is compared as ``rotary_dim``."""
+    import dataclasses
+
+    for f in dataclasses.fields(a.backbone):
+        name = f.name
+        if name == "partial_rotary_factor":
+            name, x, y = "rotary_dim", a.backbone.rotary_dim, b.backbone.rotary_dim
+        else:
+            x, y = getattr(a.backbone, name), getattr(b.backbone, name)
+        if x != y:
+            return name, x, y
+    for f in dataclasses.fields(a.neg):
+        x, y = getattr(a.neg, f.name), getattr(b.neg, f.name)
+        if x != y:
+            return "neg_config." + f.name, x, y
+    return None
+
+
 def describe() -> list[dict[str, str]]:
     """The table as plain rows (for docs and tooling)."""
     return [{"name": e.name, "sources": ", ".join(e.sources), "transform": e.transform, "split": e.split,
@@ -539,6 +560,7 @@ def describe() -> list[dict[str, str]]:
 
 __all__ = ["ARCHITECTURE", "CONTRACT", "DTYPES", "Entry", "Mapping", "Piece", "PlannedTensor", "ShardingError",
            "SPLIT_RULES", "TRANSFORMS", "apply_transform", "check_mapping", "checkpoint_config",
-           "config_from_checkpoint", "describe", "first_kv_head", "first_linear_key_head", "hf_shapes_for",
+           "config_from_checkpoint", "describe", "first_difference", "first_kv_head", "first_linear_key_head",
+           "hf_shapes_for",
            "kv_heads_per_rank", "linear_conv_dim_per_rank", "recurrent_state_sizes", "linear_key_heads_per_rank", "padded_vocab_size",
            "pieces", "rank_plan"]

@@ -9,10 +9,12 @@ The published vision-language layout stores the same tensors under
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 
@@ -134,6 +136,7 @@ class HFCheckpoint:
                 self._where[name] = (handle, stored)
         if self.ignored:
             log.info("%s: ignoring %d vision/MTP tensors (text-only model)", self.directory, len(self.ignored))
+        self.config = resolve_tied_head(self.config, self._where)
         self.expected = hf_text_weight_shapes(self.config.backbone)
         self.expected_neg = neg_weight_shapes(self.config.backbone, self.config.neg)
         self.validate_names()
@@ -141,8 +144,6 @@ class HFCheckpoint:
     def validate_names(self) -> None:
         b = self.config.backbone
         missing = [n for n in (*self.expected, *self.expected_neg) if n not in self._where]
-        if b.tie_word_embeddings and "lm_head.weight" in self._where:
-            pass  # a tied checkpoint may still store the head; it is ignored
         if missing:
             raise CheckpointError(self.directory, f"missing {len(missing)} tensor(s), first: {missing[:3]}",
                                   missing[0])
@@ -196,6 +197,75 @@ class HFCheckpoint:
 
     def neg_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: self.get(name) for name in self.expected_neg}
+
+
+HEAD, EMBEDDING = "lm_head.weight", "model.embed_tokens.weight"
+COMPARE_CHUNK_BYTES = 64 * 2**20
+
+
+def resolve_tied_head(config: DarwinNegConfig,
+                      where: Mapping[str, tuple[SafetensorsFile, str]]) -> DarwinNegConfig:
+    """The description with the LM head transformers would load: a tied config whose checkpoint
+    still stores ``lm_head.weight`` is tied only if that tensor equals ``model.embed_tokens.weight``.
+
+    transformers 5.23 (``PreTrainedModel.tie_weights`` during ``from_pretrained``) does not tie two
+    tensors that are both in the checkpoint with different values (``torch.equal`` after loading):
+    it keeps the stored head and warns. This does the same, comparing the stored values row block
+    by row block, and returns an untied description in that case (so the converted config says
+    untied and every reader, the reference model included, takes the stored head).
+    ``where``: canonical name -> (file, stored name)."""
+    b = config.backbone
+    if not b.tie_word_embeddings or HEAD not in where or EMBEDDING not in where:
+        return config
+    (head_file, head_name), (emb_file, emb_name) = where[HEAD], where[EMBEDDING]
+    if _stored_tensors_equal(head_file, head_name, emb_file, emb_name):
+        log.info("%s: tied config; the stored %s equals %s and is ignored", head_file.path, head_name, emb_name)
+        return config
+    log.warning("%s: tie_word_embeddings is true but the checkpoint stores %s (in %s) with values different "
+                "from %s (in %s); as transformers does, they are NOT tied: the stored %s is the LM head. Set "
+                "tie_word_embeddings to false in %s to silence this warning.", config.source or head_file.path,
+                head_name, head_file.path.name, emb_name, emb_file.path.name, head_name,
+                config.source or "config.json")
+    return dataclasses.replace(config, backbone=dataclasses.replace(b, tie_word_embeddings=False))
+
+
+def load_model_config(directory: str | Path) -> DarwinNegConfig:
+    """The description an :class:`HFCheckpoint` of ``directory`` would have, without validating every
+    tensor: ``load_config`` plus the tied-head rule of :func:`resolve_tied_head`."""
+    config = load_config(directory)
+    if not config.backbone.tie_word_embeddings:
+        return config
+    where: dict[str, tuple[SafetensorsFile, str]] = {}
+    for path in safetensors_files(directory):
+        handle = SafetensorsFile(path)
+        for stored in handle.keys():
+            name = canonical_name(stored)
+            if name in (HEAD, EMBEDDING) and name not in where:
+                where[name] = (handle, stored)
+    return resolve_tied_head(config, where)
+
+
+def _stored_tensors_equal(a: SafetensorsFile, a_name: str, b: SafetensorsFile, b_name: str) -> bool:
+    """``torch.equal`` of two stored tensors, read in row blocks (values compared exactly, in float64
+    when the stored dtypes differ; NaN never equals)."""
+    shape = a.shape(a_name)
+    if shape != b.shape(b_name) or not a.dtype(a_name).is_floating_point or not b.dtype(b_name).is_floating_point:
+        return False
+    if not shape:
+        return _equal(a.get(a_name), b.get(b_name))
+    row_bytes = max(1, math.prod(shape[1:])) * max(a.dtype(a_name).itemsize, b.dtype(b_name).itemsize)
+    step = max(1, COMPARE_CHUNK_BYTES // row_bytes)
+    for start in range(0, shape[0], step):
+        stop = min(shape[0], start + step)
+        if not _equal(a.rows(a_name, start, stop), b.rows(b_name, start, stop)):
+            return False
+    return True
+
+
+def _equal(x: torch.Tensor, y: torch.Tensor) -> bool:
+    if x.dtype != y.dtype:
+        x, y = x.double(), y.double()
+    return torch.equal(x, y)
 
 
 def read_key_map(path: str | Path | None) -> dict[str, str]:

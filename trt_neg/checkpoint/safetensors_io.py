@@ -133,7 +133,7 @@ class SafetensorsFile:
             raise CheckpointError(self.path, f"unsupported dtype {code}", name)
         return SAFETENSORS_TO_TORCH[code]
 
-    def get(self, name: str) -> torch.Tensor:
+    def _open(self, name: str):
         if name not in self.header:
             raise CheckpointError(self.path, "not in this file", name)
         if self._handle is None:
@@ -143,10 +143,22 @@ class SafetensorsFile:
                 self._handle = safe_open(str(self.path), framework="pt")
             except Exception as exc:  # safetensors raises its own error types
                 raise CheckpointError(self.path, f"cannot open ({exc})") from None
+        return self._handle
+
+    def get(self, name: str) -> torch.Tensor:
+        handle = self._open(name)
         try:
-            return self._handle.get_tensor(name)
+            return handle.get_tensor(name)
         except Exception as exc:
             raise CheckpointError(self.path, f"cannot read ({exc})", name) from None
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows ``[start, stop)`` of tensor ``name`` (only those bytes are read)."""
+        handle = self._open(name)
+        try:
+            return handle.get_slice(name)[start:stop]
+        except Exception as exc:
+            raise CheckpointError(self.path, f"cannot read rows {start}:{stop} ({exc})", name) from None
 
 
 def safetensors_files(directory: str | Path) -> list[Path]:
@@ -347,6 +359,8 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
     target = Path(target).resolve()
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target}: output already exists; pass --overwrite to replace it")
+    # The missing parent directories, deepest first: a failed run removes those it created (if still empty).
+    created = [p for p in target.parents if not p.exists()]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
@@ -354,6 +368,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the output should not be
     except OSError as exc:
+        _remove_empty_dirs(created)
         raise PermissionError(f"{target}: cannot write output here ({exc.strerror or exc})") from None
     try:
         yield tmp
@@ -376,4 +391,14 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
                                       "writer?); it was left as it is. Pass --overwrite to replace it") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty_dirs(created)
         raise
+
+
+def _remove_empty_dirs(dirs: list[Path]) -> None:
+    """rmdir each of ``dirs`` (deepest first) while empty; stop at the first that is not (or is gone)."""
+    for directory in dirs:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
