@@ -6,21 +6,11 @@ a lent GPU.  Timings here are meaningless and not asserted."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from trt_neg.gpu_check import SectionContext, common, sec_neg
 from trt_neg.gpu_check.report import PASS
+from _gpu_stand_ins import host_neg_step
 from trt_neg.kernels import cuda_ext, host
-
-
-def _host_neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
-                   threshold=None, entropy=None, with_guided=True, splits=0):
-    if entropy is not None:
-        tau = weights.threshold if threshold is None else threshold
-        return host.gated_topk_sample(logits, entropy, tau, top_k, temperature, seeds, offsets,
-                                      with_guided=with_guided, splits=splits)
-    return host.neg_step(hidden, logits, weights, activation=activation, top_k=top_k, temperature=temperature,
-                         seeds=seeds, offsets=offsets, threshold=threshold, with_guided=with_guided, splits=splits)
 
 
 @pytest.fixture
@@ -33,7 +23,7 @@ def cpu_section(monkeypatch):
     monkeypatch.setattr(sec_neg, "BENCH_N", (1, 8))
     monkeypatch.setattr(sec_neg, "HEAD_N", (4, 16))
     monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: None)
-    monkeypatch.setattr(cuda_ext, "neg_step", _host_neg_step)
+    monkeypatch.setattr(cuda_ext, "neg_step", host_neg_step)
     monkeypatch.setattr(cuda_ext, "neg_head", host.neg_head)
     return SectionContext("neg", bandwidth=4.0e12, quick=True, timeout=120.0)
 
@@ -53,7 +43,7 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
 def test_neg_section_reports_a_path_that_disagrees(cpu_section, monkeypatch):
     """A split path that drew another token is a hard failure, named in the log."""
     def broken(*args, splits=0, **kw):
-        out = _host_neg_step(*args, splits=splits, **kw)
+        out = host_neg_step(*args, splits=splits, **kw)
         if splits == 7:
             out.token[0] += 1
         return out

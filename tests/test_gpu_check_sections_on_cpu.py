@@ -18,7 +18,8 @@ import torch
 
 from trt_neg.gpu_check import SectionContext, common, sec_backend, sec_gdn, sec_machine
 from trt_neg.gpu_check.report import FAIL, PASS
-from trt_neg.kernels import cuda_ext, gdn_host, host
+from _gpu_stand_ins import host_neg_step
+from trt_neg.kernels import cuda_ext, gdn_host
 
 H200_SHARED_OPTIN = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
 ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
@@ -165,16 +166,6 @@ def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_secti
 
 
 # --------------------------------------------------------------------------- backend
-def _host_neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
-                   threshold=None, entropy=None, with_guided=True, splits=0):
-    if entropy is not None:
-        tau = weights.threshold if threshold is None else threshold
-        return host.gated_topk_sample(logits, entropy, tau, top_k, temperature, seeds, offsets,
-                                      with_guided=with_guided, splits=splits)
-    return host.neg_step(hidden, logits, weights, activation=activation, top_k=top_k, temperature=temperature,
-                         seeds=seeds, offsets=offsets, threshold=threshold, with_guided=with_guided, splits=splits)
-
-
 @pytest.fixture
 def backend_section(monkeypatch):
     """The "GPU" backends (every one after the first, the CPU reference) take the fused NEG
@@ -187,7 +178,7 @@ def backend_section(monkeypatch):
     monkeypatch.setenv("TRT_NEG_CUDA_EXT", "1")
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
     monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: None)
-    monkeypatch.setattr(cuda_ext, "neg_step", _host_neg_step)
+    monkeypatch.setattr(cuda_ext, "neg_step", host_neg_step)
 
     def neg_step_fast(hidden, logits, weights, **kw):  # neg.neg_step_fast as on CUDA tensors
         if os.environ.get("TRT_NEG_CUDA_EXT", "1") != "0" and min(kw.get("top_k", 8), logits.shape[1]) <= 1024:
@@ -229,12 +220,12 @@ def test_backend_section_runs_and_passes_on_the_cpu(backend_section):
     assert "paths: NEG fused CUDA kernel (neg_step_fast -> trt_neg_cuda," in text
     assert ctx.summary.startswith("fp32 tokens equal; bf16 argmax ") and ctx.summary.endswith(
         "NEG fused kernel; GDN torch")
-    assert cuda_ext.neg_step is _host_neg_step  # the section's call counter is taken off again
+    assert cuda_ext.neg_step is host_neg_step  # the section's call counter is taken off again
 
 
 def test_backend_section_reports_a_wrong_fused_token(backend_section, monkeypatch):
     def wrong(*args, **kw):
-        out = _host_neg_step(*args, **kw)
+        out = host_neg_step(*args, **kw)
         out.token[out.fired] = (out.token[out.fired] + 1) % args[1].shape[1]
         return out
 
