@@ -9,7 +9,7 @@ import pytest
 
 from trt_neg.gpu_check import SectionContext, common, sec_neg
 from trt_neg.gpu_check.report import PASS
-from _gpu_stand_ins import host_neg_step
+from _gpu_stand_ins import host_neg_head, host_neg_step
 from trt_neg.kernels import cuda_ext, host
 
 
@@ -24,7 +24,7 @@ def cpu_section(monkeypatch):
     monkeypatch.setattr(sec_neg, "HEAD_N", (4, 16))
     monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: None)
     monkeypatch.setattr(cuda_ext, "neg_step", host_neg_step)
-    monkeypatch.setattr(cuda_ext, "neg_head", host.neg_head)
+    monkeypatch.setattr(cuda_ext, "neg_head", host_neg_head)
     return SectionContext("neg", bandwidth=4.0e12, quick=True, timeout=120.0)
 
 
@@ -38,6 +38,9 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
     assert timing[1]["split_plan"] == list(host.split_plan(1, 4100, 8)) and timing[1]["split_plan"][0] == 2
     assert {"fused_gate5", "fused1_gate5", "fused_all", "fused1_all", "torch_gate5"} <= set(timing[8])
     assert "fused1/fused" in text and ctx.summary.startswith("correctness ok; N=8 fused")
+    head = {r["N"]: r for r in ctx.data["head_vs_cublas"]}
+    assert {"kernel_head", "mma_head", "ratio_kernel_over_mma", "max_abs_err_mma"} <= set(head[16])
+    assert "kernel/mma" in text and " fastest (kernel/cuBLAS " in ctx.summary
 
 
 def test_neg_section_reports_a_path_that_disagrees(cpu_section, monkeypatch):

@@ -21,15 +21,16 @@ NEG = PLUGINS / "neg"
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
-    """Every kernel (head for three dtypes; one-block-per-row; split-V slice and merge) is
-    compiled for every target without register spills (read from ptxas -v)."""
+    """Every kernel (head GEMV for three dtypes, tensor-core head for bf16/fp16; one block per row;
+    split-V slice and merge) is compiled for every target without register spills (ptxas -v)."""
     obj = tmp_path / "negKernel.o"
     r = run([NVCC, "-std=c++17", "-O3", "-c", NEG / "negKernel.cu", "-o", obj, "-Werror", "all-warnings",
              "-Xptxas", "-v", *NO_SPILLS, *GENCODE])
     check_sass(obj)
-    entries = set(re.findall(r"Compiling entry function '\S*?\d(neg(?:Head|Row|Slice|Merge)Kernel)I(\w+?)E\S*' for 'sm_(\d+)'",
+    entries = set(re.findall(r"Compiling entry function '\S*?\d(neg(?:Head|HeadMma|Row|Slice|Merge)Kernel)I(\w+?)E\S*' for 'sm_(\d+)'",
                              r.stdout + r.stderr))
     kernels = {("negHeadKernel", "f"), ("negHeadKernel", "6__half"), ("negHeadKernel", "13__nv_bfloat16"),
+               ("negHeadMmaKernel", "6__half"), ("negHeadMmaKernel", "13__nv_bfloat16"),
                ("negRowKernel", "Li1024"), ("negSliceKernel", "Li512"), ("negMergeKernel", "Li1024")}
     assert entries == {(name, arg, sm) for name, arg in kernels for sm in ARCHS}
 

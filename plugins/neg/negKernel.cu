@@ -7,8 +7,10 @@
 #include <cub/block/block_scan.cuh>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 #include <climits>
+#include <type_traits>
 
 namespace trt_neg
 {
@@ -183,6 +185,104 @@ __global__ void __launch_bounds__(kNegHeadWarps * 32) negHeadKernel(
             terms[static_cast<size_t>(n0 + r) * d + j] = wj * negActivation(acc[r] + bj, act);
         }
     }
+}
+
+// The NEG-Head on tensor cores (opt-in, kNEG_HEAD_MMA; bf16/fp16 hidden): a 64-row x 64-neuron
+// tile of W1 h per block of 4 warps, K in steps of 32 through shared memory, WMMA 16x16x16
+// with fp32 accumulation (products of bf16/fp16 values are exact in fp32; only the summation
+// order differs from the GEMV), then the same epilogue as negHeadKernel.  Needs H % 8 == 0 and
+// 16-byte aligned hidden / W1 (negHeadMmaOk).
+constexpr int kMmaRows = 64, kMmaCols = 64, kMmaK = 32, kMmaThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kMmaThreads) negHeadMmaKernel(
+    T const* hidden, T const* w1, float const* b1, float const* w2, int N, int H, int d, int act, float* terms)
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    using namespace nvcuda;
+    constexpr int kLds = kMmaK + 8;    // 80-byte rows: 16-byte stores, 32-byte aligned fragments
+    constexpr int kLdc = kMmaCols + 4; // floats
+    __shared__ __align__(32) T sA[kMmaRows * kLds];
+    __shared__ __align__(32) T sB[kMmaCols * kLds];
+    __shared__ __align__(32) float sC[kMmaRows * kLdc];
+    int const n0 = blockIdx.y * kMmaRows;
+    int const j0 = blockIdx.x * kMmaCols;
+    int const warp = threadIdx.x >> 5;
+    int const wm = (warp >> 1) * 32; // each warp: 32 rows x 32 neurons = 2 x 2 fragments
+    int const wn = (warp & 1) * 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+    {
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+        {
+            wmma::fill_fragment(acc[a][b], 0.0f);
+        }
+    }
+    for (int k0 = 0; k0 < H; k0 += kMmaK)
+    {
+        for (int v = threadIdx.x; v < kMmaRows * (kMmaK / 8); v += kMmaThreads)
+        {
+            int const r = v / (kMmaK / 8);
+            int const c = (v % (kMmaK / 8)) * 8;
+            int const k = k0 + c; // H % 8 == 0: a vector of 8 is wholly inside or outside
+            uint4 a = make_uint4(0u, 0u, 0u, 0u), b = make_uint4(0u, 0u, 0u, 0u);
+            if (n0 + r < N && k < H)
+            {
+                a = *reinterpret_cast<uint4 const*>(hidden + static_cast<size_t>(n0 + r) * H + k);
+            }
+            if (j0 + r < d && k < H)
+            {
+                b = *reinterpret_cast<uint4 const*>(w1 + static_cast<size_t>(j0 + r) * H + k);
+            }
+            *reinterpret_cast<uint4*>(sA + r * kLds + c) = a;
+            *reinterpret_cast<uint4*>(sB + r * kLds + c) = b;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kMmaK; kk += 16)
+        {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2]; // W1 rows = B columns
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+            {
+                wmma::load_matrix_sync(fa[i], sA + (wm + 16 * i) * kLds + kk, kLds);
+                wmma::load_matrix_sync(fb[i], sB + (wn + 16 * i) * kLds + kk, kLds);
+            }
+#pragma unroll
+            for (int a = 0; a < 2; ++a)
+            {
+#pragma unroll
+                for (int b = 0; b < 2; ++b)
+                {
+                    wmma::mma_sync(acc[a][b], fa[a], fb[b], acc[a][b]);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+    {
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+        {
+            wmma::store_matrix_sync(sC + (wm + 16 * a) * kLdc + wn + 16 * b, acc[a][b], kLdc, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < kMmaRows * kMmaCols; e += kMmaThreads)
+    {
+        int const n = n0 + e / kMmaCols;
+        int const j = j0 + e % kMmaCols;
+        if (n < N && j < d)
+        {
+            terms[static_cast<size_t>(n) * d + j] = w2[j] * negActivation(sC[(e / kMmaCols) * kLdc + e % kMmaCols] + b1[j], act);
+        }
+    }
+#endif
 }
 
 __device__ __forceinline__ void visitLogit(float v, int i, bool fire, float* gz, unsigned long long& best, int& flags)
@@ -615,6 +715,16 @@ __global__ void __launch_bounds__(kBlock, 1) negMergeKernel(NegStepParams p, Neg
 template <typename T>
 cudaError_t launchHead(NegStepParams const& p, float* terms, cudaStream_t stream)
 {
+    if constexpr (!std::is_same<T, float>::value) // fp32 has no 16x16x16 WMMA shape: the GEMV
+    {
+        if (p.headAlgo == kNEG_HEAD_MMA && negHeadMmaOk(p))
+        {
+            dim3 const grid((p.d + kMmaCols - 1) / kMmaCols, (p.N + kMmaRows - 1) / kMmaRows);
+            negHeadMmaKernel<T><<<grid, kMmaThreads, 0, stream>>>(static_cast<T const*>(p.hidden),
+                static_cast<T const*>(p.w1), p.b1, p.w2, p.N, p.H, p.d, p.activation, terms);
+            return cudaGetLastError();
+        }
+    }
     constexpr int kVec = VecLoad<T>::kN;
     bool const vec = (p.H % kVec == 0) && (reinterpret_cast<uintptr_t>(p.hidden) % 16 == 0)
         && (reinterpret_cast<uintptr_t>(p.w1) % 16 == 0);
@@ -629,7 +739,8 @@ cudaError_t launchHead(NegStepParams const& p, float* terms, cudaStream_t stream
 cudaError_t negStepLaunch(NegStepParams const& p, void* workspace, size_t workspaceBytes, cudaStream_t stream)
 {
     if (p.N < 0 || (p.logits && (p.V < 1 || p.V > kNegMaxVocab)) || p.topK < 1 || p.topK > kNegMaxTopK
-        || !(p.temperature > 0.0f) || p.splits < 0 || !negActivationValid(p.activation)
+        || !(p.temperature > 0.0f) || p.splits < 0 || (p.headAlgo != kNEG_HEAD_GEMV && p.headAlgo != kNEG_HEAD_MMA)
+        || !negActivationValid(p.activation)
         || !dtypeValid(static_cast<int32_t>(p.hiddenType)) || (p.logits && (!p.token || !p.tau))
         || (p.guided && static_cast<void const*>(p.guided) == static_cast<void const*>(p.logits)))
     {

@@ -32,6 +32,14 @@ constexpr int32_t kNegSliceThreads = 512;
 constexpr int32_t kNegHeadRows = 8;
 constexpr int32_t kNegHeadWarps = 8;
 
+// How the NEG-Head GEMM runs.  The tensor-core tiles are opt-in until a GPU run of
+// trt_neg.gpu_check has timed them against the GEMV (and cuBLAS) and checked their numbers.
+enum NegHeadAlgo : int32_t
+{
+    kNEG_HEAD_GEMV = 0, // row-tiled GEMV on CUDA cores, any dtype (default)
+    kNEG_HEAD_MMA = 1,  // WMMA tensor-core tiles; bf16/fp16 hidden with H % 8 == 0, else the GEMV
+};
+
 struct NegStepParams
 {
     int32_t N{0};
@@ -43,6 +51,7 @@ struct NegStepParams
     int32_t topK{8};
     float temperature{1.0f};
     int32_t splits{0}; // 0: automatic (negSplitPlan); 1: one block per row; > 1: that many slices
+    int32_t headAlgo{0}; // NegHeadAlgo
 
     void const* hidden{nullptr};     // [N, H]
     float const* logits{nullptr};    // [N, V] fp32; nullptr: compute entropy only
@@ -123,6 +132,13 @@ inline size_t negWorkspaceSize(int64_t maxN, int64_t d, int64_t V, int32_t topK)
         split = b > split ? b : split;
     }
     return negTermsBytes(maxN, d) + split;
+}
+
+// Whether the tensor-core head can run these params (else kNEG_HEAD_MMA falls back to the GEMV).
+inline bool negHeadMmaOk(NegStepParams const& p)
+{
+    return p.hiddenType != DType::kFLOAT32 && p.H % 8 == 0 && reinterpret_cast<uintptr_t>(p.hidden) % 16 == 0
+        && reinterpret_cast<uintptr_t>(p.w1) % 16 == 0;
 }
 
 // Validates params (returns cudaErrorInvalidValue on bad input) and enqueues the op.

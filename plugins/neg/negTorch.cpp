@@ -36,7 +36,7 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     c10::optional<at::Tensor> w1, c10::optional<at::Tensor> b1, c10::optional<at::Tensor> w2,
     c10::optional<at::Tensor> b2, at::Tensor tau, at::Tensor seeds, at::Tensor offsets,
     c10::optional<at::Tensor> entropyIn, int64_t activation, int64_t topK, double temperature, bool withGuided,
-    int64_t splits)
+    int64_t splits, int64_t headAlgo)
 {
     trt_neg::NegStepParams p;
     TORCH_CHECK(entropyIn || hidden, "neg_step: give hidden (with w1, b1, w2, b2) or entropy_in");
@@ -61,6 +61,9 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     p.temperature = static_cast<float>(temperature);
     TORCH_CHECK(splits >= 0 && splits <= 1 << 20, "splits: expected 0 (automatic) or a slice count, got ", splits);
     p.splits = static_cast<int32_t>(splits);
+    TORCH_CHECK(headAlgo == trt_neg::kNEG_HEAD_GEMV || headAlgo == trt_neg::kNEG_HEAD_MMA,
+        "head_algo: expected 0 (GEMV) or 1 (tensor cores), got ", headAlgo);
+    p.headAlgo = static_cast<int32_t>(headAlgo);
     checkCuda(tau, "tau", at::kFloat, -1);
     p.tau = tau.data_ptr<float>();
     if (entropyIn)
@@ -129,5 +132,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m)
     m.def("neg_step", &negStep, "Fused NEG step (head + gate + gated top-k sampling + guided logits)",
         py::arg("hidden"), py::arg("logits"), py::arg("w1"), py::arg("b1"), py::arg("w2"), py::arg("b2"),
         py::arg("tau"), py::arg("seeds"), py::arg("offsets"), py::arg("entropy_in"), py::arg("activation"),
-        py::arg("top_k"), py::arg("temperature"), py::arg("with_guided"), py::arg("splits") = 0);
+        py::arg("top_k"), py::arg("temperature"), py::arg("with_guided"), py::arg("splits") = 0,
+        py::arg("head_algo") = 0);
 }

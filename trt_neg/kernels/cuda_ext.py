@@ -86,6 +86,15 @@ def load_gdn(verbose: bool = False):
         return _gdn_ext
 
 
+HEAD_ALGOS = {"gemv": 0, "mma": 1}  # NegHeadAlgo in plugins/neg/negKernel.h
+
+
+def _head_algo(name: str) -> int:
+    if name not in HEAD_ALGOS:
+        raise ValueError(f"head_algo: expected one of {sorted(HEAD_ALGOS)}, got {name!r}")
+    return HEAD_ALGOS[name]
+
+
 def _rows(x, n: int, device) -> torch.Tensor:
     t = torch.as_tensor(x, dtype=torch.int64).reshape(-1)
     if t.numel() == 1:
@@ -94,11 +103,12 @@ def _rows(x, n: int, device) -> torch.Tensor:
 
 
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
-             threshold=None, entropy: Optional[torch.Tensor] = None, with_guided=True, splits=0):
+             threshold=None, entropy: Optional[torch.Tensor] = None, with_guided=True, splits=0, head_algo="gemv"):
     """CUDA twin of :func:`trt_neg.neg.neg_step`; with ``entropy`` given, skips the head
     (twin of :func:`trt_neg.neg.gated_topk_sample`).  W1 is cast to the hidden dtype.
     ``splits``: 0 = the kernel's automatic plan, 1 = one block per row, > 1 = that many
-    vocabulary slices per row (the split-V path; docs/neg.md)."""
+    vocabulary slices per row (the split-V path; docs/neg.md).  ``head_algo``: "gemv" (default)
+    or "mma" (tensor-core tiles; bf16/fp16 hidden, opt-in until timed on a GPU)."""
     from ..neg import ACTIVATION_CODES, NegStepOutput, _check_sampling_args, canonical_activation
 
     _check_sampling_args(top_k, temperature)
@@ -124,12 +134,13 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     token, ent, fired, status, guided = ext.neg_step(
         logits=logits.float().contiguous(), tau=tau, seeds=_rows(seeds, n, dev), offsets=_rows(offsets, n, dev),
         activation=ACTIVATION_CODES[canonical_activation(activation)], top_k=int(top_k),
-        temperature=float(temperature), with_guided=bool(with_guided), splits=check_splits(splits), **kw)
+        temperature=float(temperature), with_guided=bool(with_guided), splits=check_splits(splits),
+        head_algo=_head_algo(head_algo), **kw)
     return NegStepOutput(token=token.long(), entropy=ent, fired=fired.bool(), status=status,
                          guided_logits=guided if with_guided else None)
 
 
-def neg_head(hidden, weights, activation="silu") -> torch.Tensor:
+def neg_head(hidden, weights, activation="silu", head_algo="gemv") -> torch.Tensor:
     """The kernel's NEG-Head pass alone (no logits): H_hat [N] fp32, twin of :func:`trt_neg.neg.neg_head`."""
     from ..neg import ACTIVATION_CODES, canonical_activation
 
@@ -143,7 +154,8 @@ def neg_head(hidden, weights, activation="silu") -> torch.Tensor:
         w2=weights.fc2_weight.to(dev, torch.float32).reshape(-1).contiguous(),
         b2=weights.fc2_bias.to(dev, torch.float32).reshape(1).contiguous(),
         tau=torch.zeros(1, dtype=torch.float32, device=dev), seeds=empty, offsets=empty, entropy_in=None,
-        activation=ACTIVATION_CODES[canonical_activation(activation)], top_k=1, temperature=1.0, with_guided=False)
+        activation=ACTIVATION_CODES[canonical_activation(activation)], top_k=1, temperature=1.0, with_guided=False,
+        head_algo=_head_algo(head_algo))
     return ent
 
 
