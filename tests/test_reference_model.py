@@ -265,6 +265,30 @@ def test_batched_decode_of_different_lengths(checkpoints, name):
             assert runner.seq_len(slot) == t + 1
 
 
+def test_a_previous_occupants_nonfinite_kv_does_not_reach_the_next_one(checkpoints):
+    """A request whose keys/values went non-finite (an fp16 overflow, say) leaves them in its
+    slot; the next request there, batched with a longer row (so its gathered span reaches past
+    its own length), must get exactly the logits it gets alone."""
+    ours, _ = _load(checkpoints, "tiny")
+    vocab = ours.config.backbone.vocab_size
+    short, long_ = _tokens(6, vocab, 5), _tokens(30, vocab, 6)
+    solo = ReferenceModelRunner(ours, max_slots=2, max_seq_len=64)
+    want_prefill, _ = solo.prefill(0, short[:5])
+    want_decode, _ = solo.decode([0], [int(short[5])])
+
+    runner = ReferenceModelRunner(ours, max_slots=2, max_seq_len=64)
+    runner.prefill(0, _tokens(40, vocab, 7))
+    for tensor in (*runner.cache.key.values(), *runner.cache.value.values()):
+        tensor[0, :, 10:] = float("nan")  # what an overflowing occupant leaves behind
+    runner.release(0)
+    logits, _ = runner.prefill_batch([0, 1], [short[:5], long_[:25]])
+    assert torch.isfinite(logits).all()
+    _assert_logits_close(logits[0], want_prefill.reshape(-1), "short row of a batched prefill")
+    logits, _ = runner.decode([0, 1], [int(short[5]), int(long_[25])])
+    assert torch.isfinite(logits).all()
+    _assert_logits_close(logits[0], want_decode[0], "short row of a batched decode")
+
+
 def test_chunked_prefill_and_recurrent_decode_reach_the_same_state(checkpoints):
     """150 tokens prefilled at once (chunked) vs 1 prefilled + 149 decoded (recurrent)."""
     ours, _ = _load(checkpoints, "tiny")

@@ -72,8 +72,10 @@ class SlotCache:
     def reset(self, slots: torch.Tensor) -> None:
         """Zero the recurrent and conv state of ``slots`` (a new sequence starts there).
 
-        The KV cache needs no clearing: attention only reads positions below each slot's
-        current length, all of which the new sequence writes itself.
+        The KV cache is not cleared: a batched step gathers each slot's keys up to the longest
+        row, so a shorter row sees a previous occupant's stale entries, but attention zeroes
+        every key and value at or past the row's own length before the masked product (a
+        stale NaN or inf would otherwise turn the row into NaN: 0 * NaN is NaN).
         """
         for tensor in (*self.conv.values(), *self.recurrent.values()):
             tensor[slots] = 0
@@ -212,9 +214,14 @@ class Qwen3_5GatedAttention(nn.Module):
             slot, pos = ctx.slots[rows], ctx.positions[rows, cols]
             k_cache[slot, :, pos] = key[rows, cols]
             v_cache[slot, :, pos] = value[rows, cols]
-            span = int((ctx.positions[:, 0] + ctx.num_tokens).max())
+            lengths = ctx.positions[:, 0] + ctx.num_tokens
+            span = int(lengths.max())
             key, value = k_cache[ctx.slots, :, :span], v_cache[ctx.slots, :, :span]
             key_pos = torch.arange(span, device=x.device).expand(batch, span)
+            # Past a row's own length lie a previous occupant's entries (or nothing written):
+            # masked below, but a non-finite one would still poison the product, so zero them.
+            stale = (key_pos >= lengths[:, None])[:, None, :, None]
+            key, value = key.masked_fill(stale, 0), value.masked_fill(stale, 0)
         # Causal by absolute position: token at p sees keys at positions <= p of its row.
         mask = key_pos[:, None, None, :] <= ctx.positions[:, None, :, None]  # [B, 1, T, S]
         groups = self.num_heads // self.num_kv_heads
