@@ -16,18 +16,24 @@ def test_cuda_kernel_matches_reference():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_head_pass_matches_reference():
-    """The kernel's head-only pass (logits=None), used by the GPU check's cuBLAS comparison."""
+    """The kernel's head-only pass (logits=None), GEMV and tensor-core tiles, used by the GPU
+    check's cuBLAS comparison."""
     from trt_neg import neg
     from trt_neg.gpu_check.sec_neg import _weights
     from trt_neg.kernels import cuda_ext
 
     g = torch.Generator().manual_seed(0)
-    for dtype in (torch.bfloat16, torch.float32):
-        w = _weights(512, 64, dtype, torch.device("cuda"), g)
-        hid = torch.randn(37, 512, generator=g).to("cuda", dtype)
-        ref = neg.neg_head(hid, w)
-        got = cuda_ext.neg_head(hid, w)
-        assert float((got - ref).abs().max()) <= 1e-4 * (1 + float(ref.abs().max()))
+    # (N, H, d): tile-aligned, and the tensor-core tiles' edges (one row, N and d not multiples
+    # of 64, H not a multiple of the K step 32)
+    for n, h, d in ((37, 512, 64), (1, 40, 65), (70, 72, 100), (130, 4096, 1024)):
+        for dtype in (torch.bfloat16, torch.float16, torch.float32):
+            w = _weights(h, d, dtype, torch.device("cuda"), g)
+            hid = torch.randn(n, h, generator=g).to("cuda", dtype)
+            ref = neg.neg_head(hid, w)
+            for algo in ("gemv", "mma"):  # fp32 takes the GEMV either way
+                got = cuda_ext.neg_head(hid, w, head_algo=algo)
+                err = float((got - ref).abs().max())
+                assert err <= 1e-4 * (1 + float(ref.abs().max())), (n, h, d, dtype, algo, err)
 
 
 def test_gpu_check_cpu_only_message(capsys, tmp_path, monkeypatch):

@@ -189,9 +189,10 @@ __global__ void __launch_bounds__(kNegHeadWarps * 32) negHeadKernel(
 
 // The NEG-Head on tensor cores (opt-in, kNEG_HEAD_MMA; bf16/fp16 hidden): a 64-row x 64-neuron
 // tile of W1 h per block of 4 warps, K in steps of 32 through shared memory, WMMA 16x16x16
-// with fp32 accumulation (products of bf16/fp16 values are exact in fp32; only the summation
-// order differs from the GEMV), then the same epilogue as negHeadKernel.  Needs H % 8 == 0 and
-// 16-byte aligned hidden / W1 (negHeadMmaOk).
+// with fp32 accumulation (products of bf16/fp16 values are exact; the tensor cores' fp32 sums
+// are not IEEE round-to-nearest, so the result differs from the GEMV's in the last bits), then
+// the same epilogue as negHeadKernel.  Needs sm_80+, H % 8 == 0 and 16-byte aligned hidden /
+// W1 (negHeadMmaOk plus the device check in launchHead).
 constexpr int kMmaRows = 64, kMmaCols = 64, kMmaK = 32, kMmaThreads = 128;
 
 template <typename T>
@@ -201,7 +202,7 @@ __global__ void __launch_bounds__(kMmaThreads) negHeadMmaKernel(
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     using namespace nvcuda;
     constexpr int kLds = kMmaK + 8;    // 80-byte rows: 16-byte stores, 32-byte aligned fragments
-    constexpr int kLdc = kMmaCols + 4; // floats
+    constexpr int kLdc = kMmaCols + 8; // floats; 72 keeps the accumulator stores off shared bank conflicts
     __shared__ __align__(32) T sA[kMmaRows * kLds];
     __shared__ __align__(32) T sB[kMmaCols * kLds];
     __shared__ __align__(32) float sC[kMmaRows * kLdc];
@@ -282,6 +283,8 @@ __global__ void __launch_bounds__(kMmaThreads) negHeadMmaKernel(
             terms[static_cast<size_t>(n) * d + j] = w2[j] * negActivation(sC[(e / kMmaCols) * kLdc + e % kMmaCols] + b1[j], act);
         }
     }
+#else
+    __trap(); // launchHead never picks this kernel below sm_80: fail loudly rather than leave terms unwritten
 #endif
 }
 
@@ -712,12 +715,21 @@ __global__ void __launch_bounds__(kBlock, 1) negMergeKernel(NegStepParams p, Neg
     finishRow<kBlock>(p, n, fire, status, token);
 }
 
+// bf16/fp16 WMMA with fp32 accumulation needs compute capability 8.0+ (the extension may be
+// built for an older local GPU, where the kernel body is empty).
+bool deviceHasBf16Mma()
+{
+    int device = 0, major = 0;
+    return cudaGetDevice(&device) == cudaSuccess
+        && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+}
+
 template <typename T>
 cudaError_t launchHead(NegStepParams const& p, float* terms, cudaStream_t stream)
 {
     if constexpr (!std::is_same<T, float>::value) // fp32 has no 16x16x16 WMMA shape: the GEMV
     {
-        if (p.headAlgo == kNEG_HEAD_MMA && negHeadMmaOk(p))
+        if (p.headAlgo == kNEG_HEAD_MMA && negHeadMmaOk(p) && deviceHasBf16Mma())
         {
             dim3 const grid((p.d + kMmaCols - 1) / kMmaCols, (p.N + kMmaRows - 1) / kMmaRows);
             negHeadMmaKernel<T><<<grid, kMmaThreads, 0, stream>>>(static_cast<T const*>(p.hidden),

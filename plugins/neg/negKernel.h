@@ -37,7 +37,7 @@ constexpr int32_t kNegHeadWarps = 8;
 enum NegHeadAlgo : int32_t
 {
     kNEG_HEAD_GEMV = 0, // row-tiled GEMV on CUDA cores, any dtype (default)
-    kNEG_HEAD_MMA = 1,  // WMMA tensor-core tiles; bf16/fp16 hidden with H % 8 == 0, else the GEMV
+    kNEG_HEAD_MMA = 1,  // WMMA tensor-core tiles; bf16/fp16 hidden, H % 8 == 0, sm_80+; else the GEMV
 };
 
 struct NegStepParams
@@ -137,7 +137,7 @@ inline size_t negWorkspaceSize(int64_t maxN, int64_t d, int64_t V, int32_t topK)
 // Whether the tensor-core head can run these params (else kNEG_HEAD_MMA falls back to the GEMV).
 inline bool negHeadMmaOk(NegStepParams const& p)
 {
-    return p.hiddenType != DType::kFLOAT32 && p.H % 8 == 0 && reinterpret_cast<uintptr_t>(p.hidden) % 16 == 0
+    return (p.hiddenType == DType::kBFLOAT16 || p.hiddenType == DType::kFLOAT16) && p.H % 8 == 0 && reinterpret_cast<uintptr_t>(p.hidden) % 16 == 0
         && reinterpret_cast<uintptr_t>(p.w1) % 16 == 0;
 }
 
