@@ -213,6 +213,22 @@ def test_launch_rule():
     assert gdn_host.chunk_plan(1, 1, 12, 128, 227 * KB)["launch_chunk"] == 0
 
 
+def test_launch_rule_with_zero_length_context_requests():
+    """Context requests may hold 0 tokens (an empty prompt chunk): the packed bound on the
+    longest context segment subtracts only the generation requests (>= 1 token each), so a
+    16-token prompt beside empty ones still gets a chunk-capable launch."""
+    plan = lambda types, n: gdn_host.chunk_plan(  # noqa: E731
+        16, 32, 128, 128, 227 * KB, num_tokens=n, request_types=types)["launch_chunk"]
+    m = gdn_host.CHUNK_MIN_TOKENS
+    assert plan([CTX, CTX], m) == 64  # 0 + 16 tokens (the old bound said 15: scan-only)
+    assert plan([CTX, CTX, CTX, CTX], m) == 64  # 0 + 0 + 0 + 16
+    assert plan([CTX, GEN, CTX, GEN], m + 2) == 64  # 0, 1, 16, 1
+    assert plan([CTX, CTX], m - 1) == 0  # no segment can reach 16
+    assert plan([GEN, GEN, CTX], m + 1) == 0  # 1, 1, 15
+    assert plan([GEN, GEN], 64) == 0  # pure generation: scan kernel
+    assert plan([], 0) == 0
+
+
 def test_gpu_check_gdn_chunked_section_on_a_cpu_stand_in(monkeypatch):
     """The GPU check's new GDN code (trt_neg/gpu_check/sec_gdn.py) runs end to end with the
     host op standing in for the CUDA extension (no GPU here): catches Python errors before a

@@ -299,3 +299,56 @@ def test_empty_batch_and_zero_length():
     assert y.shape == (3, hv * dv)
     assert torch.equal(pool[0], torch.zeros_like(pool[0]))
     assert math.isfinite(float(y.abs().sum()))
+
+
+@pytest.mark.parametrize("algo", ["scan", "chunked", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_rows_past_the_last_sequence_are_zero(algo, dtype):
+    """Packed rows last_token_ids[-1] .. T belong to no sequence: zeros, like the padded
+    layout's padding (the kernel writes them too)."""
+    hk, hv, dk, dv = 1, 2, 8, 8
+    T, lens = 12, [1, 6]
+    x = make_inputs(T, hk, hv, dk, dv, seed=3, dtype=dtype)
+    x_owned = rows(x, 0, sum(lens))
+    pool_ref = torch.zeros(2, hv, dk, dv)
+    y_ref = run(x_owned, hk, hv, dk, dv, pool_ref, lens, algo=algo, chunk_size=16)
+    for _ in range(3):  # the output is torch.empty: let it land on memory freed full of NaN
+        garbage = torch.full((T, hv * dv), float("nan"), dtype=dtype)
+        del garbage
+        pool = torch.zeros(2, hv, dk, dv)
+        y = run(x, hk, hv, dk, dv, pool, lens, algo=algo, chunk_size=16)
+        assert torch.equal(y[:sum(lens)], y_ref)
+        assert torch.equal(y[sum(lens):], torch.zeros_like(y[sum(lens):]))
+        assert torch.equal(pool, pool_ref)
+    # no sequence at all: every row
+    garbage = torch.full((T, hv * dv), float("nan"), dtype=dtype)
+    del garbage
+    y = gdn_host.gated_delta_rule(x["qkv"], x["a"], x["b"], x["A_log"], x["dt_bias"], torch.zeros(1, hv, dk, dv),
+                                  num_k_heads=hk, num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=[])
+    assert torch.equal(y, torch.zeros_like(y))
+
+
+def test_padded_length_longer_than_max_seq_len_is_an_error():
+    """Padded layout: last_token_ids[b] is sequence b's length, at most max_seq_len (L);
+    longer is an error naming the entry (as packed counts past num_tokens are), not a clamp."""
+    hk, hv, dk, dv = 1, 2, 4, 4
+    L = 4
+    x = make_inputs(2 * L, hk, hv, dk, dv, seed=2)
+    pad = {n: (t.reshape(2, L, -1) if t.dim() == 2 else t) for n, t in x.items()}
+
+    def call(lens):
+        return gdn_host.gated_delta_rule(pad["qkv"], pad["a"], pad["b"], x["A_log"], x["dt_bias"],
+                                         torch.zeros(2, hv, dk, dv), num_k_heads=hk, num_v_heads=hv, head_k_dim=dk,
+                                         head_v_dim=dv, last_token_ids=lens, remove_padding=False)
+
+    with pytest.raises(ValueError, match=r"last_token_ids\[0\] = 9.*max_seq_len = 4"):
+        call([9, 2])
+    with pytest.raises(ValueError, match=r"last_token_ids\[1\] = 5"):
+        call([2, 5])
+    with pytest.raises(ValueError, match=r"last_token_ids\[1\] = -1"):
+        call([2, -1])
+    y = call([L, 0])  # the limits themselves are fine
+    assert torch.equal(y[1], torch.zeros_like(y[1]))
+    # packed: the same entry is named
+    with pytest.raises(ValueError, match=r"last_token_ids\[1\] = 9.*num_tokens = 8"):
+        run(x, hk, hv, dk, dv, torch.zeros(2, hv, dk, dv), [4, 5])

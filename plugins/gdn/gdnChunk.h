@@ -105,9 +105,9 @@ TRTNEG_HD ChunkLayout chunkLayout(GdnShape const& s, int chunk)
     L.beta = L.g + chunk;
     L.eStart = L.beta + chunk;
     L.eEnd = L.eStart + chunk;
-    L.red = L.eEnd + chunk; // per-token, per-warp partial sums of the gated norm (>= 64: the scan's)
+    L.red = L.eEnd + chunk; // per-token, per-warp partial sums of the gated norm (>= the scan's)
     int64_t const red = static_cast<int64_t>(chunk) * nWarps;
-    L.size = L.red + (red > 64 ? red : 64);
+    L.size = L.red + (red > kScanReduceFloats ? red : kScanReduceFloats);
     return L;
 }
 
@@ -136,8 +136,10 @@ inline int pickChunkSize(GdnShape const& s, int64_t maxSharedBytes)
 // small shared-memory footprint). kAuto launches chunk-capable only when some context segment
 // can reach kChunkMinTokens, so pure generation steps -- and mixed steps whose context requests
 // are all short -- keep the scan kernel's occupancy. Packed tokens bound the longest context
-// segment: every generation request holds exactly 1 token and every other context request at
-// least 1. Returns -1 when kChunked is forced but impossible.
+// segment from above: every generation request holds at least 1 token (TensorRT-LLM: exactly
+// 1), while a context request may hold 0 (an empty prompt chunk), so only the generation
+// requests are subtracted. The bound may over-estimate (costs a chunk-capable launch) but
+// never under-estimates. Returns -1 when kChunked is forced but impossible.
 inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxSharedBytes)
 {
     if (algo == ContextAlgo::kScan)
@@ -152,7 +154,7 @@ inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxShar
     }
     if (contexts == 0)
         return 0;
-    int64_t const longest = p.removePadding ? p.numTokens - (p.batch - contexts) - (contexts - 1) : p.maxSeqLen;
+    int64_t const longest = p.removePadding ? p.numTokens - (p.batch - contexts) : p.maxSeqLen;
     return longest >= kChunkMinTokens ? fit : 0;
 }
 

@@ -238,28 +238,27 @@ char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, in
     {
         algo = ContextAlgo::kScan; // as the launcher does: the scan handles every shape
     }
-    if (p.batch == 0)
-    {
-        return nullptr;
-    }
     // Host-side checks the GPU kernel cannot report: token ranges and slots.
     std::vector<int64_t> slots(static_cast<size_t>(p.batch));
     int64_t prevEnd = 0;
     for (int32_t b = 0; b < p.batch; ++b)
     {
-        int64_t begin = 0;
-        int64_t len = 0;
-        tokenRange(p, b, begin, len);
+        int64_t const last = p.lastTokenIds[b];
+        std::string const at = "gdn: last_token_ids[" + std::to_string(b) + "] = " + std::to_string(last);
         if (p.removePadding)
         {
-            if (p.lastTokenIds[b] < prevEnd || p.lastTokenIds[b] > p.numTokens)
-                return fail("gdn: last_token_ids must be non-decreasing cumulative counts <= num_tokens (sequence "
-                    + std::to_string(b) + ")");
-            prevEnd = p.lastTokenIds[b];
+            if (last < prevEnd || last > p.numTokens)
+                return fail(at + ": packed layout needs non-decreasing cumulative counts in ["
+                    + std::to_string(prevEnd) + ", num_tokens = " + std::to_string(p.numTokens) + "]");
+            prevEnd = last;
         }
-        else if (p.lastTokenIds[b] < 0 || (static_cast<int64_t>(b) + 1) * p.maxSeqLen > p.numTokens)
+        else
         {
-            return fail("gdn: padded layout: bad length or too few rows for sequence " + std::to_string(b));
+            if (last < 0 || last > p.maxSeqLen)
+                return fail(at + ": padded layout needs a length in [0, max_seq_len = "
+                    + std::to_string(p.maxSeqLen) + "]");
+            if ((static_cast<int64_t>(b) + 1) * p.maxSeqLen > p.numTokens)
+                return fail("gdn: padded layout: too few rows for sequence " + std::to_string(b));
         }
         int64_t const slot = p.slotMapping ? p.slotMapping[b] : b;
         if (slot < 0 || (p.numSlots > 0 && slot >= p.numSlots))
@@ -272,6 +271,21 @@ char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, in
                     + " share slot " + std::to_string(slot));
         }
         slots[static_cast<size_t>(b)] = slot;
+    }
+
+    // Packed rows past the last sequence (last_token_ids[B-1] .. num_tokens; every row when
+    // B = 0) belong to no sequence: zeros, as the padded layout's padding and the kernel.
+    if (p.removePadding && p.out)
+    {
+        int64_t const tailBegin = p.batch > 0 ? p.lastTokenIds[p.batch - 1] : 0;
+        for (int64_t i = tailBegin * p.shape.valueDim(); i < p.numTokens * p.shape.valueDim(); ++i)
+        {
+            storeFromFloat(p.out, i, p.dtype, 0.0f);
+        }
+    }
+    if (p.batch == 0)
+    {
+        return nullptr;
     }
 
     int64_t const work = static_cast<int64_t>(p.batch) * p.shape.numVHeads;
@@ -369,17 +383,23 @@ int trtneg_gdn_forward_host(void const* qkv, void const* a, void const* b, void 
 
 // The launcher's decisions for a device with `maxSharedBytes` of opt-in shared memory per
 // block (tests of the per-architecture budget): out[0] = pickChunkSize, out[1] =
-// chunkedSharedBytes at that size (0 if none), out[2] = launchChunkSize for a call with
-// `numTokens` tokens of which the first sequence is a context request iff hasContext.
+// chunkedSharedBytes at that size (0 if none), out[2] = launchChunkSize for a packed call
+// with `numTokens` tokens of `batch` sequences: requestTypes[b] (0 context, 1 generation)
+// when given, else the first sequence is a context request iff hasContext and the rest are
+// generation requests.
 void trtneg_gdn_chunk_plan(int32_t numKHeads, int32_t numVHeads, int32_t headKDim, int32_t headVDim,
-    int64_t maxSharedBytes, int64_t numTokens, int32_t batch, int32_t hasContext, int32_t algo, int64_t* out)
+    int64_t maxSharedBytes, int64_t numTokens, int32_t batch, int32_t hasContext, int32_t const* requestTypes,
+    int32_t algo, int64_t* out)
 {
     using namespace trt_neg::gdn;
     GdnParams p;
     p.shape = GdnShape{numKHeads, numVHeads, headKDim, headVDim};
-    p.batch = batch;
+    p.batch = batch < 0 ? 0 : (batch > kMaxSeqsPerCall ? kMaxSeqsPerCall : batch);
     p.numTokens = numTokens;
-    setContext(p.contextMask, 0, hasContext != 0);
+    for (int32_t b = 0; b < p.batch; ++b)
+    {
+        setContext(p.contextMask, b, requestTypes ? requestTypes[b] == kCONTEXT : (b == 0 && hasContext != 0));
+    }
     int const c = pickChunkSize(p.shape, maxSharedBytes);
     out[0] = c;
     out[1] = c > 0 ? static_cast<int64_t>(chunkedSharedBytes(p.shape, c)) : 0;

@@ -363,6 +363,16 @@ __global__ void gdnKernel(GdnParams const p, ContextAlgo const algo, int const c
             storeFromFloat(p.out, outOff, kDT, 0.0f);
         }
     }
+    // Packed rows past the last sequence belong to no sequence: its blocks zero them (each
+    // head its own columns), as the padded layout's padding above.
+    if (p.removePadding && seq == p.batch - 1 && threadIdx.x < dv)
+    {
+        for (int64_t row = hv.begin + hv.len; row < p.numTokens; ++row)
+        {
+            int64_t const outOff = row * s.valueDim() + static_cast<int64_t>(hv.h) * dv + threadIdx.x;
+            storeFromFloat(p.out, outOff, kDT, 0.0f);
+        }
+    }
     __syncthreads();
     for (int64_t idx = threadIdx.x; idx < tile; idx += blockDim.x)
     {
@@ -410,10 +420,11 @@ cudaError_t launchTyped(GdnParams const& p, ContextAlgo algo, cudaStream_t strea
 
 } // namespace
 
+static_assert(kScanReduceFloats == 2 * kWarp, "scanSegment's reduction scratch is blockSum2's [2 * 32] floats");
+
 size_t kernelSharedBytes(GdnShape const& shape)
 {
-    return sizeof(float)
-        * (static_cast<size_t>(shape.headKDim) * shape.headVDim + 2 * static_cast<size_t>(shape.headKDim) + 2 * kWarp);
+    return static_cast<size_t>(scanSharedBytes(shape)); // gdnParams.h: shared with the plugin's validation
 }
 
 cudaError_t launch(GdnParams const& p, cudaStream_t stream, ContextAlgo algo)
@@ -421,7 +432,12 @@ cudaError_t launch(GdnParams const& p, cudaStream_t stream, ContextAlgo algo)
     if (validate(p) != nullptr)
         return cudaErrorInvalidValue;
     if (p.batch == 0)
-        return cudaSuccess;
+    {
+        // No sequence owns any row: zeros, as a launch writes rows past the last sequence.
+        size_t const bytes = static_cast<size_t>(p.numTokens) * static_cast<size_t>(p.shape.valueDim())
+            * static_cast<size_t>(dtypeSize(p.dtype));
+        return p.removePadding && p.out && p.numTokens > 0 && bytes > 0 ? cudaMemsetAsync(p.out, 0, bytes, stream) : cudaSuccess;
+    }
     switch (p.dtype)
     {
     case DType::kFLOAT16: return launchTyped<DType::kFLOAT16>(p, algo, stream);

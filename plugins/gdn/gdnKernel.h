@@ -15,7 +15,8 @@ namespace gdn
 
 // Dynamic shared memory of a scan-only launch: the fp32 state tile [dk, dv], q and k, and
 // the reduction scratch. 66.8 KB for dk = dv = 128 (opted in above the 48 KB default). A
-// chunk-capable launch needs chunkedSharedBytes() (gdnChunk.h) instead.
+// chunk-capable launch needs chunkedSharedBytes() (gdnChunk.h) instead. = scanSharedBytes()
+// (gdnParams.h), the figure the plugin validates head dims against.
 size_t kernelSharedBytes(GdnShape const& shape);
 
 // Launches the op on `stream`. Every pointer in `p` is device memory (contextMask travels
@@ -23,6 +24,7 @@ size_t kernelSharedBytes(GdnShape const& shape);
 // `algo`: kAuto (the plugin's), or a forced path for tests; the dispatch rule is in
 // gdnKernel.cu's header and gdnChunk.h. Returns cudaSuccess, cudaErrorInvalidValue for bad
 // parameters (validate()) or a forced kChunked that cannot run, or the launch error.
+// Packed rows past the last sequence (every row when batch = 0) are written as zeros.
 cudaError_t launch(GdnParams const& p, cudaStream_t stream, ContextAlgo algo = ContextAlgo::kAuto);
 
 } // namespace gdn

@@ -11,11 +11,14 @@
 //                  rnn_state [layers, slots, Hv, dk, dv] (state_size=dk, rnn_head_size=dv)
 //   slotMapping    [B] int32 (device)     slot of each sequence; null: slot = sequence index
 //   lastTokenIds   [B] int32 (device)     packed: inclusive cumulative token counts
-//                                         (sequence b owns tokens [last[b-1], last[b]));
-//                                         padded: the length of sequence b
+//                                         (sequence b owns tokens [last[b-1], last[b]),
+//                                         last[B-1] <= T); padded: the length of
+//                                         sequence b, in [0, maxSeqLen]
 //   out            [T, Hv*dv]             y (gated-normed when z != null, raw o otherwise)
-// Token layout: packed (`removePadding`, T = total tokens) or padded ([B, maxSeqLen, C];
-// positions past a sequence's length are written as zeros).
+// Token layout: packed (`removePadding`, T = total tokens; rows past last[B-1] are written
+// as zeros) or padded ([B, maxSeqLen, C]; positions past a sequence's length are written as
+// zeros). The host library rejects lengths outside these ranges; the kernel cannot report
+// them and clamps (tokenRange) or skips the sequence.
 //
 // Request types come from the host (TensorRT-LLM's host_request_types, 0 = context,
 // 1 = generation) and travel to the kernel *by value* as a bitmask (`contextMask`), so
@@ -65,6 +68,22 @@ struct GdnShape
         return static_cast<int64_t>(numVHeads) * headKDim * headVDim;
     }
 };
+
+// Dynamic shared memory of the scan-only kernel (gdnKernel.cu: the fp32 state tile [dk, dv],
+// q and k [dk] each, and blockSum2's 2 x 32 partial sums), in bytes. One definition for the
+// launcher (kernelSharedBytes) and the plugin's field validation, so they cannot drift.
+constexpr int32_t kScanReduceFloats = 2 * 32;
+
+inline int64_t scanSharedBytes(GdnShape const& s)
+{
+    return static_cast<int64_t>(sizeof(float))
+        * (static_cast<int64_t>(s.headKDim) * s.headVDim + 2LL * s.headKDim + kScanReduceFloats);
+}
+
+// The smallest cudaDevAttrMaxSharedMemoryPerBlockOptin among the supported targets: 99 KB
+// on sm_86 / sm_89 (sm_80: 163 KB, sm_90: 227 KB). A head whose scan footprint exceeds it
+// could not launch on every target, so the plugin rejects it when parsing its fields.
+constexpr int64_t kMinOptinSharedBytes = 99 * 1024; // 101,376 B
 
 struct ContextMask
 {

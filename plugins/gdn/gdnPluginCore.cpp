@@ -60,10 +60,15 @@ void GdnPluginConfig::validate() const
         fail("num_v_heads must be a multiple of num_k_heads");
     if (s.headVDim > 1024)
         fail("head_v_dim must be <= 1024");
-    // The fp32 [dk, dv] state tile lives in shared memory: 24576 floats (96 KiB) fit the
-    // opt-in limit of every target (sm_89: 99 KiB; sm_80: 163 KiB; sm_90: 227 KiB).
-    if (static_cast<int64_t>(s.headKDim) * s.headVDim > 24576)
-        fail("head_k_dim * head_v_dim must be <= 24576 (fp32 state tile in shared memory)");
+    // The scan-only kernel keeps the fp32 [dk, dv] state tile, q and k in shared memory
+    // (scanSharedBytes, the launcher's own figure): it must fit the smallest opt-in limit of
+    // the supported targets (sm_86/89: 99 KB), or the op could not launch everywhere.
+    int64_t const smem = scanSharedBytes(s);
+    if (smem > kMinOptinSharedBytes)
+        throw FieldError(std::string(kPluginName) + ": head_k_dim = " + std::to_string(s.headKDim)
+            + ", head_v_dim = " + std::to_string(s.headVDim) + " need " + std::to_string(smem)
+            + " B of shared memory (4 * (head_k_dim * head_v_dim + 2 * head_k_dim + 64)), more than the "
+            + std::to_string(kMinOptinSharedBytes) + " B opt-in limit per block of sm_86/sm_89");
     auto const t = static_cast<TensorType>(typeId);
     if (t != TensorType::kFLOAT && t != TensorType::kHALF && t != TensorType::kBF16)
         fail("type_id must be float32 (0), float16 (1) or bfloat16 (7)");

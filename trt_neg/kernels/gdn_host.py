@@ -35,7 +35,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.trtneg_gdn_forward_host.argtypes = [P] * 12 + [I32, I32, I32, I32, I64, I64, I32, I32, I32, I32,
                                                       F32, I32, I32, I32, I32]
     lib.trtneg_gdn_forward_host.restype = ctypes.c_int
-    lib.trtneg_gdn_chunk_plan.argtypes = [I32, I32, I32, I32, I64, I64, I32, I32, I32, P]
+    lib.trtneg_gdn_chunk_plan.argtypes = [I32, I32, I32, I32, I64, I64, I32, I32, P, I32, P]
     lib.trtneg_gdn_chunk_plan.restype = None
     lib.trtneg_gdn_convert.argtypes = [P, I64, I32, P]
     lib.trtneg_gdn_convert.restype = None
@@ -71,8 +71,10 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
     """Run the GDN op on the CPU; ``state_pool`` (fp32, contiguous, CPU) is updated in place.
 
     Packed layout (``remove_padding``): ``qkv`` [T, 2*Hk*dk + Hv*dv], ``a``/``b`` [T, Hv],
-    ``z`` [T, Hv*dv]; ``last_token_ids[i]`` is the cumulative token count through sequence i.
-    Padded layout: ``qkv`` [B, L, C] etc., ``last_token_ids[i]`` is sequence i's length.
+    ``z`` [T, Hv*dv]; ``last_token_ids[i]`` is the cumulative token count through sequence i
+    (non-decreasing, <= T); rows past ``last_token_ids[-1]`` are returned as zeros.
+    Padded layout: ``qkv`` [B, L, C] etc., ``last_token_ids[i]`` is sequence i's length, in
+    [0, L]; positions past it are zeros. An entry outside its range raises ValueError.
     ``request_types`` (default all context) selects zero-initialised (context) or carried
     (generation) state per sequence. Returns y [..., Hv*dv] in the dtype of ``qkv``
     (gated-normed when ``z`` is given, else the raw recurrence output o).
@@ -130,15 +132,25 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
 
 
 def chunk_plan(num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int, max_shared_bytes: int, *,
-               num_tokens: int = 4096, batch: int = 1, has_context: bool = True, algo: str = "auto") -> dict:
+               num_tokens: int = 4096, batch: int = 1, has_context: bool = True,
+               request_types: Sequence[int] | None = None, algo: str = "auto") -> dict:
     """The CUDA launcher's decisions (gdnChunk.h) for a device with ``max_shared_bytes`` of
     opt-in shared memory per block: ``chunk`` (largest fitting size, 0 = scan only),
-    ``shared_bytes`` at that size, and ``launch_chunk`` for a call of ``num_tokens`` tokens
-    whose first sequence is a context request iff ``has_context`` (0 = scan-only launch,
-    -1 = ``"chunked"`` forced but impossible)."""
+    ``shared_bytes`` at that size, and ``launch_chunk`` for a packed call of ``num_tokens``
+    tokens (0 = scan-only launch, -1 = ``"chunked"`` forced but impossible). The call's
+    requests: ``request_types`` (0 context, 1 generation; sets ``batch``) when given, else
+    ``batch`` sequences whose first is a context request iff ``has_context``."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo: expected one of {sorted(ALGOS)}, got {algo!r}")
+    types = None
+    if request_types is not None:
+        batch = len(request_types)
+        types = _i32(request_types, batch, "request_types")
+    if not 0 <= batch <= 4096:
+        raise ValueError(f"batch must be in [0, 4096], got {batch}")
     out = (ctypes.c_int64 * 3)()
     load().trtneg_gdn_chunk_plan(num_k_heads, num_v_heads, head_k_dim, head_v_dim, int(max_shared_bytes),
-                                 int(num_tokens), int(batch), int(has_context), ALGOS[algo], out)
+                                 int(num_tokens), int(batch), int(has_context), _ptr(types), ALGOS[algo], out)
     return dict(chunk=out[0], shared_bytes=out[1], launch_chunk=out[2])
 
 

@@ -62,6 +62,34 @@ static std::string parse(std::vector<FieldView> const& v, size_t n, GdnPluginCon
     }
 }
 
+// Head dims are bounded by the scan kernel's real shared-memory footprint (scanSharedBytes:
+// 4 * (dk * dv + 2 * dk + 64) B) against sm_86/89's 101,376 B opt-in limit, not by dk * dv.
+static void testSharedMemoryBound()
+{
+    CHECK(kMinOptinSharedBytes == 101376);
+    CHECK(scanSharedBytes(GdnShape{1, 1, 128, 128}) == 66816); // the 9B's heads, gdnKernel.h's 66.8 KB
+    GdnPluginConfig x;
+    auto accepted = [&](int32_t dk, int32_t dv)
+    {
+        Fields f = makeFields(1, 1, dk, dv, TensorType::kBF16, false);
+        return parse(f.v, 5, x).empty();
+    };
+    CHECK(accepted(128, 128));
+    // dk = 32, dv = 788: exactly 101,376 B; one more column is 128 B too many.
+    CHECK(scanSharedBytes(GdnShape{1, 1, 32, 788}) == kMinOptinSharedBytes);
+    CHECK(accepted(32, 788));
+    CHECK(!accepted(32, 789));
+    // dk * dv <= 24576 (the old bound) but the footprint does not fit sm_86/89.
+    CHECK(!accepted(384, 64));    // 101,632 B
+    CHECK(!accepted(24576, 1));   // 295,168 B
+    CHECK(!accepted(12288, 2));   // 196,864 B
+    CHECK(!accepted(1024, 24));   // 106,752 B
+    Fields f = makeFields(1, 1, 384, 64, TensorType::kBF16, false);
+    std::string const e = parse(f.v, 5, x);
+    CHECK(contains(e, "head_k_dim = 384") && contains(e, "head_v_dim = 64") && contains(e, "101632")
+        && contains(e, "101376"));
+}
+
 static void testFields()
 {
     // Defaults and the 9B's shapes.
@@ -128,7 +156,8 @@ static void testFields()
     Fields ty = makeFields(1, 1, 8, 8, TensorType::kINT32, false);
     CHECK(contains(parse(ty.v, 5, x), "type_id"));
     Fields big = makeFields(1, 1, 256, 256, TensorType::kFLOAT, false);
-    CHECK(contains(parse(big.v, 5, x), "24576"));
+    CHECK(contains(parse(big.v, 5, x), "shared memory"));
+    testSharedMemoryBound();
     Fields len = makeFields(1, 1, 8, 8, TensorType::kFLOAT, false);
     len.v[0].length = 2;
     CHECK(!parse(len.v, 5, x).empty());
@@ -258,6 +287,41 @@ static void testEnqueuePath()
     for (float o : out1)
     {
         CHECK(std::isfinite(o));
+    }
+
+    // Packed rows past last_token_ids[B-1] belong to no sequence: written as zeros (as the
+    // padded layout's padding), the owned rows as before.
+    {
+        int64_t const tail = 3;
+        int64_t qdTail[2] = {T + tail, conv};
+        std::vector<float> qkvTail(qkv);
+        qkvTail.resize((T + tail) * conv, 1.0f);
+        std::vector<float> aTail(a), bTail(b), zTail(z);
+        aTail.resize((T + tail) * 2, 1.0f);
+        bTail.resize((T + tail) * 2, 1.0f);
+        zTail.resize((T + tail) * 16, 1.0f);
+        std::vector<float> pool3 = pool0;
+        int64_t ptr3 = static_cast<int64_t>(reinterpret_cast<intptr_t>(pool3.data()));
+        std::vector<float> out3((T + tail) * 16, -7.0f);
+        void const* in3[11] = {qkvTail.data(), aTail.data(), bTail.data(), aLog.data(), dtBias.data(), &ptr3,
+            reqTypes.data(), last.data(), slotMap.data(), zTail.data(), w.data()};
+        GdnParams p3;
+        CHECK(c.makeParams(in3, out3.data(), DimsView{2, qdTail}, B, p3).empty());
+        CHECK(p3.numTokens == T + tail);
+        CHECK(forwardHost(p3, 1) == nullptr);
+        CHECK(std::memcmp(out3.data(), out1.data(), out1.size() * sizeof(float)) == 0);
+        for (int64_t i = T * 16; i < (T + tail) * 16; ++i)
+        {
+            CHECK(out3[static_cast<size_t>(i)] == 0.0f);
+        }
+        // No sequence at all: every row is past the last one.
+        std::vector<float> out4((T + tail) * 16, -7.0f);
+        CHECK(c.makeParams(in3, out4.data(), DimsView{2, qdTail}, 0, p3).empty());
+        CHECK(forwardHost(p3, 1) == nullptr);
+        for (float o : out4)
+        {
+            CHECK(o == 0.0f);
+        }
     }
 
     // Bad request type is reported by makeParams.
