@@ -147,6 +147,9 @@ def test_resolve_build_options_defaults_and_caps():
 def test_check_engine_config_accepts_a_good_config_and_lists_every_problem():
     good = _tiny_engine_config()
     assert B.check_engine_config(good) == []
+    # the enum's name (dataclass BuildConfig) or the pydantic KVCacheType's value: the C++ reader takes both
+    for spelling in ("paged", "KVCacheType.PAGED", None):
+        assert B.check_engine_config(_tiny_engine_config(kv_cache_type=spelling)) == [], spelling
     assert B.check_engine_config({"architecture": "DarwinNegForCausalLM"}) == [
         "needs 'pretrained_config' and 'build_config' objects (an engine config, not a checkpoint config)"]
 
@@ -317,6 +320,10 @@ def test_tp2_builds_one_engine_per_rank(cli, stub, tiny_checkpoint, tmp_path):
     assert "note: --workers 4 capped at the engine count (2)" in result.output
     assert [(c[0], c[2]) for c in stub.CALLS if c[0] in ("build", "save")] == [("build", 0), ("save", 0),
                                                                                 ("build", 1), ("save", 1)]
+    # every rank has a timing cache path of its own (a pydantic BuildConfig refuses None); only rank 0's is kept
+    caches = [c[4]["output_timing_cache"] for c in stub.CALLS if c[0] == "build"]
+    assert caches[0].endswith(B.TIMING_CACHE_FILE) and caches[1].endswith("timing.rank1.cache")
+    assert not list(engine.glob("timing.rank*.cache"))
     info = read_engine_dir(engine)
     assert info.world_size == 2 and all(p.is_file() for p in info.engine_files)
     assert json.loads((engine / "config.json").read_text())["pretrained_config"]["mapping"]["tp_size"] == 2

@@ -382,8 +382,11 @@ def check_engine_config(config: Mapping[str, Any]) -> list[str]:
     if bc.get("max_beam_width", 1) != 1:
         problems.append(f"{B}.max_beam_width must be 1 (the RNN state manager supports beam width 1 only), "
                         f"got {bc.get('max_beam_width')!r}")
-    if bc.get("kv_cache_type", "PAGED") not in ("PAGED", None):
-        problems.append(f"{B}.kv_cache_type must be PAGED, got {bc.get('kv_cache_type')!r}")
+    # TensorRT-LLM writes the enum's name ("PAGED") or, since its pydantic BuildConfig, the Python
+    # KVCacheType's value ("paged"); its C++ reader upper-cases before parsing, so either spelling.
+    kv_cache_type = bc.get("kv_cache_type", "PAGED")
+    if kv_cache_type is not None and str(kv_cache_type).split(".")[-1].upper() != "PAGED":
+        problems.append(f"{B}.kv_cache_type must be PAGED, got {kv_cache_type!r}")
 
     # Plugins: supportsInflightBatching() for a transformer + RNN model, and RnnStateManager's checks.
     plugin = bc.get("plugin_config")
@@ -539,6 +542,14 @@ def make_build_config(options: BuildOptions, timing_cache: str | None = None) ->
                plugin_config=plugin_config, output_timing_cache=timing_cache)
 
 
+def rank_timing_cache(timing_cache: str | None, rank: int) -> str | None:
+    """Rank 0 writes ``timing_cache``; rank r > 0 a ``timing.rank{r}.cache`` beside it (no two
+    workers write one file)."""
+    if timing_cache is None or rank == 0:
+        return timing_cache
+    return str(Path(timing_cache).with_name(f"timing.rank{rank}.cache"))
+
+
 def build_rank(checkpoint_dir: str, rank: int, options: BuildOptions, output_dir: str,
                plugin_library: str | None, gpu_id: int | None = None,
                timing_cache: str | None = None) -> dict[str, float]:
@@ -563,7 +574,9 @@ def build_rank(checkpoint_dir: str, rank: int, options: BuildOptions, output_dir
     model = DarwinNegForCausalLM.from_checkpoint(checkpoint_dir, rank=rank, config=copy.deepcopy(config))
     timings[f"load rank {rank}"] = time.perf_counter() - start
     start = time.perf_counter()
-    engine = build(model, make_build_config(options, timing_cache if rank == 0 else None))
+    # Every rank gets a timing cache path of its own (a pydantic BuildConfig takes no None there, and the
+    # default is a file in the working directory); rank 0's is kept, the others' are removed after the build.
+    engine = build(model, make_build_config(options, rank_timing_cache(timing_cache, rank)))
     timings[f"build rank {rank}"] = time.perf_counter() - start
     start = time.perf_counter()
     engine.save(output_dir)
@@ -666,6 +679,8 @@ def build_engines(checkpoint_dir: str | os.PathLike[str], output_dir: str | os.P
         if missing or not (tmp / engine_dir_contract.ENGINE_CONFIG_FILE).is_file():
             raise RuntimeError(f"engine build wrote no {', '.join(missing) or 'config.json'} "
                                "(see TensorRT-LLM's log above)")
+        for rank in range(1, world):  # only rank 0's timing cache is kept with the engines
+            Path(rank_timing_cache(timing_cache, rank)).unlink(missing_ok=True)
         timer.run("rewrite engine config", lambda: rewrite_engine_config(tmp, config.engine_config_overrides()))
 
         recorded: str | None = str(plugin_library)
@@ -689,5 +704,6 @@ def build_engines(checkpoint_dir: str | os.PathLike[str], output_dir: str | os.P
 
 __all__ = ["BuildOptionError", "BuildOptions", "EngineBuildReport", "EngineConfigError", "StageTimer",
            "apply_engine_overrides", "atomic_write_json", "build_engines", "build_info_contents", "build_rank",
+           "rank_timing_cache",
            "check_engine_config", "checkpoint_fingerprint", "darwin_build_config_class", "find_plugin_library",
            "make_build_config", "resolve_build_options", "rewrite_engine_config", "sha256_file"]
