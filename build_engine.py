@@ -125,6 +125,10 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
     errors = (CheckpointError, ConfigError, ShardingError, BuildOptionError, EngineConfigError, EngineDirError,
               PluginLibraryError, FileExistsError, PermissionError, ValueError)
     start = time.perf_counter()
+    config_json = Path(model_dir) / "config.json"
+    if not config_json.is_file():
+        raise click.BadParameter(f"{config_json}: not found (expected an HF checkpoint directory with config.json)",
+                                 param_hint="--model")
 
     if checkpoint_only:
         given = [name for name in ENGINE_ONLY_OPTIONS
@@ -187,8 +191,12 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
             require_tensorrt_llm()
         except TensorRTLLMUnavailable as exc:
             trtllm_error = exc
-            click.echo(f"note: {TRTLLM_REQUIREMENT} is not importable here: the checkpoint will be converted, "
-                       "then the command stops before the engine build")
+            if reuse_checkpoint:
+                click.echo(f"note: {TRTLLM_REQUIREMENT} is not importable here: the reused checkpoint is checked, "
+                           "then the command stops before the engine build")
+            else:
+                click.echo(f"note: {TRTLLM_REQUIREMENT} is not importable here: the checkpoint will be converted, "
+                           "then the command stops before the engine build")
         library = None
         if trtllm_error is None:
             library = timer.run("find plugin library", lambda: find_plugin_library(plugin_lib))
@@ -203,12 +211,14 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
                 check_finite=check_finite, key_map=read_key_map(key_map), overwrite=overwrite, progress=progress))
             click.echo(f"TensorRT-LLM checkpoint: {ckpt_dir.resolve()}")
         if trtllm_error is not None:
+            rerun = ("the same command" if reuse_checkpoint else
+                     "the same command with --reuse-checkpoint (to skip the conversion)")
+            only = "" if reuse_checkpoint else "; pass --checkpoint-only to only convert"
             raise EngineBuildUnavailable(
                 f"the TensorRT-LLM checkpoint is ready in {ckpt_dir.resolve()}, but building the engine needs "
                 f"{TRTLLM_REQUIREMENT} with TensorRT and a CUDA GPU ({trtllm_error.__cause__ or 'not importable'}). "
-                f"Run the same command inside NVIDIA's TensorRT-LLM 1.2 container ({CONTAINER}, or the trt-neg "
-                f"image: docker build -f docker/Dockerfile -t trt-neg .) adding --reuse-checkpoint to skip the "
-                f"conversion; pass --checkpoint-only to only convert.")
+                f"Run {rerun} inside NVIDIA's TensorRT-LLM 1.2 container ({CONTAINER}, or the trt-neg "
+                f"image: docker build -f docker/Dockerfile -t trt-neg .){only}.")
 
         # 3. engine
         from trt_neg.trtllm.build import build_engines

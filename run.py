@@ -10,9 +10,15 @@ Examples:
     python run.py --backend trtllm --engine-dir engines/darwin "Hi"   # TensorRT-LLM 1.2.x container
     mpirun -n 2 python run.py --backend trtllm --engine-dir engines/darwin-tp2 "Hi"  # tp/pp engine
 
-A prompts file holds one request per line: a JSON string (the prompt), or an object with
-one of "prompt" (text), "messages" (chat messages) or "token_ids", and optionally "id",
-"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop".
+A prompts file (UTF-8 JSONL) holds one request per line: a JSON string (the prompt), or an
+object with one of "prompt" (text), "messages" (chat messages: a list of objects with string
+"role" and "content") or "token_ids", and optionally "id", "max_new_tokens", "temperature",
+"top_k", "top_p", "seed", "mode", "stop".
+
+``--json`` prints one JSON object per request, in input order, each as soon as it and every
+request before it have finished, and shows progress on stderr. On Ctrl-C the requests that had
+finished are still printed, then one last object ``{"interrupted": true, "finished": N,
+"unfinished": [ids]}``, and the exit code is 130.
 
 Decisions (seeds, mode 0, limits, finish reasons) are in docs/runtime.md; the TensorRT-LLM
 backend (engine directory, executor mapping, what differs from torch) in docs/trtllm_runtime.md.
@@ -23,13 +29,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import click
 
-from trt_neg.cache import cache_dir
+from trt_neg.cache import cache_dir, cache_dir_origin
 
 TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
@@ -37,6 +47,11 @@ TORCH_ONLY_OPTIONS = {"dtype": "the engine's dtype is fixed when it is built",
                       "device": "the engine runs on the GPU it is loaded on",
                       "threads": "there is no torch CPU compute",
                       "batch_invariant": "the TensorRT-LLM executor batches its own way"}
+DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:\d+|auto")
+PROMPTS_FILE_HELP = ('UTF-8 JSONL file, one request per line: a JSON string (the prompt) or an object with one of '
+                     '"prompt" (text), "messages" ([{"role": ..., "content": ...}, ...]) or "token_ids" ([ints]), '
+                     'optionally with "id", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", '
+                     '"stop".')
 
 
 def builtin_tiny_model(echo=lambda msg: None) -> Path:
@@ -46,21 +61,42 @@ def builtin_tiny_model(echo=lambda msg: None) -> Path:
     path = cache_dir() / f"{TINY_PRESET}-seed{TINY_SEED}"
     if (path / "config.json").exists():
         return path
+
+    def refuse(reason: str) -> click.ClickException:
+        return click.ClickException(
+            f"cache directory {path.parent} (from {cache_dir_origin()}): {reason}; set $TRT_NEG_CACHE (or "
+            "$XDG_CACHE_HOME) to a writable directory, or pass --model")
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise refuse(f"cannot create it ({exc.strerror or one_line(exc)})") from None
+    problem = unwritable(path.parent)
+    if problem:
+        raise refuse(f"cannot write to it ({problem})")
     echo(f"writing the built-in tiny model to {path}")
     try:
         write_checkpoint(path, TINY_PRESET, seed=TINY_SEED)
-    except (FileExistsError, OSError):
+    except OSError as exc:
         if not (path / "config.json").exists():  # not a concurrent writer that won the race
-            raise
+            raise refuse(f"cannot write the built-in tiny model there ({exc.strerror or one_line(exc)})") from None
     return path
 
 
 # ------------------------------------------------------------------------------ inputs
 class PromptSpec:
+    """One request's input. ``label`` is its id in the output; ``where`` names it in errors
+    (``file:line`` for a prompts-file line, plus its "id" when it has one)."""
+
     def __init__(self, label: str, text: str | None = None, messages: list | None = None,
-                 token_ids: list[int] | None = None, overrides: dict | None = None):
+                 token_ids: list[int] | None = None, overrides: dict | None = None, where: str | None = None):
         self.label, self.text, self.messages, self.token_ids = label, text, messages, token_ids
         self.overrides = overrides or {}
+        if where is None:
+            where = label
+        elif label != where:
+            where = f"{where} (id {label!r})"
+        self.where = where
 
 
 OVERRIDES = {"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop"}
@@ -76,20 +112,45 @@ def parse_token_ids(value: str) -> list[int]:
     return ids
 
 
+def _check_messages(messages, where: str, hint: str) -> None:
+    """Chat messages: a non-empty list of objects with string "role" and "content"."""
+    if not isinstance(messages, list) or not messages:
+        raise click.BadParameter(f"{where}: 'messages' must be a non-empty list of "
+                                 '{"role": ..., "content": ...} objects', param_hint=hint)
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise click.BadParameter(f"{where}: messages[{k}] must be an object with string 'role' and 'content', "
+                                     f"got {json.dumps(message)[:60]}", param_hint=hint)
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                problem = ("is missing" if key not in message
+                           else f"must be a string, got {json.dumps(message[key])[:60]}")
+                raise click.BadParameter(f"{where}: messages[{k}]: '{key}' {problem}", param_hint=hint)
+
+
 def read_prompts_file(path: str) -> list[PromptSpec]:
     specs = []
     hint = "--prompts-file"
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    try:
+        handle = open(path, "rb")  # decoded line by line: a bad byte is reported with its line
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot read ({exc.strerror or exc})", param_hint=hint) from None
+    with handle:
+        for lineno, raw in enumerate(handle, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a leading BOM is allowed
+            except UnicodeDecodeError as exc:
+                raise click.BadParameter(f"{where}: not UTF-8 ({exc.reason}: byte 0x{raw[exc.start]:02x} at "
+                                         f"column {exc.start + 1}); save the file as UTF-8", param_hint=hint) from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise click.BadParameter(f"{where}: not valid JSON ({exc.msg})", param_hint=hint) from None
             if isinstance(obj, str):
-                specs.append(PromptSpec(where, text=obj))
+                specs.append(PromptSpec(where, text=obj, where=where))
                 continue
             if not isinstance(obj, dict):
                 raise click.BadParameter(f"{where}: expected a JSON string or object", param_hint=hint)
@@ -105,13 +166,12 @@ def read_prompts_file(path: str) -> list[PromptSpec]:
             if "prompt" in obj:
                 if not isinstance(obj["prompt"], str):
                     raise click.BadParameter(f"{where}: 'prompt' must be a string", param_hint=hint)
-                specs.append(PromptSpec(label, text=obj["prompt"], overrides=overrides))
+                specs.append(PromptSpec(label, text=obj["prompt"], overrides=overrides, where=where))
             elif "messages" in obj:
-                if not isinstance(obj["messages"], list):
-                    raise click.BadParameter(f"{where}: 'messages' must be a list", param_hint=hint)
-                specs.append(PromptSpec(label, messages=obj["messages"], overrides=overrides))
+                _check_messages(obj["messages"], where, hint)
+                specs.append(PromptSpec(label, messages=obj["messages"], overrides=overrides, where=where))
             else:
-                specs.append(PromptSpec(label, token_ids=obj["token_ids"], overrides=overrides))
+                specs.append(PromptSpec(label, token_ids=obj["token_ids"], overrides=overrides, where=where))
     return specs
 
 
@@ -179,12 +239,117 @@ class OrderedStreamer:
         self.err.flush()
 
 
+def result_json(spec: PromptSpec, res) -> str:
+    d = res.to_dict()
+    d["entropies"] = [None if isinstance(e, float) and math.isnan(e) else e for e in d["entropies"]]
+    d["id"] = spec.label
+    if spec.text is not None:
+        d["prompt"] = spec.text
+    return json.dumps(d)
+
+
+class OrderedJsonWriter:
+    """--json: request i's line is printed once it and requests 0..i-1 have finished (input order).
+
+    ``interrupted()`` prints what finished but waits behind an unfinished request, then the
+    trailer ``{"interrupted": true, "finished": N, "unfinished": [ids]}``; later results
+    (the cancellations) are ignored.
+    """
+
+    def __init__(self, specs: list[PromptSpec], out=None):
+        self.specs = specs
+        self.out = sys.stdout if out is None else out
+        self.current = 0
+        self.done: dict[int, object] = {}
+        self.closed = False
+
+    def _write(self, i: int, res) -> None:
+        self.out.write(result_json(self.specs[i], res) + "\n")
+        self.out.flush()
+
+    def finished(self, i: int, result) -> None:
+        if self.closed:
+            return
+        self.done[i] = result
+        while self.current in self.done:
+            self._write(self.current, self.done.pop(self.current))
+            self.current += 1
+
+    def interrupted(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        finished = self.current + len(self.done)
+        for i in sorted(self.done):
+            self._write(i, self.done[i])
+        unfinished = [s.label for i, s in enumerate(self.specs) if i >= self.current and i not in self.done]
+        self.out.write(json.dumps({"interrupted": True, "finished": finished, "unfinished": unfinished}) + "\n")
+        self.out.flush()
+
+
+class Progress:
+    """--json's progress on stderr: requests done / total and tokens generated.
+
+    On a terminal one line is rewritten in place (at most 10 times a second); otherwise a
+    line is printed when a request finishes, at most every 5 seconds, and at the end.
+    """
+
+    def __init__(self, total: int, err=None, clock=time.monotonic):
+        self.total, self.done, self.tokens = total, 0, 0
+        self.err = sys.stderr if err is None else err
+        self.clock = clock
+        try:
+            self.tty = self.err.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self.last = -math.inf
+        self.pending = False  # a line on the terminal without its newline yet
+
+    def _line(self) -> str:
+        return f"[run] {self.done}/{self.total} requests done, {self.tokens} tokens generated"
+
+    def _show(self, force: bool = False) -> None:
+        now = self.clock()
+        if self.tty:
+            if force or now - self.last >= 0.1:
+                self.err.write("\r" + self._line())
+                self.err.flush()
+                self.pending, self.last = True, now
+        elif force or now - self.last >= 5.0:
+            self.err.write(self._line() + "\n")
+            self.err.flush()
+            self.last = now
+
+    def token(self) -> None:
+        self.tokens += 1
+        if self.tty:
+            self._show()
+
+    def finished(self) -> None:
+        self.done += 1
+        self._show(force=self.done == self.total)
+        if self.done == self.total:
+            self.close()
+
+    def summary(self) -> None:
+        """The current line now (on Ctrl-C), then its end."""
+        self._show(force=True)
+        self.close()
+
+    def close(self) -> None:
+        """End the terminal line (before other messages, and at the end)."""
+        if self.pending:
+            self.err.write("\n")
+            self.err.flush()
+            self.pending = False
+
+
 # -------------------------------------------------------------------------------- CLI
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompts", nargs=-1)
 @click.option("-p", "--prompt", "prompt_opts", multiple=True, metavar="TEXT",
               help="A text prompt (repeatable; same as giving PROMPTS).")
-@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False), help="JSONL file of prompts (see above).")
+@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False), help=PROMPTS_FILE_HELP)
 @click.option("--token-ids", "token_ids", multiple=True, metavar="IDS",
               help="A prompt as comma-separated token ids, e.g. 1,2,3 (repeatable).")
 @click.option("--model", type=click.Path(file_okay=False), default=None,
@@ -229,8 +394,10 @@ class OrderedStreamer:
               help="Run every sequence of a step by itself so each request's tokens are bitwise those of a solo "
                    "run (batched GEMMs round differently; see docs/runtime.md). Slower. torch backend only.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print one JSON object per request (tokens, text, finish reason, gate activation rate, TTFT, "
-                   "per-token latencies) instead of streaming text.")
+              help="Print one JSON object per request, in input order (tokens, text, finish reason, gate activation "
+                   "rate, TTFT, per-token latencies) instead of streaming text; progress goes to stderr. On Ctrl-C "
+                   "the finished requests are printed, then {\"interrupted\": true, \"finished\": N, "
+                   "\"unfinished\": [ids]}.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Also write a PNG: predicted entropy per token against the gate threshold with the fired "
                    "tokens marked, gate activation per request, and the latency distribution (TTFT, "
@@ -240,6 +407,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
          dtype, device, threads, batch_invariant, as_json, plot_path):
     """Generate from PROMPTS (text), --prompts-file or --token-ids with in-flight batching and NEG."""
     ctx = click.get_current_context()
+
+    def note(msg: str) -> None:
+        click.echo(msg, err=True)
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
@@ -251,6 +421,12 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             raise click.BadParameter(f"{plot_path}: the plot is a PNG file; name it *.png", param_hint="--plot")
         if not plot_path.parent.resolve().is_dir():
             raise click.BadParameter(f"{plot_path}: directory {plot_path.parent} does not exist", param_hint="--plot")
+        problem = unwritable(plot_path.parent)
+        if problem:
+            raise click.BadParameter(f"{plot_path}: cannot write to directory {plot_path.parent} ({problem})",
+                                     param_hint="--plot")
+        if plot_path.is_dir():
+            raise click.BadParameter(f"{plot_path}: is a directory", param_hint="--plot")
 
     engine_info = None
     if backend == "trtllm":
@@ -268,8 +444,13 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     from trt_neg.runtime import LLMEngine, Request, SamplingParams
     from trt_neg.runtime.tokenizer import encode_prompt, load_tokenizer
 
-    def note(msg: str) -> None:
-        click.echo(msg, err=True)
+    if backend == "torch" and not DEVICE_PATTERN.fullmatch(device):
+        raise click.BadParameter(f"{device!r} is not a device this runs on (cpu, cuda, cuda:N, auto)",
+                                 param_hint="--device")
+    if temperature == 0 and (given("top_k") or given("top_p")):
+        flags = " and ".join(f for f, name in (("--top-k", "top_k"), ("--top-p", "top_p")) if given(name))
+        note(f"warning: {flags} {'have' if ' and ' in flags else 'has'} no effect with --temperature 0 "
+             "(greedy decoding)")
 
     if backend == "torch":
         import torch
@@ -286,6 +467,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise click.BadParameter(f"{device!r}: this torch build or machine has no CUDA GPU "
                                      f"(torch {torch.__version__}); use --device cpu", param_hint="--device")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise click.BadParameter(f"{device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                                     f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})", param_hint="--device")
         model_dir = Path(model) if model else builtin_tiny_model(note)
         if not (model_dir / "config.json").exists():
             raise click.BadParameter(f"{model_dir}: no config.json (expected an HF checkpoint directory)",
@@ -313,6 +497,13 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                 ids = encode_prompt(tokenizer, spec.messages)
             else:
                 ids = encode_prompt(tokenizer, spec.text, chat_template=not no_chat_template)
+        except ValueError as exc:
+            raise click.BadParameter(f"{spec.where}: {one_line(exc)}", param_hint="prompt") from None
+        except Exception as exc:  # noqa: BLE001 - the chat template (jinja2) or the tokenizer failed on this prompt
+            what = "the chat template" if spec.messages is not None or not no_chat_template else "the tokenizer"
+            raise click.BadParameter(f"{spec.where}: {what} failed on it ({type(exc).__name__}: {one_line(exc)})",
+                                     param_hint="prompt") from None
+        try:
             m = o.get("mode", None if mode is None else int(mode))
             sp = SamplingParams(temperature=o.get("temperature", temperature), top_k=o.get("top_k", top_k),
                                 top_p=o.get("top_p", top_p), seed=o.get("seed", seed))
@@ -321,7 +512,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                                     stop=[stop_o] if isinstance(stop_o, str) else stop_o, sampling=sp,
                                     neg_mode=m, ignore_eos=ignore_eos))
         except ValueError as exc:
-            raise click.BadParameter(f"{spec.label}: {exc}", param_hint="prompt") from None
+            raise click.BadParameter(f"{spec.where}: {exc}", param_hint="prompt") from None
 
     if backend == "torch":
         from trt_neg.runtime.torch_backend import TorchBackend
@@ -332,6 +523,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             engine = LLMEngine(be, tokenizer=tokenizer, max_tokens_per_step=max_tokens_per_step)
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
+        except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            raise click.ClickException(backend_setup_error(exc, model_dir, device, dtype, max_batch_size,
+                                                           max_seq_len)) from None
     else:
         engine = open_trtllm_engine(engine_dir, tokenizer, max_batch_size if given("max_batch_size") else None,
                                     max_seq_len, max_tokens_per_step)
@@ -340,6 +534,8 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             return
 
     printer = None if as_json else OrderedStreamer(len(requests), tokenizer)
+    writer = OrderedJsonWriter(specs) if as_json else None
+    progress = Progress(len(requests)) if as_json else None
     index: dict[str, int] = {}
     results = [None] * len(requests)
     from trt_neg.runtime import RequestResult
@@ -347,11 +543,24 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     def on_output(item) -> None:
         i = index[item.request_id]
         if isinstance(item, RequestResult):
+            if writer is not None and writer.closed:  # interrupted: a cancellation, not a result
+                return
             results[i] = item
             if printer is not None:
                 printer.finished(i, item)
+            else:
+                writer.finished(i, item)
+                progress.finished()
         elif printer is not None:
             printer.token(i, item)
+        else:
+            progress.token()
+
+    def interrupted() -> None:
+        if writer is not None:
+            progress.summary()
+            writer.interrupted()
+        note("interrupted")
 
     # Every request is checked before any is submitted, so a bad one leaves nothing running.
     for i, req in enumerate(requests):
@@ -369,10 +578,13 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             while engine.has_unfinished():
                 engine.step()
         except KeyboardInterrupt:
-            for rid in list(index):
-                engine.abort_request(rid)
-            engine.step()
-            note("interrupted")
+            interrupted()  # first: what had finished is printed even if the clean-up below is interrupted
+            try:
+                for rid in list(index):
+                    engine.abort_request(rid)
+                engine.step()
+            except KeyboardInterrupt:  # a second Ctrl-C: stop now, quietly
+                pass
             sys.exit(130)
     else:  # the engine's dispatcher thread calls on_output; wait for every result
         all_done = threading.Event()
@@ -394,29 +606,82 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             while not all_done.wait(0.1):
                 pass
         except KeyboardInterrupt:
+            with lock:  # no result is being recorded while the finished ones are printed
+                interrupted()
             engine.shutdown()  # cancels what is unfinished
-            note("interrupted")
             sys.exit(130)
         finally:
             engine.shutdown()
 
-    if as_json:
-        for spec, res in zip(specs, results):
-            d = res.to_dict()
-            d["entropies"] = [None if isinstance(e, float) and math.isnan(e) else e for e in d["entropies"]]
-            d["id"] = spec.label
-            if spec.text is not None:
-                d["prompt"] = spec.text
-            click.echo(json.dumps(d))
+    if progress is not None:
+        progress.close()
     if plot_path is not None:
         from trt_neg.runtime.plot import plot_results
 
         threshold = float(be.neg_weights.threshold) if backend == "torch" and be.neg_enabled else None
-        plot_results(results, [s.label for s in specs], plot_path, threshold=threshold,
-                     title=f"run.py --backend {backend}: {model_dir if backend == 'torch' else engine_dir}")
+        try:
+            plot_results(results, [s.label for s in specs], plot_path, threshold=threshold,
+                         title=f"run.py --backend {backend}: {model_dir if backend == 'torch' else engine_dir}")
+        except OSError as exc:
+            raise click.ClickException(f"--plot {plot_path}: could not write the plot "
+                                       f"({exc.strerror or one_line(exc)})") from None
         note(f"wrote {plot_path}")
     if any(r.error for r in results):
         sys.exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why a file cannot be created in ``directory`` (None if it can): tried, not guessed (root passes
+    os.access everywhere, yet cannot write to /proc)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".run-write-check.", dir=directory)
+    except OSError as exc:
+        return exc.strerror or one_line(exc)
+    os.close(fd)
+    os.unlink(tmp)
+    return None
+
+
+def slot_cache_bytes(model_dir: Path, dtype: str, max_batch_size: int, max_seq_len: int | None) -> tuple[int, int]:
+    """(bytes, max_seq_len) of the torch backend's state cache: KV for the full-attention layers,
+    conv + fp32 recurrent state for the Gated DeltaNet layers (trt_neg.reference.model.SlotCache)."""
+    import torch
+
+    from trt_neg.config import load_config
+
+    c = load_config(model_dir).backbone
+    seq = max_seq_len if max_seq_len is not None else min(c.max_position_embeddings, 4096)
+    elt = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    total = 0
+    for kind in c.layer_types:
+        if kind == "full_attention":
+            total += 2 * max_batch_size * c.num_key_value_heads * seq * c.head_dim * elt
+        else:
+            total += max_batch_size * c.linear_conv_dim * (c.linear_conv_kernel_dim - 1) * elt
+            total += max_batch_size * c.linear_num_value_heads * c.linear_key_head_dim * c.linear_value_head_dim * 4
+    return total, seq
+
+
+def backend_setup_error(exc: BaseException, model_dir: Path, device: str, dtype: str, max_batch_size: int,
+                        max_seq_len: int | None) -> str:
+    """One line for a failure to load the model or allocate its state cache (out of memory, mostly)."""
+    reason = one_line(exc)
+    memory = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or any(
+        word in reason.lower() for word in ("out of memory", "allocate"))
+    if not memory:
+        return f"could not load {model_dir} on {device}: {reason}"
+    try:
+        size, seq = slot_cache_bytes(model_dir, dtype, max_batch_size, max_seq_len)
+        cache = (f"its state cache for --max-batch-size {max_batch_size} x --max-seq-len {seq} needs "
+                 f"{size / 2**30:.2f} GiB")
+    except Exception:  # noqa: BLE001 - the figure is a courtesy
+        cache = f"its state cache grows with --max-batch-size ({max_batch_size}) x --max-seq-len"
+    return (f"out of memory setting up the model on {device}: {cache} ({dtype}); lower --max-batch-size or "
+            f"--max-seq-len ({reason[:200]})")
 
 
 # ------------------------------------------------------------------- trtllm backend

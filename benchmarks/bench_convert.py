@@ -81,8 +81,25 @@ def run_child(kind: str, src: Path, dst: Path, tp: int = 1) -> dict:
             f"import bench_convert as b; r = b._child_{kind}({str(src)!r}, {str(dst)!r}"
             + (f", {tp})" if kind == "convert" else ")")
             + "; r['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))")
-    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT, check=True)
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise click.ClickException(f"the {kind} run into {dst} failed (exit code {proc.returncode}; its error is "
+                                   "printed above)")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def clear_leftover(path: Path, what: str) -> None:
+    """Remove ``path`` if it is this benchmark's leftover from an interrupted run (only the
+    ``*.safetensors`` a copy run writes, or nothing); refuse anything else with one line."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and all(p.is_file() and p.suffix == ".safetensors"
+                                                       for p in path.iterdir()):
+        click.echo(f"removing {path}, left over from an interrupted run")
+        shutil.rmtree(path)
+        return
+    raise click.UsageError(f"{path} exists and is not a leftover {what} of this benchmark; move it away or choose "
+                           "another --work directory")
 
 
 @click.command()
@@ -113,10 +130,15 @@ def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None,
 
     rows = []
 
+    copy_dir = work_dir / "copy"
+    clear_leftover(copy_dir, "plain copy")
+
     def copy_run(label: str) -> dict:
         drop_cache(files)
-        result = run_child("copy", src, work_dir / "copy")
-        shutil.rmtree(work_dir / "copy")
+        try:
+            result = run_child("copy", src, copy_dir)
+        finally:  # also on failure or Ctrl-C: the next run must not find it
+            shutil.rmtree(copy_dir, ignore_errors=True)
         rows.append((label, result))
         click.echo(f"{label}: {result['seconds']:.1f} s, {size / result['seconds'] / 1e6:.0f} MB/s, "
                    f"peak RSS {result['peak_rss'] / 2**20:.0f} MiB")
@@ -128,8 +150,10 @@ def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None,
             drop_cache(files)
             out = work_dir / f"trtllm-tp{tp}"
             shutil.rmtree(out, ignore_errors=True)
-            result = run_child("convert", src, out, tp)
-            shutil.rmtree(out)
+            try:
+                result = run_child("convert", src, out, tp)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
             rows.append((f"convert tp {tp}", result))
             click.echo(f"convert tp{tp}: {result['seconds']:.1f} s, {size / result['seconds'] / 1e6:.0f} MB/s, "
                        f"wrote {result['written'] / 1e9:.2f} GB, peak RSS {result['peak_rss'] / 2**20:.0f} MiB")
@@ -148,7 +172,11 @@ def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None,
                      f"{tput / 1e9:.3f} | {tput / copy_tput:.2f} | {r['peak_rss'] / 2**20:.0f} |")
     click.echo("\n".join(table))
     if record:
-        Path(record).write_text("\n".join(table) + "\n")
+        try:
+            Path(record).write_text("\n".join(table) + "\n")
+        except OSError as exc:
+            raise click.ClickException(f"--record {record}: could not write the table ({exc.strerror or exc}); it "
+                                       "is printed above") from None
 
 
 if __name__ == "__main__":

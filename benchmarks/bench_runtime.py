@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import random
 import statistics
@@ -39,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import torch  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
+from trt_neg.atomic_file import atomic_write_text  # noqa: E402
 from trt_neg.config import NegConfig  # noqa: E402
 from trt_neg.neg import NegWeights, neg_head  # noqa: E402
 from trt_neg.runtime import BackendRow, LLMEngine, Request, RequestResult, SamplingParams  # noqa: E402
@@ -142,6 +144,32 @@ def sampling_layer_times(batch, reps, threads_note):
     return out
 
 
+def cpu_name() -> str:
+    """The CPU model (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device, threads: int, reps: int) -> str:
+    """The report's machine sentence: what this run actually ran on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 0
+    where = f"{cpu_name()} ({usable} of {os.cpu_count()} cores usable by this process)"
+    if torch.device(device).type == "cuda":
+        where = f"{torch.cuda.get_device_name(torch.device(device))} ({device}); host {where}"
+    return (f"Machine: {platform.system()} {platform.machine()}, {where}, device {device}, {threads} torch "
+            f"thread(s), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Absolute times depend on the "
+            f"machine and its load; ratios are measured in one process, best of {reps} runs.")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint dir (default: the built-in tiny model, written to a temp dir)")
@@ -155,6 +183,12 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-9b-sampling", action="store_true")
     ap.add_argument("--output", default=None, help="also write the markdown report to this file")
     args = ap.parse_args(argv)
+    if args.output is not None:  # checked before minutes of measuring
+        out_dir = Path(args.output).resolve().parent
+        if not out_dir.is_dir():
+            ap.error(f"--output {args.output}: directory {out_dir} does not exist")
+        if not os.access(out_dir, os.W_OK):
+            ap.error(f"--output {args.output}: directory {out_dir} is not writable")
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -231,12 +265,10 @@ def main(argv=None) -> int:
     lines = [
         "# Runtime benchmark (`benchmarks/bench_runtime.py`)",
         "",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
-        f"{time.strftime('%Y-%m-%d')}. Shared 2-core development container: absolute times are noisy, "
-        "ratios are measured in one process, best of "
-        f"{args.reps} runs.",
+        machine_line(backend.device, torch.get_num_threads(), args.reps),
         "",
-        "## In-flight batching vs static batches (tiny checkpoint, fp32, CPU)",
+        f"## In-flight batching vs static batches ({'tiny checkpoint' if args.model is None else model_dir}, fp32, "
+        f"{backend.device})",
         "",
         f"Workload: {len(work)} requests submitted at once, prompt lengths uniform in "
         f"[{args.prompt_len[0]}, {args.prompt_len[1]}], output lengths uniform in "
@@ -291,7 +323,12 @@ def main(argv=None) -> int:
     ]
     print("\n".join(lines))
     if args.output:
-        Path(args.output).write_text("\n".join(lines))
+        try:
+            atomic_write_text(args.output, "\n".join(lines))
+        except OSError as exc:
+            print(f"bench_runtime.py: could not write --output {args.output}: {exc.strerror or exc} (the report "
+                  "is printed above)", file=sys.stderr)
+            return 1
         print(f"wrote {args.output}")
     if tmp is not None:
         tmp.cleanup()

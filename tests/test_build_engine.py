@@ -544,3 +544,28 @@ def test_reuse_checkpoint_refuses_conversion_options(cli, no_trtllm, tiny_checkp
     named = [f for f in flags if f.startswith("--")]
     assert f"{', '.join(named)}: conversion option(s), meaningless with --reuse-checkpoint" in result.output
     assert "reusing" not in result.output and not (tmp_path / "engine").exists()
+
+
+def test_reuse_checkpoint_without_tensorrt_llm_says_what_happens(cli, no_trtllm, tiny_checkpoint, tmp_path):
+    """With --reuse-checkpoint nothing is converted, and the advice does not ask for the flag already given."""
+    engine = tmp_path / "engine"
+    first = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
+                                     *LIMITS])
+    assert first.exit_code == 2 and "the checkpoint will be converted" in first.output
+    assert "Run the same command with --reuse-checkpoint (to skip the conversion) inside" in first.output
+    reused = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
+                                      *LIMITS])
+    assert reused.exit_code == 2, reused.output
+    assert "will be converted" not in reused.output and "the reused checkpoint is checked" in reused.output
+    assert "Run the same command inside NVIDIA's TensorRT-LLM 1.2 container" in reused.output
+    assert "adding --reuse-checkpoint" not in reused.output and "with --reuse-checkpoint" not in reused.output
+
+
+@pytest.mark.parametrize("checkpoint_only", [False, True])
+def test_a_model_directory_without_config_json_is_named(cli, tmp_path, checkpoint_only):
+    for model in (tmp_path / "nonexistent", tmp_path):
+        result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "out"),
+                                          *(["--checkpoint-only"] if checkpoint_only else [])])
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+        assert f"{model / 'config.json'}: not found (expected an HF checkpoint directory" in result.output
+        assert "field '<file>'" not in result.output and "--model" in result.output

@@ -316,3 +316,18 @@ def test_rope_scaling_errors_name_rope_scaling(tmp_path):
     del data["text_config"]["rope_parameters"]
     with pytest.raises(ConfigError, match=r"field 'text_config\.rope_scaling\.rope_type'.*yarn"):
         load_config(write(tmp_path, data))
+
+
+def test_inspect_cli_has_short_help_and_names_a_missing_config(tmp_path, tiny_checkpoint):
+    from click.testing import CliRunner
+
+    from trt_neg import inspect as inspect_cli
+
+    r = CliRunner().invoke(inspect_cli.main, ["-h"])
+    assert r.exit_code == 0 and "Usage:" in r.output and "--json" in r.output
+    r = CliRunner().invoke(inspect_cli.main, [str(tmp_path)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    assert f"{tmp_path / 'config.json'}: not found (expected an HF checkpoint directory" in r.output
+    assert "field '<file>'" not in r.output
+    r = CliRunner().invoke(inspect_cli.main, [str(tiny_checkpoint), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["tensors"] > 0

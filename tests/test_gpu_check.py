@@ -171,3 +171,31 @@ def test_every_section_module_imports_and_has_run():
     for name in gpu_check.SECTION_NAMES:
         mod = importlib.import_module(f"trt_neg.gpu_check.sec_{name}")
         assert callable(mod.run)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "neg,bogus"], "unknown section(s) bogus"),
+    (["--skip", "nope"], "unknown section(s) nope"),
+    (["--budget", "0"], "--budget 0: must be a positive number of seconds"),
+    (["--budget", "-5"], "--budget -5: must be a positive number"),
+    (["--budget", "inf"], "--budget inf: must be a positive number"),
+    (["--only", "neg", "--skip", "neg"], "no section left to run"),
+])
+def test_options_are_checked_before_the_gpu(monkeypatch, args, message):
+    """A typo in --only/--skip/--budget is reported first, also on a machine without a GPU."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("the GPU was checked first"))
+    with pytest.raises(SystemExit) as info:
+        gpu_check.main(args)
+    assert message in str(info.value.code)
+
+
+def test_report_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    res = fake_results()
+    old = os.umask(0o022)
+    try:
+        txt, js = report.write_report(tmp_path / "gc", "text\n", report.report_json(["#"], {}, res, 1.0, []))
+    finally:
+        os.umask(old)
+    assert txt.stat().st_mode & 0o777 == 0o644 and js.stat().st_mode & 0o777 == 0o644

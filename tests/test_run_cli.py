@@ -149,7 +149,7 @@ def test_batch_invariant_flag_gives_each_prompt_its_solo_tokens(tiny_checkpoint,
 def test_device_without_cuda_is_a_usage_error(tiny_checkpoint):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    for device, words in (("cuda", "no CUDA GPU"), ("tpu:0", "not a torch device")):
+    for device, words in (("cuda", "no CUDA GPU"), ("tpu:0", "not a device this runs on"), ("meta", "cpu, cuda, cuda:N, auto")):
         r = invoke("--model", str(tiny_checkpoint), "--device", device, "--token-ids", "1,2", ok=False)
         assert r.exit_code == 2 and "--device" in r.output and words in r.output
         assert not isinstance(r.exception, RuntimeError)
@@ -249,3 +249,211 @@ def test_streamed_text_of_every_request_equals_its_result(tiny_checkpoint, tmp_p
     rows = json_lines(invoke(*args, "--json"))
     assert streamed == "".join(f"{'' if i == 0 else chr(10)}--- [{i}] ---\n{row['text']}\n"
                                for i, row in enumerate(rows))
+
+
+# ------------------------------------------------------------------ review 6: errors, interrupt, progress
+def test_json_interrupt_prints_the_finished_results_and_names_the_rest(tiny_checkpoint, tmp_path, monkeypatch):
+    """Ctrl-C during --json: the requests that had finished are printed (input order, usual shape), then
+    one trailer object marks the run interrupted and lists the unfinished ids; exit code 130."""
+    from trt_neg.runtime import LLMEngine
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps(row) for row in [
+        {"id": "short0", "token_ids": [1, 2], "max_new_tokens": 2},
+        {"id": "long", "token_ids": [3, 4], "max_new_tokens": 60},
+        {"id": "short2", "token_ids": [5, 6], "max_new_tokens": 2},
+        {"id": "queued", "token_ids": [7, 8], "max_new_tokens": 30},
+    ]) + "\n")
+    real_step, calls = LLMEngine.step, [0]
+
+    def step(self):
+        calls[0] += 1
+        if calls[0] == 8:  # short0 and short2 are done; long and queued (in the freed slot) are decoding
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(LLMEngine, "step", step)
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), "--json", "--ignore-eos",
+               "--max-batch-size", "3", ok=False)
+    assert r.exit_code == 130 and "interrupted" in r.stderr
+    rows = json_lines(r)
+    assert [row["id"] for row in rows[:-1]] == ["short0", "short2"]
+    assert all(len(row["tokens"]) == 2 and row["finish_reason"] == "length" for row in rows[:-1])
+    assert rows[-1] == {"interrupted": True, "finished": 2, "unfinished": ["long", "queued"]}
+    assert all(line.startswith("{") for line in r.stdout.splitlines())  # nothing but JSON on stdout
+
+
+def test_json_shows_progress_on_stderr_only(tiny_checkpoint):
+    r = invoke("--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "3", "--ignore-eos", "a", "b", "c")
+    assert len(json_lines(r)) == 3 and len(r.stdout.splitlines()) == 3
+    assert "[run] 3/3 requests done, 9 tokens generated" in r.stderr
+
+
+def test_progress_rewrites_one_line_on_a_terminal():
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    err, now = Tty(), [0.0]
+    p = run.Progress(2, err=err, clock=lambda: now[0])
+    p.token()
+    now[0] = 1.0
+    p.token()
+    p.finished()
+    now[0] = 2.0
+    p.finished()
+    assert err.getvalue() == ("\r[run] 0/2 requests done, 1 tokens generated\r[run] 0/2 requests done, 2 tokens "
+                              "generated\r[run] 2/2 requests done, 2 tokens generated\n")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"messages": [{"role": "user"}]}', "messages[0]: 'content' is missing"),
+    ('{"messages": ["hi"]}', "messages[0] must be an object with string 'role' and 'content'"),
+    ('{"messages": [{"role": 1, "content": "x"}]}', "messages[0]: 'role' must be a string"),
+    ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": null}]}',
+     "messages[1]: 'content' must be a string"),
+    ('{"messages": []}', "'messages' must be a non-empty list"),
+    ('{"messages": "hi"}', "'messages' must be a non-empty list"),
+])
+def test_malformed_messages_are_refused_with_the_line(tiny_checkpoint, tmp_path, line, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('"fine"\n' + line + "\n")
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bad), ok=False)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
+    assert f"bad.jsonl:2: {message}" in r.output
+
+
+def test_chat_template_failure_is_one_line_naming_the_line(tiny_checkpoint, tmp_path, monkeypatch):
+    import jinja2
+
+    from trt_neg.runtime import tokenizer
+
+    def broken(tok, prompt, chat_template=True):
+        raise jinja2.exceptions.UndefinedError("'dict object' has no attribute 'content'")
+
+    monkeypatch.setattr(tokenizer, "encode_prompt", broken)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "q1", "messages": [{"role": "user", "content": "hi"}]}\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), ok=False)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
+    assert f"{prompts}:1 (id 'q1'): the chat template failed on it (UndefinedError: 'dict object' has no " \
+           "attribute 'content')" in r.output
+
+
+def test_prompts_file_that_is_not_utf8_is_one_line(tiny_checkpoint, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes('"ok"\n'.encode() + b'"caf\xe9"\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bad), ok=False)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
+    assert "bad.jsonl:2: not UTF-8 (invalid continuation byte: byte 0xe9 at column 5)" in r.output
+    bom = tmp_path / "bom.jsonl"  # a UTF-8 byte-order mark is not an error
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"token_ids": [1, 2]}).encode() + b"\n")
+    assert len(json_lines(invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bom), "--json",
+                                 "--max-new-tokens", "1"))) == 1
+
+
+@pytest.mark.parametrize("exc", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 50.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 26214400000 bytes"),
+    MemoryError(),
+])
+def test_out_of_memory_names_the_batch_and_sequence_options(tiny_checkpoint, monkeypatch, exc):
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    def fail(*a, **k):
+        raise exc
+
+    monkeypatch.setattr(TorchBackend, "from_pretrained", fail)
+    r = invoke("--model", str(tiny_checkpoint), "--max-batch-size", "100000", "--max-seq-len", "1024", "x", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    size, seq = run.slot_cache_bytes(tiny_checkpoint, "float32", 100000, 1024)
+    assert seq == 1024
+    (line,) = [s for s in r.stderr.splitlines() if s.startswith("Error:")]
+    assert "--max-batch-size 100000 x --max-seq-len 1024" in line and f"{size / 2**30:.2f} GiB" in line
+
+
+def test_slot_cache_bytes_is_what_the_runner_allocates(tiny_checkpoint):
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    be = TorchBackend.from_pretrained(tiny_checkpoint, max_slots=3, max_seq_len=40)
+    cache = be.runner.cache
+    allocated = sum(t.numel() * t.element_size() for d in (cache.key, cache.value, cache.conv, cache.recurrent)
+                    for t in d.values())
+    assert run.slot_cache_bytes(tiny_checkpoint, "float32", 3, 40) == (allocated, 40)
+    assert run.slot_cache_bytes(tiny_checkpoint, "float32", 1, None)[1] == 2048  # min(max_position_embeddings, 4096)
+
+
+def test_unwritable_cache_dir_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("TRT_NEG_CACHE", str(blocker / "cache"))
+    r = invoke("--token-ids", "1,2", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    (line,) = [s for s in r.stderr.splitlines() if s.startswith("Error:")]
+    assert f"cache directory {blocker / 'cache'} (from $TRT_NEG_CACHE): cannot create it" in line
+    assert "$XDG_CACHE_HOME" in line and "--model" in line
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_plot_in_an_unwritable_directory_is_refused_before_any_work(monkeypatch):
+    monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))
+    r = invoke("--plot", "/proc/run.png", "Hello", ok=False)
+    assert r.exit_code == 2 and "--plot" in r.output and "cannot write to directory /proc" in r.output
+
+
+def test_a_failed_plot_write_is_one_line(tiny_checkpoint, tmp_path, monkeypatch):
+    from trt_neg.runtime import plot
+
+    def fail(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(plot, "plot_results", fail)
+    r = invoke("--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "2", "--plot", str(tmp_path / "r.png"),
+               "x", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and len(json_lines(r)) == 1
+    assert f"--plot {tmp_path / 'r.png'}: could not write the plot (Permission denied)" in r.stderr
+
+
+def test_plot_file_gets_the_usual_permissions(tmp_path):
+    import os
+
+    from trt_neg.runtime.plot import plot_results
+    from trt_neg.runtime.request import FinishReason, RequestResult
+
+    res = RequestResult("r", (1,), [5, 6], None, FinishReason.LENGTH, [0.5, 0.7], [False, True], 1, None, 0.0, 0.1,
+                        0.2, [0.1, 0.2])
+    old = os.umask(0o027)
+    try:
+        path = plot_results([res], ["r"], tmp_path / "p.png")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_device_other_than_cpu_cuda_auto_is_refused_before_loading(monkeypatch):
+    monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))
+    for device in ("meta", "mps", "cuda:x", "CPU", "cuda:-1"):
+        r = CliRunner().invoke(run.main, ["--device", device, "--token-ids", "1"])
+        assert r.exit_code == 2 and "--device" in r.output and "(cpu, cuda, cuda:N, auto)" in r.output, device
+
+
+def test_top_k_and_top_p_with_greedy_warn(tiny_checkpoint):
+    r = invoke("--model", str(tiny_checkpoint), "--top-k", "5", "--max-new-tokens", "1", "--token-ids", "1")
+    assert "warning: --top-k has no effect with --temperature 0" in r.stderr
+    r = invoke("--model", str(tiny_checkpoint), "--top-k", "5", "--top-p", "0.5", "--max-new-tokens", "1",
+               "--token-ids", "1")
+    assert "warning: --top-k and --top-p have no effect" in r.stderr
+    r = invoke("--model", str(tiny_checkpoint), "--top-k", "5", "--temperature", "0.7", "--max-new-tokens", "1",
+               "--token-ids", "1")
+    assert "warning" not in r.stderr
+
+
+def test_prompts_file_help_describes_the_format():
+    r = CliRunner().invoke(run.main, ["--help"])
+    help_text = " ".join(r.output.split())
+    assert "(see above)" not in help_text
+    for word in ('"prompt"', '"messages"', '"token_ids"', '"max_new_tokens"', "UTF-8 JSONL"):
+        assert word in help_text

@@ -558,3 +558,27 @@ def test_the_frontends_default_cancel_reaches_only_the_handles_own_request():
     deliver()
     assert old.done and old.cancel() is False and engine.aborted == []
     assert new.cancel() is True and engine.aborted == [new._seq]
+
+
+def test_a_failed_prefill_is_reported_once_without_a_spurious_release_error(caplog):
+    """The backend failed the prefill, so it never filled the slot: retiring the request must not log
+    a second error for releasing that (free) slot. A prefilled sequence's failed release is still logged."""
+    engine, backend = make(max_slots=2, fail_when=lambda p, d: any(r.token_ids == (42,) for r in p))
+    bad = engine.add_request(Request([42], max_new_tokens=4))
+    with caplog.at_level("DEBUG", logger="trt_neg.runtime.llm_engine"):
+        res = run_all(engine)
+    assert res[bad].finish_reason is FinishReason.ERROR and "scripted backend failure" in res[bad].error
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == ["backend step failed"]
+    assert backend.history == {}
+    ok = engine.add_request(Request([1, 2], max_new_tokens=3))  # the slot is usable again
+    assert run_all(engine)[ok].tokens == ScriptedBackend.expected([1, 2], 3)
+
+    caplog.clear()
+    engine, backend = make(max_slots=1)
+    rid = engine.add_request(Request([1, 2], max_new_tokens=4))
+    engine.step()
+    backend.history.clear()  # the backend lost a slot it held: releasing it fails, and that is an error
+    engine.abort_request(rid)
+    engine.step()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == ["backend.release(0) failed"]

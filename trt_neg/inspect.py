@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -22,11 +23,15 @@ def _bytes(n: int) -> str:
     return str(n)
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 def main(checkpoint: str, as_json: bool) -> None:
     """Validate CHECKPOINT (an HF Darwin-NEG directory) and describe it."""
+    config_json = Path(checkpoint) / "config.json"
+    if not config_json.is_file():
+        raise click.ClickException(f"{config_json}: not found (expected an HF checkpoint directory with "
+                                   "config.json)")
     try:
         ckpt = HFCheckpoint(checkpoint)
     except (ConfigError, CheckpointError) as exc:

@@ -234,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The options are checked first: a typo is reported before (and on machines without) a GPU.
+    only, skip = _parse_names(args.only), _parse_names(args.skip)
+    selected = [s for s in SECTIONS if (not only or s[0] in only) and s[0] not in skip]
+    if not args.section:
+        if not (args.budget > 0 and args.budget != float("inf")):
+            raise SystemExit(f"trt_neg.gpu_check: --budget {args.budget:g}: must be a positive number of seconds")
+        if not selected:
+            raise SystemExit(f"trt_neg.gpu_check: --only {args.only or ''} --skip {args.skip or ''}: no section left "
+                             f"to run; known: {', '.join(SECTION_NAMES)}")
     import torch
 
     if not torch.cuda.is_available():
@@ -242,8 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.section:
         return _child_main(args)
 
-    only, skip = _parse_names(args.only), _parse_names(args.skip)
-    selected = [s for s in SECTIONS if (not only or s[0] in only) and s[0] not in skip]
     t_start = time.time()
     deadline = t_start + args.budget
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")

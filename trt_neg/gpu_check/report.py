@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic_file import atomic_write_text
 
 # A section's status.  PASS and SKIP count as success; FAIL (a check disagreed) and ERROR
 # (the section could not run: exception, build failure, crash, timeout) make the exit code 1.
@@ -90,11 +90,9 @@ def report_json(header: list[str], machine: dict[str, Any], results: list[Sectio
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename it into place (never half a report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def write_report(out_dir: str | Path, text: str, data: dict[str, Any]) -> tuple[Path, Path]:

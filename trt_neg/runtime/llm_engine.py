@@ -162,7 +162,10 @@ class LLMEngine(EngineFrontend):
             try:
                 self.backend.release(slot)
             except Exception:
-                log.exception("backend.release(%d) failed", slot)
+                if seq.prefilled:  # the backend held this slot: a failed release is a real problem
+                    log.exception("backend.release(%d) failed", slot)
+                else:  # its prefill failed: the backend may never have filled the slot (nothing to free)
+                    log.debug("backend.release(%d) of a never-prefilled sequence failed", slot, exc_info=True)
         with self._lock:
             self._seqs.pop(seq.request_id, None)
         outputs.append((seq, seq.result()))

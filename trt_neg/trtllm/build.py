@@ -74,12 +74,12 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from trt_neg.atomic_file import atomic_write_text
 from trt_neg.checkpoint.contract import recurrent_state_sizes
 from trt_neg.trtllm import engine_dir as engine_dir_contract
 from trt_neg.trtllm.plugins import PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError, plugin_library_candidates
@@ -418,21 +418,7 @@ def apply_engine_overrides(config: Mapping[str, Any], overrides: Mapping[str, An
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write ``data`` as JSON to a temporary file beside ``path``, fsync and rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=4)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=4) + "\n", fsync=True)
 
 
 def rewrite_engine_config(engine_dir: str | os.PathLike[str], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -39,10 +39,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..atomic_file import atomic_write_text
 
 BUILD_INFO_FILE = "build_info.json"
 BUILD_INFO_VERSION = 1
@@ -225,16 +226,7 @@ def write_build_info(engine_dir: str | os.PathLike[str], *, plugin_library: str 
     if trt_neg_version is not None:
         info["trt_neg_version"] = trt_neg_version
     info.update(extra)
-    fd, tmp = tempfile.mkstemp(prefix=".build_info.", suffix=".json", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(info, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, root / BUILD_INFO_FILE)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(root / BUILD_INFO_FILE, json.dumps(info, indent=2) + "\n")
     return root / BUILD_INFO_FILE
 
 

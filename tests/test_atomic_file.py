@@ -1,0 +1,32 @@
+"""trt_neg.atomic_file: whole files or nothing, with the usual permissions."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from trt_neg.atomic_file import atomic_path, atomic_write_text
+
+
+def test_written_whole_with_the_usual_permissions(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        path = atomic_write_text(tmp_path / "a.json", "{}\n", fsync=True)
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "{}\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0666 less the umask, not mkstemp's 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "report.txt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(path) as tmp:
+            tmp.write_text("half of the n")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
