@@ -27,19 +27,18 @@ Only ``--backend trtllm`` imports tensorrt_llm (and fails with a one-line messag
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import click
 
 from trt_neg.cache import cache_dir, cache_dir_origin
+from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress
+from trt_neg.runtime.prompts_file import PROMPTS_FILE_HELP, PromptSpec, parse_token_ids, read_prompts_file
 
 TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
@@ -48,10 +47,6 @@ TORCH_ONLY_OPTIONS = {"dtype": "the engine's dtype is fixed when it is built",
                       "threads": "there is no torch CPU compute",
                       "batch_invariant": "the TensorRT-LLM executor batches its own way"}
 DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:\d+|auto")
-PROMPTS_FILE_HELP = ('UTF-8 JSONL file, one request per line: a JSON string (the prompt) or an object with one of '
-                     '"prompt" (text), "messages" ([{"role": ..., "content": ...}, ...]) or "token_ids" ([ints]), '
-                     'optionally with "id", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", '
-                     '"stop".')
 
 
 def builtin_tiny_model(echo=lambda msg: None) -> Path:
@@ -84,266 +79,6 @@ def builtin_tiny_model(echo=lambda msg: None) -> Path:
 
 
 # ------------------------------------------------------------------------------ inputs
-class PromptSpec:
-    """One request's input. ``label`` is its id in the output; ``where`` names it in errors
-    (``file:line`` for a prompts-file line, plus its "id" when it has one)."""
-
-    def __init__(self, label: str, text: str | None = None, messages: list | None = None,
-                 token_ids: list[int] | None = None, overrides: dict | None = None, where: str | None = None):
-        self.label, self.text, self.messages, self.token_ids = label, text, messages, token_ids
-        self.overrides = overrides or {}
-        if where is None:
-            where = label
-        elif label != where:
-            where = f"{where} (id {label!r})"
-        self.where = where
-
-
-OVERRIDES = {"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop"}
-
-
-def parse_token_ids(value: str) -> list[int]:
-    try:
-        ids = [int(x) for x in value.replace(" ", "").split(",") if x != ""]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--token-ids") from None
-    if not ids:
-        raise click.BadParameter("empty list of token ids", param_hint="--token-ids")
-    return ids
-
-
-def _check_messages(messages, where: str, hint: str) -> None:
-    """Chat messages: a non-empty list of objects with string "role" and "content"."""
-    if not isinstance(messages, list) or not messages:
-        raise click.BadParameter(f"{where}: 'messages' must be a non-empty list of "
-                                 '{"role": ..., "content": ...} objects', param_hint=hint)
-    for k, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise click.BadParameter(f"{where}: messages[{k}] must be an object with string 'role' and 'content', "
-                                     f"got {json.dumps(message)[:60]}", param_hint=hint)
-        for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                problem = ("is missing" if key not in message
-                           else f"must be a string, got {json.dumps(message[key])[:60]}")
-                raise click.BadParameter(f"{where}: messages[{k}]: '{key}' {problem}", param_hint=hint)
-
-
-def read_prompts_file(path: str) -> list[PromptSpec]:
-    specs = []
-    hint = "--prompts-file"
-    try:
-        handle = open(path, "rb")  # decoded line by line: a bad byte is reported with its line
-    except OSError as exc:
-        raise click.BadParameter(f"{path}: cannot read ({exc.strerror or exc})", param_hint=hint) from None
-    with handle:
-        for lineno, raw in enumerate(handle, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a leading BOM is allowed
-            except UnicodeDecodeError as exc:
-                raise click.BadParameter(f"{where}: not UTF-8 ({exc.reason}: byte 0x{raw[exc.start]:02x} at "
-                                         f"column {exc.start + 1}); save the file as UTF-8", param_hint=hint) from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.BadParameter(f"{where}: not valid JSON ({exc.msg})", param_hint=hint) from None
-            if isinstance(obj, str):
-                specs.append(PromptSpec(where, text=obj, where=where))
-                continue
-            if not isinstance(obj, dict):
-                raise click.BadParameter(f"{where}: expected a JSON string or object", param_hint=hint)
-            inputs = [k for k in ("prompt", "messages", "token_ids") if k in obj]
-            if len(inputs) != 1:
-                raise click.BadParameter(f"{where}: needs exactly one of 'prompt', 'messages', 'token_ids'",
-                                         param_hint=hint)
-            unknown = sorted(set(obj) - OVERRIDES - {"id", "prompt", "messages", "token_ids"})
-            if unknown:
-                raise click.BadParameter(f"{where}: unknown field '{unknown[0]}'", param_hint=hint)
-            label = str(obj.get("id", where))
-            overrides = {k: obj[k] for k in OVERRIDES if k in obj}
-            if "prompt" in obj:
-                if not isinstance(obj["prompt"], str):
-                    raise click.BadParameter(f"{where}: 'prompt' must be a string", param_hint=hint)
-                specs.append(PromptSpec(label, text=obj["prompt"], overrides=overrides, where=where))
-            elif "messages" in obj:
-                _check_messages(obj["messages"], where, hint)
-                specs.append(PromptSpec(label, messages=obj["messages"], overrides=overrides, where=where))
-            else:
-                specs.append(PromptSpec(label, token_ids=obj["token_ids"], overrides=overrides, where=where))
-    return specs
-
-
-# ---------------------------------------------------------------------------- printing
-class OrderedStreamer:
-    """Streams request i's text live once requests 0..i-1 are printed; buffers the rest."""
-
-    def __init__(self, n: int, tokenizer, out=None, err=None):
-        self.n, self.tokenizer = n, tokenizer
-        self.out = sys.stdout if out is None else out
-        self.err = sys.stderr if err is None else err
-        self.current = 0
-        self.buffers: dict[int, list[str]] = {}
-        self.done: dict[int, object] = {}
-        self.started = False
-
-    def _piece(self, item) -> str:
-        if self.tokenizer is not None:
-            return item.text
-        return f"{item.token} " if item.index else str(item.token) + " "
-
-    def _write(self, text: str) -> None:
-        self.out.write(text)
-        self.out.flush()
-
-    def _header(self, i: int) -> None:
-        if self.n > 1:
-            self._write(f"{'' if i == 0 else chr(10)}--- [{i}] ---\n")
-
-    def _start(self, i: int) -> None:
-        """Request i is current: its header, then what was buffered for it (in order)."""
-        if not self.started:
-            self._header(i)
-            self.started = True
-        buffered = self.buffers.pop(i, None)
-        if buffered:
-            self._write("".join(buffered))
-
-    def token(self, i: int, item) -> None:
-        piece = self._piece(item)
-        if i == self.current:
-            self._start(i)
-            self._write(piece)
-        else:
-            self.buffers.setdefault(i, []).append(piece)
-
-    def finished(self, i: int, result) -> None:
-        self.done[i] = result
-        while self.current in self.done:
-            i = self.current
-            self._start(i)
-            self._write("\n")
-            self._summary(i, self.done.pop(i))
-            self.current += 1
-            self.started = False
-        if self.current in self.buffers:  # the next request already has text: flush it before it streams live
-            self._start(self.current)
-
-    def _summary(self, i: int, r) -> None:
-        ttft = f"{r.ttft * 1e3:.1f} ms" if r.ttft is not None else "-"
-        tpot = f"{r.mean_token_latency * 1e3:.2f} ms/token" if r.mean_token_latency is not None else "-"
-        err = f", error: {r.error}" if r.error else ""
-        self.err.write(f"[{i}] {len(r.tokens)} tokens, finish: {r.finish_reason.value}, mode {r.neg_mode}, "
-                       f"gate activation {100 * r.gate_activation_rate:.2f}%, TTFT {ttft}, {tpot}{err}\n")
-        self.err.flush()
-
-
-def result_json(spec: PromptSpec, res) -> str:
-    d = res.to_dict()
-    d["entropies"] = [None if isinstance(e, float) and math.isnan(e) else e for e in d["entropies"]]
-    d["id"] = spec.label
-    if spec.text is not None:
-        d["prompt"] = spec.text
-    return json.dumps(d)
-
-
-class OrderedJsonWriter:
-    """--json: request i's line is printed once it and requests 0..i-1 have finished (input order).
-
-    ``interrupted()`` prints what finished but waits behind an unfinished request, then the
-    trailer ``{"interrupted": true, "finished": N, "unfinished": [ids]}``; later results
-    (the cancellations) are ignored.
-    """
-
-    def __init__(self, specs: list[PromptSpec], out=None):
-        self.specs = specs
-        self.out = sys.stdout if out is None else out
-        self.current = 0
-        self.done: dict[int, object] = {}
-        self.closed = False
-
-    def _write(self, i: int, res) -> None:
-        self.out.write(result_json(self.specs[i], res) + "\n")
-        self.out.flush()
-
-    def finished(self, i: int, result) -> None:
-        if self.closed:
-            return
-        self.done[i] = result
-        while self.current in self.done:
-            self._write(self.current, self.done.pop(self.current))
-            self.current += 1
-
-    def interrupted(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        finished = self.current + len(self.done)
-        for i in sorted(self.done):
-            self._write(i, self.done[i])
-        unfinished = [s.label for i, s in enumerate(self.specs) if i >= self.current and i not in self.done]
-        self.out.write(json.dumps({"interrupted": True, "finished": finished, "unfinished": unfinished}) + "\n")
-        self.out.flush()
-
-
-class Progress:
-    """--json's progress on stderr: requests done / total and tokens generated.
-
-    On a terminal one line is rewritten in place (at most 10 times a second); otherwise a
-    line is printed when a request finishes, at most every 5 seconds, and at the end.
-    """
-
-    def __init__(self, total: int, err=None, clock=time.monotonic):
-        self.total, self.done, self.tokens = total, 0, 0
-        self.err = sys.stderr if err is None else err
-        self.clock = clock
-        try:
-            self.tty = self.err.isatty()
-        except (AttributeError, ValueError):
-            self.tty = False
-        self.last = -math.inf
-        self.pending = False  # a line on the terminal without its newline yet
-
-    def _line(self) -> str:
-        return f"[run] {self.done}/{self.total} requests done, {self.tokens} tokens generated"
-
-    def _show(self, force: bool = False) -> None:
-        now = self.clock()
-        if self.tty:
-            if force or now - self.last >= 0.1:
-                self.err.write("\r" + self._line())
-                self.err.flush()
-                self.pending, self.last = True, now
-        elif force or now - self.last >= 5.0:
-            self.err.write(self._line() + "\n")
-            self.err.flush()
-            self.last = now
-
-    def token(self) -> None:
-        self.tokens += 1
-        if self.tty:
-            self._show()
-
-    def finished(self) -> None:
-        self.done += 1
-        self._show(force=self.done == self.total)
-        if self.done == self.total:
-            self.close()
-
-    def summary(self) -> None:
-        """The current line now (on Ctrl-C), then its end."""
-        self._show(force=True)
-        self.close()
-
-    def close(self) -> None:
-        """End the terminal line (before other messages, and at the end)."""
-        if self.pending:
-            self.err.write("\n")
-            self.err.flush()
-            self.pending = False
-
-
 # -------------------------------------------------------------------------------- CLI
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompts", nargs=-1)

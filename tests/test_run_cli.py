@@ -14,6 +14,7 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
+from trt_neg.runtime import console  # noqa: E402
 
 BASE = ["--threads", "1", "--device", "cpu"]
 
@@ -222,7 +223,7 @@ def test_ordered_streamer_flushes_buffered_text_before_streaming_live():
     from types import SimpleNamespace
 
     out, err = io.StringIO(), io.StringIO()
-    s = run.OrderedStreamer(3, tokenizer=object(), out=out, err=err)
+    s = console.OrderedStreamer(3, tokenizer=object(), out=out, err=err)
     t = lambda text: SimpleNamespace(text=text)  # noqa: E731
     res = SimpleNamespace(ttft=None, mean_token_latency=None, error=None, tokens=[1],
                           finish_reason=SimpleNamespace(value="length"), neg_mode=0, gate_activation_rate=0.0)
@@ -297,7 +298,7 @@ def test_progress_rewrites_one_line_on_a_terminal():
             return True
 
     err, now = Tty(), [0.0]
-    p = run.Progress(2, err=err, clock=lambda: now[0])
+    p = console.Progress(2, err=err, clock=lambda: now[0])
     p.token()
     now[0] = 1.0
     p.token()

@@ -1,0 +1,105 @@
+"""Request inputs of ``run.py``: text prompts, chat messages and token ids, from the command
+line or a prompts file (UTF-8 JSONL, one request a line).  Errors are ``click.BadParameter``
+naming ``file:line`` (and the request's "id" when it has one)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+PROMPTS_FILE_HELP = ('UTF-8 JSONL file, one request per line: a JSON string (the prompt) or an object with one of '
+                     '"prompt" (text), "messages" ([{"role": ..., "content": ...}, ...]) or "token_ids" ([ints]), '
+                     'optionally with "id", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", '
+                     '"stop".')
+
+
+class PromptSpec:
+    """One request's input. ``label`` is its id in the output; ``where`` names it in errors
+    (``file:line`` for a prompts-file line, plus its "id" when it has one)."""
+
+    def __init__(self, label: str, text: str | None = None, messages: list | None = None,
+                 token_ids: list[int] | None = None, overrides: dict | None = None, where: str | None = None):
+        self.label, self.text, self.messages, self.token_ids = label, text, messages, token_ids
+        self.overrides = overrides or {}
+        if where is None:
+            where = label
+        elif label != where:
+            where = f"{where} (id {label!r})"
+        self.where = where
+
+
+OVERRIDES = {"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop"}
+
+
+def parse_token_ids(value: str) -> list[int]:
+    try:
+        ids = [int(x) for x in value.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}", param_hint="--token-ids") from None
+    if not ids:
+        raise click.BadParameter("empty list of token ids", param_hint="--token-ids")
+    return ids
+
+
+def check_messages(messages, where: str, hint: str) -> None:
+    """Chat messages: a non-empty list of objects with string "role" and "content"."""
+    if not isinstance(messages, list) or not messages:
+        raise click.BadParameter(f"{where}: 'messages' must be a non-empty list of "
+                                 '{"role": ..., "content": ...} objects', param_hint=hint)
+    for k, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise click.BadParameter(f"{where}: messages[{k}] must be an object with string 'role' and 'content', "
+                                     f"got {json.dumps(message)[:60]}", param_hint=hint)
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                problem = ("is missing" if key not in message
+                           else f"must be a string, got {json.dumps(message[key])[:60]}")
+                raise click.BadParameter(f"{where}: messages[{k}]: '{key}' {problem}", param_hint=hint)
+
+
+def read_prompts_file(path: str) -> list[PromptSpec]:
+    specs = []
+    hint = "--prompts-file"
+    try:
+        handle = open(path, "rb")  # decoded line by line: a bad byte is reported with its line
+    except OSError as exc:
+        raise click.BadParameter(f"{path}: cannot read ({exc.strerror or exc})", param_hint=hint) from None
+    with handle:
+        for lineno, raw in enumerate(handle, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a leading BOM is allowed
+            except UnicodeDecodeError as exc:
+                raise click.BadParameter(f"{where}: not UTF-8 ({exc.reason}: byte 0x{raw[exc.start]:02x} at "
+                                         f"column {exc.start + 1}); save the file as UTF-8", param_hint=hint) from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise click.BadParameter(f"{where}: not valid JSON ({exc.msg})", param_hint=hint) from None
+            if isinstance(obj, str):
+                specs.append(PromptSpec(where, text=obj, where=where))
+                continue
+            if not isinstance(obj, dict):
+                raise click.BadParameter(f"{where}: expected a JSON string or object", param_hint=hint)
+            inputs = [k for k in ("prompt", "messages", "token_ids") if k in obj]
+            if len(inputs) != 1:
+                raise click.BadParameter(f"{where}: needs exactly one of 'prompt', 'messages', 'token_ids'",
+                                         param_hint=hint)
+            unknown = sorted(set(obj) - OVERRIDES - {"id", "prompt", "messages", "token_ids"})
+            if unknown:
+                raise click.BadParameter(f"{where}: unknown field '{unknown[0]}'", param_hint=hint)
+            label = str(obj.get("id", where))
+            overrides = {k: obj[k] for k in OVERRIDES if k in obj}
+            if "prompt" in obj:
+                if not isinstance(obj["prompt"], str):
+                    raise click.BadParameter(f"{where}: 'prompt' must be a string", param_hint=hint)
+                specs.append(PromptSpec(label, text=obj["prompt"], overrides=overrides, where=where))
+            elif "messages" in obj:
+                check_messages(obj["messages"], where, hint)
+                specs.append(PromptSpec(label, messages=obj["messages"], overrides=overrides, where=where))
+            else:
+                specs.append(PromptSpec(label, token_ids=obj["token_ids"], overrides=overrides, where=where))
+    return specs
