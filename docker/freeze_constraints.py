@@ -30,7 +30,8 @@ def main() -> int:
             except InvalidVersion:
                 print(f"# skipped {name} {version}: not a PEP 440 version", file=sys.stderr)
                 continue
-        pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+        # distributions() lists the copy Python imports first (sys.path order): keep that one
+        pins.setdefault(re.sub(r"[-_.]+", "-", name).lower(), version)
     for name in sorted(pins):
         print(f"{name}=={pins[name]}")
     return 0

@@ -112,7 +112,7 @@ step_plugins() {
     fi
     cmake -S plugins -B "$BUILD_DIR" -DTENSORRT_ROOT="$TENSORRT_ROOT" ${archs:+-DCMAKE_CUDA_ARCHITECTURES="$archs"} \
         && cmake --build "$BUILD_DIR" -j"$(nproc)" \
-        && test -f "$LIB" || { echo "libtrt_neg_plugins.so was not built (TensorRT not found under $TENSORRT_ROOT?)"; return 1; }
+        && test -f "$LIB" || { echo "libtrt_neg_plugins.so was not built: see the cmake output above (TensorRT is looked for under $TENSORRT_ROOT)"; return 1; }
 }
 
 echo "[selftest] trt-neg GPU self-test in $ROOT, work directory $WORK"
@@ -123,7 +123,7 @@ run_step gpu "" bash -c step_gpu
 run_step trtllm "" bash -c step_trtllm
 run_step plugins "" bash -c step_plugins
 run_step ctest "plugins" ctest --test-dir "$BUILD_DIR" --output-on-failure
-run_step tiny "" "$PY" -m trt_neg.checkpoint.synthetic --preset tiny --seed 0 --output "$WORK/tiny"
+run_step tiny "" "$PY" -m trt_neg.checkpoint.synthetic --preset tiny --seed 0 --output "$WORK/tiny" --overwrite
 run_step engine "gpu trtllm plugins tiny" "$PY" build_engine.py --model "$WORK/tiny" --output "$WORK/engine" \
     --checkpoint-dir "$WORK/engine.ckpt" --dtype float32 --max-batch-size 4 --max-input-len 64 --max-seq-len 128 \
     --max-num-tokens 256 --plugin-lib "$LIB" --overwrite --no-progress
