@@ -451,9 +451,10 @@ def neg_step(
 
 
 def neg_step_fast(hidden, logits, weights, **kwargs) -> NegStepOutput:
-    """:func:`neg_step`, on CUDA tensors through the fused CUDA kernel when it builds.
+    """:func:`neg_step`, on CUDA tensors through the fused CUDA kernel (built on first use; a
+    failed build raises -- set ``TRT_NEG_CUDA_EXT=0`` to use the torch reference).
 
-    Used by the reference backend on GPUs.  Falls back to the torch reference on CPU, when
+    Used by the reference backend on GPUs.  The torch reference runs instead on CPU, when
     ``TRT_NEG_CUDA_EXT=0``, or when min(top_k, V) > 1024 (the kernel's limit).  The
     extension module is imported lazily so importing this module stays torch-only.
     """

@@ -14,7 +14,8 @@ still run:
               bandwidth used for every floor below (floors are also given at 4.8 TB/s);
   2. neg      the fused NEG op (plugins/neg) vs trt_neg.neg: correctness, timing at
               V=248320 for N in {1,8,64,256} vs plain torch and the bandwidth floor, and
-              the NEG-Head pass vs a cuBLAS GEMM (+ torch tail) for N in {64,256,1024};
+              the NEG-Head pass (GEMV and tensor-core tiles) vs a cuBLAS GEMM (+ torch
+              tail) for N in {64,256,1024};
   3. gdn      the Gated DeltaNet kernel (plugins/gdn, torch extension) vs the CPU host
               library and the reference recurrence; context (T=1024) and generation
               (batch 1..256) timing vs the state-bytes floor;
