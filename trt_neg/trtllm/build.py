@@ -82,7 +82,8 @@ from typing import Any, Callable, Mapping, Sequence
 from trt_neg.atomic_file import atomic_write_text
 from trt_neg.checkpoint.contract import recurrent_state_sizes
 from trt_neg.trtllm import engine_dir as engine_dir_contract
-from trt_neg.trtllm.plugins import PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError, plugin_library_candidates
+from trt_neg.trtllm.plugins import (GDN_MAX_SEQS_PER_CALL, PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError,
+                                    plugin_library_candidates)
 
 RUNTIME_ARCHITECTURE_ALIAS = "RecurrentGemmaForCausalLM"  # = trt_neg.trtllm.config (needs no tensorrt_llm here)
 DARWIN_NEG_ARCHITECTURE = engine_dir_contract.DARWIN_NEG_ARCHITECTURE
@@ -188,6 +189,10 @@ def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int =
         positive(name, value, minimum)
     if pp_size > 1:
         raise BuildOptionError(PP_ENGINE_UNSUPPORTED)
+    if max_batch_size > GDN_MAX_SEQS_PER_CALL:
+        # The GDN plugin refuses such a profile in configurePlugin; say so before converting.
+        raise BuildOptionError(f"--max-batch-size {max_batch_size} exceeds {GDN_MAX_SEQS_PER_CALL}, the most "
+                               "sequences one Gated DeltaNet plugin call takes (plugins/gdn/gdnParams.h)")
     if dtype not in ("float32", "float16", "bfloat16"):
         raise BuildOptionError(f"--dtype must be float32, float16 or bfloat16, got {dtype!r}")
     if tokens_per_block not in TOKENS_PER_BLOCK_CHOICES:

@@ -36,6 +36,9 @@ PLUGIN_LIBRARY_ENV = "TRT_NEG_PLUGIN_LIB"  # os.pathsep-separated list of librar
 
 NEG_PLUGIN_NAME, NEG_PLUGIN_VERSION = "NegGatedSampling", "1"  # plugins/neg/negPluginCore.h
 GDN_PLUGIN_NAME, GDN_PLUGIN_VERSION = "TrtNegGatedDeltaRule", "1"  # plugins/gdn/gdnPluginCore.h
+# plugins/gdn/gdnParams.h kMaxSeqsPerCall: the most sequences one GDN enqueue takes, so an
+# engine's max_batch_size.
+GDN_MAX_SEQS_PER_CALL = 4096
 
 # plugins/neg/negMath.h: activation codes of the NEG head.
 NEG_ACTIVATION_CODES = {"silu": 0, "gelu": 1, "relu": 2, "gelu_tanh": 3}
