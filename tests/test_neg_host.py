@@ -253,3 +253,31 @@ def test_split_plan_covers_the_row_in_aligned_nonempty_slices():
     assert host.split_plan(256, 248320, 8)[0] == 1  # enough rows to fill the GPU
     with pytest.raises(ValueError, match="splits"):
         host.gated_topk_sample(torch.zeros(1, 8), torch.zeros(1), 0.0, 2, 1.0, 0, 0, splits=-1)
+
+
+def test_host_top_k_beyond_int32_is_not_wrapped():
+    """top_k travels to C as int32: 2**32 + 1 must mean "all of V" (as in the reference), not 1."""
+    z = torch.zeros(1, 6)  # flat row: every candidate equally likely
+    e = torch.tensor([5.0])
+    for top_k in (2**32 + 1, 2**31):
+        ref = [int(neg.gated_topk_sample(z, e, 0.0, top_k, 1.0, 3, o).token) for o in range(60)]
+        got = [int(host.gated_topk_sample(z, e, 0.0, top_k, 1.0, 3, o).token) for o in range(60)]
+        assert got == ref and set(got) == set(range(6))
+    w = _weights(8, 4, torch.Generator().manual_seed(0), torch.float32, -math.inf)
+    h = torch.randn(1, 8, generator=torch.Generator().manual_seed(1))
+    ref = [int(neg.neg_step(h, z, w, top_k=2**32 + 2, offsets=o).token) for o in range(30)]
+    assert [int(host.neg_step(h, z, w, top_k=2**32 + 2, offsets=o).token) for o in range(30)] == ref
+
+
+def test_host_refuses_top_k_and_temperature_as_the_reference_does():
+    z = torch.randn(2, 5)
+    w = _weights(8, 4, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    for top_k, temperature in ((True, 1.0), (2, 1e-46), (2, 1e39)):
+        with pytest.raises(ValueError) as ref_err:
+            neg.gated_topk_sample(z, torch.zeros(2), 0.0, top_k, temperature, 0, 0)
+        with pytest.raises(ValueError) as host_err:
+            host.gated_topk_sample(z, torch.zeros(2), 0.0, top_k, temperature, 0, 0)
+        assert str(host_err.value) == str(ref_err.value)
+        with pytest.raises(ValueError) as host_step_err:
+            host.neg_step(torch.randn(2, 8), z, w, top_k=top_k, temperature=temperature)
+        assert str(host_step_err.value) == str(ref_err.value)

@@ -194,3 +194,19 @@ def test_neg_step_bf16_and_batch_independence():
     for r in range(6):
         one = neg.neg_step(h[r:r + 1], z[r:r + 1], w, top_k=5, temperature=1.0, seeds=seeds[r:r + 1], offsets=offs[r:r + 1])
         assert int(one.token[0]) == int(full.token[r])
+
+
+@pytest.mark.parametrize("temperature", [1e-46, 1e39, -1e39])
+def test_temperature_that_is_zero_or_inf_in_fp32_is_refused(temperature):
+    """The softmax divides by T in fp32: 1e-46 rounds to 0 there (every positive logit becomes
+    +inf, the draw uniform over them) and 1e39 to inf; both are errors, as 0 and inf are."""
+    z = torch.tensor([[0.5, 1.0, 2.0, 0.75]])
+    with pytest.raises(ValueError, match="temperature: expected a finite value > 0 in float32"):
+        neg.gated_topk_sample(z, torch.tensor([5.0]), 0.0, 4, temperature, 1, 0)
+
+
+def test_tiny_fp32_temperature_is_accepted_and_greedy():
+    """1e-30 is a normal fp32 number: accepted, and it leaves all the mass on the largest logit."""
+    z = torch.tensor([[0.5, 1.0, 2.0, 0.75]])
+    tokens = {int(neg.gated_topk_sample(z, torch.tensor([5.0]), 0.0, 4, 1e-30, 1, o).token) for o in range(20)}
+    assert tokens == {2}

@@ -306,9 +306,11 @@ class NegStepOutput:
 def _check_sampling_args(top_k, temperature) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, (int,)) or top_k < 1:
         raise ValueError(f"top_k: expected an integer >= 1, got {top_k!r}")
-    t = float(temperature)
+    # The softmax divides by T in fp32: a T that rounds to 0 or inf there would make every
+    # positive logit +inf (or every logit 0) and the draw uniform over the candidates.
+    t = torch.tensor(float(temperature), dtype=torch.float32).item()
     if not (t > 0.0) or math.isinf(t):
-        raise ValueError(f"temperature: expected a finite value > 0, got {temperature!r}")
+        raise ValueError(f"temperature: expected a finite value > 0 in float32, got {temperature!r}")
 
 
 def as_int64(value: int) -> int:

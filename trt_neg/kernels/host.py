@@ -77,6 +77,15 @@ def _rows(x, n: int, name: str) -> torch.Tensor:
     return per_row_int64(x, n, name).to("cpu").contiguous().clone()
 
 
+def _top_k_for_c(top_k, temperature, v: int) -> int:
+    """``k = min(top_k, V)`` after the reference's argument checks: the C call takes an int32,
+    which a larger top_k would wrap (2**32 + 1 to 1)."""
+    from ..neg import _check_sampling_args
+
+    _check_sampling_args(top_k, temperature)
+    return min(top_k, v)
+
+
 def _prep_common(logits: torch.Tensor, seeds, offsets, with_guided: bool):
     if logits.dim() != 2:
         raise ValueError(f"logits: expected [N, V], got {tuple(logits.shape)}")
@@ -124,7 +133,8 @@ def gated_topk_sample(logits, entropy, threshold, top_k, temperature, seeds, off
     if ent.numel() != n:
         raise ValueError(f"entropy: expected shape ({n},), got {tuple(ent.shape)}")
     tau = float(torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
-    _check(load().trtneg_gated_sample_host(_ptr(z), n, v, _ptr(ent), tau, int(top_k), float(temperature), _ptr(s),
+    k = _top_k_for_c(top_k, temperature, v)
+    _check(load().trtneg_gated_sample_host(_ptr(z), n, v, _ptr(ent), tau, k, float(temperature), _ptr(s),
                                            _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(out["fired"]),
                                            _ptr(out["status"]), int(num_threads), check_splits(splits)))
     return _result(out, ent)
@@ -177,9 +187,10 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
         raise ValueError(f"hidden: last dimension {h.shape[1]} != fc1_weight columns {w1.shape[1]}")
     tau = float(torch.as_tensor(weights.threshold if threshold is None else threshold, dtype=torch.float32).reshape(()))
     ent = torch.empty(n, dtype=torch.float32)
+    k = _top_k_for_c(top_k, temperature, v)
     _check(load().trtneg_neg_step_host(
         _ptr(h), DTYPE_CODES[h.dtype], n, h.shape[1], _ptr(z), v, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1), _ptr(w2),
-        b2, w1.shape[0], tau, ACTIVATION_CODES[canonical_activation(activation)], int(top_k), float(temperature),
+        b2, w1.shape[0], tau, ACTIVATION_CODES[canonical_activation(activation)], k, float(temperature),
         _ptr(s), _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(ent), _ptr(out["fired"]), _ptr(out["status"]),
         int(num_threads), check_splits(splits)))
     return _result(out, ent)
