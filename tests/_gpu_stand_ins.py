@@ -22,3 +22,59 @@ def host_neg_head(hidden, weights, activation="silu", head_algo="gemv"):
     """:func:`trt_neg.kernels.cuda_ext.neg_head`'s signature, served by the host library."""
     assert head_algo in ("gemv", "mma")
     return host.neg_head(hidden, weights, activation)
+
+
+def _checked(t, name: str, dtype=None, dim: int = -1):
+    """negTorch.cpp's checkCuda(): on the check's device, contiguous, of the expected dtype and rank."""
+    import torch
+
+    from trt_neg.gpu_check import common
+
+    assert isinstance(t, torch.Tensor), f"{name}: expected a tensor, got {type(t).__name__}"
+    assert t.device.type == torch.device(common.DEVICE).type, f"{name}: on {t.device}, not {common.DEVICE}"
+    assert t.is_contiguous(), f"{name}: must be contiguous"
+    assert dtype is None or t.dtype == dtype, f"{name}: expected {dtype}, got {t.dtype}"
+    assert dim < 0 or t.dim() == dim, f"{name}: expected {dim} dims, got {t.dim()}"
+    return t
+
+
+class HostNegExtension:
+    """Stand-in for the trt_neg_cuda module: negTorch.cpp's ``neg_step`` binding (its parameter
+    names, which ones have defaults, its argument types and tensor checks, its five outputs),
+    served by the host library, so that the wrappers in :mod:`trt_neg.kernels.cuda_ext` run too."""
+
+    def neg_step(self, hidden, logits, w1, b1, w2, b2, tau, seeds, offsets, entropy_in, activation, top_k, temperature,
+                 with_guided, splits=0, head_algo=0):
+        import torch
+
+        from trt_neg.neg import ACTIVATION_CODES, NegWeights
+
+        for name, v in (("activation", activation), ("top_k", top_k), ("splits", splits), ("head_algo", head_algo)):
+            assert isinstance(v, int) and not isinstance(v, bool), f"{name}: int64_t, got {v!r}"
+        assert isinstance(temperature, float) and isinstance(with_guided, bool)
+        assert head_algo in (0, 1), f"head_algo: {head_algo}"
+        assert entropy_in is not None or hidden is not None, "give hidden (with w1, b1, w2, b2) or entropy_in"
+        assert _checked(tau, "tau", torch.float32).numel() >= 1
+        if entropy_in is None:
+            _checked(hidden, "hidden", None, 2)
+            _checked(w1, "w1", hidden.dtype, 2)
+            weights = NegWeights(w1, _checked(b1, "b1", torch.float32, 1), _checked(w2, "w2", torch.float32, 1),
+                                 _checked(b2, "b2", torch.float32), tau.reshape(()))
+        else:
+            _checked(entropy_in, "entropy_in", torch.float32, 1)
+        n = (hidden if entropy_in is None else entropy_in).shape[0]
+        act = {code: name for name, code in ACTIVATION_CODES.items()}[activation]
+        if logits is None:
+            ent = host.neg_head(hidden, weights, act)
+            return [torch.empty(n, dtype=torch.int32), ent, torch.empty(n, dtype=torch.int32),
+                    torch.empty(n, dtype=torch.int32), None]
+        _checked(logits, "logits", torch.float32, 2)
+        assert _checked(seeds, "seeds", torch.int64, 1).numel() == n
+        assert _checked(offsets, "offsets", torch.int64, 1).numel() == n
+        sampling = dict(top_k=top_k, temperature=temperature, seeds=seeds, offsets=offsets, with_guided=with_guided,
+                        splits=splits)
+        if entropy_in is not None:
+            out = host.gated_topk_sample(logits, entropy_in, tau.reshape(()), **sampling)
+        else:
+            out = host.neg_step(hidden, logits, weights, activation=act, **sampling)
+        return [out.token.int(), out.entropy, out.fired.int(), out.status, out.guided_logits if with_guided else None]

@@ -5,8 +5,11 @@ its JSON structure.  No GPU needed; fake section results stand in for real ones.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -199,3 +202,88 @@ def test_report_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(old)
     assert txt.stat().st_mode & 0o777 == 0o644 and js.stat().st_mode & 0o777 == 0o644
+
+
+def test_sections_run_in_a_group_of_their_own_within_this_session(tmp_path):
+    """killpg reaches a section and its compilers, and whoever ends this command's session (a
+    device call's time limit) ends them too: a child in a new session would outlive it."""
+    code = "import os; print('ids', os.getpid(), os.getpgid(0), os.getsid(0), flush=True)"
+    seen = []
+    gpu_check.run_child(_child(code), "machine", tmp_path / "none.json", timeout=60, echo=seen.append)
+    pid, pgid, sid = (int(x) for x in next(s for s in seen if s.startswith("ids ")).split()[1:])
+    assert pgid == pid
+    assert sid == os.getsid(0)
+
+
+# Pretends a GPU exists and makes every section hang (as a stuck build or kernel would); the
+# section writes its pid to PID_FILE so that the test can see it killed.
+HANGING_SECTIONS = '''
+import os, sys, time, types
+import torch
+torch.cuda.is_available = lambda: True
+if "--section" in sys.argv:
+    def run(ctx):
+        ctx.log("section started")
+        with open(os.environ["PID_FILE"] + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(os.environ["PID_FILE"] + ".tmp", os.environ["PID_FILE"])
+        time.sleep(600)
+    for name in ("machine", "neg", "gdn", "backend", "pytest"):
+        sys.modules["trt_neg.gpu_check.sec_" + name] = types.SimpleNamespace(run=run)
+'''
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float) -> None:
+    end = time.time() + seconds
+    while not path.exists():
+        assert proc.poll() is None, f"gpu_check exited early with {proc.returncode}"
+        assert time.time() < end, f"{path.name} did not appear in {seconds:.0f} s"
+        time.sleep(0.2)
+
+
+def _gone(pid: int, seconds: float = 15.0) -> bool:
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_sigterm_kills_the_running_section_and_still_writes_the_report(tmp_path):
+    """A device call's time limit sends SIGTERM: the running section is killed (not left holding the
+    GPU), and the report says which section was stopped and which never ran.  A report is on disk
+    from the start of each section, in case the kill is a SIGKILL."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(HANGING_SECTIONS)
+    pid_file, out = tmp_path / "section.pid", tmp_path / "gc"
+    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file))
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", str(out),
+                                 "--only", "machine,neg"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    section_pid = None
+    try:
+        _wait_for(pid_file, proc, 120)
+        section_pid = int(pid_file.read_text())
+        running = (out / "report.txt").read_text()
+        assert "== 1. Machine and copy bandwidth [ERROR]" in running
+        assert "running when this report was written" in running and "not reached" in running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1, (tmp_path / "log").read_text()
+        assert _gone(section_pid), "the running section outlived the stopped check"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if section_pid is not None and not _gone(section_pid, 0.5):
+            os.kill(section_pid, signal.SIGKILL)
+    text = (out / "report.txt").read_text()
+    assert "running when this report was written" not in text
+    summary = text[text.index("== Summary"):].splitlines()
+    assert summary[1].split()[:2] == ["ERROR", "machine"] and "stopped by SIGTERM" in summary[1]
+    assert summary[2].split()[:2] == ["ERROR", "neg"] and "not run: the check was stopped" in summary[2]
+    data = json.loads((out / "report.json").read_text())
+    assert data["overall"] == "FAIL" and [s["status"] for s in data["sections"]] == [ERROR, ERROR]
+    assert "section started" in "\n".join(data["sections"][0]["lines"])

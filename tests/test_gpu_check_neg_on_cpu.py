@@ -55,3 +55,36 @@ def test_neg_section_reports_a_path_that_disagrees(cpu_section, monkeypatch):
     ctx = cpu_section
     assert sec_neg.run(ctx) != PASS
     assert "splits=7: token differs from the automatic plan" in "\n".join(ctx.lines)
+
+
+def test_cuda_ext_wrappers_call_the_binding_as_declared(monkeypatch):
+    """cuda_ext.neg_step / neg_head into negTorch.cpp's binding (as the host-library stand-in
+    declares it): the sections above replace those wrappers, so this is where their calls run."""
+    import math
+
+    import torch
+
+    from _gpu_stand_ins import HostNegExtension
+    from trt_neg import neg
+
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: HostNegExtension())
+    g = torch.Generator().manual_seed(0)
+    w = sec_neg._weights(64, 32, torch.bfloat16, "cpu", g)
+    hid = torch.randn(6, 64, generator=g).to(torch.bfloat16)
+    z = torch.randn(6, 300, generator=g) * 3
+    seeds, offsets = torch.arange(6) * 1000 + 1, torch.arange(6) + 40
+    for tau in (-math.inf, 0.5):
+        ref = neg.neg_step(hid, z, w, top_k=8, seeds=seeds, offsets=offsets, threshold=tau)
+        got = cuda_ext.neg_step(hid, z, w, top_k=8, seeds=seeds, offsets=offsets, threshold=tau)
+        assert got.token.dtype == torch.int64 and got.fired.dtype == torch.bool
+        assert torch.allclose(got.entropy, ref.entropy, atol=1e-4)
+        rows, boundary, fails = sec_neg._compare(ref, got, z, 8, 1.0, seeds, offsets, tau=tau)
+        assert not fails and boundary == 0
+    ent = torch.rand(6, generator=g) * 2
+    ref = neg.gated_topk_sample(z, ent, 1.0, 5, 0.7, seeds, offsets)
+    got = cuda_ext.neg_step(None, z, w, top_k=5, temperature=0.7, seeds=seeds, offsets=offsets, threshold=1.0,
+                            entropy=ent, with_guided=False, splits=1)
+    assert got.guided_logits is None and torch.equal(got.token, ref.token) and torch.equal(got.fired, ref.fired)
+    for algo in ("gemv", "mma"):
+        assert torch.allclose(cuda_ext.neg_head(hid, w, head_algo=algo), neg.neg_head(hid, w), atol=1e-4)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import importlib
 import json
@@ -60,6 +61,10 @@ SECTIONS = (
 )
 SECTION_NAMES = tuple(s[0] for s in SECTIONS)
 TITLES = {s[0]: s[1] for s in SECTIONS}
+# Popen arguments for a child that gets a process group of its own (one killpg ends it and its
+# compilers) but stays in this session: whoever ends this command's session (a device call's
+# time limit) ends it too, where a child in a new session would run on, holding the GPU.
+NEW_PROCESS_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
 NO_GPU_MESSAGE = ("trt_neg.gpu_check: no CUDA GPU visible to torch (torch {torch}, cuda {cuda}); this check needs "
                   "a GPU machine with a CUDA build of torch, nvcc and ninja. Nothing was run.")
 
@@ -126,16 +131,54 @@ def _child_main(args) -> int:
 
 
 # --------------------------------------------------------------------------- parent side
+class StopRequest:
+    """Set by SIGTERM, SIGHUP or SIGINT while the sections run (a caller's time limit, a closed
+    terminal, Ctrl-C): the running section is killed, the rest are not run, the report is written."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def _set(self, signum, frame) -> None:
+        self.reason = self.reason or f"stopped by {signal.Signals(signum).name}"
+
+    @contextlib.contextmanager
+    def on_signals(self):
+        old = {s: signal.signal(s, self._set) for s in self.SIGNALS}
+        try:
+            yield self
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+
+
+def _wait(proc: subprocess.Popen, timeout: float, stop: StopRequest | None) -> str | None:
+    """Waits for ``proc``; "timeout" or "stop" (``proc`` still running) when one came first."""
+    end = time.time() + timeout
+    while True:
+        if stop is not None and stop.reason:
+            return "stop"
+        left = end - time.time()
+        if left <= 0:
+            return "timeout"
+        try:
+            proc.wait(timeout=min(left, 0.2))
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def run_child(cmd: list[str], name: str, result_path: Path, timeout: float, echo=print,
-              env: dict | None = None, cwd: str | Path | None = None) -> SectionResult:
+              env: dict | None = None, cwd: str | Path | None = None, stop: StopRequest | None = None) -> SectionResult:
     """Runs ``cmd`` (a section child) with a timeout, echoing its output live; reads the
-    result it wrote to ``result_path``.  A crash, a timeout or a missing result is an
-    ERROR with the output's tail."""
+    result it wrote to ``result_path``.  A crash, a timeout, a ``stop`` or a missing result
+    is an ERROR with the output's tail."""
     t0 = time.time()
     out_tail: collections.deque[str] = collections.deque(maxlen=200)
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                bufsize=1, env=env, cwd=cwd, start_new_session=True)
+                                bufsize=1, env=env, cwd=cwd, **NEW_PROCESS_GROUP)
     except OSError as e:
         return SectionResult(name=name, title=TITLES.get(name, name), status=ERROR, summary=f"could not start: {e}",
                              error=str(e))
@@ -148,18 +191,15 @@ def run_child(cmd: list[str], name: str, result_path: Path, timeout: float, echo
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    timed_out = False
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    cut = _wait(proc, timeout, stop)
+    if cut:
         _kill_group(proc)
     reader.join(timeout=5)
     seconds = time.time() - t0
     title = TITLES.get(name, name)
-    if timed_out:
-        return SectionResult(name=name, title=title, status=ERROR, seconds=seconds,
-                             summary=f"timed out after {timeout:.0f} s (killed)",
+    if cut:
+        why = f"timed out after {timeout:.0f} s" if cut == "timeout" else f"{stop.reason} after {seconds:.0f} s"
+        return SectionResult(name=name, title=title, status=ERROR, seconds=seconds, summary=f"{why} (killed)",
                              lines=[ln for ln in list(out_tail)[-TAIL_KEEP:]], error="\n".join(out_tail))
     try:
         res = SectionResult.from_dict(json.loads(Path(result_path).read_text()))
@@ -176,7 +216,7 @@ TAIL_KEEP = 30
 
 def _kill_group(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child and its compilers (own session)
+        os.killpg(proc.pid, signal.SIGKILL)  # the child and its compilers (own process group)
     except (ProcessLookupError, PermissionError):
         proc.kill()
     try:
@@ -257,11 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"# trt-neg GPU check  {date}  (budget {args.budget:.0f} s)", flush=True)
     env = _child_env()
+    argv_used = list(sys.argv[1:] if argv is None else argv)
     prebuild = _start_prebuild(env, selected)
     results: list[SectionResult] = []
     bandwidth = None
-    with tempfile.TemporaryDirectory(prefix="trt_neg_gpu_check_") as tmp:
+    stop = StopRequest()
+    with stop.on_signals(), tempfile.TemporaryDirectory(prefix="trt_neg_gpu_check_") as tmp:
         for i, (name, title, cap, _) in enumerate(selected):
+            if stop.reason:
+                results.append(SectionResult(name=name, title=title, status=ERROR,
+                                             summary=f"not run: the check was {stop.reason}"))
+                continue
             reserve = sum(s[3] for s in selected[i + 1:])
             timeout = min(cap, deadline - time.time() - reserve)
             if timeout < 10:
@@ -270,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n== {title}: SKIP (budget spent)", flush=True)
                 continue
             print(f"\n== {len(results) + 1}. {title}  (timeout {timeout:.0f} s)", flush=True)
+            _write_progress(args.out_dir, date, selected, results, t_start, argv_used)
             result_path = Path(tmp) / f"{name}.json"
             cmd = [sys.executable, "-m", __name__, "--section", name, "--result", str(result_path),
                    "--timeout", str(max(5.0, timeout - 5))]
@@ -277,26 +324,25 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--bandwidth", repr(bandwidth)]
             if args.quick:
                 cmd.append("--quick")
-            res = run_child(cmd, name, result_path, timeout, env=env, cwd=ROOT)
-            if res.status == ERROR and "timed out" in res.summary:
+            res = run_child(cmd, name, result_path, timeout, env=env, cwd=ROOT, stop=stop)
+            if res.status == ERROR and res.summary.endswith("(killed)"):
                 if name in ("neg", "backend"):
                     _clear_stale_build_lock("trt_neg_cuda")
                 if name == "gdn" and (prebuild is None or prebuild.poll() is not None):
                     _clear_stale_build_lock("trt_neg_gdn_cuda")
             if name == "machine":
                 bandwidth = res.data.get("copy_bandwidth_Bps") or None
-            print(f"-> {res.status} ({res.seconds:.1f} s) {res.summary}", flush=True)
+            _print_quietly(f"-> {res.status} ({res.seconds:.1f} s) {res.summary}")
             results.append(res)
-    _finish_prebuild(prebuild)
-    total = time.time() - t_start
-    machine = next((r.data for r in results if r.name == "machine"), {})
-    header = [f"# trt-neg GPU check  {date}", "# " + machine.get("one_line", "machine: (machine section did not run)")]
-    text = format_report(header, results, total)
-    data = report_json(header, machine, results, total, list(sys.argv[1:] if argv is None else argv))
-    print("\n" + text, end="", flush=True)
+    if stop.reason:
+        _kill_prebuild(prebuild)
+    else:
+        _finish_prebuild(prebuild)
+    text, data = _compose(date, results, time.time() - t_start, argv_used)
+    _print_quietly("\n" + text, end="")  # after a stop, the ``| tee`` may be gone: the files matter
     try:
         txt, js = write_report(args.out_dir, text, data)
-        print(f"report written to {txt} and {js}", flush=True)
+        _print_quietly(f"report written to {txt} and {js}" + (f" ({stop.reason})" if stop.reason else ""))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(text)
@@ -307,6 +353,43 @@ def main(argv: list[str] | None = None) -> int:
     return exit_code(results)
 
 
+def _compose(date: str, results: list[SectionResult], total: float, argv: list[str],
+             note: str | None = None) -> tuple[str, dict]:
+    """The report's text and JSON for ``results`` (``note``: an extra header line)."""
+    machine = next((r.data for r in results if r.name == "machine"), {})
+    header = [f"# trt-neg GPU check  {date}", "# " + machine.get("one_line", "machine: (machine section did not run)")]
+    if note:
+        header.append("# " + note)
+    return format_report(header, results, total), report_json(header, machine, results, total, argv)
+
+
+def _write_progress(out_dir, date: str, selected, results: list[SectionResult], t_start: float,
+                    argv: list[str]) -> None:
+    """The report as it stands when a section starts: if the check is killed outright (SIGKILL),
+    this is what is left, naming the section that was running."""
+    since = datetime.datetime.now().astimezone().strftime("%H:%M:%S")
+    running, *later = selected[len(results):]
+    pending = [SectionResult(name=running[0], title=running[1], status=ERROR,
+                             summary=f"running when this report was written ({since}); nothing later came")]
+    pending += [SectionResult(name=s[0], title=s[1], status=ERROR, summary="not reached when this report was written")
+                for s in later]
+    text, data = _compose(date, results + pending, time.time() - t_start, argv,
+                          note=f"INCOMPLETE: written as section {len(results) + 1} of {len(selected)} started; "
+                               "the check replaces it when it ends")
+    try:
+        write_report(out_dir, text, data)
+    except OSError as e:
+        _print_quietly(f"trt_neg.gpu_check: could not write the report: {e}")
+
+
+def _print_quietly(text: str, end: str = "\n") -> None:
+    """Prints unless stdout is gone (a stopped command's ``| tee`` is killed with it)."""
+    try:
+        print(text, end=end, flush=True)
+    except OSError:
+        pass
+
+
 def _start_prebuild(env: dict, selected) -> subprocess.Popen | None:
     """Builds the GDN extension in the background while the first sections run (the NEG
     section builds its own); torch's build lock makes a later load wait for it."""
@@ -315,7 +398,7 @@ def _start_prebuild(env: dict, selected) -> subprocess.Popen | None:
     try:
         log = open(Path(tempfile.gettempdir()) / "trt_neg_gpu_check_prebuild_gdn.log", "w")
         return subprocess.Popen([sys.executable, "-c", "from trt_neg.kernels import cuda_ext; cuda_ext.load_gdn()"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
+                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, **NEW_PROCESS_GROUP)
     except OSError:
         return None
 
@@ -326,5 +409,10 @@ def _finish_prebuild(proc: subprocess.Popen | None) -> None:
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
+        _kill_prebuild(proc)
+
+
+def _kill_prebuild(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
         _kill_group(proc)
         _clear_stale_build_lock("trt_neg_gdn_cuda")

@@ -12,6 +12,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from . import NEW_PROCESS_GROUP
 from .report import ERROR, FAIL, PASS, SKIP, tail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def run(ctx) -> str:
         ctx.log("$ " + " ".join(cmd[2:]) + f"  (timeout {timeout:.0f} s)")
         t0 = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", start_new_session=True)
+                                errors="replace", **NEW_PROCESS_GROUP)
         try:
             out, _ = proc.communicate(timeout=timeout)
             timed_out = False
