@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trt_neg.neg import philox_uniform
+from trt_neg.neg import gated_topk_sample, philox_uniform
 from trt_neg.runtime import Request, SamplingParams
 from trt_neg.runtime.sampler import greedy, sample
 
@@ -128,6 +128,43 @@ def test_no_finite_logit_row_is_defined():
     p = SamplingParams(temperature=1.0, seed=1)
     out = sample(z, [p, p], [1, 1], [0, 0]).tolist()
     assert out == [0, 1]
+
+
+@pytest.mark.parametrize("top_k", [0, 4])  # full sort and compact candidates
+def test_posinf_logits_share_the_mass_as_in_neg(top_k):
+    """Several +inf logits: each is drawn, the finite ones never, and the token at every position
+    is the one NEG's gated sampler draws with the same key and counter (docs/neg.md decision 6)."""
+    z = torch.tensor([[0.0, math.inf, 1.0, math.inf, math.inf]])
+    p = SamplingParams(temperature=1.0, top_k=top_k, seed=3)
+    got = [sample(z, [p], [3], [pos]).item() for pos in range(120)]
+    neg = [gated_topk_sample(z, torch.tensor([9.0]), 0.0, 8, 1.0, [3], [pos]).token.item() for pos in range(120)]
+    assert got == neg and set(got) == {1, 3, 4}
+    only_inf = torch.tensor([[-math.inf, math.inf, math.nan, math.inf]])  # no finite logit at all
+    assert {sample(only_inf, [p], [3], [pos]).item() for pos in range(60)} == {1, 3}
+
+
+@pytest.mark.parametrize("temperature", [1e-40, 1e-50])  # z / T overflows fp32; T itself underflows it
+def test_a_tiny_temperature_keeps_the_softmax_shift_invariant(temperature):
+    """Adding a constant to every logit leaves the distribution unchanged, however small T is: the
+    tied largest logits share the mass and nothing else is drawn."""
+    p = SamplingParams(temperature=temperature, seed=1)
+    z = torch.tensor([[-1.0, 0.0, 0.0, -0.5]])
+    draws = [(s, pos) for s in range(4) for pos in range(25)]
+    got = [sample(z, [p], [s], [pos]).item() for s, pos in draws]
+    assert got == [sample(z + 3.0, [p], [s], [pos]).item() for s, pos in draws]
+    assert set(got) == {1, 2}
+
+
+@pytest.mark.parametrize("top_k", [0, 4])
+def test_a_temperature_past_fp32s_range_draws_every_finite_logit(top_k):
+    """T = 1e39 is +inf in fp32: every finite candidate gets the same weight, -inf and NaN none, so
+    the token is candidate floor(u * 3) in (logit desc, id asc) order."""
+    z = torch.tensor([[0.0, -math.inf, 5.0, 1.0, math.nan]])
+    p = SamplingParams(temperature=1e39, top_k=top_k, seed=11)
+    finite_in_order = [2, 3, 0]
+    for pos in range(90):
+        expect = finite_in_order[int(philox_uniform(11, pos) * 3)]
+        assert sample(z, [p], [11], [pos]).item() == expect
 
 
 def _tie_heavy_logits(g: torch.Generator, n: int, v: int) -> torch.Tensor:

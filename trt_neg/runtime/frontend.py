@@ -268,9 +268,11 @@ class EngineFrontend(abc.ABC):
                 if admitted:
                     self._abort_sequence(admitted[0])
 
-        self.start()
         seq = self._admit(request, listener=listener)
         admitted.append(seq)
+        # Started after admission: a shutdown() that lands in between then cancels the request
+        # instead of leaving it queued with nothing left to run it.
+        self.start()
         done = False
         try:
             while not done:

@@ -63,7 +63,9 @@ class LLMEngine(EngineFrontend):
         # step's outputs are dispatched, and they must still reach the old request's listener.
         self._listeners: dict[Sequence, Listener] = {}
         self._thread: threading.Thread | None = None
-        self._stopping = False
+        # The current thread's stop flag. Each start() makes a new one: a thread that shutdown()
+        # is stopping may still be finishing a step when start() has to run a new thread.
+        self._stop = threading.Event()
         self._stepping_thread: int | None = None  # ident of the thread inside step(), if any
         self.stats = {"steps": 0, "prefill_tokens": 0, "decode_tokens": 0}
 
@@ -189,20 +191,21 @@ class LLMEngine(EngineFrontend):
 
     def start(self) -> "LLMEngine":
         with self._lock:
-            if self.is_running:
+            if self.is_running and not self._stop.is_set():
                 return self
-            self._stopping = False
-            self._thread = threading.Thread(target=self._loop, name="trt-neg-engine", daemon=True)
+            # A thread being shut down would exit without serving what is submitted next.
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._loop, args=(self._stop,), name="trt-neg-engine", daemon=True)
             self._thread.start()
         return self
 
-    def _loop(self) -> None:
+    def _loop(self, stop: threading.Event) -> None:
         while True:
             with self._lock:
-                while not self._stopping and not (self._inbox or self._aborts or self.scheduler.has_work()):
+                while not stop.is_set() and not (self._inbox or self._aborts or self.scheduler.has_work()):
                     self._wakeup.wait()
                 # After shutdown() from a listener, one more step retires the cancelled requests.
-                last = self._stopping
+                last = stop.is_set()
                 if last and not self._aborts:
                     return
             try:
@@ -221,7 +224,7 @@ class LLMEngine(EngineFrontend):
         thread runs before it exits (step by step, the caller's next ``step()``).
         """
         with self._lock:
-            self._stopping = True
+            self._stop.set()
             self._wakeup.notify_all()
             thread = self._thread
             seqs = list(self._seqs.values()) if cancel else []
@@ -231,7 +234,9 @@ class LLMEngine(EngineFrontend):
             return
         if thread is not None:
             thread.join()
-        self._thread = None
+        with self._lock:
+            if self._thread is thread:  # not a thread that a concurrent start() began since
+                self._thread = None
         if cancel:
             self.step()
 

@@ -13,7 +13,13 @@ Conventions (the same as NEG's gated top-k sampling, DESIGN.md section 4):
   shortest prefix whose cumulative probability reaches ``top_p`` (at least one candidate);
   the token is the first candidate whose cumulative probability exceeds ``u * sum(p)``
   (the last kept candidate if rounding leaves none).
-* A row with no finite logit yields its argmax (= token 0 when all are -inf).
+* +inf logits: the +inf candidates share the mass equally and finite ones get none (the
+  limit of the softmax, as NEG's docs/neg.md decision 6).
+* The weights are computed as ``exp((z - z_max) / T)``, so a tiny temperature cannot overflow
+  ``z / T`` to +inf: it tends to greedy, with tied largest logits sharing the mass.  A
+  temperature beyond fp32's range (``T = inf`` in fp32) gives every finite candidate the same
+  weight.
+* A row whose logits are all -inf (or NaN) yields its argmax, token 0.
 """
 
 from __future__ import annotations
@@ -81,9 +87,9 @@ def sample(
             vals, ids = torch.sort(zs, dim=1, descending=True, stable=True)
         chosen = _draw(vals, ids, [params[rows[r]] for r in group], [seeds[rows[r]] for r in group],
                        [positions[rows[r]] for r in group])
-        # Rows without any finite logit keep their argmax.
-        any_finite = torch.isfinite(zs).any(dim=1)
-        tokens[idx] = torch.where(any_finite, chosen, tokens[idx])
+        # Rows whose logits are all -inf (or NaN) keep their argmax.
+        any_candidate = (zs > -math.inf).any(dim=1)
+        tokens[idx] = torch.where(any_candidate, chosen, tokens[idx])
     return tokens
 
 
@@ -126,6 +132,24 @@ def _sorted_candidates(zs: torch.Tensor, is_candidate: torch.Tensor, width: int)
     return vals, torch.gather(ids, 1, order)
 
 
+def _softmax_weights(vals: torch.Tensor, temp: torch.Tensor) -> torch.Tensor:
+    """Unnormalised ``softmax(z / T)`` weights of rows sorted descending.
+
+    Computed as ``exp((z - z_max) / T)``: shifting before dividing keeps a tiny temperature from
+    overflowing ``z / T`` to +inf (the weights then depend on the logits' differences only, as
+    the softmax does). Rows whose largest logit is +inf give each +inf logit weight 1 and every
+    other 0 (the limit of the softmax, as NEG's docs/neg.md decision 6).
+    """
+    top = vals[:, :1]
+    shift = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    # A temperature below fp32's range would divide by zero (0/0 = NaN at the largest logit).
+    temp = torch.clamp(temp, min=torch.finfo(torch.float32).tiny)
+    e = torch.exp((vals - shift) / temp)
+    # T = inf in fp32 makes -inf / T NaN: those candidates get no weight, the finite ones 1 each.
+    e = torch.where(torch.isnan(e), torch.zeros_like(e), e)
+    return torch.where(top == math.inf, (vals == math.inf).to(e.dtype), e)
+
+
 def _draw(vals: torch.Tensor, ids: torch.Tensor, params: Sequence[SamplingParams], seeds: Sequence[int],
           positions: Sequence[int]) -> torch.Tensor:
     """One token per row from candidates sorted by (logit desc, id asc): top-k, top-p, Philox draw."""
@@ -136,11 +160,8 @@ def _draw(vals: torch.Tensor, ids: torch.Tensor, params: Sequence[SamplingParams
     top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=dev).reshape(m, 1)
     rank = torch.arange(width, device=dev).reshape(1, width)
     keep = rank < top_k
-    x = vals / temp
-    finite_max = x[:, :1]
-    x = torch.where(keep, x, torch.full_like(x, -math.inf))
-    e = torch.exp(x - torch.where(torch.isfinite(finite_max), finite_max, torch.zeros_like(finite_max)))
-    e = torch.where(torch.isnan(e), torch.zeros_like(e), e)
+    e = _softmax_weights(vals, temp)
+    e = torch.where(keep, e, torch.zeros_like(e))
     # Unnormalised weights and sequential prefix sums only (no tree reductions whose order
     # could depend on the number of rows): total mass = last prefix sum.
     ce = torch.cumsum(e, dim=1)
