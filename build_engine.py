@@ -112,13 +112,13 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
          plugin_lib: str | None, copy_plugin_lib: bool, workers: int, overwrite: bool, progress: bool) -> None:
     """Build a Darwin-NEG TensorRT-LLM engine (or only its TensorRT-LLM checkpoint) from an HF checkpoint."""
     from trt_neg.checkpoint.contract import ShardingError
-    from trt_neg.checkpoint.convert import convert_checkpoint
+    from trt_neg.checkpoint.convert import TRTLLM_CHECKPOINT, convert_checkpoint
     from trt_neg.checkpoint.hf import read_key_map
-    from trt_neg.checkpoint.safetensors_io import CheckpointError, check_disjoint
+    from trt_neg.checkpoint.safetensors_io import CheckpointError, check_disjoint, check_output_dir, check_replaceable
     from trt_neg.config import ConfigError
     from trt_neg.trtllm import TRTLLM_REQUIREMENT, TensorRTLLMUnavailable, require_tensorrt_llm
-    from trt_neg.trtllm.build import (BuildOptionError, EngineConfigError, StageTimer, find_plugin_library,
-                                      resolve_build_options)
+    from trt_neg.trtllm.build import (ENGINE_DIRECTORY, BuildOptionError, EngineConfigError, StageTimer,
+                                      check_engine_neg, find_plugin_library, resolve_build_options)
     from trt_neg.trtllm.engine_dir import EngineDirError
     from trt_neg.trtllm.plugins import PluginLibraryError
 
@@ -168,13 +168,15 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
         if ckpt_dir.resolve() == output.resolve():
             raise BuildOptionError("--checkpoint-dir must differ from --output")
         check_disjoint(ckpt_dir, output, "--checkpoint-dir", "the --output directory")
-        if output.exists() and not overwrite:
-            raise FileExistsError(f"{output.resolve()}: output already exists; pass --overwrite to replace it")
-        if ckpt_dir.exists() and not (overwrite or reuse_checkpoint):
-            raise FileExistsError(f"{ckpt_dir.resolve()}: converted checkpoint already exists; pass "
-                                  "--reuse-checkpoint to build from it or --overwrite to convert again")
+        check_output_dir(output, ENGINE_DIRECTORY, overwrite)
+        if ckpt_dir.exists() and not reuse_checkpoint:
+            check_replaceable(ckpt_dir, TRTLLM_CHECKPOINT)
+            if not overwrite:
+                raise FileExistsError(f"{ckpt_dir.resolve()}: converted checkpoint already exists; pass "
+                                      "--reuse-checkpoint to build from it or --overwrite to convert again")
         description, ckpt_dtype = timer.run("validate options", lambda: _describe(
             model_dir, key_map, ckpt_dir, reuse_checkpoint, dtype, tp_size, pp_size))
+        check_engine_neg(description)
         options, notes = resolve_build_options(
             max_position_embeddings=description.backbone.max_position_embeddings, max_batch_size=max_batch_size,
             max_input_len=max_input_len, max_seq_len=max_seq_len, max_num_tokens=max_num_tokens, tp_size=tp_size,
@@ -236,11 +238,10 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
 def _describe(model_dir: str, key_map: str | None, ckpt_dir: Path, reuse: bool, dtype: str | None, tp_size: int,
               pp_size: int):
     """The model description and the engine dtype, from the HF checkpoint (or the reused checkpoint)."""
-    import json
-
     from trt_neg.checkpoint import contract
     from trt_neg.checkpoint.convert import resolve_dtype
     from trt_neg.checkpoint.hf import HFCheckpoint, load_model_config, read_key_map
+    from trt_neg.config import read_json_object
     from trt_neg.trtllm.build import BuildOptionError
 
     if reuse:
@@ -248,8 +249,7 @@ def _describe(model_dir: str, key_map: str | None, ckpt_dir: Path, reuse: bool, 
         if not path.is_file():
             raise BuildOptionError(f"--reuse-checkpoint: {path} does not exist (convert first, without "
                                    "--reuse-checkpoint)")
-        description, mapping, ckpt_dtype = contract.config_from_checkpoint(
-            json.loads(path.read_text(encoding="utf-8")), source=str(path))
+        description, mapping, ckpt_dtype = contract.config_from_checkpoint(read_json_object(path), source=str(path))
         if dtype is not None and dtype != ckpt_dtype:
             raise BuildOptionError(f"--dtype {dtype}: the reused checkpoint {ckpt_dir} is {ckpt_dtype}")
         if (mapping.tp_size, mapping.pp_size) != (tp_size, pp_size):

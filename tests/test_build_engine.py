@@ -208,6 +208,9 @@ def test_rewrite_engine_config_is_atomic_and_checked(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
     with pytest.raises(B.EngineConfigError, match="cannot read"):
         B.rewrite_engine_config(tmp_path / "nowhere", {})
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(B.EngineConfigError, match=rf"^{path}: cannot read the engine config written by Engine.save"):
+        B.rewrite_engine_config(tmp_path, {})
 
 
 def test_build_info_contents_follow_the_engine_dir_contract(tmp_path):
@@ -569,3 +572,80 @@ def test_a_model_directory_without_config_json_is_named(cli, tmp_path, checkpoin
         assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
         assert f"{model / 'config.json'}: not found (expected an HF checkpoint directory" in result.output
         assert "field '<file>'" not in result.output and "--model" in result.output
+
+
+# ------------------------------------------------------------------------------------ what --overwrite may replace
+@pytest.mark.parametrize("which", ["--output", "--checkpoint-dir"])
+def test_overwrite_refuses_a_folder_that_is_not_a_previous_output(cli, no_trtllm, tiny_checkpoint, tmp_path, which):
+    """Both output directories are checked before converting: a folder of other files is never replaced."""
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "notes.txt").write_text("precious")
+    places = {"--output": project, "--checkpoint-dir": tmp_path / "ck"} if which == "--output" else \
+        {"--output": tmp_path / "engine", "--checkpoint-dir": project}
+    kind = ("engine directory (config.json, rank*.engine, build_info.json" if which == "--output"
+            else "TensorRT-LLM checkpoint (config.json, rank*.safetensors)")
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--overwrite", "--no-progress", *LIMITS,
+                                      *(arg for flag, path in places.items() for arg in (flag, str(path)))])
+    assert result.exit_code == 1, result.output
+    assert (f"{project}: holds files that are not a trt-neg output (e.g. .git); --overwrite replaces only an empty "
+            f"directory or a previous {kind}") in result.output
+    assert "convert checkpoint" not in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
+    assert sorted(p.name for p in project.iterdir()) == [".git", "notes.txt"]
+
+
+def test_overwrite_refuses_the_current_directory_as_the_engine_directory(cli, no_trtllm, tiny_checkpoint, tmp_path,
+                                                                          monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(here), "--checkpoint-dir",
+                                      str(tmp_path / "ck"), "--overwrite", "--no-progress", *LIMITS])
+    assert result.exit_code == 1, result.output
+    assert f"{here}: is the current directory; replacing it would delete" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_a_reused_checkpoint_config_that_is_not_utf8_is_named(cli, no_trtllm, tiny_checkpoint, tmp_path):
+    ckpt = tmp_path / "engine.ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_bytes(b"\xff\xfe{}")
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "engine"),
+                                      "--reuse-checkpoint", *LIMITS])
+    assert result.exit_code == 1, result.output
+    assert f"{ckpt / 'config.json'}: field '<file>': is not UTF-8 (invalid start byte at byte 0)" in result.output
+
+
+# ------------------------------------------------------------------------------------ NEG fields the plugin takes
+def _large_vocab_config(top_k: int, enabled: bool = True) -> dict:
+    config = preset_config("tiny")
+    config["text_config"]["vocab_size"] = 2048
+    config["neg_config"].update(top_k=top_k, enabled=enabled)
+    return config
+
+
+def test_check_engine_neg_refuses_a_top_k_beyond_the_kernel_limit():
+    B.check_engine_neg(config_from_dict(_large_vocab_config(1024), "cfg.json"))
+    B.check_engine_neg(config_from_dict(_large_vocab_config(5000, enabled=False), "cfg.json"))  # no NEG plugin
+    small_vocab = preset_config("tiny")  # vocab 512 <= 1024: k = min(top_k, vocab) fits the kernel
+    small_vocab["neg_config"]["top_k"] = 5000
+    B.check_engine_neg(config_from_dict(small_vocab, "cfg.json"))
+    with pytest.raises(B.BuildOptionError, match=r"^cfg\.json: NEG top_k 1025 exceeds 1024, the most candidates the "
+                                                 r"NEG kernel keeps \(kNegMaxTopK, plugins/neg/negKernel\.h\)"):
+        B.check_engine_neg(config_from_dict(_large_vocab_config(1025), "cfg.json"))
+
+
+def test_an_engine_build_refuses_top_k_beyond_the_kernel_limit_before_converting(cli, no_trtllm, tmp_path):
+    from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
+
+    model = write_checkpoint_from_config(tmp_path / "hf", _large_vocab_config(2000), seed=1)
+    result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "engine"), "--no-progress",
+                                      *LIMITS])
+    assert result.exit_code == 1, result.output
+    assert (f"{model / 'config.json'}: NEG top_k 2000 exceeds 1024, the most candidates the NEG kernel keeps"
+            in result.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # nothing converted
+    converted = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "ckpt"),
+                                         "--checkpoint-only", "--no-progress"])
+    assert converted.exit_code == 0, converted.output  # the torch backend takes any top_k

@@ -83,6 +83,23 @@ def test_neg_defaults(tmp_path):
     assert (neg.activation, neg.top_k, neg.temperature, neg.seed, neg.enabled) == ("silu", 8, 1.0, 0, True)
 
 
+@pytest.mark.parametrize("given, canonical", [("swish", "silu"), ("gelu_new", "gelu_tanh"),
+                                              ("gelu_pytorch_tanh", "gelu_tanh"), ("SiLU", "silu"), ("gelu", "gelu")])
+def test_neg_activation_aliases_are_accepted_as_neg_py_accepts_them(given, canonical):
+    from trt_neg.neg import canonical_activation
+
+    data = preset_config("tiny")
+    data["neg_config"]["activation"] = given
+    assert config_from_dict(data, "cfg.json").neg.activation == canonical == canonical_activation(given)
+
+
+def test_neg_limits_at_the_edges_are_accepted():
+    data = preset_config("tiny")
+    data["neg_config"].update(top_k=2**31 - 1, temperature=1e-38)  # float32 keeps 1e-38 (> 0)
+    neg = config_from_dict(data, "cfg.json").neg
+    assert (neg.top_k, neg.temperature) == (2**31 - 1, 1e-38)
+
+
 def test_legacy_top_level_rope_fields(tmp_path):
     data = text_layout()
     del data["rope_parameters"]
@@ -119,6 +136,14 @@ def _mutations():
         "neg temperature zero": (setneg("temperature", 0), "neg_config.temperature", "positive"),
         "neg top_k zero": (setneg("top_k", 0), "neg_config.top_k", ">= 1"),
         "neg activation": (setneg("activation", "tanh"), "neg_config.activation", "one of"),
+        "neg activation not a string": (setneg("activation", 1), "neg_config.activation", "one of"),
+        "neg temperature 0 in float32": (setneg("temperature", 1e-50), "neg_config.temperature",
+                                         "must be a finite positive number in float32 (the NEG op's precision), "
+                                         "got 1e-50 (0.0 in float32)"),
+        "neg temperature inf in float32": (setneg("temperature", 1e39), "neg_config.temperature",
+                                           "got 1e+39 (inf in float32)"),
+        "neg top_k beyond int32": (setneg("top_k", 2**40), "neg_config.top_k",
+                                   "must be <= 2147483647 (the NEG plugin's INT32 field), got 1099511627776"),
         "neg unknown field": (setneg("topk", 8), "neg_config.topk", "unknown NEG field"),
         "neg threshold in config": (setneg("threshold", 0.5), "neg_config.threshold", "neg_gate.threshold"),
         "bos outside vocab": (setf("bos_token_id", 512), "text_config.bos_token_id", "outside the vocabulary"),
@@ -144,6 +169,34 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["config.json", "neg_config.json", "generation_config.json"])
+def test_json_files_that_are_not_utf8_are_named(tmp_path, name):
+    data = preset_config("tiny")
+    write(tmp_path, data) if name != "neg_config.json" else write(tmp_path, {**data, "neg_config": None}, {})
+    (tmp_path / name).write_bytes(b"\xff\xfe{}")  # UTF-16
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == (f"{tmp_path / name}: field '<file>': is not UTF-8 (invalid start byte at byte 0); "
+                               "JSON files must be UTF-8")
+
+
+def test_a_config_json_that_is_a_directory_is_named(tmp_path):
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'config.json'}: field '<file>': cannot be read"):
+        load_config(tmp_path)
+
+
+def test_inspect_names_a_config_that_is_not_utf8(tmp_path):
+    from click.testing import CliRunner
+
+    from trt_neg.inspect import main
+
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{}")
+    result = CliRunner().invoke(main, [str(tmp_path)])
+    assert result.exit_code == 1 and not isinstance(result.exception, UnicodeDecodeError)
+    assert f"{tmp_path / 'config.json'}: field '<file>': is not UTF-8" in result.output
 
 
 def test_neg_config_given_twice(tmp_path):

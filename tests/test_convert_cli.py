@@ -65,3 +65,66 @@ def test_script_entry_point_with_progress_bar(tiny_checkpoint, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "converting tp1 pp1 float32" in proc.stderr  # tqdm progress bar on stderr
     assert (out / "rank0.safetensors").exists()
+
+
+# ------------------------------------------------------------------ what --overwrite may replace
+def _precious_project(directory: Path) -> Path:
+    """A folder that is no trt-neg output: a git repository with a file of notes."""
+    (directory / ".git").mkdir(parents=True)
+    (directory / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (directory / "notes.txt").write_text("precious")
+    return directory
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*"))
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_previous_checkpoint(cli, tiny_checkpoint, tmp_path):
+    project = _precious_project(tmp_path / "project")
+    before = _files(project)
+    for extra in ([], ["--overwrite"]):
+        result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(project),
+                                          "--checkpoint-only", "--no-progress", *extra])
+        assert result.exit_code == 1, result.output
+        assert (f"{project}: holds files that are not a trt-neg output (e.g. .git); --overwrite replaces only an "
+                "empty directory or a previous TensorRT-LLM checkpoint (config.json, rank*.safetensors); remove it "
+                "yourself or choose another output directory") in result.output
+        assert _files(project) == before and (project / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no temporary left beside it
+
+
+@pytest.mark.parametrize("output, relation", [(".", "is"), ("..", "contains")])
+def test_overwrite_refuses_the_current_directory_and_its_parents(cli, tiny_checkpoint, tmp_path, monkeypatch,
+                                                                 output, relation):
+    """`--output . --overwrite` inside a git repository once replaced the whole repository."""
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    monkeypatch.chdir(project / "sub")
+    target = (project / "sub" / output).resolve()
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", output, "--checkpoint-only",
+                                      "--overwrite", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert f"{target}: {relation} the current directory; replacing it would delete the directory" in result.output
+    assert _files(project) == ["sub"]
+
+
+def test_overwrite_refuses_a_file(cli, tiny_checkpoint, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("precious")
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(target), "--checkpoint-only",
+                                      "--overwrite", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert f"{target}: is a file, not a trt-neg TensorRT-LLM checkpoint directory" in result.output
+    assert target.read_text() == "precious"
+
+
+def test_overwrite_replaces_an_empty_folder_and_a_previous_checkpoint(cli, tiny_checkpoint, tmp_path):
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    args = ["--model", str(tiny_checkpoint), "--output", str(out), "--checkpoint-only", "--no-progress", "--overwrite"]
+    assert CliRunner().invoke(cli, [*args, "--tp-size", "2"]).exit_code == 0
+    assert _files(out) == ["config.json", "rank0.safetensors", "rank1.safetensors"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert _files(out) == ["config.json", "rank0.safetensors"]

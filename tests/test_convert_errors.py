@@ -150,12 +150,12 @@ def test_unwritable_output(hf, tmp_path):
 def test_existing_output_needs_overwrite(hf, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep").write_text("old")
+    (out / "rank7.safetensors").write_text("old")  # a previous (tp 8) checkpoint's file
     with pytest.raises(FileExistsError, match="--overwrite"):
         convert_checkpoint(hf, out)
-    assert (out / "keep").read_text() == "old"
+    assert (out / "rank7.safetensors").read_text() == "old"
     convert_checkpoint(hf, out, overwrite=True)
-    assert not (out / "keep").exists() and (out / "rank0.safetensors").exists()
+    assert not (out / "rank7.safetensors").exists() and (out / "rank0.safetensors").exists()
 
 
 def test_failed_overwrite_keeps_the_old_output(hf, tmp_path):
@@ -458,3 +458,11 @@ def test_failed_conversion_removes_the_parent_directories_it_created(hf, tmp_pat
     with atomic_output_dir(tmp_path / "new" / "x" / "ckpt") as tmp:
         (tmp / "f").write_text("ok")
     assert (tmp_path / "new" / "x" / "ckpt" / "f").read_text() == "ok"
+
+
+def test_a_converted_checkpoint_config_that_is_not_utf8_is_named(tmp_path):
+    from trt_neg.checkpoint.simulate import ShardedCheckpoint
+
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'config.json'}: field '<file>': is not UTF-8"):
+        ShardedCheckpoint(tmp_path)

@@ -25,6 +25,7 @@ def test_names_versions_codes_and_limits_match_the_headers():
     assert (P.GDN_PLUGIN_NAME, P.GDN_PLUGIN_VERSION) == (header_constant("gdn/gdnPluginCore.h", "kPluginName"),
                                                          header_constant("gdn/gdnPluginCore.h", "kPluginVersion"))
     assert P.GDN_MAX_SEQS_PER_CALL == int(header_constant("gdn/gdnParams.h", "kMaxSeqsPerCall"))
+    assert P.NEG_MAX_TOP_K == int(header_constant("neg/negKernel.h", "kNegMaxTopK"))
     for act, code in P.NEG_ACTIVATION_CODES.items():
         assert int(header_constant("neg/negMath.h", f"kNEG_ACT_{act.upper()}")) == code, act
 
@@ -34,3 +35,21 @@ def test_engine_batch_is_capped_at_what_one_gdn_plugin_call_takes():
     with pytest.raises(B.BuildOptionError, match="--max-batch-size 4097 exceeds 4096, the most sequences one Gated "
                                                  "DeltaNet plugin call takes"):
         B.resolve_build_options(max_position_embeddings=64, max_batch_size=4097)
+
+
+def test_neg_plugin_fields_refuse_what_the_plugin_refuses():
+    """NegPluginConfig::validate (plugins/neg/negPluginCore.cpp): top_k in [1, 1024], or any top_k when the
+    vocabulary is no larger; temperature finite and > 0 in float32; every value fits its field."""
+    fields = dict((name, data) for name, data, _ in P.neg_plugin_fields(
+        hidden_size=16, head_hidden_size=8, vocab_size=512, top_k=5000))  # k = min(top_k, V) = 512
+    assert int(fields["top_k"][0]) == 5000
+    P.neg_plugin_fields(hidden_size=16, head_hidden_size=8, vocab_size=248320, top_k=1024)
+    with pytest.raises(ValueError, match=r"NEG top_k 1025 exceeds 1024, the most candidates the NEG kernel keeps "
+                                         r"\(kNegMaxTopK, plugins/neg/negKernel\.h\)"):
+        P.neg_plugin_fields(hidden_size=16, head_hidden_size=8, vocab_size=248320, top_k=1025)
+    with pytest.raises(ValueError, match=r"NEG top_k must be in \[1, 2\^31-1\] \(an INT32 plugin field\), got "
+                                         r"1099511627776"):
+        P.neg_plugin_fields(hidden_size=16, head_hidden_size=8, vocab_size=512, top_k=2**40)
+    for temperature in (1e-50, 1e39):
+        with pytest.raises(ValueError, match="NEG temperature must be finite and > 0 in float32"):
+            P.neg_plugin_fields(hidden_size=16, head_hidden_size=8, vocab_size=512, temperature=temperature)

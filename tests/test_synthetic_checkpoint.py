@@ -108,9 +108,46 @@ def test_existing_output_needs_overwrite(tiny_checkpoint):
         write_checkpoint(tiny_checkpoint, "tiny", seed=0)
 
 
+def test_cli_errors_are_one_line_and_come_before_the_progress_bar(tiny_checkpoint, tmp_path):
+    from click.testing import CliRunner
+
+    from trt_neg.checkpoint.synthetic import main
+
+    (tmp_path / "afile").write_text("x")
+    unwritable = tmp_path / "afile" / "tiny"  # below a file: cannot be created
+    result = CliRunner().invoke(main, ["--output", str(unwritable)])
+    assert result.exit_code == 1 and not isinstance(result.exception, PermissionError), result.output
+    assert result.output.startswith(f"Error: {unwritable}: cannot write output here") and "writing" not in result.output
+    result = CliRunner().invoke(main, ["--output", str(tiny_checkpoint)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {tiny_checkpoint}: output already exists; pass --overwrite to replace it\n"
+
+
+def test_overwrite_replaces_only_a_previous_builtin_checkpoint(tmp_path):
+    from click.testing import CliRunner
+
+    from trt_neg.checkpoint.synthetic import main
+
+    project = tmp_path / "project"
+    (project / ".git").mkdir(parents=True)
+    (project / "model.safetensors").write_text("not ours")
+    result = CliRunner().invoke(main, ["--output", str(project), "--overwrite"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {project}: holds files that are not a trt-neg output (e.g. .git); "
+                                    "--overwrite replaces only an empty directory or a previous built-in HF "
+                                    "checkpoint (config.json, ")
+    assert sorted(p.name for p in project.iterdir()) == [".git", "model.safetensors"]
+    ours = write_checkpoint(tmp_path / "ours", "tiny", seed=1)
+    (ours / "model-00001-of-00002.safetensors").write_text("a shard of an earlier, sharded write")
+    write_checkpoint(ours, "tiny", seed=0, overwrite=True)
+    assert sorted(p.name for p in ours.iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+        "tokenizer_config.json"]
+
+
 # ------------------------------------------------------------------ atomic output directories, races
 def test_a_target_that_appears_meanwhile_is_never_replaced_without_overwrite(tmp_path):
-    from trt_neg.checkpoint.safetensors_io import atomic_output_dir
+    from trt_neg.checkpoint.safetensors_io import OutputKind, atomic_output_dir
 
     for filled in (True, False):  # another writer's finished output, or a bare directory
         target = tmp_path / f"out-{filled}"
@@ -124,7 +161,8 @@ def test_a_target_that_appears_meanwhile_is_never_replaced_without_overwrite(tmp
         assert sorted(p.name for p in target.iterdir()) == (["theirs.txt"] if filled else [])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out-False", "out-True"]  # no temporary left
     target = tmp_path / "out-True"
-    with atomic_output_dir(target, overwrite=True) as tmp:  # replaced with overwrite only
+    kind = OutputKind("test output", ("theirs.txt", "mine.txt"))  # what overwrite may replace
+    with atomic_output_dir(target, overwrite=True, kind=kind) as tmp:  # replaced with overwrite only
         (tmp / "mine.txt").write_text("new")
         (target / "theirs.txt").write_text("changed meanwhile")
     assert sorted(p.name for p in target.iterdir()) == ["mine.txt"]

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import math
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,7 +22,7 @@ LINEAR_ATTENTION = "linear_attention"
 FULL_ATTENTION = "full_attention"
 LAYER_TYPES = (LINEAR_ATTENTION, FULL_ATTENTION)
 
-NEG_ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+INT32_MAX = 2**31 - 1
 BACKBONE_ACTIVATIONS = ("silu",)
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -229,12 +230,15 @@ class _Fields:
             raise self.error(name, "is required but missing")
         return default
 
-    def int(self, name: str, default: Any = _MISSING, minimum: int | None = 1) -> int:
+    def int(self, name: str, default: Any = _MISSING, minimum: int | None = 1, maximum: int | None = None,
+            why_maximum: str = "") -> int:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(name, f"must be an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(name, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(name, f"must be <= {maximum}{why_maximum}, got {value}")
         return value
 
     def float(self, name: str, default: Any = _MISSING, positive: bool = True) -> float:
@@ -387,22 +391,60 @@ def parse_neg(data: Mapping[str, Any], source: str | Path | None, prefix: str, h
         raise f.error("seed", f"must fit in 64 bits, got {seed}")
     return NegConfig(
         head_hidden_size=f.int("head_hidden_size"),
-        activation=f.choice("activation", NEG_ACTIVATIONS, "silu"),
-        top_k=f.int("top_k", 8),
-        temperature=f.float("temperature", 1.0),
+        activation=_neg_activation(f),
+        top_k=f.int("top_k", 8, maximum=INT32_MAX, why_maximum=" (the NEG plugin's INT32 field)"),
+        temperature=_neg_temperature(f),
         seed=seed,
         enabled=f.bool("enabled", True),
     )
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _neg_activation(f: _Fields) -> str:
+    """The canonical name of ``activation``: the aliases neg.py accepts (e.g. swish) become its names."""
+    from .neg import ACTIVATION_ALIASES, ACTIVATIONS, canonical_activation  # the one table of names
+
+    value = f.get("activation", "silu")
+    if isinstance(value, str):
+        try:
+            return canonical_activation(value)
+        except ValueError:
+            pass
+    raise f.error("activation", f"must be one of {', '.join(ACTIVATIONS)} (or an alias: "
+                                f"{', '.join(ACTIVATION_ALIASES)}); got {value!r}")
+
+
+def _neg_temperature(f: _Fields) -> float:
+    """``temperature``, which the NEG op divides by in float32: it must stay finite and > 0 there."""
+    value = f.float("temperature", 1.0)
+    as_float32 = _to_float32(value)
+    if as_float32 == 0 or math.isinf(as_float32):
+        raise f.error("temperature", f"must be a finite positive number in float32 (the NEG op's precision), got "
+                                     f"{value} ({as_float32} in float32)")
+    return value
+
+
+def _to_float32(value: float) -> float:
+    try:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    except OverflowError:  # beyond the float32 range: rounds to inf
+        return math.copysign(math.inf, value)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ConfigError naming the file if it is missing, unreadable, not UTF-8,
+    not JSON or not an object."""
     try:
         with path.open("r", encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError:
         raise ConfigError(path, "<file>", "not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "<file>", f"is not UTF-8 ({exc.reason} at byte {exc.start}); JSON files must be "
+                                          "UTF-8") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(path, "<file>", f"is not valid JSON ({exc})") from None
+    except OSError as exc:  # a directory, unreadable, ...
+        raise ConfigError(path, "<file>", f"cannot be read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(path, "<root>", "expected a JSON object")
     return data
@@ -470,12 +512,12 @@ def load_config(path: str | Path) -> DarwinNegConfig:
     config_path = path / "config.json" if path.is_dir() else path
     if not config_path.exists():
         raise ConfigError(config_path, "<file>", "not found (expected an HF checkpoint directory with config.json)")
-    data = _read_json(config_path)
+    data = read_json_object(config_path)
     neg_path = config_path.parent / "neg_config.json"
     if neg_path.exists():
         if data.get("neg_config") is not None:
             raise ConfigError(neg_path, "<file>", "NEG config given twice: in config.json's neg_config and here")
-        config = config_from_dict(data, config_path, _read_json(neg_path), neg_path)
+        config = config_from_dict(data, config_path, read_json_object(neg_path), neg_path)
     else:
         config = config_from_dict(data, config_path)
     return _with_generation_eos(config, config_path.parent / "generation_config.json")
@@ -489,7 +531,7 @@ def _with_generation_eos(config: DarwinNegConfig, path: Path) -> DarwinNegConfig
     config.json's ids first."""
     if not path.exists():
         return config
-    extra = _token_ids(_Fields(_read_json(path), path), "eos_token_id")
+    extra = _token_ids(_Fields(read_json_object(path), path), "eos_token_id")
     b = config.backbone
     merged = b.eos_token_id + tuple(t for t in dict.fromkeys(extra) if t not in b.eos_token_id)
     if merged == b.eos_token_id:

@@ -75,17 +75,17 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 ACTIVATION_CODES = {"silu": 0, "gelu": 1, "relu": 2, "gelu_tanh": 3}
 # Common aliases in HF configs.
-_ACTIVATION_ALIASES = {"swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
+ACTIVATION_ALIASES = {"swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh"}
 
 
 def canonical_activation(name: str) -> str:
     """Return the canonical activation name, or raise naming the accepted ones."""
     key = str(name).lower()
-    key = _ACTIVATION_ALIASES.get(key, key)
+    key = ACTIVATION_ALIASES.get(key, key)
     if key not in ACTIVATIONS:
         raise ValueError(
             f"activation: unknown activation {name!r}; accepted: "
-            f"{sorted(ACTIVATIONS) + sorted(_ACTIVATION_ALIASES)}"
+            f"{sorted(ACTIVATIONS) + sorted(ACTIVATION_ALIASES)}"
         )
     return key
 

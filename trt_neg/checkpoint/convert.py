@@ -29,10 +29,13 @@ import torch
 
 from . import contract as C
 from .hf import HFCheckpoint
-from .safetensors_io import (SAFETENSORS_TO_TORCH, CheckpointError, SafetensorsFile, StreamingSafetensorsWriter,
-                             atomic_output_dir, check_disjoint, dtype_name, torch_dtype)
+from .safetensors_io import (SAFETENSORS_TO_TORCH, CheckpointError, OutputKind, SafetensorsFile,
+                             StreamingSafetensorsWriter, atomic_output_dir, check_disjoint, check_output_dir,
+                             dtype_name, torch_dtype)
 
 CHUNK_BYTES = 64 * 2**20
+# What convert_checkpoint writes: --overwrite replaces only a directory holding nothing else.
+TRTLLM_CHECKPOINT = OutputKind("TensorRT-LLM checkpoint", ("config.json", "rank*.safetensors"))
 
 
 # ------------------------------------------------------------------------------------
@@ -129,14 +132,14 @@ def convert_checkpoint(model_dir: str | Path, output_dir: str | Path, tp_size: i
     """Convert an HF Darwin-NEG checkpoint into a TensorRT-LLM checkpoint directory.
 
     Raises ``ConfigError``/``CheckpointError`` (naming file and field/tensor),
-    ``ShardingError``, ``FileExistsError`` (output exists, no ``overwrite``),
+    ``ShardingError``, ``FileExistsError`` (output exists and no ``overwrite``, or it is not a
+    previous TensorRT-LLM checkpoint that ``overwrite`` may replace: ``TRTLLM_CHECKPOINT``),
     ``PermissionError`` (output not writable) or ``ValueError`` (the output is, contains or
     lies inside ``model_dir``); on any error no output is left behind.
     """
     output_dir = Path(output_dir)
     check_disjoint(output_dir, model_dir, "output", "the source HF checkpoint")
-    if output_dir.exists() and not overwrite:  # fail before reading anything
-        raise FileExistsError(f"{output_dir.resolve()}: output already exists; pass --overwrite to replace it")
+    check_output_dir(output_dir, TRTLLM_CHECKPOINT, overwrite)  # fail before reading anything
     ckpt = HFCheckpoint(model_dir, key_map=key_map)
     config, b = ckpt.config, ckpt.config.backbone
     mapping = C.Mapping(tp_size=tp_size, pp_size=pp_size)
@@ -156,7 +159,7 @@ def convert_checkpoint(model_dir: str | Path, output_dir: str | Path, tp_size: i
     reader = RowReader(ckpt)
     stats = {"read": 0, "written": 0, "tensors": 0}
     try:
-        with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
+        with atomic_output_dir(output_dir, overwrite=overwrite, kind=TRTLLM_CHECKPOINT) as tmp:
             cfg = C.checkpoint_config(config, mapping, dtype)
             (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
             for pp_rank in range(pp_size):

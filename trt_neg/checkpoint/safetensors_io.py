@@ -10,10 +10,12 @@ Only safetensors are ever loaded: pickle checkpoints are refused, never unpickle
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import struct
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -343,22 +345,80 @@ def _rename_noreplace(src: Path, dst: Path) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class OutputKind:
+    """What one writer puts in its output directory, as globs of paths relative to it (a
+    directory's glob ends with "/"). ``--overwrite`` replaces only an empty directory or one that
+    holds nothing else: a previous output of the same writer, never a folder of other files."""
+
+    name: str
+    patterns: tuple[str, ...]
+
+    def foreign_entry(self, directory: Path) -> str | None:
+        """The first entry of ``directory`` (top level first) that no pattern matches, or None."""
+        for root, dirs, files in os.walk(directory):
+            base = Path(root).relative_to(directory)
+            entries = sorted([(d, "/") for d in dirs] + [(f, "") for f in files])
+            for name, slash in entries:
+                relative = (base / name).as_posix()
+                if not any(fnmatch.fnmatchcase(relative + slash, pattern) for pattern in self.patterns):
+                    return relative
+        return None
+
+
+# A directory no writer recognises: only an empty one may be replaced.
+ANY_EMPTY_DIRECTORY = OutputKind("output", ())
+
+
+def check_output_dir(target: str | Path, kind: OutputKind, overwrite: bool) -> None:
+    """Refuse an existing ``target`` unless ``overwrite`` may replace it (see ``check_replaceable``).
+
+    Without ``overwrite`` FileExistsError says to pass it (for a directory it could replace)."""
+    target = Path(target).resolve()
+    if not os.path.lexists(target):
+        return
+    check_replaceable(target, kind)
+    if not overwrite:
+        raise FileExistsError(f"{target}: output already exists; pass --overwrite to replace it")
+
+
+def check_replaceable(target: str | Path, kind: OutputKind) -> None:
+    """FileExistsError naming ``target`` unless replacing it can destroy nothing but a previous
+    output of ``kind``: it must be a directory, neither the current directory nor one above it, and
+    hold only ``kind``'s files (or nothing)."""
+    target = Path(target).resolve()
+    remedy = "remove it yourself or choose another output directory"
+    if not target.is_dir():
+        raise FileExistsError(f"{target}: is a file, not a trt-neg {kind.name} directory; {remedy}")
+    cwd = Path.cwd().resolve()
+    if cwd.is_relative_to(target):
+        relation = "is" if cwd == target else "contains"
+        raise FileExistsError(f"{target}: {relation} the current directory; replacing it would delete the directory "
+                              f"this command runs in; {remedy}")
+    foreign = kind.foreign_entry(target)
+    if foreign is not None:
+        rule = f" ({', '.join(kind.patterns)})" if kind.patterns else ""
+        raise FileExistsError(f"{target}: holds files that are not a trt-neg output (e.g. {foreign}); --overwrite "
+                              f"replaces only an empty directory or a previous {kind.name}{rule}; {remedy}")
+
+
 @contextmanager
-def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(target: str | Path, overwrite: bool = False,
+                      kind: OutputKind = ANY_EMPTY_DIRECTORY) -> Iterator[Path]:
     """Yield a temporary directory beside ``target``; rename it into place on success.
 
     An interrupted or failed run leaves ``target`` untouched and removes the temporary
-    directory. An existing ``target`` is replaced only with ``overwrite``: without it, a
-    ``target`` that already exists, or that appears while the output is being written (a
-    concurrent writer that finished first), is never touched: the temporary directory is
-    removed and ``FileExistsError`` names ``target``.
+    directory. An existing ``target`` is replaced only with ``overwrite``, and only if it is an
+    empty directory or a previous output of ``kind`` (``check_replaceable``, checked before and
+    again just before the swap). Without ``overwrite``, a ``target`` that already exists, or
+    that appears while the output is being written (a concurrent writer that finished first),
+    is never touched: the temporary directory is removed and ``FileExistsError`` names ``target``.
     """
     import shutil
     import tempfile
 
     target = Path(target).resolve()
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: output already exists; pass --overwrite to replace it")
+    check_output_dir(target, kind, overwrite)
     # The missing parent directories, deepest first: a failed run removes those it created (if still empty).
     created = [p for p in target.parents if not p.exists()]
     try:
@@ -373,6 +433,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
     try:
         yield tmp
         if overwrite and os.path.lexists(target):
+            check_replaceable(target, kind)  # it may have changed while the output was written
             # a private name, so concurrent overwriters never trip over each other's old copy
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, old / "old")

@@ -21,7 +21,6 @@ and the contract in one go; the maths is the reference model's (no second copy h
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..config import FULL_ATTENTION, BackboneConfig
+from ..config import FULL_ATTENTION, BackboneConfig, read_json_object
 from . import contract as C
 from .safetensors_io import CheckpointError, SafetensorsFile
 
@@ -69,7 +68,7 @@ class ShardedCheckpoint:
         config_path = self.directory / "config.json"
         if not config_path.exists():
             raise CheckpointError(config_path, "not found (expected a converted checkpoint directory)")
-        data = json.loads(config_path.read_text())
+        data = read_json_object(config_path)
         self.config, self.mapping, self.dtype_name = C.config_from_checkpoint(data, str(config_path))
         self.raw_config = data
         self.compute_dtype = dtype

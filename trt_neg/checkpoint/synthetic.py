@@ -23,12 +23,16 @@ import click
 import torch
 
 from ..config import FULL_ATTENTION, LINEAR_ATTENTION, config_from_dict
-from .hf import hf_text_weight_shapes, neg_weight_shapes, published_name
-from .safetensors_io import StreamingSafetensorsWriter, atomic_output_dir, torch_dtype
+from .hf import NEG_FILE, hf_text_weight_shapes, neg_weight_shapes, published_name
+from .safetensors_io import OutputKind, StreamingSafetensorsWriter, atomic_output_dir, torch_dtype
 
 SHARD_BYTES = 4 * 2**30
 CHUNK_ELEMENTS = 32 * 2**20
-
+# What the writers below put in a checkpoint: --overwrite replaces only a directory holding nothing else.
+BUILTIN_CHECKPOINT = OutputKind("built-in HF checkpoint", (
+    "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+    "model.safetensors.index.json", NEG_FILE, "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json"))
 
 
 def _text_config(layers: list[str], **dims) -> dict:
@@ -176,11 +180,11 @@ def write_checkpoint(output: str | Path, preset: str = "tiny", seed: int = 0, dt
     total_bytes = sum(torch.Size(e[2]).numel() * torch_dt.itemsize for e in tensors)
 
     bar = None
-    if progress:
-        from tqdm import tqdm
+    with atomic_output_dir(output, overwrite=overwrite, kind=BUILTIN_CHECKPOINT) as tmp:
+        if progress:  # drawn only once the output is known to be writable
+            from tqdm import tqdm
 
-        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"writing {preset} checkpoint")
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+            bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"writing {preset} checkpoint")
         weight_map: dict[str, str] = {}
         for index, shard in enumerate(shards):
             fname = ("model.safetensors" if len(shards) == 1
@@ -224,8 +228,6 @@ def write_checkpoint_from_config(output: str | Path, config_json: dict, seed: in
     ``neg_threshold``, ``neg_fc2_bias`` and ``logit_scale``; ``neg_file`` puts the NEG
     tensors in a separate ``neg.safetensors``.
     """
-    from .hf import NEG_FILE
-
     p = {**{k: PRESETS["tiny"][k] for k in ("neg_threshold", "neg_fc2_bias", "logit_scale")}, **(init or {})}
     config = config_from_dict(config_json, "<config_json>")
     b = config.backbone
@@ -238,7 +240,7 @@ def write_checkpoint_from_config(output: str | Path, config_json: dict, seed: in
     files = {"model.safetensors": backbone + ([] if neg_file else neg)}
     if neg_file:
         files[NEG_FILE] = neg
-    with atomic_output_dir(output, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output, overwrite=overwrite, kind=BUILTIN_CHECKPOINT) as tmp:
         for fname, entries in files.items():
             writer = StreamingSafetensorsWriter(tmp / fname, [(s, shape, torch_dt) for s, _, shape in entries],
                                                 metadata={"format": "pt"})
@@ -271,7 +273,7 @@ def main(preset: str, seed: int, output: str, dtype: str | None, overwrite: bool
     """Write a deterministic random Darwin-NEG checkpoint (published HF layout)."""
     try:
         path = write_checkpoint(output, preset, seed, dtype, overwrite, progress=True)
-    except FileExistsError as exc:
+    except OSError as exc:  # exists, not replaceable, not writable: the message names the path
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {preset} checkpoint (seed {seed}) to {path}")
 

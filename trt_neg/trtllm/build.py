@@ -81,6 +81,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from trt_neg.atomic_file import atomic_write_text
 from trt_neg.checkpoint.contract import recurrent_state_sizes
+from trt_neg.checkpoint.safetensors_io import OutputKind
 from trt_neg.trtllm import engine_dir as engine_dir_contract
 from trt_neg.trtllm.plugins import (GDN_MAX_SEQS_PER_CALL, PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError,
                                     plugin_library_candidates)
@@ -89,6 +90,11 @@ RUNTIME_ARCHITECTURE_ALIAS = "RecurrentGemmaForCausalLM"  # = trt_neg.trtllm.con
 DARWIN_NEG_ARCHITECTURE = engine_dir_contract.DARWIN_NEG_ARCHITECTURE
 TIMING_CACHE_FILE = "timing.cache"
 PLUGIN_COPY_DIR = "plugins"
+# What build_engines puts in an engine directory (Engine.save's config.json and rank engines, the timing
+# cache, the plugin library copy, build_info.json): --overwrite replaces only a directory holding nothing else.
+ENGINE_DIRECTORY = OutputKind("engine directory", (
+    engine_dir_contract.ENGINE_CONFIG_FILE, "rank*.engine", engine_dir_contract.BUILD_INFO_FILE, TIMING_CACHE_FILE,
+    "timing.rank*.cache", f"{PLUGIN_COPY_DIR}/", f"{PLUGIN_COPY_DIR}/*.so", f"{PLUGIN_COPY_DIR}/*.so.*"))
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_SEQ_LEN_CAP = 4096
 DEFAULT_MAX_NUM_TOKENS_CAP = 8192  # BuildConfig.max_num_tokens' own default
@@ -162,6 +168,22 @@ PP_ENGINE_UNSUPPORTED = (
     "position_ids only on the first stage and last_token_ids only on the last, but a stage's Gated DeltaNet "
     "layers need last_token_ids and the last stage's NEG needs position_ids. Use --tp-size for several GPUs "
     "(checkpoint conversion with --checkpoint-only --pp-size N works).")
+
+
+def check_engine_neg(config) -> None:
+    """BuildOptionError unless the NEG plugin takes ``config``'s NEG fields (a trt_neg.config
+    DarwinNegConfig): the kernel keeps at most NEG_MAX_TOP_K candidates, which the config and the
+    torch backend do not limit. Checked before converting; an engine without NEG needs nothing."""
+    from trt_neg.trtllm.plugins import neg_plugin_fields
+
+    n, b = config.neg, config.backbone
+    if not n.enabled:
+        return
+    try:
+        neg_plugin_fields(hidden_size=b.hidden_size, head_hidden_size=n.head_hidden_size, vocab_size=b.vocab_size,
+                          top_k=n.top_k, temperature=n.temperature, seed=n.seed, activation=n.activation)
+    except ValueError as exc:
+        raise BuildOptionError(f"{config.source or 'the model config'}: {exc}") from None
 
 
 def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
@@ -432,7 +454,7 @@ def rewrite_engine_config(engine_dir: str | os.PathLike[str], overrides: Mapping
     path = Path(engine_dir) / engine_dir_contract.ENGINE_CONFIG_FILE
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EngineConfigError(f"{path}: cannot read the engine config written by Engine.save ({exc})") from None
     new = apply_engine_overrides(config, overrides)
     atomic_write_json(path, new)
@@ -636,7 +658,7 @@ def build_engines(checkpoint_dir: str | os.PathLike[str], output_dir: str | os.P
     if hf_model_dir is not None:
         fingerprint = timer.run("fingerprint source", lambda: checkpoint_fingerprint(hf_model_dir))
 
-    with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(output_dir, overwrite=overwrite, kind=ENGINE_DIRECTORY) as tmp:
         timing_cache = str(tmp / TIMING_CACHE_FILE)
         world = options.world_size
         if options.workers <= 1:
@@ -693,8 +715,9 @@ def build_engines(checkpoint_dir: str | os.PathLike[str], output_dir: str | os.P
     return EngineBuildReport(final, options, recorded, dict(timer.timings), info)
 
 
-__all__ = ["BuildOptionError", "BuildOptions", "EngineBuildReport", "EngineConfigError", "StageTimer",
-           "apply_engine_overrides", "atomic_write_json", "build_engines", "build_info_contents", "build_rank",
+__all__ = ["BuildOptionError", "BuildOptions", "ENGINE_DIRECTORY", "EngineBuildReport", "EngineConfigError",
+           "StageTimer", "apply_engine_overrides", "atomic_write_json", "build_engines", "build_info_contents",
+           "build_rank", "check_engine_neg",
            "rank_timing_cache",
            "check_engine_config", "checkpoint_fingerprint", "darwin_build_config_class", "find_plugin_library",
            "make_build_config", "resolve_build_options", "rewrite_engine_config", "sha256_file"]

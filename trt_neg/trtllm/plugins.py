@@ -40,6 +40,8 @@ GDN_PLUGIN_NAME, GDN_PLUGIN_VERSION = "TrtNegGatedDeltaRule", "1"  # plugins/gdn
 # engine's max_batch_size.
 GDN_MAX_SEQS_PER_CALL = 4096
 
+# plugins/neg/negKernel.h kNegMaxTopK: the most NEG candidates the kernel keeps (k = min(top_k, vocab_size)).
+NEG_MAX_TOP_K = 1024
 # plugins/neg/negMath.h: activation codes of the NEG head.
 NEG_ACTIVATION_CODES = {"silu": 0, "gelu": 1, "relu": 2, "gelu_tanh": 3}
 # nvinfer1::DataType codes (plugins/common/pluginFields.h TensorType): the GDN plugin's type_id.
@@ -117,6 +119,11 @@ def neg_plugin_fields(*, hidden_size: int, head_hidden_size: int, vocab_size: in
         raise ValueError(f"NEG activation must be one of {sorted(NEG_ACTIVATION_CODES)}, got {activation!r}")
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"NEG seed must fit in 64 bits, got {seed}")
+    _check_neg_top_k(top_k, vocab_size)
+    with np.errstate(over="ignore"):  # beyond float32: inf, refused below
+        t32 = float(np.float32(temperature))
+    if not (t32 > 0 and np.isfinite(t32)):
+        raise ValueError(f"NEG temperature must be finite and > 0 in float32 (the plugin field), got {temperature}")
     # The seed is a 64-bit key; the field is INT64, so seeds >= 2**63 travel as their two's complement.
     seed_i64 = np.array([int(seed)], dtype=np.uint64).view(np.int64)
     return [
@@ -128,6 +135,16 @@ def neg_plugin_fields(*, hidden_size: int, head_hidden_size: int, vocab_size: in
         ("seed", seed_i64, "INT64"),
         ("activation", _i32(NEG_ACTIVATION_CODES[activation]), "INT32"),
     ]
+
+
+def _check_neg_top_k(top_k: int, vocab_size: int) -> None:
+    """ValueError unless the NEG kernel takes ``top_k``: what NegPluginConfig::validate accepts."""
+    if not 1 <= top_k < 2**31:
+        raise ValueError(f"NEG top_k must be in [1, 2^31-1] (an INT32 plugin field), got {top_k}")
+    if top_k > NEG_MAX_TOP_K and vocab_size > NEG_MAX_TOP_K:
+        raise ValueError(f"NEG top_k {top_k} exceeds {NEG_MAX_TOP_K}, the most candidates the NEG kernel keeps "
+                         f"(kNegMaxTopK, plugins/neg/negKernel.h); engines need neg_config.top_k <= "
+                         f"{NEG_MAX_TOP_K} (the torch backend takes any top_k)")
 
 
 def gdn_plugin_fields(*, num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: int, dtype: str,
@@ -232,7 +249,7 @@ def gated_delta_rule(qkv: Any, a: Any, b: Any, a_log: Any, dt_bias: Any, rnn_sta
     return _create_tensor(layer.get_output(0), layer)
 
 
-__all__ = ["GDN_PLUGIN_NAME", "GDN_PLUGIN_VERSION", "NEG_ACTIVATION_CODES", "NEG_PLUGIN_NAME",
+__all__ = ["GDN_PLUGIN_NAME", "GDN_PLUGIN_VERSION", "NEG_ACTIVATION_CODES", "NEG_MAX_TOP_K", "NEG_PLUGIN_NAME",
            "NEG_PLUGIN_VERSION", "PLUGIN_LIBRARY", "PLUGIN_LIBRARY_ENV", "PLUGIN_NAMESPACE", "PluginLibraryError",
            "TRT_DTYPE_CODES", "field_collection", "gated_delta_rule", "gdn_plugin_fields", "load_plugin_library",
            "neg_plugin_fields", "neg_sample", "plugin_library_candidates"]
