@@ -221,6 +221,7 @@ HANGING_SECTIONS = '''
 import os, sys, time, types
 import torch
 torch.cuda.is_available = lambda: True
+torch.cuda.get_device_capability = lambda device=None: (9, 0)
 if "--section" in sys.argv:
     def run(ctx):
         ctx.log("section started")
@@ -287,3 +288,14 @@ def test_sigterm_kills_the_running_section_and_still_writes_the_report(tmp_path)
     data = json.loads((out / "report.json").read_text())
     assert data["overall"] == "FAIL" and [s["status"] for s in data["sections"]] == [ERROR, ERROR]
     assert "section started" in "\n".join(data["sections"][0]["lines"])
+
+
+def test_extensions_are_built_for_this_gpu_alone(monkeypatch, capsys):
+    """An image's own TORCH_CUDA_ARCH_LIST (more or older architectures) is replaced, with a note."""
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "7.0;8.0;9.0+PTX")
+    env = gpu_check._child_env((9, 0))
+    assert env["TORCH_CUDA_ARCH_LIST"] == "9.0"
+    assert "TORCH_CUDA_ARCH_LIST=7.0;8.0;9.0+PTX replaced by 9.0 (this GPU)" in capsys.readouterr().out
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
+    assert gpu_check._child_env((8, 9))["TORCH_CUDA_ARCH_LIST"] == "8.9" and capsys.readouterr().out == ""
+    assert gpu_check._child_env()["PYTHONPATH"].split(os.pathsep)[0] == str(gpu_check.ROOT)

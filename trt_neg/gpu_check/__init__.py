@@ -237,10 +237,19 @@ def _clear_stale_build_lock(ext_name: str) -> None:
         pass
 
 
-def _child_env() -> dict:
+def _child_env(capability: tuple[int, int] | None = None) -> dict:
+    """The sections' environment. With the device's ``capability``, the torch extensions are built
+    for that architecture alone: a TORCH_CUDA_ARCH_LIST set by the machine's image could name more
+    (a slower build) or ones nvcc 13 no longer compiles (below 7.5), failing the whole check."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if capability is not None:
+        arch = f"{capability[0]}.{capability[1]}"
+        if env.get("TORCH_CUDA_ARCH_LIST", arch) != arch:
+            print(f"TORCH_CUDA_ARCH_LIST={env['TORCH_CUDA_ARCH_LIST']} replaced by {arch} (this GPU) for the "
+                  "extension builds", flush=True)
+        env["TORCH_CUDA_ARCH_LIST"] = arch
     return env
 
 
@@ -296,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t_start + args.budget
     date = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     print(f"# trt-neg GPU check  {date}  (budget {args.budget:.0f} s)", flush=True)
-    env = _child_env()
+    env = _child_env(torch.cuda.get_device_capability())
     argv_used = list(sys.argv[1:] if argv is None else argv)
     prebuild = _start_prebuild(env, selected)
     results: list[SectionResult] = []
