@@ -5,8 +5,9 @@
 * the shared headers and the host library compile as plain C++ with warnings as errors;
 * nvcc compiles the kernel (scan-only and chunk-capable variants) and the GPU check
   harness for sm_80, sm_89 and sm_90;
-* the TensorRT adapter is syntax-checked where TensorRT headers exist (``TRT_INCLUDE_DIR``
-  or the NGC default location);
+* the TensorRT adapter is syntax-checked, and run against a mock of TensorRT's runtime
+  (plugins/gdn/tests/gdnPluginAdapterTest.cpp), where TensorRT headers exist
+  (``TRT_INCLUDE_DIR`` or the NGC default location);
 * on a GPU machine (``gpu`` marker) the harness runs the kernel against the host op.
 """
 
@@ -57,6 +58,20 @@ def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
                     reason="TensorRT headers not available (set TRT_INCLUDE_DIR)")
 def test_tensorrt_adapter_syntax():
     tensorrt_adapter_syntax(GDN / "gdnPlugin.cpp")
+
+
+@pytest.mark.skipif(trt_include() is None or cuda_include() is None or GXX is None,
+                    reason="TensorRT headers not available (set TRT_INCLUDE_DIR)")
+def test_tensorrt_adapter_against_mock(tmp_path):
+    """The IPluginV3 adapter called the way TensorRT calls it, against the mock of
+    plugins/common/tests/trtMock.h (TensorRT's headers, no libnvinfer, a stub launcher):
+    capabilities, serialisation, types, formats, shapes, enqueue, the profile's batch limit
+    and the error messages."""
+    exe = tmp_path / "gdnPluginAdapterTest"
+    run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-isystem", trt_include(), "-isystem",
+         cuda_include(), GDN / "tests" / "gdnPluginAdapterTest.cpp", GDN / "gdnPlugin.cpp", GDN / "gdnPluginCore.cpp",
+         PLUGIN_FIELDS, "-o", exe])
+    assert "all checks passed" in run([exe]).stdout
 
 
 @pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")

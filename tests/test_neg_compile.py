@@ -4,7 +4,8 @@
 * g++ builds and runs plugins/neg/tests/negPluginCoreTest.cpp (fields, shapes, types,
   serialisation round trip) -- the plain-C++ core of the TensorRT adapter;
 * the torch extension binding is syntax-checked against the installed torch's headers;
-* the TensorRT adapter itself is syntax-checked only where TensorRT headers exist
+* the TensorRT adapter itself is syntax-checked, and run against a mock of TensorRT's runtime
+  (plugins/neg/tests/negPluginAdapterTest.cpp), only where TensorRT headers exist
   (``TRT_INCLUDE_DIR`` or the NGC default location); they are not on the CI machines.
 """
 
@@ -54,6 +55,20 @@ def test_host_sources_compile_with_gxx_warnings_as_errors(tmp_path):
                     reason="TensorRT headers not available")
 def test_tensorrt_adapter_syntax():
     tensorrt_adapter_syntax(NEG / "negPlugin.cpp")
+
+
+@pytest.mark.skipif(trt_include() is None or cuda_include() is None or GXX is None,
+                    reason="TensorRT headers not available")
+def test_tensorrt_adapter_against_mock(tmp_path):
+    """The IPluginV3 adapter called the way TensorRT calls it, against the mock of
+    plugins/common/tests/trtMock.h (TensorRT's headers, no libnvinfer, a stub launcher):
+    capabilities, serialisation, types, formats, shapes, the workspace enqueue claims for
+    every row count up to the profile's, and the error messages."""
+    exe = tmp_path / "negPluginAdapterTest"
+    run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-isystem", trt_include(), "-isystem",
+         cuda_include(), NEG / "tests" / "negPluginAdapterTest.cpp", NEG / "negPlugin.cpp", NEG / "negPluginCore.cpp",
+         PLUGIN_FIELDS, "-o", exe])
+    assert "all checks passed" in run([exe]).stdout
 
 
 @pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")

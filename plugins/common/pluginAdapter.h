@@ -29,6 +29,22 @@ inline void logPluginError(char const* plugin, char const* where, char const* wh
     std::fprintf(stderr, "[trt_neg] %s::%s: %s\n", plugin, where, what);
 }
 
+// Whether TensorRT passed the plugin's input and output counts; logs a mismatch, since
+// TensorRT itself only reports the method's non-zero return code.
+inline bool ioCountsMatch(char const* plugin, char const* where, int32_t nbInputs, int32_t wantInputs,
+    int32_t nbOutputs, int32_t wantOutputs) noexcept
+{
+    if (nbInputs == wantInputs && nbOutputs == wantOutputs)
+    {
+        return true;
+    }
+    char what[128];
+    std::snprintf(what, sizeof what, "expected %d inputs and %d outputs, got %d and %d", wantInputs, wantOutputs,
+        nbInputs, nbOutputs);
+    logPluginError(plugin, where, what);
+    return false;
+}
+
 // A FieldSet exposed as a PluginFieldCollection; owns the storage it points into.
 class PluginFieldList
 {

@@ -48,22 +48,53 @@ int32_t checkShapes(gdn::GdnPluginConfig const& config, char const* where, Desc 
     return -1;
 }
 
+// configurePlugin: the profile's largest batch against what one enqueue takes, so that an
+// engine that could be fed too many sequences fails to build, not at its first large batch.
+int32_t checkProfileMax(gdn::GdnPluginConfig const& config, nvinfer1::DynamicPluginTensorDesc const* in,
+    int32_t nbInputs) noexcept
+{
+    try
+    {
+        std::vector<gdn::DimsView> maxDims;
+        for (int32_t i = 0; i < nbInputs; ++i)
+        {
+            maxDims.push_back(view(in[i].max));
+        }
+        std::string const err = config.checkProfileMaxDims(maxDims.data(), nbInputs);
+        if (err.empty())
+        {
+            return 0;
+        }
+        report("configurePlugin", err);
+    }
+    catch (std::exception const& e)
+    {
+        report("configurePlugin", e.what());
+    }
+    return -1;
+}
+
 } // namespace
 
 int32_t GatedDeltaRulePlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
-    return checkShapes(mConfig, "configurePlugin", in, nbInputs, nbOutputs);
-}
-
-int32_t GatedDeltaRulePlugin::getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
-    nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept
-{
-    if (nbOutputs != 1 || nbInputs != mConfig.nbInputs())
+    if (checkShapes(mConfig, "configurePlugin", in, nbInputs, nbOutputs) != 0)
     {
         return -1;
     }
-    outputTypes[0] = inputTypes[gdn::kIN_QKV];
+    return checkProfileMax(mConfig, in, nbInputs);
+}
+
+int32_t GatedDeltaRulePlugin::getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
+    nvinfer1::DataType const* /*inputTypes*/, int32_t nbInputs) const noexcept
+{
+    if (!ioCountsMatch(gdn::kPluginName, "getOutputDataTypes", nbInputs, mConfig.nbInputs(), nbOutputs, 1))
+    {
+        return -1;
+    }
+    // The configured type, the only one supportsFormatCombination accepts for the output.
+    outputTypes[0] = static_cast<nvinfer1::DataType>(mConfig.expectedType(nbInputs));
     return 0;
 }
 
@@ -71,7 +102,7 @@ int32_t GatedDeltaRulePlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs,
     nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, nvinfer1::DimsExprs* outputs,
     int32_t nbOutputs, nvinfer1::IExprBuilder& exprBuilder) noexcept
 {
-    if (nbOutputs != 1 || nbInputs != mConfig.nbInputs())
+    if (!ioCountsMatch(gdn::kPluginName, "getOutputShapes", nbInputs, mConfig.nbInputs(), nbOutputs, 1))
     {
         return -1;
     }

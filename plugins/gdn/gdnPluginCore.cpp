@@ -160,6 +160,24 @@ std::string GdnPluginConfig::checkInputDims(DimsView const* in, int32_t nb) cons
     return "";
 }
 
+std::string GdnPluginConfig::checkProfileMaxDims(DimsView const* maxDims, int32_t nb) const
+{
+    if (nb != nbInputs())
+        return "TrtNegGatedDeltaRule: expected " + std::to_string(nbInputs()) + " inputs, got " + std::to_string(nb);
+    char const* const names[3] = {"host_request_types", "last_token_ids", "slot_mapping"};
+    int32_t const positions[3] = {kIN_HOST_REQUEST_TYPES, kIN_LAST_TOKEN_IDS, kIN_SLOT_MAPPING};
+    for (int32_t i = 0; i < 3; ++i)
+    {
+        DimsView const& d = maxDims[positions[i]];
+        if (d.nbDims >= 1 && d.d[0] > kMaxSeqsPerCall)
+            return "TrtNegGatedDeltaRule: the optimization profile allows " + std::to_string(d.d[0])
+                + " sequences (" + names[i] + " " + dimsStr(d) + "), more than the "
+                + std::to_string(kMaxSeqsPerCall) + " one call takes: build with max_batch_size <= "
+                + std::to_string(kMaxSeqsPerCall);
+    }
+    return "";
+}
+
 std::vector<int64_t> GdnPluginConfig::outputDims(DimsView const& qkv) const
 {
     std::vector<int64_t> d(qkv.d, qkv.d + qkv.nbDims);

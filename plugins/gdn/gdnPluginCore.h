@@ -104,6 +104,10 @@ struct GdnPluginConfig
     // fields. Returns "" when consistent.
     std::string checkInputDims(DimsView const* inputs, int32_t nbInputs) const;
 
+    // Checks the optimization profile's largest input dims (configurePlugin's max) against
+    // what one call takes: at most kMaxSeqsPerCall sequences. Returns "" when they fit.
+    std::string checkProfileMaxDims(DimsView const* maxDims, int32_t nbInputs) const;
+
     // Output dims: qkv's leading dims with the last replaced by Hv*dv.
     std::vector<int64_t> outputDims(DimsView const& qkv) const;
 

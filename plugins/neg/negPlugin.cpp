@@ -1,5 +1,6 @@
 #include "negPlugin.h"
 
+#include <cstdio>
 #include <exception>
 #include <vector>
 
@@ -14,7 +15,7 @@ template <typename Desc>
 int32_t checkShapes(NegPluginConfig const& cfg, char const* where, Desc const* in, int32_t nbInputs,
     int32_t nbOutputs) noexcept
 {
-    if (nbInputs != kNEG_NB_INPUTS || nbOutputs != kNEG_NB_OUTPUTS)
+    if (!ioCountsMatch(kNegPluginName, where, nbInputs, kNEG_NB_INPUTS, nbOutputs, kNEG_NB_OUTPUTS))
     {
         return 1;
     }
@@ -56,7 +57,7 @@ int32_t NegPlugin::configurePlugin(
 int32_t NegPlugin::getOutputDataTypes(
     DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes, int32_t nbInputs) const noexcept
 {
-    if (nbInputs != kNEG_NB_INPUTS || nbOutputs != kNEG_NB_OUTPUTS)
+    if (!ioCountsMatch(kNegPluginName, "getOutputDataTypes", nbInputs, kNEG_NB_INPUTS, nbOutputs, kNEG_NB_OUTPUTS))
     {
         return 1;
     }
@@ -76,8 +77,16 @@ int32_t NegPlugin::getOutputDataTypes(
 int32_t NegPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
     DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept
 {
-    if (nbInputs != kNEG_NB_INPUTS || nbOutputs != kNEG_NB_OUTPUTS || inputs[kNEG_IN_LOGITS].nbDims != 2)
+    if (!ioCountsMatch(kNegPluginName, "getOutputShapes", nbInputs, kNEG_NB_INPUTS, nbOutputs, kNEG_NB_OUTPUTS))
     {
+        return 1;
+    }
+    if (inputs[kNEG_IN_LOGITS].nbDims != 2)
+    {
+        char what[96];
+        std::snprintf(what, sizeof what, "input 'logits': expected [N, vocab_size], got rank %d",
+            inputs[kNEG_IN_LOGITS].nbDims);
+        logPluginError(kNegPluginName, "getOutputShapes", what);
         return 1;
     }
     // guided logits: same shape as logits; token/entropy/fired: [N].

@@ -210,6 +210,30 @@ static void testTypesAndDims()
     CHECK(od.size() == 3 && od[0] == 3 && od[1] == 10 && od[2] == 64);
 }
 
+// The profile's largest batch is checked at build time against what one call takes, on each
+// of the three [batch] inputs.
+static void testProfileMaxDims()
+{
+    Fields f = makeFields(2, 4, 8, 16, TensorType::kBF16, false);
+    GdnPluginConfig c;
+    CHECK(parse(f.v, 5, c).empty());
+    int64_t const conv = 2 * 2 * 8 + 4 * 16;
+    int64_t qkv[2] = {16384, conv}, ab[2] = {16384, 4}, z[2] = {16384, 64}, hv[1] = {4}, one[1] = {1},
+            fits[1] = {kMaxSeqsPerCall}, tooMany[1] = {kMaxSeqsPerCall + 1}, w[1] = {16};
+    DimsView dims[11] = {{2, qkv}, {2, ab}, {2, ab}, {1, hv}, {1, hv}, {1, one}, {1, fits}, {1, fits}, {1, fits},
+        {2, z}, {1, w}};
+    CHECK(c.checkProfileMaxDims(dims, 11).empty());
+    for (int32_t pos : {kIN_HOST_REQUEST_TYPES, kIN_LAST_TOKEN_IDS, kIN_SLOT_MAPPING})
+    {
+        dims[pos] = {1, tooMany};
+        std::string const err = c.checkProfileMaxDims(dims, 11);
+        CHECK(contains(err, "the optimization profile allows 4097 sequences")
+            && contains(err, "build with max_batch_size <= 4096"));
+        dims[pos] = {1, fits};
+    }
+    CHECK(contains(c.checkProfileMaxDims(dims, 9), "expected 11 inputs, got 9"));
+}
+
 // The enqueue path on host memory: makeParams from raw "inputs" then the CPU op must equal
 // a direct call with the same data.
 static void testEnqueuePath()
@@ -339,6 +363,7 @@ int main()
 {
     testFields();
     testTypesAndDims();
+    testProfileMaxDims();
     testEnqueuePath();
     return checkSummary("gdnCoreTest: all checks passed");
 }
