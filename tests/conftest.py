@@ -26,6 +26,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs tensorrt_llm 1.2.x and a GPU (docker self-test)"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Many small tensor ops (tiny models, fuzzing): one intra-op thread avoids OpenMP spin-waiting
+    on the shared 2-core CI machine. Modules opt in with ``pytestmark``; the count is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """The built-in tiny Darwin-NEG checkpoint (published layout, seed 0), written once."""

@@ -41,13 +41,7 @@ RANDOM_CONFIGS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matmuls: one thread avoids OpenMP spin-waiting on a shared 2-core machine (30x here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_config(dims: dict) -> dict:

@@ -22,13 +22,7 @@ SPLITS = (0, 1, 2, 3, 7, 64)
 _U32, _U64 = 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Hundreds of calls on small tensors: intra-op threads only add overhead here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------ the oracle

@@ -154,4 +154,19 @@ Interface* capability(nvinfer1::IPluginV3* p, nvinfer1::PluginCapabilityType typ
     return static_cast<Interface*>(p->getCapabilityInterface(type));
 }
 
+// Whether the plugin hands out the three interfaces TensorRT asks an IPluginV3 for (the kinds
+// their getInterfaceInfo names), and its core carries this name, version and namespace.
+inline bool hasIdentity(nvinfer1::IPluginV3* p, char const* name, char const* version, char const* pluginNamespace)
+{
+    using nvinfer1::PluginCapabilityType;
+    auto* core = capability<nvinfer1::IPluginV3OneCore>(p, PluginCapabilityType::kCORE);
+    auto* build = capability<nvinfer1::IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD);
+    auto* runtime = capability<nvinfer1::IPluginV3OneRuntime>(p, PluginCapabilityType::kRUNTIME);
+    return std::string(core->getInterfaceInfo().kind) == "PLUGIN_V3ONE_CORE"
+        && std::string(build->getInterfaceInfo().kind) == "PLUGIN_V3ONE_BUILD"
+        && std::string(runtime->getInterfaceInfo().kind) == "PLUGIN_V3ONE_RUNTIME"
+        && std::string(core->getPluginName()) == name && std::string(core->getPluginVersion()) == version
+        && std::string(core->getPluginNamespace()) == pluginNamespace;
+}
+
 } // namespace trt_mock
