@@ -102,7 +102,9 @@ def _gpu_count() -> int | None:
                    "engine travels with the plugin build it was made with.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Ranks built in parallel, one process and GPU each (capped at tp*pp and the GPU count).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output (and checkpoint) directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output (and checkpoint) directory: only an empty one or a previous output "
+                   "of the same kind, never a folder holding other files or the current directory.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a conversion progress bar.")
 @click.pass_context
 def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: bool, checkpoint_dir: str | None,

@@ -588,8 +588,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_previous_output(cli, no_trtllm
     result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--overwrite", "--no-progress", *LIMITS,
                                       *(arg for flag, path in places.items() for arg in (flag, str(path)))])
     assert result.exit_code == 1, result.output
-    assert (f"{project}: holds files that are not a trt-neg output (e.g. .git); --overwrite replaces only an empty "
-            f"directory or a previous {kind}") in result.output
+    name = kind.split(" (")[0]
+    assert (f"{project}: holds files that are not part of a trt-neg {name} (e.g. .git); --overwrite replaces only an "
+            f"empty directory or a previous {kind}") in result.output
     assert "convert checkpoint" not in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]
     assert sorted(p.name for p in project.iterdir()) == [".git", "notes.txt"]
@@ -605,6 +606,25 @@ def test_overwrite_refuses_the_current_directory_as_the_engine_directory(cli, no
     assert result.exit_code == 1, result.output
     assert f"{here}: is the current directory; replacing it would delete" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
+def test_engine_directory_rule_takes_a_previous_engine_and_nothing_nested_under_plugins(tmp_path):
+    """A previous engine directory (tp 2 ranks, timing caches, the plugin copy under any name) may
+    be replaced; a folder under plugins/ is not part of one, whatever its name (a glob's * must not
+    cross a "/": plugins/*.so.* once took in plugins/x.so.d/thesis.tex)."""
+    from trt_neg.checkpoint.safetensors_io import check_replaceable
+
+    engine = tmp_path / "engine"
+    for name in ("config.json", "rank0.engine", "rank1.engine", "build_info.json", "timing.cache",
+                 "timing.rank1.cache", "plugins/libtrt_neg_plugins.so", "plugins/trt_neg_plugins.cu13"):
+        (engine / name).parent.mkdir(parents=True, exist_ok=True)
+        (engine / name).write_text("x")
+    check_replaceable(engine, B.ENGINE_DIRECTORY)
+    (engine / "plugins" / "x.so.d").mkdir()
+    (engine / "plugins" / "x.so.d" / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match=r"holds files that are not part of a trt-neg engine directory "
+                                              r"\(e\.g\. plugins/x\.so\.d\)"):
+        check_replaceable(engine, B.ENGINE_DIRECTORY)
 
 
 def test_a_reused_checkpoint_config_that_is_not_utf8_is_named(cli, no_trtllm, tiny_checkpoint, tmp_path):

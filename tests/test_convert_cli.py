@@ -87,9 +87,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_previous_checkpoint(cli, tiny_
         result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(project),
                                           "--checkpoint-only", "--no-progress", *extra])
         assert result.exit_code == 1, result.output
-        assert (f"{project}: holds files that are not a trt-neg output (e.g. .git); --overwrite replaces only an "
-                "empty directory or a previous TensorRT-LLM checkpoint (config.json, rank*.safetensors); remove it "
-                "yourself or choose another output directory") in result.output
+        assert (f"{project}: holds files that are not part of a trt-neg TensorRT-LLM checkpoint (e.g. .git); "
+                "--overwrite replaces only an empty directory or a previous TensorRT-LLM checkpoint (config.json, "
+                "rank*.safetensors); remove it yourself or choose another output directory") in result.output
         assert _files(project) == before and (project / "notes.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no temporary left beside it
 

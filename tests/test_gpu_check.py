@@ -299,3 +299,46 @@ def test_extensions_are_built_for_this_gpu_alone(monkeypatch, capsys):
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
     assert gpu_check._child_env((8, 9))["TORCH_CUDA_ARCH_LIST"] == "8.9" and capsys.readouterr().out == ""
     assert gpu_check._child_env()["PYTHONPATH"].split(os.pathsep)[0] == str(gpu_check.ROOT)
+
+
+# Pretends a GPU exists and makes section 5's pytest run hang (a stuck GPU test); the pytest
+# process writes its pid to PID_FILE.
+HANGING_PYTEST = '''
+import os, sys, time
+if sys.argv[1:3] == ["-m", "gpu"]:
+    with open(os.environ["PID_FILE"] + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(os.environ["PID_FILE"] + ".tmp", os.environ["PID_FILE"])
+    time.sleep(600)
+    sys.exit(0)
+import torch
+torch.cuda.is_available = lambda: True
+torch.cuda.get_device_capability = lambda device=None: (9, 0)
+'''
+
+
+def test_sigterm_also_ends_the_pytest_run_of_section_5(tmp_path):
+    """Section 5 runs pytest in a process group of its own (so that its timeout can end it and its
+    children): a stopped check must end that group too, not leave it running on the GPU."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(HANGING_PYTEST)
+    pid_file, out = tmp_path / "pytest.pid", tmp_path / "gc"
+    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file))
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", str(out), "--only", "pytest"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    pytest_pid = None
+    try:
+        _wait_for(pid_file, proc, 120)
+        pytest_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1, (tmp_path / "log").read_text()
+        assert _gone(pytest_pid), "section 5's pytest run outlived the stopped check"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pytest_pid is not None and not _gone(pytest_pid, 0.5):
+            os.kill(pytest_pid, signal.SIGKILL)
+    summary = (out / "report.txt").read_text().split("== Summary")[1].splitlines()
+    assert summary[1].split()[:2] == ["ERROR", "pytest"] and "stopped by SIGTERM" in summary[1]

@@ -133,7 +133,8 @@ def test_overwrite_replaces_only_a_previous_builtin_checkpoint(tmp_path):
     (project / "model.safetensors").write_text("not ours")
     result = CliRunner().invoke(main, ["--output", str(project), "--overwrite"])
     assert result.exit_code == 1
-    assert result.output.startswith(f"Error: {project}: holds files that are not a trt-neg output (e.g. .git); "
+    assert result.output.startswith(f"Error: {project}: holds files that are not part of a trt-neg built-in HF "
+                                    "checkpoint (e.g. .git); "
                                     "--overwrite replaces only an empty directory or a previous built-in HF "
                                     "checkpoint (config.json, ")
     assert sorted(p.name for p in project.iterdir()) == [".git", "model.safetensors"]

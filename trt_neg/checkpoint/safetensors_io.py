@@ -361,9 +361,16 @@ class OutputKind:
             entries = sorted([(d, "/") for d in dirs] + [(f, "") for f in files])
             for name, slash in entries:
                 relative = (base / name).as_posix()
-                if not any(fnmatch.fnmatchcase(relative + slash, pattern) for pattern in self.patterns):
+                if not any(_glob_matches(relative + slash, pattern) for pattern in self.patterns):
                     return relative
         return None
+
+
+def _glob_matches(relative: str, pattern: str) -> bool:
+    """fnmatch component by component: a ``*`` never crosses a "/" (``plugins/*.so.*`` must not
+    take in ``plugins/x.so.d/thesis.tex``)."""
+    parts, globs = relative.split("/"), pattern.split("/")
+    return len(parts) == len(globs) and all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs))
 
 
 # A directory no writer recognises: only an empty one may be replaced.
@@ -398,8 +405,8 @@ def check_replaceable(target: str | Path, kind: OutputKind) -> None:
     foreign = kind.foreign_entry(target)
     if foreign is not None:
         rule = f" ({', '.join(kind.patterns)})" if kind.patterns else ""
-        raise FileExistsError(f"{target}: holds files that are not a trt-neg output (e.g. {foreign}); --overwrite "
-                              f"replaces only an empty directory or a previous {kind.name}{rule}; {remedy}")
+        raise FileExistsError(f"{target}: holds files that are not part of a trt-neg {kind.name} (e.g. {foreign}); "
+                              f"--overwrite replaces only an empty directory or a previous {kind.name}{rule}; {remedy}")
 
 
 @contextmanager

@@ -214,11 +214,22 @@ def run_child(cmd: list[str], name: str, result_path: Path, timeout: float, echo
 TAIL_KEEP = 30
 
 
+KILL_GRACE_S = 3.0
+
+
 def _kill_group(proc: subprocess.Popen) -> None:
+    """Ends a child and its process group: SIGTERM first, which a section passes on to the process
+    groups it started itself (section 5's pytest run), then SIGKILL for whatever is left (compilers)."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)  # the child and its compilers (own process group)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=KILL_GRACE_S)
+    except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:

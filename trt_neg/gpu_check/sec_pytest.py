@@ -3,11 +3,13 @@ its JUnit XML (counts, failed test ids, and the output's tail when something fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -42,6 +44,28 @@ def parse_junit(path: str | Path) -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _passing_sigterm_to(proc: subprocess.Popen):
+    """While pytest runs in its own process group, a SIGTERM to this section (the check stopping
+    it) ends that group too, which would otherwise run on, holding the GPU."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        os._exit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(ctx) -> str:
     timeout = max(10.0, ctx.time_left() - 10)
     with tempfile.TemporaryDirectory(prefix="trt_neg_pytest_") as tmp:
@@ -52,13 +76,14 @@ def run(ctx) -> str:
         t0 = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", **NEW_PROCESS_GROUP)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            timed_out = True
+        with _passing_sigterm_to(proc):
+            try:
+                out, _ = proc.communicate(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, _ = proc.communicate()
+                timed_out = True
         secs = time.time() - t0
         ctx.data.update(returncode=proc.returncode, seconds=round(secs, 1), timed_out=timed_out)
         summary_line = next((ln for ln in reversed(out.strip().splitlines()) if " in " in ln and "=" not in ln[:1]),

@@ -91,10 +91,11 @@ DARWIN_NEG_ARCHITECTURE = engine_dir_contract.DARWIN_NEG_ARCHITECTURE
 TIMING_CACHE_FILE = "timing.cache"
 PLUGIN_COPY_DIR = "plugins"
 # What build_engines puts in an engine directory (Engine.save's config.json and rank engines, the timing
-# cache, the plugin library copy, build_info.json): --overwrite replaces only a directory holding nothing else.
+# cache, the plugin library copy under whatever name --plugin-lib had, build_info.json): --overwrite replaces
+# only a directory holding nothing else.
 ENGINE_DIRECTORY = OutputKind("engine directory", (
     engine_dir_contract.ENGINE_CONFIG_FILE, "rank*.engine", engine_dir_contract.BUILD_INFO_FILE, TIMING_CACHE_FILE,
-    "timing.rank*.cache", f"{PLUGIN_COPY_DIR}/", f"{PLUGIN_COPY_DIR}/*.so", f"{PLUGIN_COPY_DIR}/*.so.*"))
+    "timing.rank*.cache", f"{PLUGIN_COPY_DIR}/", f"{PLUGIN_COPY_DIR}/*"))
 DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_MAX_SEQ_LEN_CAP = 4096
 DEFAULT_MAX_NUM_TOKENS_CAP = 8192  # BuildConfig.max_num_tokens' own default
