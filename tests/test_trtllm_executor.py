@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -659,3 +660,132 @@ def test_shutdown_from_a_listener_on_the_dispatcher_thread(fake, tmp_path):
             break
         time.sleep(0.01)
     assert tle.EVENTS[-1] == ("shutdown",) and not engine.is_running
+
+
+# ------------------------------------------------------ lifecycle and races (dispatcher)
+def test_a_failure_handling_a_response_fails_only_that_request(fake, tmp_path):
+    """As in LLMEngine: an error recording a token (here the tokenizer's) ends that request with
+    ``error`` and cancels its executor request; it used to leave the request unfinished forever."""
+    tle = fake
+
+    class FailingTokenizer(CharTokenizer):
+        def decode(self, ids, skip_special_tokens=True):
+            if 12 in ids:
+                raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+            return super().decode(ids, skip_special_tokens)
+
+    script(tle, {5: steps(tle, [10, 11, 12, 13]), 6: steps(tle, [20, 21])})
+    with open_engine(make_engine_dir(tmp_path / "e"), tokenizer=FailingTokenizer()) as engine:
+        bad = engine.submit(Request([5], max_new_tokens=4))
+        good = engine.submit(Request([6], max_new_tokens=2))
+        r = bad.result(timeout=2)
+        assert good.result(timeout=2).tokens == [20, 21]
+        (ex,) = tle.INSTANCES
+        assert r.finish_reason.value == "error" and r.error.startswith("UnicodeDecodeError: ")
+        assert r.tokens == [10, 11, 12] and ex.cancelled == [1]  # bad's executor request, not good's
+        assert not engine.has_unfinished()
+
+
+def test_a_second_shutdown_returns_when_the_first_is_done(fake, tmp_path):
+    """shutdown() from a listener hands the work to a helper thread; a later shutdown() (a ``with``
+    block's exit) used to return at once, with the executor and the dispatcher still running."""
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11]), 6: steps(tle, [12])})  # then nothing: both stay in flight
+    engine = open_engine(make_engine_dir(tmp_path / "e"))
+    asked = []
+
+    def stop_on_first(item):
+        if isinstance(item, TokenOutput) and not asked:
+            engine.shutdown()  # on the dispatcher thread: returns at once
+            asked.append(True)
+
+    h1 = engine.submit(Request([5], max_new_tokens=10), on_output=stop_on_first)
+    h2 = engine.submit(Request([6], max_new_tokens=10))
+    deadline = time.monotonic() + 5
+    while not asked and time.monotonic() < deadline:
+        time.sleep(0.001)
+    engine.shutdown()
+    assert ("shutdown",) in tle.EVENTS and not engine.is_running
+    assert h1.done and h2.done and h1.result().finish_reason.value == "cancelled"
+    assert tle.EVENTS.count(("shutdown",)) == 1
+
+
+def test_shutdown_without_cancel_lets_requests_finish(fake, tmp_path):
+    """shutdown(cancel=False) used to report in-flight requests ``cancelled`` without cancelling
+    them in the executor (whose own shutdown runs its active requests to their end)."""
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11, 12])})
+    engine = open_engine(make_engine_dir(tmp_path / "e"))
+    h = engine.submit(Request([5], max_new_tokens=3))
+    engine.shutdown(cancel=False)
+    r = h.result(timeout=2)
+    assert r.finish_reason.value == "length" and r.tokens == [10, 11, 12]
+    assert tle.INSTANCES[0].cancelled == [] and tle.EVENTS[-1] == ("shutdown",)
+
+
+def test_abort_request_racing_shutdown_never_reaches_a_shut_down_executor(fake, tmp_path):
+    """abort_request looked the request up, let go of the lock, then called cancel_request: a
+    shutdown() in between made it raise TensorRT-LLM's "Shutdown called" at the caller."""
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11])})
+    engine = open_engine(make_engine_dir(tmp_path / "e"))
+    ex = engine.executor
+    shut_down, cancelling = threading.Event(), threading.Event()
+    real_cancel, real_shutdown = ex.cancel_request, ex.shutdown
+
+    def slow_cancel(id=None):  # widens the window between the lookup and the executor call
+        cancelling.set()
+        shut_down.wait(0.3)
+        return real_cancel(id)
+
+    def recorded_shutdown():
+        real_shutdown()
+        shut_down.set()
+
+    ex.cancel_request, ex.shutdown = slow_cancel, recorded_shutdown
+    got = []
+
+    def abort():
+        try:
+            got.append(engine.abort_request("r"))
+        except Exception as exc:  # noqa: BLE001 - what the caller would see
+            got.append(exc)
+
+    aborter = threading.Thread(target=abort)
+
+    def on_first(item):  # the executor finishes the request while abort_request is under way
+        if isinstance(item, TokenOutput) and item.index == 0:
+            aborter.start()
+            cancelling.wait(2)
+
+    h = engine.submit(Request([5], max_new_tokens=2, request_id="r"), on_output=on_first)
+    r = h.result(timeout=2)
+    engine.shutdown()
+    aborter.join(2)
+    assert got == [True] and not any(e[0] == "call after shutdown" for e in tle.EVENTS)
+    assert (r.finish_reason.value, r.tokens) in (("length", [10, 11]), ("cancelled", [10]))  # length, unless slowed
+
+
+def test_a_cancel_that_loses_the_race_keeps_the_natural_finish(fake, tmp_path):
+    """handle.cancel() returns True when it asked the executor; if the executor had already
+    finished the request, the result keeps that finish (docs/trtllm_runtime.md), once."""
+    tle = fake
+    script(tle, {7: steps(tle, [30, 31, 32]), 8: steps(tle, [40]), 5: steps(tle, [10])})
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        held, release = threading.Event(), threading.Event()
+
+        def hold_dispatcher(item):  # so that the next await_responses has both 8's token and 5's end
+            if isinstance(item, TokenOutput) and item.index == 0:
+                held.set()
+                release.wait(5)
+
+        engine.submit(Request([7], max_new_tokens=3), on_output=hold_dispatcher)
+        assert held.wait(5)
+        said, seen, victim = [], [], []
+        engine.submit(Request([8], max_new_tokens=1),
+                      on_output=lambda item: said.append(victim[0].cancel()) if isinstance(item, TokenOutput) else None)
+        victim.append(engine.submit(Request([5], max_new_tokens=1), on_output=seen.append))
+        release.set()
+        r = victim[0].result(timeout=2)
+    assert said == [True] and r.finish_reason.value == "length" and r.tokens == [10]
+    assert [type(item).__name__ for item in seen] == ["TokenOutput", "RequestResult"]

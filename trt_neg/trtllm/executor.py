@@ -93,7 +93,12 @@ binding since PR #6608 (Aug 2025, before 1.2) with the same module and class nam
   active request whose id was cancelled with ``terminateRequestSync(req, kCANCELLED)``
   (``kTIMED_OUT`` if its time ran out); ``populateNewResponses`` then sends its final
   response (``LlmRequest::finishByReason`` sets ``kGENERATION_COMPLETE``, llmRequest.h id
-  786144818).
+  786144818). Only *active* requests are terminated and only their ids leave
+  ``mCancelledReqIds``, so a queued request is cancelled once scheduled; ``cancelRequest`` of a
+  request whose final response was already awaited is ignored. After ``shutdown()``,
+  ``enqueueRequests`` / ``awaitResponses`` / ``cancelRequest`` throw "Shutdown called"
+  (``TLLM_CHECK_WITH_INFO(!mShutdownCalled, ...)``), and ``executionLoop`` runs until its
+  active requests are done (``while (!mShutdown || !activeRequests.empty())``).
 
 * Multi-GPU, LEADER mode (docs/trtllm_runtime.md, "Multi-GPU engines", has the decision
   against ORCHESTRATOR mode): ``ParallelConfig(communication_type=MPI,
@@ -132,10 +137,11 @@ binding since PR #6608 (Aug 2025, before 1.2) with the same module and class nam
 Still to see in the 1.2.1 container: that the file versions above are what 1.2.1 ships (none
 could be tied to a tag; the ``generation_`` prefix is unchanged in every version read, and the
 bare name is still accepted as a fallback), and that a request cancelled while still queued
-(not yet active) also gets its final response (``shutdown`` finishes any the executor never
-answers). Multi-GPU was never run (no multi-GPU machine, no tensorrt_llm here): that the NEG
-plugin's outputs and ``neg_entropy`` / ``neg_fired`` reach the leader intact under tp and pp
-(for pp the last stage computes them), and the leader/non-leader shutdown sequence in practice.
+(not yet active) also gets its final response in practice (the source says so, above;
+``shutdown`` finishes any the executor never answers). Multi-GPU was never run (no multi-GPU
+machine, no tensorrt_llm here): that the NEG plugin's outputs and ``neg_entropy`` /
+``neg_fired`` reach the leader intact under tp and pp (for pp the last stage computes them),
+and the leader/non-leader shutdown sequence in practice.
 """
 
 from __future__ import annotations
@@ -302,6 +308,8 @@ class TrtllmExecutorEngine(EngineFrontend):
         self._by_exec: dict[int, _Tracked] = {}
         self._stopping = False
         self._closed = False
+        self._shut_down_done = threading.Event()  # set when the first shutdown() has finished
+        self._shutdown_thread: threading.Thread | None = None  # the thread running it (its listeners may call again)
         self._thread: threading.Thread | None = None
         if self.is_leader:  # a non-leader's await_responses would throw: no dispatcher there
             self._thread = threading.Thread(target=self._loop, name="trt-neg-trtllm-responses", daemon=True)
@@ -359,14 +367,17 @@ class TrtllmExecutorEngine(EngineFrontend):
         self._by_exec[tracked.exec_id] = tracked
 
     def abort_request(self, request_id: str) -> bool:
-        """Cancel: the executor ends the request with a final CANCELLED response. False if unknown or done."""
-        with self._lock:
+        """Ask the executor to cancel; False if unknown, done or already asked.
+
+        True means asked, not cancelled: a request the executor has already finished (its final
+        response on the way) ends with its own finish reason (docs/trtllm_runtime.md).
+        """
+        with self._lock:  # held across cancel_request: shutdown() cannot shut the executor down in between
             tracked = self._tracked.get(request_id)
             if tracked is None or tracked.seq.cancel_requested or tracked.done:
                 return False
             tracked.seq.cancel_requested = True
-            exec_id = tracked.exec_id
-        self.executor.cancel_request(exec_id)
+            self.executor.cancel_request(tracked.exec_id)
         return True
 
     # --------------------------------------------------------- dispatcher thread
@@ -403,21 +414,37 @@ class TrtllmExecutorEngine(EngineFrontend):
             tracked = self._by_exec.get(response.request_id)
         if tracked is None or tracked.done:  # a late response after we finished it (stop string, error)
             return
-        seq, outputs = tracked.seq, []
+        outputs: list[Output] = []
+        try:
+            self._apply_response(tracked, response, outputs)
+        except Exception as exc:  # e.g. the tokenizer failed on a token: fail this request only, as LLMEngine does
+            log.exception("request %s: handling its executor response failed", tracked.seq.request_id)
+            self._fail(tracked, response, outputs, exc)
+        self._deliver(tracked, outputs)
+
+    def _fail(self, tracked: _Tracked, response: Any, outputs: list[Output], exc: Exception) -> None:
+        """End the request with ``error`` and stop its executor request (unless this response was its last)."""
+        try:
+            final = response.has_error() or bool(response.result.is_final)
+        except Exception:
+            final = False
+        if not final:
+            try:
+                self.executor.cancel_request(tracked.exec_id)
+            except Exception:
+                log.exception("cancelling executor request %s failed", tracked.exec_id)
+        if not tracked.done:
+            self._finish(tracked, FinishReason.ERROR, outputs, error=f"{type(exc).__name__}: {exc}")
+
+    def _apply_response(self, tracked: _Tracked, response: Any, outputs: list[Output]) -> None:
+        """The response's new tokens (with their NEG values) and, if it ends the request, the result."""
+        seq = tracked.seq
         if response.has_error():
             self._finish(tracked, FinishReason.ERROR, outputs, error=f"executor: {response.error_msg}")
-            self._deliver(tracked, outputs)
             return
         result = response.result
         new = [int(t) for t in (result.output_token_ids[0] if result.output_token_ids else [])]
-        try:
-            entropies, fired = self._neg_values(result, tracked.received, len(new))
-        except Exception as exc:
-            if not result.is_final:
-                self.executor.cancel_request(tracked.exec_id)
-            self._finish(tracked, FinishReason.ERROR, outputs, error=f"{type(exc).__name__}: {exc}")
-            self._deliver(tracked, outputs)
-            return
+        entropies, fired = self._neg_values(result, tracked.received, len(new))
         tracked.received += len(new)
         now = self.clock()
         for token, entropy, flag in zip(new, entropies, fired):
@@ -434,7 +461,6 @@ class TrtllmExecutorEngine(EngineFrontend):
             if reason in (FinishReason.STOP, FinishReason.LENGTH) and seq.detok is not None:
                 seq.detok.flush()  # the executor ended it before our own checks did
             self._finish(tracked, reason, outputs, error=error)
-        self._deliver(tracked, outputs)
 
     def _map_finish(self, reason: Any) -> tuple[FinishReason, str | None]:
         name = getattr(reason, "name", str(reason))
@@ -487,19 +513,26 @@ class TrtllmExecutorEngine(EngineFrontend):
 
     # ----------------------------------------------------------------- shutdown
     def shutdown(self, cancel: bool = True) -> None:
-        """Stop the dispatcher and the executor; unfinished requests end cancelled (their listeners are told).
+        """Stop the dispatcher and the executor; with ``cancel`` unfinished requests end cancelled (their
+        listeners are told), without it they run to their end first (the executor's own shutdown waits
+        for its active requests too).
 
         From an output listener (on the dispatcher thread) it returns at once and a helper
-        thread finishes the job: the dispatcher must go on to deliver the cancellations.
+        thread finishes the job: the dispatcher must go on to deliver the cancellations. Any
+        other call made while a shutdown is under way returns when that one is done.
 
         On a non-leader rank (tp/pp engines) this is all there is to do: ``Executor.shutdown()``
         blocks (GIL released) until the leader's shutdown reaches this rank, then returns.
         """
-        if self._closed:
+        with self._lock:
+            first, self._closed = not self._closed, True
+        if not first:
+            if threading.current_thread() not in (self._thread, self._shutdown_thread):
+                self._shut_down_done.wait()
             return
-        self._closed = True
         if not self.is_leader:
             self._shutdown_executor()
+            self._shut_down_done.set()
             return
         if threading.current_thread() is self._thread:
             threading.Thread(target=self._shut_down, args=(cancel,), name="trt-neg-executor-shutdown").start()
@@ -507,14 +540,23 @@ class TrtllmExecutorEngine(EngineFrontend):
         self._shut_down(cancel)
 
     def _shut_down(self, cancel: bool) -> None:
+        self._shutdown_thread = threading.current_thread()
+        try:
+            self._stop_dispatcher(cancel)
+            self._shutdown_executor()
+        finally:
+            self._shut_down_done.set()
+
+    def _stop_dispatcher(self, cancel: bool) -> None:
+        deadline = math.inf
         if cancel:
             with self._lock:
                 pending = list(self._tracked.values())
             for tracked in pending:
                 self.abort_request(tracked.seq.request_id)
             deadline = time.monotonic() + 5.0
-            while self.has_unfinished() and self._thread.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.01)
+        while self.has_unfinished() and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._stopping = True
         self._thread.join()
         with self._lock:
@@ -523,7 +565,6 @@ class TrtllmExecutorEngine(EngineFrontend):
             outputs: list[Output] = []
             self._finish(tracked, FinishReason.CANCELLED, outputs)
             self._deliver(tracked, outputs)
-        self._shutdown_executor()
 
     def _shutdown_executor(self) -> None:
         try:

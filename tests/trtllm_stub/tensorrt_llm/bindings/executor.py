@@ -43,6 +43,11 @@ interleave like in-flight batching). A request finishes by itself like the real 
 ``LENGTH`` at ``max_tokens``, ``STOP_WORDS`` on a stop word (the token is included),
 ``END_ID`` on ``end_id``; a script that runs out leaves the request pending until
 ``cancel_request`` (final response ``CANCELLED``). Every call is recorded in :data:`EVENTS`.
+
+After ``shutdown()``, ``enqueue_request``, ``await_responses`` and ``cancel_request`` throw
+"Shutdown called", as ``executorImpl.cpp`` (index id 571425092: ``TLLM_CHECK_WITH_INFO(
+!mShutdownCalled, ...)`` in ``enqueueRequests``, ``awaitResponses``, ``cancelRequest``) does;
+a second ``shutdown()`` returns at once (``if (mShutdownCalled) return;``).
 """
 
 from __future__ import annotations
@@ -353,7 +358,13 @@ class Executor:
             EVENTS.append(("non-leader call", method))
             raise RuntimeError(f"With LEADER communication mode, only leader rank is expected to call {method}")
 
+    def _not_shut_down(self, method):  # executorImpl.cpp: TLLM_CHECK_WITH_INFO(!mShutdownCalled, ...)
+        if self._shutdown:
+            EVENTS.append(("call after shutdown", method))
+            raise RuntimeError(f"[TensorRT-LLM][ERROR] Assertion failed: Shutdown called ({method})")
+
     def enqueue_request(self, request):
+        self._not_shut_down("enqueueRequests")
         self._leader_only("enqueueRequests")
         if not isinstance(request, Request):
             raise TypeError("enqueue_request(request: Request)")
@@ -374,6 +385,7 @@ class Executor:
         return rid
 
     def cancel_request(self, id=None):
+        self._not_shut_down("cancelRequest")
         self._leader_only("cancelRequest")
         with self._cond:
             EVENTS.append(("cancel_request", id))
@@ -384,6 +396,8 @@ class Executor:
 
     def shutdown(self):
         with self._cond:
+            if self._shutdown:  # executorImpl.cpp: "Cannot call shutdown multiple times"
+                return
             EVENTS.append(("shutdown",))
             self._shutdown = True
             self._cond.notify_all()
@@ -392,6 +406,7 @@ class Executor:
         return a.cancelled or bool(a.script)
 
     def await_responses(self, timeout=None):
+        self._not_shut_down("awaitResponses")
         self._leader_only("awaitResponses")
         if timeout is not None and not isinstance(timeout, datetime.timedelta):
             raise TypeError("await_responses(timeout: datetime.timedelta | None)")
