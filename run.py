@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -38,7 +39,8 @@ import click
 
 from trt_neg.cache import cache_dir, cache_dir_origin
 from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress
-from trt_neg.runtime.prompts_file import PROMPTS_FILE_HELP, PromptSpec, parse_token_ids, read_prompts_file
+from trt_neg.runtime.prompts_file import (PROMPTS_FILE_HELP, PromptSpec, check_unique_ids, parse_token_ids,
+                                          read_prompts_file)
 
 TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
@@ -47,6 +49,10 @@ TORCH_ONLY_OPTIONS = {"dtype": "the engine's dtype is fixed when it is built",
                       "threads": "there is no torch CPU compute",
                       "batch_invariant": "the TensorRT-LLM executor batches its own way"}
 DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:\d+|auto")
+# The runtimes' names for the limits (scheduler, engines) and the flags that set them.
+LIMIT_FLAGS = {"max_slots": "--max-batch-size", "max_batch_size": "--max-batch-size",
+               "max_tokens_per_step": "--max-tokens-per-step", "max_num_tokens": "--max-tokens-per-step",
+               "max_seq_len": "--max-seq-len"}
 
 
 def builtin_tiny_model(echo=lambda msg: None) -> Path:
@@ -80,7 +86,19 @@ def builtin_tiny_model(echo=lambda msg: None) -> Path:
 
 # ------------------------------------------------------------------------------ inputs
 # -------------------------------------------------------------------------------- CLI
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class InterruptibleCommand(click.Command):
+    """Ctrl-C anywhere (loading the model, tokenizing, decoding) exits 130 with one line, not click's
+    "Aborted!" and exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompts", nargs=-1)
 @click.option("-p", "--prompt", "prompt_opts", multiple=True, metavar="TEXT",
               help="A text prompt (repeatable; same as giving PROMPTS).")
@@ -163,6 +181,10 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         if plot_path.is_dir():
             raise click.BadParameter(f"{plot_path}: is a directory", param_hint="--plot")
 
+    if threads > (os.cpu_count() or 1):  # libgomp crashes when it cannot create that many threads
+        raise click.BadParameter(f"{threads} is more than the {os.cpu_count()} CPUs of this machine",
+                                 param_hint="--threads")
+
     engine_info = None
     if backend == "trtllm":
         engine_info = check_trtllm_options(engine_dir, given)
@@ -173,11 +195,12 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     if prompts_file:
         specs += read_prompts_file(prompts_file)
     specs += [PromptSpec(f"ids{i}", token_ids=parse_token_ids(v)) for i, v in enumerate(token_ids)]
+    check_unique_ids(specs)
     if not specs:
         raise click.UsageError("nothing to generate: give text PROMPTS, --prompt, --prompts-file or --token-ids")
 
     from trt_neg.runtime import LLMEngine, Request, SamplingParams
-    from trt_neg.runtime.tokenizer import encode_prompt, load_tokenizer
+    from trt_neg.runtime.tokenizer import encode_prompt
 
     if backend == "torch" and not DEVICE_PATTERN.fullmatch(device):
         raise click.BadParameter(f"{device!r} is not a device this runs on (cpu, cuda, cuda:N, auto)",
@@ -209,6 +232,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         if not (model_dir / "config.json").exists():
             raise click.BadParameter(f"{model_dir}: no config.json (expected an HF checkpoint directory)",
                                      param_hint="--model")
+        check_model_description(model_dir)
     else:  # the tokenizer of the engine's HF checkpoint (build_info.json), or --model
         model_dir = Path(model) if model else engine_info.hf_model_dir
         if model_dir is not None and not model_dir.is_dir():
@@ -216,7 +240,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                                      f"{'' if model else ', recorded in build_info.json; pass --model'})",
                                      param_hint="--model")
     where = model_dir if model_dir is not None else f"{engine_dir} (build_info.json names no HF checkpoint)"
-    tokenizer = load_tokenizer(model_dir) if model_dir is not None else None
+    tokenizer = checkpoint_tokenizer(model_dir) if model_dir is not None else None
     if tokenizer is None and any(s.token_ids is None for s in specs):
         raise click.UsageError(f"{where} has no tokenizer: give prompts as --token-ids")
     if tokenizer is None and stop:
@@ -257,7 +281,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                                               dtype=dtype, device=device, batch_invariant=batch_invariant)
             engine = LLMEngine(be, tokenizer=tokenizer, max_tokens_per_step=max_tokens_per_step)
         except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise limit_error(exc) from None
         except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError
             raise click.ClickException(backend_setup_error(exc, model_dir, device, dtype, max_batch_size,
                                                            max_seq_len)) from None
@@ -273,9 +297,18 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     progress = Progress(len(requests)) if as_json else None
     index: dict[str, int] = {}
     results = [None] * len(requests)
+    stdout_closed = threading.Event()  # its reader went away (`run.py | head`): stop decoding
     from trt_neg.runtime import RequestResult
 
     def on_output(item) -> None:
+        if stdout_closed.is_set():
+            return
+        try:
+            record_output(item)
+        except BrokenPipeError:
+            stdout_closed.set()
+
+    def record_output(item) -> None:
         i = index[item.request_id]
         if isinstance(item, RequestResult):
             if writer is not None and writer.closed:  # interrupted: a cancellation, not a result
@@ -310,8 +343,13 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         for i, req in enumerate(requests):
             index[engine.add_request(req, listener=on_output)] = i
         try:
-            while engine.has_unfinished():
+            while engine.has_unfinished() and not stdout_closed.is_set():
                 engine.step()
+            if stdout_closed.is_set():
+                for rid in list(index):
+                    engine.abort_request(rid)
+                engine.step()
+                exit_for_closed_stdout()
         except KeyboardInterrupt:
             interrupted()  # first: what had finished is printed even if the clean-up below is interrupted
             try:
@@ -328,10 +366,12 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
 
         def on_trtllm_output(item) -> None:
             with lock:  # waits until every request is submitted (index complete)
-                on_output(item)
-                if isinstance(item, RequestResult):
-                    pending[0] -= 1
-                    if pending[0] == 0:
+                try:
+                    on_output(item)
+                finally:  # the executor swallows a listener's exception: the wait below must still end
+                    if isinstance(item, RequestResult):
+                        pending[0] -= 1
+                    if pending[0] == 0 or stdout_closed.is_set():
                         all_done.set()
 
         try:
@@ -340,6 +380,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                     index[engine.add_request(req, listener=on_trtllm_output)] = i
             while not all_done.wait(0.1):
                 pass
+            if stdout_closed.is_set():
+                engine.shutdown()  # cancels what is unfinished
+                exit_for_closed_stdout()
         except KeyboardInterrupt:
             with lock:  # no result is being recorded while the finished ones are printed
                 interrupted()
@@ -363,6 +406,53 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         note(f"wrote {plot_path}")
     if any(r.error for r in results):
         sys.exit(1)
+
+
+def exit_for_closed_stdout() -> None:
+    """Exit as a Unix tool does when the reader of its output has gone: 128 + SIGPIPE, quietly. stdout
+    is pointed at /dev/null first, or the interpreter's final flush would raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a file descriptor (click's test runner)
+        pass
+    sys.exit(128 + signal.SIGPIPE)
+
+
+def check_model_description(model_dir: Path) -> None:
+    """The checkpoint's config as trt_neg.config reads it, before the tokenizer (whose loader reads
+    config.json too, and fails on a broken one with a transformers traceback)."""
+    from trt_neg.config import load_config
+
+    try:
+        load_config(model_dir)
+    except ValueError as exc:  # ConfigError names the file; a decoding error may not
+        message = one_line(exc)
+        raise click.BadParameter(message if str(model_dir) in message else f"{model_dir}: {message}",
+                                 param_hint="--model") from None
+    except OSError as exc:
+        raise click.BadParameter(f"{exc.filename or model_dir}: cannot read it ({exc.strerror or one_line(exc)})",
+                                 param_hint="--model") from None
+
+
+def checkpoint_tokenizer(model_dir: Path):
+    from trt_neg.runtime.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer(model_dir)
+    except Exception as exc:  # noqa: BLE001 - transformers and tokenizers fail in many ways on broken files
+        raise click.ClickException(f"{model_dir}: could not load the tokenizer ({type(exc).__name__}: "
+                                   f"{one_line(exc)})") from None
+
+
+def limit_error(exc: ValueError) -> click.ClickException:
+    """A runtime's refusal of a limit ("max_seq_len: ...") as a usage error on the flag that set it."""
+    name, sep, problem = str(exc).partition(": ")
+    if not sep or name not in LIMIT_FLAGS:
+        return click.ClickException(str(exc))
+    problem = re.sub(r"\bmax_slots\b", LIMIT_FLAGS["max_slots"], problem)
+    return click.BadParameter(problem, param_hint=LIMIT_FLAGS[name])
 
 
 def one_line(exc: BaseException) -> str:
@@ -459,7 +549,9 @@ def open_trtllm_engine(engine_dir, tokenizer, max_batch_size, max_seq_len, max_n
                                     max_seq_len=max_seq_len, max_num_tokens=max_num_tokens)
     except EngineDirError as exc:
         raise click.BadParameter(str(exc), param_hint="--engine-dir") from None
-    except (ValueError, TensorRTLLMUnavailable, PluginLibraryError) as exc:
+    except ValueError as exc:
+        raise limit_error(exc) from None
+    except (TensorRTLLMUnavailable, PluginLibraryError) as exc:
         raise click.ClickException(str(exc)) from None
     except RuntimeError as exc:  # the executor failed to load the engine
         raise click.ClickException(f"TensorRT-LLM could not load {engine_dir}: {' '.join(str(exc).split())}") from None

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -458,3 +459,210 @@ def test_prompts_file_help_describes_the_format():
     assert "(see above)" not in help_text
     for word in ('"prompt"', '"messages"', '"token_ids"', '"max_new_tokens"', "UTF-8 JSONL"):
         assert word in help_text
+
+
+# ------------------------------------------------------------ review r5: pipes, threads, Ctrl-C, configs, ids, limits
+def many_requests_file(tmp_path, n=40, max_new_tokens=3):
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"token_ids": [1, 2], "max_new_tokens": max_new_tokens}) + "\n"
+                            for _ in range(n)))
+    return path
+
+
+def threaded_engine_as_trtllm(monkeypatch, model_dir):
+    """--backend trtllm's wait loop without TensorRT-LLM: the torch engine on its own thread stands in for the
+    executor (outputs arrive on another thread, as from the executor's dispatcher)."""
+    from types import SimpleNamespace
+
+    from trt_neg.runtime import LLMEngine
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    def open_engine(engine_dir, tokenizer, max_batch_size, max_seq_len, max_num_tokens):
+        engine = LLMEngine(TorchBackend.from_pretrained(model_dir, max_slots=2), tokenizer=tokenizer).start()
+        engine.is_leader = True
+        return engine
+
+    monkeypatch.setattr(run, "check_trtllm_options", lambda engine_dir, given: SimpleNamespace(hf_model_dir=None))
+    monkeypatch.setattr(run, "open_trtllm_engine", open_engine)
+    return ["--backend", "trtllm", "--engine-dir", str(model_dir), "--model", str(model_dir)]
+
+
+@pytest.mark.parametrize("backend", ["torch", "trtllm"])
+@pytest.mark.parametrize("as_json", [False, True])
+def test_closed_stdout_stops_decoding_and_exits_141(tiny_checkpoint, tmp_path, monkeypatch, backend, as_json):
+    """stdout's reader gone (`run.py | head`): no traceback, no more decoding, exit 128 + SIGPIPE."""
+    from trt_neg.runtime import LLMEngine
+
+    writer = console.OrderedJsonWriter if as_json else console.OrderedStreamer
+    writes = [0]
+
+    def broken_pipe(self, *args):
+        writes[0] += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(writer, "_write", broken_pipe)
+    real_step, steps = LLMEngine.step, [0]
+
+    def step(self):
+        steps[0] += 1
+        return real_step(self)
+
+    monkeypatch.setattr(LLMEngine, "step", step)
+    args = (threaded_engine_as_trtllm(monkeypatch, tiny_checkpoint) if backend == "trtllm"
+            else [*BASE, "--model", str(tiny_checkpoint), "--max-batch-size", "2"])
+    r = CliRunner().invoke(run.main, [*args, "--prompts-file", str(many_requests_file(tmp_path)), "--ignore-eos",
+                                      *(["--json"] if as_json else [])])
+    assert r.exit_code == 141 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert writes[0] == 1 and "Traceback" not in r.stderr and "listener" not in r.stderr
+    # 40 requests x 3 tokens in 2 slots take 60 steps. The torch loop stops at the failed write; the
+    # threaded stand-in of the executor may take a few more steps before the shutdown reaches it.
+    assert steps[0] < (10 if backend == "torch" else 40)
+
+
+def test_run_piped_into_head_exits_quietly(tiny_checkpoint, tmp_path):
+    """A real closed pipe: the interpreter's final flush does not raise either."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *BASE, "--model", str(tiny_checkpoint),
+                             "--prompts-file", str(many_requests_file(tmp_path, n=200)), "--ignore-eos"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.read(5)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert err.count(" tokens, finish: ") < 20, err  # stopped: not all 200 requests were decoded
+
+
+def test_threads_above_the_cpu_count_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))
+    r = CliRunner().invoke(run.main, ["--threads", "5", "--token-ids", "1,2"])
+    assert r.exit_code == 2 and "--threads" in r.output and "5 is more than the 4 CPUs of this machine" in r.output
+
+
+def test_ctrl_c_before_decoding_exits_130_with_one_line(tiny_checkpoint, tmp_path):
+    """SIGINT while the model loads: exit 130 and "interrupted", not click's "Aborted!" and exit 1."""
+    import signal
+
+    driver = ("import sys, time\n"
+              f"sys.path.insert(0, {str(ROOT)!r})\n"
+              "import run\n"
+              "from trt_neg.runtime import tokenizer\n"
+              "def slow_tokenizer(path):\n"
+              "    print('loading the tokenizer', file=sys.stderr, flush=True)\n"
+              "    time.sleep(60)\n"
+              "tokenizer.load_tokenizer = slow_tokenizer\n"
+              f"run.main([*{BASE!r}, '--model', {str(tiny_checkpoint)!r}, 'Hello'])\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr.readline() == b"loading the tokenizer\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.decode() == "interrupted\n" and out == b""
+
+
+def test_keyboard_interrupt_before_decoding_exits_130(monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "builtin_tiny_model", interrupt)
+    r = CliRunner().invoke(run.main, ["--token-ids", "1,2", "--json"])
+    assert r.exit_code == 130 and r.stderr == "interrupted\n" and r.stdout == ""
+
+
+def checkpoint_copy(tiny_checkpoint, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(tiny_checkpoint, tmp_path / "model"))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"architectures": [\n', "field '<file>': is not valid JSON"),
+    (b"", "field '<file>': is not valid JSON"),
+    (b"[]\n", "field '<root>': expected a JSON object"),
+    (b'{"neg_config": {}}\n', "is required but missing"),
+    (b"\xff\xfe{}", ""),  # not UTF-8 (the loader's wording is its own)
+    (None, "config.json"),  # a directory
+])
+def test_broken_config_is_a_usage_error_on_model(tiny_checkpoint, tmp_path, monkeypatch, content, message):
+    from trt_neg.runtime import tokenizer
+
+    model = checkpoint_copy(tiny_checkpoint, tmp_path)
+    (model / "config.json").unlink()
+    if content is None:
+        (model / "config.json").mkdir()
+    else:
+        (model / "config.json").write_bytes(content)
+    monkeypatch.setattr(tokenizer, "load_tokenizer", lambda path: pytest.fail("the tokenizer was loaded first"))
+    r = invoke("--model", str(model), "--token-ids", "1,2", ok=False)
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    (line,) = [s for s in r.stderr.splitlines() if s.startswith("Error:")]
+    assert "--model" in line and str(model) in line and message in line
+    assert "Traceback" not in r.stderr
+
+
+def test_broken_tokenizer_is_one_line_naming_the_folder(tiny_checkpoint, tmp_path):
+    model = checkpoint_copy(tiny_checkpoint, tmp_path)
+    (model / "tokenizer.json").write_text("{")
+    r = invoke("--model", str(model), "--token-ids", "1,2", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    (line,) = [s for s in r.stderr.splitlines() if s.startswith("Error:")]
+    assert line.startswith(f"Error: {model}: could not load the tokenizer (")
+
+
+@pytest.mark.parametrize("ident, shown", [("null", "null"), ('{"a": 1}', '{"a": 1}'), ("true", "true"),
+                                          ("1.5", "1.5"), ('["x"]', '["x"]')])
+def test_prompts_file_id_must_be_a_string_or_an_integer(tiny_checkpoint, tmp_path, ident, shown):
+    bad = tmp_path / "ids.jsonl"
+    bad.write_text('{"id": "fine", "token_ids": [1]}\n{"id": ' + ident + ', "token_ids": [1]}\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(bad), ok=False)
+    assert r.exit_code == 2 and f"ids.jsonl:2: 'id' must be a string or an integer, got {shown}" in r.output
+
+
+def test_prompts_file_integer_id_is_its_label(tiny_checkpoint, tmp_path):
+    good = tmp_path / "ids.jsonl"
+    good.write_text('{"id": 7, "token_ids": [1]}\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(good), "--json", "--max-new-tokens", "1")
+    assert [row["id"] for row in json_lines(r)] == ["7"]
+
+
+@pytest.mark.parametrize("lines, extra, message", [
+    (['{"id": "same", "token_ids": [1]}', '{"id": "x", "token_ids": [2]}', '{"id": "same", "token_ids": [3]}'], [],
+     "ids.jsonl:3: id 'same' is already used by {path}:1"),
+    (['{"id": 5, "token_ids": [1]}', '{"id": "5", "token_ids": [2]}'], [], "ids.jsonl:2: id '5' is already used by "
+                                                                          "{path}:1"),
+    (['"no id"', '{"id": "{path}:1", "token_ids": [2]}'], [], "ids.jsonl:2: id '{path}:1' is already used by {path}:1"),
+    (['{"id": "arg0", "token_ids": [1]}'], ["Hello"], "ids.jsonl:1: id 'arg0' is already used by a command-line "
+                                                      "prompt"),
+    (['{"id": "ids0", "token_ids": [1]}'], ["--token-ids", "1,2"], "ids.jsonl:1: id 'ids0' is already used by a "
+                                                                   "command-line prompt"),
+])
+def test_prompts_file_ids_are_unique(tiny_checkpoint, tmp_path, lines, extra, message):
+    path = tmp_path / "ids.jsonl"
+    path.write_text("\n".join(line.replace("{path}", str(path)) for line in lines) + "\n")
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(path), *extra, ok=False)
+    assert r.exit_code == 2 and "--prompts-file" in r.output and message.format(path=path) in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-tokens-per-step", "2"], "Invalid value for --max-tokens-per-step: must be >= --max-batch-size (8)"),
+    (["--max-batch-size", "4", "--max-tokens-per-step", "3"], "must be >= --max-batch-size (4)"),
+    (["--max-seq-len", "100000000"], "Invalid value for --max-seq-len: 100000000 exceeds the model's "
+                                     "max_position_embeddings (2048)"),
+])
+def test_runtime_limits_are_usage_errors_naming_the_flags(tiny_checkpoint, args, message):
+    r = invoke("--model", str(tiny_checkpoint), "--token-ids", "1,2", *args, ok=False)
+    assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
+    assert "max_slots" not in r.output and "max_tokens_per_step" not in r.output
+
+
+def test_trtllm_limit_errors_name_the_flags(monkeypatch):
+    from trt_neg.trtllm import executor
+
+    def refuse(*args, **kwargs):
+        raise ValueError("max_num_tokens: must be an integer in [1, 8192] (the engine's max_num_tokens), got 9000")
+
+    monkeypatch.setattr(executor, "TrtllmExecutorEngine", refuse)
+    with pytest.raises(click.BadParameter) as info:
+        run.open_trtllm_engine("engines/x", None, None, None, 9000)
+    assert info.value.format_message() == ("Invalid value for --max-tokens-per-step: must be an integer in "
+                                           "[1, 8192] (the engine's max_num_tokens), got 9000")

@@ -16,12 +16,14 @@ PROMPTS_FILE_HELP = ('UTF-8 JSONL file, one request per line: a JSON string (the
 
 class PromptSpec:
     """One request's input. ``label`` is its id in the output; ``where`` names it in errors
-    (``file:line`` for a prompts-file line, plus its "id" when it has one)."""
+    (``file:line`` for a prompts-file line, plus its "id" when it has one); ``line`` is that
+    ``file:line`` (None for a command-line prompt)."""
 
     def __init__(self, label: str, text: str | None = None, messages: list | None = None,
                  token_ids: list[int] | None = None, overrides: dict | None = None, where: str | None = None):
         self.label, self.text, self.messages, self.token_ids = label, text, messages, token_ids
         self.overrides = overrides or {}
+        self.line = where
         if where is None:
             where = label
         elif label != where:
@@ -58,6 +60,31 @@ def check_messages(messages, where: str, hint: str) -> None:
                 raise click.BadParameter(f"{where}: messages[{k}]: '{key}' {problem}", param_hint=hint)
 
 
+def check_unique_ids(specs: list[PromptSpec]) -> None:
+    """Every request's id (its output "id") is unique: a prompts-file id may repeat neither another
+    line's nor a command-line prompt's (arg0, ..., ids0, ...)."""
+    first: dict[str, PromptSpec] = {}
+    for spec in specs:
+        other = first.setdefault(spec.label, spec)
+        if other is spec:
+            continue
+        earlier, later = (other, spec) if spec.line is not None else (spec, other)  # name a prompts-file line
+        used_by = earlier.line if earlier.line is not None else "a command-line prompt"
+        raise click.BadParameter(f"{later.line}: id {spec.label!r} is already used by {used_by}",
+                                 param_hint="--prompts-file")
+
+
+def request_id(obj: dict, where: str, hint: str) -> str:
+    """A line's "id" (a string or an integer) as its label, or ``where`` without one."""
+    if "id" not in obj:
+        return where
+    ident = obj["id"]
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)):
+        raise click.BadParameter(f"{where}: 'id' must be a string or an integer, got {json.dumps(ident)[:60]}",
+                                 param_hint=hint)
+    return str(ident)
+
+
 def read_prompts_file(path: str) -> list[PromptSpec]:
     specs = []
     hint = "--prompts-file"
@@ -91,7 +118,7 @@ def read_prompts_file(path: str) -> list[PromptSpec]:
             unknown = sorted(set(obj) - OVERRIDES - {"id", "prompt", "messages", "token_ids"})
             if unknown:
                 raise click.BadParameter(f"{where}: unknown field '{unknown[0]}'", param_hint=hint)
-            label = str(obj.get("id", where))
+            label = request_id(obj, where, hint)
             overrides = {k: obj[k] for k in OVERRIDES if k in obj}
             if "prompt" in obj:
                 if not isinstance(obj["prompt"], str):
