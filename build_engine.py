@@ -26,6 +26,8 @@ from pathlib import Path
 
 import click
 
+from trt_neg.cli import InterruptibleCommand
+
 CONTAINER = "nvcr.io/nvidia/tensorrt-llm/release:1.2.1"
 ENGINE_ONLY_OPTIONS = ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "gemm_plugin",
                        "context_fmha", "tokens_per_block", "plugin_lib", "copy_plugin_lib", "workers",
@@ -54,7 +56,8 @@ def _gpu_count() -> int | None:
         return None
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.command(cls=InterruptibleCommand,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
               help="HF Darwin-NEG checkpoint directory (config.json + *.safetensors).")
 @click.option("--output", "output_dir", required=True, type=click.Path(),
@@ -80,7 +83,8 @@ def _gpu_count() -> int | None:
 @click.option("--key-map", type=click.Path(dir_okay=False, exists=True), default=None,
               help="JSON object mapping stored tensor names to expected names (e.g. for NEG tensors).")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Sequences decoded together (in-flight batching slots; one recurrent-state slot each).")
+              help="Sequences decoded together (in-flight batching slots; one recurrent-state slot each); at most "
+                   "4096, what one Gated DeltaNet plugin call takes.")
 @click.option("--max-seq-len", type=click.IntRange(min=2), default=None,
               help="Prompt + generated tokens per sequence. [default: min(max_position_embeddings, 4096)]")
 @click.option("--max-input-len", type=click.IntRange(min=1), default=None,

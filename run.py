@@ -20,6 +20,11 @@ request before it have finished, and shows progress on stderr. On Ctrl-C the req
 finished are still printed, then one last object ``{"interrupted": true, "finished": N,
 "unfinished": [ids]}``, and the exit code is 130.
 
+When stdout's (or stderr's) reader goes away (``run.py | head``), decoding stops and the exit code
+is 141 (128 + SIGPIPE), quietly; when stdout cannot be written (a full disk), decoding stops with
+one line and exit code 1. A stderr that cannot take the progress lines (``2>/dev/full``) costs the
+run nothing.
+
 Decisions (seeds, mode 0, limits, finish reasons) are in docs/runtime.md; the TensorRT-LLM
 backend (engine directory, executor mapping, what differs from torch) in docs/trtllm_runtime.md.
 Only ``--backend trtllm`` imports tensorrt_llm (and fails with a one-line message without it).
@@ -38,7 +43,8 @@ from pathlib import Path
 import click
 
 from trt_neg.cache import cache_dir, cache_dir_origin
-from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress
+from trt_neg.cli import InterruptibleCommand
+from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress, write_diagnostic
 from trt_neg.runtime.prompts_file import (PROMPTS_FILE_HELP, PromptSpec, check_unique_ids, parse_token_ids,
                                           read_prompts_file)
 
@@ -86,19 +92,18 @@ def builtin_tiny_model(echo=lambda msg: None) -> Path:
 
 # ------------------------------------------------------------------------------ inputs
 # -------------------------------------------------------------------------------- CLI
-class InterruptibleCommand(click.Command):
-    """Ctrl-C anywhere (loading the model, tokenizing, decoding) exits 130 with one line, not click's
-    "Aborted!" and exit 1."""
+class RunCommand(InterruptibleCommand):
+    """Ctrl-C anywhere (loading the model, tokenizing, decoding) exits 130 with one line; a closed
+    stderr pipe after the decoding (`run.py 2>&1 | head`) exits as a closed stdout does."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+        except BrokenPipeError:
+            exit_for_closed_stdout()
 
 
-@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=RunCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompts", nargs=-1)
 @click.option("-p", "--prompt", "prompt_opts", multiple=True, metavar="TEXT",
               help="A text prompt (repeatable; same as giving PROMPTS).")
@@ -134,7 +139,8 @@ class InterruptibleCommand(click.Command):
               help="Prompt + generated tokens per sequence. Default: min(max_position_embeddings, 4096); "
                    "trtllm: the engine's.")
 @click.option("--max-tokens-per-step", type=click.IntRange(min=1), default=None,
-              help="Token budget of one step (prefill tokens + decode rows). Default: max-seq-len; "
+              help="Token budget of one step (prefill tokens + decode rows). Default: max(max-seq-len, "
+                   "max-batch-size); "
                    "trtllm: the executor's max_num_tokens (default and limit: the engine's).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True,
               help="torch backend only.")
@@ -154,7 +160,7 @@ class InterruptibleCommand(click.Command):
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, metavar="FILE.png",
               help="Also write a PNG: predicted entropy per token against the gate threshold with the fired "
                    "tokens marked, gate activation per request, and the latency distribution (TTFT, "
-                   "inter-token p50/p90/p99).")
+                   "inter-token p50/p90/p99). Drawn when the run completes: an interrupted run writes none.")
 def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_dir, mode, max_new_tokens, temperature,
          top_k, top_p, seed, stop, ignore_eos, no_chat_template, max_batch_size, max_seq_len, max_tokens_per_step,
          dtype, device, threads, batch_invariant, as_json, plot_path):
@@ -162,7 +168,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     ctx = click.get_current_context()
 
     def note(msg: str) -> None:
-        click.echo(msg, err=True)
+        write_diagnostic(sys.stderr, msg + "\n")
 
     def given(name: str) -> bool:
         source = ctx.get_parameter_source(name)
@@ -180,6 +186,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                                      param_hint="--plot")
         if plot_path.is_dir():
             raise click.BadParameter(f"{plot_path}: is a directory", param_hint="--plot")
+        problem = matplotlib_problem()
+        if problem:
+            raise click.BadParameter(f"{plot_path}: the plot needs matplotlib, which {problem}", param_hint="--plot")
 
     if threads > (os.cpu_count() or 1):  # libgomp crashes when it cannot create that many threads
         raise click.BadParameter(f"{threads} is more than the {os.cpu_count()} CPUs of this machine",
@@ -297,16 +306,20 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
     progress = Progress(len(requests)) if as_json else None
     index: dict[str, int] = {}
     results = [None] * len(requests)
-    stdout_closed = threading.Event()  # its reader went away (`run.py | head`): stop decoding
+    # The output failed: a reader went away (`run.py | head`: BrokenPipeError) or stdout cannot take
+    # it (a full disk: OSError). Decoding stops.
+    output_failed = threading.Event()
+    output_failure: list[OSError] = []
     from trt_neg.runtime import RequestResult
 
     def on_output(item) -> None:
-        if stdout_closed.is_set():
+        if output_failed.is_set():
             return
         try:
             record_output(item)
-        except BrokenPipeError:
-            stdout_closed.set()
+        except OSError as exc:
+            output_failure.append(exc)
+            output_failed.set()
 
     def record_output(item) -> None:
         i = index[item.request_id]
@@ -325,10 +338,20 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             progress.token()
 
     def interrupted() -> None:
-        if writer is not None:
-            progress.summary()
-            writer.interrupted()
-        note("interrupted")
+        """What had finished, the --json trailer and "interrupted", as far as stdout and stderr take them: the
+        exit code is 130 either way."""
+        try:
+            if writer is not None:
+                progress.summary()
+                writer.interrupted()
+        except OSError as exc:  # a reader went away too (BrokenPipeError), or stdout is full
+            if not isinstance(exc, BrokenPipeError):
+                note(stdout_failure_message(exc))
+            detach_stdout()
+        try:
+            note("interrupted")
+        except BrokenPipeError:
+            pass
 
     # Every request is checked before any is submitted, so a bad one leaves nothing running.
     for i, req in enumerate(requests):
@@ -343,13 +366,13 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         for i, req in enumerate(requests):
             index[engine.add_request(req, listener=on_output)] = i
         try:
-            while engine.has_unfinished() and not stdout_closed.is_set():
+            while engine.has_unfinished() and not output_failed.is_set():
                 engine.step()
-            if stdout_closed.is_set():
+            if output_failed.is_set():
                 for rid in list(index):
                     engine.abort_request(rid)
                 engine.step()
-                exit_for_closed_stdout()
+                exit_for_failed_output(output_failure[0])
         except KeyboardInterrupt:
             interrupted()  # first: what had finished is printed even if the clean-up below is interrupted
             try:
@@ -371,7 +394,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                 finally:  # the executor swallows a listener's exception: the wait below must still end
                     if isinstance(item, RequestResult):
                         pending[0] -= 1
-                    if pending[0] == 0 or stdout_closed.is_set():
+                    if pending[0] == 0 or output_failed.is_set():
                         all_done.set()
 
         try:
@@ -380,9 +403,9 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
                     index[engine.add_request(req, listener=on_trtllm_output)] = i
             while not all_done.wait(0.1):
                 pass
-            if stdout_closed.is_set():
+            if output_failed.is_set():
                 engine.shutdown()  # cancels what is unfinished
-                exit_for_closed_stdout()
+                exit_for_failed_output(output_failure[0])
         except KeyboardInterrupt:
             with lock:  # no result is being recorded while the finished ones are printed
                 interrupted()
@@ -403,21 +426,46 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         except OSError as exc:
             raise click.ClickException(f"--plot {plot_path}: could not write the plot "
                                        f"({exc.strerror or one_line(exc)})") from None
+        except ImportError as exc:
+            raise click.ClickException(f"--plot {plot_path}: could not draw the plot: matplotlib failed to import "
+                                       f"({one_line(exc)})") from None
         note(f"wrote {plot_path}")
     if any(r.error for r in results):
         sys.exit(1)
 
 
+def exit_for_failed_output(exc: OSError) -> None:
+    if isinstance(exc, BrokenPipeError):
+        exit_for_closed_stdout()
+    write_diagnostic(sys.stderr, stdout_failure_message(exc) + "\n")
+    detach_stdout()
+    sys.exit(1)
+
+
+def stdout_failure_message(exc: OSError) -> str:
+    return f"Error: could not write to stdout ({exc.strerror or one_line(exc)}); the output is incomplete"
+
+
 def exit_for_closed_stdout() -> None:
-    """Exit as a Unix tool does when the reader of its output has gone: 128 + SIGPIPE, quietly. stdout
-    is pointed at /dev/null first, or the interpreter's final flush would raise again."""
+    """Exit as a Unix tool does when the reader of its output has gone: 128 + SIGPIPE, quietly."""
+    detach_stdout()
+    detach_stream(sys.stderr)  # when it was stderr's reader that went away
+    sys.exit(128 + signal.SIGPIPE)
+
+
+def detach_stdout() -> None:
+    """Point stdout at /dev/null after it failed, or the interpreter's final flush raises again (a traceback
+    and exit code 120)."""
+    detach_stream(sys.stdout)
+
+
+def detach_stream(stream) -> None:
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # not a file descriptor (click's test runner)
         pass
-    sys.exit(128 + signal.SIGPIPE)
 
 
 def check_model_description(model_dir: Path) -> None:
@@ -453,6 +501,18 @@ def limit_error(exc: ValueError) -> click.ClickException:
         return click.ClickException(str(exc))
     problem = re.sub(r"\bmax_slots\b", LIMIT_FLAGS["max_slots"], problem)
     return click.BadParameter(problem, param_hint=LIMIT_FLAGS[name])
+
+
+def matplotlib_problem() -> str | None:
+    """Why matplotlib cannot draw (None if it can): imported, not looked up, as a broken install fails only
+    then."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "matplotlib":
+            return "is not installed (pip install matplotlib)"
+        return f"fails to import ({one_line(exc)})"
+    return None
 
 
 def one_line(exc: BaseException) -> str:

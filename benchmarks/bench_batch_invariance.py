@@ -11,7 +11,8 @@ alone (same seed). Both backend modes are run:
 
 Prints, per mode: requests whose tokens differ from their solo run, the largest predicted-
 entropy deviation before any divergence, and throughput (requested tokens / s) with the ratio
-of the default mode to the exact one. No assertions.
+of each mode's throughput to the exact one's (default / batch-invariant > 1: the default mode is
+faster). No assertions.
 
     python benchmarks/bench_batch_invariance.py [--workloads 20] [--requests 56] [--batch 12]
 """
@@ -19,7 +20,6 @@ of the default mode to the exact one. No assertions.
 from __future__ import annotations
 
 import argparse
-import platform
 import random
 import sys
 import tempfile
@@ -28,8 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from machine import HelpFormatter, int_at_least, machine_summary  # noqa: E402
 
 from trt_neg.runtime import LLMEngine, Request, SamplingParams  # noqa: E402
 from trt_neg.runtime.torch_backend import TorchBackend  # noqa: E402
@@ -64,13 +66,13 @@ def compare(batched, solo) -> tuple[bool, float]:
     return batched.tokens != solo.tokens, dev
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--workloads", type=int, default=20)
-    ap.add_argument("--requests", type=int, default=56)
-    ap.add_argument("--batch", type=int, default=12)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--workloads", type=int_at_least(1), default=20, help="random workloads K")
+    ap.add_argument("--requests", type=int_at_least(1), default=56, help="requests per workload")
+    ap.add_argument("--batch", type=int_at_least(1), default=12, help="engine slots B")
+    ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from trt_neg.checkpoint.synthetic import write_checkpoint
@@ -97,10 +99,10 @@ def main() -> int:
                   f"default {totals['default'][0]}, batch-invariant {totals['batch_invariant'][0]}", flush=True)
 
     n = args.workloads * args.requests
-    print(f"\nmachine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); tiny checkpoint, fp32, "
-          f"{args.workloads} workloads x {args.requests} requests, batch {args.batch}\n")
+    print(f"\nmachine: {machine_summary()}, torch {torch.__version__}, {args.threads} thread(s); tiny checkpoint, "
+          f"fp32, {args.workloads} workloads x {args.requests} requests, batch {args.batch}\n")
     print("| mode | requests whose tokens differ from the solo run | max entropy deviation before a difference "
-          "| tokens/s | ratio to batch-invariant |")
+          "| tokens/s | tokens/s ratio this / batch-invariant |")
     print("|:--|--:|--:|--:|--:|")
     exact_rate = totals["batch_invariant"][3] / totals["batch_invariant"][2]
     for name, (differ, dev, seconds, tokens) in totals.items():

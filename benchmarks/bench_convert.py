@@ -15,7 +15,8 @@ Writes the ``9b`` synthetic checkpoint (bf16, ~18 GB, streamed) into ``--work`` 
 Before every run the source files' pages are dropped from the page cache
 (``posix_fadvise(DONTNEED)``), so every run reads from disk. Printed per run: wall time,
 bytes read and written, throughput (source bytes / s), the ratio to the copy's throughput,
-and the peak RSS of the subprocess. Targets (issue #5): ratio >= 0.7, peak RSS <= 2 GB.
+and the peak RSS of the subprocess ("ratio to copy" is the run's throughput over the plain
+copy's: 1.00 = as fast as copying). Targets (issue #5): ratio >= 0.7, peak RSS <= 2 GB.
 Not run in CI (needs ~60 GB of disk and several minutes).
 """
 
@@ -32,7 +33,10 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 BLOCK = 16 * 2**20
+
+from machine import machine_summary  # noqa: E402
 
 
 def drop_cache(paths: list[Path]) -> None:
@@ -75,12 +79,27 @@ def _child_convert(src: str, dst: str, tp: int) -> dict:
     return {"seconds": seconds, "read": report.bytes_read, "written": report.bytes_written}
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size. Linux's VmHWM starts afresh at exec; ru_maxrss does not (it
+    keeps the forking parent's peak, a few hundred MB once the parent has imported torch)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def run_child(kind: str, src: Path, dst: Path, tp: int = 1) -> dict:
     """Run one measurement in a fresh interpreter; returns its figures and peak RSS."""
-    code = (f"import json, resource, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+    code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
             f"import bench_convert as b; r = b._child_{kind}({str(src)!r}, {str(dst)!r}"
             + (f", {tp})" if kind == "convert" else ")")
-            + "; r['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024; print(json.dumps(r))")
+            + "; r['peak_rss'] = b.peak_rss_bytes(); print(json.dumps(r))")
     proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise click.ClickException(f"the {kind} run into {dst} failed (exit code {proc.returncode}; its error is "
@@ -102,16 +121,59 @@ def clear_leftover(path: Path, what: str) -> None:
                            "another --work directory")
 
 
+def check_tp_sizes(model: str | None, tps: tuple[int, ...]) -> None:
+    """Refuse tp sizes the model's head counts do not allow, before copying gigabytes."""
+    sys.path.insert(0, str(ROOT))
+    from trt_neg.checkpoint import contract
+    from trt_neg.checkpoint.hf import load_model_config
+    from trt_neg.checkpoint.synthetic import preset_config
+    from trt_neg.config import ConfigError, config_from_dict
+
+    try:
+        config = load_model_config(model) if model else config_from_dict(preset_config("9b"), "<preset 9b>")
+        for tp in tps:
+            contract.check_mapping(config.backbone, contract.Mapping(tp, 1))
+    except (ConfigError, contract.ShardingError) as exc:
+        raise click.UsageError(f"--tp: {exc}") from None
+
+
+def check_record_path(record: str) -> None:
+    directory = Path(record).resolve().parent
+    if not directory.is_dir():
+        raise click.BadParameter(f"{record}: directory {directory} does not exist", param_hint="--record")
+
+
+def filesystem_of(path: Path) -> str:
+    """The mount point and type of the filesystem holding ``path`` (Linux /proc/mounts), or ''."""
+    path = path.resolve()
+    best = ("", "")
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                fields = line.split()
+                mount, kind = fields[1], fields[2]
+                if (path == Path(mount) or Path(mount) in path.parents) and len(mount) > len(best[0]):
+                    best = (mount, kind)
+    except (OSError, IndexError):
+        return ""
+    return f"{best[0]} ({best[1]})" if best[0] else ""
+
+
 @click.command()
 @click.option("--work", type=click.Path(file_okay=False), required=True,
               help="Scratch directory on the disk to measure (needs ~60 GB free).")
 @click.option("--model", type=click.Path(file_okay=False, exists=True), default=None,
               help="HF checkpoint to convert [default: write the 9b synthetic checkpoint into --work].")
-@click.option("--tp", "tps", type=int, multiple=True, default=(1, 2), show_default=True)
-@click.option("--record", type=click.Path(dir_okay=False), default=None, help="Write a Markdown table here.")
+@click.option("--tp", "tps", type=click.IntRange(min=1), multiple=True, default=(1, 2), show_default=True,
+              help="Tensor-parallel size to convert to (repeatable).")
+@click.option("--record", type=click.Path(dir_okay=False), default=None,
+              help="Also write the Markdown table here (atomically).")
 @click.option("--keep-model", is_flag=True, help="Keep the generated 9b checkpoint afterwards.")
 def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None, keep_model: bool) -> None:
     """Measure conversion throughput (vs a plain copy) and peak memory."""
+    check_tp_sizes(model, tps)
+    if record:
+        check_record_path(record)
     work_dir = Path(work)
     work_dir.mkdir(parents=True, exist_ok=True)
     generated = model is None
@@ -125,6 +187,7 @@ def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None,
         click.echo(f"wrote 9b checkpoint in {time.perf_counter() - t:.0f} s")
     files = sorted(src.glob("*.safetensors"))
     size = sum(p.stat().st_size for p in files)
+    click.echo(f"machine: {machine_summary()}; --work on {filesystem_of(work_dir) or work_dir}")
     click.echo(f"source: {src} ({len(files)} files, {size / 1e9:.2f} GB); "
                f"disk free {shutil.disk_usage(work_dir).free / 1e9:.0f} GB")
 
@@ -172,8 +235,11 @@ def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None,
                      f"{tput / 1e9:.3f} | {tput / copy_tput:.2f} | {r['peak_rss'] / 2**20:.0f} |")
     click.echo("\n".join(table))
     if record:
+        sys.path.insert(0, str(ROOT))
+        from trt_neg.atomic_file import atomic_write_text
+
         try:
-            Path(record).write_text("\n".join(table) + "\n")
+            atomic_write_text(record, "\n".join(table) + "\n")
         except OSError as exc:
             raise click.ClickException(f"--record {record}: could not write the table ({exc.strerror or exc}); it "
                                        "is printed above") from None

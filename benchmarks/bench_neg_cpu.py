@@ -10,15 +10,15 @@ in two gate cases:
 * ``all``: tau = -inf, the gate fires on every row.
 
 The ``fired`` column gives the actual count (fired rows / N, from the reference output).
-Prints median times and the ratio reference / host (> 1: host faster).
-Usage: python benchmarks/bench_neg_cpu.py [--threads T]
+Prints median times and the ratio torch / host (the reference's time over the host library's;
+> 1: host faster).
+Usage: python benchmarks/bench_neg_cpu.py [--threads T] [--reps R] [--vocab V]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 from pathlib import Path
 
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from machine import HelpFormatter, int_at_least, machine_summary  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from trt_neg import neg  # noqa: E402
@@ -33,10 +34,10 @@ from trt_neg.kernels import host  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--threads", type=int, default=0, help="threads for both (0: torch default)")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--vocab", type=int, default=248320)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    ap.add_argument("--threads", type=int_at_least(0), default=0, help="threads for both (0: torch default)")
+    ap.add_argument("--reps", type=int_at_least(1), default=5, help="timed runs per case (the median is printed)")
+    ap.add_argument("--vocab", type=int_at_least(1), default=248320, help="vocabulary size V")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,8 +53,8 @@ def main(argv=None) -> int:
     )
     host.load()
     print(f"# NEG CPU benchmark: host library vs torch reference; V={V} H={H} d={d} top_k=8; "
-          f"{platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}")
-    print(f"{'N':>4} {'case':>5} {'fired':>6} {'torch ms':>10} {'host ms':>10} {'ratio':>7}")
+          f"{machine_summary()}, {threads} threads, torch {torch.__version__}")
+    print(f"{'N':>4} {'case':>5} {'fired':>6} {'torch ms':>10} {'host ms':>10} {'torch/host':>10}")
     rows = []
     for n in (1, 8, 64):
         hid = torch.randn(n, H, generator=g).bfloat16()
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
             t_ref = median_seconds(lambda: neg.neg_step(hid, z, w, **kw), args.reps)
             t_host = median_seconds(lambda: host.neg_step(hid, z, w, num_threads=threads, **kw), args.reps)
             rows.append((n, label, fired, t_ref, t_host))
-            print(f"{n:>4} {label:>5} {fired:>6} {t_ref * 1e3:>10.2f} {t_host * 1e3:>10.2f} {t_ref / t_host:>7.2f}")
+            print(f"{n:>4} {label:>5} {fired:>6} {t_ref * 1e3:>10.2f} {t_host * 1e3:>10.2f} {t_ref / t_host:>10.2f}")
     return 0
 
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from machine import HelpFormatter, cpu_name, int_at_least, usable_cores  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from trt_neg.atomic_file import atomic_write_text  # noqa: E402
@@ -45,6 +46,9 @@ from trt_neg.config import NegConfig  # noqa: E402
 from trt_neg.neg import NegWeights, neg_head  # noqa: E402
 from trt_neg.runtime import BackendRow, LLMEngine, Request, RequestResult, SamplingParams  # noqa: E402
 from trt_neg.runtime.torch_backend import TorchBackend  # noqa: E402
+
+
+MAX_SEQ_LEN = 256
 
 
 def workload(n: int, vocab: int, prompt_range, new_range, seed: int) -> list[tuple[list[int], int]]:
@@ -144,25 +148,9 @@ def sampling_layer_times(batch, reps, threads_note):
     return out
 
 
-def cpu_name() -> str:
-    """The CPU model (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_line(device, threads: int, reps: int) -> str:
     """The report's machine sentence: what this run actually ran on."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 0
-    where = f"{cpu_name()} ({usable} of {os.cpu_count()} cores usable by this process)"
+    where = f"{cpu_name()} ({usable_cores()} of {os.cpu_count()} cores usable by this process)"
     if torch.device(device).type == "cuda":
         where = f"{torch.cuda.get_device_name(torch.device(device))} ({device}); host {where}"
     return (f"Machine: {platform.system()} {platform.machine()}, {where}, device {device}, {threads} torch "
@@ -171,18 +159,27 @@ def machine_line(device, threads: int, reps: int) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint dir (default: the built-in tiny model, written to a temp dir)")
-    ap.add_argument("--requests", type=int, default=48)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--prompt-len", type=int, nargs=2, default=(4, 96), metavar=("MIN", "MAX"))
-    ap.add_argument("--new-tokens", type=int, nargs=2, default=(4, 96), metavar=("MIN", "MAX"))
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default)")
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip-9b-sampling", action="store_true")
-    ap.add_argument("--output", default=None, help="also write the markdown report to this file")
+    ap.add_argument("--requests", type=int_at_least(1), default=48, help="requests in the workload")
+    ap.add_argument("--batch", type=int_at_least(1), default=8, help="batch size B (engine slots, static batches)")
+    ap.add_argument("--prompt-len", type=int_at_least(1), nargs=2, default=(4, 96), metavar=("MIN", "MAX"),
+                    help="prompt lengths, uniform in [MIN, MAX]")
+    ap.add_argument("--new-tokens", type=int_at_least(1), nargs=2, default=(4, 96), metavar=("MIN", "MAX"),
+                    help="output lengths, uniform in [MIN, MAX]")
+    ap.add_argument("--threads", type=int_at_least(0), default=1, help="torch threads (0: torch default)")
+    ap.add_argument("--reps", type=int_at_least(1), default=3, help="runs of each measurement (the best is kept)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random workload")
+    ap.add_argument("--skip-9b-sampling", action="store_true", help="skip the sampling layer at 9B sizes")
+    ap.add_argument("--output", default=None,
+                    help="also write the markdown report to this file (default: print it only)")
     args = ap.parse_args(argv)
+    for flag, (low, high) in (("--prompt-len", args.prompt_len), ("--new-tokens", args.new_tokens)):
+        if low > high:
+            ap.error(f"{flag} {low} {high}: MIN is above MAX")
+    if args.prompt_len[1] + args.new_tokens[1] > MAX_SEQ_LEN:
+        ap.error(f"--prompt-len MAX + --new-tokens MAX is {args.prompt_len[1] + args.new_tokens[1]}; the engine "
+                 f"holds {MAX_SEQ_LEN} tokens per sequence")
     if args.output is not None:  # checked before minutes of measuring
         out_dir = Path(args.output).resolve().parent
         if not out_dir.is_dir():
@@ -202,7 +199,7 @@ def main(argv=None) -> int:
     else:
         model_dir = Path(args.model)
 
-    backend = TorchBackend.from_pretrained(model_dir, max_slots=args.batch, max_seq_len=256)
+    backend = TorchBackend.from_pretrained(model_dir, max_slots=args.batch, max_seq_len=MAX_SEQ_LEN)
     work = workload(args.requests, backend.vocab_size, args.prompt_len, args.new_tokens, args.seed)
     useful = sum(n for _, n in work)
     print(f"workload: {len(work)} requests, prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs "
@@ -254,7 +251,7 @@ def main(argv=None) -> int:
     for m in (0, 1):
         step[m], fired_share[m] = decode_step_times(backend, args.batch, m, reps=args.reps)
     print(f"tiny decode step, {args.batch} rows: mode 0 {step[0] * 1e3:.2f} ms, mode 1 {step[1] * 1e3:.2f} ms, "
-          f"ratio {step[1] / step[0]:.3f} (a row fired in {100 * fired_share[1]:.0f} % of mode-1 steps)")
+          f"ratio mode1/mode0 {step[1] / step[0]:.3f} (a row fired in {100 * fired_share[1]:.0f} % of mode-1 steps)")
     layer = None
     if not args.skip_9b_sampling:
         layer = sampling_layer_times(args.batch, max(3, args.reps), None)

@@ -63,3 +63,112 @@ def test_bench_convert_clears_its_own_leftover_copy_and_refuses_anything_else(ti
     r = CliRunner().invoke(bench_convert.main, ["--work", str(work), "--model", str(tiny_checkpoint), "--tp", "1"])
     assert r.exit_code == 2 and "is not a leftover plain copy of this benchmark" in r.output
     assert (work / "copy" / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------- review r9: arguments, help, labels, machine, atomic record, RSS
+import bench_batch_invariance  # noqa: E402
+import bench_sampler  # noqa: E402
+import machine  # noqa: E402
+
+ARGPARSE_SCRIPTS = {"bench_neg_cpu": bench_neg_cpu, "bench_sampler": bench_sampler, "bench_runtime": bench_runtime,
+                    "bench_batch_invariance": bench_batch_invariance}
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_neg_cpu", ["--reps", "0"], "argument --reps: 0 is below the minimum of 1"),
+    ("bench_neg_cpu", ["--threads", "-1"], "argument --threads: -1 is below the minimum of 0"),
+    ("bench_sampler", ["--vocab", "0"], "argument --vocab: 0 is below the minimum of 1"),
+    ("bench_sampler", ["--reps", "x"], "argument --reps: 'x' is not an integer"),
+    ("bench_runtime", ["--requests", "0"], "argument --requests: 0 is below the minimum of 1"),
+    ("bench_runtime", ["--batch", "0"], "argument --batch: 0 is below the minimum of 1"),
+    ("bench_runtime", ["--reps", "0"], "argument --reps: 0 is below the minimum of 1"),
+    ("bench_runtime", ["--prompt-len", "5", "2"], "--prompt-len 5 2: MIN is above MAX"),
+    ("bench_runtime", ["--new-tokens", "0", "3"], "argument --new-tokens: 0 is below the minimum of 1"),
+    ("bench_runtime", ["--prompt-len", "4", "200", "--new-tokens", "4", "100"],
+     "--prompt-len MAX + --new-tokens MAX is 300; the engine holds 256 tokens per sequence"),
+    ("bench_batch_invariance", ["--workloads", "0"], "argument --workloads: 0 is below the minimum of 1"),
+    ("bench_batch_invariance", ["--batch", "0"], "argument --batch: 0 is below the minimum of 1"),
+])
+def test_bad_arguments_are_one_line_usage_errors(script, args, message, monkeypatch, capsys):
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    monkeypatch.setattr(TorchBackend, "from_pretrained", lambda *a, **k: pytest.fail("the benchmark started"))
+    monkeypatch.setattr(bench_neg_cpu.host, "load", lambda *a, **k: pytest.fail("the benchmark started"))
+    monkeypatch.setattr(bench_sampler, "sample", lambda *a, **k: pytest.fail("the benchmark started"))
+    with pytest.raises(SystemExit) as info:
+        ARGPARSE_SCRIPTS[script].main(args)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f".py: error: {message}")
+
+
+@pytest.mark.parametrize("script", sorted(ARGPARSE_SCRIPTS))
+def test_help_shows_the_whole_description_and_every_default(script, capsys):
+    module = ARGPARSE_SCRIPTS[script]
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = capsys.readouterr().out
+    first_paragraph = module.__doc__.split("\n\n")[0]
+    assert first_paragraph in text  # as written, not cut or re-wrapped
+    options = re.split(r"\n  (?=-)", text.split("\noptions:\n", 1)[1])[1:]  # one block per option, after -h
+    valued = [" ".join(block.split()) for block in options if re.match(r"--[\w-]+ [A-Z]", block)]
+    assert valued and all("(default: " in block for block in valued), valued
+
+
+def test_ratio_columns_say_what_is_over_what(capsys):
+    assert bench_neg_cpu.main(["--reps", "1", "--vocab", "512", "--threads", "1"]) == 0
+    assert bench_sampler.main(["--reps", "1", "--vocab", "512", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "torch/host" in out and "sort/compact" in out
+    assert machine.cpu_name() in out and "cores usable by this process" in out  # the machine each ran on
+
+
+def test_bench_convert_names_the_machine_and_refuses_a_bad_tp_before_copying(tiny_checkpoint, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: pytest.fail("the benchmark started"))
+    r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tiny_checkpoint),
+                                                "--tp", "3"])
+    assert r.exit_code == 2 and "--tp: tensor parallel size 3 is not possible for this model" in r.output
+    r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tiny_checkpoint),
+                                                "--tp", "1", "--record", str(tmp_path / "missing" / "t.md")])
+    assert r.exit_code == 2 and "does not exist" in r.output and "--record" in r.output
+
+    monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: {"seconds": 1.0, "read": 1, "written": 1,
+                                                                     "peak_rss": 2**20})
+    r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tiny_checkpoint),
+                                                "--tp", "1"])
+    assert r.exit_code == 0, r.output
+    assert f"machine: {machine.machine_summary()}" in r.output
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE and SIGXFSZ as on Linux")
+def test_bench_convert_record_is_replaced_whole_or_not_at_all(tiny_checkpoint, tmp_path, monkeypatch):
+    """A write of the record that fails half way (here: a file-size limit of 100 bytes) leaves the previous
+    record as it was and no temporary file."""
+    import resource
+    import signal
+
+    monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: {"seconds": 1.0, "read": 1, "written": 1,
+                                                                     "peak_rss": 2**20})
+    record = tmp_path / "table.md"
+    record.write_text("the previous table\n")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100, limits[1]))
+    try:
+        r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tiny_checkpoint),
+                                                    "--tp", "1", "--record", str(record)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert r.exit_code == 1 and "could not write the table" in r.output
+    assert record.read_text() == "the previous table\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.md", "w"]
+
+
+def test_bench_convert_peak_rss_is_the_childs_own(tmp_path, tiny_checkpoint):
+    """The parent here has imported torch (~200 MB resident); the copy child's 16 MiB buffer must not be
+    reported with the parent's peak."""
+    import torch  # noqa: F401
+
+    result = bench_convert.run_child("copy", tiny_checkpoint, tmp_path / "copy")
+    assert result["peak_rss"] < 100 * 2**20, result

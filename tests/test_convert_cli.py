@@ -128,3 +128,53 @@ def test_overwrite_replaces_an_empty_folder_and_a_previous_checkpoint(cli, tiny_
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert _files(out) == ["config.json", "rank0.safetensors"]
+
+
+# ------------------------------------------------------------------------------- review r9: Ctrl-C
+def test_ctrl_c_during_conversion_exits_130_and_leaves_nothing(cli, tiny_checkpoint, tmp_path, monkeypatch):
+    """KeyboardInterrupt in the middle of writing the rank files: exit 130 with one line, not click's "Aborted!"
+    and exit 1; neither --output nor the temporary .partial folder beside it (nor its created parents) is left."""
+    from trt_neg.checkpoint import convert
+
+    real_push, pushes = convert._push, [0]
+
+    def push(*args):
+        pushes[0] += 1
+        if pushes[0] == 5:
+            raise KeyboardInterrupt
+        return real_push(*args)
+
+    monkeypatch.setattr(convert, "_push", push)
+    out = tmp_path / "new" / "trtllm"
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(out), "--checkpoint-only",
+                                      "--tp-size", "2", "--no-progress"])
+    assert result.exit_code == 130 and isinstance(result.exception, SystemExit), result.output
+    assert result.stderr == "interrupted\n" and pushes[0] == 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigint_during_conversion_exits_130_and_leaves_nothing(tiny_checkpoint, tmp_path):
+    """A real SIGINT, sent once the conversion is writing its first tensor."""
+    import signal
+
+    driver = ("import sys, time\n"
+              f"sys.path.insert(0, {str(ROOT)!r})\n"
+              "from trt_neg.checkpoint import convert\n"
+              "def slow_tensor(*args):\n"
+              "    print('writing a tensor', file=sys.stderr, flush=True)\n"
+              "    time.sleep(60)\n"
+              "convert._write_tensor = slow_tensor\n"
+              "import runpy\n"
+              f"sys.argv = ['build_engine.py', '--model', {str(tiny_checkpoint)!r}, '--output', 'out', "
+              "'--checkpoint-only', '--no-progress']\n"
+              f"runpy.run_path({str(ROOT / 'build_engine.py')!r}, run_name='__main__')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=work,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert proc.stderr.readline() == b"writing a tensor\n"
+    assert [p.suffix for p in work.iterdir()] == [".partial"]  # what the interrupt must remove
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.decode() == "interrupted\n" and out == b""
+    assert list(work.iterdir()) == []

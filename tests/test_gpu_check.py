@@ -253,33 +253,46 @@ def _gone(pid: int, seconds: float = 15.0) -> bool:
     return False
 
 
+def _stop_while_hanging(tmp_path: Path, sitecustomize: str, args: list[str], while_hanging, outlived: str) -> None:
+    """Runs the check with ``sitecustomize`` (it fakes a GPU and makes a process hang, writing its
+    pid to PID_FILE), calls ``while_hanging()``, sends SIGTERM, and asserts that the check exits 1
+    and that the hanging process is gone."""
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(sitecustomize)
+    pid_file = tmp_path / "hanging.pid"
+    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file))
+    with open(tmp_path / "log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", *args], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    pid = None
+    try:
+        _wait_for(pid_file, proc, 120)
+        pid = int(pid_file.read_text())
+        while_hanging()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 1, (tmp_path / "log").read_text()
+        assert _gone(pid), outlived
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if pid is not None and not _gone(pid, 0.5):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_sigterm_kills_the_running_section_and_still_writes_the_report(tmp_path):
     """A device call's time limit sends SIGTERM: the running section is killed (not left holding the
     GPU), and the report says which section was stopped and which never ran.  A report is on disk
     from the start of each section, in case the kill is a SIGKILL."""
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "sitecustomize.py").write_text(HANGING_SECTIONS)
-    pid_file, out = tmp_path / "section.pid", tmp_path / "gc"
-    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file))
-    with open(tmp_path / "log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", str(out),
-                                 "--only", "machine,neg"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    section_pid = None
-    try:
-        _wait_for(pid_file, proc, 120)
-        section_pid = int(pid_file.read_text())
+    out = tmp_path / "gc"
+
+    def while_hanging():
         running = (out / "report.txt").read_text()
         assert "== 1. Machine and copy bandwidth [ERROR]" in running
         assert "running when this report was written" in running and "not reached" in running
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 1, (tmp_path / "log").read_text()
-        assert _gone(section_pid), "the running section outlived the stopped check"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if section_pid is not None and not _gone(section_pid, 0.5):
-            os.kill(section_pid, signal.SIGKILL)
+
+    _stop_while_hanging(tmp_path, HANGING_SECTIONS, ["--out-dir", str(out), "--only", "machine,neg"], while_hanging,
+                        "the running section outlived the stopped check")
     text = (out / "report.txt").read_text()
     assert "running when this report was written" not in text
     summary = text[text.index("== Summary"):].splitlines()
@@ -320,25 +333,8 @@ torch.cuda.get_device_capability = lambda device=None: (9, 0)
 def test_sigterm_also_ends_the_pytest_run_of_section_5(tmp_path):
     """Section 5 runs pytest in a process group of its own (so that its timeout can end it and its
     children): a stopped check must end that group too, not leave it running on the GPU."""
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "sitecustomize.py").write_text(HANGING_PYTEST)
-    pid_file, out = tmp_path / "pytest.pid", tmp_path / "gc"
-    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file))
-    with open(tmp_path / "log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", str(out), "--only", "pytest"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    pytest_pid = None
-    try:
-        _wait_for(pid_file, proc, 120)
-        pytest_pid = int(pid_file.read_text())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 1, (tmp_path / "log").read_text()
-        assert _gone(pytest_pid), "section 5's pytest run outlived the stopped check"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        if pytest_pid is not None and not _gone(pytest_pid, 0.5):
-            os.kill(pytest_pid, signal.SIGKILL)
+    out = tmp_path / "gc"
+    _stop_while_hanging(tmp_path, HANGING_PYTEST, ["--out-dir", str(out), "--only", "pytest"], lambda: None,
+                        "section 5's pytest run outlived the stopped check")
     summary = (out / "report.txt").read_text().split("== Summary")[1].splitlines()
     assert summary[1].split()[:2] == ["ERROR", "pytest"] and "stopped by SIGTERM" in summary[1]

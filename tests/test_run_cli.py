@@ -666,3 +666,183 @@ def test_trtllm_limit_errors_name_the_flags(monkeypatch):
         run.open_trtllm_engine("engines/x", None, None, None, 9000)
     assert info.value.format_message() == ("Invalid value for --max-tokens-per-step: must be an integer in "
                                            "[1, 8192] (the engine's max_num_tokens), got 9000")
+
+
+# ------------------------------------------------ review r9: stderr and stdout that fail, Ctrl-C trailers, --plot
+class FullStream:
+    """A stream on a full disk (`2>/dev/full`): every write fails with ENOSPC."""
+
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_stderr_that_cannot_be_written_loses_no_output(tiny_checkpoint, tmp_path, monkeypatch, as_json):
+    """`run.py 2>/dev/full`: the diagnostics are lost, the results on stdout are not."""
+    if as_json:
+        monkeypatch.setattr(run, "Progress", lambda n: console.Progress(n, err=FullStream()))
+    else:
+        monkeypatch.setattr(run, "OrderedStreamer", lambda n, tok: console.OrderedStreamer(n, tok, err=FullStream()))
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(many_requests_file(tmp_path, n=5)),
+               "--ignore-eos", *(["--json"] if as_json else []))
+    if as_json:
+        assert [len(row["tokens"]) for row in json_lines(r)] == [3] * 5
+    else:
+        assert [line for line in r.stdout.splitlines() if line.startswith("--- [")] == [
+            f"--- [{i}] ---" for i in range(5)]
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_stdout_that_cannot_be_written_is_one_line_and_stops_decoding(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                        as_json):
+    """`run.py >/dev/full`: one line naming stdout and the reason, exit 1, no more decoding."""
+    from trt_neg.runtime import LLMEngine
+
+    writer = console.OrderedJsonWriter if as_json else console.OrderedStreamer
+    monkeypatch.setattr(writer, "_write", lambda self, *args: FullStream().write(""))
+    real_step, steps = LLMEngine.step, [0]
+
+    def step(self):
+        steps[0] += 1
+        return real_step(self)
+
+    monkeypatch.setattr(LLMEngine, "step", step)
+    r = invoke("--model", str(tiny_checkpoint), "--max-batch-size", "2", "--ignore-eos", "--prompts-file",
+               str(many_requests_file(tmp_path)), *(["--json"] if as_json else []), ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert r.stderr.splitlines()[-1] == ("Error: could not write to stdout (No space left on device); the output "
+                                         "is incomplete")
+    assert "Traceback" not in r.stderr and "listener" not in r.stderr
+    assert steps[0] < 10  # 40 requests x 3 tokens in 2 slots would take 60 steps
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux /dev/full")
+def test_stdout_to_dev_full_exits_1_without_a_traceback(tiny_checkpoint, tmp_path):
+    """The real thing: the interpreter's final flush of the unwritten output does not fail again (exit 120)."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), *BASE, "--model", str(tiny_checkpoint),
+                               "--max-new-tokens", "2", "--json", "Hello"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("Error: could not write to stdout (No space left on device)")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def interrupt_with_nothing_printed_yet(monkeypatch, tmp_path):
+    """A prompts file and a Ctrl-C after its second (short) request finished while the first (long) one still
+    decodes: --json has printed nothing yet, and Ctrl-C prints the short result and the trailer."""
+    from trt_neg.runtime import LLMEngine
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps(row) for row in [
+        {"id": "long", "token_ids": [3, 4], "max_new_tokens": 60},
+        {"id": "short", "token_ids": [1, 2], "max_new_tokens": 2},
+    ]) + "\n")
+    real_step, calls = LLMEngine.step, [0]
+
+    def step(self):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real_step(self)
+
+    monkeypatch.setattr(LLMEngine, "step", step)
+    return prompts
+
+
+@pytest.mark.parametrize("error, message", [
+    (BrokenPipeError(32, "Broken pipe"), None),
+    (OSError(28, "No space left on device"),
+     "Error: could not write to stdout (No space left on device); the output is incomplete")])
+def test_ctrl_c_trailer_into_a_failed_stdout_still_exits_130(tiny_checkpoint, tmp_path, monkeypatch, error, message):
+    """Ctrl-C with --json when stdout's reader has gone (`run.py --json | head`, Ctrl-C kills both) or stdout
+    is full: the interrupt is what the exit code reports, with one line each, no traceback."""
+    def fail(self, *args):
+        raise error
+
+    prompts = interrupt_with_nothing_printed_yet(monkeypatch, tmp_path)
+    monkeypatch.setattr(console.OrderedJsonWriter, "_write", fail)
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), "--json", "--ignore-eos", ok=False)
+    assert r.exit_code == 130 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("[run] ")]
+    assert lines == ([message] if message else []) + ["interrupted"] and r.stdout == ""
+
+
+def test_ctrl_c_with_plot_writes_no_plot(tiny_checkpoint, tmp_path, monkeypatch):
+    """--plot draws a finished run: an interrupted one leaves no file (and no temporary) behind."""
+    prompts = interrupt_with_nothing_printed_yet(monkeypatch, tmp_path)
+    out = tmp_path / "plots"
+    out.mkdir()
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), "--json", "--ignore-eos", "--plot",
+               str(out / "run.png"), ok=False)
+    assert r.exit_code == 130 and [row["id"] for row in json_lines(r)[:1]] == ["short"]
+    assert list(out.iterdir()) == []
+
+
+def test_plot_without_matplotlib_is_refused_before_any_work(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ModuleNotFoundError
+    monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))
+    r = invoke("--plot", str(tmp_path / "run.png"), "Hello", ok=False)
+    assert r.exit_code == 2 and "--plot" in r.output
+    assert "the plot needs matplotlib, which is not installed (pip install matplotlib)" in r.output
+
+
+def test_a_matplotlib_that_fails_while_plotting_is_one_line_after_the_output(tiny_checkpoint, tmp_path,
+                                                                             monkeypatch):
+    from trt_neg.runtime import plot
+
+    def fail(*args, **kwargs):
+        raise ImportError("libfreetype.so.6: cannot open shared object file")
+
+    monkeypatch.setattr(plot, "plot_results", fail)
+    r = invoke("--model", str(tiny_checkpoint), "--json", "--max-new-tokens", "2", "--plot", str(tmp_path / "r.png"),
+               "x", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit) and len(json_lines(r)) == 1
+    assert r.stderr.splitlines()[-1] == (f"Error: --plot {tmp_path / 'r.png'}: could not draw the plot: matplotlib "
+                                         "failed to import (libfreetype.so.6: cannot open shared object file)")
+
+
+def one_token_result(fired=False):
+    from trt_neg.runtime.request import FinishReason, RequestResult
+
+    return RequestResult("r", (1,), [5], None, FinishReason.LENGTH, [0.5], [fired], 1, None, 0.0, 0.1, 0.1, [])
+
+
+def test_plot_of_a_one_token_run_shows_its_entropy():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trt_neg.runtime import plot
+
+    fig, ax = plt.subplots()
+    try:
+        plot._gate_panel(ax, [one_token_result()], ["r"], threshold=0.9)
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "r"]
+        assert list(line.get_ydata()) == [0.5] and line.get_marker() not in (None, "None", "", " ")
+    finally:
+        plt.close(fig)
+
+
+def test_plot_gate_activation_axis_starts_at_zero_when_nothing_fired():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trt_neg.runtime import plot
+
+    fig, ax = plt.subplots()
+    try:
+        plot._rate_panel(ax, [one_token_result(), one_token_result()], ["a", "b"])
+        assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 0
+    finally:
+        plt.close(fig)

@@ -215,3 +215,18 @@ def test_parallel_first_runs_share_one_builtin_tiny_model(tiny_checkpoint, tmp_p
     assert {r[0] for r in results} == {path} and {r[1] for r in results} == {os.stat(path).st_ino}
     assert digest(path) == digest(tiny_checkpoint)  # the same preset and seed
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+def test_ctrl_c_exits_130_with_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from trt_neg.checkpoint import synthetic
+
+    def interrupted_tensor(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "_random_chunks", interrupted_tensor)
+    result = CliRunner().invoke(synthetic.main, ["--output", str(tmp_path / "tiny")])
+    assert result.exit_code == 130, result.output
+    assert result.stderr.endswith("\ninterrupted\n"), result.stderr  # on a line of its own, after the bar
+    assert list(tmp_path.iterdir()) == []

@@ -14,6 +14,7 @@ as a missing ``1 + w`` or a transposed conv.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Iterator
 import click
 import torch
 
+from ..cli import InterruptibleCommand
 from ..config import FULL_ATTENTION, LINEAR_ATTENTION, config_from_dict
 from .hf import NEG_FILE, hf_text_weight_shapes, neg_weight_shapes, published_name
 from .safetensors_io import OutputKind, StreamingSafetensorsWriter, atomic_output_dir, torch_dtype
@@ -180,11 +182,13 @@ def write_checkpoint(output: str | Path, preset: str = "tiny", seed: int = 0, dt
     total_bytes = sum(torch.Size(e[2]).numel() * torch_dt.itemsize for e in tensors)
 
     bar = None
-    with atomic_output_dir(output, overwrite=overwrite, kind=BUILTIN_CHECKPOINT) as tmp:
-        if progress:  # drawn only once the output is known to be writable
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_output_dir(output, overwrite=overwrite, kind=BUILTIN_CHECKPOINT))
+        if progress:  # drawn only once the output is known to be writable; closed (its line ended) on any exit
             from tqdm import tqdm
 
-            bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"writing {preset} checkpoint")
+            bar = stack.enter_context(tqdm(total=total_bytes, unit="B", unit_scale=True,
+                                           desc=f"writing {preset} checkpoint"))
         weight_map: dict[str, str] = {}
         for index, shard in enumerate(shards):
             fname = ("model.safetensors" if len(shards) == 1
@@ -213,8 +217,6 @@ def write_checkpoint(output: str | Path, preset: str = "tiny", seed: int = 0, dt
             from .tiny_tokenizer import write_tokenizer
 
             write_tokenizer(tmp, b.vocab_size)
-    if bar is not None:
-        bar.close()
     return Path(output)
 
 
@@ -261,14 +263,15 @@ def _count(chunks, bar):
         yield chunk
 
 
-@click.command()
+@click.command(cls=InterruptibleCommand)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True,
               help="Model shapes: 'tiny' for tests and the demo, '9b' for full-size measurements.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same bytes.")
 @click.option("--output", type=click.Path(file_okay=False), required=True, help="Checkpoint directory to write.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Weight dtype (default: the preset's; tiny float32, 9b bfloat16).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output directory: only an empty one or a previous built-in checkpoint.")
 def main(preset: str, seed: int, output: str, dtype: str | None, overwrite: bool) -> None:
     """Write a deterministic random Darwin-NEG checkpoint (published HF layout)."""
     try:

@@ -1,6 +1,11 @@
 """What ``run.py`` prints: streamed text in input order (:class:`OrderedStreamer`), one JSON
 object per request in input order (:class:`OrderedJsonWriter`), and progress on stderr
-(:class:`Progress`)."""
+(:class:`Progress`).
+
+A write to stdout that fails raises (the caller stops the run). Writes to stderr are diagnostics:
+one that fails (``2>/dev/full``) is dropped, so that it costs the run none of its output, except on
+a closed pipe (``2>&1 | head``), which raises ``BrokenPipeError`` as a closed stdout does.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,17 @@ import sys
 import time
 
 from .prompts_file import PromptSpec
+
+
+def write_diagnostic(err, text: str) -> None:
+    """Write ``text`` to ``err`` (stderr) as far as it takes it; only a closed pipe raises."""
+    try:
+        err.write(text)
+        err.flush()
+    except BrokenPipeError:
+        raise
+    except OSError:
+        pass
 
 
 class OrderedStreamer:
@@ -70,9 +86,9 @@ class OrderedStreamer:
         ttft = f"{r.ttft * 1e3:.1f} ms" if r.ttft is not None else "-"
         tpot = f"{r.mean_token_latency * 1e3:.2f} ms/token" if r.mean_token_latency is not None else "-"
         err = f", error: {r.error}" if r.error else ""
-        self.err.write(f"[{i}] {len(r.tokens)} tokens, finish: {r.finish_reason.value}, mode {r.neg_mode}, "
-                       f"gate activation {100 * r.gate_activation_rate:.2f}%, TTFT {ttft}, {tpot}{err}\n")
-        self.err.flush()
+        write_diagnostic(self.err, f"[{i}] {len(r.tokens)} tokens, finish: {r.finish_reason.value}, "
+                                   f"mode {r.neg_mode}, gate activation {100 * r.gate_activation_rate:.2f}%, "
+                                   f"TTFT {ttft}, {tpot}{err}\n")
 
 
 def result_json(spec: PromptSpec, res) -> str:
@@ -148,12 +164,10 @@ class Progress:
         now = self.clock()
         if self.tty:
             if force or now - self.last >= 0.1:
-                self.err.write("\r" + self._line())
-                self.err.flush()
+                write_diagnostic(self.err, "\r" + self._line())
                 self.pending, self.last = True, now
         elif force or now - self.last >= 5.0:
-            self.err.write(self._line() + "\n")
-            self.err.flush()
+            write_diagnostic(self.err, self._line() + "\n")
             self.last = now
 
     def token(self) -> None:
@@ -175,6 +189,5 @@ class Progress:
     def close(self) -> None:
         """End the terminal line (before other messages, and at the end)."""
         if self.pending:
-            self.err.write("\n")
-            self.err.flush()
+            write_diagnostic(self.err, "\n")
             self.pending = False

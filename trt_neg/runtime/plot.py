@@ -72,7 +72,8 @@ def _gate_panel(ax, results, labels, threshold) -> None:
     for r, label in zip(results, labels):
         steps = range(len(r.entropies))
         finite = [e if isinstance(e, float) and math.isfinite(e) else math.nan for e in r.entropies]
-        (line,) = ax.plot(steps, finite, lw=1.0, alpha=0.8, label=None if many else label)
+        marker = "o" if len(finite) == 1 else None  # a line through one point draws nothing
+        (line,) = ax.plot(steps, finite, lw=1.0, alpha=0.8, marker=marker, label=None if many else label)
         fired = [i for i, f in enumerate(r.fired) if f]
         ax.scatter(fired, [finite[i] for i in fired], s=18, color=line.get_color(), edgecolors="black",
                    linewidths=0.5, zorder=3)
@@ -92,6 +93,7 @@ def _rate_panel(ax, results, labels) -> None:
     ax.set_xticklabels(labels if len(results) <= 20 else [str(i) for i in range(len(results))], rotation=45,
                        ha="right", fontsize=8)
     ax.set_ylabel("gate activation (%)")
+    ax.set_ylim(0, max(1.0, 1.1 * max(rates, default=0.0)))  # not -0.05..0.05 when nothing fired
     total = sum(len(r.fired) for r in results)
     overall = 100.0 * sum(sum(r.fired) for r in results) / total if total else 0.0
     ax.set_title(f"Gate activation per request (all tokens: {overall:.1f} %)")
