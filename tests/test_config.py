@@ -384,3 +384,129 @@ def test_inspect_cli_has_short_help_and_names_a_missing_config(tmp_path, tiny_ch
     assert "field '<file>'" not in r.output
     r = CliRunner().invoke(inspect_cli.main, [str(tiny_checkpoint), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["tensors"] > 0
+
+
+# ------------------------------------------------------------------------------------
+# Other model families and layouts transformers reads differently are refused, never read as Qwen3.5
+# ------------------------------------------------------------------------------------
+
+def _moe_fields(text):
+    text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32)
+
+
+def _family_cases():
+    def qwen3_next(d):
+        d.pop("text_config")
+        d.update(preset_config("tiny")["text_config"], model_type="qwen3_next", architectures=["Qwen3NextForCausalLM"])
+        _moe_fields(d)
+
+    def qwen3_5_moe(d):
+        d.update(model_type="qwen3_5_moe", architectures=["Qwen3_5MoeForConditionalGeneration"])
+        d["text_config"]["model_type"] = "qwen3_5_moe_text"
+        _moe_fields(d["text_config"])
+        del d["text_config"]["intermediate_size"]  # as transformers' Qwen3_5MoeTextConfig has none
+
+    def qwen3(d):
+        d.pop("text_config")
+        d.update(preset_config("tiny")["text_config"], model_type="qwen3", architectures=["Qwen3ForCausalLM"])
+
+    def moe_text_config(d):
+        d.pop("model_type")
+        d.pop("architectures")
+        d["text_config"]["model_type"] = "qwen3_5_moe_text"
+
+    def experts_without_model_type(d):
+        d.pop("model_type")
+        d.pop("architectures")
+        d["text_config"].pop("model_type")
+        _moe_fields(d["text_config"])
+
+    def qwen3_next_architecture_only(d):
+        d.pop("model_type")
+        d["architectures"] = ["Qwen3NextForCausalLM"]
+
+    families = "Qwen3.5-MoE, Qwen3-Next and Qwen3 checkpoints are not supported"
+    return {
+        "qwen3_next": (qwen3_next, "field 'model_type': is 'qwen3_next', not a dense Qwen3.5 model", families),
+        "qwen3_5_moe": (qwen3_5_moe, "field 'model_type': is 'qwen3_5_moe', not a dense Qwen3.5 model", families),
+        "qwen3": (qwen3, "field 'model_type': is 'qwen3', not a dense Qwen3.5 model", families),
+        "moe text_config": (moe_text_config, "field 'text_config.model_type': is 'qwen3_5_moe_text', not a dense",
+                            families),
+        "experts without model_type": (experts_without_model_type,
+                                       "field 'text_config.num_experts': is 4: a mixture-of-experts model",
+                                       "the dense Qwen3.5 (one MLP per layer), the only one trt_neg implements"),
+        "qwen3_next architecture": (qwen3_next_architecture_only,
+                                    "field 'architectures': names 'Qwen3NextForCausalLM', not a dense Qwen3.5 model",
+                                    families),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_family_cases()))
+def test_other_model_families_are_refused_by_name(tmp_path, case):
+    """Qwen3-Next, Qwen3.5-MoE and Qwen3 configs carry most Qwen3.5 fields; none may load as a Qwen3.5."""
+    mutate, start, end = _family_cases()[case]
+    data = copy.deepcopy(preset_config("tiny"))
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'config.json'}: {start}") and message.endswith(end)
+
+
+@pytest.mark.parametrize("architectures", [["Qwen3_5ForConditionalGeneration"], ["Qwen3_5ForCausalLM"],
+                                           ["DarwinNegForCausalLM"], "Qwen3_5ForCausalLM", None, []])
+def test_qwen3_5_architectures_and_custom_names_load(architectures):
+    data = preset_config("tiny")
+    data["architectures"] = architectures
+    data["text_config"]["num_experts"] = 0  # no experts: the dense model
+    expected = architectures if isinstance(architectures, str) else (architectures or [""])[0]
+    assert config_from_dict(data).architecture == expected
+
+
+@pytest.mark.parametrize("layout", ["vl", "text"])
+def test_a_model_type_outside_the_qwen_family_is_left_to_the_fields(layout):
+    """A Darwin checkpoint may name its own model_type: only another Qwen family's is refused."""
+    data = preset_config("tiny") if layout == "vl" else text_layout()
+    data["model_type"] = "darwin_neg"
+    assert config_from_dict(data).backbone.hidden_size == preset_config("tiny")["text_config"]["hidden_size"]
+
+
+def test_architectures_must_be_names():
+    data = preset_config("tiny")
+    data["architectures"] = [1]
+    with pytest.raises(ConfigError, match=r"field 'architectures': must be a list of class names, got \[1\]"):
+        config_from_dict(data, "config.json")
+
+
+def test_qwen3_5_model_type_needs_text_config():
+    """transformers builds Qwen3_5Config's default (9B) text config when text_config is absent, whatever the
+    top-level fields say."""
+    data = {**text_layout(), "model_type": "qwen3_5"}
+    with pytest.raises(ConfigError, match=r"config.json: field 'text_config': is missing; model_type 'qwen3_5' "):
+        config_from_dict(data, "config.json")
+
+
+def test_qwen3_5_text_model_type_refuses_a_text_config():
+    """transformers reads a qwen3_5_text config's top-level fields; a text_config beside them is not read."""
+    data = {**text_layout(), "model_type": "qwen3_5_text", "text_config": preset_config("tiny")["text_config"]}
+    with pytest.raises(ConfigError, match=r"config.json: field 'text_config': model_type 'qwen3_5_text' "):
+        config_from_dict(data, "config.json")
+
+
+def test_text_config_model_type_qwen3_5_text_loads(tmp_path):
+    data = preset_config("tiny")
+    assert data["text_config"]["model_type"] == "qwen3_5_text" and data["model_type"] == "qwen3_5"
+    assert load_config(write(tmp_path, data)).backbone == config_from_dict(text_layout()).backbone
+
+
+def test_rope_parameters_per_layer_type_are_refused():
+    """transformers 5.23's Qwen3.5 fails on rope parameters nested by layer type (KeyError 'rope_type');
+    reading the top-level rope_theta instead would silently drop the nested yarn scaling."""
+    data = preset_config("tiny")
+    text = data["text_config"]
+    text["rope_theta"] = 1e4
+    text["rope_parameters"] = {"full_attention": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0,
+                                                  "original_max_position_embeddings": 512}}
+    with pytest.raises(ConfigError, match=r"config.json: field 'text_config.rope_parameters.full_attention': "
+                                          r"per-layer-type rope parameters are not supported"):
+        config_from_dict(data, "config.json")

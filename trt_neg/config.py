@@ -34,6 +34,15 @@ QWEN3_5_DEFAULT_HEAD_DIM = 256
 # text_config only where the outer config has none (None).
 GENERATION_TOKEN_FIELDS = ("eos_token_id", "bos_token_id", "pad_token_id")
 
+# transformers' model_type of each layout: Qwen3_5Config keeps the text model under text_config,
+# Qwen3_5TextConfig at the top level.
+PUBLISHED_MODEL_TYPE = "qwen3_5"
+TEXT_MODEL_TYPE = "qwen3_5_text"
+# transformers' classes of the dense Qwen3.5. Another Qwen* class (Qwen3_5Moe*, Qwen3Next*, Qwen3*) is another
+# model family; names outside the Qwen family (a Darwin class) are left to model_type and the tensors.
+QWEN3_5_ARCHITECTURES = ("Qwen3_5ForConditionalGeneration", "Qwen3_5ForCausalLM", "Qwen3_5Model", "Qwen3_5TextModel")
+OTHER_FAMILIES = "Qwen3.5-MoE, Qwen3-Next and Qwen3 checkpoints are not supported"
+
 log = logging.getLogger(__name__)
 
 
@@ -275,6 +284,7 @@ def _token_ids(fields: _Fields, name: str) -> tuple[int, ...]:
 
 def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, prefix: str = "") -> BackboneConfig:
     f = _Fields(text, source, prefix)
+    _refuse_experts(f)
     num_layers = f.int("num_hidden_layers")
     if "layer_types" in text and text["layer_types"] is not None:
         layer_types = text["layer_types"]
@@ -301,6 +311,7 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
     rope_field = "rope_scaling" if scaling else "rope_parameters"
     rope = scaling or params or {}
     rf = _Fields(rope, source, prefix + rope_field + ".")
+    _refuse_nested_rope(rf)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "mrope"):
         raise rf.error("rope_type", f"only default (and text-only M-RoPE) rotary embeddings are supported, got {rope_type!r}")
@@ -344,6 +355,23 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
     )
     check_backbone(cfg, source, prefix)
     return cfg
+
+
+def _refuse_experts(f: _Fields) -> None:
+    """A mixture-of-experts config (Qwen3.5-MoE, Qwen3-Next) is not the dense backbone implemented here."""
+    experts = f.get("num_experts", 0)
+    if experts != 0:
+        raise f.error("num_experts", f"is {experts!r}: a mixture-of-experts model; Darwin-NEG's backbone is the "
+                                     "dense Qwen3.5 (one MLP per layer), the only one trt_neg implements")
+
+
+def _refuse_nested_rope(rf: _Fields) -> None:
+    """Rope parameters nested by layer type: transformers 5.23's Qwen3.5 reads one flat object (and fails on
+    these), so reading the flat fields instead would drop whatever scaling the nested ones ask for."""
+    for key, value in rf.data.items():
+        if isinstance(value, Mapping):
+            raise rf.error(key, "per-layer-type rope parameters are not supported: give rope_type, rope_theta and "
+                                "partial_rotary_factor in one object")
 
 
 def check_backbone(cfg: BackboneConfig, source: str | Path | None = None, prefix: str = "") -> None:
@@ -454,10 +482,13 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
                      neg_data: Mapping[str, Any] | None = None,
                      neg_source: str | Path | None = None) -> DarwinNegConfig:
     """Build the description from a parsed ``config.json`` (text or vision-language layout)."""
-    if "text_config" in data and data["text_config"] is not None:
+    published = _is_published_layout(data, source)
+    architecture = _architecture(data, source)
+    if published:
         text = data["text_config"]
         if not isinstance(text, Mapping):
             raise ConfigError(source, "text_config", "expected a JSON object")
+        _check_model_type(text, source, "text_config.", (TEXT_MODEL_TYPE, PUBLISHED_MODEL_TYPE))
         backbone = _vl_backbone(data, text, source)
     else:
         backbone = parse_backbone(data, source, "")
@@ -470,10 +501,50 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
     if neg_data is None:
         raise ConfigError(source, "neg_config", "is missing and there is no neg_config.json beside it")
     neg = parse_neg(neg_data, neg_source, neg_prefix, backbone.hidden_size)
-    architectures = data.get("architectures") or [""]
     return DarwinNegConfig(
-        backbone=backbone, neg=neg, source=str(source or ""), architecture=architectures[0], extra=dict(data)
+        backbone=backbone, neg=neg, source=str(source or ""), architecture=architecture, extra=dict(data)
     )
+
+
+def _check_model_type(data: Mapping[str, Any], source: str | Path | None, prefix: str,
+                      accepted: tuple[str, ...]) -> None:
+    """A Qwen model type of another family is refused; a type outside the Qwen family (a Darwin
+    checkpoint's own) is left to the fields and the tensors, as for ``architectures``."""
+    model_type = data.get("model_type")
+    if isinstance(model_type, str) and model_type.lower().startswith("qwen") and model_type not in accepted:
+        raise ConfigError(source, prefix + "model_type", f"is {model_type!r}, not a dense Qwen3.5 model "
+                                                         f"({' or '.join(accepted)}); {OTHER_FAMILIES}")
+
+
+def _is_published_layout(data: Mapping[str, Any], source: str | Path | None) -> bool:
+    """Whether the text model's fields are under ``text_config``: transformers decides by ``model_type``
+    (Qwen3_5Config builds its default text config when text_config is absent, whatever the top level says;
+    Qwen3_5TextConfig reads the top level and not text_config), so the two must agree; without a
+    ``model_type``, by the presence of ``text_config``."""
+    _check_model_type(data, source, "", (PUBLISHED_MODEL_TYPE, TEXT_MODEL_TYPE))
+    model_type, has_text_config = data.get("model_type"), data.get("text_config") is not None
+    if model_type == PUBLISHED_MODEL_TYPE and not has_text_config:
+        raise ConfigError(source, "text_config", f"is missing; model_type {PUBLISHED_MODEL_TYPE!r} keeps the text "
+                                                 "model's fields there (transformers would ignore the top-level "
+                                                 f"ones), or use model_type {TEXT_MODEL_TYPE!r} for fields at the "
+                                                 "top level")
+    if model_type == TEXT_MODEL_TYPE and has_text_config:
+        raise ConfigError(source, "text_config", f"model_type {TEXT_MODEL_TYPE!r} has its fields at the top level "
+                                                 "and transformers does not read text_config; remove one of the two")
+    return has_text_config
+
+
+def _architecture(data: Mapping[str, Any], source: str | Path | None) -> str:
+    """The first of ``architectures`` (one name or a list; "" if none); a Qwen class of another family is refused."""
+    names = data.get("architectures") or []
+    names = [names] if isinstance(names, str) else names
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ConfigError(source, "architectures", f"must be a list of class names, got {data['architectures']!r}")
+    for name in names:
+        if name.startswith("Qwen") and name not in QWEN3_5_ARCHITECTURES:
+            raise ConfigError(source, "architectures", f"names {name!r}, not a dense Qwen3.5 model "
+                                                       f"({' or '.join(QWEN3_5_ARCHITECTURES)}); {OTHER_FAMILIES}")
+    return names[0] if names else ""
 
 
 def _vl_backbone(data: Mapping[str, Any], text: Mapping[str, Any], source: str | Path | None) -> BackboneConfig:
