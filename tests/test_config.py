@@ -510,3 +510,14 @@ def test_rope_parameters_per_layer_type_are_refused():
     with pytest.raises(ConfigError, match=r"config.json: field 'text_config.rope_parameters.full_attention': "
                                           r"per-layer-type rope parameters are not supported"):
         config_from_dict(data, "config.json")
+
+
+@pytest.mark.parametrize("where", ["top", "text_config"])
+def test_a_quantized_checkpoint_is_refused_by_its_quantization_config(where):
+    data = preset_config("tiny")
+    (data if where == "top" else data["text_config"])["quantization_config"] = {"quant_method": "fp8",
+                                                                               "weight_block_size": [128, 128]}
+    field = "quantization_config" if where == "top" else "text_config.quantization_config"
+    with pytest.raises(ConfigError, match=rf"config.json: field '{field}': the checkpoint is quantized "
+                                          r"\(quant_method 'fp8'\); trt_neg converts bf16, fp16 or fp32 weights"):
+        config_from_dict(data, "config.json")

@@ -484,6 +484,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
     """Build the description from a parsed ``config.json`` (text or vision-language layout)."""
     published = _is_published_layout(data, source)
     architecture = _architecture(data, source)
+    _refuse_quantized(data, source)
     if published:
         text = data["text_config"]
         if not isinstance(text, Mapping):
@@ -504,6 +505,18 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
     return DarwinNegConfig(
         backbone=backbone, neg=neg, source=str(source or ""), architecture=architecture, extra=dict(data)
     )
+
+
+def _refuse_quantized(data: Mapping[str, Any], source: str | Path | None) -> None:
+    """A quantized checkpoint (FP8 blocks with scales, AWQ, GPTQ...) stores tensors the converter cannot
+    read as weights; say so here rather than with an unknown dtype or an unexpected ``weight_scale`` tensor."""
+    for prefix, fields in (("", data), ("text_config.", data.get("text_config"))):
+        q = fields.get("quantization_config") if isinstance(fields, Mapping) else None
+        if q is not None:
+            method = q.get("quant_method", "?") if isinstance(q, Mapping) else q
+            raise ConfigError(source, prefix + "quantization_config",
+                              f"the checkpoint is quantized (quant_method {method!r}); trt_neg converts bf16, fp16 or "
+                              "fp32 weights: use the unquantized checkpoint")
 
 
 def _check_model_type(data: Mapping[str, Any], source: str | Path | None, prefix: str,
