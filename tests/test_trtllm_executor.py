@@ -789,3 +789,17 @@ def test_a_cancel_that_loses_the_race_keeps_the_natural_finish(fake, tmp_path):
         r = victim[0].result(timeout=2)
     assert said == [True] and r.finish_reason.value == "length" and r.tokens == [10]
     assert [type(item).__name__ for item in seen] == ["TokenOutput", "RequestResult"]
+
+
+@pytest.mark.parametrize("stop, reason, text", [(["zzz"], "length", "klm"), (["lm"], "stop", "k")])
+def test_text_held_back_when_the_executor_ends_a_request_reaches_the_stream(fake, tmp_path, stop, reason, text):
+    """The executor ends the request (LENGTH) while text is held back for a possible stop string: that
+    text is streamed with the last token (it reached the result only), and a stop string it completes
+    cuts it and makes the finish reason stop."""
+    tle = fake
+    script(tle, {5: [tle.Step(10, 0.1, 0), tle.Step(11, 0.1, 0), tle.Step(12, 0.1, 0, final=tle.FinishReason.LENGTH)]})
+    with open_engine(make_engine_dir(tmp_path / "e"), tokenizer=CharTokenizer()) as engine:
+        handle = engine.submit(Request([5], max_new_tokens=8, stop=stop))
+        streamed = "".join(out.text for out in handle.stream(timeout=10))
+        result = handle.result(timeout=10)
+    assert (result.finish_reason.value, result.text, streamed) == (reason, text, text)

@@ -62,8 +62,12 @@ class Sequence:
     def finished(self) -> bool:
         return self.status is SequenceStatus.FINISHED
 
-    def append(self, token: int, entropy: float, fired: bool, now: float) -> TokenOutput:
-        """Record one generated token, decide whether the sequence ends, return its output."""
+    def append(self, token: int, entropy: float, fired: bool, now: float, last: bool = False) -> TokenOutput:
+        """Record one generated token, decide whether the sequence ends, return its output.
+
+        ``last``: the engine ends the sequence after this token whatever is decided here (an
+        executor's final response): the held-back text is flushed into this token's output, cut
+        at a stop string it completes (which makes the finish reason STOP)."""
         self.tokens.append(token)
         self.entropies.append(entropy)
         self.fired.append(fired)
@@ -80,11 +84,11 @@ class Sequence:
                     reason = FinishReason.STOP
             if reason is None and len(self.tokens) >= self.max_new_tokens:
                 reason = FinishReason.LENGTH
-            if reason is not None and self._text_end is None:
+            if (reason is not None or last) and self._text_end is None:
                 self.detok.flush()
-                if self.stop_strings:
-                    self._find_stop()
-            text = self._take_text(final=reason is not None)
+                if self.stop_strings and self._find_stop() and reason is None:
+                    reason = FinishReason.STOP
+            text = self._take_text(final=reason is not None or last)
         elif reason is None and len(self.tokens) >= self.max_new_tokens:
             reason = FinishReason.LENGTH
         if reason is not None:

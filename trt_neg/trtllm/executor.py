@@ -447,8 +447,9 @@ class TrtllmExecutorEngine(EngineFrontend):
         entropies, fired = self._neg_values(result, tracked.received, len(new))
         tracked.received += len(new)
         now = self.clock()
-        for token, entropy, flag in zip(new, entropies, fired):
-            outputs.append(seq.append(token, entropy, flag and seq.neg_mode == 1, now))
+        for i, (token, entropy, flag) in enumerate(zip(new, entropies, fired)):
+            last = result.is_final and i == len(new) - 1  # its output carries the held-back text
+            outputs.append(seq.append(token, entropy, flag and seq.neg_mode == 1, now, last=last))
             if seq.finish_reason is not None:
                 break
         if seq.finish_reason is not None:  # our own stop (stop token, stop string, length)
@@ -458,8 +459,8 @@ class TrtllmExecutorEngine(EngineFrontend):
         elif result.is_final:
             reasons = list(result.finish_reasons or [])
             reason, error = self._map_finish(reasons[0] if reasons else None)
-            if reason in (FinishReason.STOP, FinishReason.LENGTH) and seq.detok is not None:
-                seq.detok.flush()  # the executor ended it before our own checks did
+            if reason in (FinishReason.STOP, FinishReason.LENGTH) and seq.detok is not None and not new:
+                seq.detok.flush()  # a final response without tokens: the held-back text reaches the result only
             self._finish(tracked, reason, outputs, error=error)
 
     def _map_finish(self, reason: Any) -> tuple[FinishReason, str | None]:
