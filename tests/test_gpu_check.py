@@ -338,3 +338,8 @@ def test_sigterm_also_ends_the_pytest_run_of_section_5(tmp_path):
                         "section 5's pytest run outlived the stopped check")
     summary = (out / "report.txt").read_text().split("== Summary")[1].splitlines()
     assert summary[1].split()[:2] == ["ERROR", "pytest"] and "stopped by SIGTERM" in summary[1]
+
+
+def test_the_default_report_folder_is_the_repositorys_whatever_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Path(gpu_check.build_parser().parse_args([]).out_dir) == ROOT / "benchmarks" / "gpu_check"

@@ -48,7 +48,7 @@ from pathlib import Path
 from .report import ERROR, PASS, SKIP, SectionResult, exit_code, format_report, report_json, tail, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_OUT_DIR = "benchmarks/gpu_check"
+DEFAULT_OUT_DIR = ROOT / "benchmarks" / "gpu_check"  # the repository's (git-ignored), whatever the cwd
 H200_BW = 4.8e12
 
 # name, title, timeout cap (s), minimum kept in reserve for it while earlier sections run (s)
