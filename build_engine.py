@@ -47,6 +47,10 @@ def _default_checkpoint_dir(output: Path) -> Path:
     return output.with_name(output.name + ".ckpt")
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.2f} MiB"
+
+
 def _gpu_count() -> int | None:
     try:
         import torch
@@ -150,7 +154,7 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
         except errors as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"wrote TensorRT-LLM checkpoint {report.output} (tp {tp_size}, pp {pp_size}, {report.dtype}, "
-                   f"{report.mapping.world_size} rank file(s), {report.bytes_written / 2**30:.2f} GiB) "
+                   f"{report.mapping.world_size} rank file(s), {_size(report.bytes_written)}) "
                    f"in {time.perf_counter() - start:.1f} s")
         return
 

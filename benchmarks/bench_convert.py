@@ -96,6 +96,8 @@ def peak_rss_bytes() -> int:
 
 def run_child(kind: str, src: Path, dst: Path, tp: int = 1) -> dict:
     """Run one measurement in a fresh interpreter; returns its figures and peak RSS."""
+    # The child runs in ROOT: hand it absolute paths so that relative ones keep meaning the caller's directory.
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
             f"import bench_convert as b; r = b._child_{kind}({str(src)!r}, {str(dst)!r}"
             + (f", {tp})" if kind == "convert" else ")")
@@ -159,7 +161,7 @@ def filesystem_of(path: Path) -> str:
     return f"{best[0]} ({best[1]})" if best[0] else ""
 
 
-@click.command()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--work", type=click.Path(file_okay=False), required=True,
               help="Scratch directory on the disk to measure (needs ~60 GB free).")
 @click.option("--model", type=click.Path(file_okay=False, exists=True), default=None,

@@ -172,3 +172,26 @@ def test_bench_convert_peak_rss_is_the_childs_own(tmp_path, tiny_checkpoint):
 
     result = bench_convert.run_child("copy", tiny_checkpoint, tmp_path / "copy")
     assert result["peak_rss"] < 100 * 2**20, result
+
+
+def test_bench_convert_relative_work_and_model_mean_the_callers_directory(tiny_checkpoint, tmp_path, monkeypatch):
+    """Relative --work/--model are relative to the caller's directory, for the measurement children too:
+    nothing may land under the repository, and both copy runs (which must each find no copy) succeed."""
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, tmp_path / "m")
+    work = f"bench-rel-{os.getpid()}"
+    monkeypatch.chdir(tmp_path)
+    try:
+        r = CliRunner().invoke(bench_convert.main, ["--work", work, "--model", "m", "--tp", "1"])
+        assert r.exit_code == 0, r.output
+        assert not (ROOT / work).exists() and not (ROOT / "m").exists()
+        assert sorted(p.name for p in (tmp_path / work).iterdir()) == []
+    finally:
+        shutil.rmtree(ROOT / work, ignore_errors=True)
+
+
+@pytest.mark.parametrize("script", [bench_convert])
+def test_dash_h_is_help(script):
+    r = CliRunner().invoke(script.main, ["-h"])
+    assert r.exit_code == 0 and "--work" in r.output, r.output

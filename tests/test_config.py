@@ -521,3 +521,28 @@ def test_a_quantized_checkpoint_is_refused_by_its_quantization_config(where):
     with pytest.raises(ConfigError, match=rf"config.json: field '{field}': the checkpoint is quantized "
                                           r"\(quant_method 'fp8'\); trt_neg converts bf16, fp16 or fp32 weights"):
         config_from_dict(data, "config.json")
+
+
+# ------------------------------------------------------------------------------------
+# TensorRT-LLM outputs given where an HF checkpoint is expected are named for what they are
+# ------------------------------------------------------------------------------------
+
+def test_a_converted_checkpoint_is_named_with_the_hf_checkpoint_it_came_from(tiny_checkpoint, tmp_path):
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    convert_checkpoint(tiny_checkpoint, tmp_path / "ckpt", tp_size=2)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "ckpt")
+    assert str(info.value) == (
+        f"{tmp_path / 'ckpt' / 'config.json'}: field 'architecture': a TensorRT-LLM checkpoint written by "
+        f"build_engine.py (tp 2), not an HF checkpoint; give the HF checkpoint it was converted from: "
+        f"{tiny_checkpoint.resolve() / 'config.json'}")
+
+
+def test_an_engine_config_is_named_as_such(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"version": "1.2.1", "pretrained_config": {"architecture": "DarwinNegForCausalLM"},
+                                "build_config": {"max_batch_size": 8}}))
+    with pytest.raises(ConfigError, match=r"field 'pretrained_config': a TensorRT-LLM engine directory's config, "
+                                          r"not an HF checkpoint; give the HF checkpoint it was built from"):
+        load_config(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -178,3 +179,33 @@ def test_sigint_during_conversion_exits_130_and_leaves_nothing(tiny_checkpoint, 
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130 and err.decode() == "interrupted\n" and out == b""
     assert list(work.iterdir()) == []
+
+
+def test_checkpoint_records_its_source_absolutely_and_sizes_below_a_gib_in_mib(cli, tiny_checkpoint, tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_checkpoint, tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["--model", "tiny", "--output", "ckpt", "--checkpoint-only", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    source = json.loads((tmp_path / "ckpt" / "config.json").read_text())["trt_neg"]["source"]
+    assert source == str(tmp_path.resolve() / "tiny" / "config.json")
+    written = (tmp_path / "ckpt" / "rank0.safetensors").stat().st_size
+    size = re.search(r"1 rank file\(s\), ([0-9.]+) MiB\)", result.output)
+    assert size and abs(float(size.group(1)) - written / 2**20) < 0.01, result.output  # the header aside
+
+
+def test_reuse_checkpoint_accepts_the_same_model_spelled_relative_or_absolute(cli, tiny_checkpoint, tmp_path,
+                                                                               monkeypatch):
+    import shutil
+
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    shutil.copytree(tiny_checkpoint, tmp_path / "tiny")
+    monkeypatch.chdir(tmp_path)
+    converted = CliRunner().invoke(cli, ["--model", "tiny", "--output", "engine", "--no-progress"])
+    assert converted.exit_code == 2, converted.output
+    for model in (str(tmp_path / "tiny"), "tiny", "./tiny/"):
+        reused = CliRunner().invoke(cli, ["--model", model, "--output", "engine", "--reuse-checkpoint"])
+        assert reused.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in reused.output, (model, reused.output)
+        assert "was not converted from" not in reused.output

@@ -90,3 +90,9 @@ def test_kernel_on_gpu(tmp_path):
     r = run([exe])
     print(r.stdout)
     assert "all cases passed" in r.stdout
+
+
+def test_tensorrt_skips_say_how_to_enable_them():
+    for test in (test_tensorrt_adapter_syntax, test_tensorrt_adapter_against_mock):
+        reasons = [mark.kwargs["reason"] for mark in test.pytestmark if mark.name == "skipif"]
+        assert reasons == ["TensorRT headers not available (set TRT_INCLUDE_DIR)"], test.__name__

@@ -52,13 +52,13 @@ def test_host_sources_compile_with_gxx_warnings_as_errors(tmp_path):
 
 
 @pytest.mark.skipif(trt_include() is None or cuda_include() is None or GXX is None,
-                    reason="TensorRT headers not available")
+                    reason="TensorRT headers not available (set TRT_INCLUDE_DIR)")
 def test_tensorrt_adapter_syntax():
     tensorrt_adapter_syntax(NEG / "negPlugin.cpp")
 
 
 @pytest.mark.skipif(trt_include() is None or cuda_include() is None or GXX is None,
-                    reason="TensorRT headers not available")
+                    reason="TensorRT headers not available (set TRT_INCLUDE_DIR)")
 def test_tensorrt_adapter_against_mock(tmp_path):
     """The IPluginV3 adapter called the way TensorRT calls it, against the mock of
     plugins/common/tests/trtMock.h (TensorRT's headers, no libnvinfer, a stub launcher):
@@ -84,3 +84,9 @@ def test_cmake_build_and_ctest(tmp_path):
     for cmd in (["cmake", "-S", str(PLUGINS), "-B", str(b), "-DCMAKE_CUDA_ARCHITECTURES=90"],
                 ["cmake", "--build", str(b), "-j2"], ["ctest", "--test-dir", str(b), "--output-on-failure"]):
         run(cmd, env=env)
+
+
+def test_tensorrt_skips_say_how_to_enable_them():
+    for test in (test_tensorrt_adapter_syntax, test_tensorrt_adapter_against_mock):
+        reasons = [mark.kwargs["reason"] for mark in test.pytestmark if mark.name == "skipif"]
+        assert reasons == ["TensorRT headers not available (set TRT_INCLUDE_DIR)"], test.__name__

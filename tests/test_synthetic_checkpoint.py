@@ -230,3 +230,12 @@ def test_ctrl_c_exits_130_with_one_line_and_writes_nothing(tmp_path, monkeypatch
     assert result.exit_code == 130, result.output
     assert result.stderr.endswith("\ninterrupted\n"), result.stderr  # on a line of its own, after the bar
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dash_h_is_help():
+    from click.testing import CliRunner
+
+    from trt_neg.checkpoint.synthetic import main
+
+    result = CliRunner().invoke(main, ["-h"])
+    assert result.exit_code == 0 and "--preset" in result.output, result.output

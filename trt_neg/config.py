@@ -482,6 +482,7 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
                      neg_data: Mapping[str, Any] | None = None,
                      neg_source: str | Path | None = None) -> DarwinNegConfig:
     """Build the description from a parsed ``config.json`` (text or vision-language layout)."""
+    _refuse_trtllm_outputs(data, source)
     published = _is_published_layout(data, source)
     architecture = _architecture(data, source)
     _refuse_quantized(data, source)
@@ -505,6 +506,25 @@ def config_from_dict(data: Mapping[str, Any], source: str | Path | None = None,
     return DarwinNegConfig(
         backbone=backbone, neg=neg, source=str(source or ""), architecture=architecture, extra=dict(data)
     )
+
+
+def _refuse_trtllm_outputs(data: Mapping[str, Any], source: str | Path | None) -> None:
+    """A converted TensorRT-LLM checkpoint or an engine directory given where an HF checkpoint is expected:
+    say what it is and which HF checkpoint to give instead (its fields would fail as unknown layer types)."""
+    if isinstance(data.get("pretrained_config"), Mapping) and isinstance(data.get("build_config"), Mapping):
+        raise ConfigError(source, "pretrained_config", "a TensorRT-LLM engine directory's config, not an HF "
+                                                       "checkpoint; give the HF checkpoint it was built from "
+                                                       "(build_info.json's hf_model_dir)")
+    mapping = data.get("mapping")
+    if not isinstance(data.get("architecture"), str) or not isinstance(mapping, Mapping):
+        return
+    layout = f"tp {mapping.get('tp_size', '?')}" + (f", pp {mapping['pp_size']}" if mapping.get("pp_size", 1) != 1
+                                                    else "")
+    ours = data.get("trt_neg") if isinstance(data.get("trt_neg"), Mapping) else None
+    writer = "written by build_engine.py " if ours is not None else ""
+    origin = f": {ours['source']}" if ours is not None and ours.get("source") else ""
+    raise ConfigError(source, "architecture", f"a TensorRT-LLM checkpoint {writer}({layout}), not an HF checkpoint; "
+                                              f"give the HF checkpoint it was converted from{origin}")
 
 
 def _refuse_quantized(data: Mapping[str, Any], source: str | Path | None) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping as TMapping
 
 import torch
@@ -478,8 +479,13 @@ def checkpoint_config(config: DarwinNegConfig, mapping: Mapping, dtype: str) -> 
         "linear_value_head_dim": b.linear_value_head_dim,
         "neg_config": {"head_hidden_size": n.head_hidden_size, "activation": n.activation, "top_k": n.top_k,
                        "temperature": n.temperature, "seed": n.seed, "enabled": n.enabled},
-        "trt_neg": {"contract_version": CONTRACT_VERSION, "source": config.source},
+        "trt_neg": {"contract_version": CONTRACT_VERSION, "source": _absolute(config.source)},
     }
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute (as build_info.json records paths): the checkpoint may be read from elsewhere."""
+    return str(Path(path).resolve()) if path else ""
 
 
 def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[DarwinNegConfig, Mapping, str]:

@@ -263,7 +263,7 @@ def _count(chunks, bar):
         yield chunk
 
 
-@click.command(cls=InterruptibleCommand)
+@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True,
               help="Model shapes: 'tiny' for tests and the demo, '9b' for full-size measurements.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same bytes.")

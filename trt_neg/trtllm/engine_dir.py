@@ -80,6 +80,15 @@ class EngineDir:
     def engine_files(self) -> list[Path]:
         return [self.path / f"rank{r}.engine" for r in range(self.world_size)]
 
+    def describe(self) -> str:
+        """One line: what the directory holds and what it was built with and from."""
+        files = ", ".join(p.name for p in self.engine_files)
+        built = f"built with tensorrt_llm {self.tensorrt_llm_version or '(version not recorded)'} from " + (
+            str(self.hf_model_dir) if self.hf_model_dir is not None else "an unrecorded HF checkpoint")
+        return (f"a TensorRT-LLM engine directory (tp {self.tp_size}, pp {self.pp_size}; {files}), {built}; "
+                f"max_batch_size {self.max_batch_size}, max_seq_len {self.max_seq_len}, "
+                f"NEG {'enabled' if self.neg_enabled else 'disabled'}")
+
 
 def _load_json(path: Path, what: str) -> dict:
     if not path.is_file():

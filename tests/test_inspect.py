@@ -1,0 +1,70 @@
+"""python -m trt_neg.inspect: what it says about an HF checkpoint, a converted TensorRT-LLM checkpoint
+and an engine directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from trt_neg import inspect as inspect_cli
+from trt_neg.checkpoint.hf import HFCheckpoint
+
+
+def _rows(output: str) -> dict[str, str]:
+    return {key: value.strip() for key, value in
+            (line.split("  ", 1) for line in output.splitlines() if "  " in line)}
+
+
+def test_hf_checkpoint_shows_tau_and_the_kv_cache_in_its_own_dtype(tiny_checkpoint):
+    r = CliRunner().invoke(inspect_cli.main, [str(tiny_checkpoint)])
+    assert r.exit_code == 0, r.output
+    rows = _rows(r.output)
+    tau = HFCheckpoint(tiny_checkpoint).get("neg_gate.threshold").item()
+    assert f"tau {tau:g}" in rows["NEG"], rows["NEG"]
+    # tiny: 1 full-attention layer, 2 kv heads x 16 dims, K and V, float32
+    assert rows["KV cache per token"] == "256 B (float32; 128 B in bf16)"
+    summary = json.loads(CliRunner().invoke(inspect_cli.main, [str(tiny_checkpoint), "--json"]).output)
+    assert summary["dtype"] == "float32" and summary["neg_threshold"] == pytest.approx(tau)
+    assert summary["derived"]["kv_cache_bytes_per_token"] == 256
+
+
+def test_trtllm_checkpoint_is_described(tiny_checkpoint, tmp_path):
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    convert_checkpoint(tiny_checkpoint, tmp_path / "ckpt", tp_size=2, dtype="bfloat16")
+    r = CliRunner().invoke(inspect_cli.main, [str(tmp_path / "ckpt")])
+    assert r.exit_code == 0, r.output
+    rows = _rows(r.output)
+    assert rows["kind"] == "TensorRT-LLM checkpoint (written by build_engine.py, contract version 1)"
+    assert rows["architecture"] == "DarwinNegForCausalLM" and rows["dtype"] == "bfloat16"
+    assert rows["mapping"] == "tp 2, pp 1 (world size 2)"
+    assert rows["ranks"] == "rank0.safetensors, rank1.safetensors"
+    assert rows["converted from"] == str(tiny_checkpoint.resolve() / "config.json")
+    tau = HFCheckpoint(tiny_checkpoint).get("neg_gate.threshold").item()
+    assert rows["NEG"].startswith("head 64->32->1 (silu), top_k 8, T 1, seed 0, enabled") and f"tau {tau:g}" in rows["NEG"]
+    assert rows["KV cache per token"] == "128 B (bfloat16)"
+    summary = json.loads(CliRunner().invoke(inspect_cli.main, [str(tmp_path / "ckpt"), "--json"]).output)
+    assert summary["kind"] == "trtllm_checkpoint" and summary["mapping"] == {"world_size": 2, "tp_size": 2,
+                                                                              "pp_size": 1}
+    assert summary["ranks"] == ["rank0.safetensors", "rank1.safetensors"]
+
+
+def test_engine_directory_is_named_as_such(tmp_path):
+    from trt_neg.trtllm.engine_dir import write_build_info
+
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({
+        "pretrained_config": {"architecture": "DarwinNegForCausalLM", "vocab_size": 512,
+                              "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1},
+                              "neg_config": {"enabled": True, "seed": 0}},
+        "build_config": {"max_batch_size": 8, "max_seq_len": 256}}))
+    (engine / "rank0.engine").write_bytes(b"x")
+    write_build_info(engine, plugin_library=None, hf_model_dir="/models/tiny", tensorrt_llm_version="1.2.1")
+    r = CliRunner().invoke(inspect_cli.main, [str(engine)])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"{engine}: a TensorRT-LLM engine directory (tp 1, pp 1; rank0.engine), built with "
+                               "tensorrt_llm 1.2.1 from /models/tiny; max_batch_size 8, max_seq_len 256, NEG enabled")
