@@ -46,7 +46,7 @@ from trt_neg.cache import cache_dir, cache_dir_origin
 from trt_neg.cli import InterruptibleCommand
 from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress, write_diagnostic
 from trt_neg.runtime.prompts_file import (PROMPTS_FILE_HELP, PromptSpec, check_unique_ids, parse_token_ids,
-                                          read_prompts_file)
+                                          read_prompts_file, request_error)
 
 TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
@@ -59,6 +59,9 @@ DEVICE_PATTERN = re.compile(r"cpu|cuda|cuda:\d+|auto")
 LIMIT_FLAGS = {"max_slots": "--max-batch-size", "max_batch_size": "--max-batch-size",
                "max_tokens_per_step": "--max-tokens-per-step", "max_num_tokens": "--max-tokens-per-step",
                "max_seq_len": "--max-seq-len"}
+# The request's fields (Request, SamplingParams) and the flags that set them for every prompt.
+REQUEST_FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k",
+                 "top_p": "--top-p", "seed": "--seed", "stop": "--stop", "neg_mode": "--mode"}
 
 
 def builtin_tiny_model(echo=lambda msg: None) -> Path:
@@ -205,12 +208,16 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         specs += read_prompts_file(prompts_file)
     specs += [PromptSpec(f"ids{i}", token_ids=parse_token_ids(v)) for i, v in enumerate(token_ids)]
     check_unique_ids(specs)
+    if not specs and prompts_file:
+        raise click.BadParameter(f"{prompts_file}: no requests in the file", param_hint="--prompts-file")
     if not specs:
         raise click.UsageError("nothing to generate: give text PROMPTS, --prompt, --prompts-file or --token-ids")
 
     from trt_neg.runtime import LLMEngine, Request, SamplingParams
     from trt_neg.runtime.tokenizer import encode_prompt
 
+    check_request_flags(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, stop=list(stop), neg_mode=None if mode is None else int(mode))
     if backend == "torch" and not DEVICE_PATTERN.fullmatch(device):
         raise click.BadParameter(f"{device!r} is not a device this runs on (cpu, cuda, cuda:N, auto)",
                                  param_hint="--device")
@@ -279,8 +286,8 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             requests.append(Request(ids, max_new_tokens=o.get("max_new_tokens", max_new_tokens),
                                     stop=[stop_o] if isinstance(stop_o, str) else stop_o, sampling=sp,
                                     neg_mode=m, ignore_eos=ignore_eos))
-        except ValueError as exc:
-            raise click.BadParameter(f"{spec.where}: {exc}", param_hint="prompt") from None
+        except ValueError as exc:  # the flags' values are checked: this request's own
+            raise request_error(spec, exc) from None
 
     if backend == "torch":
         from trt_neg.runtime.torch_backend import TorchBackend
@@ -301,7 +308,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
             engine.shutdown()  # returns once the leader (rank 0) has shut down; nothing to print here
             return
 
-    printer = None if as_json else OrderedStreamer(len(requests), tokenizer)
+    printer = None if as_json else OrderedStreamer(len(requests), tokenizer, ids=[s.given_id for s in specs])
     writer = OrderedJsonWriter(specs) if as_json else None
     progress = Progress(len(requests)) if as_json else None
     index: dict[str, int] = {}
@@ -360,7 +367,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         except ValueError as exc:
             if backend == "trtllm":
                 engine.shutdown()
-            raise click.BadParameter(f"{specs[i].label}: {exc}", param_hint="prompt") from None
+            raise request_error(specs[i], exc) from None
 
     if backend == "torch":
         for i, req in enumerate(requests):
@@ -492,6 +499,21 @@ def checkpoint_tokenizer(model_dir: Path):
     except Exception as exc:  # noqa: BLE001 - transformers and tokenizers fail in many ways on broken files
         raise click.ClickException(f"{model_dir}: could not load the tokenizer ({type(exc).__name__}: "
                                    f"{one_line(exc)})") from None
+
+
+def check_request_flags(max_new_tokens, temperature, top_k, top_p, seed, stop, neg_mode) -> None:
+    """The values the flags give every request, checked once before any request is built, so that a bad one is
+    reported as that flag's (not as the first prompt's)."""
+    from trt_neg.runtime import Request, SamplingParams
+
+    try:
+        sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+        Request([0], max_new_tokens=max_new_tokens, stop=stop, sampling=sampling, neg_mode=neg_mode)
+    except ValueError as exc:
+        name, sep, problem = str(exc).partition(": ")
+        if not sep or name not in REQUEST_FLAGS:
+            raise click.UsageError(str(exc)) from None
+        raise click.BadParameter(problem, param_hint=REQUEST_FLAGS[name]) from None
 
 
 def limit_error(exc: ValueError) -> click.ClickException:

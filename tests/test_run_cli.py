@@ -101,7 +101,7 @@ def test_token_ids_prompts_file_and_ordering(tiny_checkpoint, tmp_path):
     (["--token-ids", "1,x"], "--token-ids"),
     (["--token-ids", "1,99999"], "prompt_token_ids"),
     (["--token-ids", "1", "--temperature", "-1"], "temperature"),
-    (["--token-ids", "1", "--top-p", "0"], "top_p"),
+    (["--token-ids", "1", "--top-p", "0"], "--top-p"),
     (["--token-ids", "1", "--max-new-tokens", "0"], "max-new-tokens"),
     (["--token-ids", "1", "--backend", "trtllm"], "--backend"),
     ([], "nothing to generate"),
@@ -688,7 +688,8 @@ def test_a_stderr_that_cannot_be_written_loses_no_output(tiny_checkpoint, tmp_pa
     if as_json:
         monkeypatch.setattr(run, "Progress", lambda n: console.Progress(n, err=FullStream()))
     else:
-        monkeypatch.setattr(run, "OrderedStreamer", lambda n, tok: console.OrderedStreamer(n, tok, err=FullStream()))
+        monkeypatch.setattr(run, "OrderedStreamer",
+                            lambda n, tok, **kw: console.OrderedStreamer(n, tok, err=FullStream(), **kw))
     r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(many_requests_file(tmp_path, n=5)),
                "--ignore-eos", *(["--json"] if as_json else []))
     if as_json:
@@ -846,3 +847,93 @@ def test_plot_gate_activation_axis_starts_at_zero_when_nothing_fired():
         assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 0
     finally:
         plt.close(fig)
+
+
+# ------------------------------------------------------------------ review 13: a new user's walkthrough
+@pytest.mark.parametrize("args, line", [
+    (["--token-ids", "1,2,3", "--top-p", "0"], "Error: Invalid value for --top-p: must be a number in (0, 1], got 0.0"),
+    (["hi", "--temperature", "-1"],
+     "Error: Invalid value for --temperature: must be a finite number >= 0 (0 = greedy), got -1.0"),
+    (["hi", "--stop", ""], "Error: Invalid value for --stop: every stop string must be a non-empty str, got ''"),
+])
+def test_a_bad_sampling_flag_is_that_flags_error_not_a_prompts(monkeypatch, args, line):
+    monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))
+    r = invoke(*args, ok=False)
+    assert r.exit_code == 2 and r.output.splitlines()[-1] == line
+
+
+def test_a_bad_value_of_a_prompts_file_line_names_the_line_and_the_key_it_wrote(tiny_checkpoint, tmp_path):
+    cases = [('{"prompt": "x", "top_p": 0}', "top_p: must be a number in (0, 1], got 0"),
+             ('{"prompt": "x", "mode": 2}', "mode: must be 0 (NEG off) or 1 (NEG on) for a single request, got 2"),
+             ('{"token_ids": []}', "token_ids: the prompt is empty")]
+    for line, message in cases:
+        prompts = tmp_path / "p.jsonl"
+        prompts.write_text(line + "\n")
+        r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), ok=False)
+        assert r.exit_code == 2
+        assert r.output.splitlines()[-1].startswith(f"Error: Invalid value for --prompts-file: {prompts}:1: {message}")
+
+
+@pytest.mark.parametrize("content", ["", "\n  \n"])
+def test_an_empty_prompts_file_says_so(tmp_path, content):
+    prompts = tmp_path / "empty.jsonl"
+    prompts.write_text(content)
+    r = invoke("--prompts-file", str(prompts), ok=False)
+    assert r.exit_code == 2
+    assert r.output.splitlines()[-1] == f"Error: Invalid value for --prompts-file: {prompts}: no requests in the file"
+
+
+def test_streamed_requests_show_the_ids_a_prompts_file_gives(tiny_checkpoint, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "token_ids": [1, 2]}\n{"token_ids": [3]}\n{"id": 7, "token_ids": [4]}\n')
+    r = invoke("--model", str(tiny_checkpoint), "--prompts-file", str(prompts), "--max-new-tokens", "1",
+               "--ignore-eos")
+    assert [line for line in r.stdout.splitlines() if line.startswith("---")] == [
+        "--- [0] a ---", "--- [1] ---", "--- [2] 7 ---"]
+    assert [line.split(" tokens")[0] for line in r.stderr.splitlines()] == ["[0] a: 1", "[1] 1", "[2] 7: 1"]
+
+
+def result_of(fired, neg_mode):
+    from trt_neg.runtime.request import FinishReason, RequestResult
+
+    n = len(fired)
+    return RequestResult("r", (1,), [5] * n, None, FinishReason.LENGTH, [0.5] * n, fired, neg_mode, None, 0.0, 0.1,
+                         0.1, [])
+
+
+def test_plot_gate_activation_leaves_neg_off_requests_out():
+    """DESIGN.md section 4: the gate activation rate is fired / decoded steps where NEG runs; a mode 0 request's
+    bar reads "off", not 0 %."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trt_neg.runtime import plot
+
+    on, off = result_of([True, False, False, False], 1), result_of([False] * 6, 0)
+    fig, ax = plt.subplots()
+    try:
+        plot._rate_panel(ax, [on, off], ["on", "off"])
+        assert ax.get_title() == "Gate activation per request (NEG-on tokens: 25.0 %)"
+        assert [(p.get_x() + p.get_width() / 2, p.get_height()) for p in ax.patches] == [(0, 25.0)]
+        assert [(t.get_position()[0], t.get_text()) for t in ax.texts] == [(1, "off")]
+        ax.clear()
+        plot._rate_panel(ax, [off], ["off"])
+        assert ax.get_title() == "Gate activation per request (NEG off in every request)"
+    finally:
+        plt.close(fig)
+    assert plot.overall_gate_activation([on, off, result_of([False] * 4, 1)]) == 1 / 8
+    assert plot.overall_gate_activation([off]) is None
+
+
+def test_text_summary_of_a_neg_off_request_has_no_gate_activation():
+    import io
+
+    err = io.StringIO()
+    s = console.OrderedStreamer(2, tokenizer=None, out=io.StringIO(), err=err)
+    s.finished(0, result_of([False, False], 0))
+    s.finished(1, result_of([True, False], 1))
+    first, second = err.getvalue().splitlines()
+    assert "mode 0 (NEG off)," in first and "gate activation" not in first
+    assert "mode 1, gate activation 50.00%," in second

@@ -29,10 +29,12 @@ def write_diagnostic(err, text: str) -> None:
 
 
 class OrderedStreamer:
-    """Streams request i's text live once requests 0..i-1 are printed; buffers the rest."""
+    """Streams request i's text live once requests 0..i-1 are printed; buffers the rest. ``ids`` (one per
+    request, None where it has none) are the ids a prompts file gives, shown beside the positions."""
 
-    def __init__(self, n: int, tokenizer, out=None, err=None):
+    def __init__(self, n: int, tokenizer, out=None, err=None, ids=None):
         self.n, self.tokenizer = n, tokenizer
+        self.ids = [None] * n if ids is None else list(ids)
         self.out = sys.stdout if out is None else out
         self.err = sys.stderr if err is None else err
         self.current = 0
@@ -49,9 +51,12 @@ class OrderedStreamer:
         self.out.write(text)
         self.out.flush()
 
+    def _name(self, i: int) -> str:
+        return f"[{i}]" if self.ids[i] is None else f"[{i}] {self.ids[i]}"
+
     def _header(self, i: int) -> None:
         if self.n > 1:
-            self._write(f"{'' if i == 0 else chr(10)}--- [{i}] ---\n")
+            self._write(f"{'' if i == 0 else chr(10)}--- {self._name(i)} ---\n")
 
     def _start(self, i: int) -> None:
         """Request i is current: its header, then what was buffered for it (in order)."""
@@ -86,8 +91,10 @@ class OrderedStreamer:
         ttft = f"{r.ttft * 1e3:.1f} ms" if r.ttft is not None else "-"
         tpot = f"{r.mean_token_latency * 1e3:.2f} ms/token" if r.mean_token_latency is not None else "-"
         err = f", error: {r.error}" if r.error else ""
-        write_diagnostic(self.err, f"[{i}] {len(r.tokens)} tokens, finish: {r.finish_reason.value}, "
-                                   f"mode {r.neg_mode}, gate activation {100 * r.gate_activation_rate:.2f}%, "
+        neg = (f"mode {r.neg_mode} (NEG off)" if r.neg_mode == 0  # no gate ran: no activation rate
+               else f"mode {r.neg_mode}, gate activation {100 * r.gate_activation_rate:.2f}%")
+        name = self._name(i) if self.ids[i] is None else f"{self._name(i)}:"
+        write_diagnostic(self.err, f"{name} {len(r.tokens)} tokens, finish: {r.finish_reason.value}, {neg}, "
                                    f"TTFT {ttft}, {tpot}{err}\n")
 
 

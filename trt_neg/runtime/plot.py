@@ -4,7 +4,8 @@
 
 1. **Gate**: every request's predicted entropy H_hat per generated token, the gate threshold
    tau as a horizontal line (when known), and the tokens where NEG fired marked;
-2. **Gate activation** per request (fired tokens / generated tokens);
+2. **Gate activation** per request (fired tokens / generated tokens; "off" for a NEG-off, mode-0,
+   request) and over the NEG-on requests' tokens;
 3. **Latency**: the distribution of inter-token latencies of all requests (histogram, p50 /
    p90 / p99 marked) with every request's TTFT as a tick on the same axis.
 
@@ -38,6 +39,15 @@ def latency_summary(results: Sequence[RequestResult]) -> dict[str, float | None]
         for q in (50, 90, 99):
             out[f"{name}_p{q}_ms"] = _percentile(values, q) if values else None
     return out
+
+
+def overall_gate_activation(results: Sequence[RequestResult]) -> float | None:
+    """Fired steps / decoded steps over the requests NEG ran on (mode 0 requests left out); None if none did."""
+    neg_on = [r for r in results if r.neg_mode != 0]
+    if not neg_on:
+        return None
+    decoded = sum(len(r.fired) for r in neg_on)
+    return sum(sum(r.fired) for r in neg_on) / decoded if decoded else 0.0
 
 
 def plot_results(results: Sequence[RequestResult], labels: Sequence[str], path: str | os.PathLike[str], *,
@@ -88,15 +98,20 @@ def _gate_panel(ax, results, labels, threshold) -> None:
 
 def _rate_panel(ax, results, labels) -> None:
     rates = [100.0 * r.gate_activation_rate for r in results]
-    ax.bar(range(len(results)), rates, color="tab:purple")
+    neg_on = [i for i, r in enumerate(results) if r.neg_mode != 0]
+    ax.bar(neg_on, [rates[i] for i in neg_on], color="tab:purple")
+    for i, r in enumerate(results):
+        if r.neg_mode == 0:  # not a 0 % bar: that would read as "NEG on, never fired"
+            ax.text(i, 0, "off", ha="center", va="bottom", color="gray", fontsize=8)
     ax.set_xticks(range(len(results)))
     ax.set_xticklabels(labels if len(results) <= 20 else [str(i) for i in range(len(results))], rotation=45,
                        ha="right", fontsize=8)
     ax.set_ylabel("gate activation (%)")
-    ax.set_ylim(0, max(1.0, 1.1 * max(rates, default=0.0)))  # not -0.05..0.05 when nothing fired
-    total = sum(len(r.fired) for r in results)
-    overall = 100.0 * sum(sum(r.fired) for r in results) / total if total else 0.0
-    ax.set_title(f"Gate activation per request (all tokens: {overall:.1f} %)")
+    ax.set_xlim(-0.5, len(results) - 0.5)  # every request's place, "off" ones at the ends too
+    ax.set_ylim(0, max(1.0, 1.1 * max((rates[i] for i in neg_on), default=0.0)))  # not -0.05..0.05 when nothing fired
+    overall = overall_gate_activation(results)
+    scope = "NEG off in every request" if overall is None else f"NEG-on tokens: {100 * overall:.1f} %"
+    ax.set_title(f"Gate activation per request ({scope})")
 
 
 def _latency_panel(ax, results) -> None:

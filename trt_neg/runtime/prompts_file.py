@@ -30,8 +30,28 @@ class PromptSpec:
             where = f"{where} (id {label!r})"
         self.where = where
 
+    @property
+    def given_id(self) -> str | None:
+        """The "id" its prompts-file line gives it (None without one)."""
+        return self.label if self.line is not None and self.label != self.line else None
+
 
 OVERRIDES = {"max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", "stop"}
+# Request fields a prompts-file line sets under another name.
+LINE_KEYS = {"neg_mode": "mode", "prompt_token_ids": "token_ids"}
+
+
+def request_error(spec: PromptSpec, exc: ValueError) -> click.BadParameter:
+    """A request refused for one of its own values ("field: problem"): a prompts-file line's names the key the
+    line wrote; a command-line prompt's (its tokens) names the prompt."""
+    if spec.line is None:
+        return click.BadParameter(f"{spec.where}: {exc}", param_hint="prompt")
+    name, sep, problem = str(exc).partition(": ")
+    key = LINE_KEYS.get(name, name)
+    if key == "token_ids" and spec.token_ids is None:  # tokens of a "prompt" or "messages" line
+        key = name
+    message = f"{key}: {problem}" if sep else str(exc)
+    return click.BadParameter(f"{spec.where}: {message}", param_hint="--prompts-file")
 
 
 def parse_token_ids(value: str) -> list[int]:
