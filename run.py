@@ -45,8 +45,8 @@ import click
 from trt_neg.cache import cache_dir, cache_dir_origin
 from trt_neg.cli import InterruptibleCommand
 from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress, write_diagnostic
-from trt_neg.runtime.prompts_file import (PROMPTS_FILE_HELP, PromptSpec, check_unique_ids, parse_token_ids,
-                                          read_prompts_file, request_error)
+from trt_neg.runtime.prompts_file import (LINE_KEYS, PROMPTS_FILE_HELP, PromptSpec, check_unique_ids,
+                                          parse_token_ids, read_prompts_file, request_error)
 
 TINY_PRESET, TINY_SEED = "tiny", 0
 BACKENDS = ("torch", "trtllm")
@@ -367,7 +367,7 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         except ValueError as exc:
             if backend == "trtllm":
                 engine.shutdown()
-            raise request_error(specs[i], exc) from None
+            raise validation_error(specs[i], exc) from None
 
     if backend == "torch":
         for i, req in enumerate(requests):
@@ -451,6 +451,15 @@ def exit_for_failed_output(exc: OSError) -> None:
 
 def stdout_failure_message(exc: OSError) -> str:
     return f"Error: could not write to stdout ({exc.strerror or one_line(exc)}); the output is incomplete"
+
+
+def validation_error(spec: PromptSpec, exc: ValueError) -> click.BadParameter:
+    """A request the engine refuses ("field: problem"): blamed on the flag when the refused value came
+    from it (e.g. --mode 0 on an engine without NEG mode 0), else on the request's own line or prompt."""
+    name, sep, problem = str(exc).partition(": ")
+    if sep and name in REQUEST_FLAGS and LINE_KEYS.get(name, name) not in spec.overrides:
+        return click.BadParameter(problem, param_hint=REQUEST_FLAGS[name])
+    return request_error(spec, exc)
 
 
 def exit_for_closed_stdout() -> None:

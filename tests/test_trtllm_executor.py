@@ -605,7 +605,7 @@ def test_run_py_trtllm_json_and_streaming(fake, tmp_path):
 
     r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "--token-ids", "5",
                                       "--mode", "0"])
-    assert r.exit_code == 2 and "neg_mode: 0" in r.output
+    assert r.exit_code == 2 and "Invalid value for --mode: 0 (NEG off) is not available" in r.output, r.output
     r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(path), "hello"])
     assert r.exit_code == 2 and "no tokenizer" in r.output
     r = CliRunner().invoke(run.main, ["--backend", "trtllm", "--engine-dir", str(tmp_path), "--token-ids", "5"])
