@@ -151,14 +151,19 @@ def _mutations():
     }
 
 
-@pytest.mark.parametrize("case", sorted(_mutations()))
-def test_invalid_config_names_field_and_file(tmp_path, case):
-    mutate, field, words = _mutations()[case]
+def mutated_config_error(tmp_path, mutate) -> str:
+    """The ConfigError message of loading the tiny preset's config.json after ``mutate(config)``."""
     data = copy.deepcopy(preset_config("tiny"))
     mutate(data)
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data))
-    message = str(info.value)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("case", sorted(_mutations()))
+def test_invalid_config_names_field_and_file(tmp_path, case):
+    mutate, field, words = _mutations()[case]
+    message = mutated_config_error(tmp_path, mutate)
     assert str(tmp_path / "config.json") in message
     assert field in message and words in message
 
@@ -445,11 +450,7 @@ def _family_cases():
 def test_other_model_families_are_refused_by_name(tmp_path, case):
     """Qwen3-Next, Qwen3.5-MoE and Qwen3 configs carry most Qwen3.5 fields; none may load as a Qwen3.5."""
     mutate, start, end = _family_cases()[case]
-    data = copy.deepcopy(preset_config("tiny"))
-    mutate(data)
-    with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, data))
-    message = str(info.value)
+    message = mutated_config_error(tmp_path, mutate)
     assert message.startswith(f"{tmp_path / 'config.json'}: {start}") and message.endswith(end)
 
 
