@@ -23,9 +23,12 @@ class ReferenceModelRunner:
     def __init__(self, model: DarwinNegForCausalLM, max_slots: int, max_seq_len: int):
         if max_slots < 1 or max_seq_len < 1:
             raise ValueError(f"max_slots and max_seq_len must be >= 1, got {max_slots} and {max_seq_len}")
+        backbone = model.config.backbone
+        if max_seq_len > backbone.max_position_embeddings:  # positions past it were never trained
+            raise ValueError(f"max_seq_len {max_seq_len} exceeds the model's max_position_embeddings "
+                             f"({backbone.max_position_embeddings})")
         self.model = model
         self.max_slots, self.max_seq_len = max_slots, max_seq_len
-        backbone = model.config.backbone
         self.vocab_size, self.hidden_size = backbone.vocab_size, backbone.hidden_size
         self.device = model.device
         self.cache = model.allocate_cache(max_slots, max_seq_len)
