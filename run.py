@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -456,9 +457,9 @@ def stdout_failure_message(exc: OSError) -> str:
 def validation_error(spec: PromptSpec, exc: ValueError) -> click.BadParameter:
     """A request the engine refuses ("field: problem"): blamed on the flag when the refused value came
     from it (e.g. --mode 0 on an engine without NEG mode 0), else on the request's own line or prompt."""
-    name, sep, problem = str(exc).partition(": ")
-    if sep and name in REQUEST_FLAGS and LINE_KEYS.get(name, name) not in spec.overrides:
-        return click.BadParameter(problem, param_hint=REQUEST_FLAGS[name])
+    refused = refused_flag(exc, REQUEST_FLAGS)
+    if refused and LINE_KEYS.get(refused.field, refused.field) not in spec.overrides:
+        return refused.error
     return request_error(spec, exc)
 
 
@@ -519,19 +520,33 @@ def check_request_flags(max_new_tokens, temperature, top_k, top_p, seed, stop, n
         sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         Request([0], max_new_tokens=max_new_tokens, stop=stop, sampling=sampling, neg_mode=neg_mode)
     except ValueError as exc:
-        name, sep, problem = str(exc).partition(": ")
-        if not sep or name not in REQUEST_FLAGS:
-            raise click.UsageError(str(exc)) from None
-        raise click.BadParameter(problem, param_hint=REQUEST_FLAGS[name]) from None
+        refused = refused_flag(exc, REQUEST_FLAGS)
+        raise (refused.error if refused else click.UsageError(str(exc))) from None
 
 
 def limit_error(exc: ValueError) -> click.ClickException:
     """A runtime's refusal of a limit ("max_seq_len: ...") as a usage error on the flag that set it."""
-    name, sep, problem = str(exc).partition(": ")
-    if not sep or name not in LIMIT_FLAGS:
+    refused = refused_flag(exc, LIMIT_FLAGS)
+    if refused is None:
         return click.ClickException(str(exc))
-    problem = re.sub(r"\bmax_slots\b", LIMIT_FLAGS["max_slots"], problem)
-    return click.BadParameter(problem, param_hint=LIMIT_FLAGS[name])
+    problem = re.sub(r"\bmax_slots\b", LIMIT_FLAGS["max_slots"], refused.problem)
+    return click.BadParameter(problem, param_hint=refused.flag)
+
+
+class RefusedFlag(NamedTuple):
+    field: str  # the runtime's name
+    flag: str
+    problem: str
+
+    @property
+    def error(self) -> click.BadParameter:
+        return click.BadParameter(self.problem, param_hint=self.flag)
+
+
+def refused_flag(exc: ValueError, flags: dict[str, str]) -> RefusedFlag | None:
+    """A runtime's refusal "field: problem" when one of ``flags`` (runtime name -> flag) set that field."""
+    field, sep, problem = str(exc).partition(": ")
+    return RefusedFlag(field, flags[field], problem) if sep and field in flags else None
 
 
 def matplotlib_problem() -> str | None:

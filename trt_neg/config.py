@@ -444,14 +444,15 @@ def _neg_activation(f: _Fields) -> str:
 def _neg_temperature(f: _Fields) -> float:
     """``temperature``, which the NEG op divides by in float32: it must stay finite and > 0 there."""
     value = f.float("temperature", 1.0)
-    as_float32 = _to_float32(value)
+    as_float32 = to_float32(value)
     if as_float32 == 0 or math.isinf(as_float32):
         raise f.error("temperature", f"must be a finite positive number in float32 (the NEG op's precision), got "
                                      f"{value} ({as_float32} in float32)")
     return value
 
 
-def _to_float32(value: float) -> float:
+def to_float32(value: float) -> float:
+    """``value`` rounded to float32 as the NEG op sees it (inf beyond float32's range)."""
     try:
         return struct.unpack("<f", struct.pack("<f", value))[0]
     except OverflowError:  # beyond the float32 range: rounds to inf

@@ -35,6 +35,8 @@ from typing import Callable, Mapping, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .config import to_float32
+
 __all__ = [
     "ACTIVATIONS",
     "NegStatus",
@@ -303,12 +305,13 @@ class NegStepOutput:
         return float(self.fired.sum()) / n if n else 0.0
 
 
-def _check_sampling_args(top_k, temperature) -> None:
+def check_sampling_args(top_k, temperature) -> None:
+    """The op's own checks of ``top_k`` and ``temperature`` (shared by the host and CUDA wrappers)."""
     if isinstance(top_k, bool) or not isinstance(top_k, (int,)) or top_k < 1:
         raise ValueError(f"top_k: expected an integer >= 1, got {top_k!r}")
     # The softmax divides by T in fp32: a T that rounds to 0 or inf there would make every
     # positive logit +inf (or every logit 0) and the draw uniform over the candidates.
-    t = torch.tensor(float(temperature), dtype=torch.float32).item()
+    t = to_float32(float(temperature))
     if not (t > 0.0) or math.isinf(t):
         raise ValueError(f"temperature: expected a finite value > 0 in float32, got {temperature!r}")
 
@@ -367,7 +370,7 @@ def gated_topk_sample(
     offsets,
 ) -> NegStepOutput:
     """Gate + gated top-k sampling + guided logits for N rows of logits [N, V]."""
-    _check_sampling_args(top_k, temperature)
+    check_sampling_args(top_k, temperature)
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
         raise ValueError(f"logits: expected a floating-point tensor [N, V], got {getattr(logits, 'shape', type(logits))}")
     n, v = logits.shape

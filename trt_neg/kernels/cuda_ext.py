@@ -109,9 +109,9 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     ``splits``: 0 = the kernel's automatic plan, 1 = one block per row, > 1 = that many
     vocabulary slices per row (the split-V path; docs/neg.md).  ``head_algo``: "gemv" (default)
     or "mma" (tensor-core tiles; bf16/fp16 hidden, opt-in until timed on a GPU)."""
-    from ..neg import ACTIVATION_CODES, NegStepOutput, _check_sampling_args, canonical_activation
+    from ..neg import ACTIVATION_CODES, NegStepOutput, check_sampling_args, canonical_activation
 
-    _check_sampling_args(top_k, temperature)
+    check_sampling_args(top_k, temperature)
     top_k = min(int(top_k), int(logits.shape[1]))  # k = min(top_k, V), as in the definition
     if top_k > 1024:
         raise ValueError(f"top_k: the CUDA kernel supports min(top_k, V) <= 1024, got {top_k}")

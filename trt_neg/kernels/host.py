@@ -80,9 +80,9 @@ def _rows(x, n: int, name: str) -> torch.Tensor:
 def _top_k_for_c(top_k, temperature, v: int) -> int:
     """``k = min(top_k, V)`` after the reference's argument checks: the C call takes an int32,
     which a larger top_k would wrap (2**32 + 1 to 1)."""
-    from ..neg import _check_sampling_args
+    from ..neg import check_sampling_args
 
-    _check_sampling_args(top_k, temperature)
+    check_sampling_args(top_k, temperature)
     return min(top_k, v)
 
 

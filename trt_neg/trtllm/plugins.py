@@ -24,11 +24,14 @@ on CPU machines.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from trt_neg.config import to_float32
 
 PLUGIN_NAMESPACE = "trt_neg"
 PLUGIN_LIBRARY = "libtrt_neg_plugins.so"
@@ -120,9 +123,8 @@ def neg_plugin_fields(*, hidden_size: int, head_hidden_size: int, vocab_size: in
     if not 0 <= int(seed) < 2**64:
         raise ValueError(f"NEG seed must fit in 64 bits, got {seed}")
     _check_neg_top_k(top_k, vocab_size)
-    with np.errstate(over="ignore"):  # beyond float32: inf, refused below
-        t32 = float(np.float32(temperature))
-    if not (t32 > 0 and np.isfinite(t32)):
+    t32 = to_float32(float(temperature))
+    if not (t32 > 0 and math.isfinite(t32)):
         raise ValueError(f"NEG temperature must be finite and > 0 in float32 (the plugin field), got {temperature}")
     # The seed is a 64-bit key; the field is INT64, so seeds >= 2**63 travel as their two's complement.
     seed_i64 = np.array([int(seed)], dtype=np.uint64).view(np.int64)
