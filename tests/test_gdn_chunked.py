@@ -172,6 +172,22 @@ def test_auto_picks_scan_below_threshold_and_chunked_above():
         call(x12, cfg12, torch.zeros(1, 1, 12, 8), [40], algo="chunked")
 
 
+def test_auto_follows_the_launch_rule_too():
+    """auto is the kernel's choice per launch as well as per sequence: a launch the kernel runs
+    scan-only (generation requests only, here of several tokens each, as speculative decoding
+    would send) is the scan on the host too, bit for bit."""
+    cfg = (1, 2, 16, 16)
+    m = gdn_host.CHUNK_MIN_TOKENS
+    lens = [m + 4, 2 * m]
+    x = make_inputs(sum(lens), *cfg, seed=9)
+    out, pools = {}, {}
+    for a in ("auto", "scan", "chunked"):
+        pools[a] = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(1))
+        out[a] = call(x, cfg, pools[a], lens, algo=a, types=[GEN, GEN], slots=[0, 1])
+    assert torch.equal(out["auto"], out["scan"]) and torch.equal(pools["auto"], pools["scan"])
+    assert not torch.equal(out["auto"], out["chunked"])  # the rule chose, not the data
+
+
 def test_argument_errors():
     cfg = (1, 1, 8, 8)
     x = make_inputs(4, *cfg)

@@ -29,6 +29,9 @@
 #include "gdnParams.h"
 
 #include <cstddef>
+#if defined(TRTNEG_CUDA_SIM)
+#include <cuda_runtime_api.h> // float4 (load4)
+#endif
 
 #if defined(__CUDA_ARCH__)
 #define TRTNEG_UNROLL _Pragma("unroll")
@@ -133,13 +136,26 @@ inline int pickChunkSize(GdnShape const& s, int64_t maxSharedBytes)
 }
 
 // Per-launch decision: the chunk size the kernel is launched with (0 = scan-only launch, the
-// small shared-memory footprint). kAuto launches chunk-capable only when some context segment
+// small shared-memory footprint; the host library applies the same autoLaunchChunks rule). kAuto launches chunk-capable only when some context segment
 // can reach kChunkMinTokens, so pure generation steps -- and mixed steps whose context requests
 // are all short -- keep the scan kernel's occupancy. Packed tokens bound the longest context
 // segment from above: every generation request holds at least 1 token (TensorRT-LLM: exactly
 // 1), while a context request may hold 0 (an empty prompt chunk), so only the generation
 // requests are subtracted. The bound may over-estimate (costs a chunk-capable launch) but
 // never under-estimates. Returns -1 when kChunked is forced but impossible.
+inline bool autoLaunchChunks(GdnParams const& p)
+{
+    int64_t contexts = 0;
+    for (int32_t seq = 0; seq < p.batch; ++seq)
+    {
+        contexts += isContext(p.contextMask, seq) ? 1 : 0;
+    }
+    if (contexts == 0)
+        return false;
+    int64_t const longest = p.removePadding ? p.numTokens - (p.batch - contexts) : p.maxSeqLen;
+    return longest >= kChunkMinTokens;
+}
+
 inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxSharedBytes)
 {
     if (algo == ContextAlgo::kScan)
@@ -147,15 +163,7 @@ inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxShar
     int const fit = pickChunkSize(p.shape, maxSharedBytes);
     if (algo == ContextAlgo::kChunked)
         return fit > 0 ? fit : -1;
-    int64_t contexts = 0;
-    for (int32_t seq = 0; seq < p.batch; ++seq)
-    {
-        contexts += isContext(p.contextMask, seq) ? 1 : 0;
-    }
-    if (contexts == 0)
-        return 0;
-    int64_t const longest = p.removePadding ? p.numTokens - (p.batch - contexts) : p.maxSeqLen;
-    return longest >= kChunkMinTokens ? fit : 0;
+    return autoLaunchChunks(p) ? fit : 0;
 }
 
 // Per-sequence decision (inside the kernel and the host library): chunk > 0 is the
@@ -180,7 +188,7 @@ TRTNEG_HD void lowerTriangleEntry(int e, int& t, int& s)
 // Four consecutive floats (16-byte aligned on the device: one vector load).
 TRTNEG_HD void load4(float const* p, float& x0, float& x1, float& x2, float& x3)
 {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(TRTNEG_CUDA_SIM) // the CUDA simulation checks the alignment
     float4 const v = *reinterpret_cast<float4 const*>(p);
     x0 = v.x;
     x1 = v.y;

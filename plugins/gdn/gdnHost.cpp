@@ -234,9 +234,9 @@ char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, in
     {
         return fail("gdn: the chunked path needs head_k_dim % " + std::to_string(kKeyTile) + " == 0");
     }
-    if (algo == ContextAlgo::kAuto && !chunkedSupported(p.shape))
+    if (algo == ContextAlgo::kAuto && (!chunkedSupported(p.shape) || !autoLaunchChunks(p)))
     {
-        algo = ContextAlgo::kScan; // as the launcher does: the scan handles every shape
+        algo = ContextAlgo::kScan; // as the launcher does: the scan handles every shape and short launches
     }
     // Host-side checks the GPU kernel cannot report: token ranges and slots.
     std::vector<int64_t> slots(static_cast<size_t>(p.batch));

@@ -29,6 +29,7 @@
 #include "gdnChunk.h"
 #include "gdnKernel.h"
 #include "gdnMath.h"
+#include "../common/cudaLaunch.h"
 
 namespace trt_neg
 {
@@ -324,7 +325,7 @@ __global__ void gdnKernel(GdnParams const p, ContextAlgo const algo, int const c
     int const seq = blockIdx.y;
     int64_t const tile = static_cast<int64_t>(dk) * dv;
 
-    extern __shared__ float4 smem4[]; // float4: 16-byte alignment for the chunk rows
+    TRTNEG_DYNAMIC_SHARED(float4, smem4); // float4: 16-byte alignment for the chunk rows
     float* S = reinterpret_cast<float*>(smem4); // [dk, dv]
     float* scratch = S + tile;
 
@@ -414,8 +415,7 @@ cudaError_t launchTyped(GdnParams const& p, ContextAlgo algo, cudaStream_t strea
     if (err != cudaSuccess)
         return err;
     dim3 const grid(static_cast<unsigned>(p.shape.numVHeads), static_cast<unsigned>(p.batch));
-    kernel<<<grid, threads, smem, stream>>>(p, algo, chunk);
-    return cudaGetLastError();
+    return launchKernel(kernel, grid, dim3(static_cast<unsigned>(threads)), smem, stream, p, algo, chunk);
 }
 
 } // namespace

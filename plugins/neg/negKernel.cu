@@ -2,6 +2,7 @@
 // guided logits.  Per-element maths comes from negMath.h (shared with the host build).
 #include "negKernel.h"
 #include "negMath.h"
+#include "../common/cudaLaunch.h"
 
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
@@ -732,18 +733,17 @@ cudaError_t launchHead(NegStepParams const& p, float* terms, cudaStream_t stream
         if (p.headAlgo == kNEG_HEAD_MMA && negHeadMmaOk(p) && deviceHasBf16Mma())
         {
             dim3 const grid((p.d + kMmaCols - 1) / kMmaCols, (p.N + kMmaRows - 1) / kMmaRows);
-            negHeadMmaKernel<T><<<grid, kMmaThreads, 0, stream>>>(static_cast<T const*>(p.hidden),
-                static_cast<T const*>(p.w1), p.b1, p.w2, p.N, p.H, p.d, p.activation, terms);
-            return cudaGetLastError();
+            return launchKernel(negHeadMmaKernel<T>, grid, dim3(kMmaThreads), 0, stream,
+                static_cast<T const*>(p.hidden), static_cast<T const*>(p.w1), p.b1, p.w2, p.N, p.H, p.d, p.activation,
+                terms);
         }
     }
     constexpr int kVec = VecLoad<T>::kN;
     bool const vec = (p.H % kVec == 0) && (reinterpret_cast<uintptr_t>(p.hidden) % 16 == 0)
         && (reinterpret_cast<uintptr_t>(p.w1) % 16 == 0);
     dim3 const grid((p.d + kNegHeadWarps - 1) / kNegHeadWarps, (p.N + kNegHeadRows - 1) / kNegHeadRows);
-    negHeadKernel<T><<<grid, kNegHeadWarps * 32, 0, stream>>>(static_cast<T const*>(p.hidden),
+    return launchKernel(negHeadKernel<T>, grid, dim3(kNegHeadWarps * 32), 0, stream, static_cast<T const*>(p.hidden),
         static_cast<T const*>(p.w1), p.b1, p.w2, p.N, p.H, p.d, p.activation, vec, terms);
-    return cudaGetLastError();
 }
 
 } // namespace
@@ -792,8 +792,7 @@ cudaError_t negStepLaunch(NegStepParams const& p, void* workspace, size_t worksp
     NegSplitPlan const plan = negSplitPlan(p.N, V, p.topK, p.splits);
     if (!p.logits || plan.splits <= 1)
     {
-        negRowKernel<kNegRowThreads><<<p.N, kNegRowThreads, 0, stream>>>(p, terms);
-        return cudaGetLastError();
+        return launchKernel(negRowKernel<kNegRowThreads>, dim3(p.N), dim3(kNegRowThreads), 0, stream, p, terms);
     }
     NegSplitLayout const l = negSplitLayout(p.N, plan);
     char* base = static_cast<char*>(workspace) + negTermsBytes(p.N, d);
@@ -801,15 +800,14 @@ cudaError_t negStepLaunch(NegStepParams const& p, void* workspace, size_t worksp
     auto* best = reinterpret_cast<unsigned long long*>(base + l.best);
     auto* flags = reinterpret_cast<int*>(base + l.flags);
     auto* cand = reinterpret_cast<unsigned long long*>(base + l.cand);
-    negSliceKernel<kNegSliceThreads>
-        <<<dim3(p.N, plan.splits), kNegSliceThreads, 0, stream>>>(p, terms, plan, rowEnt, best, flags, cand);
-    cudaError_t const e = cudaGetLastError();
+    cudaError_t const e = launchKernel(negSliceKernel<kNegSliceThreads>, dim3(p.N, plan.splits),
+        dim3(kNegSliceThreads), 0, stream, p, terms, plan, rowEnt, best, flags, cand);
     if (e != cudaSuccess)
     {
         return e;
     }
-    negMergeKernel<kNegRowThreads><<<p.N, kNegRowThreads, 0, stream>>>(p, plan, rowEnt, best, flags, cand);
-    return cudaGetLastError();
+    return launchKernel(
+        negMergeKernel<kNegRowThreads>, dim3(p.N), dim3(kNegRowThreads), 0, stream, p, plan, rowEnt, best, flags, cand);
 }
 
 } // namespace trt_neg

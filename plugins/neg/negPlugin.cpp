@@ -152,10 +152,9 @@ int32_t NegPlugin::onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, P
 int32_t NegPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*, void const* const* inputs,
     void* const* outputs, void* workspace, cudaStream_t stream) noexcept
 {
-    int32_t const N = static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].dims.d[0]);
-    NegStepParams const p = negMakeParams(mConfig, N, static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].type),
-        static_cast<int32_t>(inputDesc[kNEG_IN_POSITIONS].type), inputs, outputs);
-    cudaError_t const e = negStepLaunch(p, workspace, negPluginWorkspaceSize(mConfig, N), stream);
+    cudaError_t const e = negPluginEnqueue(mConfig, static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].dims.d[0]),
+        static_cast<int32_t>(inputDesc[kNEG_IN_HIDDEN].type), static_cast<int32_t>(inputDesc[kNEG_IN_POSITIONS].type),
+        inputs, outputs, workspace, stream);
     if (e != cudaSuccess)
     {
         logPluginError(kNegPluginName, "enqueue", cudaGetErrorString(e));

@@ -87,4 +87,14 @@ size_t negPluginWorkspaceSize(NegPluginConfig const& cfg, int64_t maxRows);
 NegStepParams negMakeParams(NegPluginConfig const& cfg, int32_t N, int32_t hiddenType, int32_t positionsType,
     void const* const* inputs, void* const* outputs);
 
+// What enqueue does (the adapter adds TensorRT's descriptors and the error log): the launch
+// over the workspace that getWorkspaceSize reserved for the profile's largest N.  Inline, so
+// the core's own tests need no kernel; the CUDA simulation runs it (tests/_cuda_sim.py).
+inline cudaError_t negPluginEnqueue(NegPluginConfig const& cfg, int32_t N, int32_t hiddenType, int32_t positionsType,
+    void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream)
+{
+    NegStepParams const p = negMakeParams(cfg, N, hiddenType, positionsType, inputs, outputs);
+    return negStepLaunch(p, workspace, negPluginWorkspaceSize(cfg, N), stream);
+}
+
 } // namespace trt_neg
