@@ -164,12 +164,15 @@ def _declare_gdn(lib: ctypes.CDLL) -> None:
     lib.trtneg_gdn_forward_sim.argtypes = [P] * 12 + [I32, I32, I32, I32, I64, I64, I32, I32, I32, I32, F32, I32,
                                                       I32, I32, ctypes.c_uint32, I32, I32, I32, I32, P]
     lib.trtneg_gdn_forward_sim.restype = ctypes.c_int
+    lib.trtneg_gdn_plugin_sim.argtypes = [I32] * 7 + [F32, I32, P, I32, I64] + [P] * 6 + [I64] + [P] * 6
+    lib.trtneg_gdn_plugin_sim.restype = ctypes.c_int
 
 
 def _gdn_sources():
     gdn, common = PLUGINS / "gdn", PLUGINS / "common"
     return [gdn / "gdnKernel.cu", gdn / "gdnKernel.h", gdn / "gdnChunk.h", gdn / "gdnMath.h", gdn / "gdnParams.h",
-            common / "hostDevice.h", common / "cudaLaunch.h", *sorted(SIM.rglob("*.h"))]
+            gdn / "gdnPluginCore.cpp", gdn / "gdnPluginCore.h", gdn / "gdnPluginEnqueue.h",
+            common / "pluginFields.cpp", common / "pluginFields.h", common / "hostDevice.h", common / "cudaLaunch.h", *sorted(SIM.rglob("*.h"))]
 
 
 GDN_SIM = HostLibrary("gdn_sim", PLUGINS / "gdn" / "tests" / "gdnKernelSim.cpp", _gdn_sources(), SIM_FLAGS,
@@ -209,3 +212,35 @@ def gdn_forward(qkv, a, b, A_log, dt_bias, state_pool, *, num_k_heads, num_v_hea
     if rc != 0:
         raise SimulatedKernelError(lib.trtneg_sim_last_error().decode())
     return out, shared_bytes.value
+
+
+def gdn_plugin_enqueue(qkv, a, b, A_log, dt_bias, state_pool, *, num_k_heads, num_v_heads, head_k_dim, head_v_dim,
+                       last_token_ids, request_types=None, slot_mapping=None, z=None, norm_weight=None,
+                       norm_eps=1e-6, remove_padding=True, continue_context=False):
+    """The TensorRT plugin's enqueue (gdn::pluginEnqueue) on the simulation, with
+    gdn_forward's arguments turned into the plugin's: its fields (gated_norm = z given, type_id
+    = qkv's dtype, whose DTYPE_CODES are TensorRT's), its inputs in its order, the state pool (updated in place) behind a host
+    rnn_state_ptr; request types default to context and slots to the sequence index, as the
+    host library's do. Returns y."""
+    assert state_pool.dtype == torch.float32 and state_pool.is_contiguous()
+    dtype = qkv.dtype
+    dense = lambda t, dt: None if t is None else t.detach().to(dt).contiguous()  # noqa: E731
+    ints = lambda v: torch.as_tensor(v, dtype=torch.int32).reshape(-1).contiguous()  # noqa: E731
+    qkv_c, a_c, b_c, z_c = (dense(t, dtype) for t in (qkv, a, b, z))
+    alog_c, dtb_c, w_c = (dense(t, torch.float32) for t in (A_log, dt_bias, norm_weight))
+    last = ints(last_token_ids)
+    batch = last.numel()
+    types = ints([0] * batch if request_types is None else request_types)
+    slots = ints(range(batch) if slot_mapping is None else slot_mapping)
+    dims = (ctypes.c_int64 * qkv_c.dim())(*qkv_c.shape)
+    out = torch.empty(qkv.shape[:-1] + (num_v_heads * head_v_dim,), dtype=dtype)
+    lib = GDN_SIM.load()
+    rc = lib.trtneg_gdn_plugin_sim(
+        num_k_heads, num_v_heads, head_k_dim, head_v_dim, DTYPE_CODES[dtype], int(remove_padding), int(z is not None),
+        float(norm_eps), int(continue_context), dims, qkv_c.dim(), batch, _ptr(qkv_c), _ptr(a_c), _ptr(b_c),
+        _ptr(alog_c), _ptr(dtb_c), _ptr(state_pool), state_pool.shape[0], _ptr(types), _ptr(last), _ptr(slots),
+        _ptr(z_c), _ptr(w_c), _ptr(out))
+    check_ubsan()
+    if rc != 0:
+        raise SimulatedKernelError(lib.trtneg_sim_last_error().decode())
+    return out

@@ -1,7 +1,7 @@
-"""Gated DeltaNet CUDA kernel (plugins/gdn/gdnKernel.cu, launcher included) on the CPU
-simulation of CUDA (tests/_cuda_sim.py), vs the CPU host library (trt_neg.kernels.gdn_host)
-run with the same context algorithm and chunk size, and vs the fp64 recurrence of
-tests/test_gdn_host.py.
+"""Gated DeltaNet CUDA kernel (plugins/gdn/gdnKernel.cu, launcher included, and the TensorRT
+plugin's enqueue) on the CPU simulation of CUDA (tests/_cuda_sim.py), vs the CPU host library
+(trt_neg.kernels.gdn_host) run with the same context algorithm and chunk size, and vs the fp64
+recurrence of tests/test_gdn_host.py.
 
 Every simulated call runs three times -- threads and blocks forward, reversed and shuffled --
 and the three results must be equal bit for bit: a difference is a race between barriers.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _cuda_sim import GDN_ARCHS, ORDERS, SimulatedKernelError, gdn_forward
+from _cuda_sim import GDN_ARCHS, ORDERS, SimulatedKernelError, gdn_forward, gdn_plugin_enqueue
 from test_gdn_chunked import HEAD_CONFIGS, close_to_scan, extreme_inputs
 from test_gdn_host import CTX, GEN, assert_close, make_inputs, ref_gdn, rows
 
@@ -234,3 +234,40 @@ def test_empty_batch_and_zero_length_context():
     y, _ = simulate(op_args(x, cfg, [0, 6], slots=[1, 0]), pool, algo="auto")
     assert torch.equal(pool[1], torch.zeros_like(pool[1]))
     check_vs_fp64(x, cfg, y, pool, [6], [0])
+
+
+@pytest.mark.parametrize("padded,dtype,gated,continue_context", [
+    (False, torch.float32, True, False), (False, torch.bfloat16, False, False),
+    (True, torch.float32, False, True), (True, torch.bfloat16, True, False)],
+    ids=["packed-fp32-gated", "packed-bf16", "padded-fp32-continue_context", "padded-bf16-gated"])
+def test_tensorrt_plugin_enqueue(padded, dtype, gated, continue_context):
+    """The plugin's enqueue (gdn::pluginEnqueue: batch from last_token_ids' dims, the kernel
+    parameters from the plugin's fields and inputs in its order, the state pool behind the
+    host rnn_state_ptr, request types from the host) on a mixed context + generation batch,
+    slots permuted: bit for bit the direct launch, and vs the host library and fp64."""
+    cfg, lens, types, slots = (2, 4, 16, 16), [1, 5, 40, 1], [GEN, CTX, CTX, GEN], [3, 0, 4, 1]
+    x = make_inputs(sum(lens) + (0 if padded else 3), *cfg, seed=11, dtype=dtype)  # packed: 3 unowned rows
+    pool = torch.randn(5, *cfg[1:]) * 0.3  # slot 2 unused
+    args = op_args(x, cfg, lens, types=types, slots=slots, gated=gated, padded_to=max(lens) if padded else None)
+    args["continue_context"] = continue_context
+    pool_plugin, pool_launch, pool_host = pool.clone(), pool.clone(), pool.clone()
+    y = gdn_plugin_enqueue(**args, state_pool=pool_plugin)
+    y_launch, _ = gdn_forward(**args, state_pool=pool_launch)
+    assert same_bits(y, y_launch) and same_bits(pool_plugin, pool_launch)
+    y_host = host(args, pool_host, algo="auto")
+    assert_close(y, y_host, rtol=OUTPUT_ULP[dtype], atol=1e-5)
+    close_to_scan(pool_plugin, pool_host)
+    y_rows = torch.cat([y[i, :n] for i, n in enumerate(lens)]) if padded else y
+    S0 = [pool[s] if t == GEN or continue_context else None for s, t in zip(slots, types)]
+    check_vs_fp64(x, cfg, y_rows, pool_plugin, lens, slots, S0=S0, gated=gated,
+                  tol=1e-2 if dtype == torch.bfloat16 else None)
+    assert torch.equal(pool_plugin[2], pool[2])
+
+
+def test_tensorrt_plugin_enqueue_refuses_a_bad_request_type():
+    """A host_request_types entry other than 0 / 1: enqueue fails with makeParams' message."""
+    cfg = (1, 2, 8, 8)
+    x = make_inputs(6, *cfg, seed=4)
+    message = r"host_request_types\[1\] = 2 \(expected 0 context or 1 generation\)"
+    with pytest.raises(SimulatedKernelError, match=message):
+        gdn_plugin_enqueue(**op_args(x, cfg, [2, 4], types=[CTX, 2]), state_pool=torch.zeros(2, *cfg[1:]))

@@ -1,6 +1,7 @@
 #include "gdnPlugin.h"
 
 #include "gdnKernel.h"
+#include "gdnPluginEnqueue.h"
 
 #include <exception>
 #include <string>
@@ -151,21 +152,13 @@ int32_t GatedDeltaRulePlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDes
 {
     try
     {
-        auto const batch = static_cast<int32_t>(inputDesc[gdn::kIN_LAST_TOKEN_IDS].dims.d[0]);
-        gdn::GdnParams params;
-        std::string err = mConfig.makeParams(inputs, outputs[0], view(inputDesc[gdn::kIN_QKV].dims), batch, params);
-        if (!err.empty())
+        std::string const err = gdn::pluginEnqueue(mConfig, view(inputDesc[gdn::kIN_QKV].dims),
+            view(inputDesc[gdn::kIN_LAST_TOKEN_IDS].dims), inputs, outputs[0], stream);
+        if (err.empty())
         {
-            report("enqueue", err);
-            return -1;
+            return 0;
         }
-        cudaError_t const rc = gdn::launch(params, stream);
-        if (rc != cudaSuccess)
-        {
-            report("enqueue", std::string("launch failed: ") + cudaGetErrorString(rc));
-            return -1;
-        }
-        return 0;
+        report("enqueue", err);
     }
     catch (std::exception const& e)
     {

@@ -187,7 +187,7 @@ std::vector<int64_t> GdnPluginConfig::outputDims(DimsView const& qkv) const
 }
 
 std::string GdnPluginConfig::makeParams(void const* const* inputs, void* output, DimsView const& qkvDims,
-    int32_t batch, GdnParams& p) const
+    int64_t batch, GdnParams& p) const
 {
     if (batch < 0 || batch > kMaxSeqsPerCall)
         return "TrtNegGatedDeltaRule: batch " + std::to_string(batch) + " outside [0, 4096]";
@@ -195,7 +195,7 @@ std::string GdnPluginConfig::makeParams(void const* const* inputs, void* output,
     p.shape = shape;
     p.dtype = kernelDType();
     p.normEps = normEps;
-    p.batch = batch;
+    p.batch = static_cast<int32_t>(batch);
     p.removePadding = removeInputPadding;
     p.continueContext = continueContext;
     if (removeInputPadding)

@@ -119,7 +119,7 @@ struct GdnPluginConfig
     // Builds the kernel parameters from enqueue's arguments: `inputs` are the raw input
     // pointers (the state pointer and host_request_types are host memory, read here),
     // qkvDims the actual qkv dims, batch = dims of last_token_ids. Returns "" on success.
-    std::string makeParams(void const* const* inputs, void* output, DimsView const& qkvDims, int32_t batch,
+    std::string makeParams(void const* const* inputs, void* output, DimsView const& qkvDims, int64_t batch,
         GdnParams& p) const;
 };
 

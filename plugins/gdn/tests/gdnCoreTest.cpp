@@ -348,6 +348,8 @@ static void testEnqueuePath()
         }
     }
 
+    // A batch (last_token_ids' int64 dim) past int32 is refused, not truncated to 3.
+    CHECK(contains(c.makeParams(inputs, out1.data(), DimsView{2, qd}, (int64_t{1} << 32) + B, p), "outside [0, 4096]"));
     // Bad request type is reported by makeParams.
     reqTypes[1] = 2;
     CHECK(contains(c.makeParams(inputs, out1.data(), DimsView{2, qd}, B, p), "host_request_types[1]"));
