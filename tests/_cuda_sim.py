@@ -1,10 +1,10 @@
 """The CUDA kernels run on the CPU simulation of CUDA (plugins/common/tests/cudaSim).
 
-``negKernel.cu`` (with the TensorRT plugin's enqueue) and ``gdnKernel.cu`` are compiled by g++
-as C++ against the simulation's stand-in headers (-DTRTNEG_CUDA_SIM), with UBSan's alignment
-and bounds checks, and called through plugins/{neg,gdn}/tests/*KernelSim.cpp's C ABIs.  UBSan reports go to a log that every call
-checks, so a report fails that call with its text (UBSan reports each place once per process).
-Imported by name from the tests.
+``negKernel.cu`` and ``gdnKernel.cu``, each with its TensorRT plugin's enqueue, are compiled
+by g++ as C++ against the simulation's stand-in headers (-DTRTNEG_CUDA_SIM), with UBSan's
+alignment and bounds checks, and called through plugins/{neg,gdn}/tests/*KernelSim.cpp's C
+ABIs.  UBSan reports go to a log that every call checks, so a report fails that call with its
+text (UBSan reports each place once per process).  Imported by name from the tests.
 """
 
 from __future__ import annotations
@@ -170,9 +170,10 @@ def _declare_gdn(lib: ctypes.CDLL) -> None:
 
 def _gdn_sources():
     gdn, common = PLUGINS / "gdn", PLUGINS / "common"
-    return [gdn / "gdnKernel.cu", gdn / "gdnKernel.h", gdn / "gdnChunk.h", gdn / "gdnMath.h", gdn / "gdnParams.h",
-            gdn / "gdnPluginCore.cpp", gdn / "gdnPluginCore.h", gdn / "gdnPluginEnqueue.h",
-            common / "pluginFields.cpp", common / "pluginFields.h", common / "hostDevice.h", common / "cudaLaunch.h", *sorted(SIM.rglob("*.h"))]
+    return [gdn / "gdnKernel.cu", gdn / "gdnKernel.h", gdn / "gdnHost.cpp", gdn / "gdnHost.h", gdn / "gdnChunk.h",
+            gdn / "gdnMath.h", gdn / "gdnParams.h", gdn / "gdnPluginCore.cpp", gdn / "gdnPluginCore.h",
+            gdn / "gdnPluginEnqueue.h", common / "pluginFields.cpp", common / "pluginFields.h", common / "hostDevice.h",
+            common / "cudaLaunch.h", *sorted(SIM.rglob("*.h"))]
 
 
 GDN_SIM = HostLibrary("gdn_sim", PLUGINS / "gdn" / "tests" / "gdnKernelSim.cpp", _gdn_sources(), SIM_FLAGS,

@@ -315,6 +315,49 @@ char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, in
     return nullptr;
 }
 
+char const* paramsFromArgs(void const* qkv, void const* a, void const* b, void const* z, float const* aLog,
+    float const* dtBias, float const* normWeight, float* statePool, int32_t const* slotMapping,
+    int32_t const* requestTypes, int32_t const* lastTokenIds, void* out, int32_t dtype, int32_t batch,
+    int32_t removePadding, int32_t maxSeqLen, int64_t numTokens, int64_t numSlots, int32_t numKHeads,
+    int32_t numVHeads, int32_t headKDim, int32_t headVDim, float normEps, int32_t continueContext, GdnParams& p)
+{
+    p = GdnParams{};
+    p.shape = GdnShape{numKHeads, numVHeads, headKDim, headVDim};
+    p.dtype = static_cast<DType>(dtype);
+    p.normEps = normEps;
+    p.batch = batch;
+    p.removePadding = removePadding;
+    p.maxSeqLen = maxSeqLen;
+    p.numTokens = numTokens;
+    p.numSlots = numSlots;
+    p.continueContext = continueContext;
+    p.qkv = qkv;
+    p.a = a;
+    p.b = b;
+    p.z = z;
+    p.aLog = aLog;
+    p.dtBias = dtBias;
+    p.normWeight = normWeight;
+    p.statePool = statePool;
+    p.slotMapping = slotMapping;
+    p.lastTokenIds = lastTokenIds;
+    p.out = out;
+    if (batch < 0 || batch > kMaxSeqsPerCall)
+    {
+        return fail("gdn: batch must be in [0, 4096]");
+    }
+    for (int32_t i = 0; i < batch; ++i)
+    {
+        int32_t const t = requestTypes ? requestTypes[i] : kCONTEXT;
+        if (t != kCONTEXT && t != kGENERATION)
+        {
+            return fail("gdn: request type must be 0 (context) or 1 (generation), got " + std::to_string(t));
+        }
+        setContext(p.contextMask, i, t == kCONTEXT);
+    }
+    return nullptr;
+}
+
 } // namespace gdn
 } // namespace trt_neg
 
@@ -337,40 +380,11 @@ int trtneg_gdn_forward_host(void const* qkv, void const* a, void const* b, void 
 {
     using namespace trt_neg::gdn;
     GdnParams p;
-    p.shape = GdnShape{numKHeads, numVHeads, headKDim, headVDim};
-    p.dtype = static_cast<trt_neg::DType>(dtype);
-    p.normEps = normEps;
-    p.batch = batch;
-    p.removePadding = removePadding;
-    p.maxSeqLen = maxSeqLen;
-    p.numTokens = numTokens;
-    p.numSlots = numSlots;
-    p.continueContext = continueContext;
-    p.qkv = qkv;
-    p.a = a;
-    p.b = b;
-    p.z = z;
-    p.aLog = aLog;
-    p.dtBias = dtBias;
-    p.normWeight = normWeight;
-    p.statePool = statePool;
-    p.slotMapping = slotMapping;
-    p.lastTokenIds = lastTokenIds;
-    p.out = out;
-    if (batch < 0 || batch > kMaxSeqsPerCall)
+    if (paramsFromArgs(qkv, a, b, z, aLog, dtBias, normWeight, statePool, slotMapping, requestTypes, lastTokenIds, out,
+            dtype, batch, removePadding, maxSeqLen, numTokens, numSlots, numKHeads, numVHeads, headKDim, headVDim,
+            normEps, continueContext, p))
     {
-        tError = "gdn: batch must be in [0, 4096]";
         return 1;
-    }
-    for (int32_t i = 0; i < batch; ++i)
-    {
-        int32_t const t = requestTypes ? requestTypes[i] : kCONTEXT;
-        if (t != kCONTEXT && t != kGENERATION)
-        {
-            tError = "gdn: request type must be 0 (context) or 1 (generation), got " + std::to_string(t);
-            return 1;
-        }
-        setContext(p.contextMask, i, t == kCONTEXT);
     }
     if (algo < 0 || algo > 2)
     {

@@ -3,33 +3,19 @@
 // (plugins/common/tests/cudaSim), with a C ABI for ctypes (tests/_cuda_sim.py). Every device
 // buffer is guarded and poisoned (cudaSim/simDevice.h): an out-of-bounds read faults, an
 // out-of-bounds write is reported, and output rows the kernel never writes stay NaN.
+#include "../gdnHost.cpp"
 #include "../gdnKernel.cu"
 #include "../gdnPluginCore.cpp"
 #include "../gdnPluginEnqueue.h"
 #include "../../common/pluginFields.cpp"
 
 #include "../../common/tests/cudaSim/simDevice.h"
+#include "../../common/tests/cudaSim/simHarness.h"
 
-namespace
-{
-
-thread_local std::string gSimError;
-
-int fail(std::string msg)
-{
-    gSimError = std::move(msg);
-    return 1;
-}
-
-} // namespace
+using cudasim::simFail;
 
 extern "C"
 {
-
-char const* trtneg_sim_last_error()
-{
-    return gSimError.c_str();
-}
 
 // gdn::launch on the simulated device. The arguments up to continueContext are
 // trtneg_gdn_forward_host's (gdnHost.cpp; host arrays, nullptr = absent, requestTypes
@@ -59,27 +45,15 @@ int trtneg_gdn_forward_sim(void const* qkv, void const* a, void const* b, void c
     cudasim::lastError() = {};
     cudasim::lastLaunch() = {};
     *launchedSharedBytes = -1;
-    if (batch < 0 || batch > kMaxSeqsPerCall)
+    GdnParams p;
+    if (char const* err = paramsFromArgs(qkv, a, b, z, aLog, dtBias, normWeight, statePool, slotMapping, requestTypes,
+            lastTokenIds, out, dtype, batch, removePadding, maxSeqLen, numTokens, numSlots, numKHeads, numVHeads,
+            headKDim, headVDim, normEps, continueContext, p))
     {
-        return fail("gdn sim: batch must be in [0, 4096]");
+        return simFail(err);
     }
     try
     {
-        GdnParams p;
-        p.shape = GdnShape{numKHeads, numVHeads, headKDim, headVDim};
-        p.dtype = static_cast<DType>(dtype);
-        p.normEps = normEps;
-        p.batch = batch;
-        p.removePadding = removePadding;
-        p.maxSeqLen = maxSeqLen;
-        p.numTokens = numTokens;
-        p.numSlots = numSlots;
-        p.continueContext = continueContext;
-        for (int32_t i = 0; i < batch; ++i)
-        {
-            setContext(p.contextMask, i, !requestTypes || requestTypes[i] == kCONTEXT);
-        }
-
         cudasim::Buffers dev;
         size_t const rows = static_cast<size_t>(numTokens > 0 ? numTokens : 0);
         size_t const elem = static_cast<size_t>(dtypeSize(p.dtype));
@@ -106,12 +80,12 @@ int trtneg_gdn_forward_sim(void const* qkv, void const* a, void const* b, void c
         }
         if (e != cudaSuccess)
         {
-            return fail(cudasim::describeLaunchError(e));
+            return simFail(cudasim::describeLaunchError(e));
         }
         std::string why;
         if (!dev.intact(why))
         {
-            return fail(why);
+            return simFail(why);
         }
         cudasim::copyBack(statePool, p.statePool, poolFloats * sizeof(float));
         cudasim::copyBack(out, p.out, valueBytes);
@@ -119,7 +93,7 @@ int trtneg_gdn_forward_sim(void const* qkv, void const* a, void const* b, void c
     }
     catch (std::exception const& ex)
     {
-        return fail(ex.what());
+        return simFail(ex.what());
     }
 }
 
@@ -183,12 +157,12 @@ int trtneg_gdn_plugin_sim(int32_t numKHeads, int32_t numVHeads, int32_t headKDim
         if (!err.empty())
         {
             std::string const sim = cudasim::lastError().message;
-            return fail(sim.empty() ? err : err + ": " + sim);
+            return simFail(sim.empty() ? err : err + ": " + sim);
         }
         std::string why;
         if (!dev.intact(why))
         {
-            return fail(why);
+            return simFail(why);
         }
         cudasim::copyBack(statePool, pool, poolFloats * sizeof(float));
         cudasim::copyBack(out, y, valueBytes);
@@ -196,7 +170,7 @@ int trtneg_gdn_plugin_sim(int32_t numKHeads, int32_t numVHeads, int32_t headKDim
     }
     catch (std::exception const& ex)
     {
-        return fail(ex.what());
+        return simFail(ex.what());
     }
 }
 

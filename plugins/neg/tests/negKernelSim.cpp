@@ -8,29 +8,12 @@
 #include "../../common/pluginFields.cpp"
 
 #include "../../common/tests/cudaSim/simDevice.h"
+#include "../../common/tests/cudaSim/simHarness.h"
 
-namespace
-{
-
-using cudasim::Buffers;
-
-thread_local std::string gSimError;
-
-int fail(std::string msg)
-{
-    gSimError = std::move(msg);
-    return 1;
-}
-
-} // namespace
+using cudasim::simFail;
 
 extern "C"
 {
-
-char const* trtneg_sim_last_error()
-{
-    return gSimError.c_str();
-}
 
 // The whole op through negStepLaunch.  Pointers are host arrays (nullptr = absent); the
 // outputs are copied back only when the launch succeeds.  `offsetsAreInt32` passes positions
@@ -53,7 +36,7 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
     cudasim::lastError() = {};
     try
     {
-        Buffers dev;
+        cudasim::Buffers dev;
         size_t const n = static_cast<size_t>(N > 0 ? N : 0);
         size_t const hBytes = static_cast<size_t>(dtypeSize(static_cast<DType>(hiddenDtype)));
         NegStepParams p;
@@ -107,12 +90,12 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
         cudaError_t const e = negStepLaunch(p, ws, wsBytes, nullptr);
         if (e != cudaSuccess)
         {
-            return fail(cudasim::describeLaunchError(e));
+            return simFail(cudasim::describeLaunchError(e));
         }
         std::string why;
         if (!dev.intact(why))
         {
-            return fail(why);
+            return simFail(why);
         }
         cudasim::copyBack(guided, dGuided, n * V * sizeof(float));
         cudasim::copyBack(token, dToken, n * sizeof(int32_t));
@@ -123,7 +106,7 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
     }
     catch (std::exception const& ex)
     {
-        return fail(ex.what());
+        return simFail(ex.what());
     }
 }
 
@@ -149,7 +132,7 @@ int trtneg_neg_plugin_sim(int32_t hiddenSize, int32_t headHiddenSize, int32_t vo
         cfg.seed = seed;
         cfg.activation = activation;
         cfg.validate();
-        Buffers dev;
+        cudasim::Buffers dev;
         size_t const n = static_cast<size_t>(N), H = static_cast<size_t>(hiddenSize), V = static_cast<size_t>(vocabSize);
         size_t const d = static_cast<size_t>(headHiddenSize);
         size_t const hBytes = hiddenType == static_cast<int32_t>(TensorType::kFLOAT) ? 4 : 2;
@@ -174,12 +157,12 @@ int trtneg_neg_plugin_sim(int32_t hiddenSize, int32_t headHiddenSize, int32_t vo
             = negPluginEnqueue(cfg, N, hiddenType, positionsType, inputs, outputs, ws, nullptr);
         if (e != cudaSuccess)
         {
-            return fail(cudasim::describeLaunchError(e));
+            return simFail(cudasim::describeLaunchError(e));
         }
         std::string why;
         if (!dev.intact(why))
         {
-            return fail(why);
+            return simFail(why);
         }
         cudasim::copyBack(guided, outputs[kNEG_OUT_GUIDED], n * V * sizeof(float));
         cudasim::copyBack(token, outputs[kNEG_OUT_TOKEN], n * sizeof(int32_t));
@@ -189,7 +172,7 @@ int trtneg_neg_plugin_sim(int32_t hiddenSize, int32_t headHiddenSize, int32_t vo
     }
     catch (std::exception const& ex)
     {
-        return fail(ex.what());
+        return simFail(ex.what());
     }
 }
 
