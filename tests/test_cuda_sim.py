@@ -1,7 +1,11 @@
 """The CPU simulation of CUDA (plugins/common/tests/cudaSim) catches what it claims to:
-a missing barrier (in some thread order), a divergent barrier, cub's thread-0-only aggregate
-and its storage reused without a barrier, misaligned WMMA and vector accesses, launch limits,
-and `__shared__` starting fresh in every block.  The kernels' own tests on it are
+a missing barrier (in some thread order, also between warps with only a warp op between
+them), a divergent barrier, mismatched warp-op masks, a shuffle reading a lane that takes no
+part, cub's thread-0-only aggregate, its storage reused without a barrier and a block shape
+other than its template's, misaligned or lane-divergent WMMA and misaligned vector accesses,
+launch limits, and `__shared__` starting fresh in every block; and it accepts what a GPU
+accepts (warp ops naming exited lanes, a launch after a configuration error) and follows its
+semantics (shuffle widths, WMMA layouts, cub's num_valid).  The kernels' own tests on it are
 tests/test_neg_kernel_sim.py and tests/test_gdn_kernel_sim.py."""
 
 import pytest
@@ -16,3 +20,43 @@ def test_simulation_self_test(tmp_path):
     run([GXX, "-std=c++17", "-O1", "-pthread", "-DTRTNEG_CUDA_SIM", f"-I{SIM}", "-Wall", "-Wextra", "-Werror",
          "-Wno-unknown-pragmas", PLUGINS / "common" / "tests" / "cudaSimSelfTest.cpp", "-o", exe])
     assert "CUDA SIM SELF-TEST OK" in run([exe]).stdout
+
+
+# A kernel that reads a __shared__ variable before writing it, in a library of its own.
+_UNINIT_SHARED = r"""
+#include <cuda_runtime_api.h>
+#include <cudaLaunch.h>
+__global__ void readFirst(int* out)
+{
+    __shared__ int slot[4];
+    if (threadIdx.x == 0)
+    {
+        *out = slot[2];
+    }
+    __syncthreads();
+    slot[threadIdx.x % 4] = 5;
+}
+extern "C" int NAME()
+{
+    int out = 12345;
+    cudasim::lastError() = {};
+    return trt_neg::launchKernel(readFirst, dim3(2), dim3(32), 0, nullptr, &out) == cudaSuccess ? out : 99;
+}
+"""
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ missing")
+def test_shared_memory_starts_poisoned_in_every_loaded_simulation(tmp_path):
+    """__shared__ reads before writes see the poison (0xFF bytes: -1), in each of two simulation
+    libraries loaded in one process, as the NEG and GDN harnesses are: the cudaSim functions'
+    static locals are unique symbols the two share, so each must find its own thread-locals."""
+    import ctypes
+
+    libs = []
+    for name in ("first_module", "second_module"):
+        cpp, so = tmp_path / f"{name}.cpp", tmp_path / f"lib{name}.so"
+        cpp.write_text(_UNINIT_SHARED.replace("NAME", name))
+        run([GXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-DTRTNEG_CUDA_SIM", f"-I{SIM}",
+             f"-I{PLUGINS / 'common'}", "-Wall", "-Werror", "-Wno-unknown-pragmas", cpp, "-o", so])
+        libs.append(getattr(ctypes.CDLL(str(so)), name))
+    assert [f() for f in (*libs, *libs[::-1])] == [-1, -1, -1, -1]

@@ -55,7 +55,7 @@ SAMPLE_CASES = [
     ("normal", 1, 7, 3, 1.0, (), ORDERS),
     ("ties", 37, 7, 8, 1.0, (), ORDERS),  # top_k >= V
     ("nonfinite", 16, 50, 10, 1.0, (3,), ORDERS),
-    ("nonfinite", 8, 7, 1024, 2.0, (), ORDERS),
+    ("nonfinite", 8, 7, 1024, 2.0, (2,), ORDERS),  # top_k >= V: each slice keeps all its keys, the last fewer
     ("ties", 5, 9001, 1024, 0.7, (2, 5, 64), ORDERS),  # k spans several slices; V % 4 != 0
     ("fp16", 3, 40000, 64, 1.3, (7,), ORDERS),
     ("normal", 260, 64, 8, 1.0, (), ("reverse",)),  # N past the split-V target: one block per row
@@ -92,15 +92,39 @@ def test_full_vocabulary_row_on_the_automatic_split_plan():
     assert got.fired.tolist() == [False, True]
 
 
-@pytest.mark.parametrize("misalign", [0, 4])
+@pytest.mark.parametrize("misalign", [0, 4, 8])
 def test_unaligned_rows_take_the_scalar_loads(misalign):
-    """Logits/guided 4 bytes off cudaMalloc's alignment: the kernel must not use float4 loads
-    (UBSan's alignment check in the simulation would stop the run)."""
+    """Logits/guided 4 or 8 bytes off cudaMalloc's alignment: the kernel must not use float4
+    loads (the simulation faults on a misaligned one), with guided logits and without (then the
+    logits' alignment alone decides)."""
     z, entropy, seeds, offsets = _inputs("nonfinite", 6, 4096, 11)
     want = host.gated_topk_sample(z, entropy, 1.0, 16, 1.0, seeds, offsets)
     for splits in (1, 2):
+        what = f"misalign={misalign} splits={splits}"
         _assert_same(_sample(z, entropy, 1.0, 16, 1.0, seeds, offsets, splits=splits, rows_misalign=misalign), want,
-                     f"misalign={misalign} splits={splits}")
+                     what)
+        got = _sample(z, entropy, 1.0, 16, 1.0, seeds, offsets, splits=splits, rows_misalign=misalign,
+                      with_guided=False)
+        assert got.guided_logits is None
+        _assert_same(dataclasses.replace(got, guided_logits=want.guided_logits), want, f"{what} without guided")
+
+
+def test_draw_on_a_cumulative_boundary_takes_the_next_candidate():
+    """1024 tied logits: every candidate's probability is exactly 2^-10, so the cumulative sums
+    are exact, and where u * 1024 is an integer j the draw lands on the boundary c[j-1] = u.
+    The rule is the first c > u: candidate j (c >= u would take j - 1)."""
+    k = 1024
+    offsets = torch.arange(1 << 17)
+    u = neg.philox_uniform(torch.tensor(3), offsets)
+    hits = offsets[((u * k).frac() == 0) & (u > 0)][:3]
+    n = hits.numel()
+    z = torch.full((n, k), 0.25)
+    entropy = torch.full((n,), 2.0)
+    seeds = torch.full((n,), 3)
+    want = host.gated_topk_sample(z, entropy, 1.0, k, 1.0, seeds, hits)
+    assert want.token.tolist() == (u[hits] * k).long().tolist()  # tied: candidate j is id j
+    for splits in (1, 4):
+        _assert_same(_sample(z, entropy, 1.0, k, 1.0, seeds, hits, splits=splits), want, f"splits={splits}")
 
 
 HEAD_CASES = [
@@ -108,7 +132,7 @@ HEAD_CASES = [
     (1, 64, 16, 5000, torch.bfloat16),
     (9, 136, 80, 300, torch.float16),  # two row tiles of the GEMV, partial neuron tile of the MMA head
     (70, 128, 64, 257, torch.bfloat16),  # two MMA row tiles
-    (5, 100, 24, 999, torch.float32),  # H % 4 != 0: the GEMV's scalar loads
+    (5, 100, 20, 999, torch.float32),  # H % 4 != 0: the GEMV's scalar loads; d % 8 != 0: warps past d
     (3, 100, 24, 999, torch.bfloat16),  # H % 8 != 0: the MMA head falls back to the GEMV
 ]
 
@@ -140,10 +164,11 @@ def test_misaligned_hidden_and_old_gpus_fall_back_to_the_gemv():
     z = torch.randn(4, 100, generator=g)
     gemv = sim.neg_step(h, z, w, seed=1)
     assert torch.equal(sim.neg_step(h, z, w, seed=1, head_algo="mma", sm_major=7).entropy, gemv.entropy)
-    # hidden 2 bytes off: neither float4 loads in the GEMV nor the MMA head may run
+    # hidden 2 or 8 bytes off: neither 16-byte loads in the GEMV nor the MMA head may run
     for algo in ("gemv", "mma"):
-        torch.testing.assert_close(sim.neg_step(h, z, w, seed=1, head_algo=algo, hidden_misalign=2).entropy, gemv.entropy,
-                                   rtol=2e-6, atol=2e-6)
+        for misalign in (2, 8):
+            got = sim.neg_step(h, z, w, seed=1, head_algo=algo, hidden_misalign=misalign)
+            torch.testing.assert_close(got.entropy, gemv.entropy, rtol=2e-6, atol=2e-6)
 
 
 def test_entropy_only_call_matches_the_full_step():
@@ -160,6 +185,7 @@ def test_int32_positions_and_one_seed_for_all_rows():
     z, entropy, _, _ = _inputs("normal", 6, 3000, 21)
     entropy[:] = 2.0  # every row fires
     offsets = torch.arange(6) * 1000 + 5
+    offsets[4:] = torch.tensor([-5, -(2**31)])  # int32 positions are sign-extended, as int64 ones
     want = host.gated_topk_sample(z, entropy, 1.0, 32, 0.9, torch.full((6,), 77), offsets)
     for int32 in (False, True):
         got = _sample(z, entropy, 1.0, 32, 0.9, None, offsets, seed=77, offsets_int32=int32)

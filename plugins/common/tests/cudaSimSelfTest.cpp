@@ -121,6 +121,143 @@ __global__ void vectorLoad(float const* p, float* out)
     out[threadIdx.x] = v.x + v.w;
 }
 
+// Dynamic shared memory: reads element `read` before any write, then writes element `write`.
+__global__ void dynamicShared(int read, int write, int* out)
+{
+    TRTNEG_DYNAMIC_SHARED(int, smem);
+    if (threadIdx.x == 0)
+    {
+        *out = smem[read];
+        smem[write] = 7;
+    }
+}
+
+// A float4 store: the GPU needs a 16-byte aligned address too.
+__global__ void vectorStore(float* p)
+{
+    if (threadIdx.x == 0)
+    {
+        *reinterpret_cast<float4*>(p) = make_float4(1.0f, 2.0f, 3.0f, 4.0f);
+    }
+}
+
+// Each thread reads what a thread of the other warp stored; between them only a __syncwarp
+// (`fenced`: a __syncthreads). A warp op is no block-wide barrier.
+__global__ void crossWarpRead(bool fenced, int* out)
+{
+    __shared__ int stored[kThreads];
+    stored[threadIdx.x] = static_cast<int>(threadIdx.x) + 1;
+    if (fenced)
+    {
+        __syncthreads();
+    }
+    else
+    {
+        __syncwarp();
+    }
+    out[threadIdx.x] = stored[(threadIdx.x + 32) % kThreads];
+}
+
+// Warp ops may name exited lanes and lanes past the end of the block ("all non-exited threads
+// named in mask"): lanes 8..15 of each warp exit; the rest sync and swap with lane ^ 1.
+__global__ void partialWarps(int* out)
+{
+    if ((threadIdx.x & 31) >= 8 && (threadIdx.x & 31) < 16)
+    {
+        return;
+    }
+    __syncwarp();
+    out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, static_cast<int>(threadIdx.x), 1);
+}
+
+// A shuffle reading a lane that does not take part: lanes 0..15 read lane 20 (`exited`: lanes
+// 16..31 have exited; else they are at a shuffle of their own mask).
+__global__ void shuffleFromOutside(bool exited, int* out)
+{
+    int const lane = static_cast<int>(threadIdx.x & 31);
+    if (lane >= 16 && exited)
+    {
+        return;
+    }
+    int const v = lane < 16 ? __shfl_sync(0x0000FFFFu, lane, 20) : __shfl_sync(0xFFFF0000u, lane, 16);
+    out[threadIdx.x] = v;
+}
+
+// Lane 0 shuffles with mask 0x3 while the rest of its warp uses the full mask.
+__global__ void mismatchedMasks(int* out)
+{
+    unsigned const mask = threadIdx.x == 0 ? 0x3u : 0xFFFFFFFFu;
+    out[threadIdx.x] = __shfl_xor_sync(mask, static_cast<int>(threadIdx.x), 1);
+}
+
+// Butterfly with a width: a lane may read an earlier group, a later group gives its own value.
+__global__ void xorWithWidth(int width, int laneMask, int* out)
+{
+    out[threadIdx.x] = __shfl_xor_sync(0xFFFFFFFFu, static_cast<int>(threadIdx.x), laneMask, width);
+}
+
+struct AddOp
+{
+    __device__ int operator()(int a, int b) const
+    {
+        return a + b;
+    }
+};
+
+// cub::BlockReduce<int, 64> in the block the launch gives; the sum of num_valid threads' ones.
+__global__ void reduceInBlock(int numValid, int* out)
+{
+    using Reduce = cub::BlockReduce<int, kThreads>;
+    __shared__ Reduce::TempStorage tmp;
+    int const s = Reduce(tmp).Reduce(1, AddOp(), numValid);
+    if (threadIdx.x == 0 && threadIdx.y == 0)
+    {
+        *out = s;
+    }
+}
+
+// D = A B through WMMA, A and B 16x16 in the given layouts, D stored in `storeLayout`.
+template <typename LA, typename LB>
+__global__ void wmmaProduct(__half const* a, __half const* b, nvcuda::wmma::layout_t storeLayout, float* d)
+{
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, LA> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, LB> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    wmma::load_matrix_sync(fa, a, 16);
+    wmma::load_matrix_sync(fb, b, 16);
+    wmma::mma_sync(acc, fa, fb, acc);
+    wmma::store_matrix_sync(d, acc, 16, storeLayout);
+}
+
+// A WMMA load whose pointer differs between lanes.
+__global__ void wmmaLaneDependentPointer(float* out)
+{
+    using namespace nvcuda;
+    __shared__ __align__(32) __half tile[2 * 256];
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+    wmma::load_matrix_sync(a, tile + (threadIdx.x & 1) * 256, 16);
+    out[threadIdx.x] = 0.0f;
+}
+
+__half toHalf(int v) // small integers only
+{
+    __half h;
+    h.bits = 0;
+    if (v != 0)
+    {
+        int e = 0;
+        while ((v >> (e + 1)) != 0)
+        {
+            ++e;
+        }
+        int const frac = (v << (10 - e)) & 0x3FF;
+        h.bits = static_cast<uint16_t>(((e + 15) << 10) | frac);
+    }
+    return h;
+}
+
 bool errorNames(std::string const& expected)
 {
     return cudasim::lastError().message.find(expected) != std::string::npos;
@@ -191,11 +328,20 @@ int main()
     }
     CHECK(wrong);
 
-    // __shared__ starts fresh in every block (zero here), whatever the block order.
+    // __shared__ starts fresh in every block, whatever the block order, and as garbage (the
+    // poison bytes), not zeros.
     int firstSeen[4] = {-1, -1, -1, -1};
+    int const poison = -1; // 0xFF bytes
     reset(Order::kShuffled);
     CHECK(launchKernel(sharedIsPerBlock, dim3(4), dim3(32), 0, nullptr, firstSeen) == cudaSuccess);
-    CHECK(firstSeen[0] == 0 && firstSeen[1] == 0 && firstSeen[2] == 0 && firstSeen[3] == 0);
+    CHECK(firstSeen[0] == poison && firstSeen[1] == poison && firstSeen[2] == poison && firstSeen[3] == poison);
+    int dynSeen = 0;
+    reset(Order::kForward);
+    CHECK(launchKernel(dynamicShared, dim3(1), dim3(32), 64 * sizeof(int), nullptr, 3, 63, &dynSeen) == cudaSuccess);
+    CHECK(dynSeen == poison);
+    CHECK(launchKernel(dynamicShared, dim3(1), dim3(32), 64 * sizeof(int), nullptr, 0, 64, &dynSeen)
+        == cudaErrorLaunchFailure);
+    CHECK(errorNames("write past the dynamic shared memory"));
 
     // WMMA alignment rules.
     float sink[32];
@@ -209,12 +355,131 @@ int main()
     CHECK(launchKernel(vectorLoad, dim3(1), dim3(32), 0, nullptr, row + 4, sink) == cudaSuccess && sink[0] == 13.0f);
     CHECK(launchKernel(vectorLoad, dim3(1), dim3(32), 0, nullptr, row + 1, sink) == cudaErrorLaunchFailure);
     CHECK(errorNames("misaligned address: float4 load"));
+    reset(Order::kForward);
+    CHECK(launchKernel(vectorStore, dim3(1), dim3(32), 0, nullptr, row + 4) == cudaSuccess && row[7] == 4.0f);
+    CHECK(launchKernel(vectorStore, dim3(1), dim3(32), 0, nullptr, row + 2) == cudaErrorLaunchFailure);
+    CHECK(errorNames("misaligned address: float4 store"));
 
-    // Launch limits.
+    // Launch limits. launchKernel's cudaGetLastError reads a configuration error, as on a GPU:
+    // it is not sticky, and the next launch runs.
     reset(Order::kForward);
     CHECK(launchKernel(warpSum, dim3(1), dim3(2048), 0, nullptr, lanes) == cudaErrorInvalidConfiguration);
-    CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
-    CHECK(cudaGetLastError() == cudaSuccess); // not sticky, as on a GPU
+    CHECK(errorNames("invalid launch configuration"));
+    CHECK(cudaGetLastError() == cudaSuccess);
+    lanes[0] = -1;
+    CHECK(launchKernel(warpSum, dim3(1), dim3(32), 0, nullptr, lanes) == cudaSuccess && lanes[0] == 31 * 32 / 2);
     CHECK(launchKernel(warpSum, dim3(1, 70000), dim3(32), 0, nullptr, lanes) == cudaErrorInvalidConfiguration);
+    CHECK(launchKernel(warpSum, dim3(1), dim3(1, 1, 65), 0, nullptr, lanes) == cudaErrorInvalidConfiguration);
+    CHECK(launchKernel(warpSum, dim3(1), dim3(32, 33), 0, nullptr, lanes) == cudaErrorInvalidConfiguration);
+    CHECK(launchKernel(warpSum, dim3(0), dim3(32), 0, nullptr, lanes) == cudaErrorInvalidConfiguration);
+
+    // A warp op is no block-wide barrier: a read of the other warp's store after a __syncwarp
+    // only is wrong in some order (a warp runs ahead to its next __syncthreads).
+    int crossed[kThreads];
+    bool raced = false;
+    for (Order o : orders)
+    {
+        reset(o);
+        CHECK(launchKernel(crossWarpRead, dim3(1), dim3(kThreads), 0, nullptr, false, crossed) == cudaSuccess);
+        for (int i = 0; i < kThreads; ++i)
+        {
+            raced |= crossed[i] != (i + 32) % kThreads + 1;
+        }
+        reset(o);
+        CHECK(launchKernel(crossWarpRead, dim3(1), dim3(kThreads), 0, nullptr, true, crossed) == cudaSuccess);
+        for (int i = 0; i < kThreads; ++i)
+        {
+            CHECK(crossed[i] == (i + 32) % kThreads + 1);
+        }
+    }
+    CHECK(raced);
+
+    // Exited lanes and lanes past the block's end may be named in a mask; reading one may not.
+    int partial[48];
+    for (Order o : orders)
+    {
+        reset(o);
+        CHECK(launchKernel(partialWarps, dim3(1), dim3(48), 0, nullptr, partial) == cudaSuccess);
+        CHECK(partial[0] == 1 && partial[7] == 6 && partial[16] == 17 && partial[33] == 32 && partial[39] == 38);
+    }
+    for (bool exited : {false, true})
+    {
+        reset(Order::kForward);
+        CHECK(launchKernel(shuffleFromOutside, dim3(1), dim3(32), 0, nullptr, exited, lanes) == cudaErrorLaunchFailure);
+        CHECK(errorNames("source lane 20 does not take part"));
+    }
+    reset(Order::kForward);
+    CHECK(launchKernel(mismatchedMasks, dim3(1), dim3(32), 0, nullptr, lanes) == cudaErrorLaunchFailure);
+    CHECK(errorNames("different warp operations or masks"));
+
+    // Shuffle widths: xor 16 in groups of 16 reads the earlier group only; width 24 is undefined.
+    reset(Order::kForward);
+    CHECK(launchKernel(xorWithWidth, dim3(1), dim3(32), 0, nullptr, 16, 16, lanes) == cudaSuccess);
+    CHECK(lanes[4] == 4 && lanes[20] == 4 && lanes[31] == 15);
+    CHECK(launchKernel(xorWithWidth, dim3(1), dim3(32), 0, nullptr, 8, 1, lanes) == cudaSuccess);
+    CHECK(lanes[0] == 1 && lanes[7] == 6 && lanes[9] == 8);
+    CHECK(launchKernel(xorWithWidth, dim3(1), dim3(32), 0, nullptr, 24, 1, lanes) == cudaErrorLaunchFailure);
+    CHECK(errorNames("width must be a power of 2"));
+
+    // cub: the block must have the template's dimensions; num_valid past the block means all.
+    int reduced = 0;
+    reset(Order::kForward);
+    CHECK(launchKernel(reduceInBlock, dim3(1), dim3(kThreads), 0, nullptr, 10, &reduced) == cudaSuccess && reduced == 10);
+    CHECK(launchKernel(reduceInBlock, dim3(1), dim3(kThreads), 0, nullptr, 1000, &reduced) == cudaSuccess
+        && reduced == kThreads);
+    CHECK(launchKernel(reduceInBlock, dim3(1), dim3(32, 2), 0, nullptr, kThreads, &reduced) == cudaErrorLaunchFailure);
+    CHECK(errorNames("dimensions differ"));
+
+    // WMMA layouts: A row/col-major, B row/col-major, D stored row/col-major.
+    alignas(32) __half aRow[256], aCol[256], bRow[256], bCol[256];
+    float want[256];
+    for (int i = 0; i < 16; ++i)
+    {
+        for (int k = 0; k < 16; ++k)
+        {
+            aRow[i * 16 + k] = aCol[k * 16 + i] = toHalf((i + 2 * k) % 5);
+            bRow[i * 16 + k] = bCol[k * 16 + i] = toHalf((3 * i + k) % 4); // B[i][k], i = row
+        }
+    }
+    for (int i = 0; i < 16; ++i)
+    {
+        for (int j = 0; j < 16; ++j)
+        {
+            float s = 0.0f;
+            for (int k = 0; k < 16; ++k)
+            {
+                s += static_cast<float>(((i + 2 * k) % 5) * ((3 * k + j) % 4));
+            }
+            want[i * 16 + j] = s;
+        }
+    }
+    using nvcuda::wmma::col_major;
+    using nvcuda::wmma::row_major;
+    alignas(32) float d[4][256];
+    reset(Order::kReverse);
+    CHECK(launchKernel(wmmaProduct<row_major, row_major>, dim3(1), dim3(32), 0, nullptr, aRow, bRow,
+              nvcuda::wmma::mem_row_major, d[0]) == cudaSuccess);
+    CHECK(launchKernel(wmmaProduct<col_major, col_major>, dim3(1), dim3(32), 0, nullptr, aCol, bCol,
+              nvcuda::wmma::mem_row_major, d[1]) == cudaSuccess);
+    CHECK(launchKernel(wmmaProduct<row_major, col_major>, dim3(1), dim3(32), 0, nullptr, aRow, bCol,
+              nvcuda::wmma::mem_col_major, d[2]) == cudaSuccess);
+    CHECK(launchKernel(wmmaProduct<col_major, row_major>, dim3(1), dim3(32), 0, nullptr, aCol, bRow,
+              nvcuda::wmma::mem_col_major, d[3]) == cudaSuccess);
+    bool layoutsOk = true;
+    for (int i = 0; i < 16; ++i)
+    {
+        for (int j = 0; j < 16; ++j)
+        {
+            layoutsOk &= d[0][i * 16 + j] == want[i * 16 + j] && d[1][i * 16 + j] == want[i * 16 + j]
+                && d[2][j * 16 + i] == want[i * 16 + j] && d[3][j * 16 + i] == want[i * 16 + j];
+        }
+    }
+    CHECK(layoutsOk);
+    CHECK(launchKernel(wmmaProduct<row_major, row_major>, dim3(1), dim3(48), 0, nullptr, aRow, bRow,
+              nvcuda::wmma::mem_row_major, d[0]) == cudaErrorLaunchFailure); // a partial warp
+    CHECK(errorNames("WMMA needs all 32"));
+    reset(Order::kForward);
+    CHECK(launchKernel(wmmaLaneDependentPointer, dim3(1), dim3(32), 0, nullptr, sink) == cudaErrorLaunchFailure);
+    CHECK(errorNames("different pointers"));
     return checkSummary("CUDA SIM SELF-TEST OK");
 }

@@ -4,16 +4,22 @@
 // folder first on the include path and -DTRTNEG_CUDA_SIM (see tests/_cuda_sim.py).
 //
 // Model: the blocks of a launch run one after another, each on a fresh OS thread (so
-// `__shared__`, which becomes `static thread_local`, is fresh per block); the block's threads
-// are fibers (ucontext) run one at a time up to their next barrier.  What the simulation checks
-// beyond the results:
-//   * __syncthreads() reached by some threads while others wait at a warp-level op, or warp
-//     ops (shuffles, __syncwarp, WMMA) with a lane of their mask absent: reported as errors;
+// `__shared__`, which becomes `static thread_local`, is fresh per block, and poisoned like
+// dynamic shared memory: garbage, not zeros, as on a GPU); the block's threads
+// are fibers (ucontext) run one at a time up to their next barrier.  A warp op completes when
+// every non-exited lane of its mask is at the same op with the same mask; its lanes then run
+// on at once, so one warp runs ahead of the others up to its next __syncthreads().  What the
+// simulation checks beyond the results:
+//   * __syncthreads() reached by some threads while others wait at a warp-level op, lanes of
+//     one mask at different warp ops or masks, a shuffle reading a lane that takes no part
+//     (not in the mask, exited, past the block), WMMA without all 32 lanes: reported as errors;
 //   * races between barriers: the fibers (and the blocks) run in the order `Order` picks --
-//     forward, reverse or shuffled -- and the tests compare the orders' results;
+//     forward, reverse or shuffled -- and the tests compare the orders' results (a warp op is
+//     no block-wide barrier, so a __syncthreads missing between warps shows up too);
 //   * cub's BlockReduce returns its aggregate to thread 0 only (other threads get a poison
 //     value), and a reuse of its storage without a barrier shows up as a wrong result;
-//   * WMMA pointers must be 32-byte aligned with a legal leading dimension;
+//   * WMMA pointers must be 32-byte aligned with a legal leading dimension, the same in every lane;
+//   * cub's collectives need the block dimensions of their template arguments;
 //   * launch configuration limits (block size, grid dimensions, dynamic shared memory);
 //   * dynamic shared memory above the default 48 KB without the kernel's opt-in
 //     (cudaFuncSetAttribute), and writes past the launch's dynamic shared memory.
@@ -37,6 +43,7 @@
 #include <thread>
 #include <tuple>
 #include <type_traits>
+#include <link.h>
 #include <ucontext.h>
 #include <utility>
 #include <vector>
@@ -126,7 +133,11 @@ inline Config& config()
     return c;
 }
 
-// The first error of the last launch (reported like a sticky CUDA error, with a message).
+// The runtime's error state. `code` is what cudaGetLastError would return: a kernel fault
+// (cudaErrorLaunchFailure) is sticky, as a GPU's is; any other error is cleared by reading it,
+// and launchKernel's own cudaGetLastError reads a launch's configuration error at once, as on
+// a GPU. `message` says what the simulation saw for the latest error recorded (the first
+// fault, once one happened); reading the code leaves it, so harnesses can still report it.
 struct ErrorState
 {
     cudaError_t code = cudaSuccess;
@@ -141,10 +152,21 @@ inline ErrorState& lastError()
 
 inline void recordError(cudaError_t code, std::string const& message)
 {
-    if (lastError().code == cudaSuccess)
+    if (lastError().code != cudaErrorLaunchFailure)
     {
         lastError() = {code, message};
     }
+}
+
+// cudaGetLastError: the pending error, cleared unless it is sticky (the message stays).
+inline cudaError_t takeError()
+{
+    cudaError_t const code = lastError().code;
+    if (code != cudaErrorLaunchFailure)
+    {
+        lastError().code = cudaSuccess;
+    }
+    return code;
 }
 
 // The configuration of the last launch that passed its checks (tests read the launchers'
@@ -176,9 +198,24 @@ uintptr_t kernelKey(F* kernel)
     return reinterpret_cast<uintptr_t>(kernel);
 }
 
-// Bytes after a launch's dynamic shared memory, poisoned and checked after each block.
+// Shared memory starts as these bytes (garbage, as on a GPU): NaN as fp32, -1 as a signed
+// integer, the largest unsigned value.
+constexpr unsigned char kSharedPoison = 0xFF;
+// Bytes after a launch's dynamic shared memory, set to kSharedGuard and checked after each block.
 constexpr size_t kSharedGuardBytes = 256;
-constexpr unsigned char kSharedPoison = 0xA5;
+constexpr unsigned char kSharedGuard = 0xA5;
+
+// The warp-level operations. The lanes of one operation must all be at the same kind with
+// the same mask ("all non-exited threads named in mask must execute the same intrinsic with
+// the same mask"); a shuffle waits twice (values written, then read).
+enum class WarpOp : int
+{
+    kSyncwarp,
+    kShflXor,
+    kShflIdx,
+    kShflRead,
+    kWmma, // every lane of the warp, none exited (the fragments are spread over all 32)
+};
 
 struct Fiber
 {
@@ -193,7 +230,9 @@ struct Fiber
     dim3 tid;
     int linear = 0;
     State state = kReady;
-    unsigned warpMask = 0; // lanes a warp barrier waits for
+    unsigned warpMask = 0;    // lanes a warp barrier waits for
+    WarpOp warpOp = WarpOp::kSyncwarp;
+    unsigned warpArrived = 0; // on release: the lanes that took part (the mask less exited lanes)
     char* stack = nullptr;
 };
 
@@ -210,6 +249,7 @@ struct Block
     Fiber* current = nullptr;
     std::function<void()> body;
     std::vector<uint64_t> warpSlots; // one 8-byte slot per thread, for shuffles
+    std::vector<uint64_t> warpAux;   // and one more (WMMA's leading dimension and layout)
     std::vector<unsigned char> dynamicSmem;
     bool failed = false;
 };
@@ -218,6 +258,53 @@ inline Block*& currentBlock()
 {
     static thread_local Block* b = nullptr;
     return b;
+}
+
+namespace
+{
+// A thread-local of this module alone (internal linkage): function-local statics of inline
+// functions, such as currentBlock()'s, are unique symbols that another module loaded in the
+// same process (the other simulation harness) may provide.
+thread_local char tlsAnchor;
+} // namespace
+
+// `__shared__` variables are `static thread_local`: zero-initialised thread-local storage
+// (.tbss) of a fresh OS thread per block. A GPU's shared memory starts as garbage, so each
+// block's thread poisons this module's .tbss first (kSharedPoison bytes), and reading a
+// __shared__ variable before writing it gives garbage here too. Kernels' __shared__
+// variables have no initialisers (nvcc refuses them); the module's other thread-locals must
+// not be used on a block's thread before being set (currentBlock() is set after this).
+inline void poisonStaticShared()
+{
+    struct Find
+    {
+        uintptr_t anchor; // an address inside this module's TLS block, in this thread
+        unsigned char* bss = nullptr;
+        size_t bytes = 0;
+    } find{reinterpret_cast<uintptr_t>(&tlsAnchor), nullptr, 0}; // also allocates the block
+    dl_iterate_phdr(
+        [](dl_phdr_info* info, size_t, void* arg) -> int {
+            auto& f = *static_cast<Find*>(arg);
+            for (int i = 0; i < info->dlpi_phnum; ++i)
+            {
+                ElfW(Phdr) const& ph = info->dlpi_phdr[i];
+                auto const data = reinterpret_cast<uintptr_t>(info->dlpi_tls_data);
+                if (ph.p_type == PT_TLS && data != 0 && f.anchor >= data && f.anchor < data + ph.p_memsz)
+                {
+                    f.bss = static_cast<unsigned char*>(info->dlpi_tls_data) + ph.p_filesz;
+                    f.bytes = ph.p_memsz - ph.p_filesz;
+                    return 1;
+                }
+            }
+            return 0;
+        },
+        &find);
+    if (!find.bss)
+    {
+        throw std::runtime_error("cudasim: this module's thread-local storage was not found");
+    }
+    std::memset(find.bss, kSharedPoison, find.bytes);
+    currentBlock() = nullptr;
 }
 
 inline Fiber& self()
@@ -238,12 +325,13 @@ inline Fiber& self()
     throw KernelFault{};
 }
 
-inline void yieldTo(Fiber::State state, unsigned mask = 0)
+inline void yieldTo(Fiber::State state, unsigned mask = 0, WarpOp op = WarpOp::kSyncwarp)
 {
     Block& b = *currentBlock();
     Fiber& f = *b.current;
     f.state = state;
     f.warpMask = mask;
+    f.warpOp = op;
     swapcontext(&f.ctx, &b.scheduler);
     if (b.failed)
     {
@@ -256,8 +344,11 @@ inline void syncthreads()
     yieldTo(Fiber::kAtBlockBarrier);
 }
 
-// Waits until every lane of `mask` in this thread's warp has reached a warp barrier.
-inline void syncwarp(unsigned mask)
+// Waits until every lane of `mask` in this thread's warp has reached the same warp operation
+// `op` with the same mask, or has exited (lanes past the end of the block count as exited):
+// "all non-exited threads named in mask must execute the same intrinsic with the same mask".
+// WMMA needs the whole warp. Returns the lanes that took part.
+inline unsigned syncwarp(unsigned mask, WarpOp op = WarpOp::kSyncwarp)
 {
     Block& b = *currentBlock();
     int const lane = self().linear & 31;
@@ -268,11 +359,12 @@ inline void syncwarp(unsigned mask)
     {
         fault("warp op: the calling lane is not in its own mask");
     }
-    if (mask & ~present)
+    if (op == WarpOp::kWmma && (mask & ~present))
     {
-        fault("warp op: mask names lanes beyond the block");
+        fault("wmma: the warp has lanes beyond the block (WMMA needs all 32)");
     }
-    yieldTo(Fiber::kAtWarpBarrier, mask);
+    yieldTo(Fiber::kAtWarpBarrier, mask, op);
+    return self().warpArrived;
 }
 
 inline void fiberEntry()
@@ -311,7 +403,49 @@ inline std::vector<int> orderOf(int n, uint32_t salt)
     return idx;
 }
 
+// Whether the warp operation fiber `f` waits at can complete: every lane of its mask is at the
+// same operation with the same mask, or (except for WMMA) has exited. `arrived`: those at it.
+inline bool warpGroupComplete(Block const& b, Fiber const& f, unsigned& arrived)
+{
+    int const n = static_cast<int>(b.fibers.size());
+    int const base = f.linear & ~31;
+    arrived = 0;
+    for (int l = 0; l < 32; ++l)
+    {
+        if (!(f.warpMask >> l & 1u))
+        {
+            continue;
+        }
+        bool const exitedOk = f.warpOp != WarpOp::kWmma;
+        if (base + l >= n)
+        {
+            if (!exitedOk)
+            {
+                return false;
+            }
+            continue;
+        }
+        Fiber const& g = b.fibers[base + l];
+        if (g.state == Fiber::kAtWarpBarrier && g.warpMask == f.warpMask && g.warpOp == f.warpOp)
+        {
+            arrived |= 1u << l;
+        }
+        else if (!(g.state == Fiber::kDone && exitedOk))
+        {
+            return false;
+        }
+    }
+    return true;
+}
+
 // Runs one block to completion on the calling OS thread.
+//
+// Scheduling: each pass visits the fibers in `Order`; a fiber runs until it waits at a barrier
+// or exits. When the last lane of a warp operation arrives (or the last missing lane exits),
+// its lanes run on at once, before the pass moves on -- so a warp runs ahead of the other
+// warps up to its next __syncthreads (the first warps in forward order, the last ones in
+// reverse). A warp operation is no block-wide barrier: a __syncthreads missing between one
+// warp's shared-memory writes and another warp's reads shows up in some order.
 inline void runBlock(Block& b, uint32_t salt)
 {
     int const n = static_cast<int>(b.dims.x * b.dims.y * b.dims.z);
@@ -322,6 +456,7 @@ inline void runBlock(Block& b, uint32_t salt)
     }
     b.fibers.assign(static_cast<size_t>(n), Fiber{});
     b.warpSlots.assign(static_cast<size_t>(n), 0);
+    b.warpAux.assign(static_cast<size_t>(n), 0);
     for (int i = 0; i < n; ++i)
     {
         Fiber& f = b.fibers[i];
@@ -335,16 +470,77 @@ inline void runBlock(Block& b, uint32_t salt)
         makecontext(&f.ctx, fiberEntry, 0);
     }
     currentBlock() = &b;
+    std::vector<int> rank(static_cast<size_t>(n));
+    std::vector<int> work; // fibers to run now, last first
+    // Releases the warp operation `f` waits at if it can complete; its lanes run next (in the
+    // pass's relative order) when `runNow`.
+    auto release = [&](Fiber const& f, bool runNow) {
+        unsigned arrived = 0;
+        if (f.state != Fiber::kAtWarpBarrier || !warpGroupComplete(b, f, arrived))
+        {
+            return false;
+        }
+        int const base = f.linear & ~31;
+        std::vector<int> lanes;
+        for (int l = 0; l < 32; ++l)
+        {
+            if (arrived >> l & 1u)
+            {
+                Fiber& g = b.fibers[base + l];
+                g.state = Fiber::kReady;
+                g.warpArrived = arrived;
+                lanes.push_back(base + l);
+            }
+        }
+        if (runNow)
+        {
+            std::sort(lanes.begin(), lanes.end(), [&](int x, int y) { return rank[x] > rank[y]; });
+            work.insert(work.end(), lanes.begin(), lanes.end());
+        }
+        return true;
+    };
     uint32_t phase = 0;
     for (;;)
     {
-        for (int i : orderOf(n, salt * 7919u + phase++))
+        std::vector<int> const order = orderOf(n, salt * 7919u + phase++);
+        for (int k = 0; k < n; ++k)
         {
-            Fiber& f = b.fibers[i];
-            if (f.state == Fiber::kReady)
+            rank[order[k]] = k;
+        }
+        for (int i : order)
+        {
+            work.assign(1, i);
+            while (!work.empty() && !b.failed)
             {
+                Fiber& f = b.fibers[work.back()];
+                work.pop_back();
+                if (f.state != Fiber::kReady)
+                {
+                    continue;
+                }
                 b.current = &f;
                 swapcontext(&b.scheduler, &f.ctx);
+                if (f.state == Fiber::kAtWarpBarrier)
+                {
+                    release(f, true);
+                }
+                else if (f.state == Fiber::kDone)
+                {
+                    // An exited lane may complete the warp operations its warp waits at.
+                    int const base = f.linear & ~31;
+                    for (int l = 0; l < 32 && base + l < n; ++l)
+                    {
+                        Fiber const& g = b.fibers[base + l];
+                        if (g.state == Fiber::kAtWarpBarrier && (g.warpMask >> (f.linear & 31) & 1u))
+                        {
+                            release(g, true);
+                        }
+                    }
+                }
+            }
+            if (b.failed)
+            {
+                break;
             }
         }
         if (b.failed)
@@ -361,33 +557,9 @@ inline void runBlock(Block& b, uint32_t salt)
             break;
         }
         bool released = false;
-        // Warp barriers: released when every lane of the mask waits at one.
-        for (Fiber& f : b.fibers)
+        for (Fiber const& f : b.fibers)
         {
-            if (f.state != Fiber::kAtWarpBarrier)
-            {
-                continue;
-            }
-            int const base = f.linear & ~31;
-            bool all = true;
-            for (int l = 0; l < 32 && all; ++l)
-            {
-                if (f.warpMask >> l & 1u)
-                {
-                    all = b.fibers[base + l].state == Fiber::kAtWarpBarrier;
-                }
-            }
-            if (all)
-            {
-                for (int l = 0; l < 32; ++l)
-                {
-                    if (f.warpMask >> l & 1u)
-                    {
-                        b.fibers[base + l].state = Fiber::kReady;
-                    }
-                }
-                released = true;
-            }
+            released |= release(f, false);
         }
         if (released)
         {
@@ -415,12 +587,32 @@ inline void runBlock(Block& b, uint32_t salt)
             }
             continue;
         }
-        // Nothing can move: a divergent barrier or a warp op missing lanes.
+        // Nothing can move: a divergent barrier, a warp op missing lanes, or lanes of one mask
+        // at different warp operations or with different masks.
+        std::string detail;
         for (Fiber& f : b.fibers)
         {
-            if (f.state == Fiber::kAtWarpBarrier)
+            if (f.state != Fiber::kAtWarpBarrier)
             {
-                b.current = &f;
+                continue;
+            }
+            b.current = &f;
+            int const base = f.linear & ~31;
+            for (int l = 0; l < 32 && base + l < n && detail.empty(); ++l)
+            {
+                Fiber const& g = b.fibers[base + l];
+                if ((f.warpMask >> l & 1u) && g.state == Fiber::kAtWarpBarrier
+                    && (g.warpMask != f.warpMask || g.warpOp != f.warpOp))
+                {
+                    char d[200];
+                    std::snprintf(d, sizeof d,
+                        "; lanes %d and %d of warp %d wait at different warp operations or masks (0x%08x, 0x%08x)",
+                        f.linear & 31, l, f.linear >> 5, f.warpMask, g.warpMask);
+                    detail = d;
+                }
+            }
+            if (!detail.empty())
+            {
                 break;
             }
         }
@@ -428,7 +620,7 @@ inline void runBlock(Block& b, uint32_t salt)
         std::snprintf(msg, sizeof msg,
             "deadlock: %d thread(s) at __syncthreads, %d at a warp op whose lanes never all arrive, %d exited", waiting,
             atWarp, done);
-        recordError(cudaErrorLaunchFailure, std::string(msg) + " [block (" + std::to_string(b.index.x) + ","
+        recordError(cudaErrorLaunchFailure, std::string(msg) + detail + " [block (" + std::to_string(b.index.x) + ","
                 + std::to_string(b.index.y) + ")]");
         b.failed = true;
         for (Fiber& f : b.fibers)
@@ -444,13 +636,16 @@ inline void runBlock(Block& b, uint32_t salt)
     currentBlock() = nullptr;
 }
 
-// A kernel launch: checks the configuration, then runs every block (in `Order`).
+// A kernel launch with the cudaGetLastError that follows it in launchKernel: checks the
+// configuration, then runs every block (in `Order`). A configuration error is returned and
+// read (cleared), as on a GPU; a kernel fault is sticky and every later launch returns it.
+// (A GPU reports a fault at the next synchronisation, after the launch returned.)
 template <typename... Params, typename... Args>
 cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t, Args&&... args)
 {
-    if (lastError().code != cudaSuccess)
+    if (lastError().code == cudaErrorLaunchFailure)
     {
-        return lastError().code; // sticky, as a failed kernel's error is
+        return cudaErrorLaunchFailure; // sticky, as a failed kernel's error is
     }
     unsigned long long const threads = 1ull * block.x * block.y * block.z;
     if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0
@@ -460,12 +655,12 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
         std::snprintf(msg, sizeof msg, "invalid launch configuration: grid (%u,%u,%u) block (%u,%u,%u)", grid.x, grid.y,
             grid.z, block.x, block.y, block.z);
         recordError(cudaErrorInvalidConfiguration, msg);
-        return cudaErrorInvalidConfiguration;
+        return takeError();
     }
     if (smem > static_cast<size_t>(config().device.maxSharedOptin))
     {
         recordError(cudaErrorInvalidValue, "dynamic shared memory beyond the device's opt-in limit");
-        return cudaErrorInvalidValue;
+        return takeError();
     }
     if (smem > static_cast<size_t>(config().device.maxSharedPerBlock))
     {
@@ -475,7 +670,7 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
             recordError(cudaErrorInvalidValue,
                 "dynamic shared memory above the default limit without cudaFuncSetAttribute"
                 "(cudaFuncAttributeMaxDynamicSharedMemorySize) for this kernel");
-            return cudaErrorInvalidValue;
+            return takeError();
         }
     }
     ++lastLaunch().launches;
@@ -492,10 +687,15 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
         b.dims = block;
         b.index = dim3(linear % grid.x, (linear / grid.x) % grid.y, linear / (grid.x * grid.y));
         // poison: uninitialised reads give garbage, not zeros; the guard after it catches overruns
-        b.dynamicSmem.assign(smem + kSharedGuardBytes, kSharedPoison);
+        b.dynamicSmem.assign(smem + kSharedGuardBytes, kSharedGuard);
+        std::memset(b.dynamicSmem.data(), kSharedPoison, smem);
         b.body = [&bound, kernel]() { std::apply(kernel, bound); };
         // A fresh OS thread per block: `__shared__` (static thread_local) starts fresh.
-        std::thread t([&b, linear]() { runBlock(b, static_cast<uint32_t>(linear)); });
+        // `__shared__` poisoned, as a GPU's shared memory starts as garbage.
+        std::thread t([&b, linear]() {
+            poisonStaticShared();
+            runBlock(b, static_cast<uint32_t>(linear));
+        });
         t.join();
         if (b.failed)
         {
@@ -503,7 +703,7 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
         }
         for (size_t i = smem; i < b.dynamicSmem.size(); ++i)
         {
-            if (b.dynamicSmem[i] != kSharedPoison)
+            if (b.dynamicSmem[i] != kSharedGuard)
             {
                 char msg[160];
                 std::snprintf(msg, sizeof msg,
@@ -514,7 +714,7 @@ cudaError_t launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem
             }
         }
     }
-    return cudaSuccess;
+    return takeError(); // cudaSuccess, unless an earlier call left an error no one read
 }
 
 template <typename T>
@@ -596,10 +796,11 @@ inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w)
 }
 
 // ---- built-in variables -----------------------------------------------------------------
-#define threadIdx (::cudasim::self().tid)
-#define blockIdx (::cudasim::currentBlock()->index)
-#define blockDim (::cudasim::currentBlock()->dims)
-#define gridDim (::cudasim::currentBlock()->grid)
+// Read-only, as the built-ins are.
+#define threadIdx (static_cast<dim3 const&>(::cudasim::self().tid))
+#define blockIdx (static_cast<dim3 const&>(::cudasim::currentBlock()->index))
+#define blockDim (static_cast<dim3 const&>(::cudasim::currentBlock()->dims))
+#define gridDim (static_cast<dim3 const&>(::cudasim::currentBlock()->grid))
 constexpr int warpSize = 32;
 
 // ---- device functions -------------------------------------------------------------------
@@ -613,39 +814,64 @@ inline void __syncwarp(unsigned mask = 0xFFFFFFFFu)
     cudasim::syncwarp(mask);
 }
 
+namespace cudasim
+{
+// A shuffle's `width`: a power of 2 up to 32, else the result is undefined on a GPU.
+inline void checkWidth(int width, char const* what)
+{
+    if (width < 1 || width > 32 || (width & (width - 1)) != 0)
+    {
+        fault(std::string(what) + ": width must be a power of 2 from 1 to 32");
+    }
+}
+
+// Exchanges `value` among the lanes of `mask`: `source(lane)` names the lane to read (or the
+// caller's own). Reading a lane that does not take part (not in the mask, exited, or beyond
+// the block) is a fault: "If the target thread is inactive, the retrieved value is undefined."
+template <typename T, typename Source>
+T shuffle(unsigned mask, T value, WarpOp op, char const* what, Source source)
+{
+    static_assert(sizeof(T) <= sizeof(uint64_t), "shuffles move at most 8 bytes");
+    static_assert(std::is_trivially_copyable<T>::value, "shuffles move plain values");
+    Block& b = *currentBlock();
+    int const me = self().linear;
+    int const lane = me & 31;
+    std::memcpy(&b.warpSlots[me], &value, sizeof(T));
+    unsigned const arrived = syncwarp(mask, op);
+    int const src = source(lane);
+    if (src != lane && !(arrived >> src & 1u))
+    {
+        fault(std::string(what) + ": source lane " + std::to_string(src)
+            + " does not take part (not in the mask, exited or beyond the block): its value is undefined");
+    }
+    T out;
+    std::memcpy(&out, &b.warpSlots[(me & ~31) + src], sizeof(T));
+    syncwarp(mask, WarpOp::kShflRead); // every lane has read before a later shuffle overwrites the slots
+    return out;
+}
+} // namespace cudasim
+
+// PTX shfl.sync.bfly with c = ((32 - width) << 8) | 31: lane ^ laneMask, unless that lies past
+// the end of the caller's group of `width` lanes (then the caller's own value); a lane may
+// read an earlier group.
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T value, int laneMask, int width = 32)
 {
-    static_assert(sizeof(T) <= sizeof(uint64_t), "shuffles move at most 8 bytes here");
-    cudasim::Block& b = *cudasim::currentBlock();
-    int const me = cudasim::self().linear;
-    int const lane = me & 31;
-    int const src = (me & ~31) + ((lane ^ laneMask) & (width - 1)) + (lane & ~(width - 1));
-    std::memcpy(&b.warpSlots[me], &value, sizeof(T));
-    cudasim::syncwarp(mask);
-    if (!(mask >> (src & 31) & 1u))
-    {
-        cudasim::fault("__shfl_xor_sync: source lane not in the mask");
-    }
-    T out;
-    std::memcpy(&out, &b.warpSlots[src], sizeof(T));
-    cudasim::syncwarp(mask); // every lane has read before a later shuffle overwrites the slots
-    return out;
+    cudasim::checkWidth(width, "__shfl_xor_sync");
+    return cudasim::shuffle(mask, value, cudasim::WarpOp::kShflXor, "__shfl_xor_sync", [&](int lane) {
+        int const j = lane ^ (laneMask & 31);
+        int const maxLane = (lane & ~(width - 1)) | (width - 1);
+        return j <= maxLane ? j : lane;
+    });
 }
 
+// PTX shfl.sync.idx: lane srcLane modulo width of the caller's group.
 template <typename T>
 T __shfl_sync(unsigned mask, T value, int srcLane, int width = 32)
 {
-    cudasim::Block& b = *cudasim::currentBlock();
-    int const me = cudasim::self().linear;
-    int const lane = me & 31;
-    int const src = (me & ~31) + (lane & ~(width - 1)) + (srcLane & (width - 1));
-    std::memcpy(&b.warpSlots[me], &value, sizeof(T));
-    cudasim::syncwarp(mask);
-    T out;
-    std::memcpy(&out, &b.warpSlots[src], sizeof(T));
-    cudasim::syncwarp(mask);
-    return out;
+    cudasim::checkWidth(width, "__shfl_sync");
+    return cudasim::shuffle(mask, value, cudasim::WarpOp::kShflIdx, "__shfl_sync",
+        [&](int lane) { return (lane & ~(width - 1)) | (srcLane & (width - 1)); });
 }
 
 // Fibers never run at the same time, so a plain read-modify-write is atomic.
@@ -660,6 +886,7 @@ T atomicAdd(T* address, T value)
 template <typename T>
 T atomicMax(T* address, T value)
 {
+    static_assert(std::is_integral<T>::value && sizeof(T) >= 4, "CUDA's atomicMax takes 32- and 64-bit integers");
     T const old = *address;
     *address = old > value ? old : value;
     return old;
@@ -742,15 +969,10 @@ using std::isinf;
 using std::isnan;
 
 // ---- runtime API ------------------------------------------------------------------------
+// A launch failure stays (sticky); other errors are cleared by reading them.
 inline cudaError_t cudaGetLastError()
 {
-    cudasim::ErrorState const e = cudasim::lastError();
-    // A launch failure stays (sticky); configuration errors are cleared by reading them.
-    if (e.code != cudaErrorLaunchFailure)
-    {
-        cudasim::lastError() = {};
-    }
-    return e.code;
+    return cudasim::takeError();
 }
 
 inline cudaError_t cudaPeekAtLastError()

@@ -24,15 +24,20 @@ T poison()
     }
 }
 
-template <int kThreads>
+// The calling thread's rank as cub computes it (RowMajorTid from the template's block
+// dimensions); the block must have exactly those dimensions (cub's ranks collide otherwise,
+// e.g. BlockReduce<T, 64> in a (32, 2) block ranks threads (x, 0) and (x, 1) alike).
+template <int kDimX, int kDimY, int kDimZ>
 int checkedThread(char const* what)
 {
     auto const& b = *cudasim::currentBlock();
-    if (b.dims.x * b.dims.y * b.dims.z != static_cast<unsigned>(kThreads))
+    if (b.dims.x != static_cast<unsigned>(kDimX) || b.dims.y != static_cast<unsigned>(kDimY)
+        || b.dims.z != static_cast<unsigned>(kDimZ))
     {
-        cudasim::fault(std::string(what) + ": block size differs from the template's BLOCK_DIM_X");
+        cudasim::fault(std::string(what) + ": the block's dimensions differ from the template's BLOCK_DIM_X/Y/Z");
     }
-    return cudasim::self().linear;
+    dim3 const t = cudasim::self().tid;
+    return static_cast<int>((kDimZ == 1 ? 0u : t.z * kDimX * kDimY) + (kDimY == 1 ? 0u : t.y * kDimX) + t.x);
 }
 
 struct Sum
@@ -75,10 +80,11 @@ public:
         return Reduce(input, op, kThreads);
     }
 
+    // The inputs of threads [0, numValid) (all of them when numValid >= the block size, as cub).
     template <typename Op>
     T Reduce(T input, Op op, int numValid)
     {
-        int const tid = simdetail::checkedThread<kThreads>("cub::BlockReduce");
+        int const tid = simdetail::checkedThread<BLOCK_DIM_X, BLOCK_DIM_Y, BLOCK_DIM_Z>("cub::BlockReduce");
         storage_.slot[tid] = input;
         __syncthreads();
         if (tid != 0)
@@ -86,7 +92,7 @@ public:
             return simdetail::poison<T>();
         }
         T acc = storage_.slot[0];
-        for (int i = 1; i < numValid; ++i)
+        for (int i = 1; i < (numValid < kThreads ? numValid : kThreads); ++i)
         {
             acc = op(acc, storage_.slot[i]);
         }
@@ -96,6 +102,11 @@ public:
     T Sum(T input)
     {
         return Reduce(input, simdetail::Sum());
+    }
+
+    T Sum(T input, int numValid)
+    {
+        return Reduce(input, simdetail::Sum(), numValid);
     }
 
 private:

@@ -32,7 +32,7 @@ public:
 
     void InclusiveSum(T input, T& output)
     {
-        int const tid = simdetail::checkedThread<kThreads>("cub::BlockScan");
+        int const tid = simdetail::checkedThread<BLOCK_DIM_X, BLOCK_DIM_Y, BLOCK_DIM_Z>("cub::BlockScan");
         storage_.slot[tid] = input;
         __syncthreads();
         T acc = storage_.slot[0];
@@ -45,7 +45,7 @@ public:
 
     void ExclusiveSum(T input, T& output)
     {
-        int const tid = simdetail::checkedThread<kThreads>("cub::BlockScan");
+        int const tid = simdetail::checkedThread<BLOCK_DIM_X, BLOCK_DIM_Y, BLOCK_DIM_Z>("cub::BlockScan");
         storage_.slot[tid] = input;
         __syncthreads();
         T acc{};
