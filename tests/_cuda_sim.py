@@ -39,7 +39,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     lib.trtneg_sim_last_error.restype = ctypes.c_char_p
     lib.trtneg_neg_step_sim.argtypes = [P, I32, I32, I32, P, I32, P, P, P, F32, I32, F32, P, I32, I32, F32, P, I64, P,
-                                        I32, P, P, P, P, P, I32, I32, I32, I32, I32, ctypes.c_uint32, I32]
+                                        I32, P, P, P, P, P, I32, I32, I32, I32, I32, I32, ctypes.c_uint32, I32]
     lib.trtneg_neg_step_sim.restype = ctypes.c_int
     lib.trtneg_neg_plugin_sim.argtypes = [I32, I32, I32, I32, F32, I64, I32, I32, I32, P, I32, P, P, P, P, F32, F32, P,
                                           I32, P, P, P, P]
@@ -76,14 +76,15 @@ def _ptr(t: Optional[torch.Tensor]):
 
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=None, seed=0,
              offsets=None, offsets_int32=False, threshold=None, entropy_in=None, with_guided=True, splits=0,
-             head_algo="gemv", hidden_misalign=0, rows_misalign=0, order="forward", shuffle_seed=0,
-             sm_major=9) -> NegStepOutput:
+             head_algo="gemv", hidden_misalign=0, rows_misalign=0, guided_misalign=None, order="forward",
+             shuffle_seed=0, sm_major=9) -> NegStepOutput:
     """The CUDA op on the simulation, with the torch extension's arguments (``seeds`` per row
     or one ``seed``; ``offsets`` per row as int64, or int32 as TensorRT gives positions).
 
     ``entropy_in`` replaces the head (``hidden`` unused); ``logits=None`` computes entropies
     only; ``hidden_misalign`` / ``rows_misalign`` put hidden / the logits and guided rows that
-    many bytes off cudaMalloc's alignment; ``order`` runs the threads and blocks forward,
+    many bytes off cudaMalloc's alignment (``guided_misalign``, when given, the guided rows
+    alone); ``order`` runs the threads and blocks forward,
     reversed or shuffled."""
     h = None if hidden is None else hidden.detach().contiguous()
     z = None if logits is None else logits.detach().to(torch.float32).contiguous()
@@ -108,7 +109,7 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
         ACTIVATION_CODES[canonical_activation(activation)], int(top_k), float(temperature), _ptr(s), int(seed),
         _ptr(o), int(bool(offsets_int32)), _ptr(out["guided"]), _ptr(out["token"]), _ptr(out["entropy"]),
         _ptr(out["fired"]), _ptr(out["status"]), int(splits), HEAD_ALGOS[head_algo], int(hidden_misalign),
-        int(rows_misalign), ORDERS[order],
+        int(rows_misalign), int(rows_misalign if guided_misalign is None else guided_misalign), ORDERS[order],
         int(shuffle_seed), int(sm_major))
     check_ubsan()
     if rc != 0:

@@ -107,6 +107,9 @@ def test_unaligned_rows_take_the_scalar_loads(misalign):
                       with_guided=False)
         assert got.guided_logits is None
         _assert_same(dataclasses.replace(got, guided_logits=want.guided_logits), want, f"{what} without guided")
+        if misalign:  # aligned logits, misaligned guided rows: the guided rows' alignment decides too
+            got = _sample(z, entropy, 1.0, 16, 1.0, seeds, offsets, splits=splits, guided_misalign=misalign)
+            _assert_same(got, want, f"{what} guided only")
 
 
 def test_draw_on_a_cumulative_boundary_takes_the_next_candidate():

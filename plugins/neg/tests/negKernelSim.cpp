@@ -17,8 +17,8 @@ extern "C"
 
 // The whole op through negStepLaunch.  Pointers are host arrays (nullptr = absent); the
 // outputs are copied back only when the launch succeeds.  `offsetsAreInt32` passes positions
-// as int32 (TensorRT's) instead of int64.  hiddenMisalign / rowsMisalign: bytes by which hidden
-// and the logits / guided rows sit off cudaMalloc's alignment.  order: cudasim::Order;
+// as int32 (TensorRT's) instead of int64.  hiddenMisalign / logitsMisalign / guidedMisalign:
+// bytes by which hidden, the logits and the guided rows sit off cudaMalloc's alignment.  order: cudasim::Order;
 // smMajor: the simulated GPU.
 // Returns 0, or 1 with trtneg_sim_last_error() naming the cause (a cudaError_t name and the
 // simulation's message).
@@ -26,8 +26,8 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
     void const* w1, float const* b1, float const* w2, float b2, int32_t d, float tau, float const* entropyIn,
     int32_t activation, int32_t topK, float temperature, int64_t const* seeds, int64_t seed, void const* offsets,
     int32_t offsetsAreInt32, float* guided, int32_t* token, float* entropy, int32_t* fired, int32_t* status,
-    int32_t splits, int32_t headAlgo, int32_t hiddenMisalign, int32_t rowsMisalign, int32_t order, uint32_t shuffleSeed,
-    int32_t smMajor)
+    int32_t splits, int32_t headAlgo, int32_t hiddenMisalign, int32_t logitsMisalign, int32_t guidedMisalign,
+    int32_t order, uint32_t shuffleSeed, int32_t smMajor)
 {
     using namespace trt_neg;
     cudasim::config().order = static_cast<cudasim::Order>(order);
@@ -59,7 +59,7 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
         p.b2 = dev.add("b2", &b2, 1, 0, head);
         p.tau = dev.add("tau", &tau, 1);
         p.entropyIn = dev.add("entropy_in", entropyIn, n, 0, !head);
-        p.logits = dev.add("logits", logits, n * V, rowsMisalign, logits != nullptr);
+        p.logits = dev.add("logits", logits, n * V, logitsMisalign, logits != nullptr);
         p.seeds = dev.add("seeds", seeds, n, 0, seeds != nullptr);
         p.seed = static_cast<uint64_t>(seed);
         if (offsets && offsetsAreInt32)
@@ -70,7 +70,7 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
         {
             p.offsets64 = dev.add("offsets", static_cast<int64_t const*>(offsets), n);
         }
-        float* dGuided = dev.add<float>("guided", nullptr, n * V, rowsMisalign, guided != nullptr);
+        float* dGuided = dev.add<float>("guided", nullptr, n * V, guidedMisalign, guided != nullptr);
         int32_t* dToken = dev.add<int32_t>("token", nullptr, n, 0, token != nullptr);
         float* dEntropy = dev.add<float>("entropy", nullptr, n, 0, entropy != nullptr);
         int32_t* dFired = dev.add<int32_t>("fired", nullptr, n, 0, fired != nullptr);
