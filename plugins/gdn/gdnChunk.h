@@ -135,14 +135,13 @@ inline int pickChunkSize(GdnShape const& s, int64_t maxSharedBytes)
     return 0;
 }
 
-// Per-launch decision: the chunk size the kernel is launched with (0 = scan-only launch, the
-// small shared-memory footprint; the host library applies the same autoLaunchChunks rule). kAuto launches chunk-capable only when some context segment
-// can reach kChunkMinTokens, so pure generation steps -- and mixed steps whose context requests
-// are all short -- keep the scan kernel's occupancy. Packed tokens bound the longest context
-// segment from above: every generation request holds at least 1 token (TensorRT-LLM: exactly
-// 1), while a context request may hold 0 (an empty prompt chunk), so only the generation
-// requests are subtracted. The bound may over-estimate (costs a chunk-capable launch) but
-// never under-estimates. Returns -1 when kChunked is forced but impossible.
+// kAuto's per-launch rule (the kernel's launcher and the host library): chunk-capable only
+// when some context segment can reach kChunkMinTokens, so pure generation steps -- and mixed
+// steps whose context requests are all short -- keep the scan kernel's occupancy. Packed
+// tokens bound the longest context segment from above: every generation request holds at
+// least 1 token (TensorRT-LLM: exactly 1), while a context request may hold 0 (an empty prompt
+// chunk), so only the generation requests are subtracted. The bound may over-estimate (costs
+// a chunk-capable launch) but never under-estimates.
 inline bool autoLaunchChunks(GdnParams const& p)
 {
     int64_t contexts = 0;
@@ -156,6 +155,8 @@ inline bool autoLaunchChunks(GdnParams const& p)
     return longest >= kChunkMinTokens;
 }
 
+// Per-launch decision: the chunk size the kernel is launched with (0 = scan-only launch, the
+// small shared-memory footprint). Returns -1 when kChunked is forced but impossible.
 inline int launchChunkSize(GdnParams const& p, ContextAlgo algo, int64_t maxSharedBytes)
 {
     if (algo == ContextAlgo::kScan)
