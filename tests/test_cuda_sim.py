@@ -15,10 +15,14 @@ SIM = PLUGINS / "common" / "tests" / "cudaSim"
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ missing")
-def test_simulation_self_test(tmp_path):
+@pytest.mark.parametrize("switch", ["stack", "ucontext"])
+def test_simulation_self_test(tmp_path, switch):
+    """Both fiber switches: the x86-64 stack switch the tests use, and ucontext, the one other
+    architectures get."""
     exe = tmp_path / "cudaSimSelfTest"
-    run([GXX, "-std=c++17", "-O1", "-pthread", "-DTRTNEG_CUDA_SIM", f"-I{SIM}", "-Wall", "-Wextra", "-Werror",
-         "-Wno-unknown-pragmas", PLUGINS / "common" / "tests" / "cudaSimSelfTest.cpp", "-o", exe])
+    defines = ["-DTRTNEG_CUDA_SIM_UCONTEXT"] if switch == "ucontext" else []
+    run([GXX, "-std=c++17", "-O1", "-pthread", "-DTRTNEG_CUDA_SIM", *defines, f"-I{SIM}", "-Wall", "-Wextra",
+         "-Werror", "-Wno-unknown-pragmas", PLUGINS / "common" / "tests" / "cudaSimSelfTest.cpp", "-o", exe])
     assert "CUDA SIM SELF-TEST OK" in run([exe]).stdout
 
 

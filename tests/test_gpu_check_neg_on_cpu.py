@@ -12,6 +12,9 @@ from trt_neg.gpu_check.report import PASS
 from _gpu_stand_ins import host_neg_head, host_neg_step
 from trt_neg.kernels import cuda_ext, host
 
+# The real wrappers, before any fixture replaces them (the sections call these module attributes).
+REAL_NEG_STEP, REAL_NEG_HEAD = cuda_ext.neg_step, cuda_ext.neg_head
+
 
 @pytest.fixture
 def cpu_section(monkeypatch):
@@ -41,6 +44,24 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
     head = {r["N"]: r for r in ctx.data["head_vs_cublas"]}
     assert {"kernel_head", "mma_head", "ratio_kernel_over_mma", "max_abs_err_mma"} <= set(head[16])
     assert "kernel/mma" in text and " fastest (kernel/cuBLAS " in ctx.summary
+
+
+def test_neg_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(cpu_section, monkeypatch):
+    """The same section with nothing standing in: cuda_ext's wrappers, negTorch.cpp and
+    negKernel.cu, built on the CPU simulation of CUDA (tests/_sim_extensions.py), serve every
+    call -- each correctness case, split path, head algorithm and timing row."""
+    sim = pytest.importorskip("_sim_extensions")
+    ext = sim.neg_extension().reset()
+    monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: ext)
+    monkeypatch.setattr(cuda_ext, "neg_step", REAL_NEG_STEP)
+    monkeypatch.setattr(cuda_ext, "neg_head", REAL_NEG_HEAD)
+    ctx = cpu_section
+    assert sec_neg.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    assert "correctness: PASS" in text and "FAIL" not in text and "splits=" not in text
+    assert ext.calls >= 100  # 8 sampling cases x 3 thresholds x 3 paths, 12 head steps (+ mma), timing
+    head = {r["N"]: r for r in ctx.data["head_vs_cublas"]}
+    assert head[16]["max_abs_err_mma"] <= 2e-6 and head[16]["max_abs_err_kernel"] <= 2e-6
 
 
 def test_neg_section_reports_a_path_that_disagrees(cpu_section, monkeypatch):

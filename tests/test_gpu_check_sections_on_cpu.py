@@ -22,6 +22,7 @@ from _gpu_stand_ins import host_neg_step
 from trt_neg.kernels import cuda_ext, gdn_host
 
 H200_SHARED_OPTIN = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
+REAL_NEG_STEP = cuda_ext.neg_step  # the real wrapper, before a fixture replaces it
 ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
 
 
@@ -138,6 +139,22 @@ def test_gdn_section_runs_and_passes_on_the_host_library(gdn_section):
     assert "generation B=8 1 us = " in ctx.summary and ctx.summary.endswith("of floor")
 
 
+def test_gdn_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(gdn_section, monkeypatch):
+    """The same section with nothing standing in: gdnTorch.cpp and gdnKernel.cu built on the
+    CPU simulation of CUDA (tests/_sim_extensions.py, an H200's 227 KiB opt-in) serve every call."""
+    sim = pytest.importorskip("_sim_extensions")
+    ext = sim.gdn_extension().reset()
+    monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
+    ctx, _ = gdn_section
+    assert sec_gdn.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    assert "correctness: PASS" in text and "FAIL" not in text and ext.calls > 0
+    d = ctx.data
+    assert len(d["vs_host"]) == (3 * 4 + 2) * 2 and all(r["ok"] for r in d["vs_host"])
+    assert all(r["ok"] and r["err_out"] <= 2e-4 for r in d["vs_reference"])
+    assert all(r["ok"] and r["chunk"] == 64 and r["chunked_vs_scan"] < 1e-4 for r in d["chunked_vs_scan"])
+
+
 def test_gdn_section_reports_a_wrong_chunked_path(gdn_section):
     """A chunked path that computes something else is a FAIL, in every table that runs it."""
     ctx, ext = gdn_section
@@ -221,6 +238,22 @@ def test_backend_section_runs_and_passes_on_the_cpu(backend_section):
     assert ctx.summary.startswith("fp32 tokens equal; bf16 argmax ") and ctx.summary.endswith(
         "NEG fused kernel; GDN torch")
     assert cuda_ext.neg_step is host_neg_step  # the section's call counter is taken off again
+
+
+def test_backend_section_passes_on_the_neg_binding_on_the_cuda_simulation(backend_section, monkeypatch):
+    """The "GPU" backends' fused NEG with nothing standing in: neg_step_fast -> cuda_ext.neg_step
+    -> negTorch.cpp -> negKernel.cu on the CPU simulation of CUDA; tokens, fired flags and
+    entropies as the CPU reference backend's."""
+    sim = pytest.importorskip("_sim_extensions")
+    ext = sim.neg_extension().reset()
+    monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: ext)
+    monkeypatch.setattr(cuda_ext, "neg_step", REAL_NEG_STEP)
+    ctx, _ = backend_section
+    assert sec_backend.run(ctx) == PASS, "\n".join(ctx.lines)
+    assert "FAIL" not in "\n".join(ctx.lines) and ctx.data["neg_extension_error"] is None
+    for st in ctx.data["fp32"].values():
+        assert st["ok"] and st["token_mismatch"] == 0 and st["logit_tol_fail"] == 0
+    assert ctx.data["calls"]["fused_neg_kernel"] == ext.calls > 0
 
 
 def test_backend_section_reports_a_wrong_fused_token(backend_section, monkeypatch):

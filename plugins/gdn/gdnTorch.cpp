@@ -11,29 +11,16 @@
 #include <string>
 #include <vector>
 
+#include "../common/torchBinding.h"
 #include "gdnKernel.h"
 #include "gdnParams.h"
 
 namespace
 {
 
-using trt_neg::DType;
-
-DType dtypeOf(at::Tensor const& t)
-{
-    switch (t.scalar_type())
-    {
-    case at::kFloat: return DType::kFLOAT32;
-    case at::kHalf: return DType::kFLOAT16;
-    case at::kBFloat16: return DType::kBFLOAT16;
-    default: TORCH_CHECK(false, "qkv: dtype must be float32, float16 or bfloat16, got ", t.scalar_type());
-    }
-    return DType::kFLOAT32;
-}
-
 void check(at::Tensor const& t, char const* name, at::ScalarType type, at::Device device)
 {
-    TORCH_CHECK(t.is_cuda(), name, ": must be a CUDA tensor");
+    TORCH_CHECK(trt_neg::onKernelDevice(t), name, ": must be a ", trt_neg::kKernelDevice, " tensor");
     TORCH_CHECK(t.device() == device, name, ": must be on ", device, ", got ", t.device());
     TORCH_CHECK(t.is_contiguous(), name, ": must be contiguous");
     TORCH_CHECK(t.scalar_type() == type, name, ": expected dtype ", type, ", got ", t.scalar_type());
@@ -53,7 +40,7 @@ at::Tensor gdnForward(at::Tensor qkv, at::Tensor a, at::Tensor b, c10::optional<
     bool continueContext, int64_t algo)
 {
     TORCH_CHECK(algo >= 0 && algo <= 2, "algo: must be 0 (auto), 1 (scan) or 2 (chunked), got ", algo);
-    TORCH_CHECK(qkv.is_cuda(), "qkv: must be a CUDA tensor");
+    TORCH_CHECK(trt_neg::onKernelDevice(qkv), "qkv: must be a ", trt_neg::kKernelDevice, " tensor");
     at::Device const dev = qkv.device();
     c10::cuda::CUDAGuard guard(dev);
     at::ScalarType const st = qkv.scalar_type();
@@ -63,7 +50,7 @@ at::Tensor gdnForward(at::Tensor qkv, at::Tensor a, at::Tensor b, c10::optional<
     p.shape.numVHeads = static_cast<int32_t>(numVHeads);
     p.shape.headKDim = static_cast<int32_t>(headKDim);
     p.shape.headVDim = static_cast<int32_t>(headVDim);
-    p.dtype = dtypeOf(qkv);
+    p.dtype = trt_neg::dtypeOf(qkv, "qkv");
     p.normEps = static_cast<float>(normEps);
     p.removePadding = removePadding ? 1 : 0;
     p.continueContext = continueContext ? 1 : 0;

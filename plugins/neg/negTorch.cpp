@@ -6,26 +6,15 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
+#include "../common/torchBinding.h"
 #include "negKernel.h"
 
 namespace
 {
 
-trt_neg::DType dtypeOf(at::Tensor const& t, char const* name)
+void checkTensor(at::Tensor const& t, char const* name, at::ScalarType type, int64_t dim)
 {
-    switch (t.scalar_type())
-    {
-    case at::kFloat: return trt_neg::DType::kFLOAT32;
-    case at::kHalf: return trt_neg::DType::kFLOAT16;
-    case at::kBFloat16: return trt_neg::DType::kBFLOAT16;
-    default: TORCH_CHECK(false, name, ": dtype must be float32, float16 or bfloat16, got ", t.scalar_type());
-    }
-    return trt_neg::DType::kFLOAT32;
-}
-
-void checkCuda(at::Tensor const& t, char const* name, at::ScalarType type, int64_t dim)
-{
-    TORCH_CHECK(t.is_cuda(), name, ": must be a CUDA tensor");
+    TORCH_CHECK(trt_neg::onKernelDevice(t), name, ": must be a ", trt_neg::kKernelDevice, " tensor");
     TORCH_CHECK(t.is_contiguous(), name, ": must be contiguous");
     TORCH_CHECK(t.scalar_type() == type, name, ": expected dtype ", type, ", got ", t.scalar_type());
     TORCH_CHECK(dim < 0 || t.dim() == dim, name, ": expected ", dim, " dims, got ", t.dim());
@@ -64,22 +53,22 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     TORCH_CHECK(headAlgo == trt_neg::kNEG_HEAD_GEMV || headAlgo == trt_neg::kNEG_HEAD_MMA,
         "head_algo: expected 0 (GEMV) or 1 (tensor cores), got ", headAlgo);
     p.headAlgo = static_cast<int32_t>(headAlgo);
-    checkCuda(tau, "tau", at::kFloat, -1);
+    checkTensor(tau, "tau", at::kFloat, -1);
     p.tau = tau.data_ptr<float>();
     if (entropyIn)
     {
-        checkCuda(*entropyIn, "entropy_in", at::kFloat, 1);
+        checkTensor(*entropyIn, "entropy_in", at::kFloat, 1);
         p.entropyIn = entropyIn->data_ptr<float>();
     }
     else
     {
         TORCH_CHECK(hidden && w1 && b1 && w2 && b2, "hidden, w1, b1, w2, b2 are required without entropy_in");
-        p.hiddenType = dtypeOf(*hidden, "hidden");
-        checkCuda(*hidden, "hidden", hidden->scalar_type(), 2);
-        checkCuda(*w1, "w1", hidden->scalar_type(), 2);
-        checkCuda(*b1, "b1", at::kFloat, 1);
-        checkCuda(*w2, "w2", at::kFloat, 1);
-        checkCuda(*b2, "b2", at::kFloat, -1);
+        p.hiddenType = trt_neg::dtypeOf(*hidden, "hidden");
+        checkTensor(*hidden, "hidden", hidden->scalar_type(), 2);
+        checkTensor(*w1, "w1", hidden->scalar_type(), 2);
+        checkTensor(*b1, "b1", at::kFloat, 1);
+        checkTensor(*w2, "w2", at::kFloat, 1);
+        checkTensor(*b2, "b2", at::kFloat, -1);
         TORCH_CHECK(w1->size(1) == hidden->size(1), "w1: columns must equal hidden size");
         p.H = static_cast<int32_t>(hidden->size(1));
         p.d = static_cast<int32_t>(w1->size(0));
@@ -99,12 +88,12 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     at::Tensor guided;
     if (logits)
     {
-        checkCuda(*logits, "logits", at::kFloat, 2);
+        checkTensor(*logits, "logits", at::kFloat, 2);
         TORCH_CHECK(logits->size(0) == N, "logits: expected ", N, " rows");
         p.V = static_cast<int32_t>(logits->size(1));
         p.logits = logits->data_ptr<float>();
-        checkCuda(seeds, "seeds", at::kLong, 1);
-        checkCuda(offsets, "offsets", at::kLong, 1);
+        checkTensor(seeds, "seeds", at::kLong, 1);
+        checkTensor(offsets, "offsets", at::kLong, 1);
         TORCH_CHECK(seeds.numel() == N && offsets.numel() == N, "seeds/offsets: expected ", N, " elements");
         p.seeds = seeds.data_ptr<int64_t>();
         p.offsets64 = offsets.data_ptr<int64_t>();

@@ -22,13 +22,15 @@ from ..cache import cache_dir
 
 
 class HostLibrary:
-    """One shared library built from ``main_source`` (which includes the other ``sources``)."""
+    """One shared library built from ``main_source`` (which includes the other ``sources``);
+    ``libs`` are the linker's arguments, which follow the source."""
 
     def __init__(self, name: str, main_source: Path, sources: Sequence[Path], flags: Sequence[str],
-                 declare: Callable[[ctypes.CDLL], None]):
+                 declare: Callable[[ctypes.CDLL], None], libs: Sequence[str] = ()):
         self.name, self.main_source = name, main_source
         self.sources = [main_source, *sources]
         self.flags = ["-std=c++17", "-shared", "-fPIC", "-fno-fast-math", "-ffp-contract=off", *flags]
+        self.libs = list(libs)
         self.declare = declare  # sets argtypes/restype once the library is loaded
         self._lock = threading.Lock()
         self._lib: Optional[ctypes.CDLL] = None
@@ -44,7 +46,7 @@ class HostLibrary:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
         os.close(fd)
         try:
-            cmd = [cxx, *flags, str(self.main_source), "-o", tmp]
+            cmd = [cxx, *flags, str(self.main_source), "-o", tmp, *self.libs]
             r = subprocess.run(cmd, capture_output=True, text=True)
             if r.returncode != 0:
                 raise RuntimeError(f"{self.name} host library: compile failed:\n{' '.join(cmd)}\n{r.stderr[-4000:]}")
@@ -61,7 +63,7 @@ class HostLibrary:
             h.update(p.read_bytes())
         for openmp in (True, False):
             flags = self.flags + (["-fopenmp"] if openmp else [])
-            key = hashlib.sha256(h.digest() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
+            key = hashlib.sha256(h.digest() + " ".join([cxx, *flags, *self.libs]).encode()).hexdigest()[:16]
             out = cache_dir() / self.name / key / f"libtrtneg_{self.name}_host.so"
             if out.exists():
                 return out

@@ -6,7 +6,7 @@
 // Model: the blocks of a launch run one after another, each on a fresh OS thread (so
 // `__shared__`, which becomes `static thread_local`, is fresh per block, and poisoned like
 // dynamic shared memory: garbage, not zeros, as on a GPU); the block's threads
-// are fibers (ucontext) run one at a time up to their next barrier.  A warp op completes when
+// are fibers (a stack each) run one at a time up to their next barrier.  A warp op completes when
 // every non-exited lane of its mask is at the same op with the same mask; its lanes then run
 // on at once, so one warp runs ahead of the others up to its next __syncthreads().  What the
 // simulation checks beyond the results:
@@ -217,6 +217,82 @@ enum class WarpOp : int
     kWmma, // every lane of the warp, none exited (the fragments are spread over all 32)
 };
 
+// ---- fibers' context switch ------------------------------------------------------------
+// A fiber's context on x86-64 is its stack pointer: the switch pushes the callee-saved
+// registers on the old stack and pops them from the new one. glibc's swapcontext also saves
+// the signal mask with a system call on every switch (about 460 ns a round trip here, against
+// 17 ns), which made the switches most of the simulation's time. The fibers never change the
+// x87/SSE control words, so those are not switched. Other architectures (or
+// -DTRTNEG_CUDA_SIM_UCONTEXT, which the self-test also runs) use ucontext.
+#if defined(__x86_64__) && !defined(TRTNEG_CUDA_SIM_UCONTEXT)
+struct FiberContext
+{
+    void* sp = nullptr;
+};
+
+namespace
+{
+// switchStacks(save, load): saves the caller's context in *save and resumes `load`'s.
+__attribute__((naked, noinline)) void switchStacks(void** /*save*/, void* /*load*/)
+{
+    asm volatile(
+        "pushq %rbp\n\t"
+        "pushq %rbx\n\t"
+        "pushq %r12\n\t"
+        "pushq %r13\n\t"
+        "pushq %r14\n\t"
+        "pushq %r15\n\t"
+        "movq %rsp, (%rdi)\n\t"
+        "movq %rsi, %rsp\n\t"
+        "popq %r15\n\t"
+        "popq %r14\n\t"
+        "popq %r13\n\t"
+        "popq %r12\n\t"
+        "popq %rbx\n\t"
+        "popq %rbp\n\t"
+        "ret\n\t");
+}
+} // namespace
+
+// A context that starts `entry` (which must never return) on `stack`.
+inline void contextInit(FiberContext& c, char* stack, size_t bytes, void (*entry)())
+{
+    auto const top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                            // entry's return address: none (rsp % 16 == 8 on entry)
+    *--sp = reinterpret_cast<void*>(entry);     // where the first switch's `ret` goes
+    for (int i = 0; i < 6; ++i)
+    {
+        *--sp = nullptr;                        // rbp, rbx, r12..r15
+    }
+    c.sp = sp;
+}
+
+inline void contextSwitch(FiberContext& save, FiberContext const& load)
+{
+    switchStacks(&save.sp, load.sp);
+}
+#else
+struct FiberContext
+{
+    ucontext_t uc{};
+};
+
+inline void contextInit(FiberContext& c, char* stack, size_t bytes, void (*entry)())
+{
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack;
+    c.uc.uc_stack.ss_size = bytes;
+    c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+
+inline void contextSwitch(FiberContext& save, FiberContext const& load)
+{
+    swapcontext(&save.uc, &load.uc);
+}
+#endif
+
 struct Fiber
 {
     enum State
@@ -226,7 +302,7 @@ struct Fiber
         kAtWarpBarrier,
         kDone,
     };
-    ucontext_t ctx{};
+    FiberContext ctx;
     dim3 tid;
     int linear = 0;
     State state = kReady;
@@ -245,7 +321,7 @@ struct Block
 {
     dim3 index, dims, grid; // blockIdx, blockDim, gridDim
     std::vector<Fiber> fibers;
-    ucontext_t scheduler{};
+    FiberContext scheduler;
     Fiber* current = nullptr;
     std::function<void()> body;
     std::vector<uint64_t> warpSlots; // one 8-byte slot per thread, for shuffles
@@ -332,7 +408,7 @@ inline void yieldTo(Fiber::State state, unsigned mask = 0, WarpOp op = WarpOp::k
     f.state = state;
     f.warpMask = mask;
     f.warpOp = op;
-    swapcontext(&f.ctx, &b.scheduler);
+    contextSwitch(f.ctx, b.scheduler);
     if (b.failed)
     {
         throw KernelFault{};
@@ -367,7 +443,8 @@ inline unsigned syncwarp(unsigned mask, WarpOp op = WarpOp::kSyncwarp)
     return self().warpArrived;
 }
 
-inline void fiberEntry()
+// A fiber's first frame: runs the kernel body, then hands back to the scheduler for good.
+[[noreturn]] inline void fiberEntry()
 {
     Block& b = *currentBlock();
     try
@@ -377,8 +454,10 @@ inline void fiberEntry()
     catch (KernelFault const&)
     {
     }
-    b.current->state = Fiber::kDone;
-    // uc_link returns to the scheduler.
+    Fiber& f = *b.current;
+    f.state = Fiber::kDone;
+    contextSwitch(f.ctx, b.scheduler);
+    std::abort(); // a finished fiber is never resumed
 }
 
 // Stacks are reused across blocks (blocks run one at a time).
@@ -463,11 +542,7 @@ inline void runBlock(Block& b, uint32_t salt)
         f.linear = i;
         f.tid = dim3(i % b.dims.x, (i / b.dims.x) % b.dims.y, i / (b.dims.x * b.dims.y));
         f.stack = pool[i].data();
-        getcontext(&f.ctx);
-        f.ctx.uc_stack.ss_sp = f.stack;
-        f.ctx.uc_stack.ss_size = pool[i].size();
-        f.ctx.uc_link = &b.scheduler;
-        makecontext(&f.ctx, fiberEntry, 0);
+        contextInit(f.ctx, f.stack, pool[i].size(), fiberEntry);
     }
     currentBlock() = &b;
     std::vector<int> rank(static_cast<size_t>(n));
@@ -519,7 +594,7 @@ inline void runBlock(Block& b, uint32_t salt)
                     continue;
                 }
                 b.current = &f;
-                swapcontext(&b.scheduler, &f.ctx);
+                contextSwitch(b.scheduler, f.ctx);
                 if (f.state == Fiber::kAtWarpBarrier)
                 {
                     release(f, true);
@@ -551,7 +626,7 @@ inline void runBlock(Block& b, uint32_t salt)
                 if (f.state != Fiber::kDone)
                 {
                     b.current = &f;
-                    swapcontext(&b.scheduler, &f.ctx);
+                    contextSwitch(b.scheduler, f.ctx);
                 }
             }
             break;
@@ -628,7 +703,7 @@ inline void runBlock(Block& b, uint32_t salt)
             if (f.state != Fiber::kDone)
             {
                 b.current = &f;
-                swapcontext(&b.scheduler, &f.ctx);
+                contextSwitch(b.scheduler, f.ctx);
             }
         }
         break;
