@@ -80,3 +80,15 @@ def torch_binding_syntax(source: Path, scratch: Path) -> None:
     includes = [scratch, *ext.include_paths(), cuda_include(), sysconfig.get_paths()["include"], PLUGINS]
     run([GXX, "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=trt_neg_syntax_check",
          *[a for inc in includes for a in ("-I", inc)], source])
+
+
+def torch_extension_kernel(source: Path, scratch: Path) -> None:
+    """nvcc of a kernel file as torch.utils.cpp_extension compiles it into the extension
+    (trt_neg.kernels.cuda_ext): torch's own nvcc flags, which take away __half/__nv_bfloat16's
+    implicit conversions and operators, and cuda_ext's; to PTX for sm_90, warnings as errors."""
+    import torch.utils.cpp_extension as ext
+
+    from trt_neg.kernels import cuda_ext
+
+    run([NVCC, *ext.COMMON_NVCC_FLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS, f"-I{PLUGINS}", "-Werror", "all-warnings",
+         "-arch=compute_90", "-ptx", source, "-o", scratch / (source.stem + ".ptx")])

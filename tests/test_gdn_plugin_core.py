@@ -17,7 +17,7 @@ import re
 
 import pytest
 from _build import (ARCHS, GENCODE, GXX, NO_SPILLS, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
-                    tensorrt_adapter_syntax, trt_include, torch_binding_syntax)
+                    tensorrt_adapter_syntax, torch_binding_syntax, torch_extension_kernel, trt_include)
 
 GDN = PLUGINS / "gdn"
 
@@ -77,6 +77,11 @@ def test_tensorrt_adapter_against_mock(tmp_path):
 @pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")
 def test_torch_binding_syntax(tmp_path):
     torch_binding_syntax(PLUGINS / "gdn" / "gdnTorch.cpp", tmp_path)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_kernel_compiles_with_the_torch_extensions_nvcc_flags(tmp_path):
+    torch_extension_kernel(GDN / "gdnKernel.cu", tmp_path)
 
 
 @pytest.mark.gpu

@@ -3,7 +3,8 @@
 * nvcc compiles the fused kernel for sm_80, sm_89 and sm_90 (one call, three -gencode);
 * g++ builds and runs plugins/neg/tests/negPluginCoreTest.cpp (fields, shapes, types,
   serialisation round trip) -- the plain-C++ core of the TensorRT adapter;
-* the torch extension binding is syntax-checked against the installed torch's headers;
+* the torch extension binding is syntax-checked against the installed torch's headers, and
+  nvcc compiles the kernel with the flags torch's extension build adds;
 * the TensorRT adapter itself is syntax-checked, and run against a mock of TensorRT's runtime
   (plugins/neg/tests/negPluginAdapterTest.cpp), only where TensorRT headers exist
   (``TRT_INCLUDE_DIR`` or the NGC default location); they are not on the CI machines.
@@ -15,7 +16,7 @@ import shutil
 
 import pytest
 from _build import (ARCHS, GENCODE, GXX, NO_SPILLS, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
-                    tensorrt_adapter_syntax, torch_binding_syntax, trt_include)
+                    tensorrt_adapter_syntax, torch_binding_syntax, torch_extension_kernel, trt_include)
 
 NEG = PLUGINS / "neg"
 
@@ -74,6 +75,11 @@ def test_tensorrt_adapter_against_mock(tmp_path):
 @pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")
 def test_torch_binding_syntax(tmp_path):
     torch_binding_syntax(NEG / "negTorch.cpp", tmp_path)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_kernel_compiles_with_the_torch_extensions_nvcc_flags(tmp_path):
+    torch_extension_kernel(NEG / "negKernel.cu", tmp_path)
 
 
 @pytest.mark.slow
