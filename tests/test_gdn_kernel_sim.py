@@ -271,3 +271,21 @@ def test_tensorrt_plugin_enqueue_refuses_a_bad_request_type():
     message = r"host_request_types\[1\] = 2 \(expected 0 context or 1 generation\)"
     with pytest.raises(SimulatedKernelError, match=message):
         gdn_plugin_enqueue(**op_args(x, cfg, [2, 4], types=[CTX, 2]), state_pool=torch.zeros(2, *cfg[1:]))
+
+
+def test_gpu_test_program_passes_on_the_simulation(tmp_path):
+    """plugins/gdn/tests/gdnKernelTest.cu -- the GPU program test_gdn_plugin_core.py's gpu-marked
+    test builds with nvcc -- built by g++ on the simulation (its cudaMalloc / cudaMemcpy over
+    guarded buffers) and run on the small head configs: its cases, comparisons and tolerances
+    work before a GPU runs them. 3 configs x 3 algorithms x 3 dtypes x gated or not."""
+    from _build import GXX, PLUGINS, run
+    from _cuda_sim import SIM_FLAGS
+
+    gdn = PLUGINS / "gdn"
+    exe = tmp_path / "gdnKernelTest"
+    run([GXX, "-std=c++17", *SIM_FLAGS, "-x", "c++", gdn / "tests" / "gdnKernelTest.cu", gdn / "gdnKernel.cu",
+         "-x", "none", gdn / "gdnHost.cpp", "-o", exe])
+    out = run([exe, "--small-heads"]).stdout
+    lines = [line for line in out.splitlines() if line.startswith(("ok", "FAIL"))]
+    assert len(lines) == 3 * 3 * 3 * 2 and all(line.startswith("ok ") for line in lines), out
+    assert "dk=128" not in out and "chunk=64" in out and out.rstrip().endswith("gdnKernelTest: all cases passed")

@@ -119,15 +119,18 @@ def test_neg_step_from_given_entropies_on_every_path_and_order(neg_ext):
 
 
 @pytest.mark.parametrize("head_algo", ["gemv", "mma"])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_neg_head_alone_through_the_binding(neg_ext, head_algo, dtype):
-    """cuda_ext.neg_head (logits=None): the head pass only, GEMV or tensor-core tiles, within
-    fp32 tolerance of the reference; on an sm_75 device the tiles fall back to the GEMV."""
-    g = torch.Generator().manual_seed(11)
-    w = _weights(96, 48, g, dtype, 0.0)
-    h = torch.randn(40, 96, generator=g).to(dtype)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n,hs,d", [(40, 96, 48), (1, 40, 65), (70, 72, 100), (37, 512, 64)])
+def test_neg_head_alone_through_the_binding(neg_ext, n, hs, d, head_algo, dtype):
+    """cuda_ext.neg_head (logits=None): the head pass only, GEMV or tensor-core tiles (fp32
+    takes the GEMV either way), within fp32 tolerance of the reference, on test_neg_gpu.py's
+    shapes but its largest (one row; N and d not multiples of the tiles; H not a multiple of
+    the K step); on an sm_75 device the tiles fall back to the GEMV."""
+    g = torch.Generator().manual_seed(n + hs + d)
+    w = _weights(hs, d, g, dtype, 0.0)
+    h = torch.randn(n, hs, generator=g).to(dtype)
     got = cuda_ext.neg_head(h, w, "gelu", head_algo=head_algo)
-    assert got.shape == (40,) and got.dtype == torch.float32
+    assert got.shape == (n,) and got.dtype == torch.float32
     assert neg_ext.launches() == 2  # the head's dot products, then the row pass that finishes H_hat
     torch.testing.assert_close(got, neg.neg_head(h, w, "gelu"), rtol=2e-6, atol=2e-6)
     neg_ext.device.sm = (7, 5)

@@ -141,6 +141,12 @@ __global__ void vectorStore(float* p)
     }
 }
 
+// Thread i stores i + 1 at p[i + offset] (offset 1: the last thread writes past the end).
+__global__ void storeShifted(int* p, int offset)
+{
+    p[threadIdx.x + offset] = static_cast<int>(threadIdx.x) + 1;
+}
+
 // Each thread reads what a thread of the other warp stored; between them only a __syncwarp
 // (`fenced`: a __syncthreads). A warp op is no block-wide barrier.
 __global__ void crossWarpRead(bool fenced, int* out)
@@ -481,5 +487,22 @@ int main()
     reset(Order::kForward);
     CHECK(launchKernel(wmmaLaneDependentPointer, dim3(1), dim3(32), 0, nullptr, sink) == cudaErrorLaunchFailure);
     CHECK(errorNames("different pointers"));
+
+    // The memory API: cudaMalloc'd memory starts as poison, copies round-trip, and a write past
+    // an allocation is reported at the next synchronisation (sticky, as a GPU memory fault).
+    reset(Order::kForward);
+    int* dev = nullptr;
+    int host[32];
+    CHECK(cudaMalloc(&dev, 32 * sizeof(int)) == cudaSuccess && dev != nullptr);
+    CHECK(reinterpret_cast<uintptr_t>(dev) % 256 == 0);
+    CHECK(cudaMemcpy(host, dev, sizeof host, cudaMemcpyDeviceToHost) == cudaSuccess && host[5] == -1);
+    CHECK(launchKernel(storeShifted, dim3(1), dim3(32), 0, nullptr, dev, 0) == cudaSuccess);
+    CHECK(cudaDeviceSynchronize() == cudaSuccess);
+    CHECK(cudaMemcpy(host, dev, sizeof host, cudaMemcpyDeviceToHost) == cudaSuccess && host[31] == 32);
+    CHECK(launchKernel(storeShifted, dim3(1), dim3(32), 0, nullptr, dev, 1) == cudaSuccess);
+    CHECK(cudaMemcpy(host, dev, sizeof host, cudaMemcpyDeviceToHost) == cudaErrorLaunchFailure);
+    CHECK(errorNames("cudaMalloc #1 (128 bytes): out-of-bounds write at byte offset 128"));
+    CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure && cudaFree(dev) == cudaErrorLaunchFailure);
+    CHECK(cudaFree(dev) == cudaErrorInvalidValue && cudaFree(nullptr) == cudaSuccess);
     return checkSummary("CUDA SIM SELF-TEST OK");
 }

@@ -79,6 +79,14 @@ enum cudaDeviceAttr
     cudaDevAttrComputeCapabilityMinor = 76,
     cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
 };
+enum cudaMemcpyKind
+{
+    cudaMemcpyHostToHost = 0,
+    cudaMemcpyHostToDevice = 1,
+    cudaMemcpyDeviceToHost = 2,
+    cudaMemcpyDeviceToDevice = 3,
+    cudaMemcpyDefault = 4,
+};
 enum cudaFuncAttribute
 {
     cudaFuncAttributeMaxDynamicSharedMemorySize = 8,
@@ -1131,7 +1139,8 @@ inline cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_
     return cudaSuccess;
 }
 
-inline cudaError_t cudaMemcpyAsync(void* dst, void const* src, size_t bytes, int /*kind*/, cudaStream_t = nullptr)
+inline cudaError_t cudaMemcpyAsync(
+    void* dst, void const* src, size_t bytes, cudaMemcpyKind /*kind*/, cudaStream_t = nullptr)
 {
     std::memmove(dst, src, bytes);
     return cudaSuccess;

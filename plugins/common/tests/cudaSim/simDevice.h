@@ -3,6 +3,8 @@
 // its own mapping: 256-byte aligned (as cudaMalloc) or shifted by `misalign` bytes, with an
 // inaccessible page after it, and the bytes around it poisoned and checked after the launch,
 // so an out-of-bounds read faults and an out-of-bounds write is reported.
+// The runtime's memory API (cudaMalloc, cudaMemcpy, cudaFree, cudaDeviceSynchronize) serves
+// programs written for a GPU, such as plugins/gdn/tests/gdnKernelTest.cu, from the same buffers.
 #pragma once
 
 #include "cudaSim.h"
@@ -10,6 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <map>
 #include <memory>
 
 namespace cudasim
@@ -130,4 +133,73 @@ inline void copyBack(void* dst, void const* src, size_t bytes)
     }
 }
 
+// cudaMalloc's allocations, by address.
+inline std::map<void const*, std::unique_ptr<DeviceBuffer>>& allocations()
+{
+    static std::map<void const*, std::unique_ptr<DeviceBuffer>> m;
+    return m;
+}
+
+// What a synchronisation reports: the sticky kernel fault, or else an out-of-bounds write
+// into the margins of a live allocation (made sticky, as a GPU's memory fault is).
+inline cudaError_t synchronize()
+{
+    std::string why;
+    for (auto const& entry : allocations())
+    {
+        if (!entry.second->intact(why))
+        {
+            recordError(cudaErrorLaunchFailure, why);
+            break;
+        }
+    }
+    return lastError().code == cudaErrorLaunchFailure ? cudaErrorLaunchFailure : cudaSuccess;
+}
+
 } // namespace cudasim
+
+// ---- memory API (a GPU program's, over guarded device buffers) ----------------------------
+inline cudaError_t cudaMalloc(void** ptr, size_t bytes)
+{
+    static int count = 0;
+    auto buffer = std::make_unique<cudasim::DeviceBuffer>(
+        "cudaMalloc #" + std::to_string(++count) + " (" + std::to_string(bytes) + " bytes)", nullptr, bytes, 0);
+    *ptr = buffer->get();
+    cudasim::allocations()[*ptr] = std::move(buffer);
+    return cudaSuccess;
+}
+
+template <typename T>
+cudaError_t cudaMalloc(T** ptr, size_t bytes)
+{
+    return cudaMalloc(reinterpret_cast<void**>(ptr), bytes);
+}
+
+inline cudaError_t cudaFree(void* ptr)
+{
+    if (ptr == nullptr)
+    {
+        return cudaSuccess;
+    }
+    cudaError_t const e = cudasim::synchronize();
+    if (cudasim::allocations().erase(ptr) == 0)
+    {
+        return cudaErrorInvalidValue;
+    }
+    return e;
+}
+
+inline cudaError_t cudaDeviceSynchronize()
+{
+    return cudasim::synchronize();
+}
+
+// Synchronous, as cudaMemcpy is: it reports an earlier fault first.
+inline cudaError_t cudaMemcpy(void* dst, void const* src, size_t bytes, cudaMemcpyKind kind)
+{
+    if (cudaError_t const e = cudasim::synchronize())
+    {
+        return e;
+    }
+    return cudaMemcpyAsync(dst, src, bytes, kind);
+}
