@@ -289,3 +289,19 @@ def test_gpu_test_program_passes_on_the_simulation(tmp_path):
     lines = [line for line in out.splitlines() if line.startswith(("ok", "FAIL"))]
     assert len(lines) == 3 * 3 * 3 * 2 and all(line.startswith("ok ") for line in lines), out
     assert "dk=128" not in out and "chunk=64" in out and out.rstrip().endswith("gdnKernelTest: all cases passed")
+
+
+def test_tensorrt_plugin_enqueue_passes_norm_eps():
+    """The plugin's norm_eps field reaches the gated norm: with eps 0.5 (large enough to move
+    every output) the enqueue equals the direct launch with that eps bit for bit, differs
+    from the default eps's output, and matches the fp64 recurrence with that eps."""
+    cfg, lens = (1, 2, 16, 16), [9]
+    x = make_inputs(sum(lens), *cfg, seed=6)
+    args = op_args(x, cfg, lens, types=[CTX], slots=[0])
+    pools = [torch.zeros(1, *cfg[1:]) for _ in range(3)]
+    y = gdn_plugin_enqueue(**args, state_pool=pools[0], norm_eps=0.5)
+    y_launch, _ = gdn_forward(**args, state_pool=pools[1], norm_eps=0.5)
+    y_default = gdn_plugin_enqueue(**args, state_pool=pools[2])
+    assert same_bits(y, y_launch) and not torch.allclose(y, y_default, rtol=1e-3, atol=1e-4)
+    y_ref, _ = ref_gdn(x, *cfg, norm_eps=0.5)
+    assert_close(y, y_ref)

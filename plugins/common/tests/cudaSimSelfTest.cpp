@@ -141,6 +141,12 @@ __global__ void vectorStore(float* p)
     }
 }
 
+// Thread i reads p[i + offset] into out[i] (a large offset: past the end of p).
+__global__ void loadShifted(int const* p, int offset, int* out)
+{
+    out[threadIdx.x] = p[threadIdx.x + offset];
+}
+
 // Thread i stores i + 1 at p[i + offset] (offset 1: the last thread writes past the end).
 __global__ void storeShifted(int* p, int offset)
 {
@@ -504,5 +510,19 @@ int main()
     CHECK(errorNames("cudaMalloc #1 (128 bytes): out-of-bounds write at byte offset 128"));
     CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure && cudaFree(dev) == cudaErrorLaunchFailure);
     CHECK(cudaFree(dev) == cudaErrorInvalidValue && cudaFree(nullptr) == cudaSuccess);
+    // A read past the end reaches the guard page: a kernel fault naming the buffer, and the
+    // process goes on (the other fibers of the block are unwound as after any fault).
+    reset(Order::kForward);
+    int* small = nullptr;
+    int loaded[32];
+    CHECK(cudaMalloc(&small, 4096) == cudaSuccess);
+    CHECK(launchKernel(loadShifted, dim3(1), dim3(32), 0, nullptr, small, 0, loaded) == cudaSuccess);
+    CHECK(loaded[0] == -1);
+    CHECK(launchKernel(loadShifted, dim3(2), dim3(32), 0, nullptr, small, 1024 + 16, loaded)
+        == cudaErrorLaunchFailure);
+    CHECK(errorNames("invalid read: a read past the end of cudaMalloc #2 (4096 bytes) [block (0,0,0) thread (0,0,0)]"));
+    reset(Order::kForward);
+    CHECK(launchKernel(loadShifted, dim3(1), dim3(32), 0, nullptr, small, 0, loaded) == cudaSuccess);
+    CHECK(cudaFree(small) == cudaSuccess);
     return checkSummary("CUDA SIM SELF-TEST OK");
 }

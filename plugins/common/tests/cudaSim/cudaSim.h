@@ -398,7 +398,7 @@ inline Fiber& self()
 
 // Reports a kernel error and ends the block (the other launches of the stream still run,
 // as on a GPU only the sticky error would say).
-[[noreturn]] inline void fault(std::string const& message)
+inline void recordFault(std::string const& message)
 {
     Block& b = *currentBlock();
     char where[128];
@@ -406,7 +406,32 @@ inline Fiber& self()
         b.index.z, self().tid.x, self().tid.y, self().tid.z);
     recordError(cudaErrorLaunchFailure, message + where);
     b.failed = true;
+}
+
+[[noreturn]] inline void fault(std::string const& message)
+{
+    recordFault(message);
     throw KernelFault{};
+}
+
+// Whether the calling code is a simulated kernel's thread (a fiber of a running block).
+inline bool inKernel()
+{
+    Block const* b = currentBlock();
+    return b != nullptr && b->current != nullptr;
+}
+
+// fault() for a signal handler (a read of a device buffer's guard page, simDevice.h), where
+// no exception may be thrown: the fault is recorded, the block fails, and the fiber is left
+// for good (its frames are dropped, not unwound).
+[[noreturn]] inline void abandonFiber(std::string const& message)
+{
+    recordFault(message);
+    Block& b = *currentBlock();
+    Fiber& f = *b.current;
+    f.state = Fiber::kDone;
+    contextSwitch(f.ctx, b.scheduler);
+    std::abort(); // never resumed
 }
 
 inline void yieldTo(Fiber::State state, unsigned mask = 0, WarpOp op = WarpOp::kSyncwarp)

@@ -9,6 +9,8 @@
 
 #include "cudaSim.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,6 +21,71 @@ namespace cudasim
 {
 
 constexpr unsigned char kPoison = 0xFF; // NaN as fp32, -1 as int32
+
+// The inaccessible pages around the live device buffers, and what a read of one means.
+struct GuardPage
+{
+    uintptr_t begin, end;
+    std::string what; // "a read past the end of <buffer>"
+};
+
+inline std::vector<GuardPage>& guardPages()
+{
+    static std::vector<GuardPage> pages;
+    return pages;
+}
+
+// SIGSEGV inside a simulated kernel at a guard page: a kernel fault (the launch fails with
+// the buffer's name), not the end of the process. Any other SIGSEGV goes to the handler that
+// was installed before (pytest's faulthandler, say), or to the default action.
+inline struct sigaction& previousSegvAction()
+{
+    static struct sigaction previous;
+    return previous;
+}
+
+inline void onSegv(int sig, siginfo_t* info, void* context)
+{
+    auto const address = reinterpret_cast<uintptr_t>(info->si_addr);
+    if (inKernel())
+    {
+        for (GuardPage const& g : guardPages())
+        {
+            if (address >= g.begin && address < g.end)
+            {
+                sigset_t segv;
+                sigemptyset(&segv);
+                sigaddset(&segv, SIGSEGV);
+                pthread_sigmask(SIG_UNBLOCK, &segv, nullptr); // the handler never returns
+                abandonFiber("invalid read: " + g.what);
+            }
+        }
+    }
+    struct sigaction const& previous = previousSegvAction();
+    if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction)
+    {
+        previous.sa_sigaction(sig, info, context);
+        return;
+    }
+    if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN && previous.sa_handler)
+    {
+        previous.sa_handler(sig);
+        return;
+    }
+    signal(SIGSEGV, SIG_DFL); // returning re-runs the access, which now ends the process
+}
+
+inline void installSegvHandler()
+{
+    static bool const installed = [] {
+        struct sigaction action{};
+        action.sa_sigaction = onSegv;
+        action.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&action.sa_mask);
+        return sigaction(SIGSEGV, &action, &previousSegvAction()) == 0;
+    }();
+    (void) installed;
+}
 
 // One simulated device allocation: [guard page][poison ... data ... poison][guard page].
 // Without a source the data starts as poison too (outputs never written stay NaN).
@@ -41,6 +108,11 @@ public:
         map_ = static_cast<unsigned char*>(m);
         mprotect(map_, page, PROT_NONE);
         mprotect(map_ + (dataPages + 1) * page, page, PROT_NONE);
+        installSegvHandler();
+        auto const base = reinterpret_cast<uintptr_t>(map_);
+        guardPages().push_back({base, base + page, "a read before the start of " + name_});
+        guardPages().push_back({base + (dataPages + 1) * page, base + (dataPages + 2) * page,
+            "a read past the end of " + name_});
         lo_ = map_ + page;
         hi_ = map_ + (dataPages + 1) * page;
         std::memset(lo_, kPoison, hi_ - lo_);
@@ -54,6 +126,11 @@ public:
     DeviceBuffer& operator=(DeviceBuffer const&) = delete;
     ~DeviceBuffer()
     {
+        auto const base = reinterpret_cast<uintptr_t>(map_);
+        auto& pages = guardPages();
+        pages.erase(std::remove_if(pages.begin(), pages.end(),
+                        [&](GuardPage const& g) { return g.begin >= base && g.end <= base + mapBytes_; }),
+            pages.end());
         munmap(map_, mapBytes_);
     }
 
