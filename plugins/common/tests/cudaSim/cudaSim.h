@@ -44,7 +44,9 @@
 #include <tuple>
 #include <type_traits>
 #include <link.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -262,9 +264,27 @@ __attribute__((naked, noinline)) void switchStacks(void** /*save*/, void* /*load
 }
 } // namespace
 
+// The stack switch returns into another stack, which a shadow stack (x86 CET, off unless
+// glibc's tunables turn it on) would take for an attack: refuse it with a message instead.
+inline void requireNoShadowStack()
+{
+    static bool const active = [] {
+        unsigned long features = 0;
+        long const kArchShstkStatus = 0x5005; // arch_prctl(ARCH_SHSTK_STATUS), Linux 6.6+
+        return syscall(SYS_arch_prctl, kArchShstkStatus, &features) == 0 && (features & 1u) != 0;
+    }();
+    if (active)
+    {
+        std::fprintf(stderr, "cudasim: this process runs with a shadow stack; build the simulation with "
+                             "-DTRTNEG_CUDA_SIM_UCONTEXT\n");
+        std::abort();
+    }
+}
+
 // A context that starts `entry` (which must never return) on `stack`.
 inline void contextInit(FiberContext& c, char* stack, size_t bytes, void (*entry)())
 {
+    requireNoShadowStack();
     auto const top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
     void** sp = reinterpret_cast<void**>(top);
     *--sp = nullptr;                            // entry's return address: none (rsp % 16 == 8 on entry)
