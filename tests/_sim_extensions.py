@@ -21,12 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _build import PLUGINS
-from _cuda_sim import ORDERS, SIM, SIM_FLAGS, SimulatedKernelError, check_ubsan
+from _build import GXX, PLUGINS
+from _cuda_sim import GDN_ARCHS, ORDERS, SIM, SIM_FLAGS, SimulatedKernelError, check_ubsan
 
 from trt_neg.kernels.build import HostLibrary
 
-H200_SHARED_OPTIN = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
+H200_SHARED_OPTIN = GDN_ARCHS["sm_90"][2]  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
+
+# The tests import this with pytest.importorskip: without a compiler or Python's headers they skip.
+if GXX is None:
+    raise ImportError("g++ is not installed: the extensions cannot be built")
+if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+    raise ImportError(f"Python.h is not in {sysconfig.get_paths()['include']}: the extensions cannot be built "
+                      "(install the Python development headers)")
 
 
 @dataclass

@@ -18,10 +18,11 @@ import torch
 
 from trt_neg.gpu_check import SectionContext, common, sec_backend, sec_gdn, sec_machine
 from trt_neg.gpu_check.report import FAIL, PASS
+from _cuda_sim import GDN_ARCHS
 from _gpu_stand_ins import host_neg_step
 from trt_neg.kernels import cuda_ext, gdn_host
 
-H200_SHARED_OPTIN = 232448  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
+H200_SHARED_OPTIN = GDN_ARCHS["sm_90"][2]  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
 REAL_NEG_STEP = cuda_ext.neg_step  # the real wrapper, before a fixture replaces it
 ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
 
