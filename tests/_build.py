@@ -85,10 +85,12 @@ def torch_binding_syntax(source: Path, scratch: Path) -> None:
 def torch_extension_kernel(source: Path, scratch: Path) -> None:
     """nvcc of a kernel file as torch.utils.cpp_extension compiles it into the extension
     (trt_neg.kernels.cuda_ext): torch's own nvcc flags, which take away __half/__nv_bfloat16's
-    implicit conversions and operators, and cuda_ext's; to PTX for sm_90, warnings as errors."""
+    implicit conversions and operators, and cuda_ext's; PTX only (no ptxas: fast) for every
+    target in ARCHS, warnings as errors."""
     import torch.utils.cpp_extension as ext
 
     from trt_neg.kernels import cuda_ext
 
-    run([NVCC, *ext.COMMON_NVCC_FLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS, f"-I{PLUGINS}", "-Werror", "all-warnings",
-         "-arch=compute_90", "-ptx", source, "-o", scratch / (source.stem + ".ptx")])
+    ptx = [f"-gencode=arch=compute_{sm},code=compute_{sm}" for sm in ARCHS]
+    run([NVCC, *ext.COMMON_NVCC_FLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS, f"-I{PLUGINS}", "-Werror", "all-warnings", *ptx,
+         "-c", source, "-o", scratch / (source.stem + ".o")])

@@ -25,7 +25,7 @@ def host_neg_head(hidden, weights, activation="silu", head_algo="gemv"):
 
 
 def _checked(t, name: str, dtype=None, dim: int = -1):
-    """negTorch.cpp's checkCuda(): on the check's device, contiguous, of the expected dtype and rank."""
+    """negTorch.cpp's checkTensor(): on the check's device, contiguous, of the expected dtype and rank."""
     import torch
 
     from trt_neg.gpu_check import common

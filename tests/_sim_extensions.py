@@ -62,6 +62,7 @@ def _torch_flags(module: str) -> tuple[list[str], list[str]]:
     includes = [*ext.include_paths(), sysconfig.get_paths()["include"]]
     flags = [f"-I{SIM / 'torch'}", *SIM_FLAGS, f"-DTORCH_EXTENSION_NAME={module}", "-DTORCH_API_INCLUDE_EXTENSION_H",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+             f"-DTRTNEG_TORCH_VERSION={torch.__version__}",  # in the cache key: a new torch rebuilds
              *[a for inc in includes for a in ("-isystem", inc)]]
     libs = [f"-L{p}" for p in ext.library_paths()] + ["-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"]
     libs += [f"-Wl,-rpath,{p}" for p in ext.library_paths()]
@@ -107,6 +108,11 @@ class SimulatedExtension:
             d = self.device
             self.control.trtneg_sim_configure(ORDERS[d.order], d.shuffle_seed, d.sm[0], d.sm[1], d.max_shared_optin)
             self.calls += 1
+            # Deterministic mode fills torch.empty's memory (the bindings' outputs and workspace)
+            # with NaN / the largest integer, as the harnesses poison theirs: nothing reads zeros
+            # it never wrote.
+            deterministic = torch.are_deterministic_algorithms_enabled()
+            torch.use_deterministic_algorithms(True)
             try:
                 result = fn(*args, **kwargs)
             except RuntimeError as e:
@@ -115,6 +121,8 @@ class SimulatedExtension:
                 if seen:
                     raise SimulatedKernelError(f"{e}\nsimulation: {seen}") from e
                 raise
+            finally:
+                torch.use_deterministic_algorithms(deterministic)
             check_ubsan()
             return result
 

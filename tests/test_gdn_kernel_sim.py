@@ -17,6 +17,8 @@ output format (test_gdn_chunked.test_io_dtypes).
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from _cuda_sim import GDN_ARCHS, ORDERS, SimulatedKernelError, gdn_forward, gdn_plugin_enqueue
@@ -285,7 +287,9 @@ def test_gpu_test_program_passes_on_the_simulation(tmp_path):
     exe = tmp_path / "gdnKernelTest"
     run([GXX, "-std=c++17", *SIM_FLAGS, "-x", "c++", gdn / "tests" / "gdnKernelTest.cu", gdn / "gdnKernel.cu",
          "-x", "none", gdn / "gdnHost.cpp", "-o", exe])
-    out = run([exe, "--small-heads"]).stdout
+    # UBSan reports to stderr and ends the run (the suite's UBSAN_OPTIONS log to a file instead).
+    env = {**os.environ, "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+    out = run([exe, "--small-heads"], env=env).stdout
     lines = [line for line in out.splitlines() if line.startswith(("ok", "FAIL"))]
     assert len(lines) == 3 * 3 * 3 * 2 and all(line.startswith("ok ") for line in lines), out
     assert "dk=128" not in out and "chunk=64" in out and out.rstrip().endswith("gdnKernelTest: all cases passed")

@@ -30,6 +30,9 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
     trt_neg::NegStepParams p;
     TORCH_CHECK(entropyIn || hidden, "neg_step: give hidden (with w1, b1, w2, b2) or entropy_in");
     at::Tensor ref = entropyIn ? *entropyIn : *hidden;
+    // Before the guard, which refuses a non-CUDA device with a message of its own.
+    TORCH_CHECK(trt_neg::onKernelDevice(ref), entropyIn ? "entropy_in" : "hidden", ": must be a ",
+        trt_neg::kKernelDevice, " tensor");
     c10::cuda::CUDAGuard guard(ref.device());
     // Every tensor on ref's GPU: the kernel dereferences them all on that device.
     auto const onRefDevice = [&ref](c10::optional<at::Tensor> const& t, char const* name)

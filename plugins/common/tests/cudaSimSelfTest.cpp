@@ -509,6 +509,8 @@ int main()
     CHECK(cudaMemcpy(host, dev, sizeof host, cudaMemcpyDeviceToHost) == cudaErrorLaunchFailure);
     CHECK(errorNames("cudaMalloc #1 (128 bytes): out-of-bounds write at byte offset 128"));
     CHECK(cudaDeviceSynchronize() == cudaErrorLaunchFailure && cudaFree(dev) == cudaErrorLaunchFailure);
+    reset(Order::kForward); // the fault is reported once; the error is what stays
+    CHECK(cudaDeviceSynchronize() == cudaSuccess && cudaFree(dev) == cudaSuccess);
     CHECK(cudaFree(dev) == cudaErrorInvalidValue && cudaFree(nullptr) == cudaSuccess);
     // A read past the end reaches the guard page: a kernel fault naming the buffer, and the
     // process goes on (the other fibers of the block are unwound as after any fault).
@@ -520,9 +522,24 @@ int main()
     CHECK(loaded[0] == -1);
     CHECK(launchKernel(loadShifted, dim3(2), dim3(32), 0, nullptr, small, 1024 + 16, loaded)
         == cudaErrorLaunchFailure);
-    CHECK(errorNames("invalid read: a read past the end of cudaMalloc #2 (4096 bytes) [block (0,0,0) thread (0,0,0)]"));
+    CHECK(errorNames("invalid read: read past the end of cudaMalloc #2 (4096 bytes) [block (0,0,0) thread (0,0,0)]"));
+    // 1.5 pages past the end (the next mapping, were the trailing guard one page), and a
+    // write: still this buffer's, and a write says so.
+    int* other = nullptr;
+    CHECK(cudaMalloc(&other, 4096) == cudaSuccess);
+    reset(Order::kForward);
+    CHECK(launchKernel(loadShifted, dim3(1), dim3(32), 0, nullptr, small, 1024 + 1536, loaded)
+        == cudaErrorLaunchFailure);
+    CHECK(errorNames("invalid read: read past the end of cudaMalloc #2"));
+    reset(Order::kForward);
+    CHECK(launchKernel(storeShifted, dim3(1), dim3(32), 0, nullptr, small, 1024 + 8) == cudaErrorLaunchFailure);
+    CHECK(errorNames("invalid write: write past the end of cudaMalloc #2"));
     reset(Order::kForward);
     CHECK(launchKernel(loadShifted, dim3(1), dim3(32), 0, nullptr, small, 0, loaded) == cudaSuccess);
-    CHECK(cudaFree(small) == cudaSuccess);
+    // cudaMemcpy checks the device side's range and its kind's direction.
+    CHECK(cudaMemcpy(loaded, small + 1020, 8 * sizeof(int), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    CHECK(cudaMemcpy(small + 1016, loaded, 8 * sizeof(int), cudaMemcpyHostToDevice) == cudaSuccess);
+    CHECK(cudaMemcpy(small, loaded, 8 * sizeof(int), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    CHECK(cudaFree(small) == cudaSuccess && cudaFree(other) == cudaSuccess);
     return checkSummary("CUDA SIM SELF-TEST OK");
 }

@@ -67,6 +67,7 @@ enum cudaError_t
 {
     cudaSuccess = 0,
     cudaErrorInvalidValue = 1,
+    cudaErrorMemoryAllocation = 2,
     cudaErrorInvalidConfiguration = 9,
     cudaErrorLaunchFailure = 719,
 };
@@ -228,18 +229,16 @@ enum class WarpOp : int
 };
 
 // ---- fibers' context switch ------------------------------------------------------------
-// A fiber's context on x86-64 is its stack pointer: the switch pushes the callee-saved
+// On x86-64 a fiber's context is its stack pointer: the switch pushes the callee-saved
 // registers on the old stack and pops them from the new one. glibc's swapcontext also saves
 // the signal mask with a system call on every switch (about 460 ns a round trip here, against
 // 17 ns), which made the switches most of the simulation's time. The fibers never change the
-// x87/SSE control words, so those are not switched. Other architectures (or
-// -DTRTNEG_CUDA_SIM_UCONTEXT, which the self-test also runs) use ucontext.
+// x87/SSE control words, so those are not switched. ucontext remains for other architectures,
+// for -DTRTNEG_CUDA_SIM_UCONTEXT (the self-test runs both), and, chosen at run time, for a
+// process with a shadow stack (x86 CET, off unless glibc's tunables turn it on), which would
+// take the switch's return into another stack for an attack.
 #if defined(__x86_64__) && !defined(TRTNEG_CUDA_SIM_UCONTEXT)
-struct FiberContext
-{
-    void* sp = nullptr;
-};
-
+#define TRTNEG_CUDA_SIM_STACK_SWITCH 1
 namespace
 {
 // switchStacks(save, load): saves the caller's context in *save and resumes `load`'s.
@@ -264,62 +263,66 @@ __attribute__((naked, noinline)) void switchStacks(void** /*save*/, void* /*load
 }
 } // namespace
 
-// The stack switch returns into another stack, which a shadow stack (x86 CET, off unless
-// glibc's tunables turn it on) would take for an attack: refuse it with a message instead.
-inline void requireNoShadowStack()
+inline bool useStackSwitch()
 {
-    static bool const active = [] {
+    static bool const ok = [] {
         unsigned long features = 0;
         long const kArchShstkStatus = 0x5005; // arch_prctl(ARCH_SHSTK_STATUS), Linux 6.6+
-        return syscall(SYS_arch_prctl, kArchShstkStatus, &features) == 0 && (features & 1u) != 0;
+        return !(syscall(SYS_arch_prctl, kArchShstkStatus, &features) == 0 && (features & 1u) != 0);
     }();
-    if (active)
-    {
-        std::fprintf(stderr, "cudasim: this process runs with a shadow stack; build the simulation with "
-                             "-DTRTNEG_CUDA_SIM_UCONTEXT\n");
-        std::abort();
-    }
-}
-
-// A context that starts `entry` (which must never return) on `stack`.
-inline void contextInit(FiberContext& c, char* stack, size_t bytes, void (*entry)())
-{
-    requireNoShadowStack();
-    auto const top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
-    void** sp = reinterpret_cast<void**>(top);
-    *--sp = nullptr;                            // entry's return address: none (rsp % 16 == 8 on entry)
-    *--sp = reinterpret_cast<void*>(entry);     // where the first switch's `ret` goes
-    for (int i = 0; i < 6; ++i)
-    {
-        *--sp = nullptr;                        // rbp, rbx, r12..r15
-    }
-    c.sp = sp;
-}
-
-inline void contextSwitch(FiberContext& save, FiberContext const& load)
-{
-    switchStacks(&save.sp, load.sp);
+    return ok;
 }
 #else
+inline bool useStackSwitch()
+{
+    return false;
+}
+#endif
+
 struct FiberContext
 {
-    ucontext_t uc{};
+    void* sp = nullptr;       // the stack switch's
+    ucontext_t* uc = nullptr; // ucontext's (storage kept by the block, only when it is used)
 };
 
-inline void contextInit(FiberContext& c, char* stack, size_t bytes, void (*entry)())
+// A context that starts `entry` (which must never return) on `stack`; `uc`: its ucontext
+// storage, used when the stack switch is not.
+inline void contextInit(FiberContext& c, ucontext_t* uc, char* stack, size_t bytes, void (*entry)())
 {
-    getcontext(&c.uc);
-    c.uc.uc_stack.ss_sp = stack;
-    c.uc.uc_stack.ss_size = bytes;
-    c.uc.uc_link = nullptr;
-    makecontext(&c.uc, entry, 0);
+#if defined(TRTNEG_CUDA_SIM_STACK_SWITCH)
+    if (useStackSwitch())
+    {
+        auto const top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
+        void** sp = reinterpret_cast<void**>(top);
+        *--sp = nullptr;                        // entry's return address: none (rsp % 16 == 8 on entry)
+        *--sp = reinterpret_cast<void*>(entry); // where the first switch's `ret` goes
+        for (int i = 0; i < 6; ++i)
+        {
+            *--sp = nullptr; // rbp, rbx, r12..r15
+        }
+        c.sp = sp;
+        return;
+    }
+#endif
+    c.uc = uc;
+    getcontext(c.uc);
+    c.uc->uc_stack.ss_sp = stack;
+    c.uc->uc_stack.ss_size = bytes;
+    c.uc->uc_link = nullptr;
+    makecontext(c.uc, entry, 0);
 }
 
 inline void contextSwitch(FiberContext& save, FiberContext const& load)
 {
-    swapcontext(&save.uc, &load.uc);
-}
+#if defined(TRTNEG_CUDA_SIM_STACK_SWITCH)
+    if (useStackSwitch())
+    {
+        switchStacks(&save.sp, load.sp);
+        return;
+    }
 #endif
+    swapcontext(save.uc, load.uc);
+}
 
 struct Fiber
 {
@@ -350,6 +353,7 @@ struct Block
     dim3 index, dims, grid; // blockIdx, blockDim, gridDim
     std::vector<Fiber> fibers;
     FiberContext scheduler;
+    std::vector<ucontext_t> ucontexts; // the fibers' and the scheduler's, without the stack switch
     Fiber* current = nullptr;
     std::function<void()> body;
     std::vector<uint64_t> warpSlots; // one 8-byte slot per thread, for shuffles
@@ -587,6 +591,11 @@ inline void runBlock(Block& b, uint32_t salt)
         pool.emplace_back(config().stackBytes);
     }
     b.fibers.assign(static_cast<size_t>(n), Fiber{});
+    if (!useStackSwitch())
+    {
+        b.ucontexts.assign(static_cast<size_t>(n) + 1, ucontext_t{});
+        b.scheduler.uc = &b.ucontexts[n];
+    }
     b.warpSlots.assign(static_cast<size_t>(n), 0);
     b.warpAux.assign(static_cast<size_t>(n), 0);
     for (int i = 0; i < n; ++i)
@@ -595,7 +604,7 @@ inline void runBlock(Block& b, uint32_t salt)
         f.linear = i;
         f.tid = dim3(i % b.dims.x, (i / b.dims.x) % b.dims.y, i / (b.dims.x * b.dims.y));
         f.stack = pool[i].data();
-        contextInit(f.ctx, f.stack, pool[i].size(), fiberEntry);
+        contextInit(f.ctx, b.ucontexts.empty() ? nullptr : &b.ucontexts[i], f.stack, pool[i].size(), fiberEntry);
     }
     currentBlock() = &b;
     std::vector<int> rank(static_cast<size_t>(n));
@@ -1114,6 +1123,7 @@ inline char const* cudaGetErrorString(cudaError_t e)
     {
     case cudaSuccess: return "no error";
     case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     default: return "unspecified launch failure";
     }

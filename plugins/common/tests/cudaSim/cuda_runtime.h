@@ -1,3 +1,3 @@
 // CPU simulation stand-in for <cuda_runtime.h> (see cudaSim.h).
 #pragma once
-#include "cudaSim.h"
+#include "cuda_runtime_api.h"

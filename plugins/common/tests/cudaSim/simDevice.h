@@ -22,11 +22,12 @@ namespace cudasim
 
 constexpr unsigned char kPoison = 0xFF; // NaN as fp32, -1 as int32
 
-// The inaccessible pages around the live device buffers, and what a read of one means.
+// The inaccessible pages around the live device buffers: `where` says where an access to
+// them lands ("past the end of <buffer>").
 struct GuardPage
 {
     uintptr_t begin, end;
-    std::string what; // "a read past the end of <buffer>"
+    std::string where;
 };
 
 inline std::vector<GuardPage>& guardPages()
@@ -47,19 +48,24 @@ inline struct sigaction& previousSegvAction()
 inline void onSegv(int sig, siginfo_t* info, void* context)
 {
     auto const address = reinterpret_cast<uintptr_t>(info->si_addr);
-    if (inKernel())
+    // The address first: thread-local state (inKernel) may allocate on a thread's first use,
+    // which a fault inside malloc must not reach.
+    GuardPage const* hit = nullptr;
+    if (info->si_code == SEGV_ACCERR)
     {
         for (GuardPage const& g : guardPages())
         {
-            if (address >= g.begin && address < g.end)
-            {
-                sigset_t segv;
-                sigemptyset(&segv);
-                sigaddset(&segv, SIGSEGV);
-                pthread_sigmask(SIG_UNBLOCK, &segv, nullptr); // the handler never returns
-                abandonFiber("invalid read: " + g.what);
-            }
+            hit = address >= g.begin && address < g.end ? &g : hit;
         }
+    }
+    if (hit && inKernel())
+    {
+        char const* access = "access";
+#if defined(__x86_64__) && defined(REG_ERR)
+        // The page fault's error code: bit 1 is set for a write.
+        access = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) ? "write" : "read";
+#endif
+        abandonFiber(std::string("invalid ") + access + ": " + access + " " + hit->where);
     }
     struct sigaction const& previous = previousSegvAction();
     if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction)
@@ -75,20 +81,27 @@ inline void onSegv(int sig, siginfo_t* info, void* context)
     signal(SIGSEGV, SIG_DFL); // returning re-runs the access, which now ends the process
 }
 
+// SA_ONSTACK: a stack overflow elsewhere still reaches faulthandler's handler on its own
+// stack (block threads have no alternate stack, so a guard-page fault runs on the fiber's).
+// SA_NODEFER: abandonFiber never returns, so SIGSEGV must not stay blocked.
 inline void installSegvHandler()
 {
     static bool const installed = [] {
         struct sigaction action{};
         action.sa_sigaction = onSegv;
-        action.sa_flags = SA_SIGINFO | SA_NODEFER;
+        action.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
         sigemptyset(&action.sa_mask);
         return sigaction(SIGSEGV, &action, &previousSegvAction()) == 0;
     }();
     (void) installed;
 }
 
-// One simulated device allocation: [guard page][poison ... data ... poison][guard page].
-// Without a source the data starts as poison too (outputs never written stay NaN).
+// One simulated device allocation: [guard page][poison ... data ... poison][guard pages].
+// Without a source the data starts as poison too (outputs never written stay NaN). The guard
+// after the data spans kTrailingGuardPages, so an access up to that far past the end is
+// blamed on this buffer, not on the buffer mapped after it.
+constexpr size_t kTrailingGuardPages = 16;
+
 class DeviceBuffer
 {
 public:
@@ -99,20 +112,19 @@ public:
         size_t const page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         size_t const span = ((bytes + misalign + 255) / 256) * 256;
         size_t const dataPages = (span + page - 1) / page;
-        mapBytes_ = (dataPages + 2) * page;
+        mapBytes_ = (dataPages + 1 + kTrailingGuardPages) * page;
         void* m = mmap(nullptr, mapBytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
         {
-            throw std::runtime_error(name_ + ": mmap failed");
+            throw std::bad_alloc();
         }
         map_ = static_cast<unsigned char*>(m);
         mprotect(map_, page, PROT_NONE);
-        mprotect(map_ + (dataPages + 1) * page, page, PROT_NONE);
+        mprotect(map_ + (dataPages + 1) * page, kTrailingGuardPages * page, PROT_NONE);
         installSegvHandler();
         auto const base = reinterpret_cast<uintptr_t>(map_);
-        guardPages().push_back({base, base + page, "a read before the start of " + name_});
-        guardPages().push_back({base + (dataPages + 1) * page, base + (dataPages + 2) * page,
-            "a read past the end of " + name_});
+        guardPages().push_back({base, base + page, "before the start of " + name_});
+        guardPages().push_back({base + (dataPages + 1) * page, base + mapBytes_, "past the end of " + name_});
         lo_ = map_ + page;
         hi_ = map_ + (dataPages + 1) * page;
         std::memset(lo_, kPoison, hi_ - lo_);
@@ -139,6 +151,13 @@ public:
     {
         return reinterpret_cast<T*>(data_);
     }
+
+    size_t bytes() const
+    {
+        return bytes_;
+    }
+
+    bool faultReported = false; // an out-of-bounds write into it was reported (cudaMalloc's)
 
     // The poisoned bytes around the data are still poison (else: an out-of-bounds write).
     bool intact(std::string& why) const
@@ -224,8 +243,9 @@ inline cudaError_t synchronize()
     std::string why;
     for (auto const& entry : allocations())
     {
-        if (!entry.second->intact(why))
+        if (!entry.second->faultReported && !entry.second->intact(why))
         {
+            entry.second->faultReported = true; // once: the error itself is what stays
             recordError(cudaErrorLaunchFailure, why);
             break;
         }
@@ -239,8 +259,16 @@ inline cudaError_t synchronize()
 inline cudaError_t cudaMalloc(void** ptr, size_t bytes)
 {
     static int count = 0;
-    auto buffer = std::make_unique<cudasim::DeviceBuffer>(
-        "cudaMalloc #" + std::to_string(++count) + " (" + std::to_string(bytes) + " bytes)", nullptr, bytes, 0);
+    std::unique_ptr<cudasim::DeviceBuffer> buffer;
+    try
+    {
+        buffer = std::make_unique<cudasim::DeviceBuffer>(
+            "cudaMalloc #" + std::to_string(++count) + " (" + std::to_string(bytes) + " bytes)", nullptr, bytes, 0);
+    }
+    catch (std::bad_alloc const&)
+    {
+        return cudaErrorMemoryAllocation;
+    }
     *ptr = buffer->get();
     cudasim::allocations()[*ptr] = std::move(buffer);
     return cudaSuccess;
@@ -252,18 +280,14 @@ cudaError_t cudaMalloc(T** ptr, size_t bytes)
     return cudaMalloc(reinterpret_cast<void**>(ptr), bytes);
 }
 
+// As on a GPU, a sticky fault is what any later call returns first.
 inline cudaError_t cudaFree(void* ptr)
 {
-    if (ptr == nullptr)
+    if (cudaError_t const e = cudasim::synchronize())
     {
-        return cudaSuccess;
+        return e;
     }
-    cudaError_t const e = cudasim::synchronize();
-    if (cudasim::allocations().erase(ptr) == 0)
-    {
-        return cudaErrorInvalidValue;
-    }
-    return e;
+    return ptr == nullptr || cudasim::allocations().erase(ptr) == 1 ? cudaSuccess : cudaErrorInvalidValue;
 }
 
 inline cudaError_t cudaDeviceSynchronize()
@@ -271,12 +295,38 @@ inline cudaError_t cudaDeviceSynchronize()
     return cudasim::synchronize();
 }
 
-// Synchronous, as cudaMemcpy is: it reports an earlier fault first.
+namespace cudasim
+{
+// Whether [p, p + bytes) lies inside one cudaMalloc allocation.
+inline bool inAllocation(void const* p, size_t bytes)
+{
+    auto& all = allocations();
+    auto it = all.upper_bound(p);
+    if (it == all.begin())
+    {
+        return false;
+    }
+    --it;
+    auto const begin = reinterpret_cast<uintptr_t>(it->first);
+    auto const at = reinterpret_cast<uintptr_t>(p);
+    return at + bytes <= begin + it->second->bytes();
+}
+} // namespace cudasim
+
+// Synchronous, as cudaMemcpy is: an earlier fault first; then the device side(s) the kind
+// names must lie inside a cudaMalloc allocation (else cudaErrorInvalidValue, as a GPU's
+// range check gives).
 inline cudaError_t cudaMemcpy(void* dst, void const* src, size_t bytes, cudaMemcpyKind kind)
 {
     if (cudaError_t const e = cudasim::synchronize())
     {
         return e;
+    }
+    bool const deviceSrc = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    bool const deviceDst = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    if ((deviceSrc && !cudasim::inAllocation(src, bytes)) || (deviceDst && !cudasim::inAllocation(dst, bytes)))
+    {
+        return cudaErrorInvalidValue;
     }
     return cudaMemcpyAsync(dst, src, bytes, kind);
 }
