@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from trt_neg.gpu_check import SectionContext, common, sec_neg
+from trt_neg.gpu_check import SectionContext, common, plot, sec_neg
 from trt_neg.gpu_check.report import PASS
 from _gpu_stand_ins import host_neg_head, host_neg_step
 from trt_neg.kernels import cuda_ext, host
@@ -44,6 +44,10 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
     head = {r["N"]: r for r in ctx.data["head_vs_cublas"]}
     assert {"kernel_head", "mma_head", "ratio_kernel_over_mma", "max_abs_err_mma"} <= set(head[16])
     assert "kernel/mma" in text and " fastest (kernel/cuBLAS " in ctx.summary
+    # The figure reads these rows (trt_neg/gpu_check/plot.py): every timed line is drawn.
+    drawn = plot.panels({"sections": [{"name": "neg", "data": ctx.data}]})
+    assert [p.title.split(":")[0] for p in drawn] == ["NEG step", "NEG-Head alone at large N"]
+    assert [len(s.xs) for p in drawn for s in p.series] == [2] * 5 + [2] * 5  # with both floors
 
 
 def test_neg_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(cpu_section, monkeypatch):

@@ -16,7 +16,7 @@ import types
 import pytest
 import torch
 
-from trt_neg.gpu_check import SectionContext, common, sec_backend, sec_gdn, sec_machine
+from trt_neg.gpu_check import SectionContext, common, plot, sec_backend, sec_gdn, sec_machine
 from trt_neg.gpu_check.report import FAIL, PASS
 from _cuda_sim import GDN_ARCHS
 from _gpu_stand_ins import host_neg_step
@@ -138,6 +138,10 @@ def test_gdn_section_runs_and_passes_on_the_host_library(gdn_section):
     assert "device chunk size 64" in text and "scan/chunk" in text
     assert ctx.summary.startswith("correctness ok; context T=48 B=1 ") and "T=80 scan/chunked 1.0x" in ctx.summary
     assert "generation B=8 1 us = " in ctx.summary and ctx.summary.endswith("of floor")
+    # The figure reads these rows (trt_neg/gpu_check/plot.py): generation and context panels.
+    drawn = plot.panels({"sections": [{"name": "gdn", "data": d}]})
+    assert [p.title.split(" (")[0] for p in drawn] == ["Gated DeltaNet generation step", "Gated DeltaNet context phase"]
+    assert [s.xs for s in drawn[0].series][0] == [1, 4, 8] and "kernel" in [s.label for s in drawn[1].series]
 
 
 def test_gdn_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(gdn_section, monkeypatch):

@@ -370,7 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"trt_neg.gpu_check: could not write the report: {e}", file=sys.stderr, flush=True)
         return 1
+    _write_plot(Path(args.out_dir) / "report.png", data)
     return exit_code(results)
+
+
+def _write_plot(path: Path, data: dict) -> None:
+    """The timings as a figure (plot.py); a plot that cannot be drawn (no matplotlib on the GPU
+    machine, say) is reported and changes nothing else."""
+    try:
+        from .plot import plot_report
+
+        if plot_report(data, path) is not None:
+            _print_quietly(f"plot written to {path}")
+    except Exception as e:  # noqa: BLE001 - the reports are written; the figure is extra
+        print(f"trt_neg.gpu_check: plot not written ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
 
 
 def _compose(date: str, results: list[SectionResult], total: float, argv: list[str],

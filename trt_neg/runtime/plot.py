@@ -9,8 +9,9 @@
 3. **Latency**: the distribution of inter-token latencies of all requests (histogram, p50 /
    p90 / p99 marked) with every request's TTFT as a tick on the same axis.
 
-matplotlib is imported only here, with the Agg backend (no display needed). The file is
-written to a temporary name and renamed into place, so a failed run leaves no half image.
+matplotlib is imported when a plot is drawn, with the Agg backend (:mod:`trt_neg.figure`);
+the file is written to a temporary name and renamed into place, so a failed run leaves no
+half image.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..atomic_file import atomic_path
+from ..figure import pyplot, save_png
 from .request import RequestResult
 
 
@@ -58,23 +59,13 @@ def plot_results(results: Sequence[RequestResult], labels: Sequence[str], path: 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise ValueError(f"plot: {path}: the plot is a PNG file; name it *.png")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_gate, ax_rate, ax_lat) = plt.subplots(3, 1, figsize=(10, 11), constrained_layout=True)
+    fig, (ax_gate, ax_rate, ax_lat) = pyplot().subplots(3, 1, figsize=(10, 11), constrained_layout=True)
     _gate_panel(ax_gate, results, labels, threshold)
     _rate_panel(ax_rate, results, labels)
     _latency_panel(ax_lat, results)
     if title:
         fig.suptitle(title)
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def _gate_panel(ax, results, labels, threshold) -> None:

@@ -1,0 +1,90 @@
+"""The GPU check's figure (trt_neg/gpu_check/plot.py): which panels and lines a report gives,
+the PNG written whole or not at all, and a plot that cannot be drawn leaving the check alone.
+The sections' own data feed :func:`panels` in test_gpu_check_neg_on_cpu.py and
+test_gpu_check_sections_on_cpu.py."""
+
+from __future__ import annotations
+
+import builtins
+import math
+
+import pytest
+
+from trt_neg import gpu_check
+from trt_neg.gpu_check import plot
+
+
+def _report(neg=None, gdn=None):
+    sections = [{"name": "machine", "data": {"gpu": "NVIDIA H200"}}]
+    if neg is not None:
+        sections.append({"name": "neg", "data": neg})
+    if gdn is not None:
+        sections.append({"name": "gdn", "data": gdn})
+    return {"header": ["# trt-neg GPU check  2026-11-29", "# NVIDIA H200"], "sections": sections}
+
+
+NEG = {"timing": [{"N": n, "fused_gate5": 10.0 * n, "fused1_gate5": 12.0 * n, "torch_gate5": 90.0 * n,
+                   "floor_measured": None, "floor_4p8": 2.0 * n} for n in (1, 8, 64, 256)],
+       "head_vs_cublas": [{"N": n, "kernel_head": 5.0, "mma_head": 6.0, "cublas_plus_tail": float("nan"),
+                           "floor_measured": 1.0, "floor_4p8": 0.9} for n in (256, 1024)]}
+GDN = {"timing": {"generation": [{"B": b, "kernel_us": 3.0 * b, "torch_recurrent_fp32_us": 40.0 * b,
+                                  "floor_measured": 2.5 * b, "floor_4p8": 2.0 * b} for b in (1, 4)],
+                  "context": [{"B": 1, "kernel_us": 800.0, "torch_chunk_fp32_us": 5000.0, "fla_us": None,
+                               "floor_measured": None, "floor_4p8": 100.0}]}}
+
+
+def test_panels_follow_the_timing_tables():
+    got = plot.panels(_report(NEG, GDN))
+    assert [p.title.split(":")[0] for p in got] == [
+        "NEG step", "NEG-Head alone at large N", "Gated DeltaNet generation step (9B head config)",
+        "Gated DeltaNet context phase (9B head config)"]
+    step = {s.label: s for s in got[0].series}
+    # No machine bandwidth measured: that floor is left out, the 4.8 TB/s one drawn dashed.
+    assert list(step) == ["fused kernel (automatic plan)", "fused kernel, one block per row", "plain torch",
+                          "floor at 4.8 TB/s"]
+    assert step["plain torch"].xs == [1, 8, 64, 256] and step["plain torch"].ys == [90.0, 720.0, 5760.0, 23040.0]
+    assert step["floor at 4.8 TB/s"].style == "--" and step["plain torch"].style == "-"
+    head = {s.label: s for s in got[1].series}
+    assert "cuBLAS GEMM + torch tail" not in head  # NaN everywhere: no line
+    assert head["floor at the measured copy bandwidth"].style == ":"
+    assert [s.label for s in got[3].series] == ["kernel", "torch chunked (fp32)", "floor at 4.8 TB/s"]
+
+
+def test_sections_without_timings_give_no_panels_and_no_file(tmp_path):
+    """A section that failed before timing, or did not run: nothing to draw, no PNG."""
+    failed = {"correctness": False}
+    assert plot.panels(_report(failed, {"timing": {}})) == []
+    assert plot.panels({"sections": []}) == []
+    assert plot.plot_report(_report(failed), tmp_path / "report.png") is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_is_a_png_written_whole(tmp_path):
+    path = plot.plot_report(_report(NEG, GDN), tmp_path / "report.png")
+    assert path == tmp_path / "report.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.png"]  # no temporary file left
+    one = plot.plot_report(_report(None, GDN), tmp_path / "gdn.png")  # two panels
+    assert one.stat().st_size > 1000
+
+
+def test_a_plot_that_cannot_be_drawn_is_reported_and_changes_nothing(tmp_path, monkeypatch, capsys):
+    """matplotlib missing (a GPU machine with CUDA torch only): one stderr line, no file, no raise."""
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    gpu_check._write_plot(tmp_path / "report.png", _report(NEG))
+    err = capsys.readouterr().err
+    assert "plot not written (ImportError: No module named 'matplotlib')" in err
+    assert not (tmp_path / "report.png").exists()
+
+
+@pytest.mark.parametrize("bad", [float("inf"), "12.0", None])
+def test_values_that_are_not_finite_numbers_are_left_out(bad):
+    rows = [{"N": 1, "fused_gate5": 3.0}, {"N": 8, "fused_gate5": bad}]
+    (panel,) = plot.panels(_report({"timing": rows}))
+    assert panel.series[0].xs == [1] and all(math.isfinite(y) for y in panel.series[0].ys)
