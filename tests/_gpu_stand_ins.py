@@ -78,3 +78,48 @@ class HostNegExtension:
         else:
             out = host.neg_step(hidden, logits, weights, activation=act, **sampling)
         return [out.token.int(), out.entropy, out.fired.int(), out.status, out.guided_logits if with_guided else None]
+
+
+SMALL_9B = (2, 4, 32, 32)  # stands in for the 9B's GDN heads (16, 32, 128, 128): Hv/Hk = 2, dk = dv
+
+
+def small_shapes(set_attr) -> None:
+    """The GPU check's sizes cut down for the CPU: the NEG section's vocabulary, head and
+    batches, the GDN section's head configs, prompt lengths and batches, and the machine
+    section's copy. ``set_attr`` is monkeypatch.setattr in a test, or setattr in a child
+    process that runs the whole check (tests/test_gpu_check_rehearsal.py)."""
+    from trt_neg.gpu_check import sec_gdn, sec_machine, sec_neg
+
+    for name, value in (("V_BENCH", 4100), ("H_BENCH", 64), ("D_BENCH", 32), ("BENCH_N", (1, 8)),
+                        ("HEAD_N", (4, 16))):
+        set_attr(sec_neg, name, value)
+    for name, value in (("CFG_9B", SMALL_9B), ("CONFIGS", ((2, 2, 16, 16), (2, 4, 32, 16), SMALL_9B)),
+                        ("CTX_T", 48), ("CHUNK_TS", (1, 16, 80)), ("GEN_BATCHES", (1, 4, 8))):
+        set_attr(sec_gdn, name, value)
+    # chunked_vs_scan's and copy_bandwidth's defaults were bound to the full sizes at import.
+    set_attr(sec_gdn.chunked_vs_scan, "__defaults__", ((1, 16, 80), SMALL_9B))
+    set_attr(sec_machine, "COPY_BYTES", 1 << 20)
+    set_attr(sec_machine.copy_bandwidth, "__defaults__", (1 << 20, 10))
+
+
+def fake_time(fn, reps, warmup=3) -> float:
+    """cuda_time_us's stand-in: runs ``fn`` once and says 1 us (timings on a CPU mean nothing)."""
+    fn()
+    return 1.0
+
+
+def fake_h200(set_attr) -> None:
+    """torch.cuda's device queries answering as one H200 would (the machine section's and the
+    check's own), and its synchronisation and cache calls as no-ops, for running the GPU check's
+    code on a CPU-only torch; ``set_attr`` as in :func:`small_shapes`."""
+    import types
+
+    import torch
+
+    props = types.SimpleNamespace(major=9, minor=0, multi_processor_count=132, L2_cache_size=60 * 2**20)
+    for name, value in (("is_available", lambda: True), ("get_device_capability", lambda device=None: (9, 0)),
+                        ("get_device_properties", lambda i=0: props),
+                        ("mem_get_info", lambda *a: (140 * 2**30, 143 * 2**30)),
+                        ("get_device_name", lambda i=0: "NVIDIA H200"), ("device_count", lambda: 1),
+                        ("synchronize", lambda *a, **k: None), ("empty_cache", lambda *a, **k: None)):
+        set_attr(torch.cuda, name, value)

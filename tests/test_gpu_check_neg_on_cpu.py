@@ -9,7 +9,7 @@ import pytest
 
 from trt_neg.gpu_check import SectionContext, common, plot, sec_neg
 from trt_neg.gpu_check.report import PASS
-from _gpu_stand_ins import host_neg_head, host_neg_step
+from _gpu_stand_ins import fake_time, host_neg_head, host_neg_step, small_shapes
 from trt_neg.kernels import cuda_ext, host
 
 # The real wrappers, before any fixture replaces them (the sections call these module attributes).
@@ -19,12 +19,8 @@ REAL_NEG_STEP, REAL_NEG_HEAD = cuda_ext.neg_step, cuda_ext.neg_head
 @pytest.fixture
 def cpu_section(monkeypatch):
     monkeypatch.setattr(common, "DEVICE", "cpu")
-    monkeypatch.setattr(sec_neg, "cuda_time_us", lambda fn, reps, warmup=3: (fn(), 1.0)[1])
-    monkeypatch.setattr(sec_neg, "V_BENCH", 4100)
-    monkeypatch.setattr(sec_neg, "H_BENCH", 64)
-    monkeypatch.setattr(sec_neg, "D_BENCH", 32)
-    monkeypatch.setattr(sec_neg, "BENCH_N", (1, 8))
-    monkeypatch.setattr(sec_neg, "HEAD_N", (4, 16))
+    monkeypatch.setattr(sec_neg, "cuda_time_us", fake_time)
+    small_shapes(monkeypatch.setattr)
     monkeypatch.setattr(cuda_ext, "load", lambda verbose=False: None)
     monkeypatch.setattr(cuda_ext, "neg_step", host_neg_step)
     monkeypatch.setattr(cuda_ext, "neg_head", host_neg_head)

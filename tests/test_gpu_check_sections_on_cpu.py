@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import types
 
 import pytest
 import torch
@@ -19,17 +18,12 @@ import torch
 from trt_neg.gpu_check import SectionContext, common, plot, sec_backend, sec_gdn, sec_machine
 from trt_neg.gpu_check.report import FAIL, PASS
 from _cuda_sim import GDN_ARCHS
-from _gpu_stand_ins import host_neg_step
+from _gpu_stand_ins import SMALL_9B, fake_h200, fake_time, host_neg_step, small_shapes
 from trt_neg.kernels import cuda_ext, gdn_host
 
 H200_SHARED_OPTIN = GDN_ARCHS["sm_90"][2]  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
 REAL_NEG_STEP = cuda_ext.neg_step  # the real wrapper, before a fixture replaces it
 ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
-
-
-def _fake_time(fn, reps, warmup=3):
-    fn()
-    return 1.0
 
 
 def _on_device(t: torch.Tensor, name: str, dtype=None) -> None:
@@ -92,24 +86,15 @@ class HostGdnExtension:
         return out
 
 
-SMALL_9B = (2, 4, 32, 32)  # stands in for the 9B's (16, 32, 128, 128): Hv/Hk = 2, dk = dv
-
-
 @pytest.fixture
 def gdn_section(monkeypatch):
     ext = HostGdnExtension()
     monkeypatch.setattr(common, "DEVICE", "cpu")
-    monkeypatch.setattr(sec_gdn, "cuda_time_us", _fake_time)
+    monkeypatch.setattr(sec_gdn, "cuda_time_us", fake_time)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
     monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
-    monkeypatch.setattr(sec_gdn, "CFG_9B", SMALL_9B)
-    monkeypatch.setattr(sec_gdn, "CONFIGS", ((2, 2, 16, 16), (2, 4, 32, 16), SMALL_9B))
-    monkeypatch.setattr(sec_gdn, "CTX_T", 48)
-    monkeypatch.setattr(sec_gdn, "CHUNK_TS", (1, 16, 80))
-    monkeypatch.setattr(sec_gdn, "GEN_BATCHES", (1, 4, 8))
-    # run() calls chunked_vs_scan(ctx): its defaults were bound to CHUNK_TS / CFG_9B at import.
-    monkeypatch.setattr(sec_gdn.chunked_vs_scan, "__defaults__", ((1, 16, 80), SMALL_9B))
+    small_shapes(monkeypatch.setattr)
     return SectionContext("gdn", bandwidth=4.0e12, quick=True, timeout=120.0), ext
 
 
@@ -293,16 +278,10 @@ def test_backend_section_reports_an_extension_that_does_not_build(backend_sectio
 
 # --------------------------------------------------------------------------- machine
 def test_machine_section_runs_with_faked_device_queries(monkeypatch):
-    props = types.SimpleNamespace(major=9, minor=0, multi_processor_count=132, L2_cache_size=60 * 2**20)
     monkeypatch.setattr(common, "DEVICE", "cpu")
-    monkeypatch.setattr(common, "cuda_time_us", _fake_time)
-    monkeypatch.setattr(sec_machine, "COPY_BYTES", 1 << 20)
-    monkeypatch.setattr(sec_machine.copy_bandwidth, "__defaults__", (1 << 20, 10))  # bound at import
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (140 * 2**30, 143 * 2**30))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H200")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    monkeypatch.setattr(common, "cuda_time_us", fake_time)
+    small_shapes(monkeypatch.setattr)
+    fake_h200(monkeypatch.setattr)
     ctx = SectionContext("machine", bandwidth=None, quick=True, timeout=60.0)
     assert sec_machine.run(ctx) == PASS, "\n".join(ctx.lines)
     text = "\n".join(ctx.lines)
