@@ -9,8 +9,10 @@ text (UBSan reports each place once per process).  Imported by name from the tes
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -30,6 +32,7 @@ SIM_FLAGS = ["-O2", "-pthread", f"-I{SIM}", "-DTRTNEG_CUDA_SIM", "-Wall", "-Wno-
 
 # Before any simulation library (and with it libubsan) is loaded: UBSan reads its options once.
 _UBSAN_LOG = Path(tempfile.mkdtemp(prefix="trtneg_ubsan_")) / "ubsan"
+atexit.register(shutil.rmtree, _UBSAN_LOG.parent, ignore_errors=True)  # one folder per process
 os.environ["UBSAN_OPTIONS"] = ":".join(
     filter(None, [os.environ.get("UBSAN_OPTIONS"), f"log_path={_UBSAN_LOG}", "halt_on_error=0"]))
 _ubsan_seen = 0

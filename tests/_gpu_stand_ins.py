@@ -97,9 +97,20 @@ def small_shapes(set_attr) -> None:
                         ("CTX_T", 48), ("CHUNK_TS", (1, 16, 80)), ("GEN_BATCHES", (1, 4, 8))):
         set_attr(sec_gdn, name, value)
     # chunked_vs_scan's and copy_bandwidth's defaults were bound to the full sizes at import.
-    set_attr(sec_gdn.chunked_vs_scan, "__defaults__", ((1, 16, 80), SMALL_9B))
+    _defaults(set_attr, sec_gdn.chunked_vs_scan, lengths=(1, 16, 80), cfg=SMALL_9B)
     set_attr(sec_machine, "COPY_BYTES", 1 << 20)
-    set_attr(sec_machine.copy_bandwidth, "__defaults__", (1 << 20, 10))
+    _defaults(set_attr, sec_machine.copy_bandwidth, nbytes=1 << 20)
+
+
+def _defaults(set_attr, fn, **values) -> None:
+    """Replaces the named parameters' defaults of ``fn`` (every name must be one of them)."""
+    import inspect
+
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    unknown = set(values) - {p.name for p in params}
+    assert not unknown, f"{fn.__name__} has no defaulted parameter {sorted(unknown)}"
+    set_attr(fn, "__defaults__", tuple(values.get(p.name, p.default) for p in params))
 
 
 def fake_time(fn, reps, warmup=3) -> float:

@@ -112,6 +112,7 @@ class SimulatedExtension:
             # with NaN / the largest integer, as the harnesses poison theirs: nothing reads zeros
             # it never wrote.
             deterministic = torch.are_deterministic_algorithms_enabled()
+            warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
             torch.use_deterministic_algorithms(True)
             try:
                 result = fn(*args, **kwargs)
@@ -122,7 +123,7 @@ class SimulatedExtension:
                     raise SimulatedKernelError(f"{e}\nsimulation: {seen}") from e
                 raise
             finally:
-                torch.use_deterministic_algorithms(deterministic)
+                torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
             check_ubsan()
             return result
 

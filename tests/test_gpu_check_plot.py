@@ -88,3 +88,32 @@ def test_values_that_are_not_finite_numbers_are_left_out(bad):
     rows = [{"N": 1, "fused_gate5": 3.0}, {"N": 8, "fused_gate5": bad}]
     (panel,) = plot.panels(_report({"timing": rows}))
     assert panel.series[0].xs == [1] and all(math.isfinite(y) for y in panel.series[0].ys)
+
+
+def test_an_earlier_figure_is_removed_and_none_drawn_after_a_stop(tmp_path):
+    """A figure is never older than the reports beside it: an earlier run's goes first, and a
+    stopped run (or one without timings) leaves none."""
+    png = tmp_path / "report.png"
+    png.write_bytes(b"old figure")
+    gpu_check._write_plot(png, _report(NEG), drawn=False)
+    assert not png.exists()
+    png.write_bytes(b"old figure")
+    gpu_check._write_plot(png, _report({"correctness": False}))
+    assert not png.exists()
+    gpu_check._write_plot(png, _report(NEG))
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failing_plot_with_its_output_gone_still_returns(tmp_path, monkeypatch):
+    """After a stop the ``| tee`` may be gone: the plot's failure message must not raise either."""
+    class Gone:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(plot, "plot_report", lambda data, path: 1 / 0)
+    monkeypatch.setattr("sys.stderr", Gone())
+    monkeypatch.setattr("sys.stdout", Gone())
+    gpu_check._write_plot(tmp_path / "report.png", _report(NEG))  # no exception

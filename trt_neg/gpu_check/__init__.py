@@ -23,7 +23,7 @@ still run:
               the tiny checkpoint (fused NEG kernel path; fla dispatch when importable);
   5. pytest   ``pytest -m gpu -q tests/`` in a subprocess, summarised.
 
-Writes ``report.txt`` and ``report.json`` to ``--out-dir``; exit code 0 when every section
+Writes ``report.txt``, ``report.json`` and the figure ``report.png`` to ``--out-dir``; exit code 0 when every section
 passed (or was skipped), 1 otherwise, 2 without a GPU.
 """
 
@@ -277,7 +277,7 @@ def _parse_names(text: str | None) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m trt_neg.gpu_check", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where report.txt and report.json go (default %(default)s)")
+    ap.add_argument("--out-dir", default=DEFAULT_OUT_DIR, help="where report.txt, report.json and report.png go (default %(default)s)")
     ap.add_argument("--out", default=None, metavar="FILE",
                     help="also write the text report to FILE (the option of the NEG-only check; prefer --out-dir)")
     ap.add_argument("--quick", action="store_true", help="fewer timing repetitions")
@@ -370,20 +370,25 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"trt_neg.gpu_check: could not write the report: {e}", file=sys.stderr, flush=True)
         return 1
-    _write_plot(Path(args.out_dir) / "report.png", data)
+    _write_plot(Path(args.out_dir) / "report.png", data, drawn=not stop.reason)
     return exit_code(results)
 
 
-def _write_plot(path: Path, data: dict) -> None:
-    """The timings as a figure (plot.py); a plot that cannot be drawn (no matplotlib on the GPU
-    machine, say) is reported and changes nothing else."""
+def _write_plot(path: Path, data: dict, drawn: bool = True) -> None:
+    """The timings as a figure (plot.py), after the reports. An earlier run's figure is removed
+    first, so a figure is never older than the reports beside it; none is drawn after a stop
+    (``drawn`` False). A plot that cannot be drawn (no matplotlib on the GPU machine, say) is
+    reported and changes neither the reports nor the exit code."""
     try:
+        path.unlink(missing_ok=True)
+        if not drawn:
+            return
         from .plot import plot_report
 
         if plot_report(data, path) is not None:
             _print_quietly(f"plot written to {path}")
     except Exception as e:  # noqa: BLE001 - the reports are written; the figure is extra
-        print(f"trt_neg.gpu_check: plot not written ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+        _print_quietly(f"trt_neg.gpu_check: plot not written ({type(e).__name__}: {e})", file=sys.stderr)
 
 
 def _compose(date: str, results: list[SectionResult], total: float, argv: list[str],
@@ -415,10 +420,11 @@ def _write_progress(out_dir, date: str, selected, results: list[SectionResult], 
         _print_quietly(f"trt_neg.gpu_check: could not write the report: {e}")
 
 
-def _print_quietly(text: str, end: str = "\n") -> None:
-    """Prints unless stdout is gone (a stopped command's ``| tee`` is killed with it)."""
+def _print_quietly(text: str, end: str = "\n", file=None) -> None:
+    """Prints (to stdout, or ``file``) unless it is gone (a stopped command's ``| tee`` is
+    killed with it)."""
     try:
-        print(text, end=end, flush=True)
+        print(text, end=end, flush=True, file=file)
     except OSError:
         pass
 

@@ -56,10 +56,14 @@ _GDN_CONTEXT = [("kernel_us", "kernel", "-"),
                 ("floor_4p8", "floor at 4.8 TB/s", "--")]
 
 
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _series(rows: list[dict], x: str, columns) -> list[Series]:
     out = []
     for key, label, style in columns:
-        points = [(r[x], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+        points = [(r[x], r[key]) for r in rows if _number(r.get(x)) and _number(r.get(key))]
         if points:
             out.append(Series(label, [p[0] for p in points], [p[1] for p in points], style))
     return out

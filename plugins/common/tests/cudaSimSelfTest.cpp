@@ -270,6 +270,15 @@ __half toHalf(int v) // small integers only
     return h;
 }
 
+// How a guard-page fault names the access: read or write where the fault's error code says.
+#if defined(__x86_64__) && defined(REG_ERR)
+char const* const kRead = "invalid read: read ";
+char const* const kWrite = "invalid write: write ";
+#else
+char const* const kRead = "invalid access: access ";
+char const* const kWrite = "invalid access: access ";
+#endif
+
 bool errorNames(std::string const& expected)
 {
     return cudasim::lastError().message.find(expected) != std::string::npos;
@@ -522,24 +531,26 @@ int main()
     CHECK(loaded[0] == -1);
     CHECK(launchKernel(loadShifted, dim3(2), dim3(32), 0, nullptr, small, 1024 + 16, loaded)
         == cudaErrorLaunchFailure);
-    CHECK(errorNames("invalid read: read past the end of cudaMalloc #2 (4096 bytes) [block (0,0,0) thread (0,0,0)]"));
-    // 1.5 pages past the end (the next mapping, were the trailing guard one page), and a
-    // write: still this buffer's, and a write says so.
+    CHECK(errorNames(kRead + std::string("past the end of cudaMalloc #2 (4096 bytes) [block (0,0,0) thread (0,0,0)]")));
+    // 1.5 pages past the end (inside a neighbouring mapping, were the guards one page), and a
+    // write: still this buffer's, and a write says so (where the fault's error code tells).
     int* other = nullptr;
     CHECK(cudaMalloc(&other, 4096) == cudaSuccess);
     reset(Order::kForward);
     CHECK(launchKernel(loadShifted, dim3(1), dim3(32), 0, nullptr, small, 1024 + 1536, loaded)
         == cudaErrorLaunchFailure);
-    CHECK(errorNames("invalid read: read past the end of cudaMalloc #2"));
+    CHECK(errorNames(kRead + std::string("past the end of cudaMalloc #2")));
     reset(Order::kForward);
     CHECK(launchKernel(storeShifted, dim3(1), dim3(32), 0, nullptr, small, 1024 + 8) == cudaErrorLaunchFailure);
-    CHECK(errorNames("invalid write: write past the end of cudaMalloc #2"));
+    CHECK(errorNames(kWrite + std::string("past the end of cudaMalloc #2")));
     reset(Order::kForward);
     CHECK(launchKernel(loadShifted, dim3(1), dim3(32), 0, nullptr, small, 0, loaded) == cudaSuccess);
     // cudaMemcpy checks the device side's range and its kind's direction.
     CHECK(cudaMemcpy(loaded, small + 1020, 8 * sizeof(int), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
     CHECK(cudaMemcpy(small + 1016, loaded, 8 * sizeof(int), cudaMemcpyHostToDevice) == cudaSuccess);
     CHECK(cudaMemcpy(small, loaded, 8 * sizeof(int), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    CHECK(cudaMemcpy(loaded, small + 1000, static_cast<size_t>(-8), cudaMemcpyDeviceToHost) == cudaErrorInvalidValue);
+    CHECK(cudaMemcpy(loaded, nullptr, 0, cudaMemcpyDeviceToHost) == cudaSuccess);
     CHECK(cudaFree(small) == cudaSuccess && cudaFree(other) == cudaSuccess);
     return checkSummary("CUDA SIM SELF-TEST OK");
 }

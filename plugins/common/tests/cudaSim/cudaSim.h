@@ -233,10 +233,8 @@ enum class WarpOp : int
 // registers on the old stack and pops them from the new one. glibc's swapcontext also saves
 // the signal mask with a system call on every switch (about 460 ns a round trip here, against
 // 17 ns), which made the switches most of the simulation's time. The fibers never change the
-// x87/SSE control words, so those are not switched. ucontext remains for other architectures,
-// for -DTRTNEG_CUDA_SIM_UCONTEXT (the self-test runs both), and, chosen at run time, for a
-// process with a shadow stack (x86 CET, off unless glibc's tunables turn it on), which would
-// take the switch's return into another stack for an attack.
+// x87/SSE control words, so those are not switched. ucontext serves other architectures and
+// -DTRTNEG_CUDA_SIM_UCONTEXT (the self-test runs both).
 #if defined(__x86_64__) && !defined(TRTNEG_CUDA_SIM_UCONTEXT)
 #define TRTNEG_CUDA_SIM_STACK_SWITCH 1
 namespace
@@ -263,21 +261,32 @@ __attribute__((naked, noinline)) void switchStacks(void** /*save*/, void* /*load
 }
 } // namespace
 
-inline bool useStackSwitch()
+// The stack switch returns into another stack, which a shadow stack (x86 CET; off unless
+// glibc's tunables turn it on) takes for an attack: such a process is refused with a message.
+inline void requireNoShadowStack()
 {
-    static bool const ok = [] {
+    static bool const active = [] {
         unsigned long features = 0;
         long const kArchShstkStatus = 0x5005; // arch_prctl(ARCH_SHSTK_STATUS), Linux 6.6+
-        return !(syscall(SYS_arch_prctl, kArchShstkStatus, &features) == 0 && (features & 1u) != 0);
+        return syscall(SYS_arch_prctl, kArchShstkStatus, &features) == 0 && (features & 1u) != 0;
     }();
-    return ok;
-}
-#else
-inline bool useStackSwitch()
-{
-    return false;
+    if (active)
+    {
+        std::fprintf(stderr, "cudasim: this process runs with a shadow stack; build the simulation with "
+                             "-DTRTNEG_CUDA_SIM_UCONTEXT\n");
+        std::abort();
+    }
 }
 #endif
+
+inline constexpr bool useStackSwitch()
+{
+#if defined(TRTNEG_CUDA_SIM_STACK_SWITCH)
+    return true;
+#else
+    return false;
+#endif
+}
 
 struct FiberContext
 {
@@ -290,38 +299,34 @@ struct FiberContext
 inline void contextInit(FiberContext& c, ucontext_t* uc, char* stack, size_t bytes, void (*entry)())
 {
 #if defined(TRTNEG_CUDA_SIM_STACK_SWITCH)
-    if (useStackSwitch())
+    requireNoShadowStack();
+    auto const top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
+    void** sp = reinterpret_cast<void**>(top);
+    *--sp = nullptr;                        // entry's return address: none (rsp % 16 == 8 on entry)
+    *--sp = reinterpret_cast<void*>(entry); // where the first switch's `ret` goes
+    for (int i = 0; i < 6; ++i)
     {
-        auto const top = (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15};
-        void** sp = reinterpret_cast<void**>(top);
-        *--sp = nullptr;                        // entry's return address: none (rsp % 16 == 8 on entry)
-        *--sp = reinterpret_cast<void*>(entry); // where the first switch's `ret` goes
-        for (int i = 0; i < 6; ++i)
-        {
-            *--sp = nullptr; // rbp, rbx, r12..r15
-        }
-        c.sp = sp;
-        return;
+        *--sp = nullptr; // rbp, rbx, r12..r15
     }
-#endif
+    c.sp = sp;
+    (void) uc;
+#else
     c.uc = uc;
     getcontext(c.uc);
     c.uc->uc_stack.ss_sp = stack;
     c.uc->uc_stack.ss_size = bytes;
     c.uc->uc_link = nullptr;
     makecontext(c.uc, entry, 0);
+#endif
 }
 
 inline void contextSwitch(FiberContext& save, FiberContext const& load)
 {
 #if defined(TRTNEG_CUDA_SIM_STACK_SWITCH)
-    if (useStackSwitch())
-    {
-        switchStacks(&save.sp, load.sp);
-        return;
-    }
-#endif
+    switchStacks(&save.sp, load.sp);
+#else
     swapcontext(save.uc, load.uc);
+#endif
 }
 
 struct Fiber

@@ -96,11 +96,11 @@ inline void installSegvHandler()
     (void) installed;
 }
 
-// One simulated device allocation: [guard page][poison ... data ... poison][guard pages].
-// Without a source the data starts as poison too (outputs never written stay NaN). The guard
-// after the data spans kTrailingGuardPages, so an access up to that far past the end is
-// blamed on this buffer, not on the buffer mapped after it.
-constexpr size_t kTrailingGuardPages = 16;
+// One simulated device allocation: [guard pages][poison ... data ... poison][guard pages].
+// Without a source the data starts as poison too (outputs never written stay NaN). The guards
+// span kGuardPages on each side, so an access up to that far outside is blamed on this
+// buffer, not on a neighbouring mapping (mmap places new mappings either side).
+constexpr size_t kGuardPages = 16;
 
 class DeviceBuffer
 {
@@ -112,21 +112,22 @@ public:
         size_t const page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
         size_t const span = ((bytes + misalign + 255) / 256) * 256;
         size_t const dataPages = (span + page - 1) / page;
-        mapBytes_ = (dataPages + 1 + kTrailingGuardPages) * page;
+        mapBytes_ = (dataPages + 2 * kGuardPages) * page;
         void* m = mmap(nullptr, mapBytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
         {
             throw std::bad_alloc();
         }
         map_ = static_cast<unsigned char*>(m);
-        mprotect(map_, page, PROT_NONE);
-        mprotect(map_ + (dataPages + 1) * page, kTrailingGuardPages * page, PROT_NONE);
+        size_t const guard = kGuardPages * page;
+        mprotect(map_, guard, PROT_NONE);
+        mprotect(map_ + guard + dataPages * page, guard, PROT_NONE);
         installSegvHandler();
         auto const base = reinterpret_cast<uintptr_t>(map_);
-        guardPages().push_back({base, base + page, "before the start of " + name_});
-        guardPages().push_back({base + (dataPages + 1) * page, base + mapBytes_, "past the end of " + name_});
-        lo_ = map_ + page;
-        hi_ = map_ + (dataPages + 1) * page;
+        guardPages().push_back({base, base + guard, "before the start of " + name_});
+        guardPages().push_back({base + guard + dataPages * page, base + mapBytes_, "past the end of " + name_});
+        lo_ = map_ + guard;
+        hi_ = map_ + guard + dataPages * page;
         std::memset(lo_, kPoison, hi_ - lo_);
         data_ = hi_ - span + misalign; // the span ends at the guard page
         if (src)
@@ -308,8 +309,9 @@ inline bool inAllocation(void const* p, size_t bytes)
     }
     --it;
     auto const begin = reinterpret_cast<uintptr_t>(it->first);
-    auto const at = reinterpret_cast<uintptr_t>(p);
-    return at + bytes <= begin + it->second->bytes();
+    auto const end = begin + it->second->bytes();
+    auto const at = reinterpret_cast<uintptr_t>(p); // >= begin (upper_bound)
+    return at <= end && bytes <= end - at;           // no overflow for a huge (negative) count
 }
 } // namespace cudasim
 
@@ -321,6 +323,10 @@ inline cudaError_t cudaMemcpy(void* dst, void const* src, size_t bytes, cudaMemc
     if (cudaError_t const e = cudasim::synchronize())
     {
         return e;
+    }
+    if (bytes == 0)
+    {
+        return cudaSuccess;
     }
     bool const deviceSrc = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
     bool const deviceDst = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
