@@ -35,15 +35,8 @@ int trtneg_gdn_forward_sim(void const* qkv, void const* a, void const* b, void c
 {
     using namespace trt_neg;
     using namespace trt_neg::gdn;
-    cudasim::Config& sim = cudasim::config();
-    sim.order = static_cast<cudasim::Order>(order);
-    sim.shuffleSeed = shuffleSeed;
-    sim.device.major = smMajor;
-    sim.device.minor = smMinor;
-    sim.device.maxSharedOptin = maxSharedOptin;
-    sim.device.funcMaxThreadsPerBlock = funcMaxThreads;
-    cudasim::lastError() = {};
-    cudasim::lastLaunch() = {};
+    cudasim::configure(static_cast<cudasim::Order>(order), shuffleSeed, smMajor, smMinor, maxSharedOptin);
+    cudasim::config().device.funcMaxThreadsPerBlock = funcMaxThreads;
     *launchedSharedBytes = -1;
     GdnParams p;
     if (char const* err = paramsFromArgs(qkv, a, b, z, aLog, dtBias, normWeight, statePool, slotMapping, requestTypes,
@@ -112,8 +105,7 @@ int trtneg_gdn_plugin_sim(int32_t numKHeads, int32_t numVHeads, int32_t headKDim
 {
     using namespace trt_neg;
     using namespace trt_neg::gdn;
-    cudasim::config() = {};
-    cudasim::lastError() = {};
+    cudasim::configure(cudasim::Order::kForward, 0, cudasim::Device{}.major); // the default H200
     try
     {
         GdnPluginConfig cfg;

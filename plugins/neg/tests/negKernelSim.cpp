@@ -30,10 +30,7 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
     int32_t order, uint32_t shuffleSeed, int32_t smMajor)
 {
     using namespace trt_neg;
-    cudasim::config().order = static_cast<cudasim::Order>(order);
-    cudasim::config().shuffleSeed = shuffleSeed;
-    cudasim::config().device.major = smMajor;
-    cudasim::lastError() = {};
+    cudasim::configure(static_cast<cudasim::Order>(order), shuffleSeed, smMajor);
     try
     {
         cudasim::Buffers dev;
@@ -119,8 +116,7 @@ int trtneg_neg_plugin_sim(int32_t hiddenSize, int32_t headHiddenSize, int32_t vo
     void const* positions, int32_t positionsType, float* guided, int32_t* token, float* entropy, int32_t* fired)
 {
     using namespace trt_neg;
-    cudasim::config() = {};
-    cudasim::lastError() = {};
+    cudasim::configure(cudasim::Order::kForward, 0, cudasim::Device{}.major); // the default H200
     try
     {
         NegPluginConfig cfg;

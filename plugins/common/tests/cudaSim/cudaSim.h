@@ -203,6 +203,24 @@ inline std::map<uintptr_t, int>& sharedOptins()
     return m;
 }
 
+// A fresh simulated device for the next launches (harnesses and simControl.h call this first):
+// the fibers' and blocks' order, the GPU's compute capability and opt-in shared memory; the
+// sticky error, the launch record and the kernels' shared-memory opt-ins cleared.
+inline void configure(Order order, uint32_t shuffleSeed, int smMajor, int smMinor = 0,
+    int maxSharedOptin = Device{}.maxSharedOptin)
+{
+    Config& c = config();
+    c = {};
+    c.order = order;
+    c.shuffleSeed = shuffleSeed;
+    c.device.major = smMajor;
+    c.device.minor = smMinor;
+    c.device.maxSharedOptin = maxSharedOptin;
+    lastError() = {};
+    lastLaunch() = {};
+    sharedOptins().clear();
+}
+
 template <typename F>
 uintptr_t kernelKey(F* kernel)
 {

@@ -8,21 +8,10 @@
 extern "C"
 {
 
-// A fresh simulated device for the next launches: `order` (cudasim::Order) and `shuffleSeed`
-// pick the fibers' and blocks' order; smMajor.smMinor and maxSharedOptin describe the GPU.
-// Clears the sticky error, the kernels' shared-memory opt-ins and the launch record.
+// cudasim::configure: a fresh simulated device for the next launches (`order`: cudasim::Order).
 void trtneg_sim_configure(int32_t order, uint32_t shuffleSeed, int32_t smMajor, int32_t smMinor, int32_t maxSharedOptin)
 {
-    cudasim::Config& sim = cudasim::config();
-    sim = {};
-    sim.order = static_cast<cudasim::Order>(order);
-    sim.shuffleSeed = shuffleSeed;
-    sim.device.major = smMajor;
-    sim.device.minor = smMinor;
-    sim.device.maxSharedOptin = maxSharedOptin;
-    cudasim::lastError() = {};
-    cudasim::lastLaunch() = {};
-    cudasim::sharedOptins().clear();
+    cudasim::configure(static_cast<cudasim::Order>(order), shuffleSeed, smMajor, smMinor, maxSharedOptin);
 }
 
 // What the simulation saw for the latest error (a fault's place and cause), "" if none: the
