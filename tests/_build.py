@@ -20,6 +20,11 @@ ARCHS = ("80", "89", "90")
 GENCODE = [f"-gencode=arch=compute_{sm},code=sm_{sm}" for sm in ARCHS]
 # With -Werror all-warnings, a register spill to local memory fails the compile test.
 NO_SPILLS = ["-Xptxas", "-warn-spills"]
+# The language standard torch.utils.cpp_extension builds extensions with (torch 2.13 and 2.14 pass
+# it to both g++ and nvcc; 2.14's headers refuse anything older). cuda_ext passes none of its own,
+# so the CPU builds of the bindings and of the kernels as torch compiles them use this one; the
+# host libraries and the plain nvcc compile test stay on C++17, so both standards are covered.
+TORCH_EXTENSION_STD = "-std=c++20"
 
 
 def cuda_include() -> Path | None:
@@ -78,7 +83,7 @@ def torch_binding_syntax(source: Path, scratch: Path) -> None:
     stand_in.parent.mkdir(parents=True, exist_ok=True)
     stand_in.write_text("#pragma once\n")
     includes = [scratch, *ext.include_paths(), cuda_include(), sysconfig.get_paths()["include"], PLUGINS]
-    run([GXX, "-std=c++17", "-fsyntax-only", "-DTORCH_EXTENSION_NAME=trt_neg_syntax_check",
+    run([GXX, TORCH_EXTENSION_STD, "-fsyntax-only", "-DTORCH_EXTENSION_NAME=trt_neg_syntax_check",
          *[a for inc in includes for a in ("-I", inc)], source])
 
 
@@ -92,5 +97,5 @@ def torch_extension_kernel(source: Path, scratch: Path) -> None:
     from trt_neg.kernels import cuda_ext
 
     ptx = [f"-gencode=arch=compute_{sm},code=compute_{sm}" for sm in ARCHS]
-    run([NVCC, *ext.COMMON_NVCC_FLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS, f"-I{PLUGINS}", "-Werror", "all-warnings", *ptx,
+    run([NVCC, *ext.COMMON_NVCC_FLAGS, TORCH_EXTENSION_STD, *cuda_ext.EXTRA_CUDA_CFLAGS, f"-I{PLUGINS}", "-Werror", "all-warnings", *ptx,
          "-c", source, "-o", scratch / (source.stem + ".o")])

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from _build import GXX, PLUGINS
+from _build import GXX, PLUGINS, TORCH_EXTENSION_STD
 from _cuda_sim import GDN_ARCHS, ORDERS, SIM, SIM_FLAGS, SimulatedKernelError, check_ubsan
 
 from trt_neg.kernels.build import HostLibrary
@@ -60,7 +60,7 @@ def _torch_flags(module: str) -> tuple[list[str], list[str]]:
     import torch.utils.cpp_extension as ext
 
     includes = [*ext.include_paths(), sysconfig.get_paths()["include"]]
-    flags = [f"-I{SIM / 'torch'}", *SIM_FLAGS, f"-DTORCH_EXTENSION_NAME={module}", "-DTORCH_API_INCLUDE_EXTENSION_H",
+    flags = [f"-I{SIM / 'torch'}", *SIM_FLAGS, TORCH_EXTENSION_STD, f"-DTORCH_EXTENSION_NAME={module}", "-DTORCH_API_INCLUDE_EXTENSION_H",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
              f"-DTRTNEG_TORCH_VERSION={torch.__version__}",  # in the cache key: a new torch rebuilds
              *[a for inc in includes for a in ("-isystem", inc)]]

@@ -4,7 +4,8 @@
 * g++ builds and runs plugins/neg/tests/negPluginCoreTest.cpp (fields, shapes, types,
   serialisation round trip) -- the plain-C++ core of the TensorRT adapter;
 * the torch extension binding is syntax-checked against the installed torch's headers, and
-  nvcc compiles the kernel with the flags torch's extension build adds;
+  nvcc compiles the kernel with the flags torch's extension build adds; where torch is a CUDA
+  build (no GPU needed), both extensions are built for real by ``trt_neg.kernels.cuda_ext``;
 * the TensorRT adapter itself is syntax-checked, and run against a mock of TensorRT's runtime
   (plugins/neg/tests/negPluginAdapterTest.cpp), only where TensorRT headers exist
   (``TRT_INCLUDE_DIR`` or the NGC default location); they are not on the CI machines.
@@ -80,6 +81,57 @@ def test_torch_binding_syntax(tmp_path):
 @pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
 def test_kernel_compiles_with_the_torch_extensions_nvcc_flags(tmp_path):
     torch_extension_kernel(NEG / "negKernel.cu", tmp_path)
+
+
+def test_cuda_ext_leaves_the_language_standard_to_torch():
+    # torch.utils.cpp_extension puts its own -std first; one of ours would come later and win,
+    # and torch 2.14's headers refuse C++17 (seen: the extension build failed with -std=c++17).
+    from trt_neg.kernels import cuda_ext
+
+    assert [f for f in (*cuda_ext.EXTRA_CFLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS) if f.startswith(("-std", "--std"))] == []
+
+
+def _cuda_torch_build_skip() -> str | None:
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    if torch.version.cuda is None:
+        return "needs a CUDA build of torch (no GPU needed); CI has the CPU wheel"
+    if CUDA_HOME is None or shutil.which("ninja") is None:
+        return "needs nvcc (CUDA_HOME) and ninja for torch.utils.cpp_extension"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cuda_torch_build_skip() is not None, reason=str(_cuda_torch_build_skip()))
+def test_torch_extensions_build_with_cuda_torch(tmp_path, monkeypatch):
+    """The GPU check's first step, without its GPU: cuda_ext builds both extensions with
+    torch.utils.cpp_extension (nvcc for sm_90, torch's flags, linked against torch's CUDA
+    libraries), they import, and their argument checks refuse host tensors."""
+    import torch
+
+    from trt_neg.kernels import cuda_ext
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    # The two questions _build asks of the GPU before it builds: an H200 answers these.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: (9, 0))
+    neg = cuda_ext._build("trt_neg_cuda_build_check", cuda_ext.NEG_SOURCES, verbose=False)
+    gdn = cuda_ext._build("trt_neg_gdn_cuda_build_check", cuda_ext.GDN_SOURCES, verbose=False)
+    assert {"neg_step"} <= set(dir(neg)) and {"gdn_forward", "chunk_size", "shared_bytes"} <= set(dir(gdn))
+
+    x = torch.zeros(2, 8)
+    with pytest.raises(RuntimeError, match="hidden: must be a CUDA tensor"):
+        neg.neg_step(hidden=x, logits=x, w1=x, b1=x[0], w2=x[0], b2=x[0, :1], tau=x[0, :1],
+                     seeds=torch.zeros(2, dtype=torch.int64), offsets=torch.zeros(2, dtype=torch.int64),
+                     entropy_in=None, activation=0, top_k=1, temperature=1.0, with_guided=False, splits=0,
+                     head_algo=0)
+    with pytest.raises(RuntimeError, match="qkv: must be a CUDA tensor"):
+        gdn.gdn_forward(qkv=x, a=x, b=x, z=None, a_log=x[0], dt_bias=x[0], norm_weight=None, state_pool=x,
+                        slot_mapping=None, last_token_ids=torch.ones(1, dtype=torch.int32), request_types=[0],
+                        num_k_heads=1, num_v_heads=1, head_k_dim=2, head_v_dim=2, norm_eps=1e-6,
+                        remove_padding=True, continue_context=False, algo=0)
 
 
 @pytest.mark.slow

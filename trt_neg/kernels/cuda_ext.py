@@ -25,8 +25,10 @@ _gdn_ext = None
 
 NEG_SOURCES = (PLUGINS_DIR / "neg" / "negTorch.cpp", PLUGINS_DIR / "neg" / "negKernel.cu")
 GDN_SOURCES = (PLUGINS_DIR / "gdn" / "gdnTorch.cpp", PLUGINS_DIR / "gdn" / "gdnKernel.cu")
-EXTRA_CFLAGS = ["-O3", "-std=c++17"]
-EXTRA_CUDA_CFLAGS = ["-O3", "-std=c++17"]
+# No -std here: torch.utils.cpp_extension passes the standard its own headers need (C++20 since
+# torch 2.14 refuses anything older), and a later -std of ours would override it.
+EXTRA_CFLAGS = ["-O3"]
+EXTRA_CUDA_CFLAGS = ["-O3"]
 
 
 def available() -> bool:
