@@ -102,8 +102,11 @@ def _cuda_torch_build_skip() -> str | None:
     return None
 
 
+_CUDA_TORCH_SKIP = _cuda_torch_build_skip()
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(_cuda_torch_build_skip() is not None, reason=str(_cuda_torch_build_skip()))
+@pytest.mark.skipif(_CUDA_TORCH_SKIP is not None, reason=str(_CUDA_TORCH_SKIP))
 def test_torch_extensions_build_with_cuda_torch(tmp_path, monkeypatch):
     """The GPU check's first step, without its GPU: cuda_ext builds both extensions with
     torch.utils.cpp_extension (nvcc for sm_90, torch's flags, linked against torch's CUDA

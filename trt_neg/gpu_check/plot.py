@@ -35,25 +35,20 @@ class Panel:
 
 # (key in a timing row, legend label, line style) per panel; a key missing or None in every
 # row draws no line (the measured floor without a machine section, fla where it is absent).
+# Every panel ends with the two bandwidth floors.
+_FLOORS = [("floor_measured", "floor at the measured copy bandwidth", ":"),
+           ("floor_4p8", "floor at 4.8 TB/s", "--")]
 _NEG_STEP = [("fused_gate5", "fused kernel (automatic plan)", "-"),
              ("fused1_gate5", "fused kernel, one block per row", "-"),
-             ("torch_gate5", "plain torch", "-"),
-             ("floor_measured", "floor at the measured copy bandwidth", ":"),
-             ("floor_4p8", "floor at 4.8 TB/s", "--")]
+             ("torch_gate5", "plain torch", "-"), *_FLOORS]
 _NEG_HEAD = [("kernel_head", "GEMV (default)", "-"),
              ("mma_head", "tensor-core tiles (opt-in)", "-"),
-             ("cublas_plus_tail", "cuBLAS GEMM + torch tail", "-"),
-             ("floor_measured", "floor at the measured copy bandwidth", ":"),
-             ("floor_4p8", "floor at 4.8 TB/s", "--")]
+             ("cublas_plus_tail", "cuBLAS GEMM + torch tail", "-"), *_FLOORS]
 _GDN_GENERATION = [("kernel_us", "kernel", "-"),
-                   ("torch_recurrent_fp32_us", "torch recurrence (fp32)", "-"),
-                   ("floor_measured", "floor at the measured copy bandwidth", ":"),
-                   ("floor_4p8", "floor at 4.8 TB/s", "--")]
+                   ("torch_recurrent_fp32_us", "torch recurrence (fp32)", "-"), *_FLOORS]
 _GDN_CONTEXT = [("kernel_us", "kernel", "-"),
                 ("torch_chunk_fp32_us", "torch chunked (fp32)", "-"),
-                ("fla_us", "flash-linear-attention", "-"),
-                ("floor_measured", "floor at the measured copy bandwidth", ":"),
-                ("floor_4p8", "floor at 4.8 TB/s", "--")]
+                ("fla_us", "flash-linear-attention", "-"), *_FLOORS]
 
 
 def _number(v) -> bool:
