@@ -64,3 +64,59 @@ def test_shared_memory_starts_poisoned_in_every_loaded_simulation(tmp_path):
              f"-I{PLUGINS / 'common'}", "-Wall", "-Werror", "-Wno-unknown-pragmas", cpp, "-o", so])
         libs.append(getattr(ctypes.CDLL(str(so)), name))
     assert [f() for f in (*libs, *libs[::-1])] == [-1, -1, -1, -1]
+
+
+# A SIGSEGV that is not a simulated kernel's guard-page fault, with a handler installed before
+# the simulation's: one with SA_RESETHAND, which runs once and then leaves the default action.
+_FOREIGN_SEGV = r"""
+#include <cuda_runtime_api.h>
+#include <cudaLaunch.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+static void previous(int)
+{
+    char const m[] = "previous handler ran\n";
+    (void) !write(1, m, sizeof m - 1);
+}
+int main(int argc, char**)
+{
+    struct sigaction a{};
+    a.sa_handler = previous;
+    a.sa_flags = SA_RESETHAND;
+    sigemptyset(&a.sa_mask);
+    sigaction(SIGSEGV, &a, nullptr);
+    void* d = nullptr;
+    if (cudaMalloc(&d, 64) != cudaSuccess) // a guarded buffer: installs the simulation's handler
+        return 3;
+    if (argc > 1)
+    {
+        raise(SIGSEGV); // sent, not caused: nothing to re-run
+        return 0;
+    }
+    auto* page = static_cast<volatile int*>(mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    *page = 1; // protected, but no guard page of the simulation's
+    return 4;
+}
+"""
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ missing")
+def test_a_foreign_segfault_goes_to_the_previous_handler_as_it_asked(tmp_path):
+    """The simulation's SIGSEGV handler passes any fault that is not a kernel's guard-page access
+    to the handler installed before it, with that handler's own flags: SA_RESETHAND's handler runs
+    once, and the access that faulted then ends the process by the default action (chaining by a
+    direct call ran it again on every retry of the access, for ever). A sent SIGSEGV reaches it too."""
+    import signal
+    import subprocess
+
+    src = tmp_path / "foreign_segv.cpp"
+    src.write_text(_FOREIGN_SEGV)
+    exe = tmp_path / "foreign_segv"
+    run([GXX, "-std=c++17", "-O1", "-pthread", "-DTRTNEG_CUDA_SIM", f"-I{SIM}", f"-I{PLUGINS / 'common'}", "-Wall",
+         "-Wextra", "-Werror", "-Wno-unknown-pragmas", src, "-o", exe])
+    caused = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+    assert caused.returncode == -signal.SIGSEGV, (caused.returncode, caused.stdout[:200], caused.stderr[-500:])
+    assert caused.stdout == "previous handler ran\n"
+    sent = subprocess.run([exe, "sent"], capture_output=True, text=True, timeout=60)
+    assert (sent.returncode, sent.stdout) == (0, "previous handler ran\n"), sent.stderr[-500:]

@@ -179,7 +179,9 @@ def test_stop_strings_truncate_text_and_never_stream_past_them(tiny_checkpoint):
     prompt = tok.encode("Numbers: 1 2", add_special_tokens=False)
     full = ScriptedBackend.expected(prompt, 20, vocab_size=vocab)
     text = tok.decode(full, skip_special_tokens=True)
-    stop = next(text[i:i + 2] for i in range(3, len(text) - 1) if "\ufffd" not in text[:i + 2] and text[i:i + 2].strip())
+    stop = next((text[i:i + 2] for i in range(3, len(text) - 1)
+                 if "\ufffd" not in text[:i + 2] and text[i:i + 2].strip()), None)
+    assert stop is not None, f"the scripted tokens decode to {text!r}: no two-character stop string after 3 chars"
     engine, _ = make(vocab_size=vocab, tokenizer=tok)
     streamed = []
     h = engine.submit(Request(prompt, max_new_tokens=20, stop=[stop]), on_output=streamed.append)

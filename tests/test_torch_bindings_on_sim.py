@@ -284,24 +284,56 @@ def test_gdn_binding_refuses_bad_arguments(gdn_ext, change, message):
         gdn_ext.gdn_forward(**{**_gdn_args(), **change})
 
 
-def test_gdn_slot_past_the_pool_is_skipped_not_written(gdn_ext):
+def _host_gdn(args, rows, last_token_ids, request_types, slot_mapping, pool):
+    hk, hv, dk, dv = GDN_CFG
+    return gdn_host.gated_delta_rule(
+        args["qkv"][rows], args["a"][rows], args["b"][rows], args["a_log"], args["dt_bias"], pool, num_k_heads=hk,
+        num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=last_token_ids, request_types=request_types,
+        slot_mapping=slot_mapping, z=args["z"][rows], norm_weight=args["norm_weight"])
+
+
+@pytest.mark.parametrize("bad_first", [True, False], ids=["bad-slot-first", "bad-slot-last"])
+def test_gdn_slot_past_the_pool_is_skipped_with_zero_rows(gdn_ext, bad_first):
     """A slot mapping lives on the device, so neither binding nor launcher can check it; the
     kernel skips a sequence whose slot is outside the pool (the binding passes the pool's slot
-    count) and writes nothing past the pool, while the other sequences run as usual."""
+    count) as a padding slot: its output rows are zeros (not what the buffer held: torch.empty
+    gives NaN here), nothing past the pool is read or written, and the other sequence runs as
+    usual. When the skipped sequence is the last one, the packed rows after it are zeros too."""
     args = _gdn_args()
     backing = torch.full((4, *args["state_pool"].shape[1:]), 7.0)
     pool = backing[:3]  # slot 3 would be backing[3]
-    args.update(state_pool=pool, slot_mapping=torch.tensor([3, 1], dtype=torch.int32))
+    # rows [0, 2) are the first sequence, [2, 6) the second; row 6 belongs to no sequence
+    args.update(state_pool=pool, last_token_ids=torch.tensor([2, 6], dtype=torch.int32),
+                slot_mapping=torch.tensor([3, 1] if bad_first else [1, -1], dtype=torch.int32))
     y = gdn_ext.gdn_forward(**args)
-    assert torch.equal(backing[3], torch.full_like(backing[3], 7.0)) and torch.equal(backing[0], backing[3])
+    assert torch.equal(backing[3], torch.full_like(backing[3], 7.0))
+    assert torch.equal(backing[0], backing[3]) and torch.equal(backing[2], backing[3])
+    good_rows, skipped_rows = (slice(2, 6), slice(0, 2)) if bad_first else (slice(0, 2), slice(2, 7))
     want_pool = torch.zeros(3, *pool.shape[1:])
-    hk, hv, dk, dv = GDN_CFG
-    want = gdn_host.gated_delta_rule(
-        args["qkv"][2:], args["a"][2:], args["b"][2:], args["a_log"], args["dt_bias"], want_pool, num_k_heads=hk,
-        num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=[5], request_types=[CTX], slot_mapping=[1],
-        z=args["z"][2:], norm_weight=args["norm_weight"])
-    torch.testing.assert_close(y[2:], want, rtol=1e-4, atol=1e-5)
+    want = _host_gdn(args, good_rows, [good_rows.stop - good_rows.start], [CTX], [1], want_pool)
+    torch.testing.assert_close(y[good_rows], want, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(pool[1], want_pool[1], rtol=1e-4, atol=1e-5)
+    assert torch.equal(y[skipped_rows], torch.zeros_like(y[skipped_rows]))
+    if bad_first:
+        assert torch.equal(y[6:], torch.zeros_like(y[6:]))
+
+
+def test_gdn_slot_past_the_pool_padded_layout_gives_zero_rows(gdn_ext):
+    """The padded layout [B, L, C]: a skipped sequence's L rows are all zeros, the other
+    sequence's rows past its length are zeros as before, and its first rows match the host."""
+    args = _gdn_args()
+    qkv, a, b, z = args["qkv"], args["a"], args["b"], args["z"]
+    pad = lambda t: torch.stack([t[:4], torch.cat([t[4:7], torch.zeros_like(t[:1])])])  # noqa: E731
+    args.update(qkv=pad(qkv), a=pad(a), b=pad(b), z=pad(z), remove_padding=False,
+                last_token_ids=torch.tensor([4, 3], dtype=torch.int32),
+                slot_mapping=torch.tensor([5, 0], dtype=torch.int32))
+    y = gdn_ext.gdn_forward(**args)
+    assert torch.equal(y[0], torch.zeros_like(y[0])) and torch.equal(y[1, 3:], torch.zeros_like(y[1, 3:]))
+    host_args = {**_gdn_args(), "qkv": qkv, "a": a, "b": b, "z": z}
+    want_pool = torch.zeros(3, *args["state_pool"].shape[1:])
+    want = _host_gdn(host_args, slice(4, 7), [3], [CTX], [0], want_pool)
+    torch.testing.assert_close(y[1, :3], want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(args["state_pool"][0], want_pool[0], rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- stand-ins

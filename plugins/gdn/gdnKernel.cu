@@ -334,31 +334,40 @@ __global__ void gdnKernel(GdnParams const p, ContextAlgo const algo, int const c
     hv.hk = hv.h / (s.numVHeads / s.numKHeads);
     tokenRange(p, seq, hv.begin, hv.len);
     int64_t const slot = p.slotMapping ? p.slotMapping[seq] : seq;
-    // Invalid slot or token range: nothing safe to touch (the host library reports these).
-    if (slot < 0 || (p.numSlots > 0 && slot >= p.numSlots) || hv.begin < 0 || hv.begin + hv.len > p.numTokens)
+    // A bad token range (last_token_ids) leaves no row safe to touch. A slot outside the pool
+    // (the host library reports both) is skipped like a padding slot: zero output rows and no
+    // state read or written, so the caller never sees what the buffer held. Both conditions
+    // are the same for every thread of the block, so the barriers below stay uniform.
+    if (hv.begin < 0 || hv.begin + hv.len > p.numTokens)
     {
         return;
     }
+    bool const slotInPool = slot >= 0 && (p.numSlots <= 0 || slot < p.numSlots);
+    float* gS = slotInPool ? p.statePool + (slot * s.numVHeads + hv.h) * tile : nullptr;
+    if (slotInPool)
+    {
+        bool const fresh = isContext(p.contextMask, seq) && !p.continueContext;
+        for (int64_t idx = threadIdx.x; idx < tile; idx += blockDim.x)
+        {
+            S[idx] = fresh ? 0.0f : gS[idx];
+        }
+        // Either path's first barrier publishes the state tile before any column reads it.
+        if (kChunkCapable && useChunked(algo, hv.len, chunk))
+        {
+            chunkedSegment<kDT>(p, hv, chunkLayout(s, chunk), S, scratch);
+        }
+        else
+        {
+            scanSegment<kDT>(p, hv, S, scratch);
+        }
+    }
 
-    float* gS = p.statePool + (slot * s.numVHeads + hv.h) * tile;
-    bool const fresh = isContext(p.contextMask, seq) && !p.continueContext;
-    for (int64_t idx = threadIdx.x; idx < tile; idx += blockDim.x)
-    {
-        S[idx] = fresh ? 0.0f : gS[idx];
-    }
-    // Either path's first barrier publishes the state tile before any column reads it.
-    if (kChunkCapable && useChunked(algo, hv.len, chunk))
-    {
-        chunkedSegment<kDT>(p, hv, chunkLayout(s, chunk), S, scratch);
-    }
-    else
-    {
-        scanSegment<kDT>(p, hv, S, scratch);
-    }
-
+    // Rows this block writes as zeros (its head's columns): the padded layout's padding
+    // (t >= len), and the sequence's own rows when its slot was skipped.
+    int64_t const zeroFrom = slotInPool ? hv.len : 0;
     if (!p.removePadding && threadIdx.x < dv)
     {
-        for (int64_t t = hv.len; t < p.maxSeqLen; ++t)
+        for (int64_t t = zeroFrom; t < p.maxSeqLen; ++t)
         {
             int64_t const outOff = (hv.begin + t) * s.valueDim() + static_cast<int64_t>(hv.h) * dv + threadIdx.x;
             storeFromFloat(p.out, outOff, kDT, 0.0f);
@@ -366,18 +375,22 @@ __global__ void gdnKernel(GdnParams const p, ContextAlgo const algo, int const c
     }
     // Packed rows past the last sequence belong to no sequence: its blocks zero them (each
     // head its own columns), as the padded layout's padding above.
-    if (p.removePadding && seq == p.batch - 1 && threadIdx.x < dv)
+    if (p.removePadding && threadIdx.x < dv)
     {
-        for (int64_t row = hv.begin + hv.len; row < p.numTokens; ++row)
+        int64_t const end = seq == p.batch - 1 ? p.numTokens : hv.begin + hv.len;
+        for (int64_t row = hv.begin + zeroFrom; row < end; ++row)
         {
             int64_t const outOff = row * s.valueDim() + static_cast<int64_t>(hv.h) * dv + threadIdx.x;
             storeFromFloat(p.out, outOff, kDT, 0.0f);
         }
     }
-    __syncthreads();
-    for (int64_t idx = threadIdx.x; idx < tile; idx += blockDim.x)
+    if (slotInPool)
     {
-        gS[idx] = S[idx];
+        __syncthreads();
+        for (int64_t idx = threadIdx.x; idx < tile; idx += blockDim.x)
+        {
+            gS[idx] = S[idx];
+        }
     }
 }
 

@@ -17,8 +17,10 @@
 //   out            [T, Hv*dv]             y (gated-normed when z != null, raw o otherwise)
 // Token layout: packed (`removePadding`, T = total tokens; rows past last[B-1] are written
 // as zeros) or padded ([B, maxSeqLen, C]; positions past a sequence's length are written as
-// zeros). The host library rejects lengths outside these ranges; the kernel cannot report
-// them and clamps (tokenRange) or skips the sequence.
+// zeros). The host library rejects lengths and slots outside these ranges; the kernel
+// cannot report them: it clamps lengths (tokenRange), skips a sequence whose range leaves
+// the rows, and treats a slot outside [0, numSlots) as padding (zero output rows, no state
+// touched).
 //
 // Request types come from the host (TensorRT-LLM's host_request_types, 0 = context,
 // 1 = generation) and travel to the kernel *by value* as a bitmask (`contextMask`), so

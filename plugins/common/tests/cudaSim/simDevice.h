@@ -38,7 +38,8 @@ inline std::vector<GuardPage>& guardPages()
 
 // SIGSEGV inside a simulated kernel at a guard page: a kernel fault (the launch fails with
 // the buffer's name), not the end of the process. Any other SIGSEGV goes to the handler that
-// was installed before (pytest's faulthandler, say), or to the default action.
+// was installed before (pytest's faulthandler, say), as that handler asked to be run, or to
+// the default action.
 inline struct sigaction& previousSegvAction()
 {
     static struct sigaction previous;
@@ -67,18 +68,16 @@ inline void onSegv(int sig, siginfo_t* info, void* context)
 #endif
         abandonFiber(std::string("invalid ") + access + ": " + access + " " + hit->where);
     }
-    struct sigaction const& previous = previousSegvAction();
-    if ((previous.sa_flags & SA_SIGINFO) && previous.sa_sigaction)
+    (void) sig;
+    (void) context;
+    // Not ours: put back the handler installed before, with its own flags and mask, and let
+    // the access fault again under it (or the default action). A SIGSEGV that was sent, not
+    // caused by an access, would not recur, so it is sent again.
+    sigaction(SIGSEGV, &previousSegvAction(), nullptr);
+    if (info->si_code <= 0)
     {
-        previous.sa_sigaction(sig, info, context);
-        return;
+        raise(SIGSEGV);
     }
-    if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN && previous.sa_handler)
-    {
-        previous.sa_handler(sig);
-        return;
-    }
-    signal(SIGSEGV, SIG_DFL); // returning re-runs the access, which now ends the process
 }
 
 // SA_ONSTACK: a stack overflow elsewhere still reaches faulthandler's handler on its own
