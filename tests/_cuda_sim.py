@@ -27,8 +27,14 @@ from trt_neg.neg import ACTIVATION_CODES, NegStepOutput, canonical_activation
 SIM = PLUGINS / "common" / "tests" / "cudaSim"
 ORDERS = {"forward": 0, "reverse": 1, "shuffled": 2}
 HEAD_ALGOS = {"gemv": 0, "mma": 1}
+# The simulation modules loaded in one process share cudaSim's function-local statics (GNU
+# unique symbols: lastError()'s std::string, the allocation map, ...), so all of them use one
+# C++ library ABI: torch's, which the torch-extension simulations must use. torch 2.6's wheels
+# still use the pre-C++11 ABI; built with the default one, the first-loaded module's
+# std::string was freed by an extension with the other layout ("free(): invalid pointer").
+CXX11_ABI = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
 SIM_FLAGS = ["-O2", "-pthread", f"-I{SIM}", "-DTRTNEG_CUDA_SIM", "-Wall", "-Wno-unknown-pragmas", "-Wno-sign-compare",
-             "-Werror", "-fsanitize=alignment,bounds"]
+             "-Werror", "-fsanitize=alignment,bounds", CXX11_ABI]
 
 # Before any simulation library (and with it libubsan) is loaded: UBSan reads its options once.
 _UBSAN_LOG = Path(tempfile.mkdtemp(prefix="trtneg_ubsan_")) / "ubsan"

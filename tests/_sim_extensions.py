@@ -61,7 +61,6 @@ def _torch_flags(module: str) -> tuple[list[str], list[str]]:
 
     includes = [*ext.include_paths(), sysconfig.get_paths()["include"]]
     flags = [f"-I{SIM / 'torch'}", *SIM_FLAGS, TORCH_EXTENSION_STD, f"-DTORCH_EXTENSION_NAME={module}", "-DTORCH_API_INCLUDE_EXTENSION_H",
-             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
              f"-DTRTNEG_TORCH_VERSION={torch.__version__}",  # in the cache key: a new torch rebuilds
              *[a for inc in includes for a in ("-isystem", inc)]]
     libs = [f"-L{p}" for p in ext.library_paths()] + ["-lc10", "-ltorch", "-ltorch_cpu", "-ltorch_python"]

@@ -9,7 +9,9 @@ semantics (shuffle widths, WMMA layouts, cub's num_valid).  The kernels' own tes
 tests/test_neg_kernel_sim.py and tests/test_gdn_kernel_sim.py."""
 
 import pytest
+import torch
 from _build import GXX, PLUGINS, run
+from _cuda_sim import CXX11_ABI
 
 SIM = PLUGINS / "common" / "tests" / "cudaSim"
 
@@ -61,9 +63,23 @@ def test_shared_memory_starts_poisoned_in_every_loaded_simulation(tmp_path):
         cpp, so = tmp_path / f"{name}.cpp", tmp_path / f"lib{name}.so"
         cpp.write_text(_UNINIT_SHARED.replace("NAME", name))
         run([GXX, "-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-DTRTNEG_CUDA_SIM", f"-I{SIM}",
-             f"-I{PLUGINS / 'common'}", "-Wall", "-Werror", "-Wno-unknown-pragmas", cpp, "-o", so])
+             f"-I{PLUGINS / 'common'}", "-Wall", "-Werror", "-Wno-unknown-pragmas", CXX11_ABI, cpp, "-o", so])
         libs.append(getattr(ctypes.CDLL(str(so)), name))
     assert [f() for f in (*libs, *libs[::-1])] == [-1, -1, -1, -1]
+
+
+def test_every_simulation_module_loaded_in_the_test_process_uses_torchs_cxx_abi():
+    """The simulation modules that pytest loads share cudaSim's function-local statics (GNU
+    unique symbols), std::string and std::map among them, so they must agree on the C++ library
+    ABI, and the torch-extension simulations must use torch's (torch 2.6: the pre-C++11 one).
+    A mix crashed the suite with "free(): invalid pointer" under torch 2.6."""
+    from _cuda_sim import GDN_SIM, NEG_SIM
+    from _sim_extensions import _torch_flags
+
+    assert CXX11_ABI == f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+    flag_sets = {"neg_sim": NEG_SIM.flags, "gdn_sim": GDN_SIM.flags, "torch extension": _torch_flags("m")[0]}
+    abis = {name: [f for f in flags if f.startswith("-D_GLIBCXX_USE_CXX11_ABI")] for name, flags in flag_sets.items()}
+    assert abis == {name: [CXX11_ABI] for name in flag_sets}
 
 
 # A SIGSEGV that is not a simulated kernel's guard-page fault, with a handler installed before

@@ -14,6 +14,7 @@
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from _build import (ARCHS, GENCODE, GXX, NO_SPILLS, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
@@ -91,14 +92,98 @@ def test_cuda_ext_leaves_the_language_standard_to_torch():
     assert [f for f in (*cuda_ext.EXTRA_CFLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS) if f.startswith(("-std", "--std"))] == []
 
 
+def _toolkit(root: Path) -> Path:
+    (root / "include").mkdir(parents=True)
+    (root / "include" / "cuda_runtime_api.h").write_text("")
+    return root
+
+
+def _fake_nvcc_on_path(tmp_path, monkeypatch, top: Path) -> None:
+    """An ``nvcc`` wrapper script on PATH whose --dryrun names ``top`` as its toolkit, on
+    stderr, as nvcc does (``#$ TOP=<toolkit>/bin/..``)."""
+    bin_dir = tmp_path / "wrappers" / "bin"
+    bin_dir.mkdir(parents=True)
+    nvcc = bin_dir / "nvcc"
+    nvcc.write_text(f"#!/bin/sh\necho '#$ _HERE_={top}/bin' >&2\necho '#$ TOP={top}/bin/..' >&2\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.fixture
+def no_toolkit_env(monkeypatch, tmp_path):
+    from trt_neg.kernels import cuda_ext
+
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(cuda_ext, "DEFAULT_TOOLKIT", str(tmp_path / "no-default-toolkit"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    return cuda_ext
+
+
+def test_cuda_toolkit_takes_torchs_guess_when_it_holds_the_headers(no_toolkit_env, tmp_path):
+    home = _toolkit(tmp_path / "cuda-13.0")
+    assert no_toolkit_env.cuda_toolkit(str(home)) == str(home)
+
+
+def test_cuda_toolkit_behind_an_nvcc_wrapper_is_the_one_nvcc_reports(no_toolkit_env, tmp_path, monkeypatch):
+    """torch guesses CUDA_HOME as <dir>/bin/nvcc's <dir>: /usr/local for a wrapper script at
+    /usr/local/bin/nvcc (as on this project's machines), where no CUDA header is; the build then
+    failed in ninja ("cuda_runtime_api.h: No such file or directory", seen with torch 2.6/2.7 CUDA
+    wheels). nvcc's own --dryrun names the real toolkit."""
+    home = _toolkit(tmp_path / "cuda-13.0")
+    _fake_nvcc_on_path(tmp_path, monkeypatch, home)
+    torch_guess = str(tmp_path / "wrappers")
+    assert Path(no_toolkit_env.cuda_toolkit(torch_guess)) == home
+
+
+def test_cuda_toolkit_falls_back_to_the_default_folder(no_toolkit_env, tmp_path, monkeypatch):
+    default = _toolkit(tmp_path / "usr-local-cuda")
+    monkeypatch.setattr(no_toolkit_env, "DEFAULT_TOOLKIT", str(default))
+    assert no_toolkit_env.cuda_toolkit(None) == str(default)
+
+
+def test_cuda_toolkit_error_names_every_folder_tried(no_toolkit_env, tmp_path, monkeypatch):
+    _fake_nvcc_on_path(tmp_path, monkeypatch, tmp_path / "headerless")
+    with pytest.raises(RuntimeError) as e:
+        no_toolkit_env.cuda_toolkit("/usr/local")
+    msg = str(e.value)
+    assert msg.startswith("no CUDA toolkit found to build the extensions with: no include/cuda_runtime_api.h in "
+                          "/usr/local (torch's guess); no include/cuda_runtime_api.h in ")
+    assert f"{tmp_path / 'headerless'} (the toolkit of nvcc on PATH ({tmp_path / 'wrappers' / 'bin' / 'nvcc'}))" in msg
+    assert f"{tmp_path / 'no-default-toolkit'} (the default)" in msg and msg.endswith("or set $CUDA_HOME to it")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(RuntimeError, match=re.escape(
+            "no CUDA toolkit found to build the extensions with: no nvcc on PATH; no include/cuda_runtime_api.h "
+            f"in {tmp_path / 'no-default-toolkit'} (the default). Install")):
+        no_toolkit_env.cuda_toolkit(None)
+
+
+@pytest.mark.parametrize("var", ["CUDA_HOME", "CUDA_PATH"])
+def test_cuda_toolkit_explicit_setting_is_checked_not_overruled(no_toolkit_env, tmp_path, monkeypatch, var):
+    good = _toolkit(tmp_path / "cuda")
+    monkeypatch.setenv(var, str(good))
+    assert no_toolkit_env.cuda_toolkit("/somewhere/else") == str(good)
+    monkeypatch.setenv(var, str(tmp_path))
+    with pytest.raises(RuntimeError, match=re.escape(f"${var}={tmp_path}: no CUDA toolkit there "
+                                                     "(include/cuda_runtime_api.h is missing)")):
+        no_toolkit_env.cuda_toolkit(str(good))
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not installed")
+def test_the_real_nvcc_reports_its_toolkit():
+    from trt_neg.kernels import cuda_ext
+
+    top = cuda_ext._nvcc_top(NVCC)
+    assert top is not None and (Path(top) / "include" / "cuda_runtime_api.h").is_file(), top
+
+
 def _cuda_torch_build_skip() -> str | None:
     import torch
-    from torch.utils.cpp_extension import CUDA_HOME
 
     if torch.version.cuda is None:
         return "needs a CUDA build of torch (no GPU needed); CI has the CPU wheel"
-    if CUDA_HOME is None or shutil.which("ninja") is None:
-        return "needs nvcc (CUDA_HOME) and ninja for torch.utils.cpp_extension"
+    if shutil.which("nvcc") is None or shutil.which("ninja") is None:
+        return "needs nvcc and ninja on PATH for torch.utils.cpp_extension"
     return None
 
 
@@ -115,6 +200,9 @@ def test_torch_extensions_build_with_cuda_torch(tmp_path, monkeypatch):
 
     from trt_neg.kernels import cuda_ext
 
+    from torch.utils import cpp_extension
+
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", cpp_extension.CUDA_HOME)  # _build sets it: restored after
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
     # The two questions _build asks of the GPU before it builds: an H200 answers these.

@@ -12,6 +12,7 @@ import subprocess
 
 import torch
 
+from ..kernels import cuda_ext
 from . import common
 from .report import PASS
 
@@ -46,6 +47,12 @@ def _versions() -> dict:
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
     m = re.search(r"release ([0-9.]+)", _cmd([nvcc, "--version"])) if nvcc else None
     out["nvcc"] = m.group(1) if m else None
+    try:  # the toolkit the extensions build with (torch's guess, checked: kernels/cuda_ext.py)
+        from torch.utils.cpp_extension import CUDA_HOME
+
+        out["cuda_toolkit"] = cuda_ext.cuda_toolkit(CUDA_HOME)
+    except RuntimeError as e:
+        out["cuda_toolkit"] = f"none: {e}"
     try:
         import importlib.util
 
@@ -81,7 +88,7 @@ def run(ctx) -> str:
     ctx.log(f"GPU      {d['gpu']} (sm_{props.major}{props.minor}, {d['sms']} SMs, "
             f"L2 {d['l2_bytes'] / 2**20:.0f} MiB), {d['gpu_count']} visible")
     ctx.log(f"memory   {total / 2**30:.1f} GiB total, {free / 2**30:.1f} GiB free")
-    ctx.log(f"driver   {driver} (CUDA driver API {d['driver_cuda']}); nvcc {v['nvcc']}")
+    ctx.log(f"driver   {driver} (CUDA driver API {d['driver_cuda']}); nvcc {v['nvcc']} (toolkit {v['cuda_toolkit']})")
     ctx.log(f"software python {v['python']}, torch {v['torch']} (CUDA {v['torch_cuda']}), triton {v['triton']}, "
             f"transformers {v['transformers']}, cupy {v['cupy']}, fla importable: {v['fla']}")
     bw, us = copy_bandwidth(reps=5 if ctx.quick else 10)

@@ -10,6 +10,9 @@ anything and never needs CUDA.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -36,16 +39,57 @@ def available() -> bool:
 
 
 _MATH_HEADERS = ("cublas_v2.h", "cublasLt.h", "cusparse.h", "cusolverDn.h")
+_RUNTIME_HEADER = Path("include") / "cuda_runtime_api.h"
+DEFAULT_TOOLKIT = "/usr/local/cuda"
 
 
-def _math_library_includes() -> list[str]:
+def _nvcc_top(nvcc: str) -> Optional[str]:
+    """The toolkit folder ``nvcc`` belongs to, as nvcc itself reports it (``--dryrun`` prints
+    ``#$ TOP=<toolkit>/bin/..``): right also when ``nvcc`` is a wrapper script or a link."""
+    try:
+        r = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                           capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"^#\$ TOP=(.+)$", r.stdout + r.stderr, re.MULTILINE)
+    return os.path.normpath(m.group(1).strip()) if m else None
+
+
+def cuda_toolkit(torch_choice: Optional[str]) -> str:
+    """The CUDA toolkit the extensions build with: one whose ``include/cuda_runtime_api.h``
+    exists.  ``torch_choice`` is torch.utils.cpp_extension's CUDA_HOME.  An explicit
+    ``$CUDA_HOME`` / ``$CUDA_PATH`` must hold the headers (a wrong setting is an error, not
+    overruled).  Otherwise torch guessed, from ``nvcc`` on PATH as ``<dir>/bin/nvcc``: a
+    wrapper script at /usr/local/bin/nvcc makes that /usr/local, where no CUDA header is, and
+    the build would fail deep inside ninja.  Then the toolkit nvcc reports (``nvcc --dryrun``)
+    is taken, else DEFAULT_TOOLKIT; if none holds the headers, the error names each one tried."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            home = os.environ[var]
+            if not (Path(home) / _RUNTIME_HEADER).is_file():
+                raise RuntimeError(f"${var}={home}: no CUDA toolkit there ({_RUNTIME_HEADER} is missing); "
+                                   "set it to the toolkit's folder (the one holding bin/nvcc and include/)")
+            return home
+    nvcc = shutil.which("nvcc")
+    candidates = [(torch_choice, "torch's guess"),
+                  (_nvcc_top(nvcc) if nvcc else None, f"the toolkit of nvcc on PATH ({nvcc})"),
+                  (DEFAULT_TOOLKIT, "the default")]
+    problems = [] if nvcc else ["no nvcc on PATH"]
+    for home, why in candidates:
+        if home and (Path(home) / _RUNTIME_HEADER).is_file():
+            return home
+        if home:
+            problems.append(f"no {_RUNTIME_HEADER} in {home} ({why})")
+    raise RuntimeError("no CUDA toolkit found to build the extensions with: " + "; ".join(problems)
+                       + ". Install the CUDA toolkit (nvcc and headers) or set $CUDA_HOME to it")
+
+
+def _math_library_includes(cuda_home: Optional[str]) -> list[str]:
     """Header folders of NVIDIA's pip packages (nvidia-cublas, nvidia-cusparse, ...), only when
     the CUDA toolkit that nvcc belongs to lacks the cuBLAS/cuSPARSE/cuSOLVER headers that
     torch's ATen/cuda/CUDAContext.h includes (a bare nvcc install next to a pip-installed
     CUDA torch).  Empty when the toolkit has them."""
-    from torch.utils.cpp_extension import CUDA_HOME
-
-    if CUDA_HOME and all((Path(CUDA_HOME) / "include" / h).exists() for h in _MATH_HEADERS):
+    if cuda_home and all((Path(cuda_home) / "include" / h).exists() for h in _MATH_HEADERS):
         return []
     found: list[str] = []
     for base in sys.path:
@@ -61,13 +105,17 @@ def _math_library_includes() -> list[str]:
 def _build(name: str, sources, verbose: bool):
     if not torch.cuda.is_available():
         raise RuntimeError(f"{name}: needs a CUDA build of torch and a visible GPU")
-    from torch.utils.cpp_extension import load as _load
+    from torch.utils import cpp_extension
 
+    home = cuda_toolkit(cpp_extension.CUDA_HOME)
+    # torch reads this module global whenever it needs the toolkit (nvcc, include/), and set
+    # it once, at import, from its guess.
+    cpp_extension.CUDA_HOME = home
     major, minor = torch.cuda.get_device_capability()
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", f"{major}.{minor}")
-    return _load(name=name, sources=[str(s) for s in sources], extra_cflags=EXTRA_CFLAGS,
-                 extra_cuda_cflags=EXTRA_CUDA_CFLAGS,
-                 extra_include_paths=[str(PLUGINS_DIR)] + _math_library_includes(), verbose=verbose)
+    return cpp_extension.load(name=name, sources=[str(s) for s in sources], extra_cflags=EXTRA_CFLAGS,
+                              extra_cuda_cflags=EXTRA_CUDA_CFLAGS,
+                              extra_include_paths=[str(PLUGINS_DIR)] + _math_library_includes(home), verbose=verbose)
 
 
 def load(verbose: bool = False):
