@@ -14,6 +14,7 @@
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -182,8 +183,13 @@ def _cuda_torch_build_skip() -> str | None:
 
     if torch.version.cuda is None:
         return "needs a CUDA build of torch (no GPU needed); CI has the CPU wheel"
-    if shutil.which("nvcc") is None or shutil.which("ninja") is None:
+    nvcc = shutil.which("nvcc")
+    if nvcc is None or shutil.which("ninja") is None:
         return "needs nvcc and ninja on PATH for torch.utils.cpp_extension"
+    release = re.search(r"release (\d+)\.", subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout)
+    if release is None or release.group(1) != torch.version.cuda.split(".")[0]:
+        # torch.utils.cpp_extension refuses a toolkit of another major version than torch's
+        return f"nvcc's CUDA ({release.group(1) if release else '?'}.x) is not torch's ({torch.version.cuda})"
     return None
 
 
