@@ -32,7 +32,8 @@ void checkNumel(at::Tensor const& t, char const* name, int64_t n)
 }
 
 // Runs the op; `state_pool` [num_slots, Hv, dk, dv] fp32 is updated in place. Returns out
-// [T, Hv*dv] (packed) or [B, L, Hv*dv] (padded) in the dtype of qkv.
+// [T, Hv*dv] (packed) or [B, L, Hv*dv] (padded) in the dtype of qkv. The slot mapping stays on
+// the device: a slot outside [0, num_slots) is skipped as padding (zero rows) by the kernel.
 at::Tensor gdnForward(at::Tensor qkv, at::Tensor a, at::Tensor b, c10::optional<at::Tensor> z, at::Tensor aLog,
     at::Tensor dtBias, c10::optional<at::Tensor> normWeight, at::Tensor statePool,
     c10::optional<at::Tensor> slotMapping, at::Tensor lastTokenIds, std::vector<int64_t> requestTypes,

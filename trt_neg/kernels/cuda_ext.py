@@ -214,7 +214,9 @@ def gdn_forward(qkv, a, b, A_log, dt_bias, state_pool, *, num_k_heads, num_v_hea
                 remove_padding=True, continue_context=False, algo="auto") -> torch.Tensor:
     """CUDA twin of :func:`trt_neg.kernels.gdn_host.gated_delta_rule` (same arguments; the
     chunk size is the launcher's, ``load_gdn().chunk_size(Hk, Hv, dk, dv)``);
-    ``state_pool`` (fp32 CUDA, contiguous) is updated in place."""
+    ``state_pool`` (fp32 CUDA, contiguous) is updated in place.  Where the host op raises for a
+    ``slot_mapping`` entry outside the pool, the kernel (which cannot raise) treats that sequence
+    as padding: zero output rows, no state touched (docs/gdn_kernel.md)."""
     from .gdn_host import ALGOS
 
     if algo not in ALGOS:
