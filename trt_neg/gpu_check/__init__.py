@@ -64,7 +64,7 @@ TITLES = {s[0]: s[1] for s in SECTIONS}
 # Popen arguments for a child that gets a process group of its own (one killpg ends it and its
 # compilers) but stays in this session: whoever ends this command's session (a device call's
 # time limit) ends it too, where a child in a new session would run on, holding the GPU.
-NEW_PROCESS_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+NEW_PROCESS_GROUP = {"process_group": 0}
 NO_GPU_MESSAGE = ("trt_neg.gpu_check: no CUDA GPU visible to torch (torch {torch}, cuda {cuda}); this check needs "
                   "a GPU machine with a CUDA build of torch, nvcc and ninja. Nothing was run.")
 

@@ -57,12 +57,6 @@ def limit_arg(name: str, value: int | None, lo: int, hi: int, what: str) -> int:
     return value
 
 
-def _add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note`` where Python has it (3.11+); on 3.10 the note is dropped."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-
-
 class EngineFrontend(abc.ABC):
     """Validation, admission and the user-facing surface shared by the engines (module docstring)."""
 
@@ -225,7 +219,7 @@ class EngineFrontend(abc.ABC):
             try:
                 self.validate(r)
             except ValueError as exc:
-                _add_note(exc, f"generate(): request {i} of {len(requests)} is invalid; none was submitted")
+                exc.add_note(f"generate(): request {i} of {len(requests)} is invalid; none was submitted")
                 raise
         handles: list[RequestHandle] = []
         try:
@@ -239,7 +233,7 @@ class EngineFrontend(abc.ABC):
                     h.result()
                 except Exception:  # pragma: no cover - the original error matters more
                     log.exception("waiting for cancelled request %s failed", h.request_id)
-            _add_note(exc, f"generate(): submitting request {len(handles)} of {len(requests)} failed; "
+            exc.add_note(f"generate(): submitting request {len(handles)} of {len(requests)} failed; "
                          f"the {len(handles)} already submitted were cancelled")
             raise
         return [h.result() for h in handles]
