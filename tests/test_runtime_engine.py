@@ -493,8 +493,9 @@ def test_closing_an_async_stream_after_its_result_was_queued_spares_a_reused_id(
 def test_generate_with_an_invalid_request_submits_none_of_them():
     """generate() checks every request before submitting any: a bad one leaves nothing queued."""
     engine, backend = make(max_slots=2, max_seq_len=64)
-    with pytest.raises(ValueError, match=r"^prompt_token_ids: token id 500 at index 0 is outside"):
+    with pytest.raises(ValueError, match=r"^prompt_token_ids: token id 500 at index 0 is outside") as e:
         engine.generate([Request([1, 2], max_new_tokens=30), Request([500], max_new_tokens=3)])
+    assert e.value.__notes__ == ["generate(): request 1 of 2 is invalid; none was submitted"]
     assert engine.num_unfinished == 0
     (r,) = engine.generate([Request([3], max_new_tokens=2)])
     assert r.tokens == ScriptedBackend.expected([3], 2) and engine.stats["steps"] == 2 and not engine.has_unfinished()
@@ -504,9 +505,10 @@ def test_generate_cancels_what_it_submitted_when_a_later_submission_fails():
     """A failure only admission sees (here the same id twice in one call) cancels the requests
     already submitted, so none is left running; the error is admission's own."""
     engine, backend = make(max_slots=2, max_seq_len=64)
-    with pytest.raises(ValueError, match="^request_id: 'dup' is already in use"):
+    with pytest.raises(ValueError, match="^request_id: 'dup' is already in use") as e:
         engine.generate([Request([1], max_new_tokens=3), Request([1, 2], max_new_tokens=30, request_id="dup"),
                          Request([3], max_new_tokens=3, request_id="dup")])
+    assert e.value.__notes__ == ["generate(): submitting request 2 of 3 failed; the 2 already submitted were cancelled"]
     assert not engine.has_unfinished() and backend.history == {}
     (r,) = engine.generate([Request([3], max_new_tokens=2)])
     assert r.finish_reason is FinishReason.LENGTH and not engine.has_unfinished()
