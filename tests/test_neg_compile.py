@@ -93,9 +93,12 @@ def test_cuda_ext_leaves_the_language_standard_to_torch():
     assert [f for f in (*cuda_ext.EXTRA_CFLAGS, *cuda_ext.EXTRA_CUDA_CFLAGS) if f.startswith(("-std", "--std"))] == []
 
 
-def _toolkit(root: Path) -> Path:
+def _toolkit(root: Path, nvcc: bool = True) -> Path:
     (root / "include").mkdir(parents=True)
     (root / "include" / "cuda_runtime_api.h").write_text("")
+    if nvcc:
+        (root / "bin").mkdir()
+        (root / "bin" / "nvcc").write_text("")
     return root
 
 
@@ -114,7 +117,7 @@ def _fake_nvcc_on_path(tmp_path, monkeypatch, top: Path) -> None:
 def no_toolkit_env(monkeypatch, tmp_path):
     from trt_neg.kernels import cuda_ext
 
-    for var in ("CUDA_HOME", "CUDA_PATH"):
+    for var in ("CUDA_HOME", "CUDA_PATH", "PYTORCH_NVCC"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(cuda_ext, "DEFAULT_TOOLKIT", str(tmp_path / "no-default-toolkit"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
@@ -146,17 +149,30 @@ def test_cuda_toolkit_falls_back_to_the_default_folder(no_toolkit_env, tmp_path,
 def test_cuda_toolkit_error_names_every_folder_tried(no_toolkit_env, tmp_path, monkeypatch):
     _fake_nvcc_on_path(tmp_path, monkeypatch, tmp_path / "headerless")
     with pytest.raises(RuntimeError) as e:
-        no_toolkit_env.cuda_toolkit("/usr/local")
+        no_toolkit_env.cuda_toolkit(str(tmp_path / "wrappers"))  # torch's guess: the folder above bin/nvcc
     msg = str(e.value)
-    assert msg.startswith("no CUDA toolkit found to build the extensions with: no include/cuda_runtime_api.h in "
-                          "/usr/local (torch's guess); no include/cuda_runtime_api.h in ")
-    assert f"{tmp_path / 'headerless'} (the toolkit of nvcc on PATH ({tmp_path / 'wrappers' / 'bin' / 'nvcc'}))" in msg
-    assert f"{tmp_path / 'no-default-toolkit'} (the default)" in msg and msg.endswith("or set $CUDA_HOME to it")
+    assert msg.startswith("no CUDA toolkit found to build the extensions with: "
+                          f"{tmp_path / 'wrappers'} (torch's guess) lacks include/cuda_runtime_api.h; ")
+    assert (f"{tmp_path / 'headerless'} (the toolkit of nvcc on PATH ({tmp_path / 'wrappers' / 'bin' / 'nvcc'})) "
+            "lacks include/cuda_runtime_api.h and bin/nvcc") in msg
+    assert f"{tmp_path / 'no-default-toolkit'} (the default) lacks" in msg and msg.endswith("or set $CUDA_HOME to it")
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     with pytest.raises(RuntimeError, match=re.escape(
-            "no CUDA toolkit found to build the extensions with: no nvcc on PATH; no include/cuda_runtime_api.h "
-            f"in {tmp_path / 'no-default-toolkit'} (the default). Install")):
+            "no CUDA toolkit found to build the extensions with: no nvcc on PATH; "
+            f"{tmp_path / 'no-default-toolkit'} (the default) lacks include/cuda_runtime_api.h and bin/nvcc. Install")):
         no_toolkit_env.cuda_toolkit(None)
+
+
+def test_cuda_toolkit_needs_nvcc_too_unless_pytorch_nvcc_names_it(no_toolkit_env, tmp_path, monkeypatch):
+    """Headers without bin/nvcc (pip's nvidia/cuda_runtime folder, say) are no toolkit: torch runs
+    <CUDA_HOME>/bin/nvcc, unless $PYTORCH_NVCC names the compiler."""
+    headers_only = _toolkit(tmp_path / "cuda_runtime", nvcc=False)
+    monkeypatch.setenv("CUDA_HOME", str(headers_only))
+    with pytest.raises(RuntimeError, match=re.escape(f"$CUDA_HOME={headers_only}: no CUDA toolkit there "
+                                                     "(bin/nvcc missing)")):
+        no_toolkit_env.cuda_toolkit(None)
+    monkeypatch.setenv("PYTORCH_NVCC", "/opt/cuda/bin/nvcc")
+    assert no_toolkit_env.cuda_toolkit(None) == str(headers_only)
 
 
 @pytest.mark.parametrize("var", ["CUDA_HOME", "CUDA_PATH"])
@@ -166,7 +182,7 @@ def test_cuda_toolkit_explicit_setting_is_checked_not_overruled(no_toolkit_env, 
     assert no_toolkit_env.cuda_toolkit("/somewhere/else") == str(good)
     monkeypatch.setenv(var, str(tmp_path))
     with pytest.raises(RuntimeError, match=re.escape(f"${var}={tmp_path}: no CUDA toolkit there "
-                                                     "(include/cuda_runtime_api.h is missing)")):
+                                                     "(include/cuda_runtime_api.h and bin/nvcc missing)")):
         no_toolkit_env.cuda_toolkit(str(good))
 
 
@@ -180,16 +196,23 @@ def test_the_real_nvcc_reports_its_toolkit():
 
 def _cuda_torch_build_skip() -> str | None:
     import torch
+    from torch.utils import cpp_extension
+
+    from trt_neg.kernels import cuda_ext
 
     if torch.version.cuda is None:
         return "needs a CUDA build of torch (no GPU needed); CI has the CPU wheel"
-    nvcc = shutil.which("nvcc")
-    if nvcc is None or shutil.which("ninja") is None:
-        return "needs nvcc and ninja on PATH for torch.utils.cpp_extension"
+    if shutil.which("ninja") is None:
+        return "needs ninja on PATH for torch.utils.cpp_extension"
+    try:
+        toolkit = cuda_ext.cuda_toolkit(cpp_extension.CUDA_HOME)  # the one the build will use
+    except RuntimeError as e:
+        return str(e)
+    nvcc = os.environ.get("PYTORCH_NVCC") or str(Path(toolkit) / "bin" / "nvcc")
     release = re.search(r"release (\d+)\.", subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout)
     if release is None or release.group(1) != torch.version.cuda.split(".")[0]:
-        # torch.utils.cpp_extension refuses a toolkit of another major version than torch's
-        return f"nvcc's CUDA ({release.group(1) if release else '?'}.x) is not torch's ({torch.version.cuda})"
+        # a toolkit of another CUDA major version than torch's does not build against torch's headers
+        return f"the toolkit's CUDA ({release.group(1) if release else '?'}.x, {toolkit}) is not torch's ({torch.version.cuda})"
     return None
 
 

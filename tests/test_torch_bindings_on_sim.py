@@ -262,6 +262,7 @@ GDN_BAD_ARGS = [
     ({"norm_weight": None}, "z and norm_weight go together"),
     ({"state_pool": torch.zeros(3, 4, 16, 32)}, "state_pool: expected [num_slots, 4, 32, 16], got [3, 4, 16, 32]"),
     ({"last_token_ids": torch.tensor([2, 7])}, "last_token_ids: expected dtype Int, got Long"),
+    ({"state_pool": torch.zeros(0, 4, 32, 16)}, "state_pool: no slots for 2 sequences"),
     ({"slot_mapping": torch.tensor([0], dtype=torch.int32)}, "slot_mapping: expected 2 elements, got 1"),
     ({"request_types": [CTX, 2]}, "request_types[1]: must be 0 (context) or 1 (generation), got 2"),
     ({"state_pool": torch.zeros(4, 32, 16, 3).permute(3, 0, 1, 2)}, "state_pool: must be contiguous"),

@@ -19,8 +19,9 @@
 // as zeros) or padded ([B, maxSeqLen, C]; positions past a sequence's length are written as
 // zeros). The host library rejects lengths and slots outside these ranges; the kernel
 // cannot report them: it clamps lengths (tokenRange), skips a sequence whose range leaves
-// the rows, and treats a slot outside [0, numSlots) as padding (zero output rows, no state
-// touched).
+// the rows, and treats a negative slot, or one >= numSlots where numSlots is known (> 0: the
+// torch binding; the TensorRT plugin gets TensorRT-LLM's pool as a bare pointer), as padding
+// (zero output rows, no state touched).
 //
 // Request types come from the host (TensorRT-LLM's host_request_types, 0 = context,
 // 1 = generation) and travel to the kernel *by value* as a bitmask (`contextMask`), so

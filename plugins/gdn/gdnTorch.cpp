@@ -97,6 +97,8 @@ at::Tensor gdnForward(at::Tensor qkv, at::Tensor a, at::Tensor b, c10::optional<
     TORCH_CHECK(statePool.dim() == 4 && statePool.size(1) == numVHeads && statePool.size(2) == headKDim
             && statePool.size(3) == headVDim,
         "state_pool: expected [num_slots, ", numVHeads, ", ", headKDim, ", ", headVDim, "], got ", statePool.sizes());
+    // numSlots = 0 would mean "unknown" to the kernel (no bound on the slots): refuse it here.
+    TORCH_CHECK(batch == 0 || statePool.size(0) > 0, "state_pool: no slots for ", batch, " sequences");
     p.numSlots = statePool.size(0);
     check(lastTokenIds, "last_token_ids", at::kInt, dev);
     checkNumel(lastTokenIds, "last_token_ids", batch);

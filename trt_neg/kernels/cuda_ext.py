@@ -55,19 +55,29 @@ def _nvcc_top(nvcc: str) -> Optional[str]:
     return os.path.normpath(m.group(1).strip()) if m else None
 
 
+def _toolkit_missing(home: str) -> list[str]:
+    """What torch's build needs from a toolkit folder and ``home`` lacks: the CUDA headers, and
+    ``bin/nvcc`` (unless ``$PYTORCH_NVCC`` names the compiler)."""
+    missing = [] if (Path(home) / _RUNTIME_HEADER).is_file() else [str(_RUNTIME_HEADER)]
+    if not os.environ.get("PYTORCH_NVCC") and not (Path(home) / "bin" / "nvcc").is_file():
+        missing.append("bin/nvcc")
+    return missing
+
+
 def cuda_toolkit(torch_choice: Optional[str]) -> str:
-    """The CUDA toolkit the extensions build with: one whose ``include/cuda_runtime_api.h``
-    exists.  ``torch_choice`` is torch.utils.cpp_extension's CUDA_HOME.  An explicit
-    ``$CUDA_HOME`` / ``$CUDA_PATH`` must hold the headers (a wrong setting is an error, not
-    overruled).  Otherwise torch guessed, from ``nvcc`` on PATH as ``<dir>/bin/nvcc``: a
-    wrapper script at /usr/local/bin/nvcc makes that /usr/local, where no CUDA header is, and
-    the build would fail deep inside ninja.  Then the toolkit nvcc reports (``nvcc --dryrun``)
-    is taken, else DEFAULT_TOOLKIT; if none holds the headers, the error names each one tried."""
+    """The CUDA toolkit the extensions build with: a folder with ``include/cuda_runtime_api.h``
+    and ``bin/nvcc``.  ``torch_choice`` is torch.utils.cpp_extension's CUDA_HOME.  An explicit
+    ``$CUDA_HOME`` / ``$CUDA_PATH`` must be one (a wrong setting is an error, not overruled).
+    Otherwise torch guessed, from ``nvcc`` on PATH as ``<dir>/bin/nvcc``: a wrapper script at
+    /usr/local/bin/nvcc makes that /usr/local, where no CUDA header is, and the build would fail
+    deep inside ninja.  Then the toolkit nvcc reports (``nvcc --dryrun``) is taken, else
+    DEFAULT_TOOLKIT; if none is one, the error names each folder tried and what it lacks."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var):
             home = os.environ[var]
-            if not (Path(home) / _RUNTIME_HEADER).is_file():
-                raise RuntimeError(f"${var}={home}: no CUDA toolkit there ({_RUNTIME_HEADER} is missing); "
+            missing = _toolkit_missing(home)
+            if missing:
+                raise RuntimeError(f"${var}={home}: no CUDA toolkit there ({' and '.join(missing)} missing); "
                                    "set it to the toolkit's folder (the one holding bin/nvcc and include/)")
             return home
     nvcc = shutil.which("nvcc")
@@ -76,10 +86,12 @@ def cuda_toolkit(torch_choice: Optional[str]) -> str:
                   (DEFAULT_TOOLKIT, "the default")]
     problems = [] if nvcc else ["no nvcc on PATH"]
     for home, why in candidates:
-        if home and (Path(home) / _RUNTIME_HEADER).is_file():
+        if not home:
+            continue
+        missing = _toolkit_missing(home)
+        if not missing:
             return home
-        if home:
-            problems.append(f"no {_RUNTIME_HEADER} in {home} ({why})")
+        problems.append(f"{home} ({why}) lacks {' and '.join(missing)}")
     raise RuntimeError("no CUDA toolkit found to build the extensions with: " + "; ".join(problems)
                        + ". Install the CUDA toolkit (nvcc and headers) or set $CUDA_HOME to it")
 

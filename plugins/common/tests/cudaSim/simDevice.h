@@ -68,16 +68,49 @@ inline void onSegv(int sig, siginfo_t* info, void* context)
 #endif
         abandonFiber(std::string("invalid ") + access + ": " + access + " " + hit->where);
     }
-    (void) sig;
-    (void) context;
-    // Not ours: put back the handler installed before, with its own flags and mask, and let
-    // the access fault again under it (or the default action). A SIGSEGV that was sent, not
-    // caused by an access, would not recur, so it is sent again.
-    sigaction(SIGSEGV, &previousSegvAction(), nullptr);
-    if (info->si_code <= 0)
+    // Not ours: the handler installed before runs as the kernel would have run it (its mask,
+    // SA_NODEFER, SA_RESETHAND), and this one stays installed for later kernel faults. When it
+    // returns, a caused fault recurs; once the saved action is the default, the default action
+    // happens (a sent SIGSEGV, which would not recur, is sent again).
+    struct sigaction& previous = previousSegvAction();
+    bool const callable = (previous.sa_flags & SA_SIGINFO)
+        ? previous.sa_sigaction != nullptr
+        : (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN);
+    if (!callable)
     {
-        raise(SIGSEGV);
+        struct sigaction fallback{};
+        fallback.sa_handler = SIG_DFL;
+        sigemptyset(&fallback.sa_mask);
+        sigaction(SIGSEGV, &fallback, nullptr);
+        if (info->si_code <= 0)
+        {
+            raise(SIGSEGV);
+        }
+        return;
     }
+    struct sigaction const call = previous;
+    if (call.sa_flags & SA_RESETHAND)
+    {
+        previous = {};
+        previous.sa_handler = SIG_DFL;
+        sigemptyset(&previous.sa_mask);
+    }
+    sigset_t mask = call.sa_mask;
+    if (!(call.sa_flags & SA_NODEFER))
+    {
+        sigaddset(&mask, SIGSEGV);
+    }
+    sigset_t saved;
+    pthread_sigmask(SIG_BLOCK, &mask, &saved);
+    if (call.sa_flags & SA_SIGINFO)
+    {
+        call.sa_sigaction(sig, info, context);
+    }
+    else
+    {
+        call.sa_handler(sig);
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
 }
 
 // SA_ONSTACK: a stack overflow elsewhere still reaches faulthandler's handler on its own
