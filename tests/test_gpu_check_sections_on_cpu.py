@@ -293,3 +293,27 @@ def test_machine_section_runs_with_faked_device_queries(monkeypatch):
     assert "memory   143.0 GiB total, 140.0 GiB free" in text
     assert text.count("\n") == 4 and "copy     0 GiB device-to-device in 1 us" in text
     assert d["one_line"].startswith("NVIDIA H200, driver ") and ctx.summary == "NVIDIA H200, copy 2.10 TB/s"
+
+
+def test_machine_section_names_the_toolkit_the_extensions_build_with(monkeypatch, tmp_path):
+    """The nvcc version reported is that of the toolkit cuda_ext picks (not whichever nvcc is
+    first on PATH), and a machine with none says why instead of failing the section."""
+    from trt_neg.kernels import cuda_ext
+
+    toolkit = tmp_path / "cuda-13.9"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "bin" / "nvcc").write_text("#!/bin/sh\necho 'Cuda compilation tools, release 13.9, V13.9.1'\n")
+    (toolkit / "bin" / "nvcc").chmod(0o755)
+    monkeypatch.delenv("PYTORCH_NVCC", raising=False)
+    monkeypatch.setattr(cuda_ext, "cuda_toolkit", lambda torch_choice: str(toolkit))
+    v = sec_machine._versions()
+    assert (v["cuda_toolkit"], v["nvcc"]) == (str(toolkit), "13.9")
+
+    def none_found(torch_choice):
+        raise RuntimeError("no CUDA toolkit found to build the extensions with: no nvcc on PATH")
+
+    monkeypatch.setattr(cuda_ext, "cuda_toolkit", none_found)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    v = sec_machine._versions()
+    assert v["cuda_toolkit"] == "none: no CUDA toolkit found to build the extensions with: no nvcc on PATH"
+    assert v["nvcc"] is None

@@ -44,15 +44,16 @@ def _versions() -> dict:
             out[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - informational only
             out[mod] = None
-    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
-    m = re.search(r"release ([0-9.]+)", _cmd([nvcc, "--version"])) if nvcc else None
-    out["nvcc"] = m.group(1) if m else None
-    try:  # the toolkit the extensions build with (torch's guess, checked: kernels/cuda_ext.py)
-        from torch.utils.cpp_extension import CUDA_HOME
+    from torch.utils.cpp_extension import CUDA_HOME
 
+    try:  # the toolkit the extensions build with (torch's guess, checked: kernels/cuda_ext.py)
         out["cuda_toolkit"] = cuda_ext.cuda_toolkit(CUDA_HOME)
+        nvcc = os.environ.get("PYTORCH_NVCC") or os.path.join(out["cuda_toolkit"], "bin", "nvcc")
     except RuntimeError as e:
         out["cuda_toolkit"] = f"none: {e}"
+        nvcc = shutil.which("nvcc")
+    m = re.search(r"release ([0-9.]+)", _cmd([nvcc, "--version"])) if nvcc else None
+    out["nvcc"] = m.group(1) if m else None
     try:
         import importlib.util
 
