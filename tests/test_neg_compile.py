@@ -14,7 +14,6 @@
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -208,11 +207,10 @@ def _cuda_torch_build_skip() -> str | None:
         toolkit = cuda_ext.cuda_toolkit(cpp_extension.CUDA_HOME)  # the one the build will use
     except RuntimeError as e:
         return str(e)
-    nvcc = os.environ.get("PYTORCH_NVCC") or str(Path(toolkit) / "bin" / "nvcc")
-    release = re.search(r"release (\d+)\.", subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout)
-    if release is None or release.group(1) != torch.version.cuda.split(".")[0]:
+    release = cuda_ext.nvcc_release(cuda_ext.toolkit_nvcc(toolkit))
+    if release is None or release.split(".")[0] != torch.version.cuda.split(".")[0]:
         # a toolkit of another CUDA major version than torch's does not build against torch's headers
-        return f"the toolkit's CUDA ({release.group(1) if release else '?'}.x, {toolkit}) is not torch's ({torch.version.cuda})"
+        return f"the toolkit's CUDA ({release or '?'}, {toolkit}) is not torch's ({torch.version.cuda})"
     return None
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime
-import os
 import platform
-import re
 import shutil
 import subprocess
 
@@ -48,12 +46,11 @@ def _versions() -> dict:
 
     try:  # the toolkit the extensions build with (torch's guess, checked: kernels/cuda_ext.py)
         out["cuda_toolkit"] = cuda_ext.cuda_toolkit(CUDA_HOME)
-        nvcc = os.environ.get("PYTORCH_NVCC") or os.path.join(out["cuda_toolkit"], "bin", "nvcc")
+        nvcc = cuda_ext.toolkit_nvcc(out["cuda_toolkit"])
     except RuntimeError as e:
         out["cuda_toolkit"] = f"none: {e}"
         nvcc = shutil.which("nvcc")
-    m = re.search(r"release ([0-9.]+)", _cmd([nvcc, "--version"])) if nvcc else None
-    out["nvcc"] = m.group(1) if m else None
+    out["nvcc"] = cuda_ext.nvcc_release(nvcc) if nvcc else None
     try:
         import importlib.util
 

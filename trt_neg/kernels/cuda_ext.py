@@ -55,6 +55,21 @@ def _nvcc_top(nvcc: str) -> Optional[str]:
     return os.path.normpath(m.group(1).strip()) if m else None
 
 
+def toolkit_nvcc(home: str) -> str:
+    """The nvcc torch's build runs for toolkit ``home``: ``$PYTORCH_NVCC`` if set, else its bin/nvcc."""
+    return os.environ.get("PYTORCH_NVCC") or os.path.join(home, "bin", "nvcc")
+
+
+def nvcc_release(nvcc: str) -> Optional[str]:
+    """``nvcc --version``'s release ("13.0"), or None where it does not run or say."""
+    try:
+        r = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"release ([0-9.]+)", r.stdout)
+    return m.group(1).rstrip(".") if m else None
+
+
 def _toolkit_missing(home: str) -> list[str]:
     """What torch's build needs from a toolkit folder and ``home`` lacks: the CUDA headers, and
     ``bin/nvcc`` (unless ``$PYTORCH_NVCC`` names the compiler)."""
