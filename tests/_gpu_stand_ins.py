@@ -58,6 +58,7 @@ class HostNegExtension:
         if entropy_in is None:
             _checked(hidden, "hidden", None, 2)
             _checked(w1, "w1", hidden.dtype, 2)
+            assert _checked(b2, "b2", torch.float32).numel() == 1, "b2: 1 element"
             weights = NegWeights(w1, _checked(b1, "b1", torch.float32, 1), _checked(w2, "w2", torch.float32, 1),
                                  _checked(b2, "b2", torch.float32), tau.reshape(()))
         else:
@@ -113,7 +114,7 @@ def _defaults(set_attr, fn, **values) -> None:
     set_attr(fn, "__defaults__", tuple(values.get(p.name, p.default) for p in params))
 
 
-def fake_time(fn, reps, warmup=3) -> float:
+def fake_time(fn, reps: int, warmup: int = 3, *, cold_l2: bool = True) -> float:
     """cuda_time_us's stand-in: runs ``fn`` once and says 1 us (timings on a CPU mean nothing)."""
     fn()
     return 1.0

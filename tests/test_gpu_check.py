@@ -151,6 +151,71 @@ def test_section_context_floors():
     assert gpu_check.SectionContext("x", None, False, 10).floors(4.8e6) == (None, pytest.approx(1.0))
 
 
+class _Clock:
+    """torch.cuda's events and sync as a log of calls, and a flush buffer that logs its writes."""
+
+    def __init__(self):
+        self.log: list[str] = []
+        self.now = 0.0
+        clock = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+                self.t = None
+
+            def record(self):
+                clock.log.append("record")
+                self.t = clock.now
+
+            def synchronize(self):
+                clock.log.append("sync")
+
+            def elapsed_time(self, other):  # ms, as torch's
+                return other.t - self.t
+
+        self.Event = Event
+
+    def fn(self):
+        self.log.append("fn")
+        self.now += 0.004  # 4 us
+
+    def zero_(self):
+        self.log.append("flush")
+
+
+def test_cuda_time_us_flushes_the_l2_before_each_timed_call_outside_the_events(monkeypatch):
+    from trt_neg.gpu_check import common
+
+    clock = _Clock()
+    monkeypatch.setattr(torch.cuda, "Event", clock.Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: clock.log.append("device sync"))
+    monkeypatch.setattr(common, "_l2_flush_buffer", lambda: clock)
+    assert common.cuda_time_us(clock.fn, reps=3, warmup=2) == pytest.approx(4.0)
+    timed = ["flush", "record", "fn", "record", "sync"]
+    assert clock.log == ["fn", "fn", "device sync"] + timed * 3
+    clock.log.clear()
+    assert common.cuda_time_us(clock.fn, reps=2, warmup=1, cold_l2=False) == pytest.approx(4.0)
+    assert clock.log == ["fn", "device sync"] + timed[1:] * 2
+
+
+def test_l2_flush_size_covers_twice_the_l2_and_at_least_256_mib():
+    from trt_neg.gpu_check import common
+
+    assert common.l2_flush_bytes(60 * 2**20) == 256 * 2**20  # H200: 60 MiB L2
+    assert common.l2_flush_bytes(0) == 256 * 2**20  # torch without L2_cache_size
+    assert common.l2_flush_bytes(200 * 2**20) == 400 * 2**20
+
+
+def test_the_timing_stand_in_takes_cuda_time_us_parameters():
+    import inspect
+
+    from trt_neg.gpu_check import common
+    from _gpu_stand_ins import fake_time
+
+    assert inspect.signature(fake_time) == inspect.signature(common.cuda_time_us)
+
+
 def test_parse_junit(tmp_path):
     from trt_neg.gpu_check.sec_pytest import parse_junit
 

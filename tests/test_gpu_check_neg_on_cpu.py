@@ -35,7 +35,11 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
     assert "splits=" not in text  # every path gave the automatic plan's bits
     timing = {r["N"]: r for r in ctx.data["timing"]}
     assert timing[1]["split_plan"] == list(host.split_plan(1, 4100, 8)) and timing[1]["split_plan"][0] == 2
-    assert {"fused_gate5", "fused1_gate5", "fused_all", "fused1_all", "torch_gate5"} <= set(timing[8])
+    assert {"fused_gate5", "fused1_gate5", "fused_all", "fused1_all", "torch_gate5", "fused_warm_gate5"} <= set(timing[8])
+    v = sec_neg.V_BENCH
+    assert timing[8]["floor_logits_read_4p8"] == pytest.approx(8 * v * 4 / 4.8e12 * 1e6)
+    assert timing[8]["floor_4p8"] == pytest.approx((2 * 8 * v * 4 + sec_neg.H_BENCH * sec_neg.D_BENCH * 2) / 4.8e12 * 1e6)
+    assert "read@4.8" in text and "warm5%" in text
     assert "fused1/fused" in text and ctx.summary.startswith("correctness ok; N=8 fused")
     head = {r["N"]: r for r in ctx.data["head_vs_cublas"]}
     assert {"kernel_head", "mma_head", "ratio_kernel_over_mma", "max_abs_err_mma"} <= set(head[16])
@@ -43,7 +47,7 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
     # The figure reads these rows (trt_neg/gpu_check/plot.py): every timed line is drawn.
     drawn = plot.panels({"sections": [{"name": "neg", "data": ctx.data}]})
     assert [p.title.split(":")[0] for p in drawn] == ["NEG step", "NEG-Head alone at large N"]
-    assert [len(s.xs) for p in drawn for s in p.series] == [2] * 5 + [2] * 5  # with both floors
+    assert [len(s.xs) for p in drawn for s in p.series] == [2] * 7 + [2] * 5  # with the floors, the warm line
 
 
 def test_neg_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(cpu_section, monkeypatch):

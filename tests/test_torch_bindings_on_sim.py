@@ -156,6 +156,8 @@ NEG_BAD_ARGS = [
     ({"w1": torch.zeros(16, 31, dtype=torch.bfloat16)}, "w1: columns must equal hidden size"),
     ({"b1": torch.zeros(15)}, "b1/w2: expected 16 elements"),
     ({"b2": torch.zeros(1, dtype=torch.float16)}, "b2: expected dtype Float, got Half"),
+    ({"b2": torch.zeros(0)}, "b2: expected the head's output bias (1 element), got 0 elements"),
+    ({"b2": torch.zeros(2)}, "b2: expected the head's output bias (1 element), got 2 elements"),
     ({"logits": torch.zeros(50, 4).t()}, "logits: must be contiguous"),
     ({"logits": torch.zeros(3, 50)}, "logits: expected 4 rows"),
     ({"logits": torch.zeros(4, 50, 1)}, "logits: expected 2 dims, got 3"),

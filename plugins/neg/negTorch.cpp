@@ -72,6 +72,8 @@ std::vector<at::Tensor> negStep(c10::optional<at::Tensor> hidden, c10::optional<
         checkTensor(*b1, "b1", at::kFloat, 1);
         checkTensor(*w2, "w2", at::kFloat, 1);
         checkTensor(*b2, "b2", at::kFloat, -1);
+        TORCH_CHECK(b2->numel() == 1, "b2: expected the head's output bias (1 element), got ", b2->numel(),
+            " elements");
         TORCH_CHECK(w1->size(1) == hidden->size(1), "w1: columns must equal hidden size");
         p.H = static_cast<int32_t>(hidden->size(1));
         p.d = static_cast<int32_t>(w1->size(0));

@@ -35,12 +35,14 @@ class Panel:
 
 # (key in a timing row, legend label, line style) per panel; a key missing or None in every
 # row draws no line (the measured floor without a machine section, fla where it is absent).
-# Every panel ends with the two bandwidth floors.
+# Every panel ends with the bandwidth floors.
 _FLOORS = [("floor_measured", "floor at the measured copy bandwidth", ":"),
            ("floor_4p8", "floor at 4.8 TB/s", "--")]
 _NEG_STEP = [("fused_gate5", "fused kernel (automatic plan)", "-"),
              ("fused1_gate5", "fused kernel, one block per row", "-"),
-             ("torch_gate5", "plain torch", "-"), *_FLOORS]
+             ("fused_warm_gate5", "fused kernel, L2 left warm", "-."),
+             ("torch_gate5", "plain torch", "-"), *_FLOORS,
+             ("floor_logits_read_4p8", "logits read alone at 4.8 TB/s", "--")]
 _NEG_HEAD = [("kernel_head", "GEMV (default)", "-"),
              ("mma_head", "tensor-core tiles (opt-in)", "-"),
              ("cublas_plus_tail", "cuBLAS GEMM + torch tail", "-"), *_FLOORS]

@@ -209,7 +209,8 @@ def chunked_vs_scan(ctx, lengths=CHUNK_TS, cfg=CFG_9B) -> tuple[bool, list]:
     ok = True
     rows = []
     ctx.log(f"chunked vs scan (Hk={hk} Hv={hv} dk={dk} dv={dv}, one fresh sequence; device chunk size {chunk}; "
-            f"errors vs the fp64 recurrence, fp32 I/O, raw o; times bf16 gated, median of {reps}):")
+            f"errors vs the fp64 recurrence, fp32 I/O, raw o; times bf16 gated, median of {reps}, "
+            "L2 flushed before each call):")
     ctx.log(f"{'T':>5} {'scan out':>9} {'chunk out':>9} {'scan st':>8} {'chunk st':>8} {'chk-scan':>8} "
             f"{'scan us':>9} {'chunk us':>9} {'auto us':>9} {'scan/chunk':>10}")
     kw = dict(num_k_heads=hk, num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, request_types=[CTX])
@@ -271,7 +272,7 @@ def benchmark(ctx) -> dict:
     fla = _fla_kernels() is not None
     res = {"context": [], "generation": [], "fla": fla}
     ctx.log(f"context phase (9B config Hk={hk} Hv={hv} dk={dk} dv={dv}, bf16, gated norm, T={CTX_T} per sequence, "
-            f"fresh state; median of {reps}; floor = activations + state write):")
+            f"fresh state; median of {reps}, L2 flushed before each call; floor = activations + state write):")
     ctx.log(f"{'B':>4} {'kernel us':>10} {'us/token':>9} {'Mtok/s':>7} {'torch chunk fp32':>16}"
             + (f" {'fla':>9}" if fla else "") + f" {'floor@meas':>10} {'floor@4.8':>9}")
     for B in (1, 8):
@@ -299,7 +300,8 @@ def benchmark(ctx) -> dict:
         ctx.log(f"{B:>4} {us:>10.0f} {us / CTX_T:>9.2f} {row['tokens_per_s'] / 1e6:>7.2f} {torch_us:>16.0f}"
                 + (f" {fla_us:>9.0f}" if fla else "") + f" {fm if fm is not None else float('nan'):>10.1f} {f48:>9.1f}")
         del x, pool, q, k, v, gg, beta, s0
-    ctx.log(f"generation phase (one token per sequence, permuted slots, bf16, gated norm; median of {reps * 2}; "
+    ctx.log(f"generation phase (one token per sequence, permuted slots, bf16, gated norm; median of {reps * 2}, "
+            "L2 flushed before each call; "
             f"floor = B x {state_bytes * 2 / 2**20:.0f} MiB state read + write per layer):")
     ctx.log(f"{'B':>4} {'kernel us':>10} {'torch rec fp32':>14} {'floor@meas':>10} {'floor@4.8':>9} "
             f"{'floor/kernel':>12} {'GB/s':>7}")
