@@ -36,6 +36,22 @@ def test_cuda_head_pass_matches_reference():
                 assert err <= 1e-4 * (1 + float(ref.abs().max())), (n, h, d, dtype, algo, err)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_reference_on_cuda_equals_reference_on_cpu_at_tiny_temperature():
+    """The torch reference is the fallback on GPUs: on CUDA, dividing by a Python float is a
+    multiply by its fp32 reciprocal, inf below T = 2.9e-39, which would turn a logit of 0 into NaN."""
+    from trt_neg import neg
+
+    z = torch.tensor([[0.0, 0.0, -1.0]] * 4)
+    for T in (1e-40, 1e-45, 0.3, 1.0):
+        kw = dict(entropy=torch.ones(4), threshold=0.0, top_k=3, temperature=T, seeds=torch.full((4,), 9),
+                  offsets=torch.arange(4))
+        cpu, gpu = neg.gated_topk_sample(z, **kw), neg.gated_topk_sample(z.cuda(), **kw)
+        assert torch.equal(gpu.token.cpu(), cpu.token), T
+        assert torch.equal(gpu.guided_logits.cpu(), cpu.guided_logits), T
+
+
 def test_gpu_check_cpu_only_message(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     from trt_neg import gpu_check

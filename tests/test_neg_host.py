@@ -138,6 +138,23 @@ def test_neg_head_host_vs_reference(dtype, act):
     torch.testing.assert_close(host.neg_head(h, w, act), neg.neg_head(h, w, act), rtol=2e-6, atol=2e-6)
 
 
+@pytest.mark.parametrize("act", ["silu", "gelu", "relu", "gelu_tanh"])
+def test_neg_head_host_vs_reference_at_extreme_pre_activations(act):
+    """Pre-activations from the fp32 maximum to inf, in a batch and alone: the reference must
+    not depend on torch's vectorised GELU, which overflows from ~1.7e38 and turns +inf into NaN
+    in a tensor of two or more elements (found by an independent check of DESIGN.md section 4)."""
+    pre = torch.tensor([3e38, 1.7e38, -3e38, math.inf, -math.inf, 1e-45, -0.0, 20.0, -20.0])
+    w = neg.NegWeights(torch.ones(2, 1), torch.zeros(2), torch.full((2,), 1e-38), torch.tensor(0.0),
+                       torch.tensor(10.0))
+    ref, got = neg.neg_head(pre[:, None], w, act), host.neg_head(pre[:, None], w, act)
+    torch.testing.assert_close(got, ref, rtol=2e-6, atol=2e-6, equal_nan=True)
+    alone = torch.stack([neg.neg_head(pre[i:i + 1, None], w, act)[0] for i in range(len(pre))])
+    torch.testing.assert_close(alone, ref, rtol=0, atol=0, equal_nan=True)
+    if act == "gelu":  # gelu(x) = x there, so H_hat = softplus(2 * 1e-38 * x) stays finite
+        assert float(ref[0]) == pytest.approx(math.log1p(math.exp(6.0)), rel=1e-6)
+        assert torch.isfinite(ref[:3]).all()
+
+
 @pytest.mark.parametrize("n,v,hs,d,dtype", [(1, 7, 32, 8, torch.bfloat16), (64, 500, 128, 64, torch.float16),
                                             (256, 257, 64, 32, torch.float32), (2, 248320, 256, 64, torch.bfloat16)])
 def test_neg_step_host_vs_reference(n, v, hs, d, dtype):

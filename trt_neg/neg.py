@@ -67,11 +67,18 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def _gelu_erf(x: torch.Tensor) -> torch.Tensor:
+    """Exact GELU written out as negMath.h evaluates it: torch's F.gelu overflows to inf from
+    about 1.7e38 and gives NaN for +inf in a tensor of two or more elements (one element: inf),
+    where this formula gives x, as the kernels do."""
+    return 0.5 * x * (1.0 + torch.erf(x * 0.70710678118654752))
+
+
 # Activation names accepted for neg_config.activation.  The integer codes are the ones
 # the C++/CUDA code and the TensorRT plugin field ``activation`` use (negMath.h).
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "silu": F.silu,
-    "gelu": F.gelu,  # exact (erf) GELU
+    "gelu": _gelu_erf,  # exact (erf) GELU
     "relu": F.relu,
     "gelu_tanh": _gelu_tanh,
 }
@@ -400,7 +407,9 @@ def gated_topk_sample(
     if fired_idx.numel():
         k = min(int(top_k), v)
         vals, ids = _topk_candidates(z[fired_idx], k)
-        x = vals / T
+        # Divided by a tensor on the logits' device: CUDA divides by a Python float (a CPU
+        # scalar) as a multiply by its fp32 reciprocal, which is inf below T = 2.9e-39.
+        x = vals / torch.tensor(T, dtype=torch.float32, device=dev)
         m = x[:, :1]
         posinf = m == math.inf
         # Softmax in fp32; +inf candidates share the mass equally (limit of softmax).
