@@ -22,8 +22,10 @@
 namespace trt_neg
 {
 
-// TensorRT gives V3 plugins no logger; stderr is what TensorRT-LLM's own plugins use on the
-// failure path as well.
+// stderr: TensorRT hands a plugin library its logger only through an exported
+// setLoggerFinder(), which it calls for libraries loaded with IPluginRegistry::loadLibrary;
+// this library registers itself when it is loaded instead (see PluginRegistration), so it
+// has no logger to find. TensorRT-LLM's own plugins also report failures on stderr.
 inline void logPluginError(char const* plugin, char const* where, char const* what)
 {
     std::fprintf(stderr, "[trt_neg] %s::%s: %s\n", plugin, where, what);
@@ -219,17 +221,26 @@ private:
 };
 
 // Registers PluginCreator<P> under kPluginNamespace; define one static instance per plugin so
-// it runs when the library is loaded (ctypes.CDLL(path, RTLD_GLOBAL) before building or
-// deserialising an engine).
+// it runs when the library is loaded: ctypes.CDLL(path, RTLD_GLOBAL) before building or
+// deserialising an engine, trtexec --staticPlugins=path, or LD_PRELOAD. The library exports
+// no getCreators(), so IPluginRegistry::loadLibrary and trtexec --dynamicPlugins are not ways
+// to load it: loadLibrary refuses creators that are already registered, and loading the
+// library registers them.
 template <typename P>
 struct PluginRegistration
 {
     PluginRegistration()
     {
         static PluginCreator<P> creator;
-        if (nvinfer1::IPluginRegistry* registry = getPluginRegistry())
+        nvinfer1::IPluginRegistry* registry = getPluginRegistry();
+        if (registry != nullptr && !registry->registerCreator(creator, kPluginNamespace))
         {
-            registry->registerCreator(creator, kPluginNamespace);
+            // Another copy of the library (the build tree's and an engine directory's are two
+            // files, so the loader keeps both) registered first, and TensorRT keeps that one:
+            // an engine is then deserialised by that copy's code, whatever was loaded after.
+            logPluginError(P::kName, "registerCreator",
+                "TensorRT refused the creator: one of this name, version and namespace is already registered "
+                "(another copy of the plugin library loaded in this process?); the first one registered is used");
         }
     }
 };

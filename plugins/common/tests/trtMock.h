@@ -1,6 +1,6 @@
 // Just enough of TensorRT's runtime to call an IPluginV3 adapter the way TensorRT does, on a
 // machine with TensorRT's headers but no libnvinfer: an IExprBuilder over constants, tensor
-// descriptions, a stub getPluginRegistry() (the adapters' static registration), a stub
+// descriptions, a registry that records the adapters' static registration, a stub
 // cudaGetErrorString(), and a capture of what the adapters log on stderr. Include it in the
 // one translation unit of a test executable (it defines those functions).
 #pragma once
@@ -14,9 +14,112 @@
 #include <unistd.h>
 #include <vector>
 
+namespace trt_mock
+{
+// The registry's V3 registration as TensorRT documents it (registerCreator returns false when
+// a creator of the same name, version and namespace is already registered); what was
+// registered is kept as "namespace::name/version". Everything else is unused by the adapters.
+// The interface still declares TensorRT 8's creator methods (deprecated): overriding them
+// names the deprecated type.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+class Registry : public nvinfer1::IPluginRegistry
+{
+public:
+    std::vector<std::string> registered;
+
+    bool registerCreator(nvinfer1::IPluginCreatorInterface& creator, nvinfer1::AsciiChar const* const ns) noexcept
+        override
+    {
+        auto const* v3 = dynamic_cast<nvinfer1::IPluginCreatorV3One const*>(&creator);
+        std::string const key = std::string(ns) + "::" + (v3 ? v3->getPluginName() : "?") + "/"
+            + (v3 ? v3->getPluginVersion() : "?");
+        for (auto const& r : registered)
+        {
+            if (r == key)
+            {
+                return false;
+            }
+        }
+        registered.push_back(key);
+        return true;
+    }
+    bool registerCreator(nvinfer1::IPluginCreator&, nvinfer1::AsciiChar const* const) noexcept override
+    {
+        return false;
+    }
+    nvinfer1::IPluginCreator* const* getPluginCreatorList(int32_t* const n) const noexcept override
+    {
+        *n = 0;
+        return nullptr;
+    }
+    nvinfer1::IPluginCreator* getPluginCreator(
+        nvinfer1::AsciiChar const* const, nvinfer1::AsciiChar const* const, nvinfer1::AsciiChar const* const) noexcept
+        override
+    {
+        return nullptr;
+    }
+    void setErrorRecorder(nvinfer1::IErrorRecorder* const) noexcept override {}
+    nvinfer1::IErrorRecorder* getErrorRecorder() const noexcept override
+    {
+        return nullptr;
+    }
+    bool deregisterCreator(nvinfer1::IPluginCreator const&) noexcept override
+    {
+        return false;
+    }
+    bool isParentSearchEnabled() const override
+    {
+        return false;
+    }
+    void setParentSearchEnabled(bool const) override {}
+    void* loadLibrary(nvinfer1::AsciiChar const*) noexcept override
+    {
+        return nullptr;
+    }
+    void deregisterLibrary(void*) noexcept override {}
+    nvinfer1::IPluginCreatorInterface* const* getAllCreators(int32_t* const n) const noexcept override
+    {
+        *n = 0;
+        return nullptr;
+    }
+    nvinfer1::IPluginCreatorInterface* getCreator(nvinfer1::AsciiChar const* const,
+        nvinfer1::AsciiChar const* const, nvinfer1::AsciiChar const* const) noexcept override
+    {
+        return nullptr;
+    }
+    bool deregisterCreator(nvinfer1::IPluginCreatorInterface const&) noexcept override
+    {
+        return false;
+    }
+    nvinfer1::IPluginResource* acquirePluginResource(
+        nvinfer1::AsciiChar const*, nvinfer1::IPluginResource*) noexcept override
+    {
+        return nullptr;
+    }
+    int32_t releasePluginResource(nvinfer1::AsciiChar const*) noexcept override
+    {
+        return -1;
+    }
+    nvinfer1::IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const n) noexcept override
+    {
+        *n = 0;
+        return nullptr;
+    }
+};
+#pragma GCC diagnostic pop
+
+// Function-local: the adapters register from static initialisers, before main.
+inline Registry& registry()
+{
+    static Registry r;
+    return r;
+}
+} // namespace trt_mock
+
 extern "C" nvinfer1::IPluginRegistry* getPluginRegistry() noexcept
 {
-    return nullptr; // no registry: the adapters' registration is skipped
+    return &trt_mock::registry();
 }
 
 extern "C" char const* cudaGetErrorString(cudaError_t /*error*/)

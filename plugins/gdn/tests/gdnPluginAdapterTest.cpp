@@ -213,8 +213,19 @@ void testWrongInputCountIsReported()
 }
 } // namespace
 
+// The library's static registration reached the registry once; a second one is logged.
+void testRegistration()
+{
+    auto const& registered = trt_mock::registry().registered;
+    CHECK(registered.size() == 1 && registered[0] == "trt_neg::TrtNegGatedDeltaRule/1");
+    std::string const err = trt_mock::stderrOf([] { PluginRegistration<GatedDeltaRulePlugin> again; });
+    CHECK(contains(err, "TrtNegGatedDeltaRule::registerCreator: TensorRT refused the creator"));
+    CHECK(registered.size() == 1);
+}
+
 int main()
 {
+    testRegistration();
     testCapabilitiesAndSerialisation();
     testFormatCombinations();
     testOutputTypeIsTheConfiguredType();

@@ -249,8 +249,22 @@ void testErrorsAreReported()
 }
 } // namespace
 
+// The library's static registration reached the registry once, under the plugin's name,
+// version and namespace; a second registration (another copy of the library) is refused by
+// TensorRT and logged, not ignored.
+void testRegistration()
+{
+    auto const& registered = trt_mock::registry().registered;
+    CHECK(registered.size() == 1 && registered[0] == "trt_neg::NegGatedSampling/1");
+    std::string const err = trt_mock::stderrOf([] { PluginRegistration<NegPlugin> again; });
+    CHECK(contains(err, "NegGatedSampling::registerCreator: TensorRT refused the creator"));
+    CHECK(contains(err, "another copy of the plugin library"));
+    CHECK(registered.size() == 1);
+}
+
 int main()
 {
+    testRegistration();
     testCapabilitiesAndSerialisation();
     testTypesShapesAndFormats();
     testWorkspaceAndEnqueue();
