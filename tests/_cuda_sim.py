@@ -48,7 +48,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     P, I32, I64, F32 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_float
     lib.trtneg_sim_last_error.restype = ctypes.c_char_p
     lib.trtneg_neg_step_sim.argtypes = [P, I32, I32, I32, P, I32, P, P, P, F32, I32, F32, P, I32, I32, F32, P, I64, P,
-                                        I32, P, P, P, P, P, I32, I32, I32, I32, I32, I32, ctypes.c_uint32, I32]
+                                        I32, P, P, P, P, P, I32, I32, I32, I32, I32, I32, ctypes.c_uint32, I32, I32]
     lib.trtneg_neg_step_sim.restype = ctypes.c_int
     lib.trtneg_neg_plugin_sim.argtypes = [I32, I32, I32, I32, F32, I64, I32, I32, I32, P, I32, P, P, P, P, F32, F32, P,
                                           I32, P, P, P, P]
@@ -86,7 +86,7 @@ def _ptr(t: Optional[torch.Tensor]):
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=None, seed=0,
              offsets=None, offsets_int32=False, threshold=None, entropy_in=None, with_guided=True, splits=0,
              head_algo="gemv", hidden_misalign=0, rows_misalign=0, guided_misalign=None, order="forward",
-             shuffle_seed=0, sm_major=9) -> NegStepOutput:
+             shuffle_seed=0, sm_major=9, code_arch=0) -> NegStepOutput:
     """The CUDA op on the simulation, with the torch extension's arguments (``seeds`` per row
     or one ``seed``; ``offsets`` per row as int64, or int32 as TensorRT gives positions).
 
@@ -94,7 +94,8 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     only; ``hidden_misalign`` / ``rows_misalign`` put hidden / the logits and guided rows that
     many bytes off cudaMalloc's alignment (``guided_misalign``, when given, the guided rows
     alone); ``order`` runs the threads and blocks forward,
-    reversed or shuffled."""
+    reversed or shuffled; ``sm_major`` is the simulated GPU and ``code_arch`` the architecture
+    its kernels were compiled for (0: the GPU's own; e.g. 75 for a "7.5+PTX" build)."""
     h = None if hidden is None else hidden.detach().contiguous()
     z = None if logits is None else logits.detach().to(torch.float32).contiguous()
     n = (h if h is not None else (z if z is not None else torch.as_tensor(entropy_in))).shape[0]
@@ -119,7 +120,7 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
         _ptr(o), int(bool(offsets_int32)), _ptr(out["guided"]), _ptr(out["token"]), _ptr(out["entropy"]),
         _ptr(out["fired"]), _ptr(out["status"]), int(splits), HEAD_ALGOS[head_algo], int(hidden_misalign),
         int(rows_misalign), int(rows_misalign if guided_misalign is None else guided_misalign), ORDERS[order],
-        int(shuffle_seed), int(sm_major))
+        int(shuffle_seed), int(sm_major), int(code_arch))
     check_ubsan()
     if rc != 0:
         raise SimulatedKernelError(lib.trtneg_sim_last_error().decode())

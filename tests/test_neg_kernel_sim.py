@@ -167,6 +167,11 @@ def test_misaligned_hidden_and_old_gpus_fall_back_to_the_gemv():
     z = torch.randn(4, 100, generator=g)
     gemv = sim.neg_step(h, z, w, seed=1)
     assert torch.equal(sim.neg_step(h, z, w, seed=1, head_algo="mma", sm_major=7).entropy, gemv.entropy)
+    # An H100 running a "7.5+PTX" build: the tiles' code is the sm_75 body, a trap; the GEMV runs
+    assert torch.equal(sim.neg_step(h, z, w, seed=1, head_algo="mma", sm_major=9, code_arch=75).entropy,
+                       gemv.entropy)
+    mma = sim.neg_step(h, z, w, seed=1, head_algo="mma", sm_major=9, code_arch=80)  # built for sm_80: tiles
+    torch.testing.assert_close(mma.entropy, gemv.entropy, rtol=2e-6, atol=2e-6)
     # hidden 2 or 8 bytes off: neither 16-byte loads in the GEMV nor the MMA head may run
     for algo in ("gemv", "mma"):
         for misalign in (2, 8):

@@ -193,7 +193,7 @@ __global__ void __launch_bounds__(kNegHeadWarps * 32) negHeadKernel(
 // with fp32 accumulation (products of bf16/fp16 values are exact; the tensor cores' fp32 sums
 // are not IEEE round-to-nearest, so the result differs from the GEMV's in the last bits), then
 // the same epilogue as negHeadKernel.  Needs sm_80+, H % 8 == 0 and 16-byte aligned hidden /
-// W1 (negHeadMmaOk plus the device check in launchHead).
+// W1 (negHeadMmaOk plus the compiled-code check in launchHead).
 constexpr int kMmaRows = 64, kMmaCols = 64, kMmaK = 32, kMmaThreads = 128;
 
 template <typename T>
@@ -716,13 +716,16 @@ __global__ void __launch_bounds__(kBlock, 1) negMergeKernel(NegStepParams p, Neg
     finishRow<kBlock>(p, n, fire, status, token);
 }
 
-// bf16/fp16 WMMA with fp32 accumulation needs compute capability 8.0+ (the extension may be
-// built for an older local GPU, where the kernel body is empty).
-bool deviceHasBf16Mma()
+// bf16/fp16 WMMA with fp32 accumulation needs code compiled for compute capability 8.0+:
+// below that the kernel body is a trap. The device's own capability is not enough to know:
+// a build for an older architecture list (TORCH_CUDA_ARCH_LIST="7.5+PTX", say) runs on an
+// H100 through PTX JIT of the sm_75 body. cudaFuncGetAttributes reports the PTX the loaded
+// code came from, and fails where no code fits this device.
+template <typename T>
+bool mmaHeadCompiledHere()
 {
-    int device = 0, major = 0;
-    return cudaGetDevice(&device) == cudaSuccess
-        && cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+    cudaFuncAttributes attr{};
+    return cudaFuncGetAttributes(&attr, negHeadMmaKernel<T>) == cudaSuccess && attr.ptxVersion >= 80;
 }
 
 template <typename T>
@@ -730,7 +733,7 @@ cudaError_t launchHead(NegStepParams const& p, float* terms, cudaStream_t stream
 {
     if constexpr (!std::is_same<T, float>::value) // fp32 has no 16x16x16 WMMA shape: the GEMV
     {
-        if (p.headAlgo == kNEG_HEAD_MMA && negHeadMmaOk(p) && deviceHasBf16Mma())
+        if (p.headAlgo == kNEG_HEAD_MMA && negHeadMmaOk(p) && mmaHeadCompiledHere<T>())
         {
             dim3 const grid((p.d + kMmaCols - 1) / kMmaCols, (p.N + kMmaRows - 1) / kMmaRows);
             return launchKernel(negHeadMmaKernel<T>, grid, dim3(kMmaThreads), 0, stream,

@@ -19,7 +19,7 @@ extern "C"
 // outputs are copied back only when the launch succeeds.  `offsetsAreInt32` passes positions
 // as int32 (TensorRT's) instead of int64.  hiddenMisalign / logitsMisalign / guidedMisalign:
 // bytes by which hidden, the logits and the guided rows sit off cudaMalloc's alignment.  order: cudasim::Order;
-// smMajor: the simulated GPU.
+// smMajor: the simulated GPU; codeArch: the architecture its code was compiled for (0: smMajor's).
 // Returns 0, or 1 with trtneg_sim_last_error() naming the cause (a cudaError_t name and the
 // simulation's message).
 int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int32_t H, float const* logits, int32_t V,
@@ -27,10 +27,11 @@ int trtneg_neg_step_sim(void const* hidden, int32_t hiddenDtype, int32_t N, int3
     int32_t activation, int32_t topK, float temperature, int64_t const* seeds, int64_t seed, void const* offsets,
     int32_t offsetsAreInt32, float* guided, int32_t* token, float* entropy, int32_t* fired, int32_t* status,
     int32_t splits, int32_t headAlgo, int32_t hiddenMisalign, int32_t logitsMisalign, int32_t guidedMisalign,
-    int32_t order, uint32_t shuffleSeed, int32_t smMajor)
+    int32_t order, uint32_t shuffleSeed, int32_t smMajor, int32_t codeArch)
 {
     using namespace trt_neg;
     cudasim::configure(static_cast<cudasim::Order>(order), shuffleSeed, smMajor);
+    cudasim::config().device.codeArch = codeArch;
     try
     {
         cudasim::Buffers dev;

@@ -120,6 +120,10 @@ struct Device
     // kernel's registers bound it; the simulation has none, so tests lower it to take a
     // launcher's fallback for kernels that would not fit.
     int funcMaxThreadsPerBlock = 1024;
+    // The virtual architecture the kernels' code was compiled for, as cudaFuncGetAttributes
+    // reports it in ptxVersion (major * 10 + minor); 0: the device's own, as a build for this
+    // GPU gives. Lower models a build for an older architecture list run through PTX JIT.
+    int codeArch = 0;
 };
 
 // Fiber and block order: the orders differ wherever code depends on an unsynchronised order.
@@ -1196,6 +1200,8 @@ struct cudaFuncAttributes
     size_t localSizeBytes;
     int maxThreadsPerBlock;
     int numRegs;
+    int ptxVersion;
+    int binaryVersion;
     int maxDynamicSharedSizeBytes;
 };
 
@@ -1203,7 +1209,10 @@ template <typename F>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, F* kernel)
 {
     *attr = {};
-    attr->maxThreadsPerBlock = cudasim::config().device.funcMaxThreadsPerBlock;
+    cudasim::Device const& device = cudasim::config().device;
+    attr->maxThreadsPerBlock = device.funcMaxThreadsPerBlock;
+    attr->binaryVersion = device.major * 10 + device.minor;
+    attr->ptxVersion = device.codeArch != 0 ? device.codeArch : attr->binaryVersion;
     auto const optin = cudasim::sharedOptins().find(cudasim::kernelKey(kernel));
     attr->maxDynamicSharedSizeBytes = optin == cudasim::sharedOptins().end()
         ? cudasim::config().device.maxSharedPerBlock
