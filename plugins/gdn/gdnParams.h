@@ -21,7 +21,8 @@
 // cannot report them: it clamps lengths (tokenRange), skips a sequence whose range leaves
 // the rows, and treats a negative slot, or one >= numSlots where numSlots is known (> 0: the
 // torch binding; the TensorRT plugin gets TensorRT-LLM's pool as a bare pointer), as padding
-// (zero output rows, no state touched).
+// (zero output rows, no state touched). Slots must be distinct within a call: two sequences
+// in one slot race on its state (the host library refuses it; the kernel cannot see it).
 //
 // Request types come from the host (TensorRT-LLM's host_request_types, 0 = context,
 // 1 = generation) and travel to the kernel *by value* as a bitmask (`contextMask`), so
@@ -172,6 +173,9 @@ inline char const* validate(GdnParams const& p)
         return "gdn: batch must be in [0, 4096]";
     if (!p.removePadding && p.maxSeqLen <= 0 && p.batch > 0)
         return "gdn: padded layout needs max_seq_len > 0";
+    // The kernel writes every padded row of a sequence (zeros past its length).
+    if (!p.removePadding && p.numTokens < static_cast<int64_t>(p.batch) * p.maxSeqLen)
+        return "gdn: padded layout needs num_tokens >= batch * max_seq_len rows";
     if (!(p.normEps >= 0.0f))
         return "gdn: norm eps must be >= 0";
     if (p.batch > 0

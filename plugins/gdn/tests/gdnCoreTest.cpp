@@ -303,6 +303,18 @@ static void testEnqueuePath()
     setContext(q.contextMask, 2, true);
     CHECK(forwardHost(q, 1) == nullptr);
     CHECK(std::memcmp(out1.data(), out2.data(), out1.size() * sizeof(float)) == 0);
+    // The padded layout writes batch * max_seq_len rows (zeros past each length): fewer rows
+    // than that is refused, not written past.
+    {
+        GdnParams r = q;
+        r.removePadding = 0;
+        r.maxSeqLen = 4;
+        r.numTokens = static_cast<int64_t>(B) * 4 - 1;
+        char const* bad = validate(r);
+        CHECK(bad != nullptr && contains(bad, "num_tokens >= batch * max_seq_len"));
+        r.numTokens = static_cast<int64_t>(B) * 4;
+        CHECK(validate(r) == nullptr);
+    }
     CHECK(std::memcmp(pool1.data(), pool2.data(), pool1.size() * sizeof(float)) == 0);
     // Untouched slots (1, 3) keep their contents; context slots (0, 2) were reset, generation slot 4 carried.
     size_t const per = static_cast<size_t>(c.shape.stateFloatsPerSlot());
