@@ -6,7 +6,9 @@ entropy within rounding of the threshold; entropies within fp32 tolerance.
 """
 
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -298,3 +300,48 @@ def test_host_refuses_top_k_and_temperature_as_the_reference_does():
         with pytest.raises(ValueError) as host_step_err:
             host.neg_step(torch.randn(2, 8), z, w, top_k=top_k, temperature=temperature)
         assert str(host_step_err.value) == str(ref_err.value)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"top_k": 4.0}, "top_k: expected an integer >= 1, got 4.0"),
+    ({"top_k": "4"}, "top_k: expected an integer >= 1, got '4'"),
+    ({"temperature": "1.0"}, "temperature: expected a number, got '1.0'"),
+    ({"offsets": torch.tensor([1.7, 1.0, 1.0])}, "offsets: expected integers, got dtype torch.float32"),
+    ({"offsets": [1.5, 2, 3]}, "offsets: expected an integer, got 1.5"),
+    ({"seeds": np.array([1.0, 2.0, 3.0])}, "seeds: expected integers, got dtype float64"),
+    ({"seeds": torch.tensor([True, False, True])}, "seeds: expected integers, got dtype torch.bool"),
+    ({"seeds": 2.0}, "seeds: expected an integer, got 2.0"),
+])
+def test_reference_and_host_refuse_non_integer_arguments_alike(change, message):
+    """Found by an independent check of DESIGN.md section 4: float offsets were truncated
+    (1.7 drew with offset 1) and a string temperature was parsed; both are refused now, with
+    the same message from the reference and the host build."""
+    args = {**dict(top_k=4, temperature=1.0, seeds=0, offsets=0), **change}
+    z, e = torch.randn(3, 20), torch.ones(3)
+    for op in (neg.gated_topk_sample, host.gated_topk_sample):
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            op(z, e, 0.0, args["top_k"], args["temperature"], args["seeds"], args["offsets"])
+
+
+def test_integer_scalars_of_numpy_and_torch_are_integers():
+    """top_k, seeds and offsets as numpy or torch integers give what Python ints give; uint64
+    seeds keep their 64 bits (2**64 - 1 is the int64 -1)."""
+    z, e = torch.randn(3, 50, generator=torch.Generator().manual_seed(2)), torch.ones(3)
+    want = neg.gated_topk_sample(z, e, 0.0, 6, 1.0, [2**64 - 1] * 3, [0, 1, 2**40])
+    for top_k in (np.int64(6), torch.tensor(6), np.uint8(6)):
+        for seeds, offsets in (([np.uint64(2**64 - 1)] * 3, np.array([0, 1, 2**40], dtype=np.uint64)),
+                               (np.full(3, -1, dtype=np.int64), torch.tensor([0, 1, 2**40])),
+                               (torch.tensor(-1), [np.int64(0), np.int32(1), 2**40])):
+            for op in (neg.gated_topk_sample, host.gated_topk_sample):
+                got = op(z, e, 0.0, top_k, 1.0, seeds, offsets)
+                assert torch.equal(got.token, want.token) and torch.equal(got.guided_logits, want.guided_logits)
+
+
+def test_host_takes_what_the_reference_takes_for_hidden_and_refuses_integer_logits():
+    w = _weights(8, 4, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    h = torch.randn(8, generator=torch.Generator().manual_seed(1))
+    got, ref = host.neg_head(h, w), neg.neg_head(h, w)
+    assert got.shape == ref.shape == () and torch.allclose(got, ref, rtol=2e-6, atol=2e-6)
+    for op in (neg.gated_topk_sample, host.gated_topk_sample):
+        with pytest.raises(ValueError, match="logits: expected a floating-point tensor"):
+            op(torch.ones(2, 3, dtype=torch.int32), torch.ones(2), 0.0, 2, 1.0, 0, 0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import enum
 import math
+import operator
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
@@ -312,15 +313,34 @@ class NegStepOutput:
         return float(self.fired.sum()) / n if n else 0.0
 
 
-def check_sampling_args(top_k, temperature) -> None:
-    """The op's own checks of ``top_k`` and ``temperature`` (shared by the host and CUDA wrappers)."""
-    if isinstance(top_k, bool) or not isinstance(top_k, (int,)) or top_k < 1:
+def _integer(value, name: str) -> int:
+    """An integer argument as a Python int: ints and integer scalars of numpy or torch (their
+    ``__index__``); bools, floats and strings are refused, not truncated or parsed."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def check_sampling_args(top_k, temperature) -> int:
+    """The op's own checks of ``top_k`` and ``temperature`` (shared by the host and CUDA
+    wrappers); returns ``top_k`` as a Python int."""
+    try:
+        k = _integer(top_k, "top_k") if not isinstance(top_k, (str, bytes)) else None
+    except ValueError:
+        k = None
+    if k is None or k < 1:
         raise ValueError(f"top_k: expected an integer >= 1, got {top_k!r}")
+    if isinstance(temperature, (str, bytes, bool)):
+        raise ValueError(f"temperature: expected a number, got {temperature!r}")
     # The softmax divides by T in fp32: a T that rounds to 0 or inf there would make every
     # positive logit +inf (or every logit 0) and the draw uniform over the candidates.
     t = to_float32(float(temperature))
     if not (t > 0.0) or math.isinf(t):
         raise ValueError(f"temperature: expected a finite value > 0 in float32, got {temperature!r}")
+    return k
 
 
 def as_int64(value: int) -> int:
@@ -334,9 +354,17 @@ def per_row_int64(x, n: int, name: str) -> torch.Tensor:
 
     Raises ``ValueError`` naming ``name`` unless ``x`` is a scalar or has exactly ``n`` entries.
     """
-    if isinstance(x, int) or (isinstance(x, (list, tuple)) and all(isinstance(v, int) for v in x)):
-        x = as_int64(x) if isinstance(x, int) else [as_int64(v) for v in x]
-    t = torch.as_tensor(x, dtype=torch.int64)
+    if hasattr(x, "dtype") and hasattr(x, "shape"):  # a tensor or an array: integer dtypes only
+        kind = str(x.dtype)
+        if "int" not in kind or "bool" in kind:
+            raise ValueError(f"{name}: expected integers, got dtype {kind}")
+        if kind in ("uint64", "torch.uint64"):  # the same 64 bits, as int64
+            x = torch.as_tensor(x.view("int64") if not isinstance(x, torch.Tensor) else x.view(torch.int64))
+        t = torch.as_tensor(x).to(torch.int64)
+    elif isinstance(x, (list, tuple)):
+        t = torch.tensor([as_int64(_integer(v, name)) for v in x], dtype=torch.int64)
+    else:
+        t = torch.tensor(as_int64(_integer(x, name)), dtype=torch.int64)
     if t.dim() == 0:
         t = t.expand(n)
     if tuple(t.shape) != (n,):

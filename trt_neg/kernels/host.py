@@ -82,13 +82,13 @@ def _top_k_for_c(top_k, temperature, v: int) -> int:
     which a larger top_k would wrap (2**32 + 1 to 1)."""
     from ..neg import check_sampling_args
 
-    check_sampling_args(top_k, temperature)
-    return min(top_k, v)
+    return min(check_sampling_args(top_k, temperature), v)
 
 
 def _prep_common(logits: torch.Tensor, seeds, offsets, with_guided: bool):
-    if logits.dim() != 2:
-        raise ValueError(f"logits: expected [N, V], got {tuple(logits.shape)}")
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
+        raise ValueError(f"logits: expected a floating-point tensor [N, V], got {getattr(logits, 'shape', type(logits))}"
+                         + (f" of {logits.dtype}" if isinstance(logits, torch.Tensor) else ""))
     z = logits.detach().to("cpu", torch.float32).contiguous()
     n, v = z.shape
     out = dict(
@@ -157,7 +157,10 @@ def neg_head(hidden: torch.Tensor, weights, activation: str = "silu", *, num_thr
     h = hidden.detach().cpu()
     if h.dtype not in DTYPE_CODES:
         raise TypeError(f"hidden: dtype {h.dtype} not supported (float32, float16, bfloat16)")
-    h = h.contiguous()
+    squeeze = h.dim() == 1  # one hidden state [H], as the reference takes it
+    h = (h.reshape(1, -1) if squeeze else h).contiguous()
+    if h.dim() != 2:
+        raise ValueError(f"hidden: expected shape [N, H], got {tuple(hidden.shape)}")
     n, hs = h.shape
     w1, b1, w2, b2 = _weights(weights, h.dtype)
     d = w1.shape[0]
@@ -167,7 +170,7 @@ def neg_head(hidden: torch.Tensor, weights, activation: str = "silu", *, num_thr
     _check(load().trtneg_neg_head_host(_ptr(h), DTYPE_CODES[h.dtype], n, hs, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1),
                                        _ptr(w2), b2, d, ACTIVATION_CODES[canonical_activation(activation)], _ptr(ent),
                                        int(num_threads)))
-    return ent
+    return ent.reshape(()) if squeeze else ent
 
 
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
