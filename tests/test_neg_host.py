@@ -306,6 +306,8 @@ def test_host_refuses_top_k_and_temperature_as_the_reference_does():
     ({"top_k": 4.0}, "top_k: expected an integer >= 1, got 4.0"),
     ({"top_k": "4"}, "top_k: expected an integer >= 1, got '4'"),
     ({"temperature": "1.0"}, "temperature: expected a number, got '1.0'"),
+    ({"temperature": np.True_}, f"temperature: expected a number, got {np.True_!r}"),
+    ({"offsets": np.array([1, 2, 3], dtype=">f8")}, "offsets: expected integers, got dtype >f8"),
     ({"offsets": torch.tensor([1.7, 1.0, 1.0])}, "offsets: expected integers, got dtype torch.float32"),
     ({"offsets": [1.5, 2, 3]}, "offsets: expected an integer, got 1.5"),
     ({"seeds": np.array([1.0, 2.0, 3.0])}, "seeds: expected integers, got dtype float64"),
@@ -331,10 +333,12 @@ def test_integer_scalars_of_numpy_and_torch_are_integers():
     for top_k in (np.int64(6), torch.tensor(6), np.uint8(6)):
         for seeds, offsets in (([np.uint64(2**64 - 1)] * 3, np.array([0, 1, 2**40], dtype=np.uint64)),
                                (np.full(3, -1, dtype=np.int64), torch.tensor([0, 1, 2**40])),
-                               (torch.tensor(-1), [np.int64(0), np.int32(1), 2**40])):
+                               (torch.tensor(-1), [np.int64(0), np.int32(1), 2**40]),
+                               (np.array([-1] * 3, dtype=">i8"), np.array([0, 1, 2**40], dtype=">u8"))):
             for op in (neg.gated_topk_sample, host.gated_topk_sample):
                 got = op(z, e, 0.0, top_k, 1.0, seeds, offsets)
                 assert torch.equal(got.token, want.token) and torch.equal(got.guided_logits, want.guided_logits)
+    assert torch.equal(neg.per_row_int64(range(3), 3, "offsets"), torch.arange(3))
 
 
 def test_host_takes_what_the_reference_takes_for_hidden_and_refuses_integer_logits():

@@ -15,6 +15,7 @@ import inspect
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 from _build import GXX
@@ -116,6 +117,27 @@ def test_neg_step_from_given_entropies_on_every_path_and_order(neg_ext):
             launches[splits] = neg_ext.launches()
     assert not bool(want.fired[2]) and bool(want.fired.any())
     assert launches[1] == 1 and launches[2] == launches[7] == 2
+
+
+def test_cuda_wrapper_takes_seeds_and_offsets_as_the_host_build_does(neg_ext):
+    """cuda_ext.neg_step (neg_step_fast's GPU path) reads seeds/offsets with the reference's
+    rules: 64-bit seeds past 2**63 and numpy uint64 work, one value is broadcast, a float,
+    bool or string is refused rather than truncated (found by review: the wrapper had its own
+    loose conversion)."""
+    g = torch.Generator().manual_seed(8)
+    z, entropy = torch.randn(4, 300, generator=g), torch.full((4,), 3.0)
+    w = neg.NegWeights(torch.zeros(1, 1), torch.zeros(1), torch.zeros(1), torch.zeros(()), torch.tensor(1.0))
+    want = host.gated_topk_sample(z, entropy, 1.0, 16, 1.0, [2**64 - 1] * 4, [2**63 + 5] * 4)
+    for seeds, offsets in ((2**64 - 1, [2**63 + 5]), (np.uint64(2**64 - 1), np.full(4, 2**63 + 5, dtype=np.uint64)),
+                           (torch.tensor([-1]), torch.full((4,), -(2**63) + 5))):
+        got = cuda_ext.neg_step(None, z, w, top_k=16, seeds=seeds, offsets=offsets, entropy=entropy)
+        _same_sampling(got, want, f"seeds={seeds!r}")
+    for bad, message in (({"offsets": 1.7}, "offsets: expected an integer, got 1.7"),
+                         ({"seeds": torch.tensor([1.5] * 4)}, "seeds: expected integers, got dtype torch.float32"),
+                         ({"seeds": True}, "seeds: expected an integer, got True")):
+        args = {"seeds": 0, "offsets": 0, **bad}
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            cuda_ext.neg_step(None, z, w, top_k=16, entropy=entropy, **args)
 
 
 @pytest.mark.parametrize("head_algo", ["gemv", "mma"])

@@ -33,6 +33,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -333,7 +334,8 @@ def check_sampling_args(top_k, temperature) -> int:
         k = None
     if k is None or k < 1:
         raise ValueError(f"top_k: expected an integer >= 1, got {top_k!r}")
-    if isinstance(temperature, (str, bytes, bool)):
+    if isinstance(temperature, (str, bytes, bool, np.bool_)) or (
+            isinstance(temperature, torch.Tensor) and temperature.dtype == torch.bool):
         raise ValueError(f"temperature: expected a number, got {temperature!r}")
     # The softmax divides by T in fp32: a T that rounds to 0 or inf there would make every
     # positive logit +inf (or every logit 0) and the draw uniform over the candidates.
@@ -354,14 +356,18 @@ def per_row_int64(x, n: int, name: str) -> torch.Tensor:
 
     Raises ``ValueError`` naming ``name`` unless ``x`` is a scalar or has exactly ``n`` entries.
     """
-    if hasattr(x, "dtype") and hasattr(x, "shape"):  # a tensor or an array: integer dtypes only
-        kind = str(x.dtype)
-        if "int" not in kind or "bool" in kind:
-            raise ValueError(f"{name}: expected integers, got dtype {kind}")
-        if kind in ("uint64", "torch.uint64"):  # the same 64 bits, as int64
-            x = torch.as_tensor(x.view("int64") if not isinstance(x, torch.Tensor) else x.view(torch.int64))
-        t = torch.as_tensor(x).to(torch.int64)
-    elif isinstance(x, (list, tuple)):
+    if isinstance(x, torch.Tensor):  # integer dtypes only
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise ValueError(f"{name}: expected integers, got dtype {x.dtype}")
+        t = (x.view(torch.int64) if x.dtype == getattr(torch, "uint64", None) else x).to(torch.int64)
+    elif hasattr(x, "dtype") and hasattr(x, "shape"):  # a numpy array or scalar
+        if getattr(x.dtype, "kind", "") not in ("i", "u"):
+            raise ValueError(f"{name}: expected integers, got dtype {x.dtype}")
+        arr = np.asarray(x)
+        # uint64 keeps its 64 bits as int64; other widths and byte orders convert by value
+        t = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("=")).view(np.int64) if arr.dtype.itemsize == 8
+                             and arr.dtype.kind == "u" else arr.astype(np.int64))
+    elif isinstance(x, (list, tuple, range)):
         t = torch.tensor([as_int64(_integer(v, name)) for v in x], dtype=torch.int64)
     else:
         t = torch.tensor(as_int64(_integer(x, name)), dtype=torch.int64)
@@ -370,6 +376,17 @@ def per_row_int64(x, n: int, name: str) -> torch.Tensor:
     if tuple(t.shape) != (n,):
         raise ValueError(f"{name}: expected a scalar or shape ({n},), got {tuple(t.shape)}")
     return t
+
+
+def kernel_rows_int64(x, n: int, name: str) -> torch.Tensor:
+    """Seeds/offsets for the host and CUDA builds: :func:`per_row_int64`, and one value (a
+    scalar, a one-element tensor or a one-entry list) broadcast to every row, since those
+    builds read exactly n values whatever they are given."""
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        x = x.reshape(())
+    elif isinstance(x, (list, tuple)) and len(x) == 1:
+        x = x[0]
+    return per_row_int64(x, n, name)
 
 
 def _per_row(x, n: int, name: str, device) -> torch.Tensor:

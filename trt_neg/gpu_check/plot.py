@@ -40,9 +40,9 @@ _FLOORS = [("floor_measured", "floor at the measured copy bandwidth", ":"),
            ("floor_4p8", "floor at 4.8 TB/s", "--")]
 _NEG_STEP = [("fused_gate5", "fused kernel (automatic plan)", "-"),
              ("fused1_gate5", "fused kernel, one block per row", "-"),
-             ("fused_warm_gate5", "fused kernel, L2 left warm", "-."),
+             ("fused_warm_gate5", "fused kernel, L2 left warm", "-"),
              ("torch_gate5", "plain torch", "-"), *_FLOORS,
-             ("floor_logits_read_4p8", "logits read alone at 4.8 TB/s", "--")]
+             ("floor_logits_read_4p8", "logits read alone at 4.8 TB/s", "-.")]
 _NEG_HEAD = [("kernel_head", "GEMV (default)", "-"),
              ("mma_head", "tensor-core tiles (opt-in)", "-"),
              ("cublas_plus_tail", "cuBLAS GEMM + torch tail", "-"), *_FLOORS]

@@ -172,11 +172,10 @@ def _head_algo(name: str) -> int:
     return HEAD_ALGOS[name]
 
 
-def _rows(x, n: int, device) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.int64).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    return t.to(device).contiguous()
+def _rows(x, n: int, name: str, device) -> torch.Tensor:
+    from ..neg import kernel_rows_int64
+
+    return kernel_rows_int64(x, n, name).to(device).contiguous()
 
 
 def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
@@ -209,7 +208,8 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
             b2=weights.fc2_bias.to(dev, torch.float32).reshape(1).contiguous(),
         )
     token, ent, fired, status, guided = ext.neg_step(
-        logits=logits.float().contiguous(), tau=tau, seeds=_rows(seeds, n, dev), offsets=_rows(offsets, n, dev),
+        logits=logits.float().contiguous(), tau=tau, seeds=_rows(seeds, n, "seeds", dev),
+        offsets=_rows(offsets, n, "offsets", dev),
         activation=ACTIVATION_CODES[canonical_activation(activation)], top_k=int(top_k),
         temperature=float(temperature), with_guided=bool(with_guided), splits=check_splits(splits),
         head_algo=_head_algo(head_algo), **kw)

@@ -64,17 +64,10 @@ def philox_uniform(seed: int, offset: int) -> float:
 
 
 def _rows(x, n: int, name: str) -> torch.Tensor:
-    """Seeds/offsets for the C call: exactly n int64 values (the C code reads n of them, whatever it is given).
+    """Seeds/offsets for the C call: exactly n int64 values (the C code reads n of them, whatever it is given)."""
+    from ..neg import kernel_rows_int64
 
-    One value (a scalar or a single entry) is broadcast to every row.
-    """
-    from ..neg import per_row_int64
-
-    if isinstance(x, torch.Tensor) and x.numel() == 1:
-        x = x.reshape(())
-    elif isinstance(x, (list, tuple)) and len(x) == 1:
-        x = x[0]
-    return per_row_int64(x, n, name).to("cpu").contiguous().clone()
+    return kernel_rows_int64(x, n, name).to("cpu").contiguous().clone()
 
 
 def _top_k_for_c(top_k, temperature, v: int) -> int:
