@@ -257,8 +257,6 @@ char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, in
             if (last < 0 || last > p.maxSeqLen)
                 return fail(at + ": padded layout needs a length in [0, max_seq_len = "
                     + std::to_string(p.maxSeqLen) + "]");
-            if ((static_cast<int64_t>(b) + 1) * p.maxSeqLen > p.numTokens)
-                return fail("gdn: padded layout: too few rows for sequence " + std::to_string(b));
         }
         int64_t const slot = p.slotMapping ? p.slotMapping[b] : b;
         if (slot < 0 || (p.numSlots > 0 && slot >= p.numSlots))
