@@ -329,7 +329,7 @@ def check_sampling_args(top_k, temperature) -> int:
     """The op's own checks of ``top_k`` and ``temperature`` (shared by the host and CUDA
     wrappers); returns ``top_k`` as a Python int."""
     try:
-        k = _integer(top_k, "top_k") if not isinstance(top_k, (str, bytes)) else None
+        k = _integer(top_k, "top_k")  # refuses strings too: they have no __index__
     except ValueError:
         k = None
     if k is None or k < 1:
@@ -364,9 +364,9 @@ def per_row_int64(x, n: int, name: str) -> torch.Tensor:
         if getattr(x.dtype, "kind", "") not in ("i", "u"):
             raise ValueError(f"{name}: expected integers, got dtype {x.dtype}")
         arr = np.asarray(x)
-        # uint64 keeps its 64 bits as int64; other widths and byte orders convert by value
-        t = torch.from_numpy(arr.astype(arr.dtype.newbyteorder("=")).view(np.int64) if arr.dtype.itemsize == 8
-                             and arr.dtype.kind == "u" else arr.astype(np.int64))
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # native byte order, for torch
+        # uint64 keeps its 64 bits as int64; every other integer type converts by value
+        t = torch.from_numpy(arr.view(np.int64) if arr.dtype == np.uint64 else arr.astype(np.int64))
     elif isinstance(x, (list, tuple, range)):
         t = torch.tensor([as_int64(_integer(v, name)) for v in x], dtype=torch.int64)
     else:
@@ -422,7 +422,7 @@ def gated_topk_sample(
     offsets,
 ) -> NegStepOutput:
     """Gate + gated top-k sampling + guided logits for N rows of logits [N, V]."""
-    check_sampling_args(top_k, temperature)
+    top_k = check_sampling_args(top_k, temperature)
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
         raise ValueError(f"logits: expected a floating-point tensor [N, V], got {getattr(logits, 'shape', type(logits))}")
     n, v = logits.shape
@@ -450,7 +450,7 @@ def gated_topk_sample(
 
     fired_idx = fired.nonzero().reshape(-1)
     if fired_idx.numel():
-        k = min(int(top_k), v)
+        k = min(top_k, v)
         vals, ids = _topk_candidates(z[fired_idx], k)
         # Divided by a tensor on the logits' device: CUDA divides by a Python float (a CPU
         # scalar) as a multiply by its fp32 reciprocal, which is inf below T = 2.9e-39.
