@@ -152,7 +152,7 @@ def test_section_context_floors():
 
 
 class _Clock:
-    """torch.cuda's events and sync as a log of calls, and a flush buffer that logs its writes."""
+    """torch.cuda's events and sync as a log of calls, and a flush buffer that logs its reads."""
 
     def __init__(self):
         self.log: list[str] = []
@@ -180,7 +180,7 @@ class _Clock:
         self.log.append("fn")
         self.now += 0.004  # 4 us
 
-    def zero_(self):
+    def sum(self):
         self.log.append("flush")
 
 
@@ -197,6 +197,17 @@ def test_cuda_time_us_flushes_the_l2_before_each_timed_call_outside_the_events(m
     clock.log.clear()
     assert common.cuda_time_us(clock.fn, reps=2, warmup=1, cold_l2=False) == pytest.approx(4.0)
     assert clock.log == ["fn", "device sync"] + timed[1:] * 2
+
+
+def test_the_l2_flush_reads_its_buffer_and_writes_nothing_into_it():
+    # A written flush leaves dirty lines whose write-back the next timed call would pay.
+    from trt_neg.gpu_check import common
+
+    buffer = torch.arange(1 << 12, dtype=torch.int32)
+    version = buffer._version  # torch counts every in-place write
+    common._evict_l2(buffer)
+    assert buffer._version == version
+    assert torch.equal(buffer, torch.arange(1 << 12, dtype=torch.int32))
 
 
 def test_l2_flush_size_covers_twice_the_l2_and_at_least_256_mib():

@@ -8,7 +8,7 @@ import torch
 # machine without a GPU changes it.
 DEVICE = "cuda"
 
-# What one flush writes: at least twice the L2 and never less than 256 MiB (triton's do_bench
+# What one flush reads: at least twice the L2 and never less than 256 MiB (triton's do_bench
 # flushes with 256 MiB too), so nothing a timed call read last time is still cached.
 MIN_FLUSH_BYTES = 256 * 2**20
 
@@ -25,14 +25,27 @@ def _l2_flush_buffer() -> torch.Tensor:
     if _flush_buffer is None:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         nbytes = l2_flush_bytes(getattr(props, "L2_cache_size", 0) or 0)
-        _flush_buffer = torch.empty(nbytes // 4, dtype=torch.int32, device=DEVICE)
+        # Written once here, so that every flush reads defined memory.
+        _flush_buffer = torch.zeros(nbytes // 4, dtype=torch.int32, device=DEVICE)
     return _flush_buffer
+
+
+def _evict_l2(buffer) -> None:
+    """Read all of ``buffer`` (a reduction: its one scalar is all it writes).
+
+    A read, not a write as triton's ``cache.zero_()``: a written flush leaves the L2 full of
+    dirty lines, and the timed call that evicts them pays their write-back to HBM inside its
+    own time (up to its own read size again, so up to double a small N's traffic). Lines a read
+    leaves are clean and are dropped for free; the previous call's dirty outputs are written
+    back here, outside the events.
+    """
+    buffer.sum()
 
 
 def cuda_time_us(fn, reps: int, warmup: int = 3, *, cold_l2: bool = True) -> float:
     """Median over ``reps`` of one call of ``fn`` in microseconds (CUDA events, per-call sync).
 
-    ``cold_l2`` (the default) overwrites a buffer larger than the L2 before each call, outside
+    ``cold_l2`` (the default) reads a buffer larger than the L2 before each call, outside
     the events, so a call reads its inputs from HBM as a decode step whose inputs were evicted
     does; without it an H200's 60 MB L2 holds a small N's logits and W1 between calls and the
     time would beat the HBM floor it is compared with. The flush queued ahead of the start event
@@ -46,7 +59,7 @@ def cuda_time_us(fn, reps: int, warmup: int = 3, *, cold_l2: bool = True) -> flo
     ts = []
     for _ in range(max(1, reps)):
         if flush is not None:
-            flush.zero_()
+            _evict_l2(flush)
         start.record()
         fn()
         end.record()
