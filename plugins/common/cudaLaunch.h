@@ -5,6 +5,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
+#include <mutex>
 #include <utility>
 
 // Declares `name`, the block's dynamic shared memory as `type` elements: nvcc's
@@ -28,6 +30,32 @@ cudaError_t launchKernel(
     kernel<<<grid, block, sharedBytes, stream>>>(std::forward<Args>(args)...);
     return cudaGetLastError();
 #endif
+}
+
+// Lets `kernel` launch with `bytes` of dynamic shared memory on the current device: raises its
+// cudaFuncAttributeMaxDynamicSharedMemorySize to `bytes` when below, and never lowers it. The
+// attribute is one per kernel and device, shared by every enqueue in the process (TensorRT may
+// enqueue two engines' plugins on two threads): a launcher that set its own size each time could
+// lower another's between that one's set and its launch, which then fails with
+// cudaErrorInvalidValue. Raises go one at a time, each after a fresh read; a size that already
+// fits takes no lock.
+template <typename... Params>
+cudaError_t allowDynamicShared(void (*kernel)(Params...), size_t bytes)
+{
+    static std::mutex raising;
+    cudaFuncAttributes attr{};
+    cudaError_t err = cudaFuncGetAttributes(&attr, kernel);
+    if (err != cudaSuccess || bytes <= static_cast<size_t>(attr.maxDynamicSharedSizeBytes))
+    {
+        return err;
+    }
+    std::lock_guard<std::mutex> const lock(raising);
+    err = cudaFuncGetAttributes(&attr, kernel);
+    if (err != cudaSuccess || bytes <= static_cast<size_t>(attr.maxDynamicSharedSizeBytes))
+    {
+        return err;
+    }
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
 } // namespace trt_neg

@@ -424,7 +424,7 @@ cudaError_t launchTyped(GdnParams const& p, ContextAlgo algo, cudaStream_t strea
     if (smem > static_cast<size_t>(maxOptin))
         return cudaErrorInvalidValue; // dk * dv too large for a shared-memory state tile
     auto kernel = chunk > 0 ? gdnKernel<kDT, true> : gdnKernel<kDT, false>;
-    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    err = allowDynamicShared(kernel, smem);
     if (err != cudaSuccess)
         return err;
     dim3 const grid(static_cast<unsigned>(p.shape.numVHeads), static_cast<unsigned>(p.batch));
