@@ -22,7 +22,7 @@
 //   kChunkMinTokens (16) tokens, with the largest chunk size C in {64, 32, 16} whose shared
 //   memory fits cudaDevAttrMaxSharedMemoryPerBlockOptin (dk = dv = 128: C = 64 on sm_90,
 //   213 KB; 32 on sm_80, 134.5 KB; 16 on sm_86/sm_89, 98.3 KB), else the scan-only kernel
-//   (66.8 KB, fewer registers: pure generation steps keep its occupancy). dk % 8 != 0, or a
+//   (65.3 KB, fewer registers: pure generation steps keep its occupancy). dk % 8 != 0, or a
 //   head too wide for the chunk-capable kernel's registers: scan only.
 // * per sequence (block), useChunked(): chunked when the segment has >= 16 tokens.
 // kScan / kChunked force a path (tests and the GPU check). Details: docs/gdn_kernel.md.

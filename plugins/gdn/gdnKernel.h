@@ -14,7 +14,7 @@ namespace gdn
 {
 
 // Dynamic shared memory of a scan-only launch: the fp32 state tile [dk, dv], q and k, and
-// the reduction scratch. 66.8 KB for dk = dv = 128 (opted in above the 48 KB default). A
+// the reduction scratch. 65.3 KB for dk = dv = 128 (opted in above the 48 KB default). A
 // chunk-capable launch needs chunkedSharedBytes() (gdnChunk.h) instead. = scanSharedBytes()
 // (gdnParams.h), the figure the plugin validates head dims against.
 size_t kernelSharedBytes(GdnShape const& shape);
