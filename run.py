@@ -206,11 +206,12 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
 
     specs = [PromptSpec(f"arg{i}", text=p) for i, p in enumerate(prompt_opts + prompts)]
     if prompts_file:
-        specs += read_prompts_file(prompts_file)
+        from_file = read_prompts_file(prompts_file)
+        if not from_file:  # an empty file is a mistake even beside other prompts (the wrong file, a failed export)
+            raise click.BadParameter(f"{prompts_file}: no requests in the file", param_hint="--prompts-file")
+        specs += from_file
     specs += [PromptSpec(f"ids{i}", token_ids=parse_token_ids(v)) for i, v in enumerate(token_ids)]
     check_unique_ids(specs)
-    if not specs and prompts_file:
-        raise click.BadParameter(f"{prompts_file}: no requests in the file", param_hint="--prompts-file")
     if not specs:
         raise click.UsageError("nothing to generate: give text PROMPTS, --prompt, --prompts-file or --token-ids")
 

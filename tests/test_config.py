@@ -122,6 +122,7 @@ def _mutations():
     return {
         "missing hidden_size": (drop("hidden_size"), "text_config.hidden_size", "missing"),
         "negative vocab": (setf("vocab_size", -5), "text_config.vocab_size", ">= 1"),
+        "one position": (setf("max_position_embeddings", 1), "text_config.max_position_embeddings", ">= 2, got 1"),
         "string heads": (setf("num_attention_heads", "16"), "text_config.num_attention_heads", "integer"),
         "GQA does not divide": (setf("num_key_value_heads", 3), "text_config.num_key_value_heads", "divide"),
         "linear heads do not divide": (setf("linear_num_key_heads", 3), "text_config.linear_num_key_heads", "divide"),

@@ -609,6 +609,18 @@ def test_broken_tokenizer_is_one_line_naming_the_folder(tiny_checkpoint, tmp_pat
     assert line.startswith(f"Error: {model}: could not load the tokenizer (")
 
 
+def test_a_tokenizer_config_without_a_vocabulary_is_refused(tiny_checkpoint, tmp_path):
+    # transformers would make a tokenizer of the config's special tokens and encode "hi" as 3 wrong ids.
+    model = checkpoint_copy(tiny_checkpoint, tmp_path)
+    (model / "tokenizer.json").unlink()
+    r = invoke("--model", str(model), "--prompt", "hi", "--json", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    (line,) = [s for s in r.stderr.splitlines() if s.startswith("Error:")]
+    assert line.startswith(f"Error: {model}: could not load the tokenizer (ValueError: tokenizer_config.json "
+                           "without a vocabulary file (tokenizer.json, tokenizer.model, vocab.json, vocab.txt)")
+    assert r.stdout == ""
+
+
 @pytest.mark.parametrize("ident, shown", [("null", "null"), ('{"a": 1}', '{"a": 1}'), ("true", "true"),
                                           ("1.5", "1.5"), ('["x"]', '["x"]')])
 def test_prompts_file_id_must_be_a_string_or_an_integer(tiny_checkpoint, tmp_path, ident, shown):
@@ -875,10 +887,11 @@ def test_a_bad_value_of_a_prompts_file_line_names_the_line_and_the_key_it_wrote(
 
 
 @pytest.mark.parametrize("content", ["", "\n  \n"])
-def test_an_empty_prompts_file_says_so(tmp_path, content):
+@pytest.mark.parametrize("others", [[], ["--prompt", "hi"], ["--token-ids", "1,2"]])
+def test_an_empty_prompts_file_says_so(tmp_path, content, others):
     prompts = tmp_path / "empty.jsonl"
     prompts.write_text(content)
-    r = invoke("--prompts-file", str(prompts), ok=False)
+    r = invoke("--prompts-file", str(prompts), *others, ok=False)
     assert r.exit_code == 2
     assert r.output.splitlines()[-1] == f"Error: Invalid value for --prompts-file: {prompts}: no requests in the file"
 

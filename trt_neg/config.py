@@ -339,7 +339,8 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         head_dim=f.int("head_dim", QWEN3_5_DEFAULT_HEAD_DIM),
         partial_rotary_factor=partial,
         rope_theta=rope_theta,
-        max_position_embeddings=f.int("max_position_embeddings"),
+        # A sequence holds at least its prompt's one token and one generated token.
+        max_position_embeddings=f.int("max_position_embeddings", minimum=2),
         attention_bias=f.bool("attention_bias", False),
         linear_num_key_heads=f.int("linear_num_key_heads"),
         linear_num_value_heads=f.int("linear_num_value_heads"),

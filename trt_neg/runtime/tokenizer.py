@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# The files that hold a vocabulary (fast tokenizers, sentencepiece, BPE, WordPiece).
+VOCABULARY_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+TOKENIZER_FILES = ("tokenizer_config.json", *VOCABULARY_FILES)
 
 
 def load_tokenizer(path: str | Path) -> Any | None:
@@ -13,6 +15,11 @@ def load_tokenizer(path: str | Path) -> Any | None:
     path = Path(path)
     if not any((path / f).exists() for f in TOKENIZER_FILES):
         return None
+    if not any((path / f).is_file() for f in VOCABULARY_FILES):
+        # transformers would build a tokenizer of tokenizer_config.json's special tokens alone and
+        # encode every prompt as a few wrong ids, without a word.
+        raise ValueError(f"tokenizer_config.json without a vocabulary file ({', '.join(VOCABULARY_FILES)}): "
+                         "copy the checkpoint's tokenizer.json, or give prompts as --token-ids")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(path))
