@@ -49,9 +49,16 @@ def convert_fails(hf, tmp_path, error, *fragments, **kwargs):
     return message
 
 
-def test_missing_tensor(hf, tmp_path):
+def test_missing_tensor_is_named_in_the_checkpoints_own_layout(hf, tmp_path):
     rewrite(hf, lambda t: t.pop("model.language_model.layers.1.linear_attn.A_log"))
-    convert_fails(hf, tmp_path, CheckpointError, str(hf), "missing", "model.layers.1.linear_attn.A_log")
+    convert_fails(hf, tmp_path, CheckpointError, f"{hf}: tensor 'model.language_model.layers.1.linear_attn.A_log': "
+                                                 "missing 1 tensor(s)")
+
+    def text_layout(t):  # the same tensors stored as model.layers.* (the text layout)
+        for name in [n for n in t if n.startswith("model.language_model.")]:
+            t["model." + name[len("model.language_model."):]] = t.pop(name)
+    rewrite(hf, text_layout)
+    convert_fails(hf, tmp_path, CheckpointError, f"{hf}: tensor 'model.layers.1.linear_attn.A_log': missing 1")
 
 
 def test_unexpected_shape(hf, tmp_path):

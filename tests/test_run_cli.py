@@ -399,6 +399,20 @@ def test_unwritable_cache_dir_is_one_line(tmp_path, monkeypatch):
     assert "$XDG_CACHE_HOME" in line and "--model" in line
 
 
+def test_a_broken_symlink_in_the_model_is_one_line(tiny_checkpoint, tmp_path):
+    """A copied HF-hub snapshot whose blobs stayed behind: its files are dangling symlinks."""
+    import shutil
+
+    model = shutil.copytree(tiny_checkpoint, tmp_path / "snapshot")
+    (model / "model.safetensors").unlink()
+    (model / "model.safetensors").symlink_to(tmp_path / "blobs" / "gone")
+    r = invoke("--model", str(model), "--token-ids", "1,2", ok=False)
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit)
+    (line,) = [s for s in r.stderr.splitlines() if s.startswith("Error:")]
+    assert line == (f"Error: {model / 'model.safetensors'}: is a broken symlink to {tmp_path / 'blobs' / 'gone'} "
+                    "(No such file or directory)")
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_plot_in_an_unwritable_directory_is_refused_before_any_work(monkeypatch):
     monkeypatch.setattr(run, "builtin_tiny_model", lambda *a, **k: pytest.fail("the run started"))

@@ -19,13 +19,14 @@ from typing import Iterator, Mapping
 import torch
 
 from ..config import FULL_ATTENTION, BackboneConfig, DarwinNegConfig, NegConfig, load_config
-from .safetensors_io import CheckpointError, SafetensorsFile, safetensors_files
+from .safetensors_io import INDEX_FILE, CheckpointError, SafetensorsFile, open_checkpoint_files
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_PREFIX = "model.language_model."
 TEXT_PREFIX = "model."
 IGNORED_PREFIXES = ("model.visual.", "mtp.")
+# The NEG head's own file, beside the backbone's: read even when a shard index does not list it.
 NEG_FILE = "neg.safetensors"
 
 NEG_TENSORS = ("neg_head.fc1.weight", "neg_head.fc1.bias", "neg_head.fc2.weight", "neg_head.fc2.bias",
@@ -122,17 +123,22 @@ class HFCheckpoint:
         self.config: DarwinNegConfig = load_config(self.directory)
         self._where: dict[str, tuple[SafetensorsFile, str]] = {}
         self.ignored: list[str] = []
+        # Whether the backbone is stored under model.language_model.*: errors about tensors the
+        # checkpoint lacks name them as it would store them.
+        self.published_layout = False
         key_map = dict(key_map or {})
-        for path in safetensors_files(self.directory):
-            handle = SafetensorsFile(path)
+        self.files = open_checkpoint_files(self.directory, always_read=(NEG_FILE,))
+        for handle in self.files.files:
             for stored in handle.keys():
-                name = canonical_name(key_map.get(stored, stored))
+                renamed = key_map.get(stored, stored)
+                name = canonical_name(renamed)
                 if name is None:
                     self.ignored.append(stored)
                     continue
+                self.published_layout |= name != renamed
                 if name in self._where:
                     other = self._where[name][0].path
-                    raise CheckpointError(path, f"duplicate tensor (also in {other.name})", stored)
+                    raise CheckpointError(handle.path, f"duplicate tensor (also in {other.name})", stored)
                 self._where[name] = (handle, stored)
         if self.ignored:
             log.info("%s: ignoring %d vision/MTP tensors (text-only model)", self.directory, len(self.ignored))
@@ -143,9 +149,11 @@ class HFCheckpoint:
 
     def validate_names(self) -> None:
         b = self.config.backbone
-        missing = [n for n in (*self.expected, *self.expected_neg) if n not in self._where]
+        missing = [self.stored_name(n) for n in (*self.expected, *self.expected_neg) if n not in self._where]
         if missing:
-            raise CheckpointError(self.directory, f"missing {len(missing)} tensor(s), first: {missing[:3]}",
+            unread = (f"; not read: {', '.join(self.files.unlisted)}, which {INDEX_FILE} does not list"
+                      if self.files.unlisted else "")
+            raise CheckpointError(self.directory, f"missing {len(missing)} tensor(s), first: {missing[:3]}{unread}",
                                   missing[0])
         unexpected = [n for n in self._where if n not in self.expected and n not in self.expected_neg
                       and not (n == "lm_head.weight" and b.tie_word_embeddings)]
@@ -169,6 +177,10 @@ class HFCheckpoint:
 
     def names(self) -> list[str]:
         return [*self.expected, *self.expected_neg]
+
+    def stored_name(self, name: str) -> str:
+        """Canonical ``name`` as this checkpoint's layout stores it."""
+        return published_name(name) if self.published_layout else name
 
     def source(self, name: str) -> tuple[Path, str]:
         handle, stored = self._where[name]
@@ -236,8 +248,7 @@ def load_model_config(directory: str | Path) -> DarwinNegConfig:
     if not config.backbone.tie_word_embeddings:
         return config
     where: dict[str, tuple[SafetensorsFile, str]] = {}
-    for path in safetensors_files(directory):
-        handle = SafetensorsFile(path)
+    for handle in open_checkpoint_files(directory, always_read=(NEG_FILE,)).files:
         for stored in handle.keys():
             name = canonical_name(stored)
             if name in (HEAD, EMBEDDING) and name not in where:

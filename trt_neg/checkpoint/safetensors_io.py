@@ -6,20 +6,27 @@ header is laid out from the declared names, shapes and dtypes first, then each t
 bytes are appended as they are produced (in chunks if need be, several files side by side
 if need be), so peak memory is one chunk, not one checkpoint.
 Only safetensors are ever loaded: pickle checkpoints are refused, never unpickled.
+A sharded HF checkpoint's ``model.safetensors.index.json`` says which files to read, as for
+transformers (``open_checkpoint_files``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
+import stat
 import struct
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 import torch
+
+log = logging.getLogger(__name__)
 
 TORCH_TO_SAFETENSORS = {
     torch.float32: "F32",
@@ -38,6 +45,10 @@ SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32"
                         "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+# transformers' names (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME) for an unsharded checkpoint's one
+# file and a sharded checkpoint's index.
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
 
 
 class CheckpointError(ValueError):
@@ -60,21 +71,42 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPE_NAMES.items()}[dtype]
 
 
+def check_regular_file(path: Path) -> os.stat_result:
+    """``path``'s stat (symlinks followed); CheckpointError naming it if it is not a regular file:
+    a broken symlink (common in copied HF-hub snapshots, whose files are links into a blob store),
+    a directory, a pipe or device (opening one could block), or a path that cannot be examined."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            raise CheckpointError(path, f"is a broken symlink to {os.readlink(path)} ({exc.strerror})") from None
+        raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(path, "is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise CheckpointError(path, "is not a regular file (a pipe, socket or device)")
+    return info
+
+
 def read_header(path: str | Path) -> dict:
     """Parse and validate a safetensors header without reading tensor data."""
     path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        raw = handle.read(8)
-        if len(raw) < 8:
-            raise CheckpointError(path, "truncated safetensors file (no header length)")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > min(size - 8, 100 * 2**20):
-            raise CheckpointError(path, f"corrupt safetensors header (claims {header_len} bytes, file has {size})")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(path, f"corrupt safetensors header ({exc})") from None
+    size = check_regular_file(path).st_size
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(8)
+            if len(raw) < 8:
+                raise CheckpointError(path, "truncated safetensors file (no header length)")
+            (header_len,) = struct.unpack("<Q", raw)
+            if header_len > min(size - 8, 100 * 2**20):
+                raise CheckpointError(path, f"corrupt safetensors header (claims {header_len} bytes, file has {size})")
+            encoded = handle.read(header_len)
+    except OSError as exc:  # e.g. no read permission, an I/O error
+        raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        header = json.loads(encoded)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"corrupt safetensors header ({exc})") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "corrupt safetensors header (not a JSON object)")
     data_len = size - 8 - header_len
@@ -163,22 +195,140 @@ class SafetensorsFile:
             raise CheckpointError(self.path, f"cannot read rows {start}:{stop} ({exc})", name) from None
 
 
-def safetensors_files(directory: str | Path) -> list[Path]:
-    """The safetensors files of a checkpoint directory; refuses pickle-only checkpoints."""
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The safetensors files an HF checkpoint's tensors are read from, opened (headers checked)."""
+
+    files: list[SafetensorsFile]
+    unlisted: tuple[str, ...] = ()  # *.safetensors files beside the index that it does not list: not read
+
+
+def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = ()) -> CheckpointFiles:
+    """The safetensors files of an HF checkpoint directory, each header read and checked.
+
+    Without ``model.safetensors.index.json``: every ``*.safetensors`` file (pickle-only checkpoints are
+    refused). With one, as transformers loads a sharded checkpoint, the index is the authority: the
+    files its ``weight_map`` lists (each must exist) and, where present, those named in
+    ``always_read`` (files of tensors a backbone's index need not list), and the map must say where
+    each tensor is (``_check_weight_map``). Other ``*.safetensors`` files are not read, as transformers
+    ignores them: a stale shard of an earlier save would otherwise double tensors; a warning names
+    them. An unlisted ``model.safetensors`` is refused: transformers would load it alone and ignore
+    the index, so which of the two is the checkpoint is ambiguous.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(directory, "is not a directory")
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
-        if pickles:
-            raise CheckpointError(
-                directory,
-                f"holds only pickle weights ({', '.join(pickles[:3])}); they are never loaded because unpickling "
-                "runs arbitrary code. Convert them to safetensors first.",
-            )
-        raise CheckpointError(directory, "holds no *.safetensors files")
-    return files
+    index = directory / INDEX_FILE
+    if not os.path.lexists(index):
+        paths = sorted(directory.glob("*.safetensors"))
+        if not paths:
+            _refuse_no_safetensors(directory)
+        return CheckpointFiles([SafetensorsFile(path) for path in paths])
+    weight_map = read_weight_map(index)
+    tensors_per_shard = Counter(weight_map.values())
+    listed = sorted(tensors_per_shard)  # transformers' order
+    for name in listed:
+        if not os.path.lexists(directory / name):
+            raise CheckpointError(index, f"lists shard {name} for {tensors_per_shard[name]} tensor(s), but there "
+                                         "is no such file")
+    unlisted = sorted(p.name for p in directory.glob("*.safetensors") if p.name not in tensors_per_shard)
+    if SINGLE_FILE in unlisted and (directory / SINGLE_FILE).is_file():
+        raise CheckpointError(directory / SINGLE_FILE, f"is beside {INDEX_FILE}, which does not list it: transformers "
+                                                       f"would load it alone and ignore the index's {len(listed)} "
+                                                       "shard(s). Remove whichever is stale")
+    extra = [name for name in unlisted if name in always_read]
+    ignored = tuple(name for name in unlisted if name not in always_read)
+    if ignored:
+        log.warning("%s: ignoring %s, not listed in %s (as transformers does)", directory, ", ".join(ignored),
+                    INDEX_FILE)
+    shards = [SafetensorsFile(directory / name) for name in listed]
+    others = [SafetensorsFile(directory / name) for name in extra]
+    _check_weight_map(index, weight_map, shards, others, ignored)
+    return CheckpointFiles([*shards, *others], ignored)
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """A sharded checkpoint index's ``weight_map`` (stored tensor name -> shard file name); CheckpointError
+    naming the index if it cannot be read, is not a JSON object with one, or names a shard that is not a
+    ``*.safetensors`` file beside it (nothing outside the checkpoint directory is read, pickles never)."""
+    check_regular_file(index)
+    try:
+        data = json.loads(index.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise CheckpointError(index, f"cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(index, f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(index, f"is not valid JSON ({exc})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise CheckpointError(index, "needs a \"weight_map\" object of tensor name -> shard file name")
+    if not weight_map:
+        raise CheckpointError(index, "has an empty \"weight_map\": it lists no shard files")
+    for tensor, shard in weight_map.items():
+        if Path(shard).name != shard or not shard.endswith(".safetensors"):
+            raise CheckpointError(index, f"weight_map puts it in {shard!r}, not the name of a *.safetensors file "
+                                         "beside the index", tensor)
+    return weight_map
+
+
+def _check_weight_map(index: Path, weight_map: Mapping[str, str], shards: list[SafetensorsFile],
+                      others: list[SafetensorsFile], ignored: tuple[str, ...]) -> None:
+    """CheckpointError naming the first disagreeing tensor, the index and the file that holds it unless
+    ``weight_map`` says exactly which tensors each listed shard holds. ``others``: the files read though
+    unlisted; ``ignored``: the unlisted files not read, whose headers are looked at only to say where a
+    tensor the map misplaces is."""
+    by_name = {shard.path.name: shard for shard in shards}
+    problems: dict[str, str] = {}  # tensor -> what is wrong, one per tensor
+    for shard in shards:
+        for tensor in shard.keys():
+            mapped = weight_map.get(tensor)
+            if mapped is None:
+                problems.setdefault(tensor, f"is not in weight_map, but {shard.path.name} holds it")
+            elif mapped != shard.path.name:
+                also = " too" if tensor in by_name[mapped].header else ""
+                problems.setdefault(tensor, f"weight_map puts it in {mapped}, but {shard.path.name} holds it{also}")
+    holders: dict[str, str] | None = None
+    for tensor, mapped in weight_map.items():
+        if tensor in problems or tensor in by_name[mapped].header:
+            continue
+        if holders is None:
+            holders = _tensor_holders(index.parent, others, ignored)
+        holder = holders.get(tensor)
+        where = ("no other file holds it" if holder is None else f"it is in {holder}" +
+                 (", which the index does not list" if holder in ignored else ""))
+        problems[tensor] = f"weight_map puts it in {mapped}, which does not hold it; {where}"
+    if problems:
+        tensor, problem = next(iter(problems.items()))
+        more = f" ({len(problems)} tensors disagree in all)" if len(problems) > 1 else ""
+        raise CheckpointError(index, problem + more, tensor)
+
+
+def _tensor_holders(directory: Path, others: list[SafetensorsFile], ignored: tuple[str, ...]) -> dict[str, str]:
+    """Stored tensor name -> the name of a file holding it, among ``others`` and the unread ``ignored``
+    files (only for error messages: an ignored file whose header cannot be read is skipped)."""
+    holders = {tensor: other.path.name for other in others for tensor in other.keys()}
+    for name in ignored:
+        try:
+            header = read_header(directory / name)
+        except CheckpointError:
+            continue
+        for tensor in header:
+            if tensor != "__metadata__":
+                holders.setdefault(tensor, name)
+    return holders
+
+
+def _refuse_no_safetensors(directory: Path) -> None:
+    """CheckpointError for a directory without safetensors files, naming its pickles if it has some."""
+    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            directory,
+            f"holds only pickle weights ({', '.join(pickles[:3])}); they are never loaded because unpickling "
+            "runs arbitrary code. Convert them to safetensors first.",
+        )
+    raise CheckpointError(directory, "holds no *.safetensors files")
 
 
 class StreamingSafetensorsWriter:

@@ -26,15 +26,15 @@ import torch
 from ..cli import InterruptibleCommand
 from ..config import FULL_ATTENTION, LINEAR_ATTENTION, config_from_dict
 from .hf import NEG_FILE, hf_text_weight_shapes, neg_weight_shapes, published_name
-from .safetensors_io import OutputKind, StreamingSafetensorsWriter, atomic_output_dir, torch_dtype
+from .safetensors_io import (INDEX_FILE, SINGLE_FILE, OutputKind, StreamingSafetensorsWriter, atomic_output_dir,
+                             torch_dtype)
 
 SHARD_BYTES = 4 * 2**30
 CHUNK_ELEMENTS = 32 * 2**20
 # What the writers below put in a checkpoint: --overwrite replaces only a directory holding nothing else.
 BUILTIN_CHECKPOINT = OutputKind("built-in HF checkpoint", (
-    "config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
-    "model.safetensors.index.json", NEG_FILE, "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json"))
+    "config.json", "generation_config.json", SINGLE_FILE, "model-*-of-*.safetensors", INDEX_FILE, NEG_FILE,
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"))
 
 
 def _text_config(layers: list[str], **dims) -> dict:
@@ -191,7 +191,7 @@ def write_checkpoint(output: str | Path, preset: str = "tiny", seed: int = 0, dt
                                            desc=f"writing {preset} checkpoint"))
         weight_map: dict[str, str] = {}
         for index, shard in enumerate(shards):
-            fname = ("model.safetensors" if len(shards) == 1
+            fname = (SINGLE_FILE if len(shards) == 1
                      else f"model-{index + 1:05d}-of-{len(shards):05d}.safetensors")
             writer = StreamingSafetensorsWriter(tmp / fname, [(s, shape, torch_dt) for s, _, shape in shard],
                                                 metadata={"format": "pt"})
@@ -208,7 +208,7 @@ def write_checkpoint(output: str | Path, preset: str = "tiny", seed: int = 0, dt
                 raise
         if len(shards) > 1:
             index_json = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index_json, indent=2, sort_keys=True) + "\n")
+            (tmp / INDEX_FILE).write_text(json.dumps(index_json, indent=2, sort_keys=True) + "\n")
         (tmp / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(
             {"eos_token_id": list(b.eos_token_id), "pad_token_id": b.pad_token_id, "do_sample": False},
@@ -239,7 +239,7 @@ def write_checkpoint_from_config(output: str | Path, config_json: dict, seed: in
     neg = [(n, n, s) for n, s in neg_weight_shapes(b, config.neg).items()]
     if published:
         backbone += [(n, n, s) for n, s in _ignored_tensors(config_json["text_config"]).items()]
-    files = {"model.safetensors": backbone + ([] if neg_file else neg)}
+    files = {SINGLE_FILE: backbone + ([] if neg_file else neg)}
     if neg_file:
         files[NEG_FILE] = neg
     with atomic_output_dir(output, overwrite=overwrite, kind=BUILTIN_CHECKPOINT) as tmp:
