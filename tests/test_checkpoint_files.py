@@ -78,6 +78,15 @@ def test_an_unreadable_safetensors_entry_is_named(tiny_checkpoint, sharded, tmp_
     assert message.startswith(f"{path}: "), message
 
 
+def test_hidden_safetensors_files_are_not_read(tiny_checkpoint, tmp_path):
+    # A tool's partial copy beside the checkpoint, truncated: reading it would fail (or double tensors).
+    model = shutil.copytree(tiny_checkpoint, tmp_path / "single")
+    (model / f".{SINGLE_FILE}.partial.safetensors").write_bytes((model / SINGLE_FILE).read_bytes()[:1000])
+    checkpoint = HFCheckpoint(model)
+    checkpoint.validate_names()
+    assert [f.path.name for f in checkpoint.files.files] == [SINGLE_FILE]
+
+
 # ------------------------------------------------------------------ the shard index
 def test_the_index_decides_which_files_are_read(sharded, tiny_checkpoint, caplog):
     """Listed shards and neg.safetensors are read; any other *.safetensors is not (transformers ignores

@@ -206,7 +206,7 @@ class CheckpointFiles:
 def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = ()) -> CheckpointFiles:
     """The safetensors files of an HF checkpoint directory, each header read and checked.
 
-    Without ``model.safetensors.index.json``: every ``*.safetensors`` file (pickle-only checkpoints are
+    Without ``model.safetensors.index.json``: every ``*.safetensors`` file but hidden ones (pickle-only checkpoints are
     refused). With one, as transformers loads a sharded checkpoint, the index is the authority: the
     files its ``weight_map`` lists (each must exist) and, where present, those named in
     ``always_read`` (files of tensors a backbone's index need not list), and the map must say where
@@ -220,7 +220,7 @@ def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = 
         raise CheckpointError(directory, "is not a directory")
     index = directory / INDEX_FILE
     if not os.path.lexists(index):
-        paths = sorted(directory.glob("*.safetensors"))
+        paths = _visible_safetensors(directory)
         if not paths:
             _refuse_no_safetensors(directory)
         return CheckpointFiles([SafetensorsFile(path) for path in paths])
@@ -231,7 +231,7 @@ def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = 
         if not os.path.lexists(directory / name):
             raise CheckpointError(index, f"lists shard {name} for {tensors_per_shard[name]} tensor(s), but there "
                                          "is no such file")
-    unlisted = sorted(p.name for p in directory.glob("*.safetensors") if p.name not in tensors_per_shard)
+    unlisted = [p.name for p in _visible_safetensors(directory) if p.name not in tensors_per_shard]
     if SINGLE_FILE in unlisted and (directory / SINGLE_FILE).is_file():
         raise CheckpointError(directory / SINGLE_FILE, f"is beside {INDEX_FILE}, which does not list it: transformers "
                                                        f"would load it alone and ignore the index's {len(listed)} "
@@ -245,6 +245,12 @@ def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = 
     others = [SafetensorsFile(directory / name) for name in extra]
     _check_weight_map(index, weight_map, shards, others, ignored)
     return CheckpointFiles([*shards, *others], ignored)
+
+
+def _visible_safetensors(directory: Path) -> list[Path]:
+    """The directory's ``*.safetensors`` files, sorted, hidden ones left out: a dot-file is a
+    tool's partial or temporary copy (pathlib's glob, unlike a shell's, matches them)."""
+    return sorted(p for p in directory.glob("*.safetensors") if not p.name.startswith("."))
 
 
 def read_weight_map(index: Path) -> dict[str, str]:
