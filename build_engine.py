@@ -15,7 +15,12 @@ default ``<output>.ckpt`` beside the engine; kept, reusable with ``--reuse-check
 ``libtrt_neg_plugins.so`` loaded -> one engine per rank -> engine ``config.json`` rewritten with
 the runtime alias -> plugin library copied in -> ``build_info.json`` -> the directory renamed
 into place. Without tensorrt_llm 1.2.x the conversion still runs, then the command stops with
-exit code 2 and says where to run the engine build.
+exit code 3 and says where to run the engine build.
+
+Exit codes: 0 done; 1 a bad input file (HF checkpoint, reused checkpoint, key map) or another failure;
+2 a usage error (an option's value, options that contradict each other or do not fit the model), as
+for run.py; 3 converted, but the engine build needs tensorrt_llm 1.2.x (rerun in the container);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ ENGINE_ONLY_OPTIONS = ("max_batch_size", "max_input_len", "max_seq_len", "max_nu
 
 
 class EngineBuildUnavailable(click.ClickException):
-    """tensorrt_llm 1.2.x is missing: the converted checkpoint is kept, exit code 2."""
+    """tensorrt_llm 1.2.x is missing: the converted checkpoint is kept, exit code 3 (not 2, click's usage
+    errors, nor 1, a failure: a script can tell "rerun in the container" from both)."""
 
-    exit_code = 2
+    exit_code = 3
 
 
 def _default_checkpoint_dir(output: Path) -> Path:
@@ -45,6 +51,16 @@ def _default_checkpoint_dir(output: Path) -> Path:
     if not output.name:
         raise click.UsageError(f"--output {output}: not a directory that can be replaced; give one below it")
     return output.with_name(output.name + ".ckpt")
+
+
+def _check_apart(output: str | Path, other: str | Path, output_what: str, other_what: str) -> None:
+    """``check_disjoint`` as a usage error: two of the options name nested directories."""
+    from trt_neg.checkpoint.safetensors_io import check_disjoint
+
+    try:
+        check_disjoint(output, other, output_what, other_what)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _size(nbytes: int) -> str:
@@ -124,7 +140,7 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
     from trt_neg.checkpoint.contract import ShardingError
     from trt_neg.checkpoint.convert import TRTLLM_CHECKPOINT, convert_checkpoint
     from trt_neg.checkpoint.hf import read_key_map
-    from trt_neg.checkpoint.safetensors_io import CheckpointError, check_disjoint, check_output_dir, check_replaceable
+    from trt_neg.checkpoint.safetensors_io import CheckpointError, check_output_dir, check_replaceable
     from trt_neg.config import ConfigError
     from trt_neg.trtllm import TRTLLM_REQUIREMENT, TensorRTLLMUnavailable, require_tensorrt_llm
     from trt_neg.trtllm.build import (ENGINE_DIRECTORY, BuildOptionError, EngineConfigError, StageTimer,
@@ -132,8 +148,11 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
     from trt_neg.trtllm.engine_dir import EngineDirError
     from trt_neg.trtllm.plugins import PluginLibraryError
 
-    errors = (CheckpointError, ConfigError, ShardingError, BuildOptionError, EngineConfigError, EngineDirError,
-              PluginLibraryError, FileExistsError, PermissionError, ValueError)
+    # Options that cannot work (with each other or with the model) exit 2 like click's own usage errors and
+    # run.py's; a bad input file or another failure exits 1 (see the module docstring).
+    usage_errors = (BuildOptionError, ShardingError)
+    errors = (CheckpointError, ConfigError, EngineConfigError, EngineDirError, PluginLibraryError, FileExistsError,
+              PermissionError, ValueError)
     start = time.perf_counter()
     config_json = Path(model_dir) / "config.json"
     if not config_json.is_file():
@@ -147,10 +166,12 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
             flags = ", ".join("--" + n.replace("_", "-") for n in given)
             raise click.UsageError(f"{flags}: engine option(s), meaningless with --checkpoint-only")
         try:
-            check_disjoint(output_dir, model_dir, "--output directory", "the --model checkpoint")
+            _check_apart(output_dir, model_dir, "--output directory", "the --model checkpoint")
             report = convert_checkpoint(model_dir, output_dir, tp_size=tp_size, pp_size=pp_size, dtype=dtype,
                                         check_finite=check_finite, key_map=read_key_map(key_map),
                                         overwrite=overwrite, progress=progress)
+        except usage_errors as exc:
+            raise click.UsageError(str(exc)) from None
         except errors as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"wrote TensorRT-LLM checkpoint {report.output} (tp {tp_size}, pp {pp_size}, {report.dtype}, "
@@ -172,12 +193,12 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
         # 1. everything that can fail fast, before converting gigabytes
         # No output may be, contain or lie inside the source checkpoint or the other output: writing (or
         # replacing, with --overwrite) one must never delete or mix into another.
-        check_disjoint(output, model_dir, "--output directory", "the --model checkpoint")
+        _check_apart(output, model_dir, "--output directory", "the --model checkpoint")
         if not reuse_checkpoint:
-            check_disjoint(ckpt_dir, model_dir, "--checkpoint-dir", "the --model checkpoint")
+            _check_apart(ckpt_dir, model_dir, "--checkpoint-dir", "the --model checkpoint")
         if ckpt_dir.resolve() == output.resolve():
             raise BuildOptionError("--checkpoint-dir must differ from --output")
-        check_disjoint(ckpt_dir, output, "--checkpoint-dir", "the --output directory")
+        _check_apart(ckpt_dir, output, "--checkpoint-dir", "the --output directory")
         check_output_dir(output, ENGINE_DIRECTORY, overwrite)
         if ckpt_dir.exists() and not reuse_checkpoint:
             check_replaceable(ckpt_dir, TRTLLM_CHECKPOINT)
@@ -238,6 +259,8 @@ def main(ctx: click.Context, model_dir: str, output_dir: str, checkpoint_only: b
         report = build_engines(ckpt_dir, output, options, plugin_library=library, hf_model_dir=Path(model_dir),
                                overwrite=overwrite, copy_plugin_library=copy_plugin_lib,
                                checkpoint_reused=reuse_checkpoint, timer=timer)
+    except usage_errors as exc:
+        raise click.UsageError(str(exc)) from None
     except errors as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote engine directory {report.output.resolve()} ({options.world_size} rank engine(s), "
@@ -273,6 +296,9 @@ def _describe(model_dir: str, key_map: str | None, ckpt_dir: Path, reuse: bool, 
             raise BuildOptionError(f"--reuse-checkpoint: the checkpoint {path} was not converted from --model "
                                    f"{model_dir}: {name} is {ours!r} there but {theirs!r} in {model.source}; "
                                    "convert again without --reuse-checkpoint (with --overwrite)")
+        # Each rank file's header against the contract (milliseconds): a missing, truncated or foreign rank
+        # file is named here, not by the engine build or after "the checkpoint is ready".
+        contract.check_rank_files(ckpt_dir, description, mapping, ckpt_dtype)
         return description, ckpt_dtype
     ckpt = HFCheckpoint(model_dir, key_map=read_key_map(key_map))
     contract.check_mapping(ckpt.config.backbone, contract.Mapping(tp_size, pp_size))

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from trt_neg.checkpoint import contract
 from trt_neg.checkpoint.synthetic import preset_config
-from trt_neg.config import config_from_dict
+from trt_neg.config import ConfigError, config_from_dict
 from trt_neg.trtllm import build as B
 from trt_neg.trtllm.engine_dir import read_build_info, read_engine_dir, write_build_info
 from trt_neg.trtllm.plugins import PLUGIN_LIBRARY, PLUGIN_LIBRARY_ENV, PluginLibraryError
@@ -72,13 +72,13 @@ def test_help_lists_the_engine_options():
         assert flag in proc.stdout
 
 
-def test_without_tensorrt_llm_converts_then_stops_with_exit_2(cli, no_trtllm, tiny_checkpoint, tmp_path):
+def test_without_tensorrt_llm_converts_then_stops_with_exit_3(cli, no_trtllm, tiny_checkpoint, tmp_path):
     from trt_neg.checkpoint.convert import convert_checkpoint
 
     engine = tmp_path / "engine"
     result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
                                       *LIMITS])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert "tensorrt_llm 1.2.x" in result.output and "nvcr.io/nvidia/tensorrt-llm/release:1.2" in result.output
     assert "--reuse-checkpoint" in result.output and "Traceback" not in result.output
     assert not engine.exists()
@@ -93,10 +93,10 @@ def test_without_tensorrt_llm_converts_then_stops_with_exit_2(cli, no_trtllm, ti
     assert again.exit_code == 1 and "pass --reuse-checkpoint" in again.output
     reused = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
                                       *LIMITS])
-    assert reused.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in reused.output
+    assert reused.exit_code == 3 and "reusing TensorRT-LLM checkpoint" in reused.output
     wrong = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
                                      "--tp-size", "2"])
-    assert wrong.exit_code == 1 and "the reused checkpoint" in wrong.output
+    assert wrong.exit_code == 2 and "the reused checkpoint" in wrong.output
 
 
 @pytest.mark.parametrize("args,message", [
@@ -106,11 +106,15 @@ def test_without_tensorrt_llm_converts_then_stops_with_exit_2(cli, no_trtllm, ti
     (["--max-batch-size", "64", "--max-input-len", "10", "--max-seq-len", "20", "--max-num-tokens", "32"],
      "must be at least --max-batch-size"),
     (["--tp-size", "3"], "tensor parallel size 3 is not possible"),
+    (["--pp-size", "2"], "--pp-size > 1: pipeline-parallel engines are not supported yet"),
+    (["--max-batch-size", "5000"], "--max-batch-size 5000 exceeds 4096"),
 ])
 def test_option_errors_fail_before_converting(cli, no_trtllm, tiny_checkpoint, tmp_path, args, message):
+    """Options that do not fit the model or each other are usage errors, exit 2 as click's own and run.py's
+    (1 is a bad input file, 3 "converted, rerun in the container")."""
     result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "e"), *args])
-    assert result.exit_code == 1, result.output
-    assert message in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "\nError: " in result.output and message in result.output and "Traceback" not in result.output
     assert list(tmp_path.iterdir()) == []
 
 
@@ -441,7 +445,7 @@ def test_outputs_over_the_model_are_refused_and_delete_nothing(cli, no_trtllm, t
         args += ["--output", "engine", *LIMITS]
         named = "--output directory"
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # options naming nested directories: a usage error
     assert named in result.output and str(model) in result.output and "--model checkpoint" in result.output, \
         result.output
     assert "Traceback" not in result.output
@@ -453,7 +457,7 @@ def test_checkpoint_dir_and_output_must_not_nest(cli, no_trtllm, tiny_checkpoint
     for ckpt, out in ((tmp_path / "engine" / "ck", tmp_path / "engine"), (tmp_path / "ck", tmp_path / "ck" / "e")):
         result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(out), "--checkpoint-dir",
                                           str(ckpt), "--overwrite", "--no-progress", *LIMITS])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == 2, result.output
         assert "--checkpoint-dir" in result.output and str(ckpt) in result.output and str(out) in result.output
     assert list(tmp_path.iterdir()) == []
 
@@ -498,13 +502,13 @@ def test_reuse_checkpoint_must_describe_the_model(cli, no_trtllm, tiny_checkpoin
     ckpt = convert_checkpoint(tiny_checkpoint, tmp_path / "engine.ckpt", dtype="float32").output
     engine = tmp_path / "engine"
     result = CliRunner().invoke(cli, ["--model", str(other), "--output", str(engine), "--reuse-checkpoint", *LIMITS])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output  # --reuse-checkpoint does not fit --model: a usage error
     assert str(ckpt / "config.json") in result.output and str(other / "config.json") in result.output
     assert f"{field} is " in result.output and "Traceback" not in result.output
     assert not engine.exists()
     same = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
                                     *LIMITS])
-    assert same.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in same.output, same.output
+    assert same.exit_code == 3 and "reusing TensorRT-LLM checkpoint" in same.output, same.output
 
 
 def test_reuse_checkpoint_of_a_tied_config_with_a_different_stored_head(cli, no_trtllm, tmp_path):
@@ -521,7 +525,7 @@ def test_reuse_checkpoint_of_a_tied_config_with_a_different_stored_head(cli, no_
     assert json.loads((ckpt / "config.json").read_text())["tie_word_embeddings"] is False
     result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "engine"),
                                       "--reuse-checkpoint", *LIMITS])
-    assert result.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in result.output, result.output
+    assert result.exit_code == 3 and "reusing TensorRT-LLM checkpoint" in result.output, result.output
     # a checkpoint of the really tied model (lm_head = embeddings) does not describe this one
     shutil.rmtree(ckpt)
     tied = _model_variant(tmp_path, "tied", lambda c: (c.update(tie_word_embeddings=True),
@@ -529,7 +533,43 @@ def test_reuse_checkpoint_of_a_tied_config_with_a_different_stored_head(cli, no_
     convert_checkpoint(tied, ckpt, dtype="float32")
     result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "engine"),
                                       "--reuse-checkpoint", *LIMITS])
-    assert result.exit_code == 1 and "tie_word_embeddings is True there but False" in result.output, result.output
+    assert result.exit_code == 2 and "tie_word_embeddings is True there but False" in result.output, result.output
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("remove", "missing rank file (a tp 2 pp 1 checkpoint has one per rank"),
+    ("truncate", "truncated"),
+])
+def test_reuse_checkpoint_checks_every_rank_file(cli, no_trtllm, tiny_checkpoint, tmp_path, damage, problem):
+    """A reused checkpoint with a missing or truncated rank file is an input error (exit 1) naming that file,
+    found before "the checkpoint is ready" is said."""
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    ckpt = convert_checkpoint(tiny_checkpoint, tmp_path / "engine.ckpt", tp_size=2, dtype="float32").output
+    rank1 = ckpt / "rank1.safetensors"
+    if damage == "remove":
+        rank1.unlink()
+    else:
+        rank1.write_bytes(rank1.read_bytes()[:-64])
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "engine"),
+                                      "--reuse-checkpoint", "--tp-size", "2", *LIMITS])
+    assert result.exit_code == 1, result.output
+    assert f"Error: {rank1}: " in result.output and problem in result.output, result.output
+    assert "ready" not in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "engine").exists()
+
+
+def test_reuse_checkpoint_with_a_corrupt_config_names_the_field(cli, no_trtllm, tiny_checkpoint, tmp_path):
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    ckpt = convert_checkpoint(tiny_checkpoint, tmp_path / "engine.ckpt", dtype="float32").output
+    config = json.loads((ckpt / "config.json").read_text())
+    config["head_size"] = 0
+    (ckpt / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "engine"),
+                                      "--reuse-checkpoint", *LIMITS])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"Error: {ckpt / 'config.json'}: field 'head_size': must be >= 1, got 0" in result.output
 
 
 @pytest.mark.parametrize("flags", [["--check-finite"], ["--key-map", "KEYMAP"],
@@ -554,11 +594,11 @@ def test_reuse_checkpoint_without_tensorrt_llm_says_what_happens(cli, no_trtllm,
     engine = tmp_path / "engine"
     first = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--no-progress",
                                      *LIMITS])
-    assert first.exit_code == 2 and "the checkpoint will be converted" in first.output
+    assert first.exit_code == 3 and "the checkpoint will be converted" in first.output
     assert "Run the same command with --reuse-checkpoint (to skip the conversion) inside" in first.output
     reused = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(engine), "--reuse-checkpoint",
                                       *LIMITS])
-    assert reused.exit_code == 2, reused.output
+    assert reused.exit_code == 3, reused.output
     assert "will be converted" not in reused.output and "the reused checkpoint is checked" in reused.output
     assert "Run the same command inside NVIDIA's TensorRT-LLM 1.2 container" in reused.output
     assert "adding --reuse-checkpoint" not in reused.output and "with --reuse-checkpoint" not in reused.output
@@ -651,8 +691,8 @@ def test_check_engine_neg_refuses_a_top_k_beyond_the_kernel_limit():
     small_vocab = preset_config("tiny")  # vocab 512 <= 1024: k = min(top_k, vocab) fits the kernel
     small_vocab["neg_config"]["top_k"] = 5000
     B.check_engine_neg(config_from_dict(small_vocab, "cfg.json"))
-    with pytest.raises(B.BuildOptionError, match=r"^cfg\.json: NEG top_k 1025 exceeds 1024, the most candidates the "
-                                                 r"NEG kernel keeps \(kNegMaxTopK, plugins/neg/negKernel\.h\)"):
+    with pytest.raises(ConfigError, match=r"^cfg\.json: field 'neg_config': NEG top_k 1025 exceeds 1024, the most "
+                                          r"candidates the NEG kernel keeps \(kNegMaxTopK, plugins/neg/negKernel\.h\)"):
         B.check_engine_neg(config_from_dict(_large_vocab_config(1025), "cfg.json"))
 
 
@@ -663,7 +703,8 @@ def test_an_engine_build_refuses_top_k_beyond_the_kernel_limit_before_converting
     result = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "engine"), "--no-progress",
                                       *LIMITS])
     assert result.exit_code == 1, result.output
-    assert (f"{model / 'config.json'}: NEG top_k 2000 exceeds 1024, the most candidates the NEG kernel keeps"
+    assert (f"{model / 'config.json'}: field 'neg_config': NEG top_k 2000 exceeds 1024, the most candidates the NEG "
+            "kernel keeps"
             in result.output)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # nothing converted
     converted = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "ckpt"),

@@ -39,7 +39,7 @@ def test_engine_build_needs_tensorrt_llm(cli, tiny_checkpoint, tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
     result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "engine"),
                                       "--no-progress"])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert "tensorrt_llm 1.2" in result.output and "--checkpoint-only" in result.output
     assert not (tmp_path / "engine").exists()
     assert (tmp_path / "engine.ckpt" / "rank0.safetensors").is_file()
@@ -48,7 +48,7 @@ def test_engine_build_needs_tensorrt_llm(cli, tiny_checkpoint, tmp_path, monkeyp
 def test_errors_are_one_clear_line(cli, tiny_checkpoint, tmp_path):
     result = CliRunner().invoke(cli, ["--model", str(tiny_checkpoint), "--output", str(tmp_path / "o"),
                                       "--checkpoint-only", "--tp-size", "3"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an option that does not fit the model: a usage error
     assert "Error: tensor parallel size 3 is not possible" in result.output and "Traceback" not in result.output
     bad_map = tmp_path / "map.json"
     bad_map.write_text("[1, 2]")
@@ -204,8 +204,8 @@ def test_reuse_checkpoint_accepts_the_same_model_spelled_relative_or_absolute(cl
     shutil.copytree(tiny_checkpoint, tmp_path / "tiny")
     monkeypatch.chdir(tmp_path)
     converted = CliRunner().invoke(cli, ["--model", "tiny", "--output", "engine", "--no-progress"])
-    assert converted.exit_code == 2, converted.output
+    assert converted.exit_code == 3, converted.output
     for model in (str(tmp_path / "tiny"), "tiny", "./tiny/"):
         reused = CliRunner().invoke(cli, ["--model", model, "--output", "engine", "--reuse-checkpoint"])
-        assert reused.exit_code == 2 and "reusing TensorRT-LLM checkpoint" in reused.output, (model, reused.output)
+        assert reused.exit_code == 3 and "reusing TensorRT-LLM checkpoint" in reused.output, (model, reused.output)
         assert "was not converted from" not in reused.output

@@ -316,3 +316,70 @@ def test_converted_config_json_is_validated_like_the_hf_one(field, value, words)
     with pytest.raises(ConfigError, match=words) as info:
         C.config_from_checkpoint(cfg, "ckpt/config.json")
     assert "ckpt/config.json" in str(info.value)
+
+
+def _set(path: str, value):
+    """An edit of one (dotted) field of a converted config.json."""
+    def edit(cfg):
+        *parents, name = path.split(".")
+        target = cfg
+        for parent in parents:
+            target = target[parent]
+        target[name] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_set("head_size", 0), "field 'head_size': must be >= 1, got 0"),
+    (_set("head_size", "16"), "field 'head_size': must be an integer, got '16'"),
+    (_set("rotary_embedding_dim", "4"), "field 'rotary_embedding_dim': must be an integer, got '4'"),
+    (_set("rotary_embedding_dim", 32), "field 'rotary_embedding_dim': must be <= 16 (head_size), got 32"),
+    (_set("rotary_embedding_dim", 5), "field 'rotary_embedding_dim': must be even (RoPE rotates pairs of dims), "
+                                      "got 5"),
+    (_set("vocab_size", "512"), "field 'vocab_size': must be an integer, got '512'"),
+    (_set("eos_token_id", "x"), "field 'eos_token_id': must be a token id or a list of token ids, got 'x'"),
+    (_set("eos_token_id", {"a": 1}), "field 'eos_token_id': must be a token id or a list of token ids, got {'a': 1}"),
+    (_set("layer_types", None), "field 'layer_types': is required but missing"),
+    (_set("layer_types", "recurrent"), "field 'layer_types': must be a list of strings, got 'recurrent'"),
+    (_set("rotary_base", "x"), "field 'rotary_base': must be a number, got 'x'"),
+    (_set("hidden_act", None), "field 'hidden_act': is required but missing"),
+    (_set("norm_epsilon", -1), "field 'norm_epsilon': must be a finite positive number, got -1.0"),
+    (_set("conv_kernel", 1), "field 'conv_kernel': must be >= 2, got 1"),
+    (_set("attention_bias", "no"), "field 'attention_bias': must be true or false, got 'no'"),
+    (_set("mapping.tp_size", "1"), "field 'mapping.tp_size': must be an integer, got '1'"),
+    (_set("mapping.tp_size", 1.0), "field 'mapping.tp_size': must be an integer, got 1.0"),
+    (_set("mapping.pp_size", 0), "field 'mapping.pp_size': must be >= 1, got 0"),
+    (_set("mapping", [1, 1]), "field 'mapping': expected a JSON object, got list"),
+    (_set("mapping", {"world_size": 3, "tp_size": 3, "pp_size": 1}),
+     "field 'mapping': tensor parallel size 3 is not possible for this model: num_attention_heads (4)"),
+    (_set("trt_neg", "x"), "field 'trt_neg': expected a JSON object, got str"),
+    (_set("trt_neg.contract_version", 2), "field 'trt_neg.contract_version': is 2, this trt_neg reads version 1; "
+                                          "convert the HF checkpoint again"),
+])
+def test_every_field_of_a_converted_config_json_is_checked(edit, message):
+    """A hand-edited or corrupt converted config.json gives ConfigError naming the file and field, never a
+    TypeError or ZeroDivisionError, nor a misleading field (a string tp_size once read as world_size's fault)."""
+    from trt_neg.config import ConfigError
+
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "float32")
+    edit(cfg)
+    with pytest.raises(ConfigError) as info:
+        C.config_from_checkpoint(cfg, "ckpt/config.json")
+    assert str(info.value).startswith(f"ckpt/config.json: {message}"), str(info.value)
+
+
+def test_check_rank_files_reads_headers_only_and_names_the_tensor(converted, tmp_path):
+    """The checks inspect and --reuse-checkpoint run: every rank file of the layout against the contract."""
+    import shutil
+
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
+
+    out = shutil.copytree(converted[0], tmp_path / "ckpt")
+    config, mapping, dtype = C.config_from_checkpoint(json.loads((out / "config.json").read_text()))
+    assert C.check_rank_files(out, config, mapping, dtype) == [out / f"rank{r}.safetensors" for r in range(4)]
+    tensors = load_file(str(out / "rank3.safetensors"))
+    tensors["neg_gate.threshold"] = tensors["neg_gate.threshold"].double()
+    save_file(tensors, str(out / "rank3.safetensors"), metadata={"rank": "3"})
+    with pytest.raises(CheckpointError, match=r"rank3\.safetensors: tensor 'neg_gate\.threshold': dtype torch\.float64, "
+                                              r"contract says torch\.float32"):
+        C.check_rank_files(out, config, mapping, dtype)

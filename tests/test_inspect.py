@@ -68,3 +68,70 @@ def test_engine_directory_is_named_as_such(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.output.startswith(f"{engine}: a TensorRT-LLM engine directory (tp 1, pp 1; rank0.engine), built with "
                                "tensorrt_llm 1.2.1 from /models/tiny; max_batch_size 8, max_seq_len 256, NEG enabled")
+
+
+# ------------------------------------------------------------------------------------ a damaged converted checkpoint
+def _converted(tiny_checkpoint, path, **options):
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    return convert_checkpoint(tiny_checkpoint, path, dtype="float32", fsync=False, **options).output
+
+
+def _truncate_rank1(ckpt, other):
+    path = ckpt / "rank1.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _remove_rank1(ckpt, other):
+    (ckpt / "rank1.safetensors").unlink()
+
+
+def _swap_ranks(ckpt, other):
+    a, b = ckpt / "rank0.safetensors", ckpt / "rank1.safetensors"
+    data = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(data)
+
+
+def _rank0_of_another_layout(ckpt, other):
+    (ckpt / "rank0.safetensors").write_bytes((other / "rank0.safetensors").read_bytes())
+
+
+@pytest.mark.parametrize("damage, rank_file, problem", [
+    (_truncate_rank1, "rank1.safetensors", r"truncated"),
+    (_remove_rank1, "rank1.safetensors", r"missing rank file \(a tp 2 pp 1 checkpoint has one per rank: "
+                                         r"rank0\.safetensors \.\. rank1\.safetensors\)"),
+    (_swap_ranks, "rank0.safetensors", r"its metadata says it was written for rank 1, not rank 0"),
+    (_rank0_of_another_layout, "rank0.safetensors", r"tensor 'transformer\.layers\.\d+\.[a-z_.]+': shape \[\d+(, \d+)*\], "
+                                                    r"contract says \[\d+(, \d+)*\]"),
+])
+def test_every_rank_file_of_a_trtllm_checkpoint_is_checked(tiny_checkpoint, tmp_path, damage, rank_file, problem):
+    """Each rank file's header (complete, written for that rank, the contract's names, shapes and dtypes) is
+    read; a damaged one is named with the problem, never described as a valid checkpoint."""
+    import re
+
+    ckpt = _converted(tiny_checkpoint, tmp_path / "ckpt", tp_size=2)
+    other = _converted(tiny_checkpoint, tmp_path / "other", tp_size=1)
+    assert CliRunner().invoke(inspect_cli.main, [str(ckpt)]).exit_code == 0
+    damage(ckpt, other)
+    if damage is _rank0_of_another_layout:  # a tp 2 checkpoint whose rank0 is a tp 1 conversion's
+        assert json.loads((ckpt / "config.json").read_text())["mapping"]["tp_size"] == 2
+    r = CliRunner().invoke(inspect_cli.main, [str(ckpt)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert re.search(rf"^Error: {re.escape(str(ckpt / rank_file))}: .*{problem}", r.output), r.output
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(head_size=0), "field 'head_size': must be >= 1, got 0"),
+    (lambda c: c["mapping"].update(tp_size=2.0), "field 'mapping.tp_size': must be an integer, got 2.0"),
+    (lambda c: c.update(rotary_base="x"), "field 'rotary_base': must be a number, got 'x'"),
+    (lambda c: c.update(mapping=[2, 1]), "field 'mapping': expected a JSON object, got list"),
+])
+def test_a_corrupt_trtllm_checkpoint_config_is_named(tiny_checkpoint, tmp_path, edit, message):
+    ckpt = _converted(tiny_checkpoint, tmp_path / "ckpt", tp_size=2)
+    config = json.loads((ckpt / "config.json").read_text())
+    edit(config)
+    (ckpt / "config.json").write_text(json.dumps(config))
+    r = CliRunner().invoke(inspect_cli.main, [str(ckpt)])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert r.output == f"Error: {ckpt / 'config.json'}: {message}\n"

@@ -3,7 +3,9 @@
     python -m trt_neg.inspect DIR [--json]
 
 DIR is an HF checkpoint, a TensorRT-LLM checkpoint written by ``build_engine.py --checkpoint-only``,
-or (one line) an engine directory.
+or (one line) an engine directory. A TensorRT-LLM checkpoint is validated first: every config.json
+field, and every rank file's safetensors header against the checkpoint contract (headers only).
+Exit code 1 names the bad file and field or tensor.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def main(checkpoint: str, as_json: bool) -> None:
         data = read_json_object(config_json)
         if isinstance(data.get("pretrained_config"), dict) and isinstance(data.get("build_config"), dict):
             summary, rows = _engine_directory(checkpoint)
-        elif isinstance(data.get("architecture"), str) and isinstance(data.get("mapping"), dict):
+        elif isinstance(data.get("architecture"), str) and "mapping" in data:  # a bad mapping is named there
             summary, rows = _trtllm_checkpoint(checkpoint, config_json, data)
         else:
             summary, rows = _hf_checkpoint(checkpoint)
@@ -86,14 +88,10 @@ def _hf_checkpoint(directory: str) -> tuple[dict[str, Any], list[tuple[str, str]
 
 def _trtllm_checkpoint(directory: str, config_json: Path,
                        data: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    from .checkpoint.contract import config_from_checkpoint
+    from .checkpoint.contract import check_rank_files, config_from_checkpoint
 
     config, mapping, dtype = config_from_checkpoint(data, source=str(config_json))
-    ranks = [Path(directory) / f"rank{r}.safetensors" for r in range(mapping.world_size)]
-    missing = [p.name for p in ranks if not p.is_file()]
-    if missing:
-        raise CheckpointError(directory, f"missing {', '.join(missing)} (a tp {mapping.tp_size} pp "
-                                         f"{mapping.pp_size} checkpoint has one rank file per rank)")
+    ranks = check_rank_files(directory, config, mapping, dtype)
     tau = SafetensorsFile(ranks[0]).get(THRESHOLD).item()
     ours = data.get("trt_neg") if isinstance(data.get("trt_neg"), dict) else {}
     summary = _summary(config, "trtllm_checkpoint", dtype, tau)

@@ -427,6 +427,60 @@ def hf_shapes_for(config: DarwinNegConfig) -> dict[str, tuple[int, ...]]:
 
 
 # ------------------------------------------------------------------------------------
+# Rank files
+# ------------------------------------------------------------------------------------
+
+# The safetensors metadata key in which the converter records each file's rank.
+RANK_METADATA_KEY = "rank"
+
+
+def rank_file(directory: str | Path, rank: int) -> Path:
+    return Path(directory) / f"rank{rank}.safetensors"
+
+
+def check_rank_file(directory: str | Path, mapping: Mapping, rank: int, plan: list[PlannedTensor]):
+    """The ``SafetensorsFile`` of ``rank``, its header checked against ``plan`` (``rank_plan``): the file
+    complete (every tensor's bytes inside it), recorded for this rank, and holding exactly the planned
+    tensors with their shapes and dtypes. Only the header is read. CheckpointError names file and tensor."""
+    from .safetensors_io import CheckpointError, SafetensorsFile
+
+    path = rank_file(directory, rank)
+    if not path.is_file():
+        raise CheckpointError(path, f"missing rank file (a tp {mapping.tp_size} pp {mapping.pp_size} checkpoint has "
+                                    f"one per rank: {rank_file('', 0)} .. {rank_file('', mapping.world_size - 1)})")
+    try:
+        handle = SafetensorsFile(path)
+    except OSError as exc:  # unreadable (permissions, an I/O error): named like the other problems
+        raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+    recorded = handle.metadata.get(RANK_METADATA_KEY) if isinstance(handle.metadata, dict) else None
+    if recorded is not None and recorded != str(rank):
+        raise CheckpointError(path, f"its metadata says it was written for rank {recorded}, not rank {rank}")
+    expected = {t.name: t for t in plan}
+    extra = sorted(set(handle.keys()) - set(expected))
+    if extra:
+        raise CheckpointError(path, "tensor not in the checkpoint contract", extra[0])
+    for name, t in expected.items():
+        if name not in handle.header:
+            raise CheckpointError(path, "missing tensor required by the checkpoint contract", name)
+        if handle.shape(name) != t.shape:
+            raise CheckpointError(path, f"shape {list(handle.shape(name))}, contract says {list(t.shape)}", name)
+        if handle.dtype(name) != t.dtype:
+            raise CheckpointError(path, f"dtype {handle.dtype(name)}, contract says {t.dtype}", name)
+    return handle
+
+
+def check_rank_files(directory: str | Path, config: DarwinNegConfig, mapping: Mapping, dtype: str) -> list[Path]:
+    """Every rank file of a converted checkpoint checked by :func:`check_rank_file` (headers only, so
+    milliseconds even for the 9B); their paths, in rank order."""
+    from .safetensors_io import torch_dtype
+
+    model_dtype, hf_shapes = torch_dtype(dtype), hf_shapes_for(config)
+    for rank in range(mapping.world_size):
+        check_rank_file(directory, mapping, rank, rank_plan(config, mapping, rank, model_dtype, hf_shapes))
+    return [rank_file(directory, rank) for rank in range(mapping.world_size)]
+
+
+# ------------------------------------------------------------------------------------
 # config.json
 # ------------------------------------------------------------------------------------
 
@@ -489,51 +543,68 @@ def _absolute(path: str) -> str:
 
 
 def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[DarwinNegConfig, Mapping, str]:
-    """Read back a converted checkpoint's ``config.json``: (model description, mapping, dtype)."""
-    from ..config import ConfigError, check_backbone, parse_neg
+    """Read back a converted checkpoint's ``config.json``: (model description, mapping, dtype).
 
-    def need(key: str, container: TMapping[str, Any] = data, prefix: str = "") -> Any:
-        if key not in container:
-            raise ConfigError(source, prefix + key, "is required but missing")
-        return container[key]
+    Every field read is type- and range-checked by config.py's field reader, so a hand-edited or
+    corrupt file gives ``ConfigError`` naming the file and field (never a TypeError or ZeroDivisionError).
+    """
+    from ..config import BACKBONE_ACTIVATIONS, ConfigError, _Fields, _token_ids, check_backbone, parse_neg
 
-    if need("architecture") != ARCHITECTURE:
-        raise ConfigError(source, "architecture", f"expected {ARCHITECTURE}, got {data['architecture']!r}")
-    kinds = need("layer_types")
+    f = _Fields(data, source)
+    architecture = f.get("architecture")
+    if architecture != ARCHITECTURE:
+        raise f.error("architecture", f"expected {ARCHITECTURE}, got {architecture!r}")
+    kinds = f.get("layer_types")
+    if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
+        raise f.error("layer_types", f"must be a list of strings, got {kinds!r}")
     bad = sorted({k for k in kinds if k not in LAYER_TYPE_FROM_TRTLLM})
     if bad:
-        raise ConfigError(source, "layer_types", f"unknown layer type(s) {bad}")
-    head, rotary = need("head_size"), need("rotary_embedding_dim")
+        raise f.error("layer_types", f"unknown layer type(s) {bad}; expected {' or '.join(LAYER_TYPE_FROM_TRTLLM)}")
+    head = f.int("head_size")
+    rotary = f.int("rotary_embedding_dim", minimum=2, maximum=head, why_maximum=" (head_size)")
+    if rotary % 2:
+        raise f.error("rotary_embedding_dim", f"must be even (RoPE rotates pairs of dims), got {rotary}")
     # BackboneConfig.rotary_dim is int(head_dim * partial_rotary_factor) (as in transformers); rotary / head
     # can round just below the ratio (30 / 104 * 104 = 29.99...), so step up to the smallest factor that
     # gives back exactly ``rotary``.
     partial = rotary / head
     while int(head * partial) < rotary:
         partial = math.nextafter(partial, math.inf)
-    eos = data.get("eos_token_id") or []
     b = BackboneConfig(
-        vocab_size=need("vocab_size"), hidden_size=need("hidden_size"), intermediate_size=need("intermediate_size"),
-        num_hidden_layers=need("num_hidden_layers"), layer_types=tuple(LAYER_TYPE_FROM_TRTLLM[k] for k in kinds),
-        num_attention_heads=need("num_attention_heads"), num_key_value_heads=need("num_key_value_heads"),
-        head_dim=head, partial_rotary_factor=partial, rope_theta=need("rotary_base"),
-        max_position_embeddings=need("max_position_embeddings"), attention_bias=bool(data.get("attention_bias")),
-        linear_num_key_heads=need("linear_num_key_heads"), linear_num_value_heads=need("linear_num_value_heads"),
-        linear_key_head_dim=need("linear_key_head_dim"), linear_value_head_dim=need("linear_value_head_dim"),
-        linear_conv_kernel_dim=need("conv_kernel"), hidden_act=need("hidden_act"), rms_norm_eps=need("norm_epsilon"),
-        tie_word_embeddings=bool(data.get("tie_word_embeddings")),
-        eos_token_id=tuple(eos if isinstance(eos, list) else [eos]),
-        bos_token_id=data.get("bos_token_id"), pad_token_id=data.get("pad_token_id"),
+        vocab_size=f.int("vocab_size"), hidden_size=f.int("hidden_size"),
+        intermediate_size=f.int("intermediate_size"), num_hidden_layers=f.int("num_hidden_layers"),
+        layer_types=tuple(LAYER_TYPE_FROM_TRTLLM[k] for k in kinds),
+        num_attention_heads=f.int("num_attention_heads"), num_key_value_heads=f.int("num_key_value_heads"),
+        head_dim=head, partial_rotary_factor=partial, rope_theta=f.float("rotary_base"),
+        # as parse_backbone: a sequence holds at least one prompt token and one generated token
+        max_position_embeddings=f.int("max_position_embeddings", minimum=2),
+        attention_bias=f.bool("attention_bias", False),
+        linear_num_key_heads=f.int("linear_num_key_heads"), linear_num_value_heads=f.int("linear_num_value_heads"),
+        linear_key_head_dim=f.int("linear_key_head_dim"), linear_value_head_dim=f.int("linear_value_head_dim"),
+        linear_conv_kernel_dim=f.int("conv_kernel", minimum=2), hidden_act=f.choice("hidden_act", BACKBONE_ACTIVATIONS),
+        rms_norm_eps=f.float("norm_epsilon"), tie_word_embeddings=f.bool("tie_word_embeddings", False),
+        eos_token_id=_token_ids(f, "eos_token_id"),
+        bos_token_id=(_token_ids(f, "bos_token_id") or (None,))[0],
+        pad_token_id=(_token_ids(f, "pad_token_id") or (None,))[0],
     )
     check_backbone(b, source)
-    neg = parse_neg(need("neg_config"), source, "neg_config.", b.hidden_size)
-    m = need("mapping")
-    mapping = Mapping(tp_size=need("tp_size", m, "mapping."), pp_size=need("pp_size", m, "mapping."))
-    if m.get("world_size", mapping.world_size) != mapping.world_size:
-        raise ConfigError(source, "mapping.world_size", f"is {m['world_size']}, tp*pp is {mapping.world_size}")
-    dtype = need("dtype")
-    if dtype not in DTYPES:
-        raise ConfigError(source, "dtype", f"must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    check_mapping(b, mapping)
+    neg = parse_neg(f.get("neg_config"), source, "neg_config.", b.hidden_size)
+    m = _Fields(f.get("mapping"), source, "mapping.")
+    mapping = Mapping(tp_size=m.int("tp_size"), pp_size=m.int("pp_size"))
+    world_size = m.int("world_size", mapping.world_size)
+    if world_size != mapping.world_size:
+        raise m.error("world_size", f"is {world_size}, tp_size * pp_size is {mapping.world_size}")
+    dtype = f.choice("dtype", DTYPES)
+    if data.get("trt_neg") is not None:  # build_engine.py's record; another writer's checkpoint has none
+        ours = _Fields(data["trt_neg"], source, "trt_neg.")
+        version = ours.int("contract_version", CONTRACT_VERSION)
+        if version != CONTRACT_VERSION:
+            raise ours.error("contract_version", f"is {version}, this trt_neg reads version {CONTRACT_VERSION}; "
+                                                 "convert the HF checkpoint again")
+    try:
+        check_mapping(b, mapping)
+    except ShardingError as exc:  # the layout comes from this file: a file error, not an option error
+        raise ConfigError(source, "mapping", str(exc)) from None
     return DarwinNegConfig(backbone=b, neg=neg, source=source, architecture=ARCHITECTURE), mapping, dtype
 
 
@@ -564,9 +635,10 @@ def describe() -> list[dict[str, str]]:
              "scope": e.scope, "dtype": e.dtype, "optional": e.optional} for e in CONTRACT]
 
 
-__all__ = ["ARCHITECTURE", "CONTRACT", "DTYPES", "Entry", "Mapping", "Piece", "PlannedTensor", "ShardingError",
-           "SPLIT_RULES", "TRANSFORMS", "apply_transform", "check_mapping", "checkpoint_config",
+__all__ = ["ARCHITECTURE", "CONTRACT", "DTYPES", "Entry", "Mapping", "Piece", "PlannedTensor", "RANK_METADATA_KEY",
+           "ShardingError", "SPLIT_RULES", "TRANSFORMS", "apply_transform", "check_mapping", "check_rank_file",
+           "check_rank_files", "checkpoint_config",
            "config_from_checkpoint", "describe", "first_difference", "first_kv_head", "first_linear_key_head",
            "hf_shapes_for",
            "kv_heads_per_rank", "linear_conv_dim_per_rank", "recurrent_state_sizes", "linear_key_heads_per_rank", "padded_vocab_size",
-           "pieces", "rank_plan"]
+           "pieces", "rank_file", "rank_plan"]

@@ -185,9 +185,9 @@ def _write_stage(tmp: Path, ranks: list[int], plans: list[list[C.PlannedTensor]]
     writers: list[StreamingSafetensorsWriter] = []
     try:
         for rank, plan in zip(ranks, plans):
-            writers.append(StreamingSafetensorsWriter(tmp / f"rank{rank}.safetensors",
+            writers.append(StreamingSafetensorsWriter(C.rank_file(tmp, rank),
                                                       [(t.name, t.shape, t.dtype) for t in plan],
-                                                      metadata={"format": "pt", "rank": str(rank)}))
+                                                      metadata={"format": "pt", C.RANK_METADATA_KEY: str(rank)}))
         for column in zip(*plans):  # the same tensor on every tp rank of the stage
             names = {t.name for t in column}
             assert len(names) == 1, names

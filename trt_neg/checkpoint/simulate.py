@@ -31,7 +31,7 @@ from torch import nn
 
 from ..config import FULL_ATTENTION, BackboneConfig, read_json_object
 from . import contract as C
-from .safetensors_io import CheckpointError, SafetensorsFile
+from .safetensors_io import CheckpointError
 
 
 def rank_config(b: BackboneConfig, tp: int) -> BackboneConfig:
@@ -77,24 +77,9 @@ class ShardedCheckpoint:
         self.hf_shapes = C.hf_shapes_for(self.config)
         self.ranks: list[_Rank] = []
         for rank in range(self.mapping.world_size):
-            path = self.directory / f"rank{rank}.safetensors"
-            if not path.exists():
-                raise CheckpointError(path, "missing rank file")
-            handle = SafetensorsFile(path)
-            expected = {t.name: t for t in self.plan(rank)}
-            extra = sorted(set(handle.keys()) - set(expected))
-            if extra:
-                raise CheckpointError(path, "tensor not in the checkpoint contract", extra[0])
-            tensors = {}
-            for name, t in expected.items():
-                if name not in handle.header:
-                    raise CheckpointError(path, "missing tensor required by the checkpoint contract", name)
-                if handle.shape(name) != t.shape:
-                    raise CheckpointError(path, f"shape {list(handle.shape(name))}, contract says {list(t.shape)}",
-                                          name)
-                if handle.dtype(name) != t.dtype:
-                    raise CheckpointError(path, f"dtype {handle.dtype(name)}, contract says {t.dtype}", name)
-                tensors[name] = handle.get(name).to(dtype)
+            plan = self.plan(rank)
+            handle = C.check_rank_file(self.directory, self.mapping, rank, plan)
+            tensors = {t.name: handle.get(t.name).to(dtype) for t in plan}
             self.ranks.append(_Rank(rank, self.mapping.tp_rank(rank), self.mapping.pp_rank(rank), tensors))
         self._modules_built = False
 

@@ -172,9 +172,11 @@ PP_ENGINE_UNSUPPORTED = (
 
 
 def check_engine_neg(config) -> None:
-    """BuildOptionError unless the NEG plugin takes ``config``'s NEG fields (a trt_neg.config
+    """ConfigError unless the NEG plugin takes ``config``'s NEG fields (a trt_neg.config
     DarwinNegConfig): the kernel keeps at most NEG_MAX_TOP_K candidates, which the config and the
-    torch backend do not limit. Checked before converting; an engine without NEG needs nothing."""
+    torch backend do not limit. Checked before converting; an engine without NEG needs nothing.
+    A ConfigError, not a BuildOptionError: no build option can fix the model's own NEG settings."""
+    from trt_neg.config import ConfigError
     from trt_neg.trtllm.plugins import neg_plugin_fields
 
     n, b = config.neg, config.backbone
@@ -184,7 +186,7 @@ def check_engine_neg(config) -> None:
         neg_plugin_fields(hidden_size=b.hidden_size, head_hidden_size=n.head_hidden_size, vocab_size=b.vocab_size,
                           top_k=n.top_k, temperature=n.temperature, seed=n.seed, activation=n.activation)
     except ValueError as exc:
-        raise BuildOptionError(f"{config.source or 'the model config'}: {exc}") from None
+        raise ConfigError(config.source or None, "neg_config", str(exc)) from None
 
 
 def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
