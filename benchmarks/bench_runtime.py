@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import HelpFormatter, cpu_name, int_at_least, usable_cores  # noqa: E402
 from timing import median_seconds  # noqa: E402
@@ -44,11 +45,16 @@ from timing import median_seconds  # noqa: E402
 from trt_neg.atomic_file import atomic_write_text  # noqa: E402
 from trt_neg.config import NegConfig  # noqa: E402
 from trt_neg.neg import NegWeights, neg_head  # noqa: E402
-from trt_neg.runtime import BackendRow, LLMEngine, Request, RequestResult, SamplingParams  # noqa: E402
+from trt_neg.runtime import BackendRow, LLMEngine, Request, RequestResult, SamplingParams, TokenOutput  # noqa: E402
 from trt_neg.runtime.torch_backend import TorchBackend  # noqa: E402
 
 
 MAX_SEQ_LEN = 256
+
+
+def sampling_layer_reps(reps: int) -> int:
+    """Calls timed for the 9B-size sampling layer: at least 3 (one call is a few ms)."""
+    return max(3, reps)
 
 
 def workload(n: int, vocab: int, prompt_range, new_range, seed: int) -> list[tuple[list[int], int]]:
@@ -58,10 +64,8 @@ def workload(n: int, vocab: int, prompt_range, new_range, seed: int) -> list[tup
 
 
 def pct(values, q):
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+    """The q-th percentile, linearly interpolated (numpy's default, as run.py's latency summary)."""
+    return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
 def run_engine(backend, work, batch, mode, static=False):
@@ -115,13 +119,16 @@ def decode_step_times(backend, batch, mode, prompt_len=16, new=48, reps=3):
             t0 = time.perf_counter()
             out = engine.step()
             times.append(time.perf_counter() - t0)
-            fired_steps += any(getattr(o, "fired", False) for o in out)
+            # A step also returns the RequestResults of requests it finished; their `fired` is a list.
+            fired_steps += any(o.fired for o in out if isinstance(o, TokenOutput))
     return statistics.median(times), fired_steps / len(times)
 
 
-def sampling_layer_times(batch, reps, threads_note):
-    """TorchBackend.sample at 9B sizes: (mode-0 s, mode-1 s, fire rate)."""
-    h, v, d = 4096, 248320, 1024
+def sampling_layer_times(batch, reps, sizes=(4096, 248320, 1024)):
+    """TorchBackend.sample at 9B sizes (``sizes``: H, V, d): {0: mode-0 s, 1: mode-1 s, "fired": the share of
+    rows the gate fired on in mode 1, "all": mode-1 s with the gate firing on every row, "fired_all": that
+    share}."""
+    h, v, d = sizes
     g = torch.Generator().manual_seed(0)
     w = NegWeights(torch.randn(d, h, generator=g) / h**0.5, torch.randn(d, generator=g) * 0.1,
                    torch.randn(d, generator=g) / d**0.5, torch.tensor(0.0), torch.tensor(0.0))
@@ -141,10 +148,11 @@ def sampling_layer_times(batch, reps, threads_note):
         out[mode] = median_seconds(lambda: be.sample(r, logits, hidden), reps)
         if mode == 1:
             out["fired"] = sum(x.fired for x in be.sample(r, logits, hidden)) / batch
-    # the full gate firing (worst case)
-    w.threshold = torch.tensor(-1.0)
+    # the full gate firing (worst case); the backend holds its own copy of the weights
+    be.neg_weights.threshold = torch.tensor(-1.0)
     r = rows(1)
     out["all"] = median_seconds(lambda: be.sample(r, logits, hidden), reps, warmup=0)
+    out["fired_all"] = sum(x.fired for x in be.sample(r, logits, hidden)) / batch
     return out
 
 
@@ -155,7 +163,9 @@ def machine_line(device, threads: int, reps: int) -> str:
         where = f"{torch.cuda.get_device_name(torch.device(device))} ({device}); host {where}"
     return (f"Machine: {platform.system()} {platform.machine()}, {where}, device {device}, {threads} torch "
             f"thread(s), torch {torch.__version__}, {time.strftime('%Y-%m-%d')}. Absolute times depend on the "
-            f"machine and its load; ratios are measured in one process, best of {reps} runs.")
+            f"machine and its load; ratios are measured in one process. Throughputs are the best of {reps} runs; "
+            f"decode-step times the median of every step of {reps} runs; the 9B-size sampling layer's the median "
+            f"of {sampling_layer_reps(reps)} calls.")
 
 
 def main(argv=None) -> int:
@@ -254,10 +264,11 @@ def main(argv=None) -> int:
           f"ratio mode1/mode0 {step[1] / step[0]:.3f} (a row fired in {100 * fired_share[1]:.0f} % of mode-1 steps)")
     layer = None
     if not args.skip_9b_sampling:
-        layer = sampling_layer_times(args.batch, max(3, args.reps), None)
+        layer = sampling_layer_times(args.batch, sampling_layer_reps(args.reps))
         print(f"9B-size sampling layer, {args.batch} rows: mode 0 {layer[0] * 1e3:.1f} ms, mode 1 "
-              f"{layer[1] * 1e3:.1f} ms (gate fired on {100 * layer['fired']:.0f} % of rows), all rows fired "
-              f"{layer['all'] * 1e3:.1f} ms; ratio mode1/mode0 {layer[1] / layer[0]:.2f}")
+              f"{layer[1] * 1e3:.1f} ms (gate fired on {100 * layer['fired']:.0f} % of rows), gate on "
+              f"{100 * layer['fired_all']:.0f} % of rows {layer['all'] * 1e3:.1f} ms; ratio mode1/mode0 "
+              f"{layer[1] / layer[0]:.2f}")
 
     lines = [
         "# Runtime benchmark (`benchmarks/bench_runtime.py`)",
@@ -306,7 +317,8 @@ def main(argv=None) -> int:
             f"{100 * layer['fired']:.0f} % of rows | {layer[0] * 1e3:.1f} ms | {layer[1] * 1e3:.1f} ms | "
             f"{layer[1] / layer[0]:.2f} |")
         lines.append(
-            f"| same, gate fires on every row | {layer[0] * 1e3:.1f} ms | {layer['all'] * 1e3:.1f} ms | "
+            f"| same, gate fires on {100 * layer['fired_all']:.0f} % of rows | {layer[0] * 1e3:.1f} ms | "
+            f"{layer['all'] * 1e3:.1f} ms | "
             f"{layer['all'] / layer[0]:.2f} |")
     lines += [
         "",

@@ -38,6 +38,20 @@ def test_bench_runtime_describes_the_machine_it_ran_on():
     assert f"of {os.cpu_count()} cores" in line and "best of 2 runs" in line
 
 
+def test_bench_runtime_counts_fired_steps_from_token_outputs_only(tiny_checkpoint):
+    # A step's outputs also hold the RequestResults it finished, whose `fired` is a (non-empty) list.
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    backend = TorchBackend.from_pretrained(tiny_checkpoint, max_slots=2, max_seq_len=64)
+    _, fired_share = bench_runtime.decode_step_times(backend, 2, mode=0, prompt_len=4, new=5, reps=1)
+    assert fired_share == 0.0  # mode 0 never fires
+
+
+def test_bench_runtime_sampling_layer_fires_where_it_says():
+    out = bench_runtime.sampling_layer_times(4, 1, sizes=(64, 1000, 16))
+    assert out["fired"] == 0.25 and out["fired_all"] == 1.0  # one row, then every row
+
+
 def test_bench_runtime_refuses_an_output_in_a_missing_directory_before_measuring(tmp_path, monkeypatch, capsys):
     from trt_neg.runtime.torch_backend import TorchBackend
 

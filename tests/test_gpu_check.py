@@ -183,6 +183,10 @@ class _Clock:
     def sum(self):
         self.log.append("flush")
 
+    def sleep(self, cycles):
+        assert cycles >= 500_000  # longer than any timed call's host work
+        self.log.append("hold")
+
 
 def test_cuda_time_us_flushes_the_l2_before_each_timed_call_outside_the_events(monkeypatch):
     from trt_neg.gpu_check import common
@@ -190,13 +194,33 @@ def test_cuda_time_us_flushes_the_l2_before_each_timed_call_outside_the_events(m
     clock = _Clock()
     monkeypatch.setattr(torch.cuda, "Event", clock.Event)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: clock.log.append("device sync"))
+    monkeypatch.setattr(torch.cuda, "_sleep", clock.sleep, raising=False)
     monkeypatch.setattr(common, "_l2_flush_buffer", lambda: clock)
     assert common.cuda_time_us(clock.fn, reps=3, warmup=2) == pytest.approx(4.0)
-    timed = ["flush", "record", "fn", "record", "sync"]
+    # The GPU waits ahead of the start event, so the host's work for fn is never timed.
+    timed = ["flush", "hold", "record", "fn", "record", "sync"]
     assert clock.log == ["fn", "fn", "device sync"] + timed * 3
     clock.log.clear()
     assert common.cuda_time_us(clock.fn, reps=2, warmup=1, cold_l2=False) == pytest.approx(4.0)
     assert clock.log == ["fn", "device sync"] + timed[1:] * 2
+
+
+def test_cuda_time_us_is_the_median_of_an_even_count_too(monkeypatch):
+    from trt_neg.gpu_check import common
+
+    clock = _Clock()
+    durations = iter([0.004, 0.004, 0.004, 0.006, 0.002, 0.008])  # ms: 3 warm-ups, then 6, 2, 8 us
+
+    def fn():
+        clock.now += next(durations)
+
+    monkeypatch.setattr(torch.cuda, "Event", clock.Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "_sleep", clock.sleep, raising=False)
+    monkeypatch.setattr(common, "_l2_flush_buffer", lambda: clock)
+    assert common.cuda_time_us(fn, reps=3) == pytest.approx(6.0)
+    durations = iter([0.004, 0.006, 0.002, 0.008, 0.010])  # 1 warm-up, then 6, 2, 8, 10 us
+    assert common.cuda_time_us(fn, reps=4, warmup=1) == pytest.approx(7.0)  # (6 + 8) / 2, not 8
 
 
 def test_the_l2_flush_reads_its_buffer_and_writes_nothing_into_it():

@@ -40,6 +40,8 @@ def test_neg_section_runs_and_passes_on_the_host_library(cpu_section):
     assert timing[8]["floor_logits_read_4p8"] == pytest.approx(8 * v * 4 / 4.8e12 * 1e6)
     assert timing[8]["floor_4p8"] == pytest.approx((2 * 8 * v * 4 + sec_neg.H_BENCH * sec_neg.D_BENCH * 2) / 4.8e12 * 1e6)
     assert "read@4.8" in text and "warm5%" in text
+    # The '5%' gate is the batch's 95th percentile: rows strictly above it fire (none of one row).
+    assert [timing[n]["fired_gate5"] for n in sorted(timing)] == [0, 1] and " 1/8 " in text
     assert "fused1/fused" in text and ctx.summary.startswith("correctness ok; N=8 fused")
     head = {r["N"]: r for r in ctx.data["head_vs_cublas"]}
     assert {"kernel_head", "mma_head", "ratio_kernel_over_mma", "max_abs_err_mma"} <= set(head[16])

@@ -117,6 +117,9 @@ def test_gdn_section_runs_and_passes_on_the_host_library(gdn_section):
     assert all(r["chunked_vs_scan"] < 1e-4 for r in rows)
     bench = d["timing"]
     assert [r["B"] for r in bench["context"]] == [1, 8] and bench["context"][0]["T"] == 48
+    for r in bench["context"]:  # per token of the whole batch, as tokens_per_s counts them
+        assert r["us_per_token"] == pytest.approx(r["kernel_us"] / (r["B"] * r["T"]))
+        assert r["us_per_token"] == pytest.approx(1e6 / r["tokens_per_s"])
     assert [r["B"] for r in bench["generation"]] == [1, 4, 8]
     assert set(bench["generation"][0]) >= {"kernel_us", "torch_recurrent_fp32_us", "floor_over_kernel", "achieved_GBps"}
     assert "Hk=2  Hv=4  dk=32  dv=16  bf16 gated=0 padded chunked: out" in text

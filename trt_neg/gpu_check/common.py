@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 # The sections put their tensors here; only a local smoke test of the section code on a
@@ -11,6 +13,11 @@ DEVICE = "cuda"
 # What one flush reads: at least twice the L2 and never less than 256 MiB (triton's do_bench
 # flushes with 256 MiB too), so nothing a timed call read last time is still cached.
 MIN_FLUSH_BYTES = 256 * 2**20
+
+# GPU clock cycles of the wait queued just before each timed call (~0.5 ms at an H200's ~2 GHz):
+# longer than the host's Python and launch work for the call, so the start event is reached only
+# once the call is queued behind it and that host work is never inside the events.
+HOLD_CYCLES = 1_000_000
 
 _flush_buffer: torch.Tensor | None = None
 
@@ -42,14 +49,23 @@ def _evict_l2(buffer) -> None:
     buffer.sum()
 
 
+def _hold_gpu() -> None:
+    """Queue a kernel that only waits (no memory traffic: the L2 stays as the flush or the last
+    call left it), so that the GPU is still busy when the host has finished enqueueing the timed
+    call: without it, the start event fires at once on an idle GPU and the call's host-side work
+    (argument checks, tensor conversions, the launch) is timed as well."""
+    torch.cuda._sleep(HOLD_CYCLES)
+
+
 def cuda_time_us(fn, reps: int, warmup: int = 3, *, cold_l2: bool = True) -> float:
     """Median over ``reps`` of one call of ``fn`` in microseconds (CUDA events, per-call sync).
 
     ``cold_l2`` (the default) reads a buffer larger than the L2 before each call, outside
     the events, so a call reads its inputs from HBM as a decode step whose inputs were evicted
     does; without it an H200's 60 MB L2 holds a small N's logits and W1 between calls and the
-    time would beat the HBM floor it is compared with. The flush queued ahead of the start event
-    also keeps the GPU busy while the host enqueues ``fn``, so launch latency is not counted.
+    time would beat the HBM floor it is compared with. With or without the flush, a wait kernel
+    (``_hold_gpu``) is queued just ahead of the start event, so the GPU is still busy while the
+    host enqueues ``fn`` and host work and launch latency are not counted.
     """
     flush = _l2_flush_buffer() if cold_l2 else None
     for _ in range(warmup):
@@ -60,10 +76,10 @@ def cuda_time_us(fn, reps: int, warmup: int = 3, *, cold_l2: bool = True) -> flo
     for _ in range(max(1, reps)):
         if flush is not None:
             _evict_l2(flush)
+        _hold_gpu()
         start.record()
         fn()
         end.record()
         end.synchronize()
         ts.append(start.elapsed_time(end) * 1e3)
-    ts.sort()
-    return ts[len(ts) // 2]
+    return statistics.median(ts)

@@ -71,7 +71,7 @@ def panels(data: dict[str, Any]) -> list[Panel]:
     by_name = {s.get("name"): (s.get("data") or {}) for s in data.get("sections", [])}
     out = []
     neg, gdn = by_name.get("neg", {}), by_name.get("gdn", {}).get("timing") or {}
-    tables = [(neg.get("timing"), "NEG step: head + gate + sampling + guided logits (5% of rows fire)", "N (rows)",
+    tables = [(neg.get("timing"), "NEG step: head + gate + sampling + guided logits (gate at the batch's p95 H_hat)", "N (rows)",
                "N", _NEG_STEP),
               (neg.get("head_vs_cublas"), "NEG-Head alone at large N", "N (rows)", "N", _NEG_HEAD),
               (gdn.get("generation"), "Gated DeltaNet generation step (9B head config)", "batch", "B",

@@ -234,9 +234,12 @@ def chunked_vs_scan(ctx, lengths=CHUNK_TS, cfg=CFG_9B) -> tuple[bool, list]:
         xb = {k: v.to(torch.bfloat16) if v.dim() == 2 else v for k, v in cu.items()}
         pool = torch.zeros(1, hv, dk, dv, device=common.DEVICE)
         times = {}
+        # On the device already: a list would be copied from pageable host memory inside each timed call, a
+        # copy that synchronises the stream and so puts the host's work after it inside the timing.
+        last = torch.tensor([T], dtype=torch.int32, device=common.DEVICE)
         for algo in ALGOS + ("auto",):
             times[algo] = cuda_time_us(lambda: cuda_ext.gdn_forward(
-                xb["qkv"], xb["a"], xb["b"], xb["A_log"], xb["dt_bias"], pool, last_token_ids=[T], z=xb["z"],
+                xb["qkv"], xb["a"], xb["b"], xb["A_log"], xb["dt_bias"], pool, last_token_ids=last, z=xb["z"],
                 norm_weight=xb["norm_weight"], algo=algo, **kw), reps)
         ratio = times["scan"] / times["chunked"]
         rows.append(dict(T=T, chunk=chunk, err_out_scan=err["scan"][0], err_out_chunked=err["chunked"][0],
@@ -294,10 +297,10 @@ def benchmark(ctx) -> dict:
         fla_us = cuda_time_us(lambda: gated_delta_rule(q, k, v, gg, beta, s0), reps) if fla else None
         nbytes = B * CTX_T * (conv + 2 * hv + 2 * hv * dv) * 2 + B * state_bytes
         fm, f48 = ctx.floors(nbytes)
-        row = dict(B=B, T=CTX_T, kernel_us=us, us_per_token=us / CTX_T, tokens_per_s=B * CTX_T / (us * 1e-6),
+        row = dict(B=B, T=CTX_T, kernel_us=us, us_per_token=us / (B * CTX_T), tokens_per_s=B * CTX_T / (us * 1e-6),
                    torch_chunk_fp32_us=torch_us, fla_us=fla_us, floor_measured=fm, floor_4p8=f48)
         res["context"].append(row)
-        ctx.log(f"{B:>4} {us:>10.0f} {us / CTX_T:>9.2f} {row['tokens_per_s'] / 1e6:>7.2f} {torch_us:>16.0f}"
+        ctx.log(f"{B:>4} {us:>10.0f} {row['us_per_token']:>9.2f} {row['tokens_per_s'] / 1e6:>7.2f} {torch_us:>16.0f}"
                 + (f" {fla_us:>9.0f}" if fla else "") + f" {fm if fm is not None else float('nan'):>10.1f} {f48:>9.1f}")
         del x, pool, q, k, v, gg, beta, s0
     ctx.log(f"generation phase (one token per sequence, permuted slots, bf16, gated norm; median of {reps * 2}, "
