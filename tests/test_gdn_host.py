@@ -10,6 +10,7 @@ a state pool [slots, Hv, dk, dv] addressed through a slot mapping, context reque
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -288,6 +289,25 @@ def test_errors():
                                   num_v_heads=4, head_k_dim=4, head_v_dim=4, last_token_ids=[1])
     with pytest.raises(ValueError, match="state_pool"):
         run(x, hk, hv, dk, dv, torch.zeros(3, hv, dk, dv + 1), [6])
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(ids=[2.9, 6.0]), "last_token_ids: expected an integer, got 2.9"),
+    (dict(ids=torch.tensor([3.0, 6.0])), "last_token_ids: expected integers, got dtype torch.float32"),
+    (dict(slots=[0.7, 1.2]), "slot_mapping: expected an integer, got 0.7"),
+    (dict(slots=[0, 2**40]), "slot_mapping: values must fit in int32, got 0..1099511627776"),
+    (dict(num_threads=10**9), "num_threads: expected an integer in [0, "),
+    (dict(num_threads=1.5), "num_threads: expected an integer in [0, "),
+])
+def test_integer_arguments_are_integers(kw, message):
+    # Floats were truncated ([2.9, 6.0] ran as [2, 6]); 10**9 threads ended the process in libgomp.
+    hk, hv, dk, dv = 1, 2, 4, 4
+    x = make_inputs(6, hk, hv, dk, dv)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        gdn_host.gated_delta_rule(x["qkv"], x["a"], x["b"], x["A_log"], x["dt_bias"], torch.zeros(3, hv, dk, dv),
+                                  num_k_heads=hk, num_v_heads=hv, head_k_dim=dk, head_v_dim=dv,
+                                  last_token_ids=kw.get("ids", [3, 6]), slot_mapping=kw.get("slots"),
+                                  num_threads=kw.get("num_threads", 0))
 
 
 def test_empty_batch_and_zero_length():

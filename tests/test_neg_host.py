@@ -6,6 +6,7 @@ entropy within rounding of the threshold; entropies within fp32 tolerance.
 """
 
 import math
+import os
 import re
 
 import numpy as np
@@ -323,6 +324,66 @@ def test_reference_and_host_refuse_non_integer_arguments_alike(change, message):
     for op in (neg.gated_topk_sample, host.gated_topk_sample):
         with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
             op(z, e, 0.0, args["top_k"], args["temperature"], args["seeds"], args["offsets"])
+
+
+@pytest.mark.parametrize("seed, offset, message", [
+    (0, 1.7, "offset: expected an integer, got 1.7"),
+    (True, 1, "seed: expected an integer, got True"),
+    ("3", 1, "seed: expected an integer, got '3'"),
+])
+def test_philox_uniform_refuses_what_is_not_an_integer(seed, offset, message):
+    # Both truncated them (an offset of 1.7 drew offset 1's number), against decision 14.
+    for op in (neg.philox_uniform, host.philox_uniform):
+        with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+            op(seed, offset)
+    assert neg.philox_uniform(np.int64(3), 2) == host.philox_uniform(np.uint8(3), torch.tensor(2))
+
+
+@pytest.mark.parametrize("seed, offset, message", [
+    (torch.tensor([1.7]), torch.tensor([1]), "seed: expected integers, got dtype torch.float32"),
+    (torch.tensor(0), [1, 2.5], "offset: expected an integer, got 2.5"),
+])
+def test_philox_uniform_on_tensors_refuses_what_is_not_an_integer(seed, offset, message):
+    with pytest.raises(ValueError, match="^" + re.escape(message) + "$"):
+        neg.philox_uniform(seed, offset)
+
+
+@pytest.mark.parametrize("num_threads", [-1, 1.5, True, "2", (os.cpu_count() or 1) + 1, 10**9])
+def test_host_num_threads_is_checked(num_threads):
+    # 10**9 made libgomp end the process ("Out of memory allocating ..."), with no Python error.
+    w = _weights(8, 4, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    calls = (lambda: host.neg_head(torch.randn(2, 8), w, num_threads=num_threads),
+             lambda: host.neg_step(torch.randn(2, 8), torch.randn(2, 5), w, num_threads=num_threads),
+             lambda: host.gated_topk_sample(torch.randn(2, 5), torch.ones(2), 0.0, 2, 1.0, 0, 0,
+                                            num_threads=num_threads))
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^num_threads: expected an integer in \[0, "):
+            call()
+
+
+def test_a_threshold_of_several_values_and_a_list_hidden_are_named():
+    w = _weights(8, 4, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    h, z = torch.randn(2, 8), torch.randn(2, 5)
+    for op in (neg.neg_step, host.neg_step):  # a raw RuntimeError from reshape before
+        with pytest.raises(ValueError, match=r"^threshold: expected one value, got shape \(2,\)$"):
+            op(h, z, w, threshold=torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"^threshold: expected one value, got shape \(2,\)$"):
+        host.gated_topk_sample(z, torch.ones(2), [0.0, 1.0], 2, 1.0, 0, 0)
+    with pytest.raises(TypeError, match="^hidden/logits: expected torch tensors, got list and Tensor$"):
+        neg.neg_step(h.tolist(), z, w)  # an AttributeError ('list' has no 'dim') before
+
+
+def test_host_num_threads_applies_to_the_call_only():
+    # The library shares libgomp with torch: omp_set_num_threads changed torch's thread count for good.
+    w = _weights(8, 4, torch.Generator().manual_seed(0), torch.float32, 0.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        host.neg_head(torch.randn(3, 8), w, num_threads=1)
+        host.neg_step(torch.randn(3, 8), torch.randn(3, 5), w, num_threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_integer_scalars_of_numpy_and_torch_are_integers():

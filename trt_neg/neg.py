@@ -207,10 +207,17 @@ def neg_head(hidden: torch.Tensor, weights: NegWeights, activation: str = "silu"
     return out.reshape(()) if squeeze else out
 
 
+def threshold_scalar(threshold, device=None) -> torch.Tensor:
+    """tau as a 0-d fp32 tensor: one value (a number, or a tensor of one element), else ValueError."""
+    tau = torch.as_tensor(threshold, dtype=torch.float32, device=device)
+    if tau.numel() != 1:
+        raise ValueError(f"threshold: expected one value, got shape {tuple(tau.shape)}")
+    return tau.reshape(())
+
+
 def gate(entropy: torch.Tensor, threshold) -> torch.Tensor:
     """NEG-Gate: fires when H_hat > tau strictly; NaN never fires (comparison is False)."""
-    tau = torch.as_tensor(threshold, dtype=torch.float32, device=entropy.device).reshape(())
-    return entropy.float() > tau
+    return entropy.float() > threshold_scalar(threshold, entropy.device)
 
 
 # --------------------------------------------------------------------------- Philox
@@ -275,8 +282,7 @@ def philox_uniform(seed: Union[int, torch.Tensor], offset: Union[int, torch.Tens
     float; with tensors returns an fp32 tensor.
     """
     if isinstance(seed, torch.Tensor) or isinstance(offset, torch.Tensor):
-        s = torch.as_tensor(seed, dtype=torch.int64)
-        o = torch.as_tensor(offset, dtype=torch.int64)
+        s, o = int64_tensor(seed, "seed"), int64_tensor(offset, "offset")
         s, o = torch.broadcast_tensors(s, o)
         dev = s.device
         s, o = s.cpu(), o.cpu()
@@ -291,8 +297,8 @@ def philox_uniform(seed: Union[int, torch.Tensor], offset: Union[int, torch.Tens
             (o & _MASK32, (o >> 32) & _MASK32, zero, zero), (s & _MASK32, (s >> 32) & _MASK32)
         )
         return ((x0 >> 8).to(torch.float32) * _TWO_M24).to(dev)
-    s = int(seed) & 0xFFFFFFFFFFFFFFFF
-    o = int(offset) & 0xFFFFFFFFFFFFFFFF
+    s = _integer(seed, "seed") & 0xFFFFFFFFFFFFFFFF
+    o = _integer(offset, "offset") & 0xFFFFFFFFFFFFFFFF
     x0 = philox4x32_10((o & _MASK32, o >> 32, 0, 0), (s & _MASK32, s >> 32))[0]
     return (x0 >> 8) * _TWO_M24
 
@@ -351,11 +357,10 @@ def as_int64(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
-def per_row_int64(x, n: int, name: str) -> torch.Tensor:
-    """Per-row seeds/offsets as an int64 tensor [n]: a scalar is broadcast; Python ints are taken modulo 2^64.
-
-    Raises ``ValueError`` naming ``name`` unless ``x`` is a scalar or has exactly ``n`` entries.
-    """
+def int64_tensor(x, name: str) -> torch.Tensor:
+    """Integers as an int64 tensor of their shape (decision 14): Python/numpy/torch integers, their
+    arrays and tensors, lists, tuples and ranges; Python ints modulo 2^64, uint64 keeping its bits.
+    A float, bool or string (alone or inside) raises ``ValueError`` naming ``name``, never truncated."""
     if isinstance(x, torch.Tensor):  # integer dtypes only
         if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
             raise ValueError(f"{name}: expected integers, got dtype {x.dtype}")
@@ -371,6 +376,15 @@ def per_row_int64(x, n: int, name: str) -> torch.Tensor:
         t = torch.tensor([as_int64(_integer(v, name)) for v in x], dtype=torch.int64)
     else:
         t = torch.tensor(as_int64(_integer(x, name)), dtype=torch.int64)
+    return t
+
+
+def per_row_int64(x, n: int, name: str) -> torch.Tensor:
+    """Per-row seeds/offsets as an int64 tensor [n] (:func:`int64_tensor`): a scalar is broadcast.
+
+    Raises ``ValueError`` naming ``name`` unless ``x`` is a scalar or has exactly ``n`` entries.
+    """
+    t = int64_tensor(x, name)
     if t.dim() == 0:
         t = t.expand(n)
     if tuple(t.shape) != (n,):
@@ -500,6 +514,9 @@ def neg_step(
     offset = absolute position of the token being generated.  ``threshold`` overrides
     ``weights.threshold`` when given.
     """
+    if not isinstance(hidden, torch.Tensor) or not isinstance(logits, torch.Tensor):
+        raise TypeError(f"hidden/logits: expected torch tensors, got {type(hidden).__name__} and "
+                        f"{type(logits).__name__}")
     if hidden.dim() != 2 or logits.dim() != 2 or hidden.shape[0] != logits.shape[0]:
         raise ValueError(
             f"hidden/logits: expected [N, H] and [N, V] with the same N, got {tuple(hidden.shape)} and {tuple(logits.shape)}"

@@ -154,13 +154,16 @@ int checkSampling(int64_t N, int64_t V, int32_t topK, float temperature)
     return 0;
 }
 
-void setThreads(int32_t numThreads)
+// The thread count of one call's parallel regions: numThreads, or OpenMP's default for 0. Given to
+// each region as a num_threads clause, never through omp_set_num_threads: the library shares
+// libgomp with torch, where that setting would outlive the call as torch's own thread count.
+int callThreads(int32_t numThreads)
 {
 #if defined(_OPENMP)
-    if (numThreads > 0)
-        omp_set_num_threads(numThreads);
+    return numThreads > 0 ? numThreads : omp_get_max_threads();
 #else
     (void) numThreads;
+    return 1;
 #endif
 }
 } // namespace
@@ -218,8 +221,8 @@ int trtneg_gated_sample_host(float const* logits, int64_t N, int64_t V, float co
     if (splits < 0)
         return fail("splits: must be >= 0 (0 = automatic)");
     NegSplitPlan const plan = negSplitPlan(N, V, static_cast<int32_t>(std::min<int64_t>(topK, V)), splits);
-    setThreads(numThreads);
-#pragma omp parallel for schedule(dynamic, 1)
+    [[maybe_unused]] int const threads = callThreads(numThreads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t n = 0; n < N; ++n)
     {
         sampleRow(logits + n * V, V, entropy[n], tau, topK, temperature, static_cast<uint64_t>(seeds[n]),
@@ -241,13 +244,13 @@ int trtneg_neg_head_host(void const* hidden, int32_t hiddenDtype, int64_t N, int
         return fail("activation: unknown activation code");
     if (N < 0 || H < 1 || d < 1)
         return fail("shapes: need N >= 0, H >= 1, d >= 1");
-    setThreads(numThreads);
+    [[maybe_unused]] int const threads = callThreads(numThreads);
     DType const hT = static_cast<DType>(hiddenDtype), wT = static_cast<DType>(w1Dtype);
     std::vector<float> h(static_cast<size_t>(N * H));
     for (int64_t i = 0; i < N * H; ++i)
         h[i] = loadAsFloat(hidden, i, hT);
     std::vector<float> terms(static_cast<size_t>(N * d));
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     {
         std::vector<float> wrow(static_cast<size_t>(H));
 #pragma omp for schedule(static)

@@ -8,6 +8,7 @@
 Importing this package never compiles anything and never needs CUDA.
 """
 
+import os
 from pathlib import Path
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
@@ -21,4 +22,14 @@ def check_splits(splits) -> int:
     return splits
 
 
-__all__ = ["PLUGINS_DIR", "check_splits"]
+def check_num_threads(num_threads) -> int:
+    """The host libraries' ``num_threads``: 0 = OpenMP's default, else at most this machine's CPUs
+    (libgomp kills the process, without a Python error, when it cannot create the threads asked for)."""
+    cpus = os.cpu_count() or 1
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 0 <= num_threads <= cpus:
+        raise ValueError(f"num_threads: expected an integer in [0, {cpus}] (0 = OpenMP's default; this machine "
+                         f"has {cpus} CPUs), got {num_threads!r}")
+    return num_threads
+
+
+__all__ = ["PLUGINS_DIR", "check_num_threads", "check_splits"]

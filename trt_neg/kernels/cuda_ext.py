@@ -185,7 +185,7 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     ``splits``: 0 = the kernel's automatic plan, 1 = one block per row, > 1 = that many
     vocabulary slices per row (the split-V path; docs/neg.md).  ``head_algo``: "gemv" (default)
     or "mma" (tensor-core tiles; bf16/fp16 hidden, opt-in until timed on a GPU)."""
-    from ..neg import ACTIVATION_CODES, NegStepOutput, check_sampling_args, canonical_activation
+    from ..neg import ACTIVATION_CODES, NegStepOutput, canonical_activation, check_sampling_args, threshold_scalar
 
     check_sampling_args(top_k, temperature)
     top_k = min(int(top_k), int(logits.shape[1]))  # k = min(top_k, V), as in the definition
@@ -194,7 +194,7 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     ext = load()
     dev = logits.device
     n = logits.shape[0]
-    tau = torch.as_tensor(weights.threshold if threshold is None else threshold, dtype=torch.float32).reshape(1).to(dev)
+    tau = threshold_scalar(weights.threshold if threshold is None else threshold).reshape(1).to(dev)
     kw = dict(hidden=None, w1=None, b1=None, w2=None, b2=None, entropy_in=None)
     if entropy is not None:
         kw["entropy_in"] = torch.as_tensor(entropy, dtype=torch.float32).reshape(-1).to(dev).contiguous()

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import PLUGINS_DIR
+from . import PLUGINS_DIR, check_num_threads
 from .build import HostLibrary
 
 GDN_DIR = PLUGINS_DIR / "gdn"
@@ -55,10 +55,16 @@ def _ptr(t: Optional[torch.Tensor]):
 
 
 def _i32(x, n: int, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.int32).reshape(-1).contiguous().clone()
+    """``n`` int32 values: integers only (decision 14 of docs/neg.md: a float such as 2.9 is refused,
+    not truncated), each within int32."""
+    from ..neg import int64_tensor
+
+    t = int64_tensor(x, name).reshape(-1)
     if t.numel() != n:
         raise ValueError(f"{name}: expected {n} values, got {t.numel()}")
-    return t
+    if t.numel() and not (-2**31 <= int(t.min()) and int(t.max()) < 2**31):
+        raise ValueError(f"{name}: values must fit in int32, got {int(t.min())}..{int(t.max())}")
+    return t.to(torch.int32).contiguous().clone()
 
 
 def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor,
@@ -125,7 +131,7 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
         _ptr(qkv_c), _ptr(a_c), _ptr(b_c), _ptr(z_c), _ptr(alog_c), _ptr(dtb_c), _ptr(w_c), _ptr(state_pool),
         _ptr(slots), _ptr(rtypes), _ptr(last), _ptr(out), _DTYPE_CODES[dtype], batch, int(remove_padding),
         max_seq_len, num_tokens, state_pool.shape[0], num_k_heads, num_v_heads, head_k_dim, head_v_dim,
-        float(norm_eps), int(continue_context), int(num_threads), ALGOS[algo], int(chunk_size))
+        float(norm_eps), int(continue_context), check_num_threads(num_threads), ALGOS[algo], int(chunk_size))
     if rc != 0:
         raise ValueError(lib.trtneg_gdn_last_error().decode())
     return out

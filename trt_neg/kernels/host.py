@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from . import PLUGINS_DIR, check_splits
+from . import PLUGINS_DIR, check_num_threads, check_splits
 from .build import HostLibrary
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
@@ -60,7 +60,10 @@ def philox4x32_10(counter, key) -> tuple[int, int, int, int]:
 
 
 def philox_uniform(seed: int, offset: int) -> float:
-    return float(load().trtneg_philox_uniform(int(seed) & (2**64 - 1), int(offset) & (2**64 - 1)))
+    from ..neg import _integer
+
+    return float(load().trtneg_philox_uniform(_integer(seed, "seed") & (2**64 - 1),
+                                              _integer(offset, "offset") & (2**64 - 1)))
 
 
 def _rows(x, n: int, name: str) -> torch.Tensor:
@@ -121,15 +124,17 @@ def gated_topk_sample(logits, entropy, threshold, top_k, temperature, seeds, off
     kernel picks for this (N, V, top_k), 1 = one pass per row, > 1 = that many vocabulary
     slices per row merged afterwards (docs/neg.md, "split-V").  Every path gives the same
     result."""
+    from ..neg import threshold_scalar
+
     z, n, v, s, o, out = _prep_common(logits, seeds, offsets, with_guided)
     ent = torch.as_tensor(entropy, dtype=torch.float32).reshape(-1).contiguous().clone()
     if ent.numel() != n:
         raise ValueError(f"entropy: expected shape ({n},), got {tuple(ent.shape)}")
-    tau = float(torch.as_tensor(threshold, dtype=torch.float32).reshape(()))
+    tau = float(threshold_scalar(threshold))
     k = _top_k_for_c(top_k, temperature, v)
     _check(load().trtneg_gated_sample_host(_ptr(z), n, v, _ptr(ent), tau, k, float(temperature), _ptr(s),
                                            _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(out["fired"]),
-                                           _ptr(out["status"]), int(num_threads), check_splits(splits)))
+                                           _ptr(out["status"]), check_num_threads(num_threads), check_splits(splits)))
     return _result(out, ent)
 
 
@@ -162,7 +167,7 @@ def neg_head(hidden: torch.Tensor, weights, activation: str = "silu", *, num_thr
     ent = torch.empty(n, dtype=torch.float32)
     _check(load().trtneg_neg_head_host(_ptr(h), DTYPE_CODES[h.dtype], n, hs, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1),
                                        _ptr(w2), b2, d, ACTIVATION_CODES[canonical_activation(activation)], _ptr(ent),
-                                       int(num_threads)))
+                                       check_num_threads(num_threads)))
     return ent.reshape(()) if squeeze else ent
 
 
@@ -170,7 +175,7 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
              threshold=None, with_guided=True, num_threads=0, splits=0):
     """Host-library twin of :func:`trt_neg.neg.neg_step` (whole op in one C call; ``splits`` as
     in :func:`gated_topk_sample`)."""
-    from ..neg import ACTIVATION_CODES, canonical_activation
+    from ..neg import ACTIVATION_CODES, canonical_activation, threshold_scalar
 
     h = hidden.detach().cpu().contiguous()
     if h.dtype not in DTYPE_CODES:
@@ -181,12 +186,12 @@ def neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature
     w1, b1, w2, b2 = _weights(weights, h.dtype)
     if w1.shape[1] != h.shape[1]:  # the C code reads W1 as [d, H] with H from hidden
         raise ValueError(f"hidden: last dimension {h.shape[1]} != fc1_weight columns {w1.shape[1]}")
-    tau = float(torch.as_tensor(weights.threshold if threshold is None else threshold, dtype=torch.float32).reshape(()))
+    tau = float(threshold_scalar(weights.threshold if threshold is None else threshold))
     ent = torch.empty(n, dtype=torch.float32)
     k = _top_k_for_c(top_k, temperature, v)
     _check(load().trtneg_neg_step_host(
         _ptr(h), DTYPE_CODES[h.dtype], n, h.shape[1], _ptr(z), v, _ptr(w1), DTYPE_CODES[w1.dtype], _ptr(b1), _ptr(w2),
         b2, w1.shape[0], tau, ACTIVATION_CODES[canonical_activation(activation)], k, float(temperature),
         _ptr(s), _ptr(o), _ptr(out["guided"]), _ptr(out["token"]), _ptr(ent), _ptr(out["fired"]), _ptr(out["status"]),
-        int(num_threads), check_splits(splits)))
+        check_num_threads(num_threads), check_splits(splits)))
     return _result(out, ent)
