@@ -310,6 +310,17 @@ def test_integer_arguments_are_integers(kw, message):
                                   num_threads=kw.get("num_threads", 0))
 
 
+def test_a_call_without_tokens_resets_its_context_slots():
+    # Empty tensors have null data pointers: the call was refused ("a required pointer is null").
+    hk, hv, dk, dv = 1, 2, 4, 4
+    x = make_inputs(0, hk, hv, dk, dv)
+    pool = torch.ones(3, hv, dk, dv)
+    y = run(x, hk, hv, dk, dv, pool, [0, 0], types=[0, 1], slots=[2, 0])
+    assert y.shape == (0, hv * dv)
+    assert torch.equal(pool[2], torch.zeros_like(pool[2]))  # the context request's fresh (zero) state
+    assert torch.equal(pool[:2], torch.ones_like(pool[:2]))  # the generation request's slot, untouched
+
+
 def test_empty_batch_and_zero_length():
     hk, hv, dk, dv = 1, 1, 4, 4
     x = make_inputs(3, hk, hv, dk, dv)

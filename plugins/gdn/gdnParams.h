@@ -178,8 +178,11 @@ inline char const* validate(GdnParams const& p)
         return "gdn: padded layout needs num_tokens >= batch * max_seq_len rows";
     if (!(p.normEps >= 0.0f))
         return "gdn: norm eps must be >= 0";
-    if (p.batch > 0
-        && (!p.qkv || !p.a || !p.b || !p.aLog || !p.dtBias || !p.statePool || !p.lastTokenIds || !p.out))
+    // Token rows are read or written only when there are some: a call of zero-length sequences
+    // (its context slots reset) may pass the null data pointers of empty tensors for them.
+    if (p.batch > 0 && (!p.aLog || !p.dtBias || !p.statePool || !p.lastTokenIds))
+        return "gdn: a required pointer is null";
+    if (p.batch > 0 && p.numTokens > 0 && (!p.qkv || !p.a || !p.b || !p.out))
         return "gdn: a required pointer is null";
     if (p.z && !p.normWeight)
         return "gdn: z given without norm weight";
