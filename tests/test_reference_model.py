@@ -345,7 +345,7 @@ def test_runner_refuses_positions_past_max_position_embeddings(checkpoints):
     """A runner sized past the model's trained positions would silently decode there."""
     ours, _ = _load(checkpoints, "tiny")
     limit = ours.config.backbone.max_position_embeddings
-    with pytest.raises(ValueError, match=f"max_seq_len {limit + 1} exceeds the model's max_position_embeddings "
+    with pytest.raises(ValueError, match=f"max_seq_len: {limit + 1} exceeds the model's max_position_embeddings "
                                          f"\\({limit}\\)"):
         ReferenceModelRunner(ours, max_slots=1, max_seq_len=limit + 1)
     assert ReferenceModelRunner(ours, max_slots=1, max_seq_len=limit).max_seq_len == limit

@@ -415,6 +415,75 @@ def test_a_reused_request_id_never_receives_the_old_requests_outputs():
     assert [o.token for o in later["h"].stream(timeout=1)] == r_new.tokens
 
 
+def test_changing_a_submitted_request_changes_nothing_in_flight():
+    """Admission fixes what the engine uses of a Request: reusing the object as a template for
+    the next submission leaves the request in flight as it was submitted (its sampling used to
+    be read again on every step)."""
+    prompt = [5, 6, 7]
+    full = ScriptedBackend.expected(prompt, 6, neg_mode=0)
+    engine, backend = make(max_slots=2, eos_token_ids=(full[1],))
+    sampled = SamplingParams(temperature=1.0, seed=1234)
+    req = Request(prompt, max_new_tokens=6, sampling=sampled, neg_mode=0, ignore_eos=True, request_id="first")
+    engine.add_request(req)
+    engine.step()
+    req.prompt_token_ids, req.max_new_tokens, req.stop_token_ids = (9,), 2, (full[2],)
+    req.sampling, req.neg_mode, req.ignore_eos, req.request_id = SamplingParams(), 1, False, "second"
+    engine.add_request(req)
+    res = run_all(engine)
+    first = res["first"]
+    assert first.prompt_token_ids == tuple(prompt) and first.tokens == full  # not cut by EOS or the new stop id
+    assert (first.seed, first.neg_mode, first.finish_reason) == (1234, 0, FinishReason.LENGTH)
+    first_rows = [r for p, d in backend.steps for r in p + d if r.slot == 0]
+    assert len(first_rows) == 6 and all(r.sampling == sampled and r.neg_mode == 0 for r in first_rows)
+    second_rows = [r for p, d in backend.steps for r in p + d if r.slot == 1]
+    assert second_rows and all(r.sampling == SamplingParams() and r.neg_mode == 1 for r in second_rows)
+    assert res["second"].prompt_token_ids == (9,) and res["second"].neg_mode == 1
+
+
+def test_an_invalid_change_to_a_submitted_request_fails_only_its_resubmission():
+    engine, _ = make(max_slots=2)
+    other = engine.add_request(Request([4, 4], max_new_tokens=3))
+    req = Request([1], max_new_tokens=3)
+    mine = engine.add_request(req)
+    engine.step()
+    req.sampling = None  # set after construction: Request's own checks never saw it
+    with pytest.raises(ValueError, match="^sampling:"):
+        engine.add_request(req)
+    req.sampling, req.max_new_tokens = SamplingParams(), 0
+    with pytest.raises(ValueError, match="^max_new_tokens:"):
+        engine.add_request(req)
+    res = run_all(engine)
+    assert set(res) == {other, mine}
+    assert all(r.finish_reason is FinishReason.LENGTH and r.error is None and len(r.tokens) == 3 for r in res.values())
+
+
+def test_every_iteration_of_a_handle_yields_all_its_tokens():
+    """The handle keeps its tokens: iterating it again, after the end or after result(), replays
+    them and ends (a second pass used to wait for the result the first pass had taken)."""
+    engine, _ = make()
+    h = engine.submit(Request([1, 2, 3], max_new_tokens=3))
+    first = [t.token for t in h]  # no background thread: the iteration drives step()
+    steps = engine.stats["steps"]
+    assert first == ScriptedBackend.expected([1, 2, 3], 3) == h.result(timeout=1).tokens
+    assert [t.token for t in h.stream(timeout=1)] == first
+    assert [t.index for t in h] == [0, 1, 2] and engine.stats["steps"] == steps  # a replay runs no step
+
+    with engine:  # consumers in two threads each see every token
+        h = engine.submit(Request([4], max_new_tokens=20))
+        seen = [None, None]
+
+        def consume(i):
+            seen[i] = [t.token for t in h.stream(timeout=10)]
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        result = h.result(timeout=10)
+        for t in threads:
+            t.join(timeout=10)
+    assert seen[0] == seen[1] == result.tokens == ScriptedBackend.expected([4], 20)
+
+
 # ------------------------------------------- cancellation targets the request, not its id
 def test_a_stale_handle_cancels_nothing_once_its_request_is_done():
     """A handle whose request finished must not cancel a newer request that reuses the id."""

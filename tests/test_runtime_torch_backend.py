@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from trt_neg.config import NegConfig
@@ -110,3 +111,15 @@ def test_request_sampling_runs_only_for_rows_neg_did_not_decide(monkeypatch):
     out = b.sample(rows(n, 1, sp), logits, hidden)
     fired = sum(s.fired for s in out)
     assert 0 < fired < n and sampled_rows == [n - fired]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_slots": 2.5}, "^max_slots: expected an integer"),
+    ({"max_slots": True}, "^max_slots: expected an integer"),
+    ({"max_slots": 0}, "^max_slots: must be an integer >= 1"),
+    ({"max_seq_len": 16.0}, "^max_seq_len: expected an integer"),
+    ({"max_seq_len": "16"}, "^max_seq_len: expected an integer"),
+])
+def test_from_pretrained_limits_must_be_integers_in_range(tiny_checkpoint, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TorchBackend.from_pretrained(tiny_checkpoint, **kwargs)

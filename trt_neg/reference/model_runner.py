@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..neg import _integer
 from .model import BatchContext, DarwinNegForCausalLM
 
 TokenIds = Sequence[int] | torch.Tensor
@@ -21,11 +22,13 @@ TokenIds = Sequence[int] | torch.Tensor
 
 class ReferenceModelRunner:
     def __init__(self, model: DarwinNegForCausalLM, max_slots: int, max_seq_len: int):
-        if max_slots < 1 or max_seq_len < 1:
-            raise ValueError(f"max_slots and max_seq_len must be >= 1, got {max_slots} and {max_seq_len}")
+        max_slots, max_seq_len = _integer(max_slots, "max_slots"), _integer(max_seq_len, "max_seq_len")
+        for name, value in (("max_slots", max_slots), ("max_seq_len", max_seq_len)):
+            if value < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {value}")
         backbone = model.config.backbone
         if max_seq_len > backbone.max_position_embeddings:  # positions past it were never trained
-            raise ValueError(f"max_seq_len {max_seq_len} exceeds the model's max_position_embeddings "
+            raise ValueError(f"max_seq_len: {max_seq_len} exceeds the model's max_position_embeddings "
                              f"({backbone.max_position_embeddings})")
         self.model = model
         self.max_slots, self.max_seq_len = max_slots, max_seq_len

@@ -7,9 +7,10 @@ what runs the model.  It owns
   requests are checked against (``vocab_size``, ``eos_token_ids``, ``default_neg_mode``,
   ``neg_seed``, ``tokenizer``);
 * ``validate(request)`` (every ``ValueError`` names the field; docs/runtime.md);
-* admission, :meth:`EngineFrontend._admit`: request id, the effective seed, stop ids (plus
-  EOS unless ``ignore_eos``), the :class:`Sequence`, ``max_new_tokens`` capped by
-  ``max_seq_len``; then the engine's :meth:`~EngineFrontend._enqueue`;
+* admission, :meth:`EngineFrontend._admit`: a private copy of the request (what the engine
+  uses is fixed there), request id, the effective seed, stop ids (plus EOS unless
+  ``ignore_eos``), the :class:`Sequence`, ``max_new_tokens`` capped by ``max_seq_len``; then
+  the engine's :meth:`~EngineFrontend._enqueue`;
 * the lock and ``_seqs``, the table of unfinished requests (the engine removes a sequence
   when it retires it, under the lock);
 * ``add_request``, ``submit`` -> :class:`RequestHandle`, ``generate``, asyncio ``stream``,
@@ -32,9 +33,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import dataclasses
 import itertools
 import logging
-import queue
 import random
 import threading
 import time
@@ -120,6 +121,11 @@ class EngineFrontend(abc.ABC):
     # ------------------------------------------------------------------ admission
     def _admit(self, request: Request, listener: Listener | None) -> Sequence:
         """Validate, build the request's :class:`Sequence` and hand it to the engine (``_enqueue``)."""
+        if isinstance(request, Request):
+            # A private copy, checked again by Request.__post_init__: what the request runs with is
+            # fixed here, whatever the caller does with its Request object later (reusing it as a
+            # template, changing a field, even one set after construction).
+            request = dataclasses.replace(request)
         self.validate(request)
         mode = self._neg_mode(request)
         now = self.clock()
@@ -283,6 +289,9 @@ class RequestHandle:
 
     Works whether or not the engine's background thread runs: without it, waiting drives
     the engine (``engine._progress()``, e.g. ``LLMEngine.step()``) in the calling thread.
+    The handle keeps the tokens it has received, so every iteration yields all of them from
+    the first: one started after the request finished replays them and ends, and iterations
+    in several threads each see every token.
     """
 
     def __init__(self, engine: EngineFrontend, on_output: Listener | None = None):
@@ -290,7 +299,8 @@ class RequestHandle:
         self.request_id: str = ""
         self._seq: Sequence | None = None  # the admitted request: cancel() targets it, not its id
         self._on_output = on_output
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._tokens: list[TokenOutput] = []  # every token received, for every iteration
+        self._arrived = threading.Condition()  # notified when a token or the result arrives
         self._done = threading.Event()
         self._result: RequestResult | None = None
 
@@ -300,40 +310,42 @@ class RequestHandle:
                 self._on_output(item)
             except Exception:
                 log.exception("on_output callback for %s failed", item.request_id)
-        if isinstance(item, RequestResult):
-            self._result = item
-        self._queue.put(item)
-        if isinstance(item, RequestResult):
-            self._done.set()
+        with self._arrived:
+            if isinstance(item, RequestResult):
+                self._result = item
+                self._done.set()
+            else:
+                self._tokens.append(item)
+            self._arrived.notify_all()
 
-    def _next(self, timeout: float | None) -> Output:
+    def _token(self, index: int, timeout: float | None) -> TokenOutput | None:
+        """Token ``index`` once it has arrived; None if the request ended without it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            try:
-                return self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            if self.engine.is_running:
-                wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic()))
-                try:
-                    return self._queue.get(timeout=wait)
-                except queue.Empty:
-                    pass
-            else:
-                self.engine._progress()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"request {self.request_id}: no output within {timeout} s")
+            with self._arrived:
+                if index < len(self._tokens):
+                    return self._tokens[index]
+                if self._done.is_set():
+                    return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"request {self.request_id}: no output within {timeout} s")
+                running = self.engine.is_running
+                if running:  # woken by _push; waking every 0.05 s notices a stopped thread, then we drive
+                    self._arrived.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
+            if not running:
+                self.engine._progress()  # outside the lock: the step it runs delivers to _push
 
     def __iter__(self) -> Iterator[TokenOutput]:
         return self.stream()
 
     def stream(self, timeout: float | None = None) -> Iterator[TokenOutput]:
-        """The request's tokens as they are decoded (the final result via ``result()``)."""
-        while True:
-            item = self._next(timeout)
-            if isinstance(item, RequestResult):
-                return
-            yield item
+        """The request's tokens from the first, as they are decoded; ends when the request ends
+        (the final result via ``result()``). ``timeout``: seconds to wait for each next token
+        (``TimeoutError`` past it). Another iteration, even after the end, replays every token."""
+        index = 0
+        while (token := self._token(index, timeout)) is not None:
+            yield token
+            index += 1
 
     def result(self, timeout: float | None = None) -> RequestResult:
         deadline = None if timeout is None else time.monotonic() + timeout

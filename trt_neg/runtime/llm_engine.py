@@ -123,7 +123,7 @@ class LLMEngine(EngineFrontend):
     def _row(self, seq: Sequence, prefill: bool) -> BackendRow:
         return BackendRow(
             slot=seq.slot, token_ids=seq.prompt if prefill else (seq.last_token,), position=seq.position,
-            sampling=seq.request.sampling, sample_seed=seq.sample_seed, neg_mode=seq.neg_mode, neg_seed=seq.neg_seed,
+            sampling=seq.sampling, sample_seed=seq.sample_seed, neg_mode=seq.neg_mode, neg_seed=seq.neg_seed,
         )
 
     def _run(self, batch, outputs: list[tuple[Sequence, Output]]) -> None:

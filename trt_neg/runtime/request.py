@@ -29,6 +29,8 @@ def _token_list(value, name: str) -> tuple[int, ...]:
         raise ValueError(f"{name}: must be a sequence of token ids, got {type(value).__name__}")
     if hasattr(value, "tolist"):  # torch tensors, numpy arrays
         value = value.tolist()
+        if not isinstance(value, list):  # a 0-d tensor or array holds one number, not a sequence
+            raise ValueError(f"{name}: must be a sequence of token ids, got a scalar ({value!r}); wrap it in a list")
     out = []
     for i, t in enumerate(value):
         if not _is_int(t) or t < 0:

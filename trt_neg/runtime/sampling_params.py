@@ -17,6 +17,16 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_finite_number(value) -> bool:
+    """An int or float (not a bool) that is finite as a float: an int too large for a float is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # math.isfinite converts an int to a float first
+        return False
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 0.0  # 0 = greedy
@@ -37,12 +47,12 @@ class SamplingParams:
 
     def validate(self) -> None:
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        if not _is_finite_number(t) or t < 0:
             raise ValueError(f"temperature: must be a finite number >= 0 (0 = greedy), got {t!r}")
         if not _is_int(self.top_k) or self.top_k < 0:
             raise ValueError(f"top_k: must be an integer >= 0 (0 = off), got {self.top_k!r}")
         p = self.top_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 < p <= 1:
+        if not _is_finite_number(p) or not 0 < p <= 1:
             raise ValueError(f"top_p: must be a number in (0, 1], got {p!r}")
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT):
             raise ValueError(f"seed: must be an integer in [0, 2**64) or None, got {self.seed!r}")

@@ -19,9 +19,11 @@ class Sequence:
     def __init__(self, request: Request, request_id: str, *, neg_mode: int, sample_seed: int | None,
                  neg_seed: int, stop_token_ids: frozenset[int], max_new_tokens: int, arrival_time: float,
                  tokenizer: Any = None):
-        self.request = request
+        # What the engine uses of the request is taken here, at admission; nothing reads the
+        # Request afterwards (docs/runtime.md, "Admission fixes the request").
         self.request_id = request_id
         self.prompt = tuple(request.prompt_token_ids)
+        self.sampling = request.sampling  # frozen SamplingParams
         self.neg_mode = neg_mode
         self.sample_seed = sample_seed  # None for greedy requests without a seed
         self.neg_seed = neg_seed

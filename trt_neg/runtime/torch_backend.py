@@ -79,8 +79,7 @@ class TorchBackend:
         limit = cfg.backbone.max_position_embeddings
         if max_seq_len is None:
             max_seq_len = min(limit, 4096)
-        if max_seq_len > limit:
-            raise ValueError(f"max_seq_len: {max_seq_len} exceeds the model's max_position_embeddings ({limit})")
+        # The runner checks max_slots and max_seq_len (integers, >= 1, within max_position_embeddings).
         runner = ReferenceModelRunner(model, max_slots=max_slots, max_seq_len=max_seq_len)
         return cls(runner, NegWeights.from_state_dict(model.neg_state_dict), cfg.neg, cfg.backbone.eos_token_id,
                    batch_invariant=batch_invariant)

@@ -158,6 +158,7 @@ from typing import Any, Callable
 
 from trt_neg.runtime.frontend import EngineFrontend, Listener, Output, RequestHandle, limit_arg
 from trt_neg.runtime.request import FinishReason, Request
+from trt_neg.runtime.sampling_params import SamplingParams
 from trt_neg.runtime.sequence import Sequence
 from trt_neg.trtllm import TRTLLM_REQUIREMENT, TensorRTLLMUnavailable, require_tensorrt_llm
 from trt_neg.trtllm import engine_dir as engine_dir_mod
@@ -331,19 +332,18 @@ class TrtllmExecutorEngine(EngineFrontend):
                              "without NEG (neg_config.enabled false); rebuild it with NEG enabled for mode 1")
         return mode
 
-    def _sampling_config(self, request: Request, seed: int | None) -> Any:
-        sp = request.sampling
+    def _sampling_config(self, sp: SamplingParams, seed: int | None) -> Any:
         if sp.is_greedy:  # top_k 1 = argmax; with NEG fired, the only finite logit
             return self.tle.SamplingConfig(1, top_k=1, seed=seed)
         return self.tle.SamplingConfig(1, top_k=int(sp.top_k), top_p=float(sp.top_p),
                                        temperature=float(sp.temperature), seed=seed)
 
-    def _executor_request(self, request: Request, seq: Sequence) -> Any:
+    def _executor_request(self, seq: Sequence) -> Any:
         stop_ids = sorted(seq.stop_token_ids)
         return self.tle.Request(
-            list(request.prompt_token_ids), seq.max_new_tokens,
+            list(seq.prompt), seq.max_new_tokens,
             streaming=True,
-            sampling_config=self._sampling_config(request, seq.sample_seed),
+            sampling_config=self._sampling_config(seq.sampling, seq.sample_seed),
             output_config=self.tle.OutputConfig(additional_model_outputs=self._model_outputs() or None),
             end_id=-1,  # EOS ids travel as stop words (the model may have several; the token is kept)
             pad_id=self.engine.pad_token_id if self.engine.pad_token_id is not None else
@@ -362,7 +362,7 @@ class TrtllmExecutorEngine(EngineFrontend):
                                "executor can_enqueue_requests() (rank 0) submits requests; the other ranks call "
                                "shutdown(), which returns when the leader shuts down")
         tracked = _Tracked(seq, listener)
-        tracked.exec_id = self.executor.enqueue_request(self._executor_request(seq.request, seq))
+        tracked.exec_id = self.executor.enqueue_request(self._executor_request(seq))
         self._tracked[seq.request_id] = tracked
         self._by_exec[tracked.exec_id] = tracked
 
