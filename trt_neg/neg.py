@@ -297,8 +297,8 @@ def philox_uniform(seed: Union[int, torch.Tensor], offset: Union[int, torch.Tens
             (o & _MASK32, (o >> 32) & _MASK32, zero, zero), (s & _MASK32, (s >> 32) & _MASK32)
         )
         return ((x0 >> 8).to(torch.float32) * _TWO_M24).to(dev)
-    s = _integer(seed, "seed") & 0xFFFFFFFFFFFFFFFF
-    o = _integer(offset, "offset") & 0xFFFFFFFFFFFFFFFF
+    s = integer_arg(seed, "seed") & 0xFFFFFFFFFFFFFFFF
+    o = integer_arg(offset, "offset") & 0xFFFFFFFFFFFFFFFF
     x0 = philox4x32_10((o & _MASK32, o >> 32, 0, 0), (s & _MASK32, s >> 32))[0]
     return (x0 >> 8) * _TWO_M24
 
@@ -320,7 +320,7 @@ class NegStepOutput:
         return float(self.fired.sum()) / n if n else 0.0
 
 
-def _integer(value, name: str) -> int:
+def integer_arg(value, name: str) -> int:
     """An integer argument as a Python int: ints and integer scalars of numpy or torch (their
     ``__index__``); bools, floats and strings are refused, not truncated or parsed."""
     if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
@@ -335,7 +335,7 @@ def check_sampling_args(top_k, temperature) -> int:
     """The op's own checks of ``top_k`` and ``temperature`` (shared by the host and CUDA
     wrappers); returns ``top_k`` as a Python int."""
     try:
-        k = _integer(top_k, "top_k")  # refuses strings too: they have no __index__
+        k = integer_arg(top_k, "top_k")  # refuses strings too: they have no __index__
     except ValueError:
         k = None
     if k is None or k < 1:
@@ -373,9 +373,9 @@ def int64_tensor(x, name: str) -> torch.Tensor:
         # uint64 keeps its 64 bits as int64; every other integer type converts by value
         t = torch.from_numpy(arr.view(np.int64) if arr.dtype == np.uint64 else arr.astype(np.int64))
     elif isinstance(x, (list, tuple, range)):
-        t = torch.tensor([as_int64(_integer(v, name)) for v in x], dtype=torch.int64)
+        t = torch.tensor([as_int64(integer_arg(v, name)) for v in x], dtype=torch.int64)
     else:
-        t = torch.tensor(as_int64(_integer(x, name)), dtype=torch.int64)
+        t = torch.tensor(as_int64(integer_arg(x, name)), dtype=torch.int64)
     return t
 
 

@@ -60,10 +60,10 @@ def philox4x32_10(counter, key) -> tuple[int, int, int, int]:
 
 
 def philox_uniform(seed: int, offset: int) -> float:
-    from ..neg import _integer
+    from ..neg import integer_arg
 
-    return float(load().trtneg_philox_uniform(_integer(seed, "seed") & (2**64 - 1),
-                                              _integer(offset, "offset") & (2**64 - 1)))
+    return float(load().trtneg_philox_uniform(integer_arg(seed, "seed") & (2**64 - 1),
+                                              integer_arg(offset, "offset") & (2**64 - 1)))
 
 
 def _rows(x, n: int, name: str) -> torch.Tensor:

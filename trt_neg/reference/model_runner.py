@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from ..neg import _integer
+from ..neg import integer_arg
 from .model import BatchContext, DarwinNegForCausalLM
 
 TokenIds = Sequence[int] | torch.Tensor
@@ -22,7 +22,7 @@ TokenIds = Sequence[int] | torch.Tensor
 
 class ReferenceModelRunner:
     def __init__(self, model: DarwinNegForCausalLM, max_slots: int, max_seq_len: int):
-        max_slots, max_seq_len = _integer(max_slots, "max_slots"), _integer(max_seq_len, "max_seq_len")
+        max_slots, max_seq_len = integer_arg(max_slots, "max_slots"), integer_arg(max_seq_len, "max_seq_len")
         for name, value in (("max_slots", max_slots), ("max_seq_len", max_seq_len)):
             if value < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {value}")
