@@ -209,8 +209,9 @@ def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = 
     Without ``model.safetensors.index.json``: every ``*.safetensors`` file but hidden ones (pickle-only checkpoints are
     refused). With one, as transformers loads a sharded checkpoint, the index is the authority: the
     files its ``weight_map`` lists (each must exist) and, where present, those named in
-    ``always_read`` (files of tensors a backbone's index need not list), and the map must say where
-    each tensor is (``_check_weight_map``). Other ``*.safetensors`` files are not read, as transformers
+    ``always_read`` (files of tensors a backbone's index need not list); every tensor of those files
+    is read, as transformers reads every key of each listed shard, and where the map disagrees with
+    the files a warning says so (``_warn_weight_map_disagreements``). Other ``*.safetensors`` files are not read, as transformers
     ignores them: a stale shard of an earlier save would otherwise double tensors; a warning names
     them. An unlisted ``model.safetensors`` is refused: transformers would load it alone and ignore
     the index, so which of the two is the checkpoint is ambiguous.
@@ -243,7 +244,7 @@ def open_checkpoint_files(directory: str | Path, always_read: tuple[str, ...] = 
                     INDEX_FILE)
     shards = [SafetensorsFile(directory / name) for name in listed]
     others = [SafetensorsFile(directory / name) for name in extra]
-    _check_weight_map(index, weight_map, shards, others, ignored)
+    _warn_weight_map_disagreements(index, weight_map, shards, others, ignored)
     return CheckpointFiles([*shards, *others], ignored)
 
 
@@ -278,12 +279,18 @@ def read_weight_map(index: Path) -> dict[str, str]:
     return weight_map
 
 
-def _check_weight_map(index: Path, weight_map: Mapping[str, str], shards: list[SafetensorsFile],
-                      others: list[SafetensorsFile], ignored: tuple[str, ...]) -> None:
-    """CheckpointError naming the first disagreeing tensor, the index and the file that holds it unless
-    ``weight_map`` says exactly which tensors each listed shard holds. ``others``: the files read though
-    unlisted; ``ignored``: the unlisted files not read, whose headers are looked at only to say where a
-    tensor the map misplaces is."""
+def _warn_weight_map_disagreements(index: Path, weight_map: Mapping[str, str], shards: list[SafetensorsFile],
+                                   others: list[SafetensorsFile], ignored: tuple[str, ...]) -> list[str]:
+    """Where ``weight_map`` does not say which tensors each listed shard holds: one warning naming the
+    first disagreeing tensor, the index and the file that holds it, and every disagreement returned.
+
+    A warning, not an error: transformers uses the map only to pick the shard files and then reads
+    every tensor in them, so a checkpoint whose map is stale (a tensor left out, an entry for a tensor
+    dropped later, say a text-only copy without its vision tensors) loads there and must load here.
+    What matters is checked elsewhere: a tensor in two files (HFCheckpoint) and a tensor the model
+    needs but no read file holds (``HFCheckpoint.validate_names``). ``others``: the files read though
+    unlisted; ``ignored``: the unlisted files not read, whose headers are looked at only to say where
+    a tensor the map misplaces is."""
     by_name = {shard.path.name: shard for shard in shards}
     problems: dict[str, str] = {}  # tensor -> what is wrong, one per tensor
     for shard in shards:
@@ -307,7 +314,9 @@ def _check_weight_map(index: Path, weight_map: Mapping[str, str], shards: list[S
     if problems:
         tensor, problem = next(iter(problems.items()))
         more = f" ({len(problems)} tensors disagree in all)" if len(problems) > 1 else ""
-        raise CheckpointError(index, problem + more, tensor)
+        log.warning("%s", CheckpointError(index, f"{problem}{more}; every tensor of the listed shards is read, as "
+                                                 "transformers does", tensor))
+    return [f"tensor '{tensor}': {problem}" for tensor, problem in problems.items()]
 
 
 def _tensor_holders(directory: Path, others: list[SafetensorsFile], ignored: tuple[str, ...]) -> dict[str, str]:
