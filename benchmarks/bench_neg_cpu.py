@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from machine import HelpFormatter, int_at_least, machine_summary  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from trt_neg import neg  # noqa: E402
-from trt_neg.kernels import host  # noqa: E402
+from trt_neg.kernels import MAX_HOST_THREADS, host  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -40,8 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int_at_least(1), default=5, help="timed runs per case (the median is printed)")
     ap.add_argument("--vocab", type=int_at_least(1), default=248320, help="vocabulary size V")
     args = ap.parse_args(argv)
-    if args.threads > (os.cpu_count() or 1):  # the host library's OpenMP cannot run more (check_num_threads)
-        ap.error(f"--threads {args.threads}: this machine has {os.cpu_count()} CPUs")
+    if args.threads > MAX_HOST_THREADS:  # check_num_threads' limit for the host library
+        ap.error(f"--threads {args.threads}: at most {MAX_HOST_THREADS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()

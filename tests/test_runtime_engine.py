@@ -484,6 +484,21 @@ def test_every_iteration_of_a_handle_yields_all_its_tokens():
     assert seen[0] == seen[1] == result.tokens == ScriptedBackend.expected([4], 20)
 
 
+def test_polling_a_handle_with_timeout_zero_drives_the_engine():
+    """Without the background thread, stream(timeout=0) runs a step before it may time out: a poll
+    loop finishes the request (it spun forever when the deadline was checked first)."""
+    engine, _ = make()
+    h = engine.submit(Request([1, 2, 3], max_new_tokens=3))
+    tokens, tries = [], 0
+    while not h.done and tries < 20:
+        tries += 1
+        try:
+            tokens += [t.token for t in h.stream(timeout=0)][len(tokens):]
+        except TimeoutError:
+            pass
+    assert h.done and tokens == ScriptedBackend.expected([1, 2, 3], 3)
+
+
 # ------------------------------------------- cancellation targets the request, not its id
 def test_a_stale_handle_cancels_nothing_once_its_request_is_done():
     """A handle whose request finished must not cancel a newer request that reuses the id."""

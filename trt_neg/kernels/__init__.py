@@ -8,7 +8,6 @@
 Importing this package never compiles anything and never needs CUDA.
 """
 
-import os
 from pathlib import Path
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
@@ -22,14 +21,18 @@ def check_splits(splits) -> int:
     return splits
 
 
+# The most threads one host-library call may ask OpenMP for. More threads than CPUs is allowed
+# (oversubscription only slows a call down), but libgomp ends the process, with no Python error,
+# when it cannot create the threads asked for (10**9 tries to allocate 216 GB).
+MAX_HOST_THREADS = 1024
+
+
 def check_num_threads(num_threads) -> int:
-    """The host libraries' ``num_threads``: 0 = OpenMP's default, else at most this machine's CPUs
-    (libgomp kills the process, without a Python error, when it cannot create the threads asked for)."""
-    cpus = os.cpu_count() or 1
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 0 <= num_threads <= cpus:
-        raise ValueError(f"num_threads: expected an integer in [0, {cpus}] (0 = OpenMP's default; this machine "
-                         f"has {cpus} CPUs), got {num_threads!r}")
+    """The host libraries' ``num_threads``: 0 = OpenMP's default, else 1..MAX_HOST_THREADS."""
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or not 0 <= num_threads <= MAX_HOST_THREADS:
+        raise ValueError(f"num_threads: expected an integer in [0, {MAX_HOST_THREADS}] (0 = OpenMP's default), "
+                         f"got {num_threads!r}")
     return num_threads
 
 
-__all__ = ["PLUGINS_DIR", "check_num_threads", "check_splits"]
+__all__ = ["MAX_HOST_THREADS", "PLUGINS_DIR", "check_num_threads", "check_splits"]

@@ -321,19 +321,23 @@ class RequestHandle:
     def _token(self, index: int, timeout: float | None) -> TokenOutput | None:
         """Token ``index`` once it has arrived; None if the request ended without it."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        driven = False
         while True:
             with self._arrived:
                 if index < len(self._tokens):
                     return self._tokens[index]
                 if self._done.is_set():
                     return None
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(f"request {self.request_id}: no output within {timeout} s")
                 running = self.engine.is_running
+                # Without the background thread, one step is driven before the deadline counts, so
+                # polling with timeout=0 still makes progress.
+                if deadline is not None and time.monotonic() >= deadline and (running or driven):
+                    raise TimeoutError(f"request {self.request_id}: no output within {timeout} s")
                 if running:  # woken by _push; waking every 0.05 s notices a stopped thread, then we drive
                     self._arrived.wait(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
             if not running:
                 self.engine._progress()  # outside the lock: the step it runs delivers to _push
+                driven = True
 
     def __iter__(self) -> Iterator[TokenOutput]:
         return self.stream()
