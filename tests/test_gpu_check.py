@@ -37,10 +37,10 @@ def fake_results() -> list[SectionResult]:
     ]
 
 
-def test_no_gpu_exits_2_with_one_line_before_doing_anything(tmp_path, monkeypatch, capsys):
+def test_no_gpu_exits_3_with_one_line_before_doing_anything(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "out"
-    assert gpu_check.main(["--out-dir", str(out)]) == 2
+    assert gpu_check.main(["--out-dir", str(out)]) == 3
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
@@ -49,17 +49,19 @@ def test_no_gpu_exits_2_with_one_line_before_doing_anything(tmp_path, monkeypatc
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
-def test_no_gpu_command_line():
-    r = subprocess.run([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", "/nonexistent/x"], cwd=ROOT,
+def test_no_gpu_command_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", str(tmp_path / "x")], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
+    assert r.returncode == 3 and not (tmp_path / "x").exists()
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and "no CUDA GPU" in r.stderr
 
 
 def test_unknown_section_is_refused():
+    ap = gpu_check.build_parser()
     with pytest.raises(SystemExit):
-        gpu_check._parse_names("neg,bogus")
-    assert gpu_check._parse_names(" neg, gdn ") == ["neg", "gdn"]
+        gpu_check._parse_names(ap, "--only", "neg,bogus")
+    assert gpu_check._parse_names(ap, "--only", " neg, gdn ") == ["neg", "gdn"]
+    assert gpu_check._parse_names(ap, "--only", None) == []
 
 
 def test_report_text_and_exit_code():
@@ -76,6 +78,7 @@ def test_report_text_and_exit_code():
     assert summary[-1].strip() == "overall: FAIL in 84.2 s"
     assert report.exit_code(res) == 1
     assert report.exit_code([res[0], res[3]]) == 0  # PASS and SKIP are success
+    assert report.exit_code([res[3]]) == 1 and report.overall([res[3]]).startswith("NOTHING CHECKED")
     with pytest.raises(ValueError):
         SectionResult("x", "x", "MAYBE")
 
@@ -277,19 +280,39 @@ def test_every_section_module_imports_and_has_run():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--only", "neg,bogus"], "unknown section(s) bogus"),
-    (["--skip", "nope"], "unknown section(s) nope"),
-    (["--budget", "0"], "--budget 0: must be a positive number of seconds"),
-    (["--budget", "-5"], "--budget -5: must be a positive number"),
-    (["--budget", "inf"], "--budget inf: must be a positive number"),
+    (["--only", "neg,bogus"], "--only: unknown section(s) bogus"),
+    (["--skip", "nope"], "--skip: unknown section(s) nope"),
+    (["--only", ""], "--only '': names no section"),  # it ran every section
+    (["--only", ","], "--only ',': names no section"),
+    (["--budget", "0"], "--budget 0: must be a number of seconds >= 10"),
+    (["--budget", "-5"], "--budget -5: must be a number of seconds >= 10"),
+    (["--budget", "inf"], "--budget inf: must be a number"),
+    (["--budget", "1"], "--budget 1: must be a number of seconds >= 10"),  # every section SKIP, "PASS"
     (["--only", "neg", "--skip", "neg"], "no section left to run"),
+    (["--section", "machine"], "--section (internal: one section in this process) needs --result FILE"),
 ])
-def test_options_are_checked_before_the_gpu(monkeypatch, args, message):
-    """A typo in --only/--skip/--budget is reported first, also on a machine without a GPU."""
+def test_options_are_checked_before_the_gpu(monkeypatch, capsys, args, message):
+    """A typo in --only/--skip/--budget is a usage error (exit 2), reported first, also on a machine
+    without a GPU."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: pytest.fail("the GPU was checked first"))
     with pytest.raises(SystemExit) as info:
         gpu_check.main(args)
-    assert message in str(info.value.code)
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "out is a directory"])
+def test_outputs_that_cannot_be_written_are_refused_before_any_section(tmp_path, monkeypatch, capsys, where):
+    """The report is written at the end, minutes of GPU time later: an --out-dir or --out it cannot be
+    written to is refused first (the sections ran, then the report was lost)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu_check, "_start_prebuild", lambda *a: pytest.fail("a section started"))
+    (tmp_path / "f").write_text("x")
+    args = {"a file": ["--out-dir", str(tmp_path / "f")], "under a file": ["--out-dir", str(tmp_path / "f" / "gc")],
+            "out is a directory": ["--out-dir", str(tmp_path / "gc"), "--out", str(tmp_path)]}[where]
+    with pytest.raises(SystemExit) as info:
+        gpu_check.main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and ("the report cannot be written there" in err or "is a directory" in err), err
 
 
 def test_report_files_get_the_usual_permissions(tmp_path):

@@ -5,7 +5,7 @@ reference, time them, run the gpu-marked tests, and write one compact report.
                                 [--skip pytest] [--budget 480]
 
 Needs a CUDA GPU, a CUDA build of torch, nvcc and ninja (no TensorRT).  Without a GPU it
-exits 2 with one line and does nothing else.  Sections (docs/gpu_check.md), each run in
+exits 3 with one line and does nothing else.  Sections (docs/gpu_check.md), each run in
 its own Python process with a timeout, so a failure, a crash, a sticky CUDA error or a
 hang in one is reported (with the compiler's or the traceback's tail) and the others
 still run:
@@ -23,8 +23,10 @@ still run:
               the tiny checkpoint (fused NEG kernel path; fla dispatch when importable);
   5. pytest   ``pytest -m gpu -q tests/`` in a subprocess, summarised.
 
-Writes ``report.txt``, ``report.json`` and the figure ``report.png`` to ``--out-dir``; exit code 0 when every section
-passed (or was skipped), 1 otherwise, 2 without a GPU.
+Writes ``report.txt``, ``report.json`` and the figure ``report.png`` to ``--out-dir``. Exit code: 0 when every
+section passed or was skipped and one at least passed; 1 when one failed or could not run, or none ran;
+2 for a usage error (an option, or an --out-dir / --out the reports cannot be written to, refused
+before any section runs); 3 without a GPU.
 """
 
 from __future__ import annotations
@@ -264,14 +266,37 @@ def _child_env(capability: tuple[int, int] | None = None) -> dict:
     return env
 
 
-def _parse_names(text: str | None) -> list[str]:
-    if not text:
+# The shortest timeout a section is started with (a shorter one is SKIP): also the least --budget.
+MIN_SECTION_SECONDS = 10.0
+
+
+def _parse_names(ap: argparse.ArgumentParser, option: str, text: str | None) -> list[str]:
+    if text is None:
         return []
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:  # `--only ""` must not mean "everything"
+        ap.error(f"{option} {text!r}: names no section; known: {', '.join(SECTION_NAMES)}")
     bad = [n for n in names if n not in SECTION_NAMES]
     if bad:
-        raise SystemExit(f"trt_neg.gpu_check: unknown section(s) {', '.join(bad)}; known: {', '.join(SECTION_NAMES)}")
+        ap.error(f"{option}: unknown section(s) {', '.join(bad)}; known: {', '.join(SECTION_NAMES)}")
     return names
+
+
+def _check_outputs(ap: argparse.ArgumentParser, out_dir: str, out: str | None) -> None:
+    """Refuse, before any section runs, an --out-dir or --out the reports could not be written to:
+    the report is written only at the end, minutes of GPU time later. The folders are made here
+    and written to once (a probe file, removed): a permission check alone passes for root on /proc."""
+    targets = [("--out-dir", Path(out_dir))] + ([("--out", Path(out).parent)] if out else [])
+    if out and Path(out).is_dir():
+        ap.error(f"--out {out}: is a directory (--out names the text report's file)")
+    for option, folder in targets:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            ap.error(f"{option} {out_dir if option == '--out-dir' else out}: the report cannot be written there "
+                     f"({e.strerror or e})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,23 +319,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     # The options are checked first: a typo is reported before (and on machines without) a GPU.
-    only, skip = _parse_names(args.only), _parse_names(args.skip)
+    only, skip = _parse_names(ap, "--only", args.only), _parse_names(ap, "--skip", args.skip)
     selected = [s for s in SECTIONS if (not only or s[0] in only) and s[0] not in skip]
+    if args.section and not args.result:
+        ap.error("--section (internal: one section in this process) needs --result FILE")
     if not args.section:
-        if not (args.budget > 0 and args.budget != float("inf")):
-            raise SystemExit(f"trt_neg.gpu_check: --budget {args.budget:g}: must be a positive number of seconds")
+        if not (MIN_SECTION_SECONDS <= args.budget < float("inf")):
+            ap.error(f"--budget {args.budget:g}: must be a number of seconds >= {MIN_SECTION_SECONDS:g} (the "
+                     "shortest time a section is started with)")
         if not selected:
-            raise SystemExit(f"trt_neg.gpu_check: --only {args.only or ''} --skip {args.skip or ''}: no section left "
-                             f"to run; known: {', '.join(SECTION_NAMES)}")
+            ap.error(f"--only {args.only or ''} --skip {args.skip or ''}: no section left to run; known: "
+                     f"{', '.join(SECTION_NAMES)}")
     import torch
 
     if not torch.cuda.is_available():
         print(NO_GPU_MESSAGE.format(torch=torch.__version__, cuda=torch.version.cuda), file=sys.stderr, flush=True)
-        return 2
+        return 3
     if args.section:
         return _child_main(args)
+    _check_outputs(ap, args.out_dir, args.out)
 
     t_start = time.time()
     deadline = t_start + args.budget
@@ -330,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             reserve = sum(s[3] for s in selected[i + 1:])
             timeout = min(cap, deadline - time.time() - reserve)
-            if timeout < 10:
+            if timeout < MIN_SECTION_SECONDS:
                 results.append(SectionResult(name=name, title=title, status=SKIP,
                                              summary=f"not run: the --budget of {args.budget:.0f} s is spent"))
                 print(f"\n== {title}: SKIP (budget spent)", flush=True)

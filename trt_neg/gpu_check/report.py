@@ -51,8 +51,15 @@ def tail(text: str, n: int = TAIL_LINES) -> str:
 
 
 def exit_code(results: list[SectionResult]) -> int:
-    """0 when every section passed or was skipped, else 1."""
-    return 0 if all(r.ok for r in results) else 1
+    """0 when every section passed or was skipped and one at least passed (a run where every section
+    was skipped, say for want of --budget, checked nothing), else 1."""
+    return 0 if all(r.ok for r in results) and any(r.status == PASS for r in results) else 1
+
+
+def overall(results: list[SectionResult]) -> str:
+    if exit_code(results) == 0:
+        return "PASS"
+    return "FAIL" if not all(r.ok for r in results) else "NOTHING CHECKED (every section was skipped)"
 
 
 def format_report(header: list[str], results: list[SectionResult], total_seconds: float) -> str:
@@ -69,8 +76,7 @@ def format_report(header: list[str], results: list[SectionResult], total_seconds
     width = max([len(r.name) for r in results] + [4])
     for r in results:
         out.append(f"  {r.status:5s} {r.name:{width}s} {r.seconds:6.1f} s  {r.summary}")
-    overall = "PASS" if exit_code(results) == 0 else "FAIL"
-    out.append(f"  overall: {overall} in {total_seconds:.1f} s")
+    out.append(f"  overall: {overall(results)} in {total_seconds:.1f} s")
     return "\n".join(out) + "\n"
 
 
@@ -82,7 +88,7 @@ def report_json(header: list[str], machine: dict[str, Any], results: list[Sectio
         "argv": list(argv or []),
         "header": list(header),
         "machine": dict(machine),
-        "overall": "PASS" if exit_code(results) == 0 else "FAIL",
+        "overall": overall(results),
         "exit_code": exit_code(results),
         "total_seconds": round(total_seconds, 3),
         "sections": [r.to_dict() for r in results],
