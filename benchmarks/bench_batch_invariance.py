@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
-from machine import HelpFormatter, int_at_least, machine_summary  # noqa: E402
+from machine import HelpFormatter, int_at_least, machine_summary, thread_count  # noqa: E402
 
 from trt_neg.runtime import LLMEngine, Request, SamplingParams  # noqa: E402
 from trt_neg.runtime.torch_backend import TorchBackend  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workloads", type=int_at_least(1), default=20, help="random workloads K")
     ap.add_argument("--requests", type=int_at_least(1), default=56, help="requests per workload")
     ap.add_argument("--batch", type=int_at_least(1), default=12, help="engine slots B")
-    ap.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads")
+    ap.add_argument("--threads", type=thread_count(1), default=1, help="torch threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

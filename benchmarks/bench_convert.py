@@ -129,20 +129,26 @@ def check_tp_sizes(model: str | None, tps: tuple[int, ...]) -> None:
     from trt_neg.checkpoint import contract
     from trt_neg.checkpoint.hf import load_model_config
     from trt_neg.checkpoint.synthetic import preset_config
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
     from trt_neg.config import ConfigError, config_from_dict
 
     try:
         config = load_model_config(model) if model else config_from_dict(preset_config("9b"), "<preset 9b>")
+    except (ConfigError, CheckpointError) as exc:  # the model, not --tp, is at fault
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+    try:
         for tp in tps:
             contract.check_mapping(config.backbone, contract.Mapping(tp, 1))
-    except (ConfigError, contract.ShardingError) as exc:
+    except contract.ShardingError as exc:
         raise click.UsageError(f"--tp: {exc}") from None
 
 
 def check_record_path(record: str) -> None:
-    directory = Path(record).resolve().parent
-    if not directory.is_dir():
-        raise click.BadParameter(f"{record}: directory {directory} does not exist", param_hint="--record")
+    sys.path.insert(0, str(ROOT))
+    from trt_neg.atomic_file import unwritable_reason
+
+    if reason := unwritable_reason(record):
+        raise click.BadParameter(f"{record}: {reason}", param_hint="--record")
 
 
 def filesystem_of(path: Path) -> str:
@@ -177,7 +183,10 @@ def main(work: str, model: str | None, tps: tuple[int, ...], record: str | None,
     if record:
         check_record_path(record)
     work_dir = Path(work)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"{work}: cannot create it ({exc.strerror or exc})", param_hint="--work") from None
     generated = model is None
     src = Path(model) if model else work_dir / "hf-9b"
     if generated and not src.exists():

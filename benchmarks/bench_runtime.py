@@ -39,10 +39,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from machine import HelpFormatter, cpu_name, int_at_least, usable_cores  # noqa: E402
+from machine import HelpFormatter, cpu_name, int_at_least, thread_count, usable_cores  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from trt_neg.atomic_file import atomic_write_text  # noqa: E402
+from trt_neg.atomic_file import atomic_write_text, unwritable_reason  # noqa: E402
 from trt_neg.config import NegConfig  # noqa: E402
 from trt_neg.neg import NegWeights, neg_head  # noqa: E402
 from trt_neg.runtime import BackendRow, LLMEngine, Request, RequestResult, SamplingParams, TokenOutput  # noqa: E402
@@ -134,7 +134,8 @@ def sampling_layer_times(batch, reps, sizes=(4096, 248320, 1024)):
                    torch.randn(d, generator=g) / d**0.5, torch.tensor(0.0), torch.tensor(0.0))
     hidden = torch.randn(batch, h, generator=g)
     ent = neg_head(hidden, w).sort(descending=True).values
-    w.threshold = ((ent[0] + ent[1]) / 2).reshape(())  # the gate fires on exactly one row
+    # the gate fires on exactly one row
+    w.threshold = ((ent[0] + ent[1]) / 2 if batch > 1 else ent[0] - 1).reshape(())
     logits = torch.randn(batch, v, generator=g) * 3
     runner = SimpleNamespace(device=torch.device("cpu"), max_slots=batch, max_seq_len=4096, vocab_size=v)
     be = TorchBackend(runner, w, NegConfig(head_hidden_size=d))
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
                     help="prompt lengths, uniform in [MIN, MAX]")
     ap.add_argument("--new-tokens", type=int_at_least(1), nargs=2, default=(4, 96), metavar=("MIN", "MAX"),
                     help="output lengths, uniform in [MIN, MAX]")
-    ap.add_argument("--threads", type=int_at_least(0), default=1, help="torch threads (0: torch default)")
+    ap.add_argument("--threads", type=thread_count(0), default=1, help="torch threads (0: torch default)")
     ap.add_argument("--reps", type=int_at_least(1), default=3, help="runs of each measurement (the best is kept)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random workload")
     ap.add_argument("--skip-9b-sampling", action="store_true", help="skip the sampling layer at 9B sizes")
@@ -190,12 +191,8 @@ def main(argv=None) -> int:
     if args.prompt_len[1] + args.new_tokens[1] > MAX_SEQ_LEN:
         ap.error(f"--prompt-len MAX + --new-tokens MAX is {args.prompt_len[1] + args.new_tokens[1]}; the engine "
                  f"holds {MAX_SEQ_LEN} tokens per sequence")
-    if args.output is not None:  # checked before minutes of measuring
-        out_dir = Path(args.output).resolve().parent
-        if not out_dir.is_dir():
-            ap.error(f"--output {args.output}: directory {out_dir} does not exist")
-        if not os.access(out_dir, os.W_OK):
-            ap.error(f"--output {args.output}: directory {out_dir} is not writable")
+    if args.output is not None and (reason := unwritable_reason(args.output)):  # before minutes of measuring
+        ap.error(f"--output {args.output}: {reason}")
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -209,7 +206,10 @@ def main(argv=None) -> int:
     else:
         model_dir = Path(args.model)
 
-    backend = TorchBackend.from_pretrained(model_dir, max_slots=args.batch, max_seq_len=MAX_SEQ_LEN)
+    try:
+        backend = TorchBackend.from_pretrained(model_dir, max_slots=args.batch, max_seq_len=MAX_SEQ_LEN)
+    except ValueError as exc:  # ConfigError, CheckpointError: a directory that is not a usable checkpoint
+        ap.error(f"--model {args.model}: {exc}")
     work = workload(args.requests, backend.vocab_size, args.prompt_len, args.new_tokens, args.seed)
     useful = sum(n for _, n in work)
     print(f"workload: {len(work)} requests, prompts {args.prompt_len[0]}-{args.prompt_len[1]} tokens, outputs "

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from machine import HelpFormatter, int_at_least, machine_summary  # noqa: E402
+from machine import HelpFormatter, int_at_least, machine_summary, thread_count  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from trt_neg.runtime.sampler import COMPACT_WIDTH, sample  # noqa: E402
@@ -28,7 +28,7 @@ from trt_neg.runtime.sampling_params import SamplingParams  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    ap.add_argument("--threads", type=int_at_least(0), default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--threads", type=thread_count(0), default=0, help="torch threads (0: torch default)")
     ap.add_argument("--reps", type=int_at_least(1), default=5, help="timed runs per case (the median is printed)")
     ap.add_argument("--vocab", type=int_at_least(1), default=248320, help="vocabulary size V")
     args = ap.parse_args(argv)

@@ -48,6 +48,23 @@ def int_at_least(minimum: int):
     return parse
 
 
+def thread_count(minimum: int):
+    """An argparse ``type`` for ``--threads``: :func:`int_at_least` ``minimum``, and no more than this
+    machine's CPUs (as run.py's --threads: libgomp crashes, or segfaults, when it cannot create the
+    threads asked for)."""
+    at_least = int_at_least(minimum)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        cpus = os.cpu_count() or 1
+        if value > cpus:
+            raise argparse.ArgumentTypeError(f"{value} is more than the {cpus} CPUs of this machine")
+        return value
+
+    parse.__name__ = f"integer in [{minimum}, CPUs]"
+    return parse
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """The module docstring as written (its lists and usage lines) and every option's default."""
 

@@ -30,3 +30,14 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.txt"]
+
+
+def test_unwritable_reason_is_found_before_the_work(tmp_path):
+    from trt_neg.atomic_file import unwritable_reason
+
+    (tmp_path / "f").write_text("x")
+    assert unwritable_reason(tmp_path / "ok.md") is None and list(tmp_path.iterdir()) == [tmp_path / "f"]
+    assert unwritable_reason(tmp_path) == "is a directory"
+    assert unwritable_reason(tmp_path / "missing" / "r.md") == f"directory {tmp_path / 'missing'} does not exist"
+    assert unwritable_reason(tmp_path / "f" / "r.md", make_parents=True).startswith(f"cannot write in {tmp_path / 'f'}")
+    assert unwritable_reason(tmp_path / "new" / "r.md", make_parents=True) is None and (tmp_path / "new").is_dir()

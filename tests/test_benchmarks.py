@@ -50,15 +50,26 @@ def test_bench_runtime_counts_fired_steps_from_token_outputs_only(tiny_checkpoin
 def test_bench_runtime_sampling_layer_fires_where_it_says():
     out = bench_runtime.sampling_layer_times(4, 1, sizes=(64, 1000, 16))
     assert out["fired"] == 0.25 and out["fired_all"] == 1.0  # one row, then every row
+    out = bench_runtime.sampling_layer_times(1, 1, sizes=(64, 1000, 16))  # --batch 1 (an IndexError before)
+    assert out["fired"] == out["fired_all"] == 1.0
 
 
-def test_bench_runtime_refuses_an_output_in_a_missing_directory_before_measuring(tmp_path, monkeypatch, capsys):
+def test_bench_runtime_names_a_model_that_is_not_a_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench_runtime.main(["--model", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"error: --model {tmp_path}: " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("output, problem", [("missing/rt.md", "does not exist"), (".", "is a directory")])
+def test_bench_runtime_refuses_an_output_it_cannot_write_before_measuring(tmp_path, monkeypatch, capsys, output,
+                                                                        problem):
     from trt_neg.runtime.torch_backend import TorchBackend
 
     monkeypatch.setattr(TorchBackend, "from_pretrained", lambda *a, **k: pytest.fail("the benchmark started"))
     with pytest.raises(SystemExit) as info:
-        bench_runtime.main(["--output", str(tmp_path / "missing" / "rt.md")])
-    assert info.value.code == 2 and "does not exist" in capsys.readouterr().err
+        bench_runtime.main(["--output", str(tmp_path / output)])
+    assert info.value.code == 2 and problem in capsys.readouterr().err
 
 
 def test_bench_convert_clears_its_own_leftover_copy_and_refuses_anything_else(tiny_checkpoint, tmp_path):
@@ -88,9 +99,16 @@ ARGPARSE_SCRIPTS = {"bench_neg_cpu": bench_neg_cpu, "bench_sampler": bench_sampl
                     "bench_batch_invariance": bench_batch_invariance}
 
 
+# libgomp crashes (bench_sampler: a segfault) when it cannot create the threads asked for.
+TOO_MANY_THREADS = f"argument --threads: 100000 is more than the {os.cpu_count() or 1} CPUs of this machine"
+
+
 @pytest.mark.parametrize("script, args, message", [
     ("bench_neg_cpu", ["--reps", "0"], "argument --reps: 0 is below the minimum of 1"),
-    ("bench_neg_cpu", ["--threads", "1025"], "--threads 1025: at most 1024"),
+    ("bench_neg_cpu", ["--threads", "100000"], TOO_MANY_THREADS),
+    ("bench_sampler", ["--threads", "100000"], TOO_MANY_THREADS),
+    ("bench_runtime", ["--threads", "100000"], TOO_MANY_THREADS),
+    ("bench_batch_invariance", ["--threads", "100000"], TOO_MANY_THREADS),
     ("bench_neg_cpu", ["--threads", "-1"], "argument --threads: -1 is below the minimum of 0"),
     ("bench_sampler", ["--vocab", "0"], "argument --vocab: 0 is below the minimum of 1"),
     ("bench_sampler", ["--reps", "x"], "argument --reps: 'x' is not an integer"),
@@ -146,6 +164,14 @@ def test_bench_convert_names_the_machine_and_refuses_a_bad_tp_before_copying(tin
     r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tiny_checkpoint),
                                                 "--tp", "1", "--record", str(tmp_path / "missing" / "t.md")])
     assert r.exit_code == 2 and "does not exist" in r.output and "--record" in r.output
+    # Not an HF checkpoint: --model is at fault (it was reported as --tp's); a --work that cannot be made.
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "Invalid value for --model" in r.output and "--tp" not in r.output, r.output
+    (tmp_path / "file").write_text("x")
+    r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "file" / "w"), "--model", str(tiny_checkpoint),
+                                                "--tp", "1"])
+    assert r.exit_code == 2 and "Invalid value for --work" in r.output and "cannot create it" in r.output, r.output
 
     monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: {"seconds": 1.0, "read": 1, "written": 1,
                                                                      "peak_rss": 2**20})

@@ -121,6 +121,10 @@ def test_cli_errors_are_one_line_and_come_before_the_progress_bar(tiny_checkpoin
     result = CliRunner().invoke(main, ["--output", str(tiny_checkpoint)])
     assert result.exit_code == 1
     assert result.output == f"Error: {tiny_checkpoint}: output already exists; pass --overwrite to replace it\n"
+    # Seeds are taken modulo 2**63 inside: 2**63 would silently write seed 0's bytes, -1 seed 2**63 - 1's.
+    for seed in ("-1", str(2**63)):
+        result = CliRunner().invoke(main, ["--seed", seed, "--output", str(tmp_path / "s")])
+        assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output and not (tmp_path / "s").exists()
 
 
 def test_overwrite_replaces_only_a_previous_builtin_checkpoint(tmp_path):

@@ -47,4 +47,25 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, fsync: bool = 
     return Path(path)
 
 
-__all__ = ["atomic_path", "atomic_write_text"]
+def unwritable_reason(path: str | os.PathLike[str], *, make_parents: bool = False) -> str | None:
+    """Why :func:`atomic_write_text` could not write ``path`` (None when it can), found out before
+    the work whose result it is: ``path`` is a directory, its folder is missing (made first with
+    ``make_parents``), or a file cannot be created there. The folder is written to once (a probe
+    file, removed): a permission check alone passes for root on /proc."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a directory"
+    folder = path.parent
+    try:
+        if make_parents:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif not folder.is_dir():
+            return f"directory {folder} does not exist"
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or exc})"
+    return None
+
+
+__all__ = ["atomic_path", "atomic_write_text", "unwritable_reason"]

@@ -266,7 +266,8 @@ def _count(chunks, bar):
 @click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny", show_default=True,
               help="Model shapes: 'tiny' for tests and the demo, '9b' for full-size measurements.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives the same bytes.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Random seed in [0, 2**63); the same seed gives the same bytes, different seeds different ones.")
 @click.option("--output", type=click.Path(file_okay=False), required=True, help="Checkpoint directory to write.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Weight dtype (default: the preset's; tiny float32, 9b bfloat16).")

@@ -285,18 +285,13 @@ def _parse_names(ap: argparse.ArgumentParser, option: str, text: str | None) -> 
 def _check_outputs(ap: argparse.ArgumentParser, out_dir: str, out: str | None) -> None:
     """Refuse, before any section runs, an --out-dir or --out the reports could not be written to:
     the report is written only at the end, minutes of GPU time later. The folders are made here
-    and written to once (a probe file, removed): a permission check alone passes for root on /proc."""
-    targets = [("--out-dir", Path(out_dir))] + ([("--out", Path(out).parent)] if out else [])
-    if out and Path(out).is_dir():
-        ap.error(f"--out {out}: is a directory (--out names the text report's file)")
-    for option, folder in targets:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as e:
-            ap.error(f"{option} {out_dir if option == '--out-dir' else out}: the report cannot be written there "
-                     f"({e.strerror or e})")
+    and written to once (``atomic_file.unwritable_reason``)."""
+    from ..atomic_file import unwritable_reason
+
+    for option, value, report_file in (("--out-dir", out_dir, Path(out_dir) / "report.txt"), ("--out", out, out)):
+        reason = unwritable_reason(report_file, make_parents=True) if value else None
+        if reason:
+            ap.error(f"{option} {value}: the report cannot be written there: {reason}")
 
 
 def build_parser() -> argparse.ArgumentParser:
