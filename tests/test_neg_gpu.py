@@ -56,5 +56,5 @@ def test_gpu_check_cpu_only_message(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     from trt_neg import gpu_check
 
-    assert gpu_check.main(["--out-dir", str(tmp_path / "gc")]) == 2
+    assert gpu_check.main(["--out-dir", str(tmp_path / "gc")]) == 3  # 3: no GPU (2 is a usage error)
     assert "no CUDA GPU" in capsys.readouterr().err
