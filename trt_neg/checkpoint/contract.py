@@ -448,10 +448,7 @@ def check_rank_file(directory: str | Path, mapping: Mapping, rank: int, plan: li
     if not path.is_file():
         raise CheckpointError(path, f"missing rank file (a tp {mapping.tp_size} pp {mapping.pp_size} checkpoint has "
                                     f"one per rank: {rank_file('', 0)} .. {rank_file('', mapping.world_size - 1)})")
-    try:
-        handle = SafetensorsFile(path)
-    except OSError as exc:  # unreadable (permissions, an I/O error): named like the other problems
-        raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
+    handle = SafetensorsFile(path)  # an unreadable or malformed file is a CheckpointError naming it
     recorded = handle.metadata.get(RANK_METADATA_KEY) if isinstance(handle.metadata, dict) else None
     if recorded is not None and recorded != str(rank):
         raise CheckpointError(path, f"its metadata says it was written for rank {recorded}, not rank {rank}")
