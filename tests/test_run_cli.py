@@ -855,6 +855,7 @@ def test_plot_of_a_one_token_run_shows_its_entropy():
         plot._gate_panel(ax, [one_token_result()], ["r"], threshold=0.9)
         (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "r"]
         assert list(line.get_ydata()) == [0.5] and line.get_marker() not in (None, "None", "", " ")
+        assert line.get_marker() != "o"  # a dot is what marks a fired token
     finally:
         plt.close(fig)
 

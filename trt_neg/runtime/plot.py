@@ -73,7 +73,8 @@ def _gate_panel(ax, results, labels, threshold) -> None:
     for r, label in zip(results, labels):
         steps = range(len(r.entropies))
         finite = [e if isinstance(e, float) and math.isfinite(e) else math.nan for e in r.entropies]
-        marker = "o" if len(finite) == 1 else None  # a line through one point draws nothing
+        # A line through one point draws nothing: a short dash shows it, not a dot (dots mark fired tokens).
+        marker = "_" if len(finite) == 1 else None
         (line,) = ax.plot(steps, finite, lw=1.0, alpha=0.8, marker=marker, label=None if many else label)
         fired = [i for i, f in enumerate(r.fired) if f]
         ax.scatter(fired, [finite[i] for i in fired], s=18, color=line.get_color(), edgecolors="black",
