@@ -44,7 +44,7 @@ from typing import NamedTuple
 import click
 
 from trt_neg.cache import cache_dir, cache_dir_origin
-from trt_neg.cli import InterruptibleCommand
+from trt_neg.cli import InterruptibleCommand, too_many_threads
 from trt_neg.runtime.console import OrderedJsonWriter, OrderedStreamer, Progress, write_diagnostic
 from trt_neg.runtime.prompts_file import (LINE_KEYS, PROMPTS_FILE_HELP, PromptSpec, check_unique_ids,
                                           parse_token_ids, read_prompts_file, request_error)
@@ -194,9 +194,8 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         if problem:
             raise click.BadParameter(f"{plot_path}: the plot needs matplotlib, which {problem}", param_hint="--plot")
 
-    if threads > (os.cpu_count() or 1):  # libgomp crashes when it cannot create that many threads
-        raise click.BadParameter(f"{threads} is more than the {os.cpu_count()} CPUs of this machine",
-                                 param_hint="--threads")
+    if problem := too_many_threads(threads):
+        raise click.BadParameter(problem, param_hint="--threads")
 
     engine_info = None
     if backend == "trtllm":

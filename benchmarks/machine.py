@@ -49,16 +49,16 @@ def int_at_least(minimum: int):
 
 
 def thread_count(minimum: int):
-    """An argparse ``type`` for ``--threads``: :func:`int_at_least` ``minimum``, and no more than this
-    machine's CPUs (as run.py's --threads: libgomp crashes, or segfaults, when it cannot create the
-    threads asked for)."""
+    """An argparse ``type`` for ``--threads``: :func:`int_at_least` ``minimum``, within run.py's limit
+    (``trt_neg.cli.too_many_threads``)."""
+    from trt_neg.cli import too_many_threads
+
     at_least = int_at_least(minimum)
 
     def parse(text: str) -> int:
         value = at_least(text)
-        cpus = os.cpu_count() or 1
-        if value > cpus:
-            raise argparse.ArgumentTypeError(f"{value} is more than the {cpus} CPUs of this machine")
+        if problem := too_many_threads(value):
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     parse.__name__ = f"integer in [{minimum}, CPUs]"

@@ -1,7 +1,8 @@
-"""What the command-line tools share: Ctrl-C handling."""
+"""What the command-line tools share: Ctrl-C handling, the --threads limit."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -21,3 +22,10 @@ class InterruptibleCommand(click.Command):
             except OSError:  # stderr gone too: the exit code still says it
                 pass
             sys.exit(130)
+
+
+def too_many_threads(threads: int) -> str | None:
+    """Why ``--threads`` cannot be ``threads`` (None when it can): more than this machine's CPUs.
+    libgomp crashes, or segfaults, when it cannot create the threads torch asks it for."""
+    cpus = os.cpu_count() or 1
+    return f"{threads} is more than the {cpus} CPUs of this machine" if threads > cpus else None

@@ -280,9 +280,9 @@ def read_weight_map(index: Path) -> dict[str, str]:
 
 
 def _warn_weight_map_disagreements(index: Path, weight_map: Mapping[str, str], shards: list[SafetensorsFile],
-                                   others: list[SafetensorsFile], ignored: tuple[str, ...]) -> list[str]:
+                                   others: list[SafetensorsFile], ignored: tuple[str, ...]) -> None:
     """Where ``weight_map`` does not say which tensors each listed shard holds: one warning naming the
-    first disagreeing tensor, the index and the file that holds it, and every disagreement returned.
+    first disagreeing tensor, the index and the file that holds it.
 
     A warning, not an error: transformers uses the map only to pick the shard files and then reads
     every tensor in them, so a checkpoint whose map is stale (a tensor left out, an entry for a tensor
@@ -316,7 +316,6 @@ def _warn_weight_map_disagreements(index: Path, weight_map: Mapping[str, str], s
         more = f" ({len(problems)} tensors disagree in all)" if len(problems) > 1 else ""
         log.warning("%s", CheckpointError(index, f"{problem}{more}; every tensor of the listed shards is read, as "
                                                  "transformers does", tensor))
-    return [f"tensor '{tensor}': {problem}" for tensor, problem in problems.items()]
 
 
 def _tensor_holders(directory: Path, others: list[SafetensorsFile], ignored: tuple[str, ...]) -> dict[str, str]:
