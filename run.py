@@ -252,10 +252,12 @@ def main(prompts, prompt_opts, prompts_file, token_ids, model, backend, engine_d
         check_model_description(model_dir)
     else:  # the tokenizer of the engine's HF checkpoint (build_info.json), or --model
         model_dir = Path(model) if model else engine_info.hf_model_dir
-        if model_dir is not None and not model_dir.is_dir():
-            raise click.BadParameter(f"{model_dir}: not a directory (the HF checkpoint for the tokenizer"
-                                     f"{'' if model else ', recorded in build_info.json; pass --model'})",
+        if model and not model_dir.is_dir():
+            raise click.BadParameter(f"{model_dir}: not a directory (the HF checkpoint for the tokenizer)",
                                      param_hint="--model")
+        if not model and model_dir is not None and not model_dir.is_dir():  # the user gave no --model to blame
+            raise click.UsageError(f"{Path(engine_dir) / 'build_info.json'}: hf_model_dir {model_dir} is not a "
+                                   "directory (the HF checkpoint for the tokenizer); pass --model DIR")
     where = model_dir if model_dir is not None else f"{engine_dir} (build_info.json names no HF checkpoint)"
     tokenizer = checkpoint_tokenizer(model_dir) if model_dir is not None else None
     if tokenizer is None and any(s.token_ids is None for s in specs):

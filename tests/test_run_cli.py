@@ -694,6 +694,25 @@ def test_trtllm_limit_errors_name_the_flags(monkeypatch):
                                            "[1, 8192] (the engine's max_num_tokens), got 9000")
 
 
+@pytest.mark.parametrize("given_model", [False, True])
+def test_a_missing_tokenizer_checkpoint_blames_what_named_it(tmp_path, monkeypatch, given_model):
+    """The HF checkpoint for the tokenizer is gone: blame --model only when the user gave it; else the
+    build_info.json that recorded it, and say how to get past it."""
+    from types import SimpleNamespace
+
+    gone = tmp_path / "moved-away"
+    monkeypatch.setattr(run, "check_trtllm_options", lambda engine_dir, given: SimpleNamespace(hf_model_dir=gone))
+    args = ["--backend", "trtllm", "--engine-dir", str(tmp_path / "e"), "--token-ids", "1,2"]
+    r = CliRunner().invoke(run.main, [*args, *(["--model", str(gone)] if given_model else [])])
+    message = " ".join(r.output.split())
+    assert r.exit_code == 2, r.output
+    if given_model:
+        assert f"Invalid value for --model: {gone}: not a directory" in message
+    else:
+        assert "--model:" not in message and "Invalid value" not in message
+        assert (f"{tmp_path / 'e' / 'build_info.json'}: hf_model_dir {gone} is not a directory (the HF checkpoint "
+                "for the tokenizer); pass --model DIR") in message
+
 # ------------------------------------------------ review r9: stderr and stdout that fail, Ctrl-C trailers, --plot
 class FullStream:
     """A stream on a full disk (`2>/dev/full`): every write fails with ENOSPC."""

@@ -221,7 +221,7 @@ class DarwinNegConfig:
 _MISSING = object()
 
 
-class _Fields:
+class JsonFields:
     """Typed access to one JSON object; every error names the file and the field."""
 
     def __init__(self, data: Mapping[str, Any], source: str | Path | None, prefix: str = ""):
@@ -272,7 +272,7 @@ class _Fields:
         return value
 
 
-def _token_ids(fields: _Fields, name: str) -> tuple[int, ...]:
+def read_token_ids(fields: JsonFields, name: str) -> tuple[int, ...]:
     value = fields.get(name, None)
     if value is None:
         return ()
@@ -282,8 +282,14 @@ def _token_ids(fields: _Fields, name: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def special_token_ids(fields: JsonFields) -> dict[str, Any]:
+    """BackboneConfig's eos (every id listed), bos and pad (the first id, or None) token fields."""
+    return {"eos_token_id": read_token_ids(fields, "eos_token_id"),
+            "bos_token_id": (read_token_ids(fields, "bos_token_id") or (None,))[0],
+            "pad_token_id": (read_token_ids(fields, "pad_token_id") or (None,))[0]}
+
 def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, prefix: str = "") -> BackboneConfig:
-    f = _Fields(text, source, prefix)
+    f = JsonFields(text, source, prefix)
     _refuse_experts(f)
     num_layers = f.int("num_hidden_layers")
     if "layer_types" in text and text["layer_types"] is not None:
@@ -310,7 +316,7 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
                                       "(transformers would use rope_scaling); keep one of the two fields")
     rope_field = "rope_scaling" if scaling else "rope_parameters"
     rope = scaling or params or {}
-    rf = _Fields(rope, source, prefix + rope_field + ".")
+    rf = JsonFields(rope, source, prefix + rope_field + ".")
     _refuse_nested_rope(rf)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "mrope"):
@@ -350,15 +356,13 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         hidden_act=f.choice("hidden_act", BACKBONE_ACTIVATIONS, "silu"),
         rms_norm_eps=f.float("rms_norm_eps", 1e-6),
         tie_word_embeddings=f.bool("tie_word_embeddings", False),
-        eos_token_id=_token_ids(f, "eos_token_id"),
-        bos_token_id=(_token_ids(f, "bos_token_id") or (None,))[0],
-        pad_token_id=(_token_ids(f, "pad_token_id") or (None,))[0],
+        **special_token_ids(f),
     )
     check_backbone(cfg, source, prefix)
     return cfg
 
 
-def _refuse_experts(f: _Fields) -> None:
+def _refuse_experts(f: JsonFields) -> None:
     """A mixture-of-experts config (Qwen3.5-MoE, Qwen3-Next) is not the dense backbone implemented here."""
     experts = f.get("num_experts", 0)
     if experts != 0:
@@ -366,7 +370,7 @@ def _refuse_experts(f: _Fields) -> None:
                                      "dense Qwen3.5 (one MLP per layer), the only one trt_neg implements")
 
 
-def _refuse_nested_rope(rf: _Fields) -> None:
+def _refuse_nested_rope(rf: JsonFields) -> None:
     """Rope parameters nested by layer type: transformers 5.23's Qwen3.5 reads one flat object (and fails on
     these), so reading the flat fields instead would drop whatever scaling the nested ones ask for."""
     for key, value in rf.data.items():
@@ -377,7 +381,7 @@ def _refuse_nested_rope(rf: _Fields) -> None:
 
 def check_backbone(cfg: BackboneConfig, source: str | Path | None = None, prefix: str = "") -> None:
     """Cross-field consistency of a backbone description (ConfigError naming file and field)."""
-    f = _Fields({}, source, prefix)
+    f = JsonFields({}, source, prefix)
     if cfg.num_attention_heads % cfg.num_key_value_heads:
         raise f.error(
             "num_key_value_heads",
@@ -406,7 +410,7 @@ def check_backbone(cfg: BackboneConfig, source: str | Path | None = None, prefix
 
 
 def parse_neg(data: Mapping[str, Any], source: str | Path | None, prefix: str, hidden_size: int) -> NegConfig:
-    f = _Fields(data, source, prefix)
+    f = JsonFields(data, source, prefix)
     for name in ("threshold", "tau"):
         if name in data:
             raise f.error(name, "the gate threshold is the checkpoint tensor neg_gate.threshold, not a config "
@@ -428,7 +432,7 @@ def parse_neg(data: Mapping[str, Any], source: str | Path | None, prefix: str, h
     )
 
 
-def _neg_activation(f: _Fields) -> str:
+def _neg_activation(f: JsonFields) -> str:
     """The canonical name of ``activation``: the aliases neg.py accepts (e.g. swish) become its names."""
     from .neg import ACTIVATION_ALIASES, ACTIVATIONS, canonical_activation  # the one table of names
 
@@ -442,7 +446,7 @@ def _neg_activation(f: _Fields) -> str:
                                 f"{', '.join(ACTIVATION_ALIASES)}); got {value!r}")
 
 
-def _neg_temperature(f: _Fields) -> float:
+def _neg_temperature(f: JsonFields) -> float:
     """``temperature``, which the NEG op divides by in float32: it must stay finite and > 0 there."""
     value = f.float("temperature", 1.0)
     as_float32 = to_float32(value)
@@ -592,7 +596,7 @@ def _vl_backbone(data: Mapping[str, Any], text: Mapping[str, Any], source: str |
       the outer config's value where it is not null, text_config's otherwise.
     """
     backbone = parse_backbone(text, source, "text_config.")
-    outer = _Fields(data, source)
+    outer = JsonFields(data, source)
     tie = outer.bool("tie_word_embeddings", False)
     if text.get("tie_word_embeddings") is not None and text["tie_word_embeddings"] != tie:
         log.warning("%s: text_config.tie_word_embeddings (%s) is ignored: Qwen3_5ForConditionalGeneration ties "
@@ -603,7 +607,7 @@ def _vl_backbone(data: Mapping[str, Any], text: Mapping[str, Any], source: str |
     for name in GENERATION_TOKEN_FIELDS:
         if data.get(name) is None:
             continue
-        ids = _token_ids(outer, name)
+        ids = read_token_ids(outer, name)
         for token in ids:
             if token >= backbone.vocab_size:
                 raise outer.error(name, f"token id {token} is outside the vocabulary "
@@ -637,7 +641,7 @@ def _with_generation_eos(config: DarwinNegConfig, path: Path) -> DarwinNegConfig
     config.json's ids first."""
     if not path.exists():
         return config
-    extra = _token_ids(_Fields(read_json_object(path), path), "eos_token_id")
+    extra = read_token_ids(JsonFields(read_json_object(path), path), "eos_token_id")
     b = config.backbone
     merged = b.eos_token_id + tuple(t for t in dict.fromkeys(extra) if t not in b.eos_token_id)
     if merged == b.eos_token_id:

@@ -545,9 +545,9 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
     Every field read is type- and range-checked by config.py's field reader, so a hand-edited or
     corrupt file gives ``ConfigError`` naming the file and field (never a TypeError or ZeroDivisionError).
     """
-    from ..config import BACKBONE_ACTIVATIONS, ConfigError, _Fields, _token_ids, check_backbone, parse_neg
+    from ..config import BACKBONE_ACTIVATIONS, ConfigError, JsonFields, check_backbone, parse_neg, special_token_ids
 
-    f = _Fields(data, source)
+    f = JsonFields(data, source)
     architecture = f.get("architecture")
     if architecture != ARCHITECTURE:
         raise f.error("architecture", f"expected {ARCHITECTURE}, got {architecture!r}")
@@ -580,20 +580,18 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
         linear_key_head_dim=f.int("linear_key_head_dim"), linear_value_head_dim=f.int("linear_value_head_dim"),
         linear_conv_kernel_dim=f.int("conv_kernel", minimum=2), hidden_act=f.choice("hidden_act", BACKBONE_ACTIVATIONS),
         rms_norm_eps=f.float("norm_epsilon"), tie_word_embeddings=f.bool("tie_word_embeddings", False),
-        eos_token_id=_token_ids(f, "eos_token_id"),
-        bos_token_id=(_token_ids(f, "bos_token_id") or (None,))[0],
-        pad_token_id=(_token_ids(f, "pad_token_id") or (None,))[0],
+        **special_token_ids(f),
     )
     check_backbone(b, source)
     neg = parse_neg(f.get("neg_config"), source, "neg_config.", b.hidden_size)
-    m = _Fields(f.get("mapping"), source, "mapping.")
+    m = JsonFields(f.get("mapping"), source, "mapping.")
     mapping = Mapping(tp_size=m.int("tp_size"), pp_size=m.int("pp_size"))
     world_size = m.int("world_size", mapping.world_size)
     if world_size != mapping.world_size:
         raise m.error("world_size", f"is {world_size}, tp_size * pp_size is {mapping.world_size}")
     dtype = f.choice("dtype", DTYPES)
     if data.get("trt_neg") is not None:  # build_engine.py's record; another writer's checkpoint has none
-        ours = _Fields(data["trt_neg"], source, "trt_neg.")
+        ours = JsonFields(data["trt_neg"], source, "trt_neg.")
         version = ours.int("contract_version", CONTRACT_VERSION)
         if version != CONTRACT_VERSION:
             raise ours.error("contract_version", f"is {version}, this trt_neg reads version {CONTRACT_VERSION}; "
