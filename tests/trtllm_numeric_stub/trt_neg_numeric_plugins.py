@@ -73,8 +73,8 @@ class _Creator:
         self.name, self.plugin_version, self.plugin_namespace = name, "1", NAMESPACE
         self.plugin_cls, self.created = plugin_cls, []
 
-    def create_plugin(self, name, pfc, phase=None):
-        plugin = self.plugin_cls(pfc)
+    def create_plugin(self, name, field_collection, phase):  # IPluginCreatorV3One: phase has no default
+        plugin = self.plugin_cls(field_collection)
         self.created.append(plugin)
         return plugin
 

@@ -3,7 +3,12 @@
 
 class Mapping:
     def __init__(self, world_size=1, rank=0, tp_size=1, pp_size=1, **unused):
-        self.world_size, self.rank, self.tp_size, self.pp_size = tp_size * pp_size, rank, tp_size, pp_size
+        # tensorrt_llm/mapping.py: "world_size must equal to pp_size * cp_size * tp_size" (a ValueError),
+        # and world_size defaults to 1, so Mapping(tp_size=2) alone is refused too.
+        if tp_size * pp_size != world_size:
+            raise ValueError(f"world_size must equal to pp_size * cp_size * tp_size, but got "
+                             f"{world_size} != {pp_size} * 1 * {tp_size}")
+        self.world_size, self.rank, self.tp_size, self.pp_size = world_size, rank, tp_size, pp_size
 
     @property
     def tp_rank(self):

@@ -77,7 +77,9 @@ class PretrainedModel(Module):
         self.config = config
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir, rank=None, config=None, **kwargs):
+    def from_checkpoint(cls, ckpt_dir, rank=None, config=None, *, preprocess_weights_hook=None):
+        # 1.x modeling_utils.py (index id 1189552800): (ckpt_dir, rank=None, config=None, *,
+        # preprocess_weights_hook=None); any other keyword is a TypeError there.
         if rank is not None:
             config.set_rank(rank)
         return cls(config)

@@ -48,7 +48,20 @@ class TensorRTPhase(enum.IntEnum):
 
 
 class PluginField:
-    def __init__(self, name, data, type):
+    """``trt.PluginField(name="", data=<buffer>, type=PluginFieldType.UNKNOWN)``.
+
+    TensorRT 10.13 ``python/src/infer/pyPlugin.cpp`` (``plugin_field_constructor``) takes ``data`` as a
+    ``py::buffer`` and sets ``length = info.size`` (the element count): a list or a Python scalar is
+    rejected with a TypeError, so the stand-in rejects what has no buffer protocol too.
+    """
+
+    def __init__(self, name="", data=None, type=PluginFieldType.UNKNOWN):
+        if data is not None:
+            try:
+                memoryview(data)
+            except TypeError:
+                raise TypeError(f"PluginField {name!r}: data must support the buffer protocol (a numpy array), "
+                                f"got {data.__class__.__name__}") from None
         self.name, self.data, self.type = name, data, type
 
 

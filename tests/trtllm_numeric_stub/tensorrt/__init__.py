@@ -22,8 +22,9 @@ class _Registry:
         self.creators[(creator.name, creator.plugin_version, namespace)] = creator
         return creator
 
-    def get_creator(self, name, version, namespace=""):
-        return self.creators.get((name, version, namespace))
+    # IPluginRegistry.get_creator("type"_a, "version"_a, "plugin_namespace"_a = ""): TensorRT 10.13 pyPlugin.cpp
+    def get_creator(self, type, version, plugin_namespace=""):
+        return self.creators.get((type, version, plugin_namespace))
 
 
 _REGISTRY = _Registry()

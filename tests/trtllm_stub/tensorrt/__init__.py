@@ -21,8 +21,10 @@ class _Creator:
         self.name, self.plugin_version, self.plugin_namespace = name, version, namespace
         self.created = []
 
-    def create_plugin(self, name, pfc, phase=None):
-        plugin = _Plugin(self, name, pfc, phase)
+    def create_plugin(self, name, field_collection, phase):
+        # IPluginCreatorV3One.create_plugin(name, field_collection, phase): phase has no default
+        # (TensorRT 10.13 python/src/infer/pyPlugin.cpp, "name"_a, "field_collection"_a, "phase"_a).
+        plugin = _Plugin(self, name, field_collection, phase)
         self.created.append(plugin)
         return plugin
 
@@ -37,8 +39,9 @@ class _Registry:
         self.creators[(name, version, namespace)] = _Creator(name, version, namespace)
         return self.creators[(name, version, namespace)]
 
-    def get_creator(self, name, version, namespace=""):
-        return self.creators.get((name, version, namespace))
+    # IPluginRegistry.get_creator("type"_a, "version"_a, "plugin_namespace"_a = ""): TensorRT 10.13 pyPlugin.cpp
+    def get_creator(self, type, version, plugin_namespace=""):
+        return self.creators.get((type, version, plugin_namespace))
 
 
 _REGISTRY = _Registry()

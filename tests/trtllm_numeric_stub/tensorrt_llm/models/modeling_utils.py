@@ -16,10 +16,11 @@ from ..layers import Attention
 
 class PretrainedModel(_shared.PretrainedModel):
     @classmethod
-    def from_checkpoint(cls, ckpt_dir, rank=None, config=None, **kwargs):
+    def from_checkpoint(cls, ckpt_dir, rank=None, config=None, *, preprocess_weights_hook=None):
         from safetensors.torch import load_file
 
-        model = super().from_checkpoint(ckpt_dir, rank=rank, config=config, **kwargs)
+        model = super().from_checkpoint(ckpt_dir, rank=rank, config=config,
+                                        preprocess_weights_hook=preprocess_weights_hook)
         model.load(load_file(os.path.join(ckpt_dir, f"rank{config.mapping.rank}.safetensors")))
         return model
 

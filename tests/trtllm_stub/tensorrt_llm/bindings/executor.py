@@ -145,10 +145,12 @@ class SamplingConfig:
             raise TypeError("seed: out of uint64 range")
         if self.top_k is not None and self.top_k < 0:
             raise ValueError("top_k must be >= 0")
-        if self.top_p is not None and not 0.0 <= self.top_p <= 1.0:
-            raise ValueError("top_p must be in [0, 1]")
-        if self.temperature is not None and self.temperature <= 0.0:
-            raise ValueError("temperature must be > 0")
+        # executor/samplingConfig.cpp: checkTopP TLLM_CHECK(topP > 0.f) and (topP <= 1.f);
+        # checkTemperature TLLM_CHECK(temperature >= 0.f).
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.temperature is not None and self.temperature < 0.0:
+            raise ValueError("temperature must be >= 0")
         self.others = dict(top_p_min=top_p_min, top_p_reset_ids=top_p_reset_ids, top_p_decay=top_p_decay,
                            min_tokens=min_tokens, repetition_penalty=repetition_penalty,
                            presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,

@@ -16,7 +16,18 @@ from ..parameter import Parameter
 
 
 class KeyValueCacheParams:
+    # The keyword list of 1.x layers/attention.py ``KeyValueCacheParams.__init__`` (index id 1178835378):
+    # a misspelt keyword is a TypeError there, so it is one here.
+    _FIELDS = ("host_past_key_value_lengths", "host_max_attention_window_sizes", "host_sink_token_length",
+               "kv_cache_block_offsets", "host_kv_cache_block_offsets", "host_kv_cache_pool_pointers",
+               "host_kv_cache_pool_mapping", "cache_indirection", "past_key_value_length",
+               "cross_kv_cache_block_offsets", "host_cross_kv_cache_block_offsets",
+               "host_cross_kv_cache_pool_pointers", "host_cross_kv_cache_pool_mapping")
+
     def __init__(self, past_key_value=None, **kwargs):
+        unknown = sorted(set(kwargs) - set(self._FIELDS))
+        if unknown:
+            raise TypeError(f"KeyValueCacheParams.__init__() got unexpected keyword argument(s) {unknown}")
         self.past_key_value = past_key_value
         for k, v in kwargs.items():
             setattr(self, k, v)
