@@ -13,6 +13,8 @@ i.e. the chunked form must not be less accurate than the scan in any regime test
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -272,3 +274,37 @@ def test_gpu_check_gdn_chunked_section_on_a_cpu_stand_in(monkeypatch):
         assert sec_gdn.vs_host((2, 4, 32, 16), torch.float32, True, 3, algo=algo) == (0.0, 0.0)
         e_out, e_state = sec_gdn.vs_reference((1, 2, 16, 16), 4, algo)
         assert e_out < 1e-5 and e_state < 1e-5
+
+
+@pytest.mark.parametrize("chunk", [2**20, 2**32 + 64, 1032, 12, 0, 8.0, True])
+def test_chunk_size_out_of_range_is_an_error_not_an_abort(chunk):
+    """2**20 ended the process (the chunk scratch, ~C^2 floats, failed to allocate inside an OpenMP
+    region: std::terminate); 2**32 + 64 ran as 64 (ctypes' int32 wrap). algo="auto" with a 16-token
+    context takes the chunked path."""
+    cfg = (1, 1, 8, 8)
+    expected = "a multiple of 8 in [8, 1024]" if type(chunk) is int else "an integer"
+    with pytest.raises(ValueError, match=f"^{re.escape(f'chunk_size: expected {expected}, got {chunk!r}')}$"):
+        call(make_inputs(16, *cfg), cfg, torch.zeros(1, 1, 8, 8), [16], algo="auto", chunk=chunk)
+
+
+def test_the_host_library_refuses_a_chunk_past_its_limit(monkeypatch):
+    """The C entry point's own bound, for callers that skip the Python check; 1024 itself runs."""
+    cfg, lens = (1, 1, 8, 8), [16]
+    x = make_inputs(16, *cfg)
+    y_scan = call(x, cfg, torch.zeros(1, 1, 8, 8), lens, algo="scan")
+    close_to_scan(call(x, cfg, torch.zeros(1, 1, 8, 8), lens, algo="chunked", chunk=1024), y_scan)
+    monkeypatch.setattr(gdn_host, "check_chunk_size", lambda c: c)
+    with pytest.raises(ValueError, match=r"^gdn: chunk_size must be a multiple of 8 in \[8, 1024\], got 1032$"):
+        call(x, cfg, torch.zeros(1, 1, 8, 8), lens, algo="chunked", chunk=1032)
+
+
+@pytest.mark.parametrize("dims,message", [
+    ((1, 1, 128, 2**31 - 1), "head_v_dim must be <= 1024"),  # headVDim + 31 overflowed int32 in the plan
+    ((1, 1, 128, 0), "head counts and dims must be positive"),
+    ((2, 3, 128, 128), "num_v_heads must be a multiple of num_k_heads"),
+])
+def test_chunk_plan_refuses_shapes_the_op_refuses(dims, message):
+    with pytest.raises(ValueError, match=f"^gdn: {message}"):
+        gdn_host.chunk_plan(*dims, 227 * KB)
+    with pytest.raises(ValueError, match=r"^head_v_dim: must fit in int32, got 4294967424$"):
+        gdn_host.chunk_plan(1, 1, 128, 2**32 + 128, 227 * KB)  # was read as 128

@@ -275,6 +275,21 @@ def test_split_plan_covers_the_row_in_aligned_nonempty_slices():
         host.gated_topk_sample(torch.zeros(1, 8), torch.zeros(1), 0.0, 2, 1.0, 0, 0, splits=-1)
 
 
+@pytest.mark.parametrize("args,message", [
+    ((1, 2**40, 2**31), r"v: expected an integer in \[1, 1073741824\] \(the kernel's kNegMaxVocab\), got 1099511627776"),
+    ((1, 2**63 - 1, 8), r"v: expected an integer in \[1, 1073741824\]"),  # v + s - 1 overflowed int64
+    ((1, 0, 8), r"v: expected an integer in \[1, 1073741824\]"),
+    ((-1, 4096, 8), r"n: expected an integer >= 0, got -1"),
+    ((1, 4096, 0), r"top_k: expected an integer >= 1, got 0"),
+    ((1, 4096.0, 8), r"v: expected an integer, got 4096.0"),
+])
+def test_split_plan_refuses_what_the_kernel_does_not_take(args, message):
+    """split_plan(1, 2**40, 2**31) returned (64, 0, -2147483648): the slice length truncated to int32
+    and top_k wrapped on its way to C."""
+    with pytest.raises(ValueError, match=f"^{message}"):
+        host.split_plan(*args)
+
+
 def test_host_top_k_beyond_int32_is_not_wrapped():
     """top_k travels to C as int32: 2**32 + 1 must mean "all of V" (as in the reference), not 1."""
     z = torch.zeros(1, 6)  # flat row: every candidate equally likely

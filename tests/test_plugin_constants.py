@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from trt_neg.kernels import gdn_host, host
 from trt_neg.trtllm import build as B
 from trt_neg.trtllm import plugins as P
 
@@ -28,6 +29,11 @@ def test_names_versions_codes_and_limits_match_the_headers():
     assert P.NEG_MAX_TOP_K == int(header_constant("neg/negKernel.h", "kNegMaxTopK"))
     for act, code in P.NEG_ACTIVATION_CODES.items():
         assert int(header_constant("neg/negMath.h", f"kNEG_ACT_{act.upper()}")) == code, act
+    max_vocab = re.search(r"\bkNegMaxVocab\s*=\s*1 << (\d+);", (PLUGINS / "neg/negKernel.h").read_text())
+    assert max_vocab and host.KERNEL_MAX_VOCAB == 1 << int(max_vocab.group(1))
+    for name, constant in (("CHUNK_MIN_TOKENS", "kChunkMinTokens"), ("HOST_CHUNK_SIZE", "kHostChunkSize"),
+                           ("HOST_MAX_CHUNK_SIZE", "kHostMaxChunkSize"), ("TOKEN_TILE", "kTokenTile")):
+        assert getattr(gdn_host, name) == int(header_constant("gdn/gdnChunk.h", constant)), name
 
 
 def test_engine_batch_is_capped_at_what_one_gdn_plugin_call_takes():

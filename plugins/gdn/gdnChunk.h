@@ -65,6 +65,9 @@ constexpr int kChunkMinTokens = 16;
 // per-token state traffic shrinks as 1/C; 128 would not fit (the state tile alone is 64 KB).
 constexpr int kChunkSizes[] = {64, 32, 16};
 constexpr int kHostChunkSize = 64; // the host library's default (no shared-memory limit)
+// The host library's largest chunk: its per-thread scratch grows as C^2 (about 4 MB at 1024),
+// and an allocation failure inside an OpenMP region ends the process instead of raising.
+constexpr int kHostMaxChunkSize = 1024;
 
 // Token tile of the column loops (register accumulators); chunks are padded to it.
 constexpr int kTokenTile = 8;

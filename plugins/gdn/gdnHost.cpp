@@ -225,9 +225,10 @@ char const* forwardHost(GdnParams const& p, int numThreads, ContextAlgo algo, in
     {
         return fail(err);
     }
-    if (algo != ContextAlgo::kScan && (chunk < kTokenTile || chunk % kTokenTile != 0))
+    if (algo != ContextAlgo::kScan && (chunk < kTokenTile || chunk > kHostMaxChunkSize || chunk % kTokenTile != 0))
     {
-        return fail("gdn: chunk size must be a positive multiple of " + std::to_string(kTokenTile) + ", got "
+        return fail("gdn: chunk_size must be a multiple of " + std::to_string(kTokenTile) + " in ["
+            + std::to_string(kTokenTile) + ", " + std::to_string(kHostMaxChunkSize) + "], got "
             + std::to_string(chunk));
     }
     if (algo == ContextAlgo::kChunked && !chunkedSupported(p.shape))
@@ -398,14 +399,19 @@ int trtneg_gdn_forward_host(void const* qkv, void const* a, void const* b, void 
 // chunkedSharedBytes at that size (0 if none), out[2] = launchChunkSize for a packed call
 // with `numTokens` tokens of `batch` sequences: requestTypes[b] (0 context, 1 generation)
 // when given, else the first sequence is a context request iff hasContext and the rest are
-// generation requests.
-void trtneg_gdn_chunk_plan(int32_t numKHeads, int32_t numVHeads, int32_t headKDim, int32_t headVDim,
+// generation requests. Returns non-zero for a shape the op refuses.
+int trtneg_gdn_chunk_plan(int32_t numKHeads, int32_t numVHeads, int32_t headKDim, int32_t headVDim,
     int64_t maxSharedBytes, int64_t numTokens, int32_t batch, int32_t hasContext, int32_t const* requestTypes,
     int32_t algo, int64_t* out)
 {
     using namespace trt_neg::gdn;
     GdnParams p;
     p.shape = GdnShape{numKHeads, numVHeads, headKDim, headVDim};
+    if (char const* err = validateShape(p.shape)) // the op's own rule: the plan sizes nothing it would refuse
+    {
+        tError = err;
+        return 1;
+    }
     p.batch = batch < 0 ? 0 : (batch > kMaxSeqsPerCall ? kMaxSeqsPerCall : batch);
     p.numTokens = numTokens;
     for (int32_t b = 0; b < p.batch; ++b)
@@ -416,6 +422,7 @@ void trtneg_gdn_chunk_plan(int32_t numKHeads, int32_t numVHeads, int32_t headKDi
     out[0] = c;
     out[1] = c > 0 ? static_cast<int64_t>(chunkedSharedBytes(p.shape, c)) : 0;
     out[2] = launchChunkSize(p, static_cast<ContextAlgo>(algo), maxSharedBytes);
+    return 0;
 }
 
 // fp32 -> dtype with the kernel's store routine (tests of its rounding).

@@ -157,16 +157,23 @@ TRTNEG_HD void tokenRange(GdnParams const& p, int32_t seq, int64_t& begin, int64
     len = len < 0 ? 0 : len;
 }
 
-// Checks shape fields and pointers; returns nullptr when valid, else a static message.
-inline char const* validate(GdnParams const& p)
+// Checks the head counts and dims; returns nullptr when valid, else a static message.
+inline char const* validateShape(GdnShape const& s)
 {
-    GdnShape const& s = p.shape;
     if (s.numKHeads <= 0 || s.numVHeads <= 0 || s.headKDim <= 0 || s.headVDim <= 0)
         return "gdn: head counts and dims must be positive";
     if (s.numVHeads % s.numKHeads != 0)
         return "gdn: num_v_heads must be a multiple of num_k_heads";
     if (s.headVDim > 1024)
         return "gdn: head_v_dim must be <= 1024 (one CUDA thread per state column)";
+    return nullptr;
+}
+
+// Checks shape fields and pointers; returns nullptr when valid, else a static message.
+inline char const* validate(GdnParams const& p)
+{
+    if (char const* err = validateShape(p.shape))
+        return err;
     if (!dtypeValid(static_cast<int32_t>(p.dtype)))
         return "gdn: dtype must be float32, float16 or bfloat16";
     if (p.batch < 0 || p.batch > kMaxSeqsPerCall)

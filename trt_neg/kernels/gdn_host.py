@@ -27,6 +27,8 @@ CONTEXT, GENERATION = 0, 1
 ALGOS = {"auto": 0, "scan": 1, "chunked": 2}
 CHUNK_MIN_TOKENS = 16  # gdnChunk.h kChunkMinTokens
 HOST_CHUNK_SIZE = 64  # gdnChunk.h kHostChunkSize
+HOST_MAX_CHUNK_SIZE = 1024  # gdnChunk.h kHostMaxChunkSize
+TOKEN_TILE = 8  # gdnChunk.h kTokenTile: chunk sizes are multiples of it
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -36,7 +38,7 @@ def _declare(lib: ctypes.CDLL) -> None:
                                                       F32, I32, I32, I32, I32]
     lib.trtneg_gdn_forward_host.restype = ctypes.c_int
     lib.trtneg_gdn_chunk_plan.argtypes = [I32, I32, I32, I32, I64, I64, I32, I32, P, I32, P]
-    lib.trtneg_gdn_chunk_plan.restype = None
+    lib.trtneg_gdn_chunk_plan.restype = ctypes.c_int
     lib.trtneg_gdn_convert.argtypes = [P, I64, I32, P]
     lib.trtneg_gdn_convert.restype = None
 
@@ -67,6 +69,28 @@ def _i32(x, n: int, name: str) -> torch.Tensor:
     return t.to(torch.int32).contiguous().clone()
 
 
+def _int32(value, name: str) -> int:
+    """One integer argument that travels to C as int32: refused, not wrapped, outside int32."""
+    from ..neg import integer_arg
+
+    x = integer_arg(value, name)
+    if not -2**31 <= x < 2**31:
+        raise ValueError(f"{name}: must fit in int32, got {x}")
+    return x
+
+
+def check_chunk_size(chunk_size) -> int:
+    """The host library's chunk: a multiple of TOKEN_TILE up to HOST_MAX_CHUNK_SIZE (its scratch grows
+    as the square of it; the CUDA kernel itself uses 64, 32 or 16)."""
+    from ..neg import integer_arg
+
+    c = integer_arg(chunk_size, "chunk_size")
+    if not TOKEN_TILE <= c <= HOST_MAX_CHUNK_SIZE or c % TOKEN_TILE:
+        raise ValueError(f"chunk_size: expected a multiple of {TOKEN_TILE} in [{TOKEN_TILE}, {HOST_MAX_CHUNK_SIZE}], "
+                         f"got {chunk_size!r}")
+    return c
+
+
 def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log: torch.Tensor,
                      dt_bias: torch.Tensor, state_pool: torch.Tensor, *, num_k_heads: int, num_v_heads: int,
                      head_k_dim: int, head_v_dim: int, last_token_ids: Sequence[int],
@@ -85,10 +109,11 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
     (generation) state per sequence. Returns y [..., Hv*dv] in the dtype of ``qkv``
     (gated-normed when ``z`` is given, else the raw recurrence output o).
     ``algo``: ``"scan"``, ``"chunked"`` (every sequence, even 1 token) or ``"auto"``;
-    ``chunk_size``: a multiple of 8 (the kernel uses 64, 32 or 16 by shared memory).
+    ``chunk_size``: a multiple of 8 up to 1024 (the kernel uses 64, 32 or 16 by shared memory).
     """
     if algo not in ALGOS:
         raise ValueError(f"algo: expected one of {sorted(ALGOS)}, got {algo!r}")
+    chunk = check_chunk_size(chunk_size)
     dtype = qkv.dtype
     if dtype not in _DTYPE_CODES:
         raise TypeError(f"qkv: dtype {dtype} not supported (float32, float16, bfloat16)")
@@ -131,7 +156,7 @@ def gated_delta_rule(qkv: torch.Tensor, a: torch.Tensor, b: torch.Tensor, A_log:
         _ptr(qkv_c), _ptr(a_c), _ptr(b_c), _ptr(z_c), _ptr(alog_c), _ptr(dtb_c), _ptr(w_c), _ptr(state_pool),
         _ptr(slots), _ptr(rtypes), _ptr(last), _ptr(out), _DTYPE_CODES[dtype], batch, int(remove_padding),
         max_seq_len, num_tokens, state_pool.shape[0], num_k_heads, num_v_heads, head_k_dim, head_v_dim,
-        float(norm_eps), int(continue_context), check_num_threads(num_threads), ALGOS[algo], int(chunk_size))
+        float(norm_eps), int(continue_context), check_num_threads(num_threads), ALGOS[algo], chunk)
     if rc != 0:
         raise ValueError(lib.trtneg_gdn_last_error().decode())
     return out
@@ -154,9 +179,13 @@ def chunk_plan(num_k_heads: int, num_v_heads: int, head_k_dim: int, head_v_dim: 
         types = _i32(request_types, batch, "request_types")
     if not 0 <= batch <= 4096:
         raise ValueError(f"batch must be in [0, 4096], got {batch}")
+    dims = [_int32(x, name) for x, name in ((num_k_heads, "num_k_heads"), (num_v_heads, "num_v_heads"),
+                                            (head_k_dim, "head_k_dim"), (head_v_dim, "head_v_dim"))]
     out = (ctypes.c_int64 * 3)()
-    load().trtneg_gdn_chunk_plan(num_k_heads, num_v_heads, head_k_dim, head_v_dim, int(max_shared_bytes),
-                                 int(num_tokens), int(batch), int(has_context), _ptr(types), ALGOS[algo], out)
+    lib = load()
+    if lib.trtneg_gdn_chunk_plan(*dims, int(max_shared_bytes), int(num_tokens), int(batch), int(has_context),
+                                 _ptr(types), ALGOS[algo], out):
+        raise ValueError(lib.trtneg_gdn_last_error().decode())
     return dict(chunk=out[0], shared_bytes=out[1], launch_chunk=out[2])
 
 

@@ -14,6 +14,7 @@ from . import PLUGINS_DIR, check_num_threads, check_splits
 from .build import HostLibrary
 
 DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 7}
+KERNEL_MAX_VOCAB = 1 << 30  # negKernel.h kNegMaxVocab: the CUDA kernel's largest vocabulary
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -110,9 +111,19 @@ def _result(out, entropy):
 
 def split_plan(n: int, v: int, top_k: int, splits: int = 0) -> tuple[int, int, int]:
     """The CUDA kernel's split-V plan for N rows of V logits: (slices per row, slice length,
-    candidate slots per slice).  ``splits`` 0 = automatic, else the requested count."""
+    candidate slots per slice).  ``splits`` 0 = automatic, else the requested count.  Arguments
+    outside what the kernel takes are refused: the plan's arithmetic would overflow or wrap."""
+    from ..neg import integer_arg
+
+    n, v, k = integer_arg(n, "n"), integer_arg(v, "v"), integer_arg(top_k, "top_k")
+    if n < 0:
+        raise ValueError(f"n: expected an integer >= 0, got {n}")
+    if not 1 <= v <= KERNEL_MAX_VOCAB:
+        raise ValueError(f"v: expected an integer in [1, {KERNEL_MAX_VOCAB}] (the kernel's kNegMaxVocab), got {v}")
+    if k < 1:
+        raise ValueError(f"top_k: expected an integer >= 1, got {k}")
     out = (ctypes.c_int32 * 3)()
-    load().trtneg_split_plan(int(n), int(v), int(min(top_k, v)), check_splits(splits), out)
+    load().trtneg_split_plan(n, v, min(k, v), check_splits(splits), out)
     return tuple(out)
 
 
