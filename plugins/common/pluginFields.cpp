@@ -30,7 +30,11 @@ std::string fname(FieldView const& f)
 
 void needScalar(FieldView const& f)
 {
-    if (f.data == nullptr || f.length != 1)
+    if (f.data == nullptr)
+    {
+        throw FieldError(fname(f) + ": has no data (a null pointer)");
+    }
+    if (f.length != 1)
     {
         throw FieldError(fname(f) + ": expected one value, got length " + std::to_string(f.length));
     }

@@ -104,6 +104,8 @@ static void testFieldParsing()
     CHECK(throwsNaming([&] { parse(with({"activation", &big, FieldType::kINT32, 1})); }, "activation"));
     CHECK(throwsNaming([&] { parse(with({"hidden_size", &zero, FieldType::kINT32, 1})); }, "hidden_size"));
     CHECK(throwsNaming([&] { parse(with({"hidden_size", &h, FieldType::kINT32, 2})); }, "hidden_size"));
+    CHECK(throwsNaming([&] { parse(with({"hidden_size", nullptr, FieldType::kINT32, 1})); },
+        "plugin field 'hidden_size': has no data (a null pointer)"));
     CHECK(throwsNaming([&] { parse(with({"seed", &temp, FieldType::kFLOAT64, 1})); }, "seed"));
     CHECK(throwsNaming([&] { parse(with({"bogus", &h, FieldType::kINT32, 1})); }, "bogus"));
     int32_t const hugeV = (1 << 30) + 1; // past the kernel's strided-index limit
