@@ -310,6 +310,13 @@ def test_integer_arguments_are_integers(kw, message):
                                   num_threads=kw.get("num_threads", 0))
 
 
+def test_a_pool_without_slots_is_named():
+    hk, hv, dk, dv = 1, 2, 4, 4
+    x = make_inputs(6, hk, hv, dk, dv)
+    with pytest.raises(ValueError, match=r"^gdn: state_pool is a null pointer \(a pool of no slots\?\)$"):
+        run(x, hk, hv, dk, dv, torch.zeros(0, hv, dk, dv), [3, 3])
+
+
 def test_a_call_without_tokens_resets_its_context_slots():
     # Empty tensors have null data pointers: the call was refused ("a required pointer is null").
     hk, hv, dk, dv = 1, 2, 4, 4

@@ -187,10 +187,17 @@ inline char const* validate(GdnParams const& p)
         return "gdn: norm eps must be >= 0";
     // Token rows are read or written only when there are some: a call of zero-length sequences
     // (its context slots reset) may pass the null data pointers of empty tensors for them.
-    if (p.batch > 0 && (!p.aLog || !p.dtBias || !p.statePool || !p.lastTokenIds))
-        return "gdn: a required pointer is null";
+    if (p.batch > 0)
+    {
+        if (!p.statePool)
+            return "gdn: state_pool is a null pointer (a pool of no slots?)";
+        if (!p.aLog || !p.dtBias)
+            return "gdn: A_log or dt_bias is a null pointer";
+        if (!p.lastTokenIds)
+            return "gdn: last_token_ids is a null pointer";
+    }
     if (p.batch > 0 && p.numTokens > 0 && (!p.qkv || !p.a || !p.b || !p.out))
-        return "gdn: a required pointer is null";
+        return "gdn: qkv, a, b or the output is a null pointer";
     if (p.z && !p.normWeight)
         return "gdn: z given without norm weight";
     return nullptr;
