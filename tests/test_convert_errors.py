@@ -432,7 +432,7 @@ def test_unreadable_or_invalid_key_map_names_the_file(tmp_path):
         with pytest.raises(ValueError, match=f"^{bad}: .*not valid JSON"):
             read_key_map(bad)
     bad.write_bytes(b'{"\xff": "x"}')
-    with pytest.raises(ValueError, match=f"^{bad}: .*not valid JSON"):
+    with pytest.raises(ValueError, match=f"^{bad}: .*this is not UTF-8"):
         read_key_map(bad)
     with pytest.raises(ValueError, match=f"^{tmp_path / 'absent.json'}: cannot read the key map"):
         read_key_map(tmp_path / "absent.json")

@@ -10,7 +10,6 @@ dimensions from here and nowhere else.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import struct
@@ -18,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import strict_json
+
 LINEAR_ATTENTION = "linear_attention"
 FULL_ATTENTION = "full_attention"
 LAYER_TYPES = (LINEAR_ATTENTION, FULL_ATTENTION)
 
 INT32_MAX = 2**31 - 1
+# Far above any model's (Qwen3.5-9B: 32 layers, 32 value heads), far below what would make the
+# converter's per-layer and per-head planning hang on a corrupt count.
+MAX_LAYERS_OR_HEADS = 4096
 BACKBONE_ACTIVATIONS = ("silu",)
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
@@ -241,20 +245,33 @@ class JsonFields:
 
     def int(self, name: str, default: Any = _MISSING, minimum: int | None = 1, maximum: int | None = None,
             why_maximum: str = "") -> int:
+        """An integer in [minimum, maximum]; without a ``maximum``, one that fits in int32 (TensorRT's and
+        the plugins' sizes are int32, and a huge declared size must not drive work before it is refused)."""
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(name, f"must be an integer, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(name, f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
+        if maximum is None:
+            maximum, why_maximum = INT32_MAX, " (an int32 size)"
+        if value > maximum:
             raise self.error(name, f"must be <= {maximum}{why_maximum}, got {value}")
         return value
+
+    def count(self, name: str, default: Any = _MISSING) -> int:
+        """A number of layers or heads: the converter and the checks plan per layer and per head, so a
+        corrupt count is refused here rather than planned for."""
+        return self.int(name, default, maximum=MAX_LAYERS_OR_HEADS, why_maximum=" (trt_neg's limit on layer and "
+                                                                                 "head counts)")
 
     def float(self, name: str, default: Any = _MISSING, positive: bool = True) -> float:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.error(name, f"must be a number, got {value!r}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer literal beyond the float range
+            raise self.error(name, "must be a finite number, got an integer too large for a float") from None
         if not math.isfinite(value) or (positive and value <= 0):
             raise self.error(name, f"must be a finite {'positive ' if positive else ''}number, got {value}")
         return value
@@ -288,10 +305,11 @@ def special_token_ids(fields: JsonFields) -> dict[str, Any]:
             "bos_token_id": (read_token_ids(fields, "bos_token_id") or (None,))[0],
             "pad_token_id": (read_token_ids(fields, "pad_token_id") or (None,))[0]}
 
+
 def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, prefix: str = "") -> BackboneConfig:
     f = JsonFields(text, source, prefix)
     _refuse_experts(f)
-    num_layers = f.int("num_hidden_layers")
+    num_layers = f.count("num_hidden_layers")
     if "layer_types" in text and text["layer_types"] is not None:
         layer_types = text["layer_types"]
         if not isinstance(layer_types, list) or not all(isinstance(t, str) for t in layer_types):
@@ -340,16 +358,16 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         intermediate_size=f.int("intermediate_size"),
         num_hidden_layers=num_layers,
         layer_types=tuple(layer_types),
-        num_attention_heads=f.int("num_attention_heads"),
-        num_key_value_heads=f.int("num_key_value_heads"),
+        num_attention_heads=f.count("num_attention_heads"),
+        num_key_value_heads=f.count("num_key_value_heads"),
         head_dim=f.int("head_dim", QWEN3_5_DEFAULT_HEAD_DIM),
         partial_rotary_factor=partial,
         rope_theta=rope_theta,
         # A sequence holds at least its prompt's one token and one generated token.
         max_position_embeddings=f.int("max_position_embeddings", minimum=2),
         attention_bias=f.bool("attention_bias", False),
-        linear_num_key_heads=f.int("linear_num_key_heads"),
-        linear_num_value_heads=f.int("linear_num_value_heads"),
+        linear_num_key_heads=f.count("linear_num_key_heads"),
+        linear_num_value_heads=f.count("linear_num_value_heads"),
         linear_key_head_dim=f.int("linear_key_head_dim"),
         linear_value_head_dim=f.int("linear_value_head_dim"),
         linear_conv_kernel_dim=f.int("linear_conv_kernel_dim", 4, minimum=2),
@@ -419,9 +437,7 @@ def parse_neg(data: Mapping[str, Any], source: str | Path | None, prefix: str, h
     unknown = sorted(set(data) - known)
     if unknown:
         raise f.error(unknown[0], f"unknown NEG field; expected some of {sorted(known)}")
-    seed = f.int("seed", 0, minimum=0)
-    if seed >= 2**64:
-        raise f.error("seed", f"must fit in 64 bits, got {seed}")
+    seed = f.int("seed", 0, minimum=0, maximum=2**64 - 1, why_maximum=" (64 bits)")
     return NegConfig(
         head_hidden_size=f.int("head_hidden_size"),
         activation=_neg_activation(f),
@@ -466,19 +482,17 @@ def to_float32(value: float) -> float:
 
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; ConfigError naming the file if it is missing, unreadable, not UTF-8,
-    not JSON or not an object."""
+    not JSON (strict_json's rules) or not an object."""
     try:
-        with path.open("r", encoding="utf-8") as handle:
-            data = json.load(handle)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(path, "<file>", "not found") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(path, "<file>", f"is not UTF-8 ({exc.reason} at byte {exc.start}); JSON files must be "
-                                          "UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(path, "<file>", f"is not valid JSON ({exc})") from None
     except OSError as exc:  # a directory, unreadable, ...
         raise ConfigError(path, "<file>", f"cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = strict_json.loads(raw)
+    except strict_json.JsonError as exc:
+        raise ConfigError(path, "<file>", str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(path, "<root>", "expected a JSON object")
     return data

@@ -569,14 +569,14 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
         partial = math.nextafter(partial, math.inf)
     b = BackboneConfig(
         vocab_size=f.int("vocab_size"), hidden_size=f.int("hidden_size"),
-        intermediate_size=f.int("intermediate_size"), num_hidden_layers=f.int("num_hidden_layers"),
+        intermediate_size=f.int("intermediate_size"), num_hidden_layers=f.count("num_hidden_layers"),
         layer_types=tuple(LAYER_TYPE_FROM_TRTLLM[k] for k in kinds),
-        num_attention_heads=f.int("num_attention_heads"), num_key_value_heads=f.int("num_key_value_heads"),
+        num_attention_heads=f.count("num_attention_heads"), num_key_value_heads=f.count("num_key_value_heads"),
         head_dim=head, partial_rotary_factor=partial, rope_theta=f.float("rotary_base"),
         # as parse_backbone: a sequence holds at least one prompt token and one generated token
         max_position_embeddings=f.int("max_position_embeddings", minimum=2),
         attention_bias=f.bool("attention_bias", False),
-        linear_num_key_heads=f.int("linear_num_key_heads"), linear_num_value_heads=f.int("linear_num_value_heads"),
+        linear_num_key_heads=f.count("linear_num_key_heads"), linear_num_value_heads=f.count("linear_num_value_heads"),
         linear_key_head_dim=f.int("linear_key_head_dim"), linear_value_head_dim=f.int("linear_value_head_dim"),
         linear_conv_kernel_dim=f.int("conv_kernel", minimum=2), hidden_act=f.choice("hidden_act", BACKBONE_ACTIVATIONS),
         rms_norm_eps=f.float("norm_epsilon"), tie_word_embeddings=f.bool("tie_word_embeddings", False),

@@ -10,7 +10,6 @@ The published vision-language layout stores the same tensors under
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Iterator, Mapping
 
 import torch
 
+from .. import strict_json
 from ..config import FULL_ATTENTION, BackboneConfig, DarwinNegConfig, NegConfig, load_config
 from .safetensors_io import INDEX_FILE, CheckpointError, SafetensorsFile, open_checkpoint_files
 
@@ -283,12 +283,12 @@ def read_key_map(path: str | Path | None) -> dict[str, str]:
     if path is None:
         return {}
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = strict_json.loads(Path(path).read_bytes())
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the key map ({exc.strerror or exc})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except strict_json.JsonError as exc:
         raise ValueError(f"{path}: a key map must be a JSON object of stored name -> expected name; "
-                         f"this is not valid JSON ({exc})") from None
+                         f"this {exc}") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise ValueError(f"{path}: a key map must be a JSON object of stored name -> expected name")
     return data

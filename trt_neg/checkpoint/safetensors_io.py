@@ -26,6 +26,8 @@ from typing import Iterable, Iterator, Mapping
 
 import torch
 
+from .. import strict_json
+
 log = logging.getLogger(__name__)
 
 TORCH_TO_SAFETENSORS = {
@@ -104,11 +106,18 @@ def read_header(path: str | Path) -> dict:
     except OSError as exc:  # e.g. no read permission, an I/O error
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
     try:
-        header = json.loads(encoded)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"corrupt safetensors header ({exc})") from None
+        header = strict_json.loads(encoded)
+    except strict_json.JsonError as exc:
+        raise CheckpointError(path, f"corrupt safetensors header: its JSON {exc}") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "corrupt safetensors header (not a JSON object)")
+    metadata = header.get("__metadata__")
+    # As the safetensors library reads it (an optional map of string to string): anything else there
+    # is refused by transformers' and TensorRT-LLM's loaders, so it is refused here too.
+    if metadata is not None and not (isinstance(metadata, dict)
+                                     and all(isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(path, f"corrupt safetensors header: __metadata__ must be an object of strings, "
+                                    f"got {json.dumps(metadata)[:80]}")
     data_len = size - 8 - header_len
     spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
@@ -260,13 +269,11 @@ def read_weight_map(index: Path) -> dict[str, str]:
     ``*.safetensors`` file beside it (nothing outside the checkpoint directory is read, pickles never)."""
     check_regular_file(index)
     try:
-        data = json.loads(index.read_bytes().decode("utf-8"))
+        data = strict_json.loads(index.read_bytes())
     except OSError as exc:
         raise CheckpointError(index, f"cannot be read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(index, f"is not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(index, f"is not valid JSON ({exc})") from None
+    except strict_json.JsonError as exc:
+        raise CheckpointError(index, str(exc)) from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
         raise CheckpointError(index, "needs a \"weight_map\" object of tensor name -> shard file name")

@@ -8,6 +8,8 @@ import json
 
 import click
 
+from .. import strict_json
+
 PROMPTS_FILE_HELP = ('UTF-8 JSONL file, one request per line: a JSON string (the prompt) or an object with one of '
                      '"prompt" (text), "messages" ([{"role": ..., "content": ...}, ...]) or "token_ids" ([ints]), '
                      'optionally with "id", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "mode", '
@@ -123,9 +125,9 @@ def read_prompts_file(path: str) -> list[PromptSpec]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise click.BadParameter(f"{where}: not valid JSON ({exc.msg})", param_hint=hint) from None
+                obj = strict_json.loads(line)
+            except strict_json.JsonError as exc:
+                raise click.BadParameter(f"{where}: {exc}", param_hint=hint) from None
             if isinstance(obj, str):
                 specs.append(PromptSpec(where, text=obj, where=where))
                 continue

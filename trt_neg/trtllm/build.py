@@ -79,6 +79,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from trt_neg import strict_json
 from trt_neg.atomic_file import atomic_write_text
 from trt_neg.checkpoint.contract import recurrent_state_sizes
 from trt_neg.checkpoint.safetensors_io import OutputKind
@@ -456,8 +457,8 @@ def rewrite_engine_config(engine_dir: str | os.PathLike[str], overrides: Mapping
     problem the file is left as it was). Returns the new config."""
     path = Path(engine_dir) / engine_dir_contract.ENGINE_CONFIG_FILE
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config = strict_json.loads(path.read_bytes())
+    except (OSError, strict_json.JsonError) as exc:
         raise EngineConfigError(f"{path}: cannot read the engine config written by Engine.save ({exc})") from None
     new = apply_engine_overrides(config, overrides)
     atomic_write_json(path, new)

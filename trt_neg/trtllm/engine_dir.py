@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic_file import atomic_write_text
+from .. import strict_json
 
 BUILD_INFO_FILE = "build_info.json"
 BUILD_INFO_VERSION = 1
@@ -94,9 +95,11 @@ def _load_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise EngineDirError(f"{path}: missing ({what})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineDirError(f"{path}: not readable JSON ({exc})") from None
+        data = strict_json.loads(path.read_bytes())
+    except OSError as exc:
+        raise EngineDirError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except strict_json.JsonError as exc:
+        raise EngineDirError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise EngineDirError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
