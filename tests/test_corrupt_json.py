@@ -170,3 +170,35 @@ def test_a_converted_config_with_a_huge_head_count_is_refused_at_once(converted,
     assert time.perf_counter() - start < 10
     assert r.exit_code != 0 and "Traceback" not in r.output, r.output
     assert "field 'num_attention_heads': must be <= 4096" in " ".join(r.output.split()), r.output
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda d: d.update(rnn_conv_dim_size="x"),
+     "field 'rnn_conv_dim_size': is \"x\"; the contract writes {conv} for this model"),
+    (lambda d: d.update(quantization={"quant_algo": "W8A16", "kv_cache_quant_algo": None}),
+     "field 'quantization': is {\"quant_algo\": \"W8A16\", \"kv_cache_quant_algo\": null}; the contract writes "
+     "{\"quant_algo\": null, \"kv_cache_quant_algo\": null} for this model"),
+    (lambda d: d.update(qk_layernorm=1), "field 'qk_layernorm': is 1; the contract writes true for this model"),
+    (lambda d: d.pop("rotary_scaling"), "field 'rotary_scaling': is required but missing (the contract writes null "
+                                        "here)"),
+])
+def test_fields_derived_from_the_model_must_be_the_contracts(converted, edit, problem):
+    """These fields were never read back, so a corrupt value passed inspect, the simulation loader and
+    --reuse-checkpoint, to reach TensorRT-LLM's build (rotary_scaling and quantization change the engine)."""
+    from trt_neg.checkpoint.contract import config_from_checkpoint
+
+    data = json.loads((converted / "config.json").read_text())
+    conv = data["rnn_conv_dim_size"]
+    edit(data)
+    with pytest.raises(ConfigError) as info:
+        config_from_checkpoint(data, "config.json")
+    assert str(info.value) == "config.json: " + problem.replace("{conv}", str(conv))
+
+
+def test_derived_fields_compare_as_json_values(converted):
+    """10000 and 10000.0 are the same JSON number; the checkpoint reads back unchanged."""
+    from trt_neg.checkpoint.contract import config_from_checkpoint
+
+    data = json.loads((converted / "config.json").read_text())
+    assert config_from_checkpoint(data, "config.json") == config_from_checkpoint(
+        {**data, "embedding_sharding_dim": 0.0}, "config.json")

@@ -600,7 +600,48 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
         check_mapping(b, mapping)
     except ShardingError as exc:  # the layout comes from this file: a file error, not an option error
         raise ConfigError(source, "mapping", str(exc)) from None
-    return DarwinNegConfig(backbone=b, neg=neg, source=source, architecture=ARCHITECTURE), mapping, dtype
+    described = DarwinNegConfig(backbone=b, neg=neg, source=source, architecture=ARCHITECTURE)
+    _check_derived_fields(data, checkpoint_config(described, mapping, dtype), source)
+    return described, mapping, dtype
+
+
+# Fields config_from_checkpoint reads itself (in forms checkpoint_config may write differently: a token
+# id alone or in a list, an activation alias); every other field of checkpoint_config is derived.
+_FIELDS_READ_IN_THEIR_OWN_FORM = frozenset({"trt_neg", "mapping", "neg_config", "eos_token_id", "bos_token_id",
+                                            "pad_token_id"})
+
+
+def _check_derived_fields(data: TMapping[str, Any], expected: dict[str, Any], source: str) -> None:
+    """The fields derived from the model (TensorRT-LLM's flags, quantization, the recurrent-state sizes,
+    ...) must be what the contract writes for it: TensorRT-LLM's build reads them, and a corrupt one
+    (rnn_conv_dim_size "x", a quant_algo) would otherwise pass every check here and fail or mislead there."""
+    from ..config import ConfigError
+
+    for key, want in expected.items():
+        if key in _FIELDS_READ_IN_THEIR_OWN_FORM:
+            continue
+        if key not in data:
+            raise ConfigError(source, key, f"is required but missing (the contract writes {_json(want)} here)")
+        if not _same_json(data[key], want):
+            raise ConfigError(source, key, f"is {_json(data[key])}; the contract writes {_json(want)} for this model")
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    """JSON equality that keeps true apart from 1 (Python's == does not) and 10000 equal to 10000.0."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_json(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))) and a == b
+
+
+def _json(value: Any) -> str:
+    import json
+
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def first_difference(a: DarwinNegConfig, b: DarwinNegConfig) -> tuple[str, Any, Any] | None:
