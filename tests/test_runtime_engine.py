@@ -670,3 +670,54 @@ def test_a_failed_prefill_is_reported_once_without_a_spurious_release_error(capl
     engine.abort_request(rid)
     engine.step()
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == ["backend.release(0) failed"]
+
+
+# ------------------------------------------------ found by a model-based (stateful) test of the engine
+def _changed_after_construction(field, value):
+    req = Request([1, 2], max_new_tokens=3)
+    setattr(req, field, value)
+    return req
+
+
+@pytest.mark.parametrize("field, value", [
+    ("prompt_token_ids", ["x"]),  # validate() raised TypeError: '>=' not supported between str and int
+    ("prompt_token_ids", 5),  # TypeError: object of type 'int' has no len()
+    ("stop_token_ids", [None]),  # TypeError
+])
+def test_validate_names_the_field_of_a_request_changed_after_construction(field, value):
+    engine = LLMEngine(ScriptedBackend(max_slots=2))
+    with pytest.raises(ValueError, match=rf"^{field}:"):
+        engine.validate(_changed_after_construction(field, value))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("prompt_token_ids", ["x"]),  # generate() raised TypeError
+    ("prompt_token_ids", [-1]),  # generate() submitted request 0, then cancelled it
+    ("max_new_tokens", 0),
+    ("neg_mode", 2),
+    ("sampling", None),
+    ("ignore_eos", "yes"),
+    ("request_id", 5),
+])
+def test_generate_refuses_a_request_changed_after_construction_before_submitting_any(field, value):
+    """docs/runtime.md: generate validates every request before it submits any, so an invalid one raises
+    its ValueError with nothing queued (and no output reaches on_output)."""
+    engine = LLMEngine(ScriptedBackend(max_slots=2))
+    seen = []
+    with pytest.raises(ValueError, match=rf"^{field}:") as e:
+        engine.generate([Request([3], max_new_tokens=2), _changed_after_construction(field, value)],
+                        on_output=seen.append)
+    assert e.value.__notes__ == ["generate(): request 1 of 2 is invalid; none was submitted"]
+    assert seen == [] and engine.stats["steps"] == 0 and not engine.has_unfinished()
+
+
+def test_generate_with_distinct_ids_never_collides_with_an_engine_assigned_id():
+    """The first request gets the engine-assigned id "req-1", which the second one names itself: every
+    request is valid and their ids are distinct, yet generate() failed ("request_id: 'req-1' is already in
+    use") after submitting and cancelling the first."""
+    engine = LLMEngine(ScriptedBackend(max_slots=2))
+    engine.generate([Request([1], max_new_tokens=1)])  # takes "req-0"
+    first, second = engine.generate([Request([2], max_new_tokens=2), Request([3], max_new_tokens=2, request_id="req-1")])
+    assert second.request_id == "req-1" and first.request_id != "req-1"
+    assert first.finish_reason is second.finish_reason is FinishReason.LENGTH
+    assert first.tokens == ScriptedBackend.expected([2], 2) and second.tokens == ScriptedBackend.expected([3], 2)

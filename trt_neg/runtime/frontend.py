@@ -90,6 +90,8 @@ class EngineFrontend(abc.ABC):
         """Model- and limit-dependent checks (``Request`` checks the rest); ValueError names the field."""
         if not isinstance(request, Request):
             raise ValueError(f"request: must be a trt_neg.runtime.Request, got {type(request).__name__}")
+        # Request's own checks again: a field may have been set after construction.
+        request = dataclasses.replace(request)
         seq_len, budget, vocab = self.max_seq_len, self.max_tokens_per_step, self.vocab_size
         n = len(request.prompt_token_ids)
         if n > seq_len - 1:
@@ -119,7 +121,7 @@ class EngineFrontend(abc.ABC):
         return self.default_neg_mode if request.neg_mode is None else request.neg_mode
 
     # ------------------------------------------------------------------ admission
-    def _admit(self, request: Request, listener: Listener | None) -> Sequence:
+    def _admit(self, request: Request, listener: Listener | None, reserved: frozenset = frozenset()) -> Sequence:
         """Validate, build the request's :class:`Sequence` and hand it to the engine (``_enqueue``)."""
         if isinstance(request, Request):
             # A private copy, checked again by Request.__post_init__: what the request runs with is
@@ -143,7 +145,7 @@ class EngineFrontend(abc.ABC):
             rid = request.request_id
             if rid is None:
                 rid = f"req-{next(self._ids)}"
-                while rid in self._seqs:
+                while rid in self._seqs or rid in reserved:
                     rid = f"req-{next(self._ids)}"
             elif rid in self._seqs:
                 raise ValueError(f"request_id: {rid!r} is already in use by an unfinished request")
@@ -207,8 +209,13 @@ class EngineFrontend(abc.ABC):
 
     def submit(self, request: Request, on_output: Listener | None = None) -> "RequestHandle":
         """Thread-safe submission; returns a handle to stream, wait for or cancel the request."""
+        return self._submit(request, on_output)
+
+    def _submit(self, request: Request, on_output: Listener | None = None,
+                reserved: frozenset = frozenset()) -> "RequestHandle":
+        """``submit``; automatic ids skip ``reserved`` (the ids a ``generate`` call names itself)."""
         handle = RequestHandle(self, on_output)
-        handle._seq = self._admit(request, listener=handle._push)
+        handle._seq = self._admit(request, listener=handle._push, reserved=reserved)
         handle.request_id = handle._seq.request_id
         return handle
 
@@ -224,13 +231,15 @@ class EngineFrontend(abc.ABC):
         for i, r in enumerate(requests):
             try:
                 self.validate(r)
+                requests[i] = dataclasses.replace(r)  # what is submitted is what was checked
             except ValueError as exc:
                 exc.add_note(f"generate(): request {i} of {len(requests)} is invalid; none was submitted")
                 raise
         handles: list[RequestHandle] = []
         try:
+            reserved = frozenset(r.request_id for r in requests if r.request_id is not None)
             for r in requests:
-                handles.append(self.submit(r, on_output))
+                handles.append(self._submit(r, on_output, reserved))
         except Exception as exc:
             for h in handles:
                 h.cancel()
