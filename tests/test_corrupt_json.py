@@ -179,6 +179,10 @@ def test_a_converted_config_with_a_huge_head_count_is_refused_at_once(converted,
      "field 'quantization': is {\"quant_algo\": \"W8A16\", \"kv_cache_quant_algo\": null}; the contract writes "
      "{\"quant_algo\": null, \"kv_cache_quant_algo\": null} for this model"),
     (lambda d: d.update(qk_layernorm=1), "field 'qk_layernorm': is 1; the contract writes true for this model"),
+    (lambda d: d.update(logits_dtype="float16"),
+     "field 'logits_dtype': is \"float16\"; the contract writes \"float32\" for this model"),
+    (lambda d: d.update(state_size=d["state_size"] + 1), "field 'state_size': is {state+1}; the contract writes "
+                                                          "{state} for this model"),
     (lambda d: d.pop("rotary_scaling"), "field 'rotary_scaling': is required but missing (the contract writes null "
                                         "here)"),
 ])
@@ -188,11 +192,12 @@ def test_fields_derived_from_the_model_must_be_the_contracts(converted, edit, pr
     from trt_neg.checkpoint.contract import config_from_checkpoint
 
     data = json.loads((converted / "config.json").read_text())
-    conv = data["rnn_conv_dim_size"]
+    conv, state = data["rnn_conv_dim_size"], data["state_size"]
     edit(data)
     with pytest.raises(ConfigError) as info:
         config_from_checkpoint(data, "config.json")
-    assert str(info.value) == "config.json: " + problem.replace("{conv}", str(conv))
+    expected = problem.replace("{conv}", str(conv)).replace("{state+1}", str(state + 1)).replace("{state}", str(state))
+    assert str(info.value) == "config.json: " + expected
 
 
 def test_derived_fields_compare_as_json_values(converted):

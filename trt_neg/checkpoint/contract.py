@@ -634,7 +634,8 @@ def _same_json(a: Any, b: Any) -> bool:
         return a.keys() == b.keys() and all(_same_json(a[key], b[key]) for key in a)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float))) and a == b
+    comparable = type(a) is type(b) or (isinstance(a, (int, float)) and isinstance(b, (int, float)))
+    return comparable and a == b
 
 
 def _json(value: Any) -> str:
