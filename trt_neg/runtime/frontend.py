@@ -87,11 +87,11 @@ class EngineFrontend(abc.ABC):
 
     # ----------------------------------------------------------------- validation
     def validate(self, request: Request) -> None:
-        """Model- and limit-dependent checks (``Request`` checks the rest); ValueError names the field."""
+        """``Request``'s own checks (again: a field may have been set after construction), then the
+        model- and limit-dependent ones; ValueError names the field."""
         if not isinstance(request, Request):
             raise ValueError(f"request: must be a trt_neg.runtime.Request, got {type(request).__name__}")
-        # Request's own checks again: a field may have been set after construction.
-        request = dataclasses.replace(request)
+        request = dataclasses.replace(request)  # runs Request.__post_init__'s checks on the current fields
         seq_len, budget, vocab = self.max_seq_len, self.max_tokens_per_step, self.vocab_size
         n = len(request.prompt_token_ids)
         if n > seq_len - 1:
