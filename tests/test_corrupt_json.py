@@ -43,6 +43,28 @@ def test_strict_json_reads_ordinary_json():
         {"a": ["é", 1.5, None, {"b": "😀"}]}
 
 
+def test_strict_json_refuses_a_lone_surrogate_handed_over_as_str():
+    with pytest.raises(strict_json.JsonError, match=r"a lone surrogate escape, \\udc80\)$"):
+        strict_json.loads('["\udc80"]')
+
+
+def test_strict_json_walks_the_strings_only_when_a_surrogate_escape_is_there(monkeypatch):
+    """The walk over every string more than doubled the parse of a large safetensors header (100k tensors:
+    ~0.25 s for json.loads, ~0.28 s more for the walk); text without a \\uD800-\\uDFFF escape cannot hold
+    a lone surrogate, so it is not walked."""
+    walked = []
+    monkeypatch.setattr(strict_json, "_check_strings", walked.append)
+    header = {f"model.layers.{i}.weight": {"dtype": "BF16", "shape": [4, 4], "data_offsets": [32 * i, 32 * i + 32]}
+              for i in range(1000)}
+    raw = json.dumps({"__metadata__": {"format": "pt"}, **header}).encode()
+    assert strict_json.loads(raw)["__metadata__"] == {"format": "pt"} and walked == []
+    for text in ('{"a": "\\u00e9\\u4e2d"}', '["\u00e9\U0001f600"]'):  # escapes, non-ASCII, emoji: not walked
+        strict_json.loads(text)
+    assert walked == []
+    strict_json.loads('{"a": "\\uD83D\\ude00"}')  # a surrogate escape (here a valid pair): walked
+    assert len(walked) == 1
+
+
 # ------------------------------------------------------------------ config.json
 @pytest.fixture
 def model(tiny_checkpoint, tmp_path):
@@ -198,6 +220,23 @@ def test_fields_derived_from_the_model_must_be_the_contracts(converted, edit, pr
         config_from_checkpoint(data, "config.json")
     expected = problem.replace("{conv}", str(conv)).replace("{state+1}", str(state + 1)).replace("{state}", str(state))
     assert str(info.value) == "config.json: " + expected
+
+
+def test_the_quantization_tensorrt_llm_writes_back_is_the_contracts(converted):
+    """DarwinNegConfig.description() reads back TensorRT-LLM's PretrainedConfig.to_dict(), whose
+    quantization is the whole QuantConfig (dataclasses.asdict): refusing its extra fields failed
+    DarwinNegForCausalLM(config), i.e. every engine build with the real TensorRT-LLM; an algorithm in
+    that form is still refused."""
+    from trt_neg.checkpoint.contract import config_from_checkpoint
+
+    data = json.loads((converted / "config.json").read_text())
+    whole = {"quant_algo": None, "kv_cache_quant_algo": None, "group_size": 128, "smoothquant_val": 0.5,
+             "clamp_val": None, "use_meta_recipe": False, "has_zero_point": False, "pre_quant_scale": False,
+             "exclude_modules": None}
+    assert config_from_checkpoint({**data, "quantization": whole}, "c") == config_from_checkpoint(data, "c")
+    for bad in ({**whole, "quant_algo": "FP8"}, {**whole, "kv_cache_quant_algo": "INT8"}, {"quant_algo": None}, []):
+        with pytest.raises(ConfigError, match="^c: field 'quantization': is "):
+            config_from_checkpoint({**data, "quantization": bad}, "c")
 
 
 def test_derived_fields_compare_as_json_values(converted):

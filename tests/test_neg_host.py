@@ -279,7 +279,9 @@ def test_split_plan_covers_the_row_in_aligned_nonempty_slices():
     ((1, 2**40, 2**31), r"v: expected an integer in \[1, 1073741824\] \(the kernel's kNegMaxVocab\), got 1099511627776"),
     ((1, 2**63 - 1, 8), r"v: expected an integer in \[1, 1073741824\]"),  # v + s - 1 overflowed int64
     ((1, 0, 8), r"v: expected an integer in \[1, 1073741824\]"),
-    ((-1, 4096, 8), r"n: expected an integer >= 0, got -1"),
+    ((-1, 4096, 8), r"n: expected an integer in \[0, 2\*\*63\), got -1"),
+    ((2**64 + 4, 4096, 8), r"n: expected an integer in \[0, 2\*\*63\), got 18446744073709551620"),  # ran as n = 4
+    ((2**63, 4096, 8), r"n: expected an integer in \[0, 2\*\*63\)"),  # ran as n < 0
     ((1, 4096, 0), r"top_k: expected an integer >= 1, got 0"),
     ((1, 4096.0, 8), r"v: expected an integer, got 4096.0"),
 ])

@@ -717,7 +717,32 @@ def test_generate_with_distinct_ids_never_collides_with_an_engine_assigned_id():
     use") after submitting and cancelling the first."""
     engine = LLMEngine(ScriptedBackend(max_slots=2))
     engine.generate([Request([1], max_new_tokens=1)])  # takes "req-0"
-    first, second = engine.generate([Request([2], max_new_tokens=2), Request([3], max_new_tokens=2, request_id="req-1")])
+    first, second = engine.generate([Request([2], max_new_tokens=2),
+                                     Request([3], max_new_tokens=2, request_id="req-1")])
     assert second.request_id == "req-1" and first.request_id != "req-1"
     assert first.finish_reason is second.finish_reason is FinishReason.LENGTH
     assert first.tokens == ScriptedBackend.expected([2], 2) and second.tokens == ScriptedBackend.expected([3], 2)
+
+
+def test_generate_named_ids_are_not_taken_by_another_submitters_automatic_id():
+    """Another submitter's request (automatic id) admitted between the submissions of one generate() call
+    took "req-1", which that call's second request names: generate() failed after cancelling its first."""
+    engine = LLMEngine(ScriptedBackend(max_slots=4))
+    enqueue, other = engine._enqueue, []
+
+    def enqueue_then_another_submitter(seq, listener):
+        enqueue(seq, listener)
+        if not other:  # as another thread would, between generate()'s first and second submission
+            other.append(None)
+            other[0] = engine.submit(Request([7], max_new_tokens=1))
+
+    engine._enqueue = enqueue_then_another_submitter
+    first, second = engine.generate([Request([2], max_new_tokens=2),
+                                     Request([3], max_new_tokens=2, request_id="req-1")])
+    assert second.request_id == "req-1" and len({first.request_id, second.request_id, other[0].request_id}) == 3
+    assert other[0].result().tokens == ScriptedBackend.expected([7], 1) and engine._reserved_ids == {}
+    engine.submit(Request([4], max_new_tokens=1, request_id="x")).result()
+    with pytest.raises(ValueError, match="already in use"):  # the reservation ends with the call, even a failed one
+        engine.generate([Request([5], max_new_tokens=1, request_id="y"),
+                         Request([6], max_new_tokens=1, request_id="y")])
+    assert engine._reserved_ids == {}

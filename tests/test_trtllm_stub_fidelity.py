@@ -94,3 +94,18 @@ def test_sampling_config_bounds(trtllm_stub):
         tle.SamplingConfig(1, top_p=0.0)
     with pytest.raises(ValueError, match="temperature"):
         tle.SamplingConfig(1, temperature=-0.5)
+
+
+def test_pretrained_config_to_dict_writes_the_whole_quant_config(trtllm_stub):
+    # models/modeling_utils.py (NVIDIA/TensorRT-LLM@01ea6d79): PretrainedConfig.__init__ turns a dict
+    # into QuantConfig.from_dict(...) (cls(**config)); to_dict() writes quantization.to_dict(), i.e.
+    # dataclasses.asdict(QuantConfig): every field, not only the two a converted config.json gives.
+    utils = importlib.import_module("tensorrt_llm.models.modeling_utils")
+    cfg = utils.PretrainedConfig(architecture="X", dtype="float32", hidden_size=8, num_hidden_layers=1,
+                                 num_attention_heads=1, quantization={"quant_algo": None, "kv_cache_quant_algo": None})
+    assert cfg.to_dict()["quantization"] == {
+        "quant_algo": None, "kv_cache_quant_algo": None, "group_size": 128, "smoothquant_val": 0.5, "clamp_val": None,
+        "use_meta_recipe": False, "has_zero_point": False, "pre_quant_scale": False, "exclude_modules": None}
+    with pytest.raises(TypeError):
+        utils.PretrainedConfig(architecture="X", dtype="float32", hidden_size=8, num_hidden_layers=1,
+                               num_attention_heads=1, quantization={"quant_algorithm": None})

@@ -11,7 +11,13 @@ every one of these into a :class:`JsonError` whose text the caller puts after th
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+# A lone surrogate comes from a \uD800-\uDFFF escape (or, in text handed over as str, the code point
+# itself): text without one cannot hold one, and the walk over every string (a safetensors header of
+# 100k tensors holds about a million) is skipped.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class JsonError(ValueError):
@@ -20,11 +26,17 @@ class JsonError(ValueError):
 
 def loads(raw: bytes | str) -> Any:
     """Parse ``raw`` (bytes must be UTF-8, without a byte-order mark); JsonError if it is not such JSON."""
+    maybe_surrogates = False
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
-            raw = bytes(raw).decode("utf-8")
+            raw = bytes(raw).decode("utf-8")  # strict: never yields a surrogate code point
         except UnicodeDecodeError as exc:
             raise JsonError(f"is not UTF-8 ({exc.reason} at byte {exc.start}); JSON files must be UTF-8") from None
+    else:
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            maybe_surrogates = True
     if raw.startswith("\ufeff"):
         raise JsonError("starts with a byte-order mark; JSON files must be plain UTF-8")
     try:
@@ -35,7 +47,8 @@ def loads(raw: bytes | str) -> Any:
         raise JsonError("is not valid JSON here (nested too deeply)") from None
     except ValueError as exc:  # e.g. an integer literal of more than sys.get_int_max_str_digits() digits
         raise JsonError(f"is not valid JSON here ({exc})") from None
-    _check_strings(data)
+    if maybe_surrogates or _SURROGATE_ESCAPE.search(raw):
+        _check_strings(data)
     return data
 
 

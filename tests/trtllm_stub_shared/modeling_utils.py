@@ -8,11 +8,35 @@ Each stub subclasses ``PretrainedModel`` (recording: ``prepare_inputs``; numeric
 ``_stub_attention_cls`` names that stub's ``layers.Attention``."""
 
 import copy
+import dataclasses
 from types import SimpleNamespace
 
 from .functional_enums import PositionEmbeddingType
 from .mapping import Mapping
 from .module import Module, ModuleList
+
+
+@dataclasses.dataclass
+class QuantConfig:
+    """1.x modeling_utils.py (NVIDIA/TensorRT-LLM@01ea6d79) ``QuantConfig``: ``from_dict`` is
+    ``cls(**config)`` (an unknown key is a TypeError) and ``to_dict`` is ``dataclasses.asdict``, so
+    ``PretrainedConfig.to_dict()`` writes every field below, not only the two a checkpoint gives."""
+    quant_algo: object = None
+    kv_cache_quant_algo: object = None
+    group_size: int = 128
+    smoothquant_val: float = 0.5
+    clamp_val: object = None
+    use_meta_recipe: bool = False
+    has_zero_point: bool = False
+    pre_quant_scale: bool = False
+    exclude_modules: object = None
+
+    @classmethod
+    def from_dict(cls, config):
+        return cls(**config)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
 
 
 class PretrainedConfig:
@@ -34,7 +58,12 @@ class PretrainedConfig:
         self.max_position_embeddings = max_position_embeddings
         mapping = Mapping() if mapping is None else mapping
         self.mapping = Mapping.from_dict(mapping) if isinstance(mapping, dict) else mapping
-        self.quantization = quantization or {}
+        # 1.x: None -> QuantConfig(), a dict -> QuantConfig.from_dict (to_dict writes it back whole)
+        if quantization is None:
+            quantization = QuantConfig()
+        elif isinstance(quantization, dict):
+            quantization = QuantConfig.from_dict(quantization)
+        self.quantization = quantization
         self.use_parallel_embedding, self.embedding_sharding_dim = use_parallel_embedding, embedding_sharding_dim
         self.head_size = head_size or hidden_size // num_attention_heads
         self.qk_layernorm = qk_layernorm
@@ -61,6 +90,7 @@ class PretrainedConfig:
         out["position_embedding_type"] = str(self.position_embedding_type)
         out["mapping"] = self.mapping.to_dict()
         out["mapping"].pop("rank")
+        out["quantization"] = self.quantization.to_dict()
         return out
 
 

@@ -539,11 +539,14 @@ def _absolute(path: str) -> str:
     return str(Path(path).resolve()) if path else ""
 
 
-def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[DarwinNegConfig, Mapping, str]:
+def config_from_checkpoint(data: TMapping[str, Any], source: str = "", *,
+                           check_derived: bool = True) -> tuple[DarwinNegConfig, Mapping, str]:
     """Read back a converted checkpoint's ``config.json``: (model description, mapping, dtype).
 
     Every field read is type- and range-checked by config.py's field reader, so a hand-edited or
     corrupt file gives ``ConfigError`` naming the file and field (never a TypeError or ZeroDivisionError).
+    ``check_derived``: also require every field derived from the model to be the contract's (for a file;
+    TensorRT-LLM's own ``PretrainedConfig.to_dict()`` may write some in its own forms).
     """
     from ..config import BACKBONE_ACTIVATIONS, ConfigError, JsonFields, check_backbone, parse_neg, special_token_ids
 
@@ -601,7 +604,8 @@ def config_from_checkpoint(data: TMapping[str, Any], source: str = "") -> tuple[
     except ShardingError as exc:  # the layout comes from this file: a file error, not an option error
         raise ConfigError(source, "mapping", str(exc)) from None
     described = DarwinNegConfig(backbone=b, neg=neg, source=source, architecture=ARCHITECTURE)
-    _check_derived_fields(data, checkpoint_config(described, mapping, dtype), source)
+    if check_derived:
+        _check_derived_fields(data, checkpoint_config(described, mapping, dtype), source)
     return described, mapping, dtype
 
 
@@ -622,8 +626,15 @@ def _check_derived_fields(data: TMapping[str, Any], expected: dict[str, Any], so
             continue
         if key not in data:
             raise ConfigError(source, key, f"is required but missing (the contract writes {_json(want)} here)")
-        if not _same_json(data[key], want):
+        if not (_same_quantization(data[key], want) if key == "quantization" else _same_json(data[key], want)):
             raise ConfigError(source, key, f"is {_json(data[key])}; the contract writes {_json(want)} for this model")
+
+
+def _same_quantization(value: Any, want: dict[str, Any]) -> bool:
+    """``quantization`` holds the contract's fields (no algorithm): TensorRT-LLM's ``PretrainedConfig.to_dict()``
+    (which ``DarwinNegConfig.description`` reads back) writes its whole ``QuantConfig`` (``group_size``,
+    ``smoothquant_val``, ... beside the two algorithms), none of which has any effect without an algorithm."""
+    return isinstance(value, dict) and all(key in value and _same_json(value[key], v) for key, v in want.items())
 
 
 def _same_json(a: Any, b: Any) -> bool:

@@ -116,8 +116,8 @@ def split_plan(n: int, v: int, top_k: int, splits: int = 0) -> tuple[int, int, i
     from ..neg import integer_arg
 
     n, v, k = integer_arg(n, "n"), integer_arg(v, "v"), integer_arg(top_k, "top_k")
-    if n < 0:
-        raise ValueError(f"n: expected an integer >= 0, got {n}")
+    if not 0 <= n < 2**63:  # n travels to C as int64: ctypes would wrap a larger one silently
+        raise ValueError(f"n: expected an integer in [0, 2**63), got {n}")
     if not 1 <= v <= KERNEL_MAX_VOCAB:
         raise ValueError(f"v: expected an integer in [1, {KERNEL_MAX_VOCAB}] (the kernel's kNegMaxVocab), got {v}")
     if k < 1:

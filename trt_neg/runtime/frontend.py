@@ -81,6 +81,9 @@ class EngineFrontend(abc.ABC):
         self._lock = threading.RLock()
         self._seqs: dict[str, Sequence] = {}  # every unfinished request
         self._ids = itertools.count()
+        # The ids named by the requests of generate() calls still submitting (id -> number of calls):
+        # no automatic id, of those calls or of any other submitter, takes one of them meanwhile.
+        self._reserved_ids: dict[str, int] = {}
         # Draws the seed of unseeded sampling requests (reported in RequestResult.seed); a seeded
         # random.Random makes whole workloads reproducible (tests, benchmarks).
         self._seed_source = seed_source if seed_source is not None else random.SystemRandom()
@@ -121,7 +124,7 @@ class EngineFrontend(abc.ABC):
         return self.default_neg_mode if request.neg_mode is None else request.neg_mode
 
     # ------------------------------------------------------------------ admission
-    def _admit(self, request: Request, listener: Listener | None, reserved: frozenset = frozenset()) -> Sequence:
+    def _admit(self, request: Request, listener: Listener | None) -> Sequence:
         """Validate, build the request's :class:`Sequence` and hand it to the engine (``_enqueue``)."""
         if isinstance(request, Request):
             # A private copy, checked again by Request.__post_init__: what the request runs with is
@@ -145,7 +148,7 @@ class EngineFrontend(abc.ABC):
             rid = request.request_id
             if rid is None:
                 rid = f"req-{next(self._ids)}"
-                while rid in self._seqs or rid in reserved:
+                while rid in self._seqs or rid in self._reserved_ids:
                     rid = f"req-{next(self._ids)}"
             elif rid in self._seqs:
                 raise ValueError(f"request_id: {rid!r} is already in use by an unfinished request")
@@ -209,13 +212,8 @@ class EngineFrontend(abc.ABC):
 
     def submit(self, request: Request, on_output: Listener | None = None) -> "RequestHandle":
         """Thread-safe submission; returns a handle to stream, wait for or cancel the request."""
-        return self._submit(request, on_output)
-
-    def _submit(self, request: Request, on_output: Listener | None = None,
-                reserved: frozenset = frozenset()) -> "RequestHandle":
-        """``submit``; automatic ids skip ``reserved`` (the ids a ``generate`` call names itself)."""
         handle = RequestHandle(self, on_output)
-        handle._seq = self._admit(request, listener=handle._push, reserved=reserved)
+        handle._seq = self._admit(request, listener=handle._push)
         handle.request_id = handle._seq.request_id
         return handle
 
@@ -236,10 +234,20 @@ class EngineFrontend(abc.ABC):
                 exc.add_note(f"generate(): request {i} of {len(requests)} is invalid; none was submitted")
                 raise
         handles: list[RequestHandle] = []
+        named = {r.request_id for r in requests if r.request_id is not None}
         try:
-            reserved = frozenset(r.request_id for r in requests if r.request_id is not None)
-            for r in requests:
-                handles.append(self._submit(r, on_output, reserved))
+            with self._lock:  # until every request is in: no automatic id (any submitter's) takes these
+                for rid in named:
+                    self._reserved_ids[rid] = self._reserved_ids.get(rid, 0) + 1
+            try:
+                for r in requests:
+                    handles.append(self.submit(r, on_output))
+            finally:
+                with self._lock:
+                    for rid in named:
+                        left = self._reserved_ids.pop(rid) - 1
+                        if left:
+                            self._reserved_ids[rid] = left
         except Exception as exc:
             for h in handles:
                 h.cancel()

@@ -115,7 +115,9 @@ class DarwinNegConfig(PretrainedConfig):
         data["architecture"] = self.trt_neg_architecture
         data["mapping"] = {"world_size": self.mapping.world_size, "tp_size": self.mapping.tp_size,
                            "pp_size": self.mapping.pp_size}
-        return contract.config_from_checkpoint(data, source="<DarwinNegConfig>")
+        # The fields derived from the model were checked when build_engine.py read config.json;
+        # TensorRT-LLM's to_dict() may write them in its own forms (quantization: its whole QuantConfig).
+        return contract.config_from_checkpoint(data, source="<DarwinNegConfig>", check_derived=False)
 
     def engine_config_overrides(self) -> dict[str, Any]:
         """Fields the engine build writes into the engine's ``pretrained_config`` (runtime alias)."""
