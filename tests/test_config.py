@@ -93,6 +93,20 @@ def test_neg_activation_aliases_are_accepted_as_neg_py_accepts_them(given, canon
     assert config_from_dict(data, "cfg.json").neg.activation == canonical == canonical_activation(given)
 
 
+@pytest.mark.parametrize("given, expected", [("silu", "silu"), ("swish", "silu"), ("gelu", None), ("SiLU", None)])
+def test_backbone_hidden_act_accepts_what_transformers_runs_as_silu(given, expected):
+    """transformers' ACT2FN maps "swish" to nn.SiLU (the same model: MLP and conv activation); names are
+    case-sensitive there, and other functions are not implemented here."""
+    data = preset_config("tiny")
+    data["text_config"]["hidden_act"] = given
+    if expected is None:
+        with pytest.raises(ConfigError, match=rf"field 'text_config.hidden_act': must be one of silu \(or an "
+                                              rf"alias: swish\); got '{given}'"):
+            config_from_dict(data, "cfg.json")
+    else:
+        assert config_from_dict(data, "cfg.json").backbone.hidden_act == expected
+
+
 def test_neg_limits_at_the_edges_are_accepted():
     data = preset_config("tiny")
     data["neg_config"].update(top_k=2**31 - 1, temperature=1e-38)  # float32 keeps 1e-38 (> 0)

@@ -3,10 +3,11 @@
 Each converted checkpoint is run by ``simulate.ShardedCheckpoint`` — every tp rank on its
 own shard, partial sums added where the engine all-reduces, pipeline stages chained —
 and compared in fp32 with transformers' Qwen3.5 on the original HF checkpoint (the
-independent reference, DESIGN.md section 3). Three models: the built-in ``tiny`` and two
+independent reference, DESIGN.md section 3). Four models: the built-in ``tiny`` and three
 random configs chosen to hit the awkward cases (KV-head and key-head replication, a
 vocabulary tp does not divide, tied embeddings, attention biases, dk != dv, uneven
-pipeline stages, conv kernels 2 and 3, full attention in the first layer).
+pipeline stages, conv kernels 2, 3 and 5, full attention in the first layer, an odd
+head_dim, hidden_act "swish").
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ RANDOM_CONFIGS = {
         partial_rotary_factor=0.4, max_position_embeddings=256, tie_word_embeddings=False, attention_bias=False,
         eos_token_id=[258, 259], pad_token_id=257, bos_token_id=None,
     ),
+    # hidden_act "swish" (transformers' alias of silu: the same model), GQA 4 q / 1 kv head (replicated
+    # at tp 2 and 4), odd head_dim 9 with 8 rotary dims, GDN 1 key / 4 value heads, conv kernel 5, 4 layers.
+    "random_c": dict(
+        layer_types=["full_attention", "linear_attention", "linear_attention", "full_attention"],
+        vocab_size=130, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=1,
+        head_dim=9, linear_num_key_heads=1, linear_num_value_heads=4, linear_key_head_dim=8,
+        linear_value_head_dim=6, linear_conv_kernel_dim=5, rms_norm_eps=1e-6, rope_theta=300.0,
+        partial_rotary_factor=8 / 9, max_position_embeddings=256, tie_word_embeddings=False, attention_bias=False,
+        hidden_act="swish", eos_token_id=129, pad_token_id=None, bos_token_id=None,
+    ),
 }
 
 
@@ -58,7 +69,7 @@ def random_config(dims: dict) -> dict:
     return config
 
 
-@pytest.fixture(scope="module", params=["tiny", "random_a", "random_b"])
+@pytest.fixture(scope="module", params=["tiny", "random_a", "random_b", "random_c"])
 def model(request, tmp_path_factory, tiny_checkpoint):
     """(name, HF checkpoint dir, input ids, transformers fp32 logits)."""
     from transformers import AutoModelForCausalLM

@@ -5,7 +5,9 @@ layout, [lin, lin, lin, full], GQA 2, value heads 2x key heads, rotary 1/4), ``g
 (text layout, NEG in a separate neg.safetensors, full attention first, GQA 4, 3 value
 heads per key head, d_k != d_v, rotary 1/2, tied embeddings, conv kernel 3) and ``mha``
 (published layout, no GQA, one value head per key head, full rotary, attention biases,
-five layers). fp32 logits must match within 1e-4 of the logit scale.
+five layers). fp32 logits must match within 1e-4 of the logit scale. ``swish`` (text layout, hidden_act
+"swish": transformers' alias of silu, the same model; odd head_dim 9 with 8 rotary dims, conv kernel 5,
+all layers from full_attention_interval 2, MHA 2/2 heads, 1 key head for 4 value heads).
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ def _mha_config() -> dict:
     return config
 
 
+def _swish_config() -> dict:
+    text = copy.deepcopy(preset_config("tiny")["text_config"])
+    del text["layer_types"]
+    text.update(
+        full_attention_interval=2, num_hidden_layers=4, vocab_size=200, hidden_size=32, intermediate_size=48,
+        hidden_act="swish", num_attention_heads=2, num_key_value_heads=2, head_dim=9,
+        linear_num_key_heads=1, linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=6,
+        linear_conv_kernel_dim=5, eos_token_id=199, pad_token_id=198,
+        rope_parameters={"rope_type": "default", "rope_theta": 300.0, "partial_rotary_factor": 8 / 9},
+    )
+    text["architectures"] = ["Qwen3_5ForCausalLM"]
+    text["neg_config"] = {"head_hidden_size": 16, "activation": "silu", "top_k": 4}
+    return text
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
@@ -59,6 +76,7 @@ def checkpoints(tiny_checkpoint, tmp_path_factory):
         "tiny": tiny_checkpoint,
         "gqa4": write_checkpoint_from_config(root / "gqa4", _gqa4_config(), seed=1, neg_file=True),
         "mha": write_checkpoint_from_config(root / "mha", _mha_config(), seed=2),
+        "swish": write_checkpoint_from_config(root / "swish", _swish_config(), seed=3),
     }
 
 
@@ -180,7 +198,7 @@ def test_from_state_dict(checkpoints, name):
 # Full-sequence forward
 # ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["tiny", "gqa4", "mha"])
+@pytest.mark.parametrize("name", ["tiny", "gqa4", "mha", "swish"])
 def test_forward_matches_transformers(checkpoints, name):
     """Two sequences of 150 tokens (more than two 64-token chunks, not a multiple of 64)."""
     ours, theirs = _load(checkpoints, name)
@@ -200,7 +218,7 @@ def test_forward_matches_transformers(checkpoints, name):
 # Cached decode through the runner
 # ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["tiny", "gqa4", "mha"])
+@pytest.mark.parametrize("name", ["tiny", "gqa4", "mha", "swish"])
 def test_cached_decode_matches_transformers(checkpoints, name):
     """Prefill 70 tokens, then decode 10 more one at a time; every step vs the full forward."""
     ours, theirs = _load(checkpoints, name)

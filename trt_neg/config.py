@@ -28,6 +28,9 @@ INT32_MAX = 2**31 - 1
 # converter's per-layer and per-head planning hang on a corrupt count.
 MAX_LAYERS_OR_HEADS = 4096
 BACKBONE_ACTIVATIONS = ("silu",)
+# Other names transformers' ACT2FN gives the same function: "swish" is nn.SiLU. A config naming one is the
+# same model; it is read as the canonical name, so everything downstream (converted config, engine) sees "silu".
+BACKBONE_ACTIVATION_ALIASES = {"swish": "silu"}
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
@@ -371,13 +374,23 @@ def parse_backbone(text: Mapping[str, Any], source: str | Path | None = None, pr
         linear_key_head_dim=f.int("linear_key_head_dim"),
         linear_value_head_dim=f.int("linear_value_head_dim"),
         linear_conv_kernel_dim=f.int("linear_conv_kernel_dim", 4, minimum=2),
-        hidden_act=f.choice("hidden_act", BACKBONE_ACTIVATIONS, "silu"),
+        hidden_act=_backbone_activation(f),
         rms_norm_eps=f.float("rms_norm_eps", 1e-6),
         tie_word_embeddings=f.bool("tie_word_embeddings", False),
         **special_token_ids(f),
     )
     check_backbone(cfg, source, prefix)
     return cfg
+
+
+def _backbone_activation(f: JsonFields) -> str:
+    """``hidden_act`` as its canonical name (an alias of the same function, e.g. swish, becomes silu)."""
+    value = f.get("hidden_act", "silu")
+    canonical = BACKBONE_ACTIVATION_ALIASES.get(value, value) if isinstance(value, str) else value
+    if canonical not in BACKBONE_ACTIVATIONS:
+        raise f.error("hidden_act", f"must be one of {', '.join(BACKBONE_ACTIVATIONS)} (or an alias: "
+                                    f"{', '.join(BACKBONE_ACTIVATION_ALIASES)}); got {value!r}")
+    return canonical
 
 
 def _refuse_experts(f: JsonFields) -> None:
