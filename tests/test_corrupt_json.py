@@ -161,6 +161,20 @@ def test_headers_the_safetensors_library_refuses_are_refused(tmp_path, header, p
         load_file(path)
 
 
+@pytest.mark.parametrize("edit", [('"data_offsets": [0,', '"data_offsets": [-0,'), ('"shape": [1]', '"shape": [-0]')])
+def test_a_negative_zero_in_a_header_is_refused_naming_the_tensor(tmp_path, edit):
+    """json.loads reads -0 as the integer 0; the safetensors library (usize) refuses the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = write_with_header(tmp_path / "x.safetensors", json.dumps(TENSOR).replace(*edit).encode())
+    with pytest.raises(CheckpointError, match=rf"^{path}: tensor 'x': corrupt header entry \(needs integer "
+                                              r"data_offsets"):
+        read_header(path)
+    with pytest.raises(SafetensorError):
+        load_file(path)
+
+
 def test_metadata_of_strings_and_null_metadata_are_read(tmp_path):
     for metadata in ({"format": "pt", "rank": "0"}, None):
         header = json.dumps({**TENSOR, "__metadata__": metadata}).encode()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 # A lone surrogate comes from a \uD800-\uDFFF escape (or, in text handed over as str, the code point
 # itself): text without one cannot hold one, and the walk over every string (a safetensors header of
@@ -24,8 +24,9 @@ class JsonError(ValueError):
     """Why some JSON text is refused, phrased to follow a file name ("{path}: {reason}")."""
 
 
-def loads(raw: bytes | str) -> Any:
-    """Parse ``raw`` (bytes must be UTF-8, without a byte-order mark); JsonError if it is not such JSON."""
+def loads(raw: bytes | str, *, parse_int: Callable[[str], Any] | None = None) -> Any:
+    """Parse ``raw`` (bytes must be UTF-8, without a byte-order mark); JsonError if it is not such JSON.
+    ``parse_int`` as for json.loads."""
     maybe_surrogates = False
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
@@ -40,7 +41,7 @@ def loads(raw: bytes | str) -> Any:
     if raw.startswith("\ufeff"):
         raise JsonError("starts with a byte-order mark; JSON files must be plain UTF-8")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=parse_int)
     except json.JSONDecodeError as exc:
         raise JsonError(f"is not valid JSON ({exc})") from None
     except RecursionError:

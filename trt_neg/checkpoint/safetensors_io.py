@@ -90,6 +90,15 @@ def check_regular_file(path: Path) -> os.stat_result:
     return info
 
 
+class _NegativeZero(int):
+    """The literal ``-0``: json.loads reads it as 0, the safetensors library (a Rust usize) refuses it.
+    Not an ``int`` by type, so the entry checks below refuse it, naming the tensor."""
+
+
+def _header_int(literal: str) -> int:
+    return _NegativeZero(0) if literal == "-0" else int(literal)
+
+
 def read_header(path: str | Path) -> dict:
     """Parse and validate a safetensors header without reading tensor data."""
     path = Path(path)
@@ -106,7 +115,7 @@ def read_header(path: str | Path) -> dict:
     except OSError as exc:  # e.g. no read permission, an I/O error
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
     try:
-        header = strict_json.loads(encoded)
+        header = strict_json.loads(encoded, parse_int=_header_int)
     except strict_json.JsonError as exc:
         raise CheckpointError(path, f"corrupt safetensors header: its JSON {exc}") from None
     if not isinstance(header, dict):
