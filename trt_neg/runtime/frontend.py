@@ -92,6 +92,12 @@ class EngineFrontend(abc.ABC):
     def validate(self, request: Request) -> None:
         """``Request``'s own checks (again: a field may have been set after construction), then the
         model- and limit-dependent ones; ValueError names the field."""
+        self._checked_copy(request)
+
+    def _checked_copy(self, request: Request) -> Request:
+        """``validate``'s checks, made on a private copy that is returned: what a request runs with is
+        fixed here, whatever the caller does with its Request object later (reusing it as a template,
+        changing a field, even one set after construction)."""
         if not isinstance(request, Request):
             raise ValueError(f"request: must be a trt_neg.runtime.Request, got {type(request).__name__}")
         request = dataclasses.replace(request)  # runs Request.__post_init__'s checks on the current fields
@@ -118,6 +124,7 @@ class EngineFrontend(abc.ABC):
                 if request.request_id in self._seqs:
                     raise ValueError(f"request_id: {request.request_id!r} is already in use by an unfinished request")
         self._neg_mode(request)
+        return request
 
     def _neg_mode(self, request: Request) -> int:
         """The request's NEG mode; an engine that cannot honour some mode raises ``ValueError("neg_mode: ...")``."""
@@ -126,12 +133,7 @@ class EngineFrontend(abc.ABC):
     # ------------------------------------------------------------------ admission
     def _admit(self, request: Request, listener: Listener | None) -> Sequence:
         """Validate, build the request's :class:`Sequence` and hand it to the engine (``_enqueue``)."""
-        if isinstance(request, Request):
-            # A private copy, checked again by Request.__post_init__: what the request runs with is
-            # fixed here, whatever the caller does with its Request object later (reusing it as a
-            # template, changing a field, even one set after construction).
-            request = dataclasses.replace(request)
-        self.validate(request)
+        request = self._checked_copy(request)
         mode = self._neg_mode(request)
         now = self.clock()
         sp = request.sampling
@@ -228,8 +230,7 @@ class EngineFrontend(abc.ABC):
         requests = list(requests)
         for i, r in enumerate(requests):
             try:
-                self.validate(r)
-                requests[i] = dataclasses.replace(r)  # what is submitted is what was checked
+                requests[i] = self._checked_copy(r)  # what is submitted is what was checked
             except ValueError as exc:
                 exc.add_note(f"generate(): request {i} of {len(requests)} is invalid; none was submitted")
                 raise
