@@ -18,6 +18,7 @@ de-interleaving are one mechanism that streams (rows are contiguous bytes in saf
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -650,8 +651,6 @@ def _same_json(a: Any, b: Any) -> bool:
 
 
 def _json(value: Any) -> str:
-    import json
-
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
