@@ -379,12 +379,14 @@ def _gone(pid: int, seconds: float = 15.0) -> bool:
 def _stop_while_hanging(tmp_path: Path, sitecustomize: str, args: list[str], while_hanging, outlived: str) -> None:
     """Runs the check with ``sitecustomize`` (it fakes a GPU and makes a process hang, writing its
     pid to PID_FILE), calls ``while_hanging()``, sends SIGTERM, and asserts that the check exits 1
-    and that the hanging process is gone."""
+    and that the hanging process is gone, leaving nothing in the temporary folder."""
     fake = tmp_path / "fake"
     fake.mkdir()
     (fake / "sitecustomize.py").write_text(sitecustomize)
     pid_file = tmp_path / "hanging.pid"
-    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(fake), PID_FILE=str(pid_file), TMPDIR=str(temp))
     with open(tmp_path / "log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", *args], cwd=ROOT, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
@@ -396,6 +398,7 @@ def _stop_while_hanging(tmp_path: Path, sitecustomize: str, args: list[str], whi
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 1, (tmp_path / "log").read_text()
         assert _gone(pid), outlived
+        assert sorted(p.name for p in temp.iterdir()) == [], "the stopped check left temporary files"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -54,7 +54,7 @@ def test_the_whole_check_passes_on_the_cuda_simulation(tmp_path):
     (fake / "sitecustomize.py").write_text(SITECUSTOMIZE.format(tests=str(ROOT / "tests")))
     out = tmp_path / "gc"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(ROOT)]), PYTHONUNBUFFERED="1",
-               TMPDIR=str(tmp_path))  # the prebuild's log too
+               TMPDIR=str(tmp_path))  # to see what is left there
     proc = subprocess.Popen([sys.executable, "-m", "trt_neg.gpu_check", "--out-dir", str(out), "--only",
                              "machine,neg,gdn", "--quick"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -77,3 +77,5 @@ def test_the_whole_check_passes_on_the_cuda_simulation(tmp_path):
     for module in ("trt_neg_neg_sim", "trt_neg_gdn_sim"):
         assert f"rehearsal: serving {module} from the CUDA simulation" in log
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot written to {out}" in log
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("gc", "site", "torchinductor_root"))
+    assert left == [], "the check left temporary files"  # (torch's own cache folder may stay)

@@ -15,8 +15,8 @@ import os
 import pytest
 import torch
 
-from trt_neg.gpu_check import SectionContext, common, plot, sec_backend, sec_gdn, sec_machine
-from trt_neg.gpu_check.report import FAIL, PASS
+from trt_neg.gpu_check import SectionContext, common, plot, sec_backend, sec_gdn, sec_machine, sec_pytest
+from trt_neg.gpu_check.report import FAIL, PASS, SKIP
 from _cuda_sim import GDN_ARCHS
 from _gpu_stand_ins import SMALL_9B, fake_h200, fake_time, host_neg_step, small_shapes
 from trt_neg.kernels import cuda_ext, gdn_host
@@ -320,3 +320,63 @@ def test_machine_section_names_the_toolkit_the_extensions_build_with(monkeypatch
     v = sec_machine._versions()
     assert v["cuda_toolkit"] == "none: no CUDA toolkit found to build the extensions with: no nvcc on PATH"
     assert v["nvcc"] is None
+
+
+# --------------------------------------------------------------------------- pytest
+FAKE_GPU_TESTS = '''
+import pytest
+
+@pytest.mark.gpu
+def test_kernel_matches():
+    pass
+
+@pytest.mark.gpu
+def test_kernel_is_wrong():
+    assert 1 == 2
+
+@pytest.mark.gpu
+def test_needs_more():
+    pytest.skip("needs two GPUs")
+
+def test_cpu_only():  # not -m gpu: never run by the section
+    assert False
+'''
+
+
+def _fake_repository(tmp_path, tests: str):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_fake.py").write_text(tests)
+    (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n")
+    return tmp_path
+
+
+def test_pytest_section_counts_the_gpu_tests_and_names_each_failure(tmp_path, monkeypatch):
+    """Section 5 runs ``pytest -m gpu`` on the repository's tests and reads its JUnit report:
+    on the GPU machine, its summary is the only record of which GPU test failed."""
+    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, FAKE_GPU_TESTS))
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    assert sec_pytest.run(ctx) == FAIL, "\n".join(ctx.lines)
+    counts = ctx.data["counts"]
+    assert {k: counts[k] for k in ("tests", "passed", "failed", "errors", "skipped")} == dict(
+        tests=3, passed=1, failed=1, errors=0, skipped=1)
+    assert counts["failed_ids"] == ["tests.test_fake::test_kernel_is_wrong"]
+    assert ctx.data["returncode"] == 1 and ctx.data["timed_out"] is False
+    text = "\n".join(ctx.lines)
+    assert "1 passed, 1 failed, 0 errors, 1 skipped of 3 collected gpu tests" in text
+    assert "FAILED tests.test_fake::test_kernel_is_wrong" in text and "skipped x1:" in text
+    assert "needs two GPUs" in text and "| " in text  # the pytest output's tail follows a failure
+    assert ctx.summary == "1 failed/errors of 3"
+
+
+def test_pytest_section_passes_and_skips(tmp_path, monkeypatch):
+    passing = FAKE_GPU_TESTS.replace("assert 1 == 2", "pass")
+    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, passing))
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    assert sec_pytest.run(ctx) == PASS, "\n".join(ctx.lines)
+    assert ctx.summary == "2 passed, 1 skipped" and ctx.data["returncode"] == 0
+
+
+def test_pytest_section_without_gpu_tests_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, "def test_cpu_only():\n    pass\n"))
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    assert sec_pytest.run(ctx) == SKIP and ctx.summary == "no gpu tests collected"

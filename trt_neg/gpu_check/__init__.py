@@ -343,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# trt-neg GPU check  {date}  (budget {args.budget:.0f} s)", flush=True)
     env = _child_env(torch.cuda.get_device_capability())
     argv_used = list(sys.argv[1:] if argv is None else argv)
-    prebuild = _start_prebuild(env, selected)
     results: list[SectionResult] = []
     bandwidth = None
     stop = StopRequest()
     with stop.on_signals(), tempfile.TemporaryDirectory(prefix="trt_neg_gpu_check_") as tmp:
+        prebuild = _start_prebuild(env, selected, Path(tmp) / "prebuild_gdn.log")
         for i, (name, title, cap, _) in enumerate(selected):
             if stop.reason:
                 results.append(SectionResult(name=name, title=title, status=ERROR,
@@ -379,10 +379,10 @@ def main(argv: list[str] | None = None) -> int:
                 bandwidth = res.data.get("copy_bandwidth_Bps") or None
             _print_quietly(f"-> {res.status} ({res.seconds:.1f} s) {res.summary}")
             results.append(res)
-    if stop.reason:
-        _kill_prebuild(prebuild)
-    else:
-        _finish_prebuild(prebuild)
+        if stop.reason:
+            _kill_prebuild(prebuild)
+        else:
+            _finish_prebuild(prebuild)
     text, data = _compose(date, results, time.time() - t_start, argv_used)
     _print_quietly("\n" + text, end="")  # after a stop, the ``| tee`` may be gone: the files matter
     try:
@@ -454,13 +454,14 @@ def _print_quietly(text: str, end: str = "\n", file=None) -> None:
         pass
 
 
-def _start_prebuild(env: dict, selected) -> subprocess.Popen | None:
+def _start_prebuild(env: dict, selected, log_path: Path) -> subprocess.Popen | None:
     """Builds the GDN extension in the background while the first sections run (the NEG
-    section builds its own); torch's build lock makes a later load wait for it."""
+    section builds its own); torch's build lock makes a later load wait for it.  Its output goes
+    to ``log_path`` (the check's own temporary folder: the gdn section reports a failed build)."""
     if not any(s[0] == "gdn" for s in selected):
         return None
     try:
-        log = open(Path(tempfile.gettempdir()) / "trt_neg_gpu_check_prebuild_gdn.log", "w")
+        log = open(log_path, "w")
         return subprocess.Popen([sys.executable, "-c", "from trt_neg.kernels import cuda_ext; cuda_ext.load_gdn()"],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, **NEW_PROCESS_GROUP)
     except OSError:

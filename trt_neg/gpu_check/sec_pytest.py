@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,9 +46,10 @@ def parse_junit(path: str | Path) -> dict:
 
 
 @contextlib.contextmanager
-def _passing_sigterm_to(proc: subprocess.Popen):
+def _passing_sigterm_to(proc: subprocess.Popen, tmp: str):
     """While pytest runs in its own process group, a SIGTERM to this section (the check stopping
-    it) ends that group too, which would otherwise run on, holding the GPU."""
+    it) ends that group too, which would otherwise run on, holding the GPU.  The section then
+    exits at once, so it removes its temporary folder ``tmp`` itself."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -57,6 +59,7 @@ def _passing_sigterm_to(proc: subprocess.Popen):
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        shutil.rmtree(tmp, ignore_errors=True)
         os._exit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -76,7 +79,7 @@ def run(ctx) -> str:
         t0 = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", **NEW_PROCESS_GROUP)
-        with _passing_sigterm_to(proc):
+        with _passing_sigterm_to(proc, tmp):
             try:
                 out, _ = proc.communicate(timeout=timeout)
                 timed_out = False
