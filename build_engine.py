@@ -94,8 +94,8 @@ def _gpu_count() -> int | None:
 @click.option("--tp-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tensor-parallel size (must suit the head counts: 1, 2, 4, 8 for the 9B).")
 @click.option("--pp-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Pipeline-parallel size (layers split as evenly as possible). The engine then needs tp*pp GPUs "
-                   "at run time, one rank per GPU.")
+              help="Pipeline-parallel size (layers split as evenly as possible). Checkpoint conversion only "
+                   "(--checkpoint-only): engine builds refuse pp > 1 for now (docs/engine_build.md).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), default=None,
               help="Weight and activation dtype [default: the HF checkpoint's dtype].")
 @click.option("--check-finite", is_flag=True,

@@ -121,6 +121,14 @@ def test_every_rank_file_of_a_trtllm_checkpoint_is_checked(tiny_checkpoint, tmp_
     assert re.search(rf"^Error: {re.escape(str(ckpt / rank_file))}: .*{problem}", r.output), r.output
 
 
+def test_a_missing_rank_file_of_a_tp1_checkpoint_names_its_one_file(tiny_checkpoint, tmp_path):
+    ckpt = _converted(tiny_checkpoint, tmp_path / "ckpt")
+    (ckpt / "rank0.safetensors").unlink()
+    r = CliRunner().invoke(inspect_cli.main, [str(ckpt)])
+    assert r.exit_code == 1 and r.output.startswith(
+        f"Error: {ckpt / 'rank0.safetensors'}: missing rank file (a tp 1 pp 1 checkpoint has one: rank0.safetensors)\n")
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(head_size=0), "field 'head_size': must be >= 1, got 0"),
     (lambda c: c["mapping"].update(tp_size=2.0), "field 'mapping.tp_size': must be an integer, got 2.0"),

@@ -447,8 +447,10 @@ def check_rank_file(directory: str | Path, mapping: Mapping, rank: int, plan: li
 
     path = rank_file(directory, rank)
     if not path.is_file():
+        last = mapping.world_size - 1
+        files = f"one per rank: {rank_file('', 0)} .. {rank_file('', last)}" if last else f"one: {rank_file('', 0)}"
         raise CheckpointError(path, f"missing rank file (a tp {mapping.tp_size} pp {mapping.pp_size} checkpoint has "
-                                    f"one per rank: {rank_file('', 0)} .. {rank_file('', mapping.world_size - 1)})")
+                                    f"{files})")
     handle = SafetensorsFile(path)  # an unreadable or malformed file is a CheckpointError naming it
     recorded = handle.metadata.get(RANK_METADATA_KEY) if isinstance(handle.metadata, dict) else None
     if recorded is not None and recorded != str(rank):
