@@ -43,3 +43,22 @@ def test_every_pinned_dependency_supports_the_lowest_declared_python():
             refusing.append(f"{req} needs Python {requires_python}")
     assert "transformers" in checked and "pytest" in checked
     assert refusing == [], f"requires-python {project['requires-python']} but: {refusing}"
+
+
+def test_the_docker_image_installs_every_runtime_dependency_but_the_images_own():
+    """docker/Dockerfile installs what docker/runtime_requirements.py prints: pyproject.toml's runtime
+    dependencies less torch and transformers (the TensorRT-LLM image's own). The image once lacked
+    matplotlib, kept in a second hand-written list, so ``run.py --plot`` was refused there."""
+    import importlib.util
+
+    script = PYPROJECT.parent / "docker" / "runtime_requirements.py"
+    spec = importlib.util.spec_from_file_location("runtime_requirements", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    printed = module.runtime_requirements()
+    expected = [r for r in _project()["dependencies"] if Requirement(r).name not in ("torch", "transformers")]
+    assert printed == expected and any(Requirement(r).name == "matplotlib" for r in printed)
+    assert [module.requirement_name(r) for r in ("Foo_Bar.baz>=1", "numpy<3", "a ; python_version<'4'")] == [
+        "foo-bar-baz", "numpy", "a"]
+    dockerfile = (PYPROJECT.parent / "docker" / "Dockerfile").read_text()
+    assert "-r /opt/trt-neg-requirements.txt" in dockerfile and "docker/runtime_requirements.py >" in dockerfile
