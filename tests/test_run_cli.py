@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
 from trt_neg.runtime import console  # noqa: E402
+from trt_neg.runtime.prompts_file import PromptSpec, parse_token_ids, read_prompts_file, request_error  # noqa: E402
 
 BASE = ["--threads", "1", "--device", "cpu"]
 
@@ -984,3 +985,77 @@ def test_text_summary_of_a_neg_off_request_has_no_gate_activation():
     first, second = err.getvalue().splitlines()
     assert "mode 0 (NEG off)," in first and "gate activation" not in first
     assert "mode 1, gate activation 50.00%," in second
+
+
+# ------------------------------------------------- prompts_file.py on its own (no model, no CLI run)
+@pytest.mark.parametrize("line, message", [
+    ("[1, 2]", "expected a JSON string or object"),
+    ('{"prompt": "x", "zz": 2, "temp": 1}', "unknown field 'temp'"),  # the first in sorted order
+    ('{"prompt": "x", "token_ids": [1]}', "needs exactly one of 'prompt', 'messages', 'token_ids'"),
+    ('{"max_new_tokens": 3}', "needs exactly one of 'prompt', 'messages', 'token_ids'"),
+    ('{"prompt": 5}', "'prompt' must be a string"),
+    ('{"messages": []}', """'messages' must be a non-empty list of {"role": ..., "content": ...} objects"""),
+    ('{"messages": ["hi"]}', """messages[0] must be an object with string 'role' and 'content', got "hi\""""),
+    ('{"messages": [{"role": "user"}]}', "messages[0]: 'content' is missing"),
+    ('{"id": true, "token_ids": [1]}', "'id' must be a string or an integer, got true"),
+    ("[1, 2", "is not valid JSON (Expecting ',' delimiter: line 2 column 1 (char 6))"),
+    (b'"caf\xe9"', "not UTF-8 (invalid continuation byte: byte 0xe9 at column 5); save the file as UTF-8"),
+])
+def test_every_prompts_file_error_names_the_option_and_the_line(tmp_path, line, message):
+    # Each refusal is a usage error of --prompts-file naming file:line (the CLI prints it as is).
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'"fine"\n' + (line if isinstance(line, bytes) else line.encode()) + b"\n")
+    with pytest.raises(click.BadParameter) as e:
+        read_prompts_file(str(path))
+    assert e.value.format_message() == f"Invalid value for --prompts-file: {path}:2: {message}"
+
+
+def test_an_unreadable_prompts_file_is_a_usage_error_naming_it(tmp_path):
+    path = tmp_path / "missing.jsonl"
+    with pytest.raises(click.BadParameter) as e:
+        read_prompts_file(str(path))
+    assert e.value.format_message() == (f"Invalid value for --prompts-file: {path}: cannot read "
+                                         "(No such file or directory)")
+
+
+def test_prompts_file_lines_become_specs_with_their_ids_and_overrides(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('"plain"\n\n{"id": "q", "prompt": "x", "top_k": 3, "stop": "."}\n'
+                    '{"messages": [{"role": "user", "content": "hi"}]}\n{"id": 7, "token_ids": [4, 5]}\n')
+    a, b, c, d = read_prompts_file(str(path))
+    assert (a.label, a.text, a.where, a.line, a.given_id, a.overrides) == (f"{path}:1", "plain", f"{path}:1",
+                                                                          f"{path}:1", None, {})
+    assert (b.label, b.text, b.where, b.given_id, b.overrides) == ("q", "x", f"{path}:3 (id 'q')", "q",
+                                                                   {"top_k": 3, "stop": "."})
+    assert (c.label, c.messages, c.given_id) == (f"{path}:4", [{"role": "user", "content": "hi"}], None)
+    assert (d.label, d.token_ids, d.where, d.given_id) == ("7", [4, 5], f"{path}:5 (id '7')", "7")
+
+
+@pytest.mark.parametrize("value, ids", [("1,2,3", [1, 2, 3]), (" 4 , 5 ", [4, 5]), ("6,", [6])])
+def test_token_ids_option_parses_comma_separated_integers(value, ids):
+    assert parse_token_ids(value) == ids
+
+
+@pytest.mark.parametrize("value, message", [("", "empty list of token ids"), (" , ", "empty list of token ids"),
+                                            ("1,x", "expected comma-separated integers, got '1,x'")])
+def test_bad_token_ids_option_names_the_option(value, message):
+    with pytest.raises(click.BadParameter) as e:
+        parse_token_ids(value)
+    assert e.value.format_message() == f"Invalid value for --token-ids: {message}"
+
+
+def test_a_refused_request_value_names_the_key_its_line_wrote_or_its_prompt():
+    too_long = ValueError("prompt_token_ids: the prompt has 99 tokens")
+    # a command-line prompt is named by its label, as a "prompt" (not a prompts-file line)
+    e = request_error(PromptSpec("arg0", text="hi"), too_long)
+    assert e.format_message() == "Invalid value for prompt: arg0: prompt_token_ids: the prompt has 99 tokens"
+    # a "token_ids" line wrote the ids under that key; a "prompt" or "messages" line did not
+    ids_line = PromptSpec("f:1", token_ids=[1] * 99, where="f:1")
+    text_line = PromptSpec("q", text="long", where="f:2")
+    assert request_error(ids_line, too_long).format_message() == (
+        "Invalid value for --prompts-file: f:1: token_ids: the prompt has 99 tokens")
+    assert request_error(text_line, too_long).format_message() == (
+        "Invalid value for --prompts-file: f:2 (id 'q'): prompt_token_ids: the prompt has 99 tokens")
+    mode = ValueError("neg_mode: must be 0 (NEG off) or 1 (NEG on)")
+    assert request_error(text_line, mode).format_message().endswith(
+        "f:2 (id 'q'): mode: must be 0 (NEG off) or 1 (NEG on)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 
 import pytest
 
@@ -84,6 +85,29 @@ def test_invalid_requests_raise_and_do_not_disturb_the_batch(request_kw, field):
     assert len(backend.steps) == 6
 
 
+@pytest.mark.parametrize("call", ["validate", "add_request", "submit", "generate"])
+def test_a_submission_that_is_not_a_request_is_refused_naming_it(call):
+    # A dict (or anything else) is a ValueError naming "request", like every other refused input,
+    # not a TypeError from deep inside the copy that admission makes.
+    engine, backend = make()
+    bad = {"prompt_token_ids": [1, 2]}
+    with pytest.raises(ValueError, match=r"^request: must be a trt_neg.runtime.Request, got dict"):
+        getattr(engine, call)([bad] if call == "generate" else bad)
+    assert not engine.has_unfinished() and backend.steps == []
+
+
+def test_a_prompt_may_take_all_but_one_position_of_max_seq_len():
+    # max_seq_len 16: a prompt of 15 tokens is accepted and gets exactly one token (finish "length");
+    # 16 tokens are refused with the numbers the limit allows.
+    engine, _ = make(max_seq_len=16)
+    rid = engine.add_request(Request([1] * 15, max_new_tokens=5))
+    res = run_all(engine)[rid]
+    assert res.finish_reason is FinishReason.LENGTH and res.tokens == ScriptedBackend.expected([1] * 15, 1)
+    with pytest.raises(ValueError, match=r"^prompt_token_ids: the prompt has 16 tokens; the sequence-length "
+                                         r"limit \(max_seq_len=16\) leaves room for at most 15$"):
+        engine.add_request(Request([1] * 16))
+
+
 def test_prompt_over_the_token_budget_is_rejected():
     engine, _ = make(max_slots=2, max_tokens_per_step=4, max_seq_len=64)
     with pytest.raises(ValueError, match=r"^prompt_token_ids: .*max_tokens_per_step=4"):
@@ -92,6 +116,52 @@ def test_prompt_over_the_token_budget_is_rejected():
         LLMEngine(ScriptedBackend(max_slots=2), max_batch_size=3)
     with pytest.raises(ValueError, match=r"^max_seq_len:"):
         LLMEngine(ScriptedBackend(max_seq_len=16), max_seq_len=17)
+
+
+def test_engine_limits_are_checked_naming_the_engines_arguments():
+    # Each limit is refused under the name the caller passed, with its range, before the scheduler
+    # sees it; the smallest values allowed work (max_seq_len 2: one prompt token, one generated;
+    # a token budget equal to the batch size).
+    with pytest.raises(ValueError,
+                       match=r"^max_batch_size: must be an integer in \[1, 4\] \(the backend's slots\), got 0$"):
+        LLMEngine(ScriptedBackend(max_slots=4), max_batch_size=0)
+    with pytest.raises(ValueError,
+                       match=r"^max_seq_len: must be an integer in \[2, 64\] \(the backend's limit\), got 1$"):
+        LLMEngine(ScriptedBackend(max_seq_len=64), max_seq_len=1)
+    engine = LLMEngine(ScriptedBackend(max_slots=3), max_seq_len=2, max_tokens_per_step=3)
+    ids = [engine.add_request(Request([p], max_new_tokens=4)) for p in (1, 2, 3)]
+    res = run_all(engine)
+    assert [res[i].tokens for i in ids] == [ScriptedBackend.expected([p], 1) for p in (1, 2, 3)]
+    assert all(res[i].finish_reason is FinishReason.LENGTH for i in ids) and engine.stats["steps"] == 1
+
+
+def test_stats_count_steps_prefill_and_decode_tokens():
+    engine, _ = make(max_slots=2)
+    engine.add_request(Request([1, 2, 3], max_new_tokens=2))
+    engine.add_request(Request([4], max_new_tokens=3))
+    run_all(engine)
+    # step 1: both prefills (3 + 1 tokens); step 2: two decodes; step 3: one decode
+    assert engine.stats == {"steps": 3, "prefill_tokens": 4, "decode_tokens": 3}
+
+
+def test_a_backend_returning_the_wrong_number_of_samples_fails_that_step():
+    # One sample short: every request of the step ends with an error naming the mismatch (none is
+    # left running without its token) and the engine goes on.
+    class ShortBackend(ScriptedBackend):
+        def step(self, prefill, decode):
+            out = super().step(prefill, decode)
+            return out[:-1] if len(out) == 2 else out
+
+    engine = LLMEngine(ShortBackend(max_slots=2))
+    a = engine.add_request(Request([1], max_new_tokens=3))
+    b = engine.add_request(Request([2], max_new_tokens=3))
+    res = {o.request_id: o for _ in range(5) for o in engine.step() if isinstance(o, RequestResult)}
+    assert not engine.has_unfinished()
+    for rid in (a, b):
+        assert res[rid].finish_reason is FinishReason.ERROR
+        assert res[rid].error == "RuntimeError: backend returned 1 samples for 2 rows"
+    ok = engine.add_request(Request([3], max_new_tokens=2))
+    assert run_all(engine)[ok].tokens == ScriptedBackend.expected([3], 2)
 
 
 def test_stop_tokens_eos_and_ignore_eos():
@@ -158,6 +228,17 @@ def test_seeds_and_default_mode():
     assert res["s"].seed == seqs["s"].sample_seed and res["x"].seed == 5 and res["g"].seed is None
 
 
+def test_unseeded_sampling_seeds_are_the_seed_sources_63_bit_draws():
+    # docs/runtime.md: an unseeded sampling request gets a random 63-bit seed from the engine's
+    # seed_source, so a seeded source makes the whole workload reproducible.
+    engine = LLMEngine(ScriptedBackend(), seed_source=random.Random(3))
+    hot = SamplingParams(temperature=1.0)
+    seeds = [r.seed for r in engine.generate([Request([1], max_new_tokens=1, sampling=hot) for _ in range(8)])]
+    expected = random.Random(3)
+    assert seeds == [expected.getrandbits(63) for _ in range(8)]
+    assert max(seeds) >= 2**62  # the draws use all 63 bits
+
+
 def test_timings():
     ticks = iter(range(1000))
     backend = ScriptedBackend()
@@ -169,6 +250,22 @@ def test_timings():
     d = res.to_dict()
     assert d["finish_reason"] == "length" and d["tokens"] == res.tokens and d["ttft_s"] == res.ttft
     assert d["per_token_latency_s"] == res.token_latencies
+
+
+def test_timings_are_the_exact_clock_differences():
+    # The clock is read at submission, at the end of each step and at retirement; uneven ticks
+    # make every timing distinct, so a sum for a difference or the wrong token's time shows.
+    ticks = iter([100.0, 103.0, 107.0, 112.0, 120.0])
+    engine = LLMEngine(ScriptedBackend(), clock=lambda: next(ticks))
+    rid = engine.add_request(Request([1], max_new_tokens=3))
+    res = run_all(engine)[rid]
+    assert (res.arrival_time, res.token_times, res.finish_time) == (100.0, [103.0, 107.0, 112.0], 120.0)
+    assert res.first_token_time == 103.0 and res.ttft == 3.0
+    assert res.token_latencies == [4.0, 5.0] and res.mean_token_latency == 4.5 and res.e2e_latency == 20.0
+    d = res.to_dict()
+    assert (d["ttft_s"], d["per_token_latency_s"], d["mean_per_token_latency_s"], d["e2e_latency_s"]) == (
+        3.0, [4.0, 5.0], 4.5, 20.0)
+    assert res.num_tokens == 3
 
 
 def test_stop_strings_truncate_text_and_never_stream_past_them(tiny_checkpoint):
@@ -225,12 +322,62 @@ def test_background_thread_with_submitters_in_many_threads():
         assert results[name].tokens == ScriptedBackend.expected(p, 5)
 
 
+def test_start_reuses_its_thread_and_shutdown_stops_it():
+    # start() is idempotent (it returns the engine; async streams call it each time) and runs one
+    # background thread, which shutdown() stops; no per-request state outlives the requests.
+    def engine_threads():
+        return [t for t in threading.enumerate() if t.name == "trt-neg-engine"]
+
+    before = len(engine_threads())
+    engine, _ = make(max_slots=2)
+    assert engine.start() is engine and engine.start() is engine and engine.is_running
+    assert len(engine_threads()) == before + 1
+    outputs = []
+    results = engine.generate([Request([p], max_new_tokens=3) for p in (1, 2, 3)], on_output=outputs.append)
+    assert [r.tokens for r in results] == [ScriptedBackend.expected([p], 3) for p in (1, 2, 3)]
+    assert engine._listeners == {} and engine._seqs == {} and len(outputs) == 12
+    engine.shutdown()
+    assert not engine.is_running and len(engine_threads()) == before
+
+
+def test_shutdown_without_cancel_returns_once_the_thread_has_stopped():
+    # shutdown(cancel=False) waits for the step under way: no output arrives after it returns, and
+    # the unfinished request stays queued for the next start() or step().
+    entered, gate = threading.Event(), threading.Event()
+
+    class Backend(ScriptedBackend):
+        def step(self, prefill, decode):
+            entered.set()
+            assert gate.wait(5)
+            return super().step(prefill, decode)
+
+    engine = LLMEngine(Backend())
+    engine.start()
+    outputs = []
+    engine.add_request(Request([1, 2], max_new_tokens=3), listener=outputs.append)
+    assert entered.wait(5)
+    stopper = threading.Thread(target=engine.shutdown, kwargs={"cancel": False})
+    stopper.start()
+    deadline = time.monotonic() + 5
+    while not engine._stop.is_set() and time.monotonic() < deadline:  # asked before the step ends
+        time.sleep(0.001)
+    gate.set()
+    stopper.join(5)
+    assert not stopper.is_alive()
+    delivered = len(outputs)
+    time.sleep(0.2)
+    assert delivered == len(outputs) == 1 and engine.has_unfinished() and not engine.is_running
+    res = run_all(engine)
+    assert list(res.values())[0].tokens == ScriptedBackend.expected([1, 2], 3)
+
+
 def test_shutdown_cancels_unfinished_requests():
     engine, _ = make(max_slots=1)
     h1 = engine.submit(Request([1], max_new_tokens=10))
     h2 = engine.submit(Request([2], max_new_tokens=10))
     engine.step()
     engine.shutdown()
+    assert not engine.has_unfinished()  # cancelled by shutdown() itself, not by a later wait
     assert h1.result(timeout=1).finish_reason is FinishReason.CANCELLED
     assert h2.result(timeout=1).finish_reason is FinishReason.CANCELLED and h2.result().tokens == []
 
@@ -499,6 +646,98 @@ def test_polling_a_handle_with_timeout_zero_drives_the_engine():
     assert h.done and tokens == ScriptedBackend.expected([1, 2, 3], 3)
 
 
+def test_a_poll_without_the_background_thread_drives_one_step_then_times_out():
+    # timeout=0 without the background thread: each wait runs exactly one step, then raises
+    # TimeoutError naming the request if that step did not deliver (here b waits behind a).
+    engine, backend = make(max_slots=1)
+    a = engine.submit(Request([1, 2], max_new_tokens=3))
+    b = engine.submit(Request([3], max_new_tokens=1))
+    with pytest.raises(TimeoutError, match=rf"^request {b.request_id}: not finished within 0 s"):
+        b.result(timeout=0)
+    assert len(backend.steps) == 1
+    with pytest.raises(TimeoutError, match=rf"^request {b.request_id}: no output within 0 s"):
+        next(iter(b.stream(timeout=0)))
+    assert len(backend.steps) == 2 and not a.done
+    assert b.result().tokens == ScriptedBackend.expected([3], 1) and a.result().finish_reason is FinishReason.LENGTH
+
+
+def test_waits_on_a_running_engine_time_out_naming_the_request():
+    # With the background thread busy (its step blocked), result(timeout=) and stream(timeout=)
+    # raise TimeoutError after about the timeout instead of waiting for ever.
+    gate = threading.Event()
+
+    class Backend(ScriptedBackend):
+        def step(self, prefill, decode):
+            assert gate.wait(5)
+            return super().step(prefill, decode)
+
+    engine = LLMEngine(Backend())
+    with engine:
+        h = engine.submit(Request([1, 2], max_new_tokens=2))
+        try:
+            with pytest.raises(TimeoutError, match=rf"^request {h.request_id}: not finished within 0.05 s"):
+                h.result(timeout=0.05)
+            with pytest.raises(TimeoutError, match=rf"^request {h.request_id}: no output within 0.05 s"):
+                next(iter(h.stream(timeout=0.05)))
+        finally:
+            gate.set()
+        assert h.result(timeout=5).tokens == ScriptedBackend.expected([1, 2], 2)
+        # ... and a timeout not yet due does not fire (the request needs a few milliseconds)
+        assert engine.submit(Request([3], max_new_tokens=2)).result(timeout=0.95).finish_reason is FinishReason.LENGTH
+
+
+def test_iterating_a_handle_waits_for_the_background_threads_tokens():
+    # `for tok in handle` (no timeout) on a running engine waits for each token as it is decoded.
+    gate = threading.Event()
+
+    class Backend(ScriptedBackend):
+        def step(self, prefill, decode):
+            assert gate.wait(5)
+            return super().step(prefill, decode)
+
+    engine = LLMEngine(Backend())
+    with engine:
+        h = engine.submit(Request([1, 2], max_new_tokens=3))
+        seen, errors = [], []
+
+        def consume():
+            try:
+                seen.extend(t.token for t in h)
+            except Exception as exc:  # reported below
+                errors.append(exc)
+
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        time.sleep(0.1)  # the consumer waits: nothing was decoded yet
+        gate.set()
+        consumer.join(5)
+        assert errors == [] and seen == h.result(timeout=5).tokens == ScriptedBackend.expected([1, 2], 3)
+
+
+def test_a_timed_wait_takes_over_when_shutdown_stops_the_background_thread():
+    # shutdown(cancel=False) stops the thread and leaves the request queued; a handle already waiting
+    # with a timeout notices within its 0.05 s polls and drives the remaining steps itself.
+    entered, gate = threading.Event(), threading.Event()
+
+    class Backend(ScriptedBackend):
+        def step(self, prefill, decode):
+            entered.set()
+            assert gate.wait(5)
+            return super().step(prefill, decode)
+
+    engine = LLMEngine(Backend())
+    engine.start()
+    h = engine.submit(Request([1, 2], max_new_tokens=3))
+    assert entered.wait(5)  # the thread is inside its first step
+    stopper = threading.Thread(target=engine.shutdown, kwargs={"cancel": False})
+    stopper.start()  # asks the thread to stop after that step
+    threading.Timer(0.2, gate.set).start()  # the step ends while the handle below waits
+    res = h.result(timeout=3)
+    stopper.join(5)
+    assert res.finish_reason is FinishReason.LENGTH and res.tokens == ScriptedBackend.expected([1, 2], 3)
+    assert not engine.is_running
+
+
 # ------------------------------------------- cancellation targets the request, not its id
 def test_a_stale_handle_cancels_nothing_once_its_request_is_done():
     """A handle whose request finished must not cancel a newer request that reuses the id."""
@@ -596,6 +835,47 @@ def test_generate_cancels_what_it_submitted_when_a_later_submission_fails():
     assert not engine.has_unfinished() and backend.history == {}
     (r,) = engine.generate([Request([3], max_new_tokens=2)])
     assert r.finish_reason is FinishReason.LENGTH and not engine.has_unfinished()
+
+
+def test_an_id_taken_between_validation_and_admission_is_refused():
+    # Another thread may take the id after the request was checked and before it is admitted
+    # (emulated here from inside admission): admission checks again under the lock, so neither
+    # request is lost or replaced.
+    class RacingEngine(LLMEngine):
+        racing = False
+
+        def _neg_mode(self, request):
+            mode = super()._neg_mode(request)
+            if request.request_id == "job" and not self.racing and self._seqs == {}:
+                self.racing = True
+                self.add_request(Request([1], max_new_tokens=2, request_id="job"))
+            return mode
+
+    engine = RacingEngine(ScriptedBackend())
+    with pytest.raises(ValueError, match="^request_id: 'job' is already in use by an unfinished request"):
+        engine.add_request(Request([5, 6], max_new_tokens=3, request_id="job"))
+    res = run_all(engine)
+    assert list(res) == ["job"] and res["job"].tokens == ScriptedBackend.expected([1], 2)
+
+
+def test_an_id_named_by_two_generate_calls_stays_reserved_until_both_are_in():
+    # Two generate() calls name "req-1" (the second runs inside the first's submission, as another
+    # thread would): when the inner one ends, "req-1" stays reserved for the outer call, so the
+    # outer call's next automatic id skips it and its own "req-1" request is admitted.
+    class NestingEngine(LLMEngine):
+        nested = None
+
+        def _neg_mode(self, request):
+            if self.nested is None and request.request_id is None and "req-1" in self._reserved_ids:
+                self.nested = self.generate([Request([7], max_new_tokens=1, request_id="req-1")])
+            return super()._neg_mode(request)
+
+    engine = NestingEngine(ScriptedBackend())
+    outer = engine.generate([Request([1], max_new_tokens=1), Request([2], max_new_tokens=1),
+                             Request([3], max_new_tokens=1, request_id="req-1")])
+    assert [r.request_id for r in engine.nested] == ["req-1"]
+    assert [r.request_id for r in outer] == ["req-0", "req-2", "req-1"]
+    assert [r.tokens for r in outer] == [ScriptedBackend.expected([p], 1) for p in (1, 2, 3)]
 
 
 def test_the_frontends_default_cancel_reaches_only_the_handles_own_request():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -30,6 +31,24 @@ from trt_neg.runtime.sampler import greedy, sample
 def test_sampling_params_errors_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=rf"^{field}:"):
         SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2**63, 2**64 - 1])
+def test_every_seed_in_the_documented_range_is_accepted(seed):
+    # seed: an integer in [0, 2**64), both ends included (a 64-bit Philox key).
+    assert SamplingParams(temperature=1.0, seed=seed).seed == seed
+
+
+def test_greedy_params_are_the_defaults():
+    assert SamplingParams.greedy() == SamplingParams() and SamplingParams.greedy().is_greedy
+
+
+def test_sampling_params_are_immutable():
+    # Admission copies the Request but shares its SamplingParams: only a frozen one keeps a caller
+    # from changing the sampling of a request already in flight (docs/runtime.md, "Admission fixes the request").
+    p = SamplingParams(temperature=0.5, seed=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.temperature = 0.0
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -109,6 +128,28 @@ def test_top_p_keeps_the_nucleus():
     assert abs((toks == 0).float().mean().item() - 0.5 / 0.8) < 0.04
 
 
+def test_the_draw_takes_the_first_candidate_whose_cumulative_weight_exceeds_it():
+    # 256 equal logits: weights 1, cumulative sums 1..256 exactly. At these positions (found by a
+    # search over seed 1) u * 256 lands exactly on a boundary; "exceeds" (strictly) then takes the
+    # next candidate, so the token is floor(u * 256) at every position.
+    z = torch.zeros(1, 256)
+    p = SamplingParams(temperature=1.0, seed=1)
+    positions = [19233, 133098, 176764, 241083, 314053, *range(40)]
+    u = [philox_uniform(1, pos) for pos in positions]
+    assert all(float(x * 256).is_integer() for x in u[:5])  # the boundary cases
+    got = sample(z.expand(len(positions), 256).contiguous(), [p] * len(positions), [1] * len(positions), positions)
+    assert got.tolist() == [int(x * 256) for x in u]
+
+
+def test_a_prefix_that_reaches_top_p_exactly_ends_the_nucleus():
+    # Four equal weights, top_p 0.5: the first two hold exactly half the mass, so the third is left
+    # out ("the shortest prefix whose mass reaches top_p").
+    n = 400
+    p = SamplingParams(temperature=1.0, top_p=0.5, seed=2)
+    toks = sample(torch.zeros(n, 4), [p] * n, [2] * n, list(range(n)))
+    assert set(toks.tolist()) == {0, 1}
+
+
 def test_sampler_rows_are_batch_invariant():
     """A row's token is the same alone and inside any batch, for any mix of parameters."""
     g = torch.Generator().manual_seed(1)
@@ -125,6 +166,14 @@ def test_sampler_rows_are_batch_invariant():
     perm = torch.randperm(n, generator=g).tolist()
     shuffled = sample(z[perm], [params[i] for i in perm], [seeds[i] for i in perm], [positions[i] for i in perm])
     assert shuffled.tolist() == [batched[i].item() for i in perm]
+
+
+@pytest.mark.parametrize("n_params, n_seeds, n_positions", [(1, 2, 2), (2, 1, 2), (2, 2, 1), (3, 3, 3)])
+def test_sample_needs_one_parameter_seed_and_position_per_row(n_params, n_seeds, n_positions):
+    # A missing or extra entry would pair rows with another row's parameters or seed: refused.
+    z = torch.zeros(2, 5)
+    with pytest.raises(ValueError, match="^sample: params, seeds and positions need one entry per logits row"):
+        sample(z, [SamplingParams(temperature=1.0, seed=1)] * n_params, [1] * n_seeds, [0] * n_positions)
 
 
 def test_no_finite_logit_row_is_defined():

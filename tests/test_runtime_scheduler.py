@@ -71,3 +71,23 @@ def test_finish_waiting_and_empty_schedule():
     assert s.schedule().prefill == [a]
     s.finish(a)
     assert not s.schedule() and not s.has_work()
+
+
+def test_remove_waiting_says_whether_the_sequence_was_waiting():
+    s = Scheduler(SchedulerConfig(max_slots=1, max_tokens_per_step=8, max_seq_len=64))
+    a, b = seq(2, "a"), seq(2, "b")
+    s.add(a)
+    s.add(b)
+    s.schedule()  # a runs, b waits
+    assert s.remove_waiting(b) is True and list(s.waiting) == []
+    assert s.remove_waiting(b) is False and s.remove_waiting(a) is False  # gone / running, not waiting
+    assert s.running == [a]
+
+
+def test_smallest_limits_are_accepted():
+    # max_seq_len 2 (one prompt token, one generated) and a budget equal to the slots are allowed.
+    config = SchedulerConfig(max_slots=3, max_tokens_per_step=3, max_seq_len=2)
+    s = Scheduler(config)
+    for i in range(3):
+        s.add(seq(1, f"r{i}"))
+    assert [x.slot for x in s.schedule().prefill] == [0, 1, 2]

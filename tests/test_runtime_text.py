@@ -100,3 +100,58 @@ def test_streamed_text_is_the_full_decode_cut_at_the_first_stop(straddling_token
                 break
         assert (seq.tokens, seq.text, seq.finish_reason) == expected, (prompt, generated, stops)
         assert streamed == seq.text
+
+
+class LetterTokenizer:
+    """Token i decodes to one letter (i % 26); 26 is a special token ("<eos>" unless skipped)."""
+
+    def decode(self, ids, skip_special_tokens=False):  # False: transformers' default
+        return "".join("" if skip_special_tokens and i == 26 else "<eos>" if i == 26 else chr(ord("a") + i % 26)
+                       for i in ids)
+
+
+def letters(text: str) -> list[int]:
+    return [ord(c) - ord("a") for c in text]
+
+
+@pytest.mark.parametrize("stop, deltas", [
+    ((), ["h", "e", "l", "l", "o"]),  # nothing to hold back: each token's text at once
+    (["zz"], ["", "h", "e", "l", "lo"]),  # longest stop 2: one character held back
+    (["zzz", "q"], ["", "", "h", "e", "llo"]),  # longest stop 3: two held back
+])
+def test_streamed_text_is_held_back_exactly_the_longest_stop_string_less_one(stop, deltas):
+    # docs/runtime.md: streamed text is held back by len(longest stop) - 1 characters, no more:
+    # a larger hold-back delays every token's text (and without stop strings nothing is held back).
+    seq = sequence(LetterTokenizer(), [0], 5, stop)
+    assert [seq.append(t, 0.0, False, 0.0).text for t in letters("hello")] == deltas
+    assert seq.finish_reason is FinishReason.LENGTH and seq.text == "hello"
+
+
+def test_special_tokens_are_left_out_of_the_text():
+    # text is decoded with skip_special_tokens=True (docs/runtime.md), whatever the tokenizer's
+    # own default: a special token the model emits mid-way (here with no stop ids) shows nothing.
+    seq = sequence(LetterTokenizer(), [0], 4)
+    streamed = generate(seq, [letters("a")[0], 26, letters("b")[0], 26])
+    assert seq.text == streamed == "ab"
+    detok = IncrementalDetokenizer(LetterTokenizer())
+    assert "".join(detok.add(t) for t in [0, 26, 1]) + detok.flush() == "ab"
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_a_stop_string_completed_by_the_final_flush_is_a_stop(last):
+    # The last token's incomplete UTF-8 byte decodes as U+FFFD only when the end flushes it; a stop
+    # string it completes cuts the text there and ends the request with "stop", as a stop string
+    # completed by any other token does (before the fix: "length", with the text cut all the same).
+    tok = ByteLevelTokenizer()
+    max_new = 5 if last else 2  # last: an executor's final response before the cap
+    seq = sequence(tok, [ord("a")], max_new, stop=["\ufffd"])
+    outs = [seq.append(ord("e"), 0.0, False, 0.0), seq.append(0xC3, 0.0, False, 0.0, last=last)]
+    assert seq.finish_reason is FinishReason.STOP and seq.tokens == [ord("e"), 0xC3]
+    assert seq.text == "".join(o.text for o in outs) == "e"
+
+
+class ByteLevelTokenizer:
+    """Token t is the byte t (t < 256): tokens can end inside a UTF-8 character."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")

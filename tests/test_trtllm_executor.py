@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import subprocess
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from trt_neg.runtime import LLMEngine, Request, RequestResult, SamplingParams, TokenOutput
@@ -57,7 +59,7 @@ def fake(trtllm_stub, monkeypatch):
 
 
 def make_engine_dir(path: Path, *, neg_enabled=True, hf_model_dir=None, plugin_library="lib/libtrt_neg_plugins.so",
-                    pad_token_id=None, world_size=1) -> Path:
+                    pad_token_id=None, world_size=1, eos_token_id=EOS) -> Path:
     from trt_neg.trtllm.engine_dir import write_build_info
 
     path.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def make_engine_dir(path: Path, *, neg_enabled=True, hf_model_dir=None, plugin_l
         "version": "1.2.1",
         "pretrained_config": {
             "architecture": "RecurrentGemmaForCausalLM", "trt_neg_architecture": "DarwinNegForCausalLM",
-            "vocab_size": VOCAB, "eos_token_id": EOS, "pad_token_id": pad_token_id,
+            "vocab_size": VOCAB, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id,
             "mapping": {"world_size": world_size, "tp_size": world_size, "pp_size": 1},
             "neg_config": {"head_hidden_size": 8, "activation": "silu", "top_k": 8, "temperature": 1.0, "seed": 5,
                            "enabled": neg_enabled},
@@ -181,6 +183,89 @@ def test_streaming_order_neg_extras_and_result(fake, tmp_path):
     assert [t.time for t in s1] == r1.token_times
     d = r1.to_dict()
     assert d["tokens"] == r1.tokens and d["gate_activation_rate"] == 0.5 and d["prompt_token_ids"] == [5, 1]
+
+
+def test_kv_cache_memory_fraction_reaches_the_executor(fake, tmp_path):
+    tle = fake
+    engine = open_engine(make_engine_dir(tmp_path / "e"), kv_cache_free_gpu_memory_fraction=0.5)
+    default = open_engine(make_engine_dir(tmp_path / "d"))
+    engine.shutdown()
+    default.shutdown()
+    assert [ex.config.kv_cache_config.free_gpu_memory_fraction for ex in tle.INSTANCES] == [0.5, None]
+
+
+def test_a_response_with_several_tokens_stops_at_our_stop_token(fake, tmp_path):
+    # The executor may deliver several new tokens in one streaming response: the tokens after our
+    # stop token (EOS, a stop word the executor did not act on yet) are not the request's.
+    tle = fake
+    script(tle, {5: []})  # the fake sends nothing by itself: the response below is the only one
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        h = engine.submit(Request([5], max_new_tokens=10))
+        (ex,) = tle.INSTANCES
+        (exec_id,) = ex.enqueued
+        result = tle.Result()
+        result.output_token_ids = [[10, EOS[1], 11]]
+        result.additional_outputs = [
+            tle.AdditionalOutput("generation_neg_entropy", torch.tensor([[0.5, 0.6, 0.7] + [0.0] * 7])),
+            tle.AdditionalOutput("generation_neg_fired", torch.tensor([[0, 1, 0] + [0] * 7], dtype=torch.int32))]
+        engine._on_response(tle.Response(exec_id, result=result))
+        r = h.result(timeout=10)
+    assert r.finish_reason.value == "stop" and r.tokens == [10, EOS[1]] and r.fired == [False, True]
+    assert r.entropies == pytest.approx([0.5, 0.6]) and [t.token for t in h] == [10, EOS[1]]
+    assert ex.cancelled == [exec_id]  # the executor request, not finished by the executor, is cancelled
+
+
+def test_pad_id_without_a_pad_or_eos_token_is_zero(fake, tmp_path):
+    # pad_id falls back to the first EOS id, then to token 0 (a valid id of every vocabulary).
+    tle = fake
+    script(tle, {5: steps(tle, [10])})
+    with open_engine(make_engine_dir(tmp_path / "e", eos_token_id=None)) as engine:
+        assert engine.eos_token_ids == ()
+        engine.generate([Request([5], max_new_tokens=1)])
+        (q,) = tle.INSTANCES[0].enqueued.values()
+    assert q.pad_id == 0 and q.stop_words is None
+
+
+def test_timings_come_from_the_engines_clock(fake, tmp_path):
+    # The clock passed to the engine times admission, each response and the finish (as LLMEngine's).
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11, 12])})
+    ticks = iter([100.0, 103.0, 107.0, 112.0, 120.0])
+    with open_engine(make_engine_dir(tmp_path / "e"), clock=lambda: next(ticks)) as engine:
+        r = engine.submit(Request([5], max_new_tokens=3)).result(timeout=10)
+    assert (r.arrival_time, r.token_times, r.finish_time) == (100.0, [103.0, 107.0, 112.0], 120.0)
+    assert r.ttft == 3.0 and r.token_latencies == [4.0, 5.0] and r.e2e_latency == 20.0
+
+
+def test_the_plugin_library_variable_overrides_the_argument_and_build_info(fake, tmp_path, monkeypatch):
+    # TRT_NEG_PLUGIN_LIB wins over plugin_library= and build_info.json: the engine asks for the
+    # environment's list (load_plugin_library(None)).
+    tle = fake
+    plugins = importlib.import_module("trt_neg.trtllm.plugins")
+    monkeypatch.setenv(plugins.PLUGIN_LIBRARY_ENV, "/opt/custom/libtrt_neg_plugins.so")
+    engine = open_engine(make_engine_dir(tmp_path / "e"), plugin_library="/elsewhere/lib.so")
+    engine.shutdown()
+    assert tle.EVENTS[:2] == [("load_plugin_library", None), ("Executor", str(tmp_path / "e"))]
+
+
+def test_late_responses_and_requests_without_a_listener_log_no_error(fake, tmp_path, caplog):
+    # Our stop string cancels the executor request, whose final (cancelled) response then arrives
+    # for a request already finished: it is dropped quietly; and a request added without a listener
+    # is served without "listener failed" errors.
+    tle = fake
+    script(tle, {5: steps(tle, [10, 11, 12, 13, 14, 15]), 6: steps(tle, [20, 21])})
+    engine = open_engine(make_engine_dir(tmp_path / "e"), tokenizer=CharTokenizer())
+    with caplog.at_level(logging.ERROR, logger="trt_neg"):
+        r = engine.submit(Request([5], max_new_tokens=6, stop=["mn"])).result(timeout=10)
+        engine.add_request(Request([6], max_new_tokens=2))
+        (ex,) = tle.INSTANCES
+        deadline = time.monotonic() + 10
+        while (ex._active or engine.has_unfinished()) and time.monotonic() < deadline:  # the late response is read
+            time.sleep(0.01)
+        time.sleep(0.05)
+        engine.shutdown()
+    assert r.finish_reason.value == "stop" and ex.cancelled == [1] and not ex._active
+    assert [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR] == []
 
 
 def test_bare_output_names_are_accepted(fake, tmp_path):
@@ -803,3 +888,65 @@ def test_text_held_back_when_the_executor_ends_a_request_reaches_the_stream(fake
         streamed = "".join(out.text for out in handle.stream(timeout=10))
         result = handle.result(timeout=10)
     assert (result.finish_reason.value, result.text, streamed) == (reason, text, text)
+
+
+class ByteTokenizer:
+    """Token t is the byte t: a token can end inside a UTF-8 character."""
+
+    def decode(self, ids, skip_special_tokens=True):
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("stop, reason, text", [((), "length", "e\ufffd"), (["\ufffd"], "stop", "e")])
+def test_a_final_response_without_a_token_flushes_the_incomplete_end_into_the_result(fake, tmp_path, stop, reason,
+                                                                                     text):
+    # The last token is the lead byte of a 2-byte character; the executor then ends the request in a
+    # response that brings no token. The text is the decode of the generated ids ("e" + U+FFFD), as
+    # with LLMEngine, and a stop string that end completes cuts it there and makes it a stop (before
+    # the fix the text kept the stop string, with finish reason "length").
+    tle = fake
+    script(tle, {97: [tle.Step(ord("e"), 0.1, 0), tle.Step(0xC3, 0.1, 0), tle.Step(final=tle.FinishReason.LENGTH)]})
+    with open_engine(make_engine_dir(tmp_path / "e"), tokenizer=ByteTokenizer()) as engine:
+        handle = engine.submit(Request([97], max_new_tokens=8, stop=stop))
+        streamed = "".join(out.text for out in handle.stream(timeout=10))
+        result = handle.result(timeout=10)
+    assert (result.finish_reason.value, result.tokens, result.text) == (reason, [ord("e"), 0xC3], text)
+    assert streamed == "e"  # the flushed end reaches the result only: no token carries it
+
+
+def test_a_final_response_without_a_token_needs_no_tokenizer(fake, tmp_path):
+    tle = fake
+    script(tle, {5: [tle.Step(10, 0.1, 0), tle.Step(final=tle.FinishReason.LENGTH)]})
+    with open_engine(make_engine_dir(tmp_path / "e")) as engine:
+        result = engine.submit(Request([5], max_new_tokens=8)).result(timeout=10)
+    assert (result.finish_reason.value, result.tokens, result.text, result.error) == ("length", [10], None, None)
+
+
+def test_engine_limits_at_their_bounds(fake, tmp_path):
+    # The smallest limits allowed work (one slot; max_seq_len 2), and below them the error names
+    # the constructor's argument and the engine's bound.
+    tle = fake
+    path = make_engine_dir(tmp_path / "e")
+    engine = open_engine(path, max_batch_size=1, max_seq_len=2)
+    engine.shutdown()
+    assert (tle.INSTANCES[0].config.max_batch_size, engine.max_slots, engine.max_seq_len) == (1, 1, 2)
+    with pytest.raises(ValueError, match=rf"^max_batch_size: must be an integer in \[1, {SLOTS}\] \(the engine's "
+                                         r"max_batch_size\), got 0$"):
+        open_engine(path, max_batch_size=0)
+    with pytest.raises(ValueError, match=rf"^max_seq_len: must be an integer in \[2, {MAX_SEQ}\] \(the engine's "
+                                         r"max_seq_len\), got 1$"):
+        open_engine(path, max_seq_len=1)
+
+
+def test_background_threads_never_keep_the_process_alive(fake, tmp_path):
+    # A program that forgets shutdown() must still exit: both engines' threads are daemons.
+    engine = open_engine(make_engine_dir(tmp_path / "e"))
+    try:
+        assert engine._thread.daemon
+    finally:
+        engine.shutdown()
+    llm = LLMEngine(ScriptedBackend()).start()
+    try:
+        assert llm._thread.daemon
+    finally:
+        llm.shutdown()

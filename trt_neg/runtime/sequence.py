@@ -88,7 +88,9 @@ class Sequence:
                 reason = FinishReason.LENGTH
             if (reason is not None or last) and self._text_end is None:
                 self.detok.flush()
-                if self.stop_strings and self._find_stop() and reason is None:
+                # A stop string the flushed end completes (it holds the U+FFFD of an incomplete
+                # last character) is a stop like any other, also at the length limit.
+                if self.stop_strings and self._find_stop():
                     reason = FinishReason.STOP
             text = self._take_text(final=reason is not None or last)
         elif reason is None and len(self.tokens) >= self.max_new_tokens:
@@ -96,6 +98,15 @@ class Sequence:
         if reason is not None:
             self.finish_reason = reason
         return TokenOutput(self.request_id, len(self.tokens) - 1, token, entropy, fired, text, now)
+
+    def finish_text(self) -> bool:
+        """Flush the held-back text when the request ends without a new token (an executor's final
+        response that brings none); True if the flushed end completes a stop string, which cuts the
+        text there like any other stop string (the request then ends with STOP)."""
+        if self.detok is None or self._text_end is not None:
+            return False
+        self.detok.flush()
+        return bool(self.stop_strings) and self._find_stop()
 
     def _find_stop(self) -> bool:
         text = self.detok.text

@@ -459,8 +459,10 @@ class TrtllmExecutorEngine(EngineFrontend):
         elif result.is_final:
             reasons = list(result.finish_reasons or [])
             reason, error = self._map_finish(reasons[0] if reasons else None)
-            if reason in (FinishReason.STOP, FinishReason.LENGTH) and seq.detok is not None and not new:
-                seq.detok.flush()  # a final response without tokens: the held-back text reaches the result only
+            # A final response without tokens: the held-back text reaches the result only (cut at a
+            # stop string it completes, which makes it a stop).
+            if reason in (FinishReason.STOP, FinishReason.LENGTH) and not new and seq.finish_text():
+                reason = FinishReason.STOP
             self._finish(tracked, reason, outputs, error=error)
 
     def _map_finish(self, reason: Any) -> tuple[FinishReason, str | None]:
