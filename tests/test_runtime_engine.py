@@ -4,6 +4,7 @@ cancellation, timings, the background thread and asyncio streaming."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 import random
 import threading
 import time
@@ -28,6 +29,30 @@ def run_all(engine: LLMEngine) -> dict[str, RequestResult]:
                 assert item.request_id not in results
                 results[item.request_id] = item
     return results
+
+
+@dataclass
+class GatedBackend(ScriptedBackend):
+    """A ScriptedBackend whose every step waits for ``gate`` (``entered`` is set as a step starts)."""
+
+    entered: threading.Event = field(default_factory=threading.Event)
+    gate: threading.Event = field(default_factory=threading.Event)
+
+    def step(self, prefill, decode):
+        self.entered.set()
+        assert self.gate.wait(5)
+        return super().step(prefill, decode)
+
+
+def shutdown_in_background(engine: LLMEngine) -> threading.Thread:
+    """``shutdown(cancel=False)`` from another thread, returned once it has asked the engine's
+    thread to stop (the step under way then ends that thread)."""
+    stopper = threading.Thread(target=engine.shutdown, kwargs={"cancel": False})
+    stopper.start()
+    deadline = time.monotonic() + 5
+    while not engine._stop.is_set() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return stopper
 
 
 def test_tokens_match_the_request_alone_and_slots_are_reused():
@@ -343,25 +368,14 @@ def test_start_reuses_its_thread_and_shutdown_stops_it():
 def test_shutdown_without_cancel_returns_once_the_thread_has_stopped():
     # shutdown(cancel=False) waits for the step under way: no output arrives after it returns, and
     # the unfinished request stays queued for the next start() or step().
-    entered, gate = threading.Event(), threading.Event()
-
-    class Backend(ScriptedBackend):
-        def step(self, prefill, decode):
-            entered.set()
-            assert gate.wait(5)
-            return super().step(prefill, decode)
-
-    engine = LLMEngine(Backend())
+    backend = GatedBackend()
+    engine = LLMEngine(backend)
     engine.start()
     outputs = []
     engine.add_request(Request([1, 2], max_new_tokens=3), listener=outputs.append)
-    assert entered.wait(5)
-    stopper = threading.Thread(target=engine.shutdown, kwargs={"cancel": False})
-    stopper.start()
-    deadline = time.monotonic() + 5
-    while not engine._stop.is_set() and time.monotonic() < deadline:  # asked before the step ends
-        time.sleep(0.001)
-    gate.set()
+    assert backend.entered.wait(5)
+    stopper = shutdown_in_background(engine)  # asked before the step ends
+    backend.gate.set()
     stopper.join(5)
     assert not stopper.is_alive()
     delivered = len(outputs)
@@ -664,14 +678,7 @@ def test_a_poll_without_the_background_thread_drives_one_step_then_times_out():
 def test_waits_on_a_running_engine_time_out_naming_the_request():
     # With the background thread busy (its step blocked), result(timeout=) and stream(timeout=)
     # raise TimeoutError after about the timeout instead of waiting for ever.
-    gate = threading.Event()
-
-    class Backend(ScriptedBackend):
-        def step(self, prefill, decode):
-            assert gate.wait(5)
-            return super().step(prefill, decode)
-
-    engine = LLMEngine(Backend())
+    engine = LLMEngine(backend := GatedBackend())
     with engine:
         h = engine.submit(Request([1, 2], max_new_tokens=2))
         try:
@@ -680,7 +687,7 @@ def test_waits_on_a_running_engine_time_out_naming_the_request():
             with pytest.raises(TimeoutError, match=rf"^request {h.request_id}: no output within 0.05 s"):
                 next(iter(h.stream(timeout=0.05)))
         finally:
-            gate.set()
+            backend.gate.set()
         assert h.result(timeout=5).tokens == ScriptedBackend.expected([1, 2], 2)
         # ... and a timeout not yet due does not fire (the request needs a few milliseconds)
         assert engine.submit(Request([3], max_new_tokens=2)).result(timeout=0.95).finish_reason is FinishReason.LENGTH
@@ -688,14 +695,7 @@ def test_waits_on_a_running_engine_time_out_naming_the_request():
 
 def test_iterating_a_handle_waits_for_the_background_threads_tokens():
     # `for tok in handle` (no timeout) on a running engine waits for each token as it is decoded.
-    gate = threading.Event()
-
-    class Backend(ScriptedBackend):
-        def step(self, prefill, decode):
-            assert gate.wait(5)
-            return super().step(prefill, decode)
-
-    engine = LLMEngine(Backend())
+    engine = LLMEngine(backend := GatedBackend())
     with engine:
         h = engine.submit(Request([1, 2], max_new_tokens=3))
         seen, errors = [], []
@@ -709,7 +709,7 @@ def test_iterating_a_handle_waits_for_the_background_threads_tokens():
         consumer = threading.Thread(target=consume)
         consumer.start()
         time.sleep(0.1)  # the consumer waits: nothing was decoded yet
-        gate.set()
+        backend.gate.set()
         consumer.join(5)
         assert errors == [] and seen == h.result(timeout=5).tokens == ScriptedBackend.expected([1, 2], 3)
 
@@ -717,21 +717,13 @@ def test_iterating_a_handle_waits_for_the_background_threads_tokens():
 def test_a_timed_wait_takes_over_when_shutdown_stops_the_background_thread():
     # shutdown(cancel=False) stops the thread and leaves the request queued; a handle already waiting
     # with a timeout notices within its 0.05 s polls and drives the remaining steps itself.
-    entered, gate = threading.Event(), threading.Event()
-
-    class Backend(ScriptedBackend):
-        def step(self, prefill, decode):
-            entered.set()
-            assert gate.wait(5)
-            return super().step(prefill, decode)
-
-    engine = LLMEngine(Backend())
+    backend = GatedBackend()
+    engine = LLMEngine(backend)
     engine.start()
     h = engine.submit(Request([1, 2], max_new_tokens=3))
-    assert entered.wait(5)  # the thread is inside its first step
-    stopper = threading.Thread(target=engine.shutdown, kwargs={"cancel": False})
-    stopper.start()  # asks the thread to stop after that step
-    threading.Timer(0.2, gate.set).start()  # the step ends while the handle below waits
+    assert backend.entered.wait(5)  # the thread is inside its first step
+    stopper = shutdown_in_background(engine)  # the thread stops after that step
+    threading.Timer(0.2, backend.gate.set).start()  # the step ends while the handle below waits
     res = h.result(timeout=3)
     stopper.join(5)
     assert res.finish_reason is FinishReason.LENGTH and res.tokens == ScriptedBackend.expected([1, 2], 3)
