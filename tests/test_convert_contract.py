@@ -220,8 +220,8 @@ def test_simulation_loader_checks_the_contract(converted, tmp_path):
         ShardedCheckpoint(out)
 
 
-def test_streaming_bounds_reads_and_does_not_change_bytes(tiny_checkpoint, tmp_path, monkeypatch):
-    big = convert_checkpoint(tiny_checkpoint, tmp_path / "big", tp_size=2, dtype="bfloat16").output
+def _record_read_sizes(monkeypatch) -> list[int]:
+    """The bytes of every RowReader.read from now on, in order (the converter's chunked reads)."""
     sizes = []
     original = RowReader.read
 
@@ -231,6 +231,12 @@ def test_streaming_bounds_reads_and_does_not_change_bytes(tiny_checkpoint, tmp_p
         return tensor
 
     monkeypatch.setattr(RowReader, "read", spy)
+    return sizes
+
+
+def test_streaming_bounds_reads_and_does_not_change_bytes(tiny_checkpoint, tmp_path, monkeypatch):
+    big = convert_checkpoint(tiny_checkpoint, tmp_path / "big", tp_size=2, dtype="bfloat16").output
+    sizes = _record_read_sizes(monkeypatch)
     small = convert_checkpoint(tiny_checkpoint, tmp_path / "small", tp_size=2, dtype="bfloat16",
                                chunk_bytes=1000).output
     assert max(sizes) <= 1000 and len(sizes) > 200
@@ -383,3 +389,433 @@ def test_check_rank_files_reads_headers_only_and_names_the_tensor(converted, tmp
     with pytest.raises(CheckpointError, match=r"rank3\.safetensors: tensor 'neg_gate\.threshold': dtype torch\.float64, "
                                               r"contract says torch\.float32"):
         C.check_rank_files(out, config, mapping, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by mutation testing (mutants of contract.py / convert.py that the suite above let through)
+# ---------------------------------------------------------------------------------------------
+
+def _tiny_backbone(**changes):
+    import dataclasses
+
+    return dataclasses.replace(config_from_dict(preset_config("tiny")).backbone, **changes)
+
+
+@pytest.mark.parametrize("tp, pp", [(0, 1), (1, 0), (-2, 1)])
+def test_check_mapping_refuses_sizes_below_one(tp, pp):
+    with pytest.raises(C.ShardingError, match=f"tp_size and pp_size must be >= 1; got tp {tp}, pp {pp}"):
+        C.check_mapping(_tiny_backbone(), C.Mapping(tp, pp))
+
+
+@pytest.mark.parametrize("changes, tp, fragment", [
+    # Gated DeltaNet key heads that neither divide nor are divisible by tp (value heads do divide)
+    (dict(linear_num_key_heads=3, linear_num_value_heads=6), 2,
+     "linear_num_key_heads (3) neither divides nor is divisible by tp 2"),
+    (dict(linear_num_value_heads=6), 4, "linear_num_value_heads (6) is not divisible by tp 4"),
+    (dict(num_key_value_heads=3, num_attention_heads=6), 2, "num_key_value_heads (3) neither divides"),
+    (dict(intermediate_size=126), 4, "intermediate_size (126) is not divisible by tp 4"),
+])
+def test_check_mapping_names_each_dimension_that_does_not_split(changes, tp, fragment):
+    with pytest.raises(C.ShardingError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        C.check_mapping(_tiny_backbone(**changes), C.Mapping(tp, 1))
+
+
+@pytest.mark.parametrize("changes, tp", [
+    (dict(), 4),                                           # every head count divisible
+    (dict(num_key_value_heads=1), 4),                      # one KV head, replicated
+    (dict(linear_num_key_heads=1, linear_num_value_heads=4), 4),  # one GDN key head, replicated
+    (dict(linear_num_key_heads=2, linear_num_value_heads=8), 8),  # tp 8 > Hk 2 (8 % 2 == 0)
+])
+def test_check_mapping_accepts_replicated_heads(changes, tp):
+    b = _tiny_backbone(**changes, **({"num_attention_heads": 8, "intermediate_size": 128} if tp == 8 else {}))
+    C.check_mapping(b, C.Mapping(tp, 1))
+    C.check_mapping(b, C.Mapping(tp, b.num_hidden_layers))  # pp up to the number of layers
+
+
+def test_rank_file_with_a_tensor_outside_the_contract_is_refused(converted, tmp_path):
+    import shutil
+
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
+
+    out = shutil.copytree(converted[0], tmp_path / "ckpt")
+    config, mapping, dtype = C.config_from_checkpoint(json.loads((out / "config.json").read_text()))
+    tensors = load_file(str(out / "rank1.safetensors"))
+    tensors["transformer.layers.0.extra.weight"] = torch.zeros(2)
+    save_file(tensors, str(out / "rank1.safetensors"), metadata={"rank": "1"})
+    with pytest.raises(CheckpointError, match=r"rank1\.safetensors: tensor 'transformer\.layers\.0\.extra\.weight': "
+                                              r"tensor not in the checkpoint contract"):
+        C.check_rank_files(out, config, mapping, dtype)
+    tensors = load_file(str(out / "rank1.safetensors"))
+    del tensors["transformer.layers.0.extra.weight"]
+    save_file(tensors, str(out / "rank1.safetensors"), metadata={"rank": "2"})
+    with pytest.raises(CheckpointError, match="written for rank 2, not rank 1"):
+        C.check_rank_files(out, config, mapping, dtype)
+    save_file(tensors, str(out / "rank1.safetensors"))  # no rank recorded (another writer): accepted
+    C.check_rank_files(out, config, mapping, dtype)
+    (out / "rank2.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"rank2\.safetensors: missing rank file \(a tp 2 pp 2 checkpoint has one "
+                                              r"per rank: rank0\.safetensors \.\. rank3\.safetensors\)"):
+        C.check_rank_files(out, config, mapping, dtype)
+
+
+@pytest.mark.parametrize("edit, message, derived", [
+    (_set("architecture", "Qwen3NextForCausalLM"), "field 'architecture': expected DarwinNegForCausalLM", False),
+    (_set("layer_types", ["recurrent", "linear", "recurrent", "attention"]),
+     "field 'layer_types': unknown layer type(s) ['linear']", False),
+    (_set("mapping", {"world_size": 2, "tp_size": 1, "pp_size": 1}),
+     "field 'mapping.world_size': is 2, tp_size * pp_size is 1", False),
+    (_set("rnn_conv_dim_size", 1), "field 'rnn_conv_dim_size': is 1; the contract writes", True),
+    (_set("quantization", {"quant_algo": "FP8", "kv_cache_quant_algo": None}), "field 'quantization': is", True),
+    (_set("attn_output_gate", 1), "field 'attn_output_gate': is 1; the contract writes true", True),
+])
+def test_config_from_checkpoint_checks_identity_mapping_and_derived_fields(edit, message, derived):
+    """Derived fields are checked only with check_derived (TensorRT-LLM's own to_dict may write them
+    in its own forms); the architecture, layer kinds and mapping always."""
+    from trt_neg.config import ConfigError
+
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "float32")
+    edit(cfg)
+    with pytest.raises(ConfigError) as info:
+        C.config_from_checkpoint(cfg, "ckpt/config.json")
+    assert str(info.value).startswith(f"ckpt/config.json: {message}"), str(info.value)
+    if derived:
+        C.config_from_checkpoint(cfg, "ckpt/config.json", check_derived=False)
+    else:
+        with pytest.raises(ConfigError):
+            C.config_from_checkpoint(cfg, "ckpt/config.json", check_derived=False)
+
+
+def test_token_ids_are_read_in_their_own_form():
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "float32")
+    cfg["eos_token_id"] = [509, 508]
+    assert C.config_from_checkpoint(cfg)[0].backbone.eos_token_id == (509, 508)
+    cfg["eos_token_id"] = 509
+    assert C.config_from_checkpoint(cfg)[0].backbone.eos_token_id == (509,)
+
+
+def test_same_json_keeps_booleans_apart_and_compares_objects_by_keys_and_values():
+    assert C._same_json({"a": 1, "b": [1, 2.0]}, {"b": [1.0, 2], "a": 1.0})
+    assert not C._same_json({"a": 1}, {"a": 1, "b": 2})
+    assert not C._same_json({"a": 1, "c": 2}, {"a": 1, "b": 2})
+    assert not C._same_json({"a": 1}, {"a": 2})
+    assert not C._same_json(True, 1) and not C._same_json(1, True) and C._same_json(False, False)
+    assert not C._same_json([1, 2], [1, 2, 3]) and not C._same_json([1, 2], [2, 1])
+    assert not C._same_json([1, 2], [1, 3]) and not C._same_json(True, False)
+    assert not C._same_json([1], {"a": 1}) and not C._same_json({"a": 1}, [1]) and not C._same_json("ab", ["a", "b"])
+    assert not C._same_json("1", 1) and not C._same_json(None, 0) and C._same_json(None, None)
+    # quantization: the contract's fields, others (TensorRT-LLM's whole QuantConfig) ignored
+    want = {"quant_algo": None, "kv_cache_quant_algo": None}
+    assert C._same_quantization({**want, "group_size": 128}, want)
+    assert not C._same_quantization({"quant_algo": None}, want) and not C._same_quantization(None, want)
+
+
+def test_describe_lists_every_entry():
+    rows = C.describe()
+    assert [r["name"] for r in rows] == [e.name for e in C.CONTRACT]
+    qkv = next(r for r in rows if r["name"] == "transformer.layers.{i}.attention.qkv.weight")
+    assert qkv == {"name": "transformer.layers.{i}.attention.qkv.weight",
+                   "sources": "model.layers.{j}.self_attn.q_proj.weight, model.layers.{j}.self_attn.k_proj.weight, "
+                              "model.layers.{j}.self_attn.v_proj.weight",
+                   "transform": "fuse_qkv", "split": "qkv_heads", "scope": "attention_layer", "dtype": "model",
+                   "optional": ""}
+
+
+def test_row_reader_resumes_short_reads_and_names_a_file_that_ends_early(tiny_checkpoint, tmp_path, monkeypatch):
+    """os.preadv may return fewer bytes than asked (regular files do past 2 GiB a call): the reader
+    continues from where it stopped; a read that returns nothing is a truncated file, not a loop."""
+    import os
+    import shutil
+
+    from trt_neg.checkpoint import convert as convert_module
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
+
+    hf = HFCheckpoint(tiny_checkpoint)
+    name = "model.layers.0.mlp.up_proj.weight"
+    want = hf.get(name)[3:9]
+    real = os.preadv
+    calls = []
+
+    def short(fd, buffers, offset):  # one byte a call
+        calls.append(offset)
+        if len(calls) > 100_000:  # fail, rather than hang, if a read that returns nothing is retried forever
+            raise AssertionError("the read loop does not end at the end of the file")
+        view = memoryview(buffers[0])
+        return real(fd, [view[:1]], offset)
+
+    monkeypatch.setattr(convert_module.os, "preadv", short)
+    reader = RowReader(hf)
+    try:
+        assert torch.equal(reader.read(name, 3, 9), want)
+        assert len(calls) > 100 and calls == sorted(calls)
+        handles = [handle for handle, _, _ in reader._files.values()]
+    finally:
+        reader.close()
+    assert handles and all(handle.closed for handle in handles) and not reader._files
+
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "hf")
+    hf = HFCheckpoint(copy)
+    reader = RowReader(hf)
+    path, stored, shape, _ = reader.info(name)
+    with open(path, "r+b") as fh:  # the file shrinks after it was validated
+        fh.truncate(reader._file(path)[1] + _data_offset(reader, path, stored) + 10)
+    calls.clear()
+    with pytest.raises(CheckpointError, match=r"truncated: could only read \d+ of \d+ bytes"):
+        reader.read(name, 0, shape[0])
+    assert len(calls) < 100
+    reader.close()
+
+
+def _data_offset(reader, path, stored):
+    return reader._file(path)[2][stored]["data_offsets"][0]
+
+
+def test_resolve_dtype_order_and_validation(tiny_checkpoint, tmp_path):
+    """--dtype if given (validated), else config.json's dtype, else torch_dtype, else the embedding's."""
+    import shutil
+
+    from trt_neg.checkpoint.convert import resolve_dtype
+
+    hf = HFCheckpoint(tiny_checkpoint)
+    assert resolve_dtype(hf, "bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="float8"):
+        resolve_dtype(hf, "float8")
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "hf")
+    data = json.loads((copy / "config.json").read_text())
+    data.pop("dtype", None)
+    data.pop("torch_dtype", None)
+    data["torch_dtype"] = "float16"
+    (copy / "config.json").write_text(json.dumps(data))
+    assert resolve_dtype(HFCheckpoint(copy), None) == "float16"
+    data["dtype"] = "bfloat16"
+    (copy / "config.json").write_text(json.dumps(data))
+    assert resolve_dtype(HFCheckpoint(copy), None) == "bfloat16"
+    data.pop("dtype")
+    data["torch_dtype"] = "int8"  # not a conversion dtype: fall back to the embedding's
+    (copy / "config.json").write_text(json.dumps(data))
+    assert resolve_dtype(HFCheckpoint(copy), None) == "float32"
+    embedding = "model.language_model.embed_tokens.weight"
+    for stored, want in ((torch.float16, "float16"), (torch.float64, "float32")):
+        tensors = load_file(str(copy / "model.safetensors"))
+        tensors[embedding] = tensors[embedding].to(stored)
+        save_file(tensors, str(copy / "model.safetensors"), metadata={"format": "pt"})
+        assert resolve_dtype(HFCheckpoint(copy), None) == want, stored
+
+
+def _fd_targets():
+    import os
+
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return targets
+
+
+def test_report_counts_bytes_chunks_use_their_budget_and_files_are_closed(tiny_checkpoint, tmp_path, monkeypatch):
+    """tp 1 pp 1 reads every HF tensor once and writes what the rank file holds; row chunks fill the
+    chunk budget (up to one row short of it); no handle on the source stays open after conversion."""
+    import os
+
+    from safetensors import safe_open
+
+    hf = HFCheckpoint(tiny_checkpoint)
+    sizes = _record_read_sizes(monkeypatch)
+
+    def open_sources():
+        return [t for t in _fd_targets() if t.startswith(str(tiny_checkpoint))]
+
+    before = open_sources()
+    report = convert_checkpoint(tiny_checkpoint, tmp_path / "out", dtype="float32", chunk_bytes=1000)
+    assert open_sources() == before
+    assert report.bytes_read == sum(hf.get(n).numel() * hf.get(n).element_size() for n in hf.names())
+    with safe_open(str(report.output / "rank0.safetensors"), "pt") as f:
+        written = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+        assert report.tensors_written == len(list(f.keys()))
+    assert report.bytes_written == written
+    assert 1000 - 64 * 4 <= max(sizes) <= 1000  # the widest row of tiny is 64 fp32 values
+    # tp 2: replicated tensors are read once for both ranks, split ones once in all
+    report = convert_checkpoint(tiny_checkpoint, tmp_path / "tp2", tp_size=2, dtype="float32")
+    assert report.bytes_read == sum(hf.get(n).numel() * hf.get(n).element_size() for n in hf.names())
+    for rank in range(2):
+        with safe_open(str(report.output / f"rank{rank}.safetensors"), "pt") as f:
+            assert f.metadata() == {"format": "pt", C.RANK_METADATA_KEY: str(rank)}
+    # a conversion that fails half way leaves no handle open on its output either
+    monkeypatch.undo()  # reads are no longer recorded
+    from trt_neg.checkpoint import convert as convert_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(convert_module, "_push", fail)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        convert_checkpoint(tiny_checkpoint, tmp_path / "failed", tp_size=2, dtype="float32")
+    assert not [t for t in _fd_targets() if t.startswith(str(tmp_path))]
+
+
+def test_an_existing_output_is_refused_before_the_checkpoint_is_read(tmp_path):
+    """convert_checkpoint checks the output first: an existing output and a broken source give the
+    output's error (FileExistsError), not the source's."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "rank0.safetensors").write_text("old")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        convert_checkpoint(tmp_path / "no-such-checkpoint", out)
+
+
+def test_vocab_padding_rows_are_streamed_in_chunks_of_the_budget(tmp_path):
+    """lm_head's zero padding rows (vocab 509 at tp 4: three on the last rank) written in chunks of
+    two rows (chunk_bytes = two bf16 rows of 64): every chunk has the rows still missing, no more,
+    in the conversion dtype."""
+    from trt_neg.checkpoint.synthetic import write_checkpoint_from_config
+
+    data = preset_config("tiny")
+    data["text_config"].update(vocab_size=509, eos_token_id=508, pad_token_id=507)
+    hf_dir = write_checkpoint_from_config(tmp_path / "hf", data, seed=4)
+    out = convert_checkpoint(hf_dir, tmp_path / "tp4", tp_size=4, dtype="bfloat16", chunk_bytes=2 * 64 * 2).output
+    head = HFCheckpoint(hf_dir).get("lm_head.weight")
+    last = load_file(str(out / "rank3.safetensors"))["lm_head.weight"]
+    assert last.shape == (128, 64) and last.dtype == torch.bfloat16  # the zero rows in the model dtype too
+    assert torch.equal(last[:125], head[384:].bfloat16()) and not last[125:].any()
+
+
+def test_mapping_is_an_immutable_value():
+    import dataclasses
+
+    assert C.Mapping() == C.Mapping(1, 1) and C.Mapping().world_size == 1  # one GPU by default
+    m = C.Mapping(tp_size=2, pp_size=3)
+    assert {m: 1}[C.Mapping(2, 3)] == 1 and m.to_dict() == {"world_size": 6, "tp_size": 2, "pp_size": 3}
+    assert len(set(C.CONTRACT)) == len(C.CONTRACT)  # entries are hashable values too
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        C.CONTRACT[0].split = "row"
+    config = config_from_dict(preset_config("tiny"))
+    plan = C.rank_plan(config, m, 0, torch.float32, C.hf_shapes_for(config))
+    assert len(set(plan)) == len(plan)  # planned tensors are values (hashable, immutable)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan[0].shape = (1,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.tp_size = 4
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+def test_recurrent_state_sizes_are_integers_that_match_each_ranks_shards(tp):
+    """config.json's rnn_* sizes (one rank's, as ints: TensorRT-LLM's C++ reads them as integers) equal
+    what the rank plan puts on each rank -- tp 1 (two GDN key heads a rank), 2 (one) and 4 (one,
+    replicated) give three different conv widths."""
+    config = config_from_dict(preset_config("tiny"))
+    mapping = C.Mapping(tp_size=tp)
+    cfg = C.checkpoint_config(config, mapping, "float32")
+    sizes = {k: cfg[k] for k in ("state_size", "rnn_head_size", "rnn_hidden_size", "rnn_conv_dim_size")}
+    assert all(type(v) is int for v in sizes.values()), sizes
+    assert sizes["rnn_conv_dim_size"] == {1: 128, 2: 64, 4: 48}[tp]
+    assert C.linear_conv_dim_per_rank(config.backbone, tp) == sizes["rnn_conv_dim_size"]
+    for rank in range(tp):
+        plan = {t.name: t for t in C.rank_plan(config, mapping, rank, torch.float32, C.hf_shapes_for(config))}
+        assert plan["transformer.layers.0.recurrent.conv1d.weight"].shape[0] == sizes["rnn_conv_dim_size"]
+        assert plan["transformer.layers.0.recurrent.in_proj_qkv.weight"].shape[0] == sizes["rnn_conv_dim_size"]
+        assert plan["transformer.layers.0.recurrent.in_proj_z.weight"].shape[0] == sizes["rnn_hidden_size"]
+        assert plan["transformer.layers.0.recurrent.A_log"].shape[0] * sizes["rnn_head_size"] == sizes["rnn_hidden_size"]
+
+
+def test_every_entry_uses_a_known_transform_split_scope_and_dtype():
+    """The table's vocabulary is closed: a misspelt transform would silently fall back to a copy (an
+    unfolded norm), a misspelt split rule or scope would drop or misplace the tensor."""
+    scopes = {C.FIRST_STAGE, C.LAST_STAGE, C.EVERY_RANK, C.EVERY_LAYER, C.ATTENTION_LAYER, C.RECURRENT_LAYER}
+    assert scopes == {"first_pp_stage", "last_pp_stage", "every_rank", "every_layer", "attention_layer",
+                      "recurrent_layer"}  # the names describe() and docs/checkpoint_contract.md show
+    for e in C.CONTRACT:
+        assert e.transform in C.TRANSFORMS and e.split in C.SPLIT_RULES and e.scope in scopes, e
+        assert e.dtype in ("model", *C.DTYPES) and e.optional in ("", "attention_bias"), e
+        assert e.name.startswith(("transformer.", "lm_head.", "neg_")), e
+        if e.transform == "fold_norm":
+            assert e.dtype == "float32" and e.split == "replicated", e
+    by_name = {e.name: e for e in C.CONTRACT}
+    assert by_name["transformer.layers.{i}.attention.output_gate.weight"].transform == "gate_rows"
+    assert by_name["transformer.layers.{i}.attention.output_gate.weight"].split == "query_heads"
+    assert {e.transform for e in C.CONTRACT} == set(C.TRANSFORMS)
+    assert {e.split for e in C.CONTRACT} == set(C.SPLIT_RULES)
+
+
+def test_scalar_pieces_are_one_row_and_pieces_are_values():
+    config = config_from_dict(preset_config("tiny"))
+    entry = next(e for e in C.CONTRACT if e.name == "neg_gate.threshold")
+    assert C.pieces(entry, ("neg_gate.threshold",), config.backbone, (), 2, 1) == [C.Piece("neg_gate.threshold", 0, 1)]
+    assert C.Piece("x", 0, 1).rows == 1 and len({C.Piece("x", 0, 1), C.Piece("x", 0, 1)}) == 1
+
+
+def test_config_json_tensorrt_llm_flags():
+    """The PretrainedConfig flags TensorRT-LLM's build reads, pinned (config_from_checkpoint only checks
+    a file against checkpoint_config itself, so a wrong constant there would pass every round trip)."""
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "bfloat16")
+    assert {k: cfg[k] for k in ("attn_output_gate", "qk_layernorm", "use_parallel_embedding", "embedding_sharding_dim",
+                                "share_embedding_table", "rotary_scaling", "quantization", "logits_dtype",
+                                "position_embedding_type", "tie_word_embeddings", "attention_bias", "dtype")} == {
+        "attn_output_gate": True, "qk_layernorm": True, "use_parallel_embedding": False, "embedding_sharding_dim": 0,
+        "share_embedding_table": False, "rotary_scaling": None,
+        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None}, "logits_dtype": "float32",
+        "position_embedding_type": "rope_gpt_neox", "tie_word_embeddings": False, "attention_bias": False,
+        "dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("edit, ok", [
+    (_set("layer_types", [{"kind": "recurrent"}, "recurrent", "recurrent", "attention"]), False),
+    (_set("layer_types", ["recurrent", 3, "recurrent", "attention"]), False),
+    (_set("rotary_embedding_dim", 2), True),   # the smallest RoPE: one pair of dims
+    (_set("rotary_embedding_dim", 16), True),  # the whole head
+    (_set("max_position_embeddings", 2), True),  # one prompt token and one generated token
+])
+def test_layer_types_must_be_strings_and_rotary_dims_range_from_two_to_the_head(edit, ok):
+    from trt_neg.config import ConfigError
+
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "float32")
+    edit(cfg)
+    if ok:
+        config, _, _ = C.config_from_checkpoint(cfg, "ckpt/config.json", check_derived=False)
+        assert config.backbone.rotary_dim == cfg["rotary_embedding_dim"]
+        assert config.backbone.max_position_embeddings == cfg["max_position_embeddings"]
+    else:
+        with pytest.raises(ConfigError, match="field 'layer_types': must be a list of strings"):
+            C.config_from_checkpoint(cfg, "ckpt/config.json")
+
+
+def test_config_from_checkpoint_defaults_source_and_architecture():
+    """TensorRT-LLM's own to_dict() may leave out the flags it does not know (check_derived=False):
+    attention_bias and tie_word_embeddings then default to false; max_position_embeddings must be >= 2.
+    The description records the file it came from and the architecture."""
+    from trt_neg.config import ConfigError
+
+    cfg = C.checkpoint_config(config_from_dict(preset_config("tiny")), C.Mapping(1, 1), "float32")
+    config, _, _ = C.config_from_checkpoint(cfg, "ckpt/config.json")
+    assert config.source == "ckpt/config.json" and config.architecture == C.ARCHITECTURE
+    for key in ("attention_bias", "tie_word_embeddings"):
+        cfg.pop(key)
+    config, _, _ = C.config_from_checkpoint(cfg, "ckpt/config.json", check_derived=False)
+    assert config.backbone.attention_bias is False and config.backbone.tie_word_embeddings is False
+    cfg["max_position_embeddings"] = 1
+    with pytest.raises(ConfigError, match="field 'max_position_embeddings': must be >= 2, got 1"):
+        C.config_from_checkpoint(cfg, "ckpt/config.json", check_derived=False)
+
+
+def test_first_difference_names_the_first_field_that_differs():
+    """build_engine.py's check that a reused checkpoint describes the same model: backbone fields first,
+    then NEG ("neg_config." + field); the rotary fraction is compared as the rotary dims it gives."""
+    import dataclasses
+
+    a = config_from_dict(preset_config("tiny"))
+    assert C.first_difference(a, a) is None
+    b = dataclasses.replace(a, backbone=dataclasses.replace(a.backbone, partial_rotary_factor=0.26))
+    assert b.backbone.rotary_dim == a.backbone.rotary_dim == 4 and C.first_difference(a, b) is None
+    c = dataclasses.replace(a, backbone=dataclasses.replace(a.backbone, partial_rotary_factor=0.5))
+    assert C.first_difference(a, c) == ("rotary_dim", 4, 8)
+    d = dataclasses.replace(a, backbone=dataclasses.replace(a.backbone, intermediate_size=256, rms_norm_eps=1e-5))
+    assert C.first_difference(a, d) == ("intermediate_size", 128, 256)
+    e = dataclasses.replace(a, neg=dataclasses.replace(a.neg, top_k=5))
+    assert C.first_difference(a, e) == ("neg_config.top_k", 8, 5)
+    assert C.first_difference(e, a) == ("neg_config.top_k", 5, 8)
+
+
+def test_progress_bar_counts_every_byte(tiny_checkpoint, tmp_path, capsys):
+    report = convert_checkpoint(tiny_checkpoint, tmp_path / "out", tp_size=2, dtype="float32", progress=True)
+    err = capsys.readouterr().err
+    assert "converting tp2 pp1 float32" in err and "100%" in err
+    assert report.bytes_written > 0

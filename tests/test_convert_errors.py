@@ -473,3 +473,25 @@ def test_a_converted_checkpoint_config_that_is_not_utf8_is_named(tmp_path):
     (tmp_path / "config.json").write_bytes(b"\xff\xfe{}")
     with pytest.raises(ConfigError, match=rf"^{tmp_path / 'config.json'}: field '<file>': is not UTF-8"):
         ShardedCheckpoint(tmp_path)
+
+
+def test_float16_overflow_names_the_peak_and_a_stored_inf_is_not_an_overflow(hf, tmp_path):
+    """Found by mutation testing: the overflow error reports max |x|; a chunk whose source already
+    holds an inf converts as it is (only --check-finite refuses it), overflow or not elsewhere."""
+    name = "model.language_model.layers.0.mlp.up_proj.weight"
+
+    def edit(t):
+        t[name][0, 0] = 1e6
+        t[name][0, 1] = -3e5
+    rewrite(hf, edit)
+    message = convert_fails(hf, tmp_path, CheckpointError, name, dtype="float16")
+    assert "max |x| = 1e+06 > 65504" in message
+
+    def edit_inf(t):
+        t[name][0, 0] = float("inf")
+        t[name][0, 1] = 1.0
+    rewrite(hf, edit_inf)
+    out = convert_checkpoint(hf, tmp_path / "inf", dtype="float16").output
+    converted = load_file(str(out / "rank0.safetensors"))["transformer.layers.0.mlp.gate.weight"]  # up_proj
+    assert converted[0, 0] == float("inf") and converted[0, 1] == 1.0
+    convert_fails(hf, tmp_path, CheckpointError, name, "non-finite", dtype="float16", check_finite=True)

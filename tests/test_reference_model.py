@@ -297,7 +297,9 @@ def test_a_previous_occupants_nonfinite_kv_does_not_reach_the_next_one(checkpoin
     runner = ReferenceModelRunner(ours, max_slots=2, max_seq_len=64)
     runner.prefill(0, _tokens(40, vocab, 7))
     for tensor in (*runner.cache.key.values(), *runner.cache.value.values()):
-        tensor[0, :, 10:] = float("nan")  # what an overflowing occupant leaves behind
+        # what an overflowing occupant leaves behind, from the first position the short row does
+        # not write itself (its own length: the boundary of the stale-entry mask)
+        tensor[0, :, 5:] = float("nan")
     runner.release(0)
     logits, _ = runner.prefill_batch([0, 1], [short[:5], long_[:25]])
     assert torch.isfinite(logits).all()
@@ -442,3 +444,98 @@ def test_cuda_matches_cpu(checkpoints):
     with torch.no_grad():
         logits = half(ids.cuda()).cpu()
     assert (logits.argmax(-1) == want.argmax(-1)).float().mean() >= 0.8
+
+
+# ------------------------------------------------------------------------------------
+# Found by mutation testing (mutants of reference/model.py that the suite above let through)
+# ------------------------------------------------------------------------------------
+
+def test_lazy_tensors_are_a_mapping_of_the_checkpoints_names(tiny_checkpoint):
+    from trt_neg.reference.model import _LazyTensors
+
+    ckpt = HFCheckpoint(tiny_checkpoint)
+    lazy = _LazyTensors(ckpt)
+    assert list(lazy) == list(ckpt.names()) and len(lazy) == len(list(ckpt.names()))
+    assert "neg_gate.threshold" in lazy and "model.visual.patch_embed.weight" not in lazy
+    torch.testing.assert_close(lazy["model.norm.weight"], ckpt.get("model.norm.weight"), rtol=0, atol=0)
+    with pytest.raises(KeyError, match="model.nope"):
+        lazy["model.nope"]
+
+
+def test_rotary_angles_hold_far_positions():
+    """RoPE angles at positions past fp16's exact integers (2048) and range (65504): the 9B reads
+    positions up to max_position_embeddings (262144), so the angle maths stays fp32."""
+    from trt_neg.config import config_from_dict
+    from trt_neg.reference.model import Qwen3_5RotaryEmbedding
+
+    b = config_from_dict(preset_config("tiny")).backbone
+    rope = Qwen3_5RotaryEmbedding(b)
+    positions = torch.tensor([[0, 1, 2049, 4097, 65537, 262143]])
+    cos, sin = rope(positions, torch.float32)
+    inv = 1.0 / (b.rope_theta ** (torch.arange(0, b.rotary_dim, 2, dtype=torch.float64) / b.rotary_dim))
+    angles = positions[..., None].double() * inv
+    angles = torch.cat((angles, angles), dim=-1)
+    assert cos.shape == (1, 6, b.rotary_dim) and cos.dtype == torch.float32
+    torch.testing.assert_close(cos.double(), angles.cos(), rtol=0, atol=0.05)
+    torch.testing.assert_close(sin.double(), angles.sin(), rtol=0, atol=0.05)
+    torch.testing.assert_close(cos[0, :2].double(), angles[0, :2].cos(), rtol=0, atol=1e-6)
+
+
+def test_state_dict_shapes_only_the_neg_vectors_may_take_another_form(checkpoints):
+    """DESIGN.md's [d] / scalar forms of fc2.weight, fc2.bias and the threshold load as their canonical
+    [1, d] / [1] / []; any other tensor (backbone or fc1) in another shape with the same element count,
+    such as its transpose, is refused -- never silently reshaped."""
+    from trt_neg.checkpoint.safetensors_io import CheckpointError
+
+    ckpt = HFCheckpoint(checkpoints["tiny"])
+    tensors = dict(ckpt.items())
+    forms = {"neg_head.fc2.weight": tensors["neg_head.fc2.weight"].reshape(-1),
+             "neg_head.fc2.bias": tensors["neg_head.fc2.bias"].reshape(()),
+             "neg_gate.threshold": tensors["neg_gate.threshold"].reshape(1)}
+    model = DarwinNegForCausalLM.from_state_dict(ckpt.config, {**tensors, **forms})
+    for name, tensor in model.neg_state_dict.items():
+        assert tuple(tensor.shape) == tuple(tensors[name].shape)
+        torch.testing.assert_close(tensor, tensors[name].float(), rtol=0, atol=0)
+    for name in ("model.layers.0.mlp.up_proj.weight", "neg_head.fc1.weight"):
+        bad = {**tensors, name: tensors[name].t().contiguous()}
+        with pytest.raises(CheckpointError, match=f"tensor '{name}': shape"):
+            DarwinNegForCausalLM.from_state_dict(ckpt.config, bad)
+    bad = {**tensors, "neg_head.fc2.weight": torch.zeros(tensors["neg_head.fc2.weight"].numel() + 1)}
+    with pytest.raises(CheckpointError, match="tensor 'neg_head.fc2.weight': shape"):  # any form, but d values
+        DarwinNegForCausalLM.from_state_dict(ckpt.config, bad)
+
+
+def test_constructed_model_ties_the_head_only_when_the_config_says_so(checkpoints):
+    for name, tied in (("gqa4", True), ("tiny", False)):
+        config = HFCheckpoint(checkpoints[name]).config
+        assert config.backbone.tie_word_embeddings == tied
+        model = DarwinNegForCausalLM(config)
+        assert (model.lm_head.weight is model.model.embed_tokens.weight) == tied
+
+
+def test_neg_tensors_are_fp32_on_the_models_device_and_nothing_requires_grad(checkpoints):
+    """NEG tensors given in another float dtype are held in fp32; after the model moves (here to
+    the meta device, as a stand-in for a GPU) neg_state_dict follows it. An inference model."""
+    ckpt = HFCheckpoint(checkpoints["tiny"])
+    tensors = {name: (t.double() if name.startswith("neg_") else t) for name, t in ckpt.items()}
+    model = DarwinNegForCausalLM.from_state_dict(ckpt.config, tensors)
+    assert all(t.dtype == torch.float32 for t in model.neg_state_dict.values())
+    assert not any(p.requires_grad for p in model.parameters())
+    model.to("meta")
+    assert all(t.device.type == "meta" for t in model.neg_state_dict.values())
+
+
+def test_model_cache_and_batch_context_are_made_on_the_requested_device(tiny_checkpoint):
+    """from_pretrained(device=...), allocate_cache and BatchContext put every tensor on the model's or
+    the inputs' device (the meta device stands in for a GPU here)."""
+    from trt_neg.reference.model import BatchContext
+
+    model = DarwinNegForCausalLM.from_pretrained(tiny_checkpoint, device="meta")
+    assert model.device.type == "meta"
+    assert all(t.device.type == "meta" for t in model.neg_state_dict.values())
+    cache = model.allocate_cache(2, 16)
+    tensors = [*cache.key.values(), *cache.value.values(), *cache.conv.values(), *cache.recurrent.values()]
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    assert all(t.dtype == torch.float32 for t in cache.recurrent.values())  # the recurrent state is fp32 always
+    ctx = BatchContext.whole_sequences(torch.zeros(2, 3, dtype=torch.long, device="meta"))
+    assert {ctx.positions.device.type, ctx.num_tokens.device.type, ctx.valid.device.type} == {"meta"}

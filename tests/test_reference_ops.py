@@ -80,6 +80,18 @@ def test_matches_transformers_torch_kernel():
     torch.testing.assert_close(final, ref_state, rtol=0, atol=1e-4)
 
 
+def test_l2norm_eps_is_the_fla_and_transformers_one():
+    """x / sqrt(sum(x^2) + 1e-6): visible only on short vectors (|x|^2 ~ eps), which the random
+    inputs above never are. A zero vector stays zero (no NaN)."""
+    from transformers.models.qwen3_5 import modeling_qwen3_5 as hf
+
+    x = torch.tensor([[3e-4, 4e-4], [0.0, 0.0], [1e-3, 0.0], [3.0, 4.0]], dtype=torch.float64)
+    want = x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-6)
+    torch.testing.assert_close(l2norm(x), want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(l2norm(x.float()), hf.l2norm(x.float(), dim=-1, eps=1e-6), rtol=0, atol=0)
+    assert l2norm(x)[0].tolist() == pytest.approx([0.3 / 1.25 ** 0.5, 0.4 / 1.25 ** 0.5], rel=1e-12)
+
+
 @pytest.mark.gpu
 def test_fla_kernels_match_torch_on_cuda():
     """The flash-linear-attention dispatch (when importable) vs the torch kernels, on CUDA."""

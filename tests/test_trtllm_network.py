@@ -153,6 +153,162 @@ def test_refuses_impossible_tp(trtllm_stub):
         DarwinNegForCausalLM(DarwinNegConfig.from_dict(data))
 
 
+def test_attention_takes_every_dimension_from_the_config(trtllm_stub):
+    """Found by mutation testing: with a head size that is not hidden / heads (TensorRT-LLM's default
+    for attention_head_size) and a non-default RoPE base, the layer's attention is configured from the
+    config -- not from Attention's defaults, which equal the tiny and 9B values -- and its parameters
+    are still the contract's."""
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    data = preset_config("tiny")
+    data["text_config"].update(head_dim=8, rope_parameters={"rope_type": "default", "rope_theta": 500000.0,
+                                                            "partial_rotary_factor": 0.5})
+    desc = config_from_dict(data)
+    mapping = contract.Mapping(2, 1)
+    for rank in range(2):
+        model = DarwinNegForCausalLM(config_for(desc, mapping, "float32", rank))
+        attn = model.transformer.layers[3].attention
+        assert attn.attention_head_size == 8 and attn.rotary_embedding_dim == 4
+        assert attn.rotary_embedding_base == 500000.0 and attn.position_embedding_type.is_rope()
+        assert (attn.num_attention_heads, attn.num_attention_kv_heads) == (2, 1)
+        assert _engine_params(model) == _contract_params(desc, mapping, rank, "float32")
+
+
+def _prepare(model, **kwargs):
+    args = dict(max_batch_size=2, max_input_len=8, max_seq_len=16, max_num_tokens=16, use_cache=True)
+    return model.prepare_inputs(**{**args, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_beam_width=2), "beam width 1 only"),
+    (dict(max_draft_len=1), "speculative decoding is not supported"),
+    (dict(speculative_decoding_draft_tokens_external=True), "speculative decoding is not supported"),
+    (dict(prompt_embedding_table_size=4), "prompt tuning and LoRA are not supported"),
+    (dict(lora_target_modules=["attn_qkv"]), "prompt tuning and LoRA are not supported"),
+])
+def test_prepare_inputs_refuses_what_the_recurrent_engine_cannot_do(trtllm_stub, kwargs, message):
+    """Found by mutation testing: each refusal of prepare_inputs, one at a time (the defaults build)."""
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    model = DarwinNegForCausalLM(config_for(_description("tiny"), contract.Mapping(1, 1), "float32", 0))
+    _prepare(model)
+    with pytest.raises(ValueError, match=message):
+        _prepare(model, **kwargs)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("remove_input_padding", False, "needs remove_input_padding, paged_kv_cache, paged_state"),
+    ("paged_kv_cache", False, "needs remove_input_padding, paged_kv_cache, paged_state"),
+    ("paged_state", False, "needs remove_input_padding, paged_kv_cache, paged_state"),
+    ("gpt_attention_plugin", None, "needs remove_input_padding, paged_kv_cache, paged_state"),
+    ("mamba_conv1d_plugin", None, "needs remove_input_padding, paged_kv_cache, paged_state"),
+    ("multiple_profiles", True, "supports one optimization profile"),
+])
+def test_prepare_inputs_refuses_plugin_configs_without_in_flight_batching(trtllm_stub, flag, value, message):
+    from tensorrt_llm._common import default_net
+
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    model = DarwinNegForCausalLM(config_for(_description("tiny"), contract.Mapping(1, 1), "float32", 0))
+    setattr(default_net().plugin_config, flag, value)
+    with pytest.raises(ValueError, match=message):
+        _prepare(model)
+
+
+def test_recurrent_layer_and_neg_refuse_inputs_they_cannot_use(trtllm_stub):
+    from tensorrt_llm._common import default_net
+
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM, _last_token_values
+
+    model = DarwinNegForCausalLM(config_for(_description("tiny"), contract.Mapping(1, 1), "float32", 0))
+    gdn = model.transformer.layers[0].recurrent
+    for flag, value in (("mamba_conv1d_plugin", None), ("paged_state", False)):
+        saved = getattr(default_net().plugin_config, flag)
+        setattr(default_net().plugin_config, flag, value)
+        with pytest.raises(ValueError, match="need the mamba_conv1d plugin and paged_state"):
+            gdn.forward(None, None, None, None, None, None, None)
+        setattr(default_net().plugin_config, flag, saved)
+    with pytest.raises(ValueError, match="NEG needs position_ids"):
+        model._neg(None, None, None)
+    with pytest.raises(ValueError, match="needs remove_input_padding"):
+        _last_token_values(None, None, False)
+
+
+def test_prepare_inputs_refuses_a_stage_whose_attention_layers_are_not_the_even_split(trtllm_stub):
+    """9B at pp 3: stages of 11/11/10 layers hold 2/3/3 of the 8 attention layers, while TensorRT-LLM
+    sizes each stage's KV-cache inputs as the even split 3/3/2: stages 0 and 2 have attention layers
+    and still may not build; stage 1 (3 and 3) may."""
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    def model(rank):
+        return DarwinNegForCausalLM(config_for(_description("9b"), contract.Mapping(1, 3), "bfloat16", rank))
+    for rank, held in ((0, 2), (2, 3)):
+        with pytest.raises(ValueError, match=f"pp stage {rank} holds {held} of the 8 attention layers"):
+            _prepare(model(rank))
+    _prepare(model(1))
+
+
+def test_prepare_inputs_names_exactly_the_forward_arguments(trtllm_stub):
+    """TensorRT-LLM binds prepare_inputs' dict to forward by keyword: every key is a forward parameter
+    (a misspelt key would silently fall into **unused and the default would be used)."""
+    import inspect
+
+    from trt_neg.trtllm.config import config_for
+    from trt_neg.trtllm.model import DarwinNegForCausalLM
+
+    model = DarwinNegForCausalLM(config_for(_description("tiny"), contract.Mapping(1, 1), "float32", 0))
+    inputs = _prepare(model)
+    params = set(inspect.signature(model.forward).parameters) - {"unused"}
+    assert set(inputs) <= params
+    assert set(inputs) >= {"input_ids", "position_ids", "use_cache", "last_token_ids", "attention_mask",
+                           "kv_cache_params", "attention_params", "conv_states", "rnn_states", "host_request_types",
+                           "host_context_lengths", "slot_mapping"}
+    assert inputs["slot_mapping"].dim_range["batch_size"] and inputs["conv_states"][0].dim_range == {"buffer_count": [1]}
+
+
+def test_neg_plugin_takes_the_checkpoints_neg_config_and_the_next_position(trtllm_stub, monkeypatch):
+    """The NEG plugin gets top_k, T_neg, seed and activation from neg_config (here none of them the
+    defaults), and the Philox offset of the token being generated: last input position + 1."""
+    from tensorrt_llm.functional import Tensor
+
+    import trt_neg.trtllm.model as model_py
+    from trt_neg.trtllm.config import config_for
+
+    data = preset_config("tiny")
+    data["neg_config"].update(top_k=3, temperature=0.5, seed=11, activation="gelu")
+    model = model_py.DarwinNegForCausalLM(config_for(config_from_dict(data), contract.Mapping(1, 1), "float32", 0))
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        return Tensor(op="guided"), Tensor(op="token"), Tensor(op="entropy"), Tensor(op="fired")
+    monkeypatch.setattr(model_py, "neg_sample", record)
+    positions = Tensor(name="positions")
+    guided, entropy, fired, token = model._neg(Tensor(name="hidden"), Tensor(name="logits"), positions)
+    assert (guided.op, entropy.op, fired.op, token.op) == ("guided", "entropy", "fired", "token")
+    (args, kwargs), = calls
+    offsets = args[7]
+    assert offsets.op == "add" and offsets.args == (positions, 1)
+    assert kwargs == dict(hidden_size=64, head_hidden_size=32, vocab_size=512, top_k=3, temperature=0.5, seed=11,
+                          activation="gelu")
+
+
+def test_zero_centred_norm_passes_its_eps(trtllm_stub):
+    from tensorrt_llm.functional import Tensor
+
+    from trt_neg.trtllm.model import ZeroCentredRmsNorm
+
+    norm = ZeroCentredRmsNorm(8, eps=1e-5)
+    out = norm.forward(Tensor(name="x", dtype="bfloat16"))
+    (normed, dtype) = out.args
+    assert normed.op == "rms_norm" and normed.args[1] == 8 and normed.args[4] == 1e-5
+
+
 # ------------------------------------------------------------------------------------
 # Without tensorrt_llm
 # ------------------------------------------------------------------------------------
