@@ -714,7 +714,8 @@ def test_recurrent_state_sizes_are_integers_that_match_each_ranks_shards(tp):
         assert plan["transformer.layers.0.recurrent.conv1d.weight"].shape[0] == sizes["rnn_conv_dim_size"]
         assert plan["transformer.layers.0.recurrent.in_proj_qkv.weight"].shape[0] == sizes["rnn_conv_dim_size"]
         assert plan["transformer.layers.0.recurrent.in_proj_z.weight"].shape[0] == sizes["rnn_hidden_size"]
-        assert plan["transformer.layers.0.recurrent.A_log"].shape[0] * sizes["rnn_head_size"] == sizes["rnn_hidden_size"]
+        a_log = plan["transformer.layers.0.recurrent.A_log"]
+        assert a_log.shape[0] * sizes["rnn_head_size"] == sizes["rnn_hidden_size"]
 
 
 def test_every_entry_uses_a_known_transform_split_scope_and_dtype():

@@ -268,7 +268,8 @@ def test_prepare_inputs_names_exactly_the_forward_arguments(trtllm_stub):
     assert set(inputs) >= {"input_ids", "position_ids", "use_cache", "last_token_ids", "attention_mask",
                            "kv_cache_params", "attention_params", "conv_states", "rnn_states", "host_request_types",
                            "host_context_lengths", "slot_mapping"}
-    assert inputs["slot_mapping"].dim_range["batch_size"] and inputs["conv_states"][0].dim_range == {"buffer_count": [1]}
+    assert inputs["slot_mapping"].dim_range["batch_size"]
+    assert inputs["conv_states"][0].dim_range == {"buffer_count": [1]}
 
 
 def test_neg_plugin_takes_the_checkpoints_neg_config_and_the_next_position(trtllm_stub, monkeypatch):
