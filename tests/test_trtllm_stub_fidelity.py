@@ -109,3 +109,13 @@ def test_pretrained_config_to_dict_writes_the_whole_quant_config(trtllm_stub):
     with pytest.raises(TypeError):
         utils.PretrainedConfig(architecture="X", dtype="float32", hidden_size=8, num_hidden_layers=1,
                                num_attention_heads=1, quantization={"quant_algorithm": None})
+
+
+def test_a_parameter_without_a_value_needs_a_shape(trtllm_stub):
+    # tensorrt_llm/parameter.py (1.x): Parameter(value=None) asserts that shape is a list or tuple
+    # (the stub took a missing shape as a scalar, so a dropped shape=() passed unnoticed).
+    Parameter = importlib.import_module("tensorrt_llm.parameter").Parameter
+    assert Parameter(shape=(), dtype="float32").shape == ()
+    assert Parameter(np.zeros((2, 3), np.float32)).shape == (2, 3)
+    with pytest.raises(AssertionError, match="shape must be list or tuple, receive <class 'NoneType'>"):
+        Parameter(dtype="float32")
