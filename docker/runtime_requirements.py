@@ -7,10 +7,12 @@ of the package's dependencies (a dependency added there reaches the image too)."
 
 from __future__ import annotations
 
-import re
 import sys
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement  # transformers needs it, so every image has it
+from packaging.utils import canonicalize_name
 
 PROVIDED_BY_IMAGE = frozenset({"torch", "transformers"})
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -18,7 +20,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 def requirement_name(requirement: str) -> str:
     """The distribution name of a PEP 508 requirement, normalised ("Foo_Bar>=1" -> "foo-bar")."""
-    return re.sub(r"[-_.]+", "-", re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)).lower()
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def runtime_requirements(pyproject: Path = PYPROJECT) -> list[str]:

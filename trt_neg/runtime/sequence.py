@@ -86,12 +86,8 @@ class Sequence:
                     reason = FinishReason.STOP
             if reason is None and len(self.tokens) >= self.max_new_tokens:
                 reason = FinishReason.LENGTH
-            if (reason is not None or last) and self._text_end is None:
-                self.detok.flush()
-                # A stop string the flushed end completes (it holds the U+FFFD of an incomplete
-                # last character) is a stop like any other, also at the length limit.
-                if self.stop_strings and self._find_stop():
-                    reason = FinishReason.STOP
+            if (reason is not None or last) and self.finish_text():
+                reason = FinishReason.STOP  # also at the length limit
             text = self._take_text(final=reason is not None or last)
         elif reason is None and len(self.tokens) >= self.max_new_tokens:
             reason = FinishReason.LENGTH
@@ -100,9 +96,10 @@ class Sequence:
         return TokenOutput(self.request_id, len(self.tokens) - 1, token, entropy, fired, text, now)
 
     def finish_text(self) -> bool:
-        """Flush the held-back text when the request ends without a new token (an executor's final
-        response that brings none); True if the flushed end completes a stop string, which cuts the
-        text there like any other stop string (the request then ends with STOP)."""
+        """Flush the held-back text as the request ends (at its last token, or without a new token:
+        an executor's final response that brings none); True if the flushed end completes a stop
+        string (it holds the U+FFFD of an incomplete last character), which cuts the text there
+        like any other stop string (the request then ends with STOP)."""
         if self.detok is None or self._text_end is not None:
             return False
         self.detok.flush()
