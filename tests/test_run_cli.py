@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import run  # noqa: E402
-from trt_neg.runtime import console  # noqa: E402
+from trt_neg.runtime import Request, SamplingParams, console  # noqa: E402
 from trt_neg.runtime.prompts_file import PromptSpec, parse_token_ids, read_prompts_file, request_error  # noqa: E402
 
 BASE = ["--threads", "1", "--device", "cpu"]
@@ -37,6 +38,19 @@ def invoke(*args, ok=True):
 
 def json_lines(result) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_request_defaults_are_the_documented_ones():
+    doc = (ROOT / "docs" / "runtime.md").read_text()
+    found = re.search(r"`Request` defaults: `max_new_tokens=(\d+)` \(`run.py`'s `--max-new-tokens` defaults to (\d+)\)",
+                      doc)
+    assert found, "docs/runtime.md no longer states Request's defaults"
+    request = Request([1])
+    assert request.max_new_tokens == int(found[1])
+    assert (request.stop_token_ids, request.stop, request.neg_mode, request.request_id) == ((), (), None, None)
+    assert request.sampling == SamplingParams() and request.sampling.temperature == 0.0 and not request.ignore_eos
+    flag = next(p for p in run.main.params if p.name == "max_new_tokens")
+    assert flag.default == int(found[2])
 
 
 def test_help_works_without_tensorrt():

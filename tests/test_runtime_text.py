@@ -1,5 +1,6 @@
 """The text path: incremental detokenization and stop strings against the tokenizer's own
-full decode (streamed text == final text == decode of the generated ids, cut at a stop)."""
+full decode (streamed text == final text == decode of the generated ids, cut at a stop; for a
+tokenizer that strips a leading space, the continuation of the prompt's text)."""
 
 from __future__ import annotations
 
@@ -135,6 +136,29 @@ def test_special_tokens_are_left_out_of_the_text():
     assert seq.text == streamed == "ab"
     detok = IncrementalDetokenizer(LetterTokenizer())
     assert "".join(detok.add(t) for t in [0, 26, 1]) + detok.flush() == "ab"
+
+
+def metaspace_tokenizer() -> PreTrainedTokenizerFast:
+    """A SentencePiece-style tokenizer: a word's leading space is its "▁", and decode drops the
+    "▁" of the first token it is given."""
+    vocab = {"<unk>": 0, "▁Hello": 1, "▁world": 2, "!": 3, "▁the": 4}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    words.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>")
+
+
+def test_text_continues_the_prompt_for_a_tokenizer_that_strips_a_leading_space():
+    # The decision (docs/runtime.md): text is the continuation of the prompt's text, as vLLM's is,
+    # so prompt text + text = decode(prompt + generated). decode(generated) alone would lose the
+    # first word's space ("world! the") for such tokenizers; byte-level BPE (Qwen) has no such
+    # difference. Without a prompt there is nothing to continue: text = decode(generated).
+    tok, generated = metaspace_tokenizer(), [2, 3, 4]
+    seq = sequence(tok, [1], 3)
+    assert generate(seq, generated) == seq.text == " world! the" != tok.decode(generated)
+    assert tok.decode([1]) + seq.text == tok.decode([1, *generated]) == "Hello world! the"
+    detok = IncrementalDetokenizer(tok)
+    assert "".join(detok.add(t) for t in generated) + detok.flush() == tok.decode(generated) == "world! the"
 
 
 @pytest.mark.parametrize("last", [False, True])

@@ -18,7 +18,8 @@ class IncrementalDetokenizer:
         self.tokens: list[int] = []
         self.text = ""
         # The window starts a few prompt tokens back so the first generated token decodes
-        # with its left context (leading-space handling of some tokenizers).
+        # with its left context: the text continues the prompt's (a SentencePiece "▁word"
+        # keeps its space; docs/runtime.md).
         context = list(prompt_token_ids[-5:])
         self._ids: list[int] = context
         self._prefix = 0
