@@ -271,6 +271,9 @@ def test_split_plan_covers_the_row_in_aligned_nonempty_slices():
     assert host.split_plan(1, 248320, 8) == (64, 3880, 8)  # N=1: 64 blocks scan the row
     assert host.split_plan(8, 248320, 8) == (32, 7760, 8)
     assert host.split_plan(256, 248320, 8)[0] == 1  # enough rows to fill the GPU
+    # A requested count is taken as given (clamped to [1, 64]), 1 included: one block per row.
+    assert host.split_plan(1, 248320, 8, 1) == (1, 248320, 8)
+    assert host.split_plan(300, 248320, 8, 2) == (2, 124160, 8)
     with pytest.raises(ValueError, match="splits"):
         host.gated_topk_sample(torch.zeros(1, 8), torch.zeros(1), 0.0, 2, 1.0, 0, 0, splits=-1)
 

@@ -112,6 +112,9 @@ int32_t GatedDeltaRulePlugin::getOutputShapes(nvinfer1::DimsExprs const* inputs,
     outputs[0] = qkv;
     if (qkv.nbDims < 1)
     {
+        // Said here: TensorRT itself reports only the failed call.
+        report("getOutputShapes", gdn::inputLabel(gdn::kIN_QKV) + ": expected rank "
+                + std::to_string(mConfig.expectedRank(gdn::kIN_QKV)) + ", got rank " + std::to_string(qkv.nbDims));
         return -1;
     }
     outputs[0].d[qkv.nbDims - 1] = exprBuilder.constant(mConfig.shape.valueDim());

@@ -113,6 +113,18 @@ int32_t GdnPluginConfig::expectedRank(int32_t pos) const
     }
 }
 
+char const* inputName(int32_t pos)
+{
+    static char const* const kNames[] = {"qkv", "a", "b", "A_log", "dt_bias", "rnn_state_ptr", "host_request_types",
+        "last_token_ids", "slot_mapping", "z", "norm_weight"};
+    return pos >= 0 && pos <= kIN_NORM_WEIGHT ? kNames[pos] : "?";
+}
+
+std::string inputLabel(int32_t pos)
+{
+    return "input " + std::to_string(pos) + " (" + inputName(pos) + ")";
+}
+
 std::string GdnPluginConfig::checkInputDims(DimsView const* in, int32_t nb) const
 {
     if (nb != nbInputs())
@@ -120,7 +132,7 @@ std::string GdnPluginConfig::checkInputDims(DimsView const* in, int32_t nb) cons
     for (int32_t i = 0; i < nb; ++i)
     {
         if (in[i].nbDims != expectedRank(i))
-            return "TrtNegGatedDeltaRule: input " + std::to_string(i) + " must have rank "
+            return "TrtNegGatedDeltaRule: " + inputLabel(i) + " must have rank "
                 + std::to_string(expectedRank(i)) + ", got " + dimsStr(in[i]);
     }
     auto mismatch = [](int64_t have, int64_t want) { return have >= 0 && want >= 0 && have != want; };
@@ -128,12 +140,12 @@ std::string GdnPluginConfig::checkInputDims(DimsView const* in, int32_t nb) cons
     auto checkLast = [&](int32_t pos, int64_t want) -> std::string
     {
         if (mismatch(in[pos].d[r - 1], want))
-            return "TrtNegGatedDeltaRule: input " + std::to_string(pos) + " " + dimsStr(in[pos]) + ": last dim must be "
+            return "TrtNegGatedDeltaRule: " + inputLabel(pos) + " " + dimsStr(in[pos]) + ": last dim must be "
                 + std::to_string(want);
         for (int32_t k = 0; k < r - 1; ++k)
         {
             if (mismatch(in[pos].d[k], in[kIN_QKV].d[k]))
-                return "TrtNegGatedDeltaRule: input " + std::to_string(pos) + " " + dimsStr(in[pos])
+                return "TrtNegGatedDeltaRule: " + inputLabel(pos) + " " + dimsStr(in[pos])
                     + ": leading dims must match qkv " + dimsStr(in[kIN_QKV]);
         }
         return "";
@@ -164,14 +176,13 @@ std::string GdnPluginConfig::checkProfileMaxDims(DimsView const* maxDims, int32_
 {
     if (nb != nbInputs())
         return "TrtNegGatedDeltaRule: expected " + std::to_string(nbInputs()) + " inputs, got " + std::to_string(nb);
-    char const* const names[3] = {"host_request_types", "last_token_ids", "slot_mapping"};
     int32_t const positions[3] = {kIN_HOST_REQUEST_TYPES, kIN_LAST_TOKEN_IDS, kIN_SLOT_MAPPING};
     for (int32_t i = 0; i < 3; ++i)
     {
         DimsView const& d = maxDims[positions[i]];
         if (d.nbDims >= 1 && d.d[0] > kMaxSeqsPerCall)
             return "TrtNegGatedDeltaRule: the optimization profile allows " + std::to_string(d.d[0])
-                + " sequences (" + names[i] + " " + dimsStr(d) + "), more than the "
+                + " sequences (" + inputName(positions[i]) + " " + dimsStr(d) + "), more than the "
                 + std::to_string(kMaxSeqsPerCall) + " one call takes: build with max_batch_size <= "
                 + std::to_string(kMaxSeqsPerCall);
     }

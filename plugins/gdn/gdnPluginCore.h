@@ -55,6 +55,11 @@ enum InputIndex : int32_t
     kIN_NORM_WEIGHT = 10,
 };
 
+// The input's name at position `pos` (as listed above), and "input 9 (z)": errors name the
+// tensor, and the position TensorRT-LLM's network passes it at.
+char const* inputName(int32_t pos);
+std::string inputLabel(int32_t pos);
+
 // Plain dims (mirror of nvinfer1::Dims; -1 = unknown at build time).
 struct DimsView
 {

@@ -86,8 +86,51 @@ static void testSharedMemoryBound()
     CHECK(!accepted(1024, 24));   // 106,752 B
     Fields f = makeFields(1, 1, 384, 64, TensorType::kBF16, false);
     std::string const e = parse(f.v, 5, x);
-    CHECK(contains(e, "head_k_dim = 384") && contains(e, "head_v_dim = 64") && contains(e, "101632")
-        && contains(e, "101376"));
+    CHECK(e == "TrtNegGatedDeltaRule: head_k_dim = 384, head_v_dim = 64 need 101632 B of shared memory "
+               "(4 * (head_k_dim * head_v_dim + 2 * head_k_dim + 64)), more than the 101376 B opt-in limit per "
+               "block of sm_86/sm_89");
+}
+
+// The edges of what validate() accepts, the message of each refusal, and the optional flags
+// as given (not their defaults).
+static void testFieldLimits()
+{
+    GdnPluginConfig x;
+    auto error = [&](int32_t hk, int32_t hv, int32_t dk, int32_t dv) {
+        Fields f = makeFields(hk, hv, dk, dv, TensorType::kBF16, false);
+        return parse(f.v, 5, x);
+    };
+    CHECK(error(1, 1, 1, 1).empty());
+    char const* const positive = "TrtNegGatedDeltaRule: num_k_heads, num_v_heads, head_k_dim, head_v_dim must be positive";
+    CHECK(error(0, 1, 1, 1) == positive && error(1, 0, 1, 1) == positive && error(1, 1, 0, 1) == positive
+        && error(1, 1, 1, 0) == positive && error(1, 1, -1, 1) == positive);
+    CHECK(error(2, 3, 1, 1) == "TrtNegGatedDeltaRule: num_v_heads must be a multiple of num_k_heads");
+    // One CUDA thread per state column: 1024 at most, even where the shared memory would fit.
+    CHECK(error(1, 1, 1, 1024).empty());
+    CHECK(error(1, 1, 1, 1025) == "TrtNegGatedDeltaRule: head_v_dim must be <= 1024");
+
+    Fields f = makeFields(1, 1, 8, 8, TensorType::kFLOAT, true);
+    for (float const eps : {0.0f, 1e-3f})
+    {
+        f.eps = eps;
+        CHECK(parse(f.v, f.v.size(), x).empty() && x.normEps == eps);
+    }
+    for (float const eps : {-1e-6f, INFINITY, NAN})
+    {
+        f.eps = eps;
+        CHECK(parse(f.v, f.v.size(), x) == "TrtNegGatedDeltaRule: norm_eps must be finite and >= 0");
+    }
+    f.eps = 1e-5f;
+    // Flags as given: 0 / 1 read as false / true, each the opposite of its default.
+    f.ints[5] = 0; // remove_input_padding
+    f.ints[6] = 0; // gated_norm
+    f.ints[7] = 1; // continue_context
+    CHECK(parse(f.v, f.v.size(), x).empty());
+    CHECK(!x.removeInputPadding && !x.gatedNorm && x.continueContext && x.nbInputs() == 9);
+    f.ints[5] = f.ints[6] = 1;
+    f.ints[7] = 0;
+    CHECK(parse(f.v, f.v.size(), x).empty());
+    CHECK(x.removeInputPadding && x.gatedNorm && !x.continueContext && x.nbInputs() == 11);
 }
 
 static void testFields()
@@ -178,6 +221,14 @@ static void testTypesAndDims()
     {
         CHECK(c.expectedType(pos) == want[pos]);
     }
+    // Errors name each input as gdnPluginCore.h lists it (and TensorRT-LLM's network passes it).
+    char const* const names[11] = {"qkv", "a", "b", "A_log", "dt_bias", "rnn_state_ptr", "host_request_types",
+        "last_token_ids", "slot_mapping", "z", "norm_weight"};
+    for (int32_t pos = 0; pos < 11; ++pos)
+    {
+        CHECK(inputLabel(pos) == "input " + std::to_string(pos) + " (" + names[pos] + ")");
+    }
+    CHECK(std::string(inputName(11)) == "?" && std::string(inputName(-1)) == "?");
     // Position nbInputs() is the output.
     CHECK(c.expectedType(c.nbInputs()) == T::kBF16);
 
@@ -187,26 +238,70 @@ static void testTypesAndDims()
     DimsView dims[11] = {{2, qkv}, {2, ab}, {2, ab}, {1, hv}, {1, hv}, {1, one}, {1, batch}, {1, batch}, {1, batch},
         {2, z}, {1, w}};
     CHECK(c.checkInputDims(dims, 11).empty());
-    CHECK(contains(c.checkInputDims(dims, 10), "expected 11 inputs"));
-    int64_t badQkv[2] = {-1, conv + 1};
-    dims[0] = {2, badQkv};
-    CHECK(contains(c.checkInputDims(dims, 11), "last dim must be 96"));
-    dims[0] = {2, qkv};
+    CHECK(c.checkInputDims(dims, 10) == "TrtNegGatedDeltaRule: expected 11 inputs, got 10");
+    // Each refusal names the input (by position) and its dims; dims of 0 are sizes, not unknown.
+    auto refusal = [&](int32_t pos, DimsView bad) {
+        DimsView const good = dims[pos];
+        dims[pos] = bad;
+        std::string const e = c.checkInputDims(dims, 11);
+        dims[pos] = good;
+        return e;
+    };
+    int64_t badQkv[2] = {-1, conv + 1}, emptyQkv[2] = {-1, 0};
+    CHECK(refusal(0, {2, badQkv}) == "TrtNegGatedDeltaRule: input 0 (qkv) [-1, 97]: last dim must be 96");
+    CHECK(refusal(0, {2, emptyQkv}) == "TrtNegGatedDeltaRule: input 0 (qkv) [-1, 0]: last dim must be 96");
+    int64_t badZ[2] = {-1, 63};
+    CHECK(refusal(9, {2, badZ}) == "TrtNegGatedDeltaRule: input 9 (z) [-1, 63]: last dim must be 64");
     int64_t badW[1] = {8};
-    dims[10] = {1, badW};
-    CHECK(contains(c.checkInputDims(dims, 11), "norm_weight"));
-    dims[10] = {1, w};
+    CHECK(refusal(10, {1, badW}) == "TrtNegGatedDeltaRule: norm_weight must be [head_v_dim]");
+    int64_t three[1] = {3};
+    CHECK(refusal(3, {1, three}) == "TrtNegGatedDeltaRule: A_log and dt_bias must be [num_v_heads]");
+    CHECK(refusal(4, {1, three}) == "TrtNegGatedDeltaRule: A_log and dt_bias must be [num_v_heads]");
+    int64_t two[1] = {2};
+    CHECK(refusal(5, {1, two}) == "TrtNegGatedDeltaRule: rnn_state_ptr must be [1] (paged state)");
     int64_t rank3[3] = {2, 5, conv};
-    dims[0] = {3, rank3};
-    CHECK(contains(c.checkInputDims(dims, 11), "rank"));
-    dims[0] = {2, qkv};
-    int64_t tokensA[2] = {7, 4}, tokensQ[2] = {8, conv};
-    dims[0] = {2, tokensQ};
+    CHECK(refusal(0, {3, rank3}) == "TrtNegGatedDeltaRule: input 0 (qkv) must have rank 2, got [2, 5, 96]");
+    int64_t tokensA[2] = {7, 4}, tokensQ[2] = {8, conv}, noTokensQ[2] = {0, conv};
     dims[1] = {2, tokensA};
-    CHECK(contains(c.checkInputDims(dims, 11), "leading dims"));
+    CHECK(refusal(0, {2, tokensQ}) == "TrtNegGatedDeltaRule: input 1 (a) [7, 4]: leading dims must match qkv [8, 96]");
+    CHECK(refusal(0, {2, noTokensQ}) == "TrtNegGatedDeltaRule: input 1 (a) [7, 4]: leading dims must match qkv [0, 96]");
+    dims[1] = {2, ab};
+    // host_request_types, last_token_ids and slot_mapping: one batch, at most kMaxSeqsPerCall.
+    int64_t b2[1] = {2}, b3[1] = {3}, most[1] = {kMaxSeqsPerCall}, tooMany[1] = {kMaxSeqsPerCall + 1};
+    dims[6] = {1, b2};
+    char const* const oneBatch
+        = "TrtNegGatedDeltaRule: host_request_types, last_token_ids and slot_mapping must all be [batch]";
+    CHECK(refusal(7, {1, b3}) == oneBatch && refusal(8, {1, b3}) == oneBatch);
+    for (int32_t pos : {6, 7, 8})
+        dims[pos] = {1, most};
+    CHECK(c.checkInputDims(dims, 11).empty());
+    for (int32_t pos : {6, 7, 8})
+        dims[pos] = {1, tooMany};
+    CHECK(c.checkInputDims(dims, 11) == "TrtNegGatedDeltaRule: at most 4096 sequences per call");
+    for (int32_t pos : {6, 7, 8})
+        dims[pos] = {1, batch};
 
-    int64_t q3[3] = {3, 10, conv};
-    std::vector<int64_t> od = c.outputDims(DimsView{3, q3});
+    // The padded layout (remove_input_padding = 0): [batch, max_len, *] activations.
+    Fields padded = makeFields(2, 4, 8, 16, TensorType::kBF16, true);
+    padded.ints[5] = 0;
+    GdnPluginConfig pc;
+    CHECK(parse(padded.v, padded.v.size(), pc).empty());
+    int64_t pq[3] = {2, 5, conv}, pab[3] = {2, 5, 4}, pz[3] = {2, 5, 64}, longerA[3] = {2, 6, 4};
+    DimsView pdims[11] = {{3, pq}, {3, pab}, {3, pab}, {1, hv}, {1, hv}, {1, one}, {1, b2}, {1, b2}, {1, b2},
+        {3, pz}, {1, w}};
+    CHECK(pc.checkInputDims(pdims, 11).empty());
+    CHECK(c.checkInputDims(pdims, 11) == "TrtNegGatedDeltaRule: input 0 (qkv) must have rank 2, got [2, 5, 96]");
+    pdims[1] = {3, longerA};
+    CHECK(pc.checkInputDims(pdims, 11) == "TrtNegGatedDeltaRule: input 1 (a) [2, 6, 4]: leading dims must match qkv [2, 5, 96]");
+    // Three padded sequences where the [batch] inputs say two.
+    int64_t q3[3] = {3, 5, conv}, ab3[3] = {3, 5, 4}, z3[3] = {3, 5, 64};
+    pdims[0] = {3, q3};
+    pdims[1] = pdims[2] = {3, ab3};
+    pdims[9] = {3, z3};
+    CHECK(pc.checkInputDims(pdims, 11) == "TrtNegGatedDeltaRule: padded qkv must be [batch, max_len, conv_dim]");
+
+    int64_t q310[3] = {3, 10, conv};
+    std::vector<int64_t> od = c.outputDims(DimsView{3, q310});
     CHECK(od.size() == 3 && od[0] == 3 && od[1] == 10 && od[2] == 64);
 }
 
@@ -227,11 +322,51 @@ static void testProfileMaxDims()
     {
         dims[pos] = {1, tooMany};
         std::string const err = c.checkProfileMaxDims(dims, 11);
-        CHECK(contains(err, "the optimization profile allows 4097 sequences")
-            && contains(err, "build with max_batch_size <= 4096"));
+        std::string const name = pos == kIN_HOST_REQUEST_TYPES ? "host_request_types"
+            : pos == kIN_LAST_TOKEN_IDS                       ? "last_token_ids"
+                                                              : "slot_mapping";
+        CHECK(err == "TrtNegGatedDeltaRule: the optimization profile allows 4097 sequences (" + name
+                + " [4097]), more than the 4096 one call takes: build with max_batch_size <= 4096");
         dims[pos] = {1, fits};
     }
     CHECK(contains(c.checkProfileMaxDims(dims, 9), "expected 11 inputs, got 9"));
+}
+
+// makeParams carries every field of the config into the kernel parameters, reads the padded
+// layout's max_len and rows from qkv's dims, and reads every request type (the first included).
+static void testMakeParamsFromFields()
+{
+    Fields f = makeFields(2, 4, 8, 16, TensorType::kHALF, true);
+    f.ints[5] = 0; // remove_input_padding: padded [batch, max_len, conv]
+    f.ints[6] = 0; // gated_norm: 9 inputs, no z / norm_weight
+    f.ints[7] = 1; // continue_context
+    f.eps = 3e-5f;
+    GdnPluginConfig c;
+    CHECK(parse(f.v, f.v.size(), c).empty());
+    float buf[8] = {};
+    int64_t const pool = static_cast<int64_t>(reinterpret_cast<intptr_t>(buf));
+    std::vector<int32_t> reqTypes = {kCONTEXT, kGENERATION, kCONTEXT}, last = {3, 4, 11}, slots = {0, 1, 2};
+    void const* inputs[9] = {buf, buf + 1, buf + 2, buf + 3, buf + 4, &pool, reqTypes.data(), last.data(), slots.data()};
+    int64_t qd[3] = {3, 4, c.shape.convDim()};
+    GdnParams p;
+    CHECK(c.makeParams(inputs, buf + 5, DimsView{3, qd}, 3, p).empty());
+    CHECK(p.dtype == trt_neg::DType::kFLOAT16 && p.normEps == 3e-5f && p.removePadding == 0 && p.continueContext == 1);
+    CHECK(p.batch == 3 && p.maxSeqLen == 4 && p.numTokens == 12);
+    CHECK(p.z == nullptr && p.normWeight == nullptr && p.out == buf + 5 && p.qkv == buf && p.a == buf + 1
+        && p.b == buf + 2 && p.aLog == buf + 3 && p.dtBias == buf + 4 && p.statePool == buf);
+    CHECK(isContext(p.contextMask, 0) && !isContext(p.contextMask, 1) && isContext(p.contextMask, 2));
+    reqTypes[0] = 2;
+    CHECK(c.makeParams(inputs, buf + 5, DimsView{3, qd}, 3, p)
+        == "TrtNegGatedDeltaRule: host_request_types[0] = 2 (expected 0 context or 1 generation)");
+    // kMaxSeqsPerCall sequences is the limit, not past it.
+    std::vector<int32_t> many(kMaxSeqsPerCall + 1, kGENERATION);
+    inputs[kIN_HOST_REQUEST_TYPES] = many.data();
+    inputs[kIN_LAST_TOKEN_IDS] = many.data();
+    inputs[kIN_SLOT_MAPPING] = many.data();
+    int64_t qm[3] = {kMaxSeqsPerCall, 1, c.shape.convDim()};
+    CHECK(c.makeParams(inputs, buf + 5, DimsView{3, qm}, kMaxSeqsPerCall, p).empty() && p.batch == kMaxSeqsPerCall);
+    CHECK(c.makeParams(inputs, buf + 5, DimsView{3, qm}, kMaxSeqsPerCall + 1, p)
+        == "TrtNegGatedDeltaRule: batch 4097 outside [0, 4096]");
 }
 
 // The enqueue path on host memory: makeParams from raw "inputs" then the CPU op must equal
@@ -376,8 +511,10 @@ static void testEnqueuePath()
 int main()
 {
     testFields();
+    testFieldLimits();
     testTypesAndDims();
     testProfileMaxDims();
+    testMakeParamsFromFields();
     testEnqueuePath();
     return checkSummary("gdnCoreTest: all checks passed");
 }

@@ -185,11 +185,79 @@ void testShapesAndEnqueue()
     int64_t const pool = 0x1000;
     int32_t const requestTypes[2] = {0, 1}, lastTokens[2] = {6, 7}, slots[2] = {1, 0};
     void const* ptrs[11] = {buf, buf, buf, buf, buf, &pool, requestTypes, lastTokens, slots, buf, buf};
-    void* outs[1] = {buf};
+    float y[64] = {};
+    void* outs[1] = {y};
     gLaunches = 0;
     CHECK(runtime->enqueue(rin.data(), rout, ptrs, outs, nullptr, nullptr) == 0);
     CHECK(gLaunches == 1 && gLaunched.batch == 2 && gLaunched.numTokens == 7);
     CHECK(gLaunched.statePool == reinterpret_cast<float*>(pool) && gLaunched.slotMapping == slots);
+    CHECK(gLaunched.out == y && gLaunched.qkv == buf && gLaunched.lastTokenIds == lastTokens
+        && gLaunched.dtype == DType::kBFLOAT16);
+    delete p;
+}
+
+// A refused shape, profile or enqueue fails the call and says why on stderr, under the
+// method's name.
+void testRefusalsAreReported()
+{
+    GatedDeltaRulePluginCreator creator;
+    IPluginV3* p = makePlugin(creator);
+    auto* build = capability<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD);
+    auto* runtime = capability<IPluginV3OneRuntime>(p, PluginCapabilityType::kRUNTIME);
+    int32_t rc = 0;
+    std::vector<DynamicPluginTensorDesc> in = inputs(64, 8);
+    std::vector<DynamicPluginTensorDesc> out = {dynDesc({-1, kValue}, DataType::kBF16, {64, kValue})};
+    in[gdn::kIN_QKV] = dynDesc({-1, kConv + 1}, DataType::kBF16, {64, kConv + 1});
+    std::string log = trt_mock::stderrOf([&] { rc = build->configurePlugin(in.data(), 11, out.data(), 1); });
+    CHECK(rc != 0
+        && contains(log, "TrtNegGatedDeltaRule::configurePlugin: TrtNegGatedDeltaRule: input 0 (qkv) [-1, 129]: last dim must be 128"));
+    std::vector<PluginTensorDesc> rin;
+    for (auto const& d : in)
+    {
+        rin.push_back(d.desc);
+    }
+    PluginTensorDesc rout[1] = {out[0].desc};
+    log = trt_mock::stderrOf([&] { rc = runtime->onShapeChange(rin.data(), 11, rout, 1); });
+    CHECK(rc != 0 && contains(log, "TrtNegGatedDeltaRule::onShapeChange: TrtNegGatedDeltaRule: input 0 (qkv) [-1, 129]"));
+    in = inputs(64, 8);
+    out.push_back(out[0]);
+    log = trt_mock::stderrOf([&] { rc = build->configurePlugin(in.data(), 11, out.data(), 2); });
+    CHECK(rc != 0 && contains(log, "TrtNegGatedDeltaRule::configurePlugin: TrtNegGatedDeltaRule: expected 1 output"));
+    std::vector<DynamicPluginTensorDesc> tooMany = inputs(64, gdn::kMaxSeqsPerCall + 1);
+    log = trt_mock::stderrOf([&] { rc = build->configurePlugin(tooMany.data(), 11, out.data(), 1); });
+    CHECK(rc != 0
+        && contains(log, "TrtNegGatedDeltaRule::configurePlugin: TrtNegGatedDeltaRule: the optimization profile allows 4097"));
+
+    trt_mock::ExprBuilder eb;
+    std::vector<DimsExprs> shapes(11);
+    DimsExprs outShape[1];
+    log = trt_mock::stderrOf([&] { rc = build->getOutputShapes(shapes.data(), 11, nullptr, 0, outShape, 1, eb); });
+    CHECK(rc != 0 && contains(log, "TrtNegGatedDeltaRule::getOutputShapes: input 0 (qkv): expected rank 2, got rank 0"));
+
+    // enqueue: a request type that is neither context nor generation.
+    rin.clear();
+    for (auto const& d : inputs(64, 8))
+    {
+        rin.push_back(d.desc);
+    }
+    for (int32_t i : {0, 1, 2, 9})
+    {
+        rin[i].dims.d[0] = 7;
+    }
+    for (int32_t i : {6, 7, 8})
+    {
+        rin[i].dims.d[0] = 2;
+    }
+    float buf[64] = {};
+    int64_t const pool = 0x1000;
+    int32_t const requestTypes[2] = {0, 2}, lastTokens[2] = {6, 7}, slots[2] = {1, 0};
+    void const* ptrs[11] = {buf, buf, buf, buf, buf, &pool, requestTypes, lastTokens, slots, buf, buf};
+    void* outs[1] = {buf};
+    gLaunches = 0;
+    log = trt_mock::stderrOf([&] { rc = runtime->enqueue(rin.data(), rout, ptrs, outs, nullptr, nullptr); });
+    CHECK(rc != 0 && gLaunches == 0
+        && contains(log, "TrtNegGatedDeltaRule::enqueue: TrtNegGatedDeltaRule: host_request_types[1] = 2 (expected 0 "
+                         "context or 1 generation)"));
     delete p;
 }
 
@@ -231,6 +299,7 @@ int main()
     testOutputTypeIsTheConfiguredType();
     testProfileMaxBatchIsChecked();
     testShapesAndEnqueue();
+    testRefusalsAreReported();
     testWrongInputCountIsReported();
     return checkSummary("all checks passed");
 }

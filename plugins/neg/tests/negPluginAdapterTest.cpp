@@ -122,7 +122,7 @@ void testTypesShapesAndFormats()
     std::vector<DataType> in(8, DataType::kFLOAT);
     in[kNEG_IN_HIDDEN] = in[kNEG_IN_W1] = DataType::kBF16;
     in[kNEG_IN_POSITIONS] = DataType::kINT32;
-    DataType out[4];
+    DataType out[4] = {DataType::kINT8, DataType::kINT8, DataType::kINT8, DataType::kINT8}; // each one written
     CHECK(build->getOutputDataTypes(out, 4, in.data(), 8) == 0);
     CHECK(out[0] == DataType::kFLOAT && out[1] == DataType::kINT32 && out[2] == DataType::kFLOAT
         && out[3] == DataType::kINT32);
@@ -201,6 +201,38 @@ void testWorkspaceAndEnqueue()
     delete p;
 }
 
+// pluginFields.h's FieldType and TensorType are TensorRT's PluginFieldType and DataType codes:
+// the adapters cast between them.
+void testMirroredCodesAreTensorRTs()
+{
+    auto same = [](auto ours, auto theirs) { return static_cast<int32_t>(ours) == static_cast<int32_t>(theirs); };
+    CHECK(same(FieldType::kFLOAT16, PluginFieldType::kFLOAT16) && same(FieldType::kFLOAT32, PluginFieldType::kFLOAT32)
+        && same(FieldType::kFLOAT64, PluginFieldType::kFLOAT64) && same(FieldType::kINT8, PluginFieldType::kINT8)
+        && same(FieldType::kINT16, PluginFieldType::kINT16) && same(FieldType::kINT32, PluginFieldType::kINT32)
+        && same(FieldType::kCHAR, PluginFieldType::kCHAR) && same(FieldType::kDIMS, PluginFieldType::kDIMS)
+        && same(FieldType::kUNKNOWN, PluginFieldType::kUNKNOWN) && same(FieldType::kBF16, PluginFieldType::kBF16)
+        && same(FieldType::kINT64, PluginFieldType::kINT64));
+    CHECK(same(TensorType::kFLOAT, DataType::kFLOAT) && same(TensorType::kHALF, DataType::kHALF)
+        && same(TensorType::kINT8, DataType::kINT8) && same(TensorType::kINT32, DataType::kINT32)
+        && same(TensorType::kBOOL, DataType::kBOOL) && same(TensorType::kUINT8, DataType::kUINT8)
+        && same(TensorType::kFP8, DataType::kFP8) && same(TensorType::kBF16, DataType::kBF16)
+        && same(TensorType::kINT64, DataType::kINT64));
+
+    // The activation by name, as a kCHAR PluginField.
+    NegPluginCreator creator;
+    static int32_t const ints[3] = {kH, kD, kV};
+    static char const activation[] = "gelu_pytorch_tanh";
+    PluginField const fields[4] = {{"hidden_size", &ints[0], PluginFieldType::kINT32, 1},
+        {"head_hidden_size", &ints[1], PluginFieldType::kINT32, 1}, {"vocab_size", &ints[2], PluginFieldType::kINT32, 1},
+        {"activation", activation, PluginFieldType::kCHAR, static_cast<int32_t>(sizeof activation)}};
+    PluginFieldCollection const fc{4, fields};
+    IPluginV3* p = creator.createPlugin("neg", &fc, TensorRTPhase::kBUILD);
+    CHECK(p != nullptr
+        && contains(capability<IPluginV3OneBuild>(p, PluginCapabilityType::kBUILD)->getMetadataString(),
+            ";activation=gelu_tanh"));
+    delete p;
+}
+
 // Every refusal names the method and the reason on stderr, not just TensorRT's return code.
 void testErrorsAreReported()
 {
@@ -215,6 +247,9 @@ void testErrorsAreReported()
     std::string log = trt_mock::stderrOf([&] { rc = build->getOutputDataTypes(outTypes, 4, types.data(), 7); });
     CHECK(rc != 0
         && contains(log, "NegGatedSampling::getOutputDataTypes: expected 8 inputs and 4 outputs, got 7 and 4"));
+    log = trt_mock::stderrOf([&] { rc = build->getOutputDataTypes(outTypes, 3, types.data(), 8); });
+    CHECK(rc != 0
+        && contains(log, "NegGatedSampling::getOutputDataTypes: expected 8 inputs and 4 outputs, got 8 and 3"));
 
     trt_mock::ExprBuilder eb;
     std::vector<DimsExprs> shapes(8);
@@ -222,6 +257,8 @@ void testErrorsAreReported()
     DimsExprs outShapes[4];
     log = trt_mock::stderrOf([&] { rc = build->getOutputShapes(shapes.data(), 8, nullptr, 0, outShapes, 3, eb); });
     CHECK(rc != 0 && contains(log, "NegGatedSampling::getOutputShapes: expected 8 inputs and 4 outputs, got 8 and 3"));
+    log = trt_mock::stderrOf([&] { rc = build->getOutputShapes(shapes.data(), 7, nullptr, 0, outShapes, 4, eb); });
+    CHECK(rc != 0 && contains(log, "NegGatedSampling::getOutputShapes: expected 8 inputs and 4 outputs, got 7 and 4"));
     shapes[kNEG_IN_LOGITS] = trt_mock::exprs(eb, {1, 5, kV});
     log = trt_mock::stderrOf([&] { rc = build->getOutputShapes(shapes.data(), 8, nullptr, 0, outShapes, 4, eb); });
     CHECK(rc != 0 && contains(log, "NegGatedSampling::getOutputShapes") && contains(log, "'logits'")
@@ -265,6 +302,7 @@ void testRegistration()
 int main()
 {
     testRegistration();
+    testMirroredCodesAreTensorRTs();
     testCapabilitiesAndSerialisation();
     testTypesShapesAndFormats();
     testWorkspaceAndEnqueue();
