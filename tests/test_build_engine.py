@@ -148,6 +148,60 @@ def test_resolve_build_options_defaults_and_caps():
         B.resolve_build_options(max_position_embeddings=64, max_batch_size=0)
 
 
+def test_resolve_build_options_limits_are_inclusive_and_defaults_are_one_gpu_float32():
+    """Each limit may equal what bounds it: max_seq_len the model's max_position_embeddings, max_num_tokens
+    the batch size; the defaults are one GPU, float32 and a max_num_tokens capped at 8192."""
+    opts, notes = B.resolve_build_options(max_position_embeddings=128, max_seq_len=128, max_batch_size=16,
+                                          max_input_len=8, max_num_tokens=16, dtype="bfloat16")
+    assert (opts.max_seq_len, opts.max_num_tokens, opts.dtype, opts.tp_size, opts.pp_size, opts.world_size,
+            opts.workers) == (128, 16, "bfloat16", 1, 1, 1, 1) and notes == []
+    with pytest.raises(B.BuildOptionError, match=r"--max-seq-len 129 exceeds the model's max_position_embeddings"):
+        B.resolve_build_options(max_position_embeddings=128, max_seq_len=129)
+    with pytest.raises(B.BuildOptionError, match=r"--max-num-tokens \(15\) must be at least --max-batch-size \(16\)"):
+        B.resolve_build_options(max_position_embeddings=128, max_batch_size=16, max_input_len=8, max_num_tokens=15)
+    opts, _ = B.resolve_build_options(max_position_embeddings=8192, max_batch_size=3)
+    assert (opts.max_seq_len, opts.max_input_len, opts.max_num_tokens, opts.dtype) == (4096, 4095, 8192, "float32")
+    assert opts.to_dict()["world_size"] == 1 and opts.to_dict()["plugin_config"] == opts.plugin_config()
+    for workers, gpus in ((1, 2), (2, 2), (2, None)):  # within both caps: kept as asked, no note
+        opts, notes = B.resolve_build_options(max_position_embeddings=128, tp_size=2, workers=workers, gpu_count=gpus)
+        assert (opts.workers, notes) == (workers, [])
+    opts, notes = B.resolve_build_options(max_position_embeddings=128, tp_size=2, workers=2, gpu_count=0)
+    assert (opts.workers, notes) == (1, ["--workers 2 capped at the visible GPU count (0)"])
+
+
+def test_check_engine_config_takes_float16_logits_and_names_a_missing_build_config():
+    assert B.check_engine_config(_tiny_engine_config() | {"pretrained_config": {
+        **_tiny_engine_config()["pretrained_config"], "logits_dtype": "float16"}}) == []
+    assert B.check_engine_config({"pretrained_config": _tiny_engine_config()["pretrained_config"]}) == [
+        "needs 'pretrained_config' and 'build_config' objects (an engine config, not a checkpoint config)"]
+    config = _tiny_engine_config()
+    config["pretrained_config"].update(conv_kernel=2, mapping={"world_size": 1})  # tp_size and pp_size: 1
+    assert B.check_engine_config(config) == []
+    assert B.check_engine_config(_tiny_engine_config(max_batch_size=1)) == []
+    config["pretrained_config"]["mapping"] = {"world_size": 2, "tp_size": 1, "pp_size": 2}
+    assert B.check_engine_config(config) == []
+
+
+@pytest.mark.parametrize("pretrained, build, problem", [
+    ({"mapping": {"tp_size": 0}}, {}, "pretrained_config.mapping must hold positive tp_size and pp_size, got "
+                                      "{'tp_size': 0}"),
+    ({"mapping": {"pp_size": "2"}}, {}, "pretrained_config.mapping must hold positive tp_size and pp_size, got "
+                                        "{'pp_size': '2'}"),
+    ({"mapping": {"world_size": 4, "tp_size": 1, "pp_size": 2}}, {}, "pretrained_config.mapping.world_size (4) != "
+                                                                      "tp_size * pp_size"),
+    ({"mapping": {"world_size": 2, "tp_size": 1, "pp_size": 1}}, {}, "pretrained_config.mapping.world_size (2) != "
+                                                                      "tp_size * pp_size"),
+    ({}, {"max_input_len": None}, "build_config.max_input_len must be an integer >= 1, got None"),
+    ({}, {"plugin_config": {"gpt_attention_plugin": False, "mamba_conv1d_plugin": "auto", "remove_input_padding": True,
+                            "paged_kv_cache": True, "paged_state": True}},
+     "build_config.plugin_config.gpt_attention_plugin must be enabled, got False"),
+])
+def test_check_engine_config_names_each_bad_mapping_or_limit(pretrained, build, problem):
+    config = _tiny_engine_config(**build)
+    config["pretrained_config"].update(pretrained)
+    assert B.check_engine_config(config) == [problem]
+
+
 def test_check_engine_config_accepts_a_good_config_and_lists_every_problem():
     good = _tiny_engine_config()
     assert B.check_engine_config(good) == []
@@ -249,6 +303,25 @@ def test_checkpoint_fingerprint_changes_with_the_weights_layout(tiny_checkpoint,
     assert B.checkpoint_fingerprint(copy)["sha256"] != a["sha256"]
 
 
+def test_checkpoint_fingerprint_covers_safetensors_headers_not_their_bytes_nor_other_files(tiny_checkpoint, tmp_path):
+    """What the docstring promises: names, sizes and headers of *.safetensors files (a renamed tensor of the same
+    size changes it), never the weight bytes (a cheap identity of the 9B) nor files other than JSON and safetensors."""
+    import shutil
+
+    copy = shutil.copytree(tiny_checkpoint, tmp_path / "copy")
+    a = B.checkpoint_fingerprint(copy)
+    assert {f["name"] for f in a["files"]} == {p.name for p in copy.iterdir() if p.suffix in (".json", ".safetensors")}
+    (copy / "README.md").write_text("notes")
+    raw = bytearray((copy / "model.safetensors").read_bytes())
+    raw[-4:] = b"\x01\x02\x03\x04"  # the last weight's bytes
+    (copy / "model.safetensors").write_bytes(bytes(raw))
+    assert B.checkpoint_fingerprint(copy)["sha256"] == a["sha256"]
+    n = int.from_bytes(raw[:8], "little")
+    header = bytes(raw[8:8 + n]).replace(b"mtp.fc.weight", b"mtp.fc.weighs")  # same length, another tensor name
+    (copy / "model.safetensors").write_bytes(bytes(raw[:8]) + header + bytes(raw[8 + n:]))
+    assert B.checkpoint_fingerprint(copy)["sha256"] != a["sha256"]
+
+
 def test_find_plugin_library(tmp_path):
     lib = tmp_path / PLUGIN_LIBRARY
     lib.write_bytes(b"")
@@ -266,6 +339,20 @@ def test_find_plugin_library(tmp_path):
         B.find_plugin_library(None, environ={}, candidates=[tmp_path / "a" / PLUGIN_LIBRARY])
     assert "not found (looked in" in str(info.value) and "cmake -S plugins -B build/plugins" in str(info.value)
     assert PLUGIN_LIBRARY_ENV in str(info.value)
+
+
+def test_a_plugin_library_list_must_start_with_the_plugin_library(tmp_path):
+    """The engine is built with, records and copies the first entry of TRT_NEG_PLUGIN_LIB: another library
+    there (a dependency listed first) is refused before converting, not found missing plugins after it."""
+    lib = tmp_path / PLUGIN_LIBRARY
+    dep = tmp_path / "libdep.so"
+    lib.write_bytes(b"")
+    dep.write_bytes(b"")
+    with pytest.raises(PluginLibraryError) as info:
+        B.find_plugin_library(None, environ={PLUGIN_LIBRARY_ENV: os.pathsep.join([str(dep), str(lib)])})
+    assert str(info.value) == (f"{PLUGIN_LIBRARY_ENV}: its first entry {dep} is the library the engine is built with "
+                               f"and records, and must be {PLUGIN_LIBRARY}; list it first, or pass --plugin-lib")
+    assert B.find_plugin_library(dep, environ={}) == dep.resolve()  # named explicitly: taken as it is
 
 
 # ------------------------------------------------------------------------------------ end to end (stub)
@@ -710,3 +797,17 @@ def test_an_engine_build_refuses_top_k_beyond_the_kernel_limit_before_converting
     converted = CliRunner().invoke(cli, ["--model", str(model), "--output", str(tmp_path / "ckpt"),
                                          "--checkpoint-only", "--no-progress"])
     assert converted.exit_code == 0, converted.output  # the torch backend takes any top_k
+
+
+@pytest.mark.parametrize("tp_size, dtype", [(1, "bfloat16"), (2, "float32")])
+def test_build_engines_refuses_a_checkpoint_of_another_layout_or_dtype(stub, tiny_checkpoint, tmp_path, tp_size, dtype):
+    """A reused checkpoint converted with other options is named before anything is built."""
+    from trt_neg.checkpoint.convert import convert_checkpoint
+
+    convert_checkpoint(tiny_checkpoint, tmp_path / "ckpt", dtype="float32")
+    options, _ = B.resolve_build_options(max_position_embeddings=2048, max_seq_len=128, tp_size=tp_size, dtype=dtype)
+    with pytest.raises(B.BuildOptionError) as info:
+        B.build_engines(tmp_path / "ckpt", tmp_path / "engine", options, plugin_library=stub.lib, hf_model_dir=None)
+    assert str(info.value) == (f"{(tmp_path / 'ckpt').resolve()}: checkpoint is tp 1, pp 1, float32; the build options "
+                               f"say tp {tp_size}, pp 1, {dtype}")
+    assert [c[0] for c in stub.CALLS] == ["load_plugin_library"] and not (tmp_path / "engine").exists()

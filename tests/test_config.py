@@ -20,7 +20,7 @@ def write(tmp_path, data, neg=None):
 
 def text_layout(preset="tiny"):
     """The same model as a plain text config (model_type qwen3_5_text, fields at top level)."""
-    vl = preset_config(preset)
+    vl = copy.deepcopy(preset_config(preset))  # its nested dicts are the preset's own: tests edit theirs
     return {**vl["text_config"], "architectures": ["Qwen3_5ForCausalLM"], "neg_config": vl["neg_config"]}
 
 
@@ -57,6 +57,22 @@ def test_parameter_count_matches_transformers(tiny_checkpoint):
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
     expected = sum(p.numel() for p in model.parameters())
     assert load_config(tiny_checkpoint).backbone.num_parameters == expected
+
+
+def test_parameter_count_with_attention_bias_matches_transformers():
+    """attention_bias adds q/k/v/o biases to the full-attention layers (the 9B has none, so the
+    count above cannot see a wrong formula for them)."""
+    import transformers
+
+    data = text_layout()
+    data["attention_bias"] = True
+    cfg = config_from_dict(data)
+    fields = {k: v for k, v in data.items() if k not in ("neg_config", "architectures")}
+    model = transformers.Qwen3_5ForCausalLM(transformers.Qwen3_5TextConfig(**fields))
+    assert cfg.backbone.num_parameters == sum(p.numel() for p in model.parameters())
+    # one full-attention layer: q_proj (query | gate) 2 * 4 * 16, k_proj and v_proj 2 * 2 * 16, o_proj 64
+    unbiased = config_from_dict(text_layout()).backbone.num_parameters
+    assert cfg.backbone.num_parameters == unbiased + 2 * 4 * 16 + 2 * 2 * 16 + 64
 
 
 def test_full_attention_interval_expands_to_layer_types(tmp_path):
@@ -163,6 +179,18 @@ def _mutations():
         "neg threshold in config": (setneg("threshold", 0.5), "neg_config.threshold", "neg_gate.threshold"),
         "bos outside vocab": (setf("bos_token_id", 512), "text_config.bos_token_id", "outside the vocabulary"),
         "neg missing": (lambda d: d.pop("neg_config"), "neg_config", "missing"),
+        "pad outside vocab": (setf("pad_token_id", 512), "'text_config.pad_token_id'", "outside the vocabulary"),
+        "rotary factor above one": (
+            lambda d: d["text_config"]["rope_parameters"].__setitem__("partial_rotary_factor", 1.5),
+            "text_config.rope_parameters.partial_rotary_factor", "must be in (0, 1], got 1.5"),
+        "top-level rotary factor above one": (
+            lambda d: (d["text_config"]["rope_parameters"].pop("partial_rotary_factor"),
+                       d["text_config"].__setitem__("partial_rotary_factor", 2.0)),
+            "field 'text_config.partial_rotary_factor'", "must be in (0, 1], got 2.0"),
+        "layer_types not strings": (setf("layer_types", ["linear_attention"] * 3 + [1]), "text_config.layer_types",
+                                    "must be a list of strings"),
+        "text_config not an object": (lambda d: d.__setitem__("text_config", [1]), "field 'text_config'",
+                                      "expected a JSON object"),
     }
 
 
@@ -470,6 +498,7 @@ def test_other_model_families_are_refused_by_name(tmp_path, case):
 
 
 @pytest.mark.parametrize("architectures", [["Qwen3_5ForConditionalGeneration"], ["Qwen3_5ForCausalLM"],
+                                           ["Qwen3_5Model"], ["Qwen3_5TextModel"],
                                            ["DarwinNegForCausalLM"], "Qwen3_5ForCausalLM", None, []])
 def test_qwen3_5_architectures_and_custom_names_load(architectures):
     data = preset_config("tiny")
@@ -555,6 +584,24 @@ def test_a_converted_checkpoint_is_named_with_the_hf_checkpoint_it_came_from(tin
         f"{tiny_checkpoint.resolve() / 'config.json'}")
 
 
+@pytest.mark.parametrize("trt_neg, mapping, says", [
+    (None, {"tp_size": 1, "pp_size": 2}, "a TensorRT-LLM checkpoint (tp 1, pp 2)"),
+    (None, {"pp_size": 2}, "a TensorRT-LLM checkpoint (tp ?, pp 2)"),
+    ({"contract_version": 1}, {"tp_size": 2}, "a TensorRT-LLM checkpoint written by build_engine.py (tp 2)"),
+    ({"source": "/m/config.json"}, {"tp_size": 4, "pp_size": 1}, "a TensorRT-LLM checkpoint written by build_engine.py "
+                                                                  "(tp 4)"),
+])
+def test_a_foreign_or_partial_trtllm_checkpoint_config_is_named_with_its_layout(trt_neg, mapping, says):
+    data = {"architecture": "DarwinNegForCausalLM", "mapping": mapping}
+    if trt_neg is not None:
+        data["trt_neg"] = trt_neg
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "c.json")
+    origin = f": {trt_neg['source']}" if trt_neg and "source" in trt_neg else ""
+    assert str(info.value) == (f"c.json: field 'architecture': {says}, not an HF checkpoint; give the HF checkpoint it "
+                               f"was converted from{origin}")
+
+
 def test_an_engine_config_is_named_as_such(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"version": "1.2.1", "pretrained_config": {"architecture": "DarwinNegForCausalLM"},
@@ -562,3 +609,176 @@ def test_an_engine_config_is_named_as_such(tmp_path):
     with pytest.raises(ConfigError, match=r"field 'pretrained_config': a TensorRT-LLM engine directory's config, "
                                           r"not an HF checkpoint; give the HF checkpoint it was built from"):
         load_config(tmp_path)
+
+
+def test_an_error_in_a_config_given_as_a_dict_names_dict_as_its_source():
+    data = text_layout()
+    data["hidden_size"] = 0
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value) == "<dict>: field 'hidden_size': must be >= 1, got 0"
+    assert config_from_dict(text_layout()).source == ""  # not "None": converters record it as a path
+
+
+def test_null_fields_take_their_defaults():
+    """transformers writes unset fields as null; a null boolean reads as false there (no bias, untied)."""
+    data = text_layout()
+    data.update(attention_bias=None, tie_word_embeddings=None, eos_token_id=None)
+    data["neg_config"].update(top_k=None)
+    cfg = config_from_dict(data)
+    b = cfg.backbone
+    assert (b.attention_bias, b.tie_word_embeddings, b.eos_token_id) == (False, False, ())
+    assert cfg.neg.top_k == 8
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("rms_norm_eps", "1e-6", "must be a number, got '1e-6'"),
+    ("rms_norm_eps", True, "must be a number, got True"),
+    ("rms_norm_eps", 0, "must be a finite positive number, got 0.0"),
+    ("rms_norm_eps", -1e-6, "must be a finite positive number, got -1e-06"),
+    ("rope_theta", float("inf"), "must be a finite positive number, got inf"),
+    ("rope_theta", float("nan"), "must be a finite positive number, got nan"),
+    ("eos_token_id", -1, "must be a token id or a list of token ids, got -1"),
+    ("eos_token_id", [1, "2"], "must be a token id or a list of token ids, got [1, '2']"),
+    ("bos_token_id", True, "must be a token id or a list of token ids, got True"),
+    ("layer_types", "linear_attention", "must be a list of strings"),
+    ("linear_conv_kernel_dim", 1, "must be >= 2, got 1"),
+])
+def test_a_field_of_the_wrong_type_or_range_is_named(field, value, problem):
+    data = text_layout()
+    data.pop("rope_parameters")
+    data.update(rope_theta=1e4, partial_rotary_factor=0.25)  # legacy top-level rope fields: read by f.float
+    data[field] = value
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, "config.json")
+    assert str(info.value) == f"config.json: field '{field}': {problem}"
+
+
+def test_layer_types_null_or_absent_follow_full_attention_interval_4():
+    """transformers' Qwen3_5TextConfig default (full_attention_interval 4): every fourth layer is full attention."""
+    data = text_layout()
+    data.update(layer_types=None, num_hidden_layers=8)
+    assert config_from_dict(data).backbone.layer_types == ("linear_attention",) * 3 + ("full_attention",) \
+        + ("linear_attention",) * 3 + ("full_attention",)
+
+
+@pytest.mark.parametrize("rope_type", ["default", "mrope"])
+def test_full_rotary_and_text_only_mrope_are_accepted(rope_type):
+    """partial_rotary_factor 1 rotates the whole head; rope_type mrope (the published VL config's M-RoPE)
+    acts on text as default RoPE."""
+    data = text_layout()
+    data["rope_parameters"].update(partial_rotary_factor=1.0, rope_type=rope_type)
+    assert config_from_dict(data).backbone.rotary_dim == 16
+
+
+def test_absent_fields_take_transformers_defaults():
+    """Qwen3_5TextConfig's defaults for fields save_pretrained may leave out: head_dim 256, rms_norm_eps 1e-6,
+    linear_conv_kernel_dim 4, partial_rotary_factor 0.25; a conv kernel of 2 (one state step) is allowed."""
+    import transformers
+
+    data = text_layout()
+    for name in ("head_dim", "rms_norm_eps", "linear_conv_kernel_dim", "hidden_act"):
+        data.pop(name)
+    data["rope_parameters"].pop("partial_rotary_factor")
+    b = config_from_dict(data).backbone
+    reference = transformers.Qwen3_5TextConfig()
+    assert (b.head_dim, b.rms_norm_eps, b.linear_conv_kernel_dim, b.partial_rotary_factor) == (
+        reference.head_dim, reference.rms_norm_eps, reference.linear_conv_kernel_dim, 0.25) == (256, 1e-6, 4, 0.25)
+    data["linear_conv_kernel_dim"] = 2
+    assert config_from_dict(data).backbone.linear_conv_kernel_dim == 2
+    assert b.hidden_act == "silu"
+
+
+@pytest.mark.parametrize("factor, rotary_dim", [(0.125, 2), (0.01, None), (0.1, None)])
+def test_rotary_dims_must_be_even_and_at_least_two(factor, rotary_dim):
+    data = text_layout()  # head_dim 16
+    data["rope_parameters"]["partial_rotary_factor"] = factor
+    if rotary_dim is not None:
+        assert config_from_dict(data).backbone.rotary_dim == rotary_dim
+        return
+    with pytest.raises(ConfigError, match=rf"head_dim 16 x {factor} gives {int(16 * factor)} rotary dims; need an "
+                                          r"even number >= 2"):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize("kind", ["linear_attention", "full_attention"])
+def test_a_model_of_one_layer_kind_is_described(kind):
+    data = text_layout()
+    data["layer_types"] = [kind] * 4
+    b = config_from_dict(data).backbone
+    assert (b.full_attention_layers, b.linear_attention_layers) == (((0, 1, 2, 3), ()) if kind == "full_attention"
+                                                                    else ((), (0, 1, 2, 3)))
+
+
+def test_neg_seed_enabled_and_their_limits_are_read():
+    data = text_layout()
+    data["neg_config"].update(seed=2**64 - 1, enabled=False, top_k=3, temperature=0.5, activation="gelu")
+    neg = config_from_dict(data).neg
+    assert (neg.seed, neg.enabled, neg.top_k, neg.temperature, neg.activation) == (2**64 - 1, False, 3, 0.5, "gelu")
+    data["neg_config"]["seed"] = 2**64
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value) == "<dict>: field 'neg_config.seed': must be <= 18446744073709551615 (64 bits), got " \
+                              "18446744073709551616"
+
+
+def test_a_missing_config_json_says_what_directory_was_expected(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == (f"{tmp_path / 'config.json'}: field '<file>': not found (expected an HF checkpoint "
+                               "directory with config.json)")
+
+
+def test_a_generation_config_eos_equal_to_the_vocabulary_size_is_refused(tmp_path):
+    """Token ids run 0 .. vocab_size - 1: vocab_size itself is outside (the boundary, by name of the file)."""
+    write(tmp_path, text_layout())
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [509, 512]}))
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == (f"{tmp_path / 'generation_config.json'}: field 'eos_token_id': token id 512 is outside "
+                               "the vocabulary (vocab_size 512)")
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [509, 511]}))
+    assert load_config(tmp_path).backbone.eos_token_id == (509, 511)
+
+
+@pytest.mark.parametrize("outer, inner, warned", [
+    (None, True, "text_config.tie_word_embeddings (True) is ignored: Qwen3_5ForConditionalGeneration ties by the "
+                 "top-level tie_word_embeddings (absent: false)"),
+    (True, False, "text_config.tie_word_embeddings (False) is ignored: Qwen3_5ForConditionalGeneration ties by the "
+                  "top-level tie_word_embeddings (True)"),
+    (False, False, None),
+    (None, None, None),
+])
+def test_vl_text_config_tie_that_disagrees_with_the_outer_one_is_a_warning(caplog, outer, inner, warned):
+    data = copy.deepcopy(preset_config("tiny"))
+    data.pop("tie_word_embeddings")
+    if outer is not None:
+        data["tie_word_embeddings"] = outer
+    data["text_config"]["tie_word_embeddings"] = inner
+    with caplog.at_level("WARNING", logger="trt_neg.config"):
+        cfg = config_from_dict(data, "c.json")
+    assert cfg.backbone.tie_word_embeddings is bool(outer)
+    messages = [r.getMessage() for r in caplog.records if r.name == "trt_neg.config"]
+    assert messages == ([] if warned is None else [f"c.json: {warned}"])
+
+
+def test_token_id_zero_is_a_token():
+    data = text_layout()
+    data.update(eos_token_id=[0, 511], bos_token_id=0, pad_token_id=0)
+    b = config_from_dict(data).backbone
+    assert (b.eos_token_id, b.bos_token_id, b.pad_token_id) == ((0, 511), 0, 0)
+
+
+def test_the_checkpoint_dtype_in_config_json_is_the_conversion_default(tiny_checkpoint, tmp_path):
+    """config.json's dtype (kept with the description) decides the converted dtype when none is asked for,
+    whatever the stored weights' dtype (float32 here)."""
+    import shutil
+
+    from trt_neg.checkpoint.convert import resolve_dtype
+    from trt_neg.checkpoint.hf import HFCheckpoint
+
+    model = shutil.copytree(tiny_checkpoint, tmp_path / "m")
+    data = json.loads((model / "config.json").read_text())
+    data["dtype"] = "bfloat16"
+    (model / "config.json").write_text(json.dumps(data))
+    assert resolve_dtype(HFCheckpoint(model), None) == "bfloat16"

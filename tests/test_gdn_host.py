@@ -390,3 +390,61 @@ def test_padded_length_longer_than_max_seq_len_is_an_error():
     # packed: the same entry is named
     with pytest.raises(ValueError, match=r"last_token_ids\[1\] = 9.*num_tokens = 8"):
         run(x, hk, hv, dk, dv, torch.zeros(2, hv, dk, dv), [4, 5])
+
+
+def test_every_tensor_the_c_code_reads_is_checked_by_shape_and_layout():
+    """The C call trusts its pointers: a tensor of the wrong shape, dtype or layout would be read past its
+    end or reinterpreted; each is refused by name before the call."""
+    hk, hv, dk, dv = 1, 2, 4, 4
+    x = make_inputs(6, hk, hv, dk, dv)
+    pool = torch.zeros(3, hv, dk, dv)
+    bad = [
+        (dict(qkv=x["qkv"].to(torch.int32)), TypeError, r"^qkv: dtype torch.int32 not supported"),
+        (dict(qkv=x["qkv"][:, :-1]), ValueError, r"^qkv: expected \[T, 16\], got \(6, 15\)$"),
+        (dict(a=x["a"][:5]), ValueError, r"^a: expected \(6, 2\), got \(5, 2\)$"),
+        (dict(b=x["b"][:, :1]), ValueError, r"^b: expected \(6, 2\), got \(6, 1\)$"),
+        (dict(z=x["z"][:, :-1]), ValueError, r"^z: expected \(6, 8\), got \(6, 7\)$"),
+        (dict(A_log=x["A_log"][:1]), ValueError, r"^A_log: expected \(2,\), got \(1,\)$"),
+        (dict(dt_bias=x["dt_bias"].reshape(1, 2)), ValueError, r"^dt_bias: expected \(2,\), got \(1, 2\)$"),
+        (dict(norm_weight=x["norm_weight"][:2]), ValueError, r"^norm_weight: expected \(4,\), got \(2,\)$"),
+        (dict(norm_weight=None), ValueError, r"^z and norm_weight go together$"),
+        (dict(pool=pool.double()), ValueError, r"^state_pool must be a contiguous fp32 CPU tensor"),
+        (dict(pool=torch.zeros(hv, dk, dv, 3).permute(3, 0, 1, 2)), ValueError,
+         r"^state_pool must be a contiguous fp32 CPU tensor"),
+        (dict(ids=[3]), None, None),  # one sequence: fine
+        (dict(ids=[3, 6], types=[0]), ValueError, r"^request_types: expected 2 values, got 1$"),
+        (dict(algo="fast"), ValueError, r"^algo: expected one of \['auto', 'chunked', 'scan'\], got 'fast'$"),
+    ]
+    for change, error, match in bad:
+        args = {**x, "pool": pool, "ids": [3, 6], "types": None, "algo": "auto", **change}
+        call = lambda: gdn_host.gated_delta_rule(  # noqa: E731
+            args["qkv"], args["a"], args["b"], args["A_log"], args["dt_bias"], args["pool"], num_k_heads=hk,
+            num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=args["ids"], request_types=args["types"],
+            z=args["z"], norm_weight=args["norm_weight"], algo=args["algo"])
+        if error is None:
+            call()
+            continue
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_chunk_plan_refuses_an_unknown_algo_and_a_batch_beyond_the_kernels():
+    with pytest.raises(ValueError, match=r"^algo: expected one of"):
+        gdn_host.chunk_plan(16, 32, 128, 128, 228 * 1024, algo="fast")
+    with pytest.raises(ValueError, match=r"^batch must be in \[0, 4096\], got 4097$"):
+        gdn_host.chunk_plan(16, 32, 128, 128, 228 * 1024, batch=4097)
+    assert gdn_host.chunk_plan(16, 32, 128, 128, 228 * 1024, batch=4096)["chunk"] > 0
+
+
+@pytest.mark.parametrize("slots, message", [
+    ([-2**40, 0], "slot_mapping: values must fit in int32, got -1099511627776..0"),
+    ([0, 2**31], "slot_mapping: values must fit in int32, got 0..2147483648"),
+])
+def test_int32_arguments_are_refused_not_wrapped_at_both_ends(slots, message):
+    """-2**40 and 2**31 would wrap to valid slots 0 and -2**31 as int32."""
+    hk, hv, dk, dv = 1, 2, 4, 4
+    x = make_inputs(6, hk, hv, dk, dv)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(x, hk, hv, dk, dv, torch.zeros(3, hv, dk, dv), [3, 3], slots=slots)
+    with pytest.raises(ValueError, match=r"^num_k_heads: must fit in int32, got 2147483648$"):
+        gdn_host.chunk_plan(2**31, 32, 128, 128, 228 * 1024)

@@ -143,3 +143,46 @@ def test_a_corrupt_trtllm_checkpoint_config_is_named(tiny_checkpoint, tmp_path, 
     r = CliRunner().invoke(inspect_cli.main, [str(ckpt)])
     assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
     assert r.output == f"Error: {ckpt / 'config.json'}: {message}\n"
+
+
+def test_hf_checkpoint_summary_and_rows_give_every_derived_figure(tiny_checkpoint):
+    """The tiny preset's figures worked out by hand (DESIGN.md section 3's formulas): 4 layers LLLF,
+    4 q / 2 kv heads of 16 dims at rotary 0.25, Gated DeltaNet 2 k / 4 v heads of 16, conv 4, NEG 64->32->1."""
+    import math
+
+    from trt_neg.checkpoint.hf import hf_text_weight_shapes
+
+    summary = json.loads(CliRunner().invoke(inspect_cli.main, [str(tiny_checkpoint), "--json"]).output)
+    backbone_parameters = sum(math.prod(s) for s in
+                              hf_text_weight_shapes(HFCheckpoint(tiny_checkpoint).config.backbone).values())
+    neg_parameters = 64 * 32 + 32 + 32 + 1 + 1  # fc1 weight and bias, fc2 weight and bias, tau
+    assert summary["derived"] == {
+        "rotary_dim": 4, "full_attention_layers": [3], "linear_attention_layers": [0, 1, 2],
+        "linear_key_dim": 32, "linear_value_dim": 64, "linear_conv_dim": 128,
+        "backbone_parameters": backbone_parameters, "neg_parameters": neg_parameters,
+        "total_parameters": backbone_parameters + neg_parameters,
+        "recurrent_state_bytes_per_sequence": 3 * 4 * 16 * 16 * 4,  # 3 GDN layers x [Hv, dk, dv] fp32
+        "conv_state_bytes_per_sequence_fp32": 3 * 3 * 128 * 4,  # 3 GDN layers x (kernel - 1) x conv channels
+        "kv_cache_bytes_per_token_bf16": 2 * 2 * 16 * 2,  # 1 full-attention layer: K and V, 2 kv heads x 16
+        "kv_cache_bytes_per_token": 2 * 2 * 16 * 4,  # in the checkpoint's float32
+    }
+    assert summary["source"] == str(tiny_checkpoint / "config.json")
+    assert summary["architecture"] == "Qwen3_5ForConditionalGeneration" and summary["kind"] == "hf_checkpoint"
+    assert summary["backbone"]["hidden_size"] == 64 and summary["neg"]["head_hidden_size"] == 32
+    assert summary["tensors"] == len(HFCheckpoint(tiny_checkpoint).names())
+    rows = _rows(CliRunner().invoke(inspect_cli.main, [str(tiny_checkpoint)]).output)
+    assert rows["parameters"] == (f"{backbone_parameters + neg_parameters:,} (backbone {backbone_parameters:,}, "
+                                  f"NEG {neg_parameters:,})")
+    assert rows["layers"] == "4 [LLLF]  L = Gated DeltaNet, F = gated full attention"
+    assert rows["hidden / MLP / vocab"] == "64 / 128 / 512"
+    assert rows["attention"] == "4 q heads, 2 kv heads, head_dim 16, rotary 4 dims (theta 10000)"
+    assert rows["gated deltanet"] == "2 k heads x 16, 4 v heads x 16, conv 4"
+    assert rows["state per sequence"] == "12.0 KiB recurrent (fp32) + 4.5 KiB conv (fp32)"
+    assert rows["tensors"] == f"{summary['tensors']} (ignored: 2 vision/MTP)"
+    assert (rows["architecture"], rows["dtype"]) == ("Qwen3_5ForConditionalGeneration", "float32")
+    assert sorted(summary["ignored_tensors"]) == ["model.visual.patch_embed.proj.weight", "mtp.fc.weight"]
+
+
+def test_byte_counts_are_shown_in_binary_units_up_to_gib():
+    assert [inspect_cli._bytes(n) for n in (1023, 1024, 1536 * 1024, 3 * 2**30, 2**40)] == [
+        "1023 B", "1.0 KiB", "1.5 MiB", "3.0 GiB", "1024.0 GiB"]

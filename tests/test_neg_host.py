@@ -434,3 +434,35 @@ def test_host_takes_what_the_reference_takes_for_hidden_and_refuses_integer_logi
     for op in (neg.gated_topk_sample, host.gated_topk_sample):
         with pytest.raises(ValueError, match="logits: expected a floating-point tensor"):
             op(torch.ones(2, 3, dtype=torch.int32), torch.ones(2), 0.0, 2, 1.0, 0, 0)
+
+
+def test_host_twins_refuse_inputs_the_c_code_would_read_out_of_bounds():
+    """The C calls read N*H hidden values, N entropies and d*H weights from the pointers they get: every
+    shape they are given is checked first (a mismatch would read past a buffer, not raise)."""
+    g = torch.Generator().manual_seed(3)
+    w = _weights(8, 4, g, torch.float32, 0.5)
+    logits = torch.randn(3, 16, generator=g)
+    with pytest.raises(ValueError, match=r"^entropy: expected shape \(3,\), got \(2,\)$"):
+        host.gated_topk_sample(logits, torch.zeros(2), 0.5, 4, 1.0, 0, 0)
+    with pytest.raises(TypeError, match=r"^hidden: dtype torch.int32 not supported"):
+        host.neg_head(torch.zeros(3, 8, dtype=torch.int32), w)
+    with pytest.raises(ValueError, match=r"^hidden: expected shape \[N, H\], got \(2, 3, 8\)$"):
+        host.neg_head(torch.zeros(2, 3, 8), w)
+    with pytest.raises(ValueError, match=r"^hidden: last dimension 7 != fc1_weight columns 8$"):
+        host.neg_head(torch.zeros(3, 7), w)
+    with pytest.raises(TypeError, match=r"^hidden: dtype torch.float64 not supported"):
+        host.neg_step(torch.zeros(3, 8, dtype=torch.float64), logits, w)
+    with pytest.raises(ValueError, match=r"^hidden: expected \[3, H\], got \(2, 8\)$"):
+        host.neg_step(torch.zeros(2, 8), logits, w)
+    with pytest.raises(ValueError, match=r"^hidden: last dimension 7 != fc1_weight columns 8$"):
+        host.neg_step(torch.zeros(3, 7), logits, w)
+
+
+def test_host_neg_head_takes_float64_weights_as_float32():
+    """W1 in a dtype the C code has no code for (float64) is converted, not reinterpreted."""
+    g = torch.Generator().manual_seed(4)
+    w = _weights(8, 4, g, torch.float32, 0.5)
+    w64 = neg.NegWeights(w.fc1_weight.double(), w.fc1_bias, w.fc2_weight, w.fc2_bias, w.threshold)
+    hidden = torch.randn(3, 8, generator=g)
+    assert torch.equal(host.neg_head(hidden, w64), host.neg_head(hidden, w))
+    torch.testing.assert_close(host.neg_head(hidden, w), neg.neg_head(hidden, w), rtol=1e-5, atol=1e-5)

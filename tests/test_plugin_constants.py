@@ -59,3 +59,35 @@ def test_neg_plugin_fields_refuse_what_the_plugin_refuses():
     for temperature in (1e-50, 1e39):
         with pytest.raises(ValueError, match="NEG temperature must be finite and > 0 in float32"):
             P.neg_plugin_fields(hidden_size=16, head_hidden_size=8, vocab_size=512, temperature=temperature)
+    for seed in (-1, 2**64):  # the INT64 field carries a 64-bit key: [0, 2**64)
+        with pytest.raises(ValueError, match=f"NEG seed must fit in 64 bits, got {seed}"):
+            P.neg_plugin_fields(hidden_size=16, head_hidden_size=8, vocab_size=512, seed=seed)
+    fields = dict((name, data) for name, data, _ in P.neg_plugin_fields(
+        hidden_size=16, head_hidden_size=8, vocab_size=512, seed=2**64 - 1))
+    assert int(fields["seed"][0]) == -1  # two's complement of 2**64 - 1
+
+
+def test_a_host_library_is_rebuilt_when_its_sources_or_flags_change(tmp_path, monkeypatch):
+    """The cache key covers the sources' bytes, the compiler and the flags: an edited header or another
+    flag never reuses a stale library (each gets its own directory), the same inputs reuse the built one."""
+    import ctypes
+
+    from trt_neg.kernels.build import HostLibrary
+
+    monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "cache"))
+    main, header = tmp_path / "lib.cpp", tmp_path / "value.h"
+    main.write_text('#include "value.h"\nextern "C" int value() { return VALUE; }\n')
+    header.write_text("#define VALUE 1\n")
+
+    def library(flags):
+        def declare(lib):
+            lib.value.restype = ctypes.c_int
+        return HostLibrary("probe", main, [header], flags, declare)
+
+    first = library(["-O0"]).path()
+    assert first.is_file() and first.parent.parent == tmp_path / "cache" / "probe"
+    assert library(["-O0"]).path() == first
+    assert library(["-O1"]).path() != first
+    header.write_text("#define VALUE 2\n")
+    second = library(["-O0"])
+    assert second.path() != first and second.load().value() == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -1073,3 +1074,14 @@ def test_a_refused_request_value_names_the_key_its_line_wrote_or_its_prompt():
     mode = ValueError("neg_mode: must be 0 (NEG off) or 1 (NEG on)")
     assert request_error(text_line, mode).format_message().endswith(
         "f:2 (id 'q'): mode: must be 0 (NEG off) or 1 (NEG on)")
+
+
+def test_threads_up_to_the_cpu_count_are_allowed(monkeypatch):
+    """--threads N is refused only beyond the machine's CPUs (equal is fine); an unknown count is one CPU."""
+    from trt_neg.cli import too_many_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert too_many_threads(4) is None
+    assert too_many_threads(5) == "5 is more than the 4 CPUs of this machine"
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert too_many_threads(1) is None and too_many_threads(2) == "2 is more than the 1 CPUs of this machine"

@@ -950,3 +950,156 @@ def test_background_threads_never_keep_the_process_alive(fake, tmp_path):
         assert llm._thread.daemon
     finally:
         llm.shutdown()
+
+
+def _set(path_keys, value):
+    """A change to an engine config.json: set the value at path_keys (a missing key is popped for value None)."""
+    def change(config):
+        *parents, key = path_keys
+        for parent in parents:
+            config = config[parent]
+        if value is _POP:
+            config.pop(key)
+        else:
+            config[key] = value
+    return change
+
+
+_POP = object()
+
+
+@pytest.mark.parametrize("path_keys, value, match", [
+    (("pretrained_config", "vocab_size"), _POP, r"pretrained_config\.vocab_size: required but missing"),
+    (("pretrained_config", "vocab_size"), True, r"pretrained_config\.vocab_size: must be an integer >= 1, got True"),
+    (("pretrained_config", "vocab_size"), 0, r"pretrained_config\.vocab_size: must be an integer >= 1, got 0"),
+    (("pretrained_config", "mapping"), [1], r"pretrained_config\.mapping: expected an object, got \[1\]"),
+    (("pretrained_config", "eos_token_id"), [2, VOCAB], r"pretrained_config\.eos_token_id: must be a token id"),
+    (("pretrained_config", "eos_token_id"), True, r"pretrained_config\.eos_token_id: must be a token id"),
+    (("pretrained_config", "eos_token_id"), -1, r"pretrained_config\.eos_token_id: must be a token id"),
+    (("pretrained_config", "pad_token_id"), VOCAB, r"pretrained_config\.pad_token_id: must be a token id or null"),
+    (("pretrained_config", "pad_token_id"), -1, r"pretrained_config\.pad_token_id: must be a token id or null"),
+    (("pretrained_config", "pad_token_id"), False, r"pretrained_config\.pad_token_id: must be a token id or null"),
+    (("pretrained_config", "pad_token_id"), 1.5, r"pretrained_config\.pad_token_id: must be a token id or null"),
+    (("pretrained_config", "neg_config"), _POP, r"pretrained_config\.neg_config: required"),
+    (("pretrained_config", "neg_config", "enabled"), "yes", r"neg_config\.enabled: must be true or false"),
+    (("pretrained_config", "neg_config", "seed"), -1, r"neg_config\.seed: must be an integer in \[0, 2\*\*64\)"),
+    (("pretrained_config", "neg_config", "seed"), 2**64, r"neg_config\.seed: must be an integer in \[0, 2\*\*64\)"),
+    (("pretrained_config", "neg_config", "seed"), True, r"neg_config\.seed: must be an integer in \[0, 2\*\*64\)"),
+    (("pretrained_config", "mapping", "tp_size"), 0, r"mapping\.tp_size: must be an integer >= 1, got 0"),
+    (("build_config", "max_batch_size"), _POP, r"build_config\.max_batch_size: required but missing"),
+    (("build_config", "max_seq_len"), 1, r"build_config\.max_seq_len: must be an integer >= 2, got 1"),
+    (("build_config",), _POP, r"needs 'pretrained_config' and 'build_config' objects"),
+])
+def test_engine_dir_refuses_each_bad_config_field_by_name(tmp_path, path_keys, value, match):
+    """Every field read_engine_dir takes from config.json is checked, and the error names it (config.json
+    is TensorRT-LLM's file: a hand-edited or foreign one must not reach the executor as a wrong limit)."""
+    from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
+
+    path = make_engine_dir(tmp_path / "e")
+    config = json.loads((path / "config.json").read_text())
+    _set(path_keys, value)(config)
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EngineDirError, match=match) as exc:
+        read_engine_dir(path)
+    assert str(exc.value).startswith(str(path / "config.json"))
+
+
+def test_engine_dir_limits_default_from_max_seq_len_and_mapping_from_world_size(tmp_path):
+    """A config.json without max_input_len / max_num_tokens / tp_size gets the documented defaults:
+    max_input_len = max_seq_len - 1, max_num_tokens = max_batch_size * max_input_len, tp = world / pp."""
+    from trt_neg.trtllm.engine_dir import read_engine_dir
+
+    path = make_engine_dir(tmp_path / "e", world_size=2, eos_token_id=7, pad_token_id=0)
+    config = json.loads((path / "config.json").read_text())
+    config["build_config"].update(max_input_len=None, max_num_tokens=None)  # null: the default, as absent
+    config["pretrained_config"]["mapping"] = {"world_size": 2}
+    config["pretrained_config"]["neg_config"] = {"head_hidden_size": 8}  # enabled and seed: their defaults
+    (path / "config.json").write_text(json.dumps(config))
+    info = read_engine_dir(path)
+    assert (info.max_input_len, info.max_num_tokens) == (MAX_SEQ - 1, SLOTS * (MAX_SEQ - 1))
+    assert (info.world_size, info.tp_size, info.pp_size) == (2, 2, 1)
+    assert (info.eos_token_ids, info.pad_token_id, info.neg_enabled, info.neg_seed) == ((7,), 0, True, 0)
+    config["pretrained_config"]["mapping"] = {"tp_size": 2}
+    config["pretrained_config"]["eos_token_id"] = None
+    (path / "config.json").write_text(json.dumps(config))
+    info = read_engine_dir(path)
+    assert (info.world_size, info.tp_size, info.pp_size, info.eos_token_ids) == (2, 2, 1, ())
+    assert info.describe() == (
+        "a TensorRT-LLM engine directory (tp 2, pp 1; rank0.engine, rank1.engine), built with tensorrt_llm 1.2.1 "
+        f"from an unrecorded HF checkpoint; max_batch_size {SLOTS}, max_seq_len {MAX_SEQ}, NEG enabled")
+    config["pretrained_config"].update(mapping=None, eos_token_id=[0, VOCAB - 1])  # no mapping: one GPU; 0 is a token
+    config["pretrained_config"]["neg_config"]["seed"] = 2**64 - 1  # the largest 64-bit key
+    (path / "config.json").write_text(json.dumps(config))
+    info = read_engine_dir(path)
+    assert (info.world_size, info.tp_size, info.pp_size, info.eos_token_ids) == (1, 1, 1, (0, VOCAB - 1))
+    assert info.neg_seed == 2**64 - 1
+    for mapping in ({"world_size": 2, "tp_size": 1, "pp_size": 2}, {"tp_size": 1, "pp_size": 2}):
+        config["pretrained_config"]["mapping"] = mapping
+        (path / "config.json").write_text(json.dumps(config))
+        info = read_engine_dir(path)
+        assert (info.world_size, info.tp_size, info.pp_size) == (2, 1, 2)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"build_info_version": "1"}, r"build_info_version must be an integer, got '1'"),
+    ({"build_info_version": True}, r"build_info_version must be an integer, got True"),
+    ({"build_info_version": 0}, r"build_info_version must be >= 1, got 0"),
+    ({"tensorrt_llm_version": 1.2}, r"tensorrt_llm_version must be a string, got 1\.2"),
+    ({"trt_neg_version": ["0.1"]}, r"trt_neg_version must be a string"),
+    ({"hf_model_dir": ""}, r"hf_model_dir must be a non-empty string or null, got ''"),
+])
+def test_build_info_fields_are_checked_by_name(tmp_path, change, match):
+    from trt_neg.trtllm.engine_dir import BUILD_INFO_FILE, EngineDirError, read_engine_dir
+
+    path = make_engine_dir(tmp_path / "e")
+    info = json.loads((path / BUILD_INFO_FILE).read_text())
+    info.update(change)
+    (path / BUILD_INFO_FILE).write_text(json.dumps(info))
+    with pytest.raises(EngineDirError, match=match) as exc:
+        read_engine_dir(path)
+    assert str(exc.value).startswith(str(path / BUILD_INFO_FILE))
+
+
+@pytest.mark.parametrize("text, match", [(b"[1]", "expected a JSON object, got list"),
+                                         (b"{", "is not valid JSON"), (b"\xff{}", "is not UTF-8")])
+def test_engine_config_that_is_not_a_json_object_is_named(tmp_path, text, match):
+    from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
+
+    path = make_engine_dir(tmp_path / "e")
+    (path / "config.json").write_bytes(text)
+    with pytest.raises(EngineDirError, match=match) as exc:
+        read_engine_dir(path)
+    assert str(exc.value).startswith(str(path / "config.json") + ": ")
+
+
+def test_a_mapping_with_only_pp_size_needs_one_engine_per_stage(tmp_path):
+    """Without world_size and tp_size, tp is TensorRT-LLM's default 1 (it was 1 // pp = 0: a 0-GPU engine
+    directory that needed no rank engine at all)."""
+    from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
+
+    path = make_engine_dir(tmp_path / "e")
+    config = json.loads((path / "config.json").read_text())
+    config["pretrained_config"]["mapping"] = {"pp_size": 2}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(EngineDirError, match=r"missing rank1\.engine \(a 2-GPU engine, tp 1 pp 2, needs rank0\.engine "
+                                             r"\.\. rank1\.engine"):
+        read_engine_dir(path)
+    (path / "rank1.engine").write_bytes(b"")
+    info = read_engine_dir(path)
+    assert (info.world_size, info.tp_size, info.pp_size) == (2, 1, 2)
+
+
+def test_a_single_gpu_engine_without_its_engine_file_is_named_plainly(tmp_path):
+    from trt_neg.trtllm.engine_dir import EngineDirError, read_engine_dir
+
+    path = make_engine_dir(tmp_path / "e")
+    (path / "rank0.engine").unlink()
+    with pytest.raises(EngineDirError) as info:
+        read_engine_dir(path)
+    assert str(info.value) == f"{path}: missing rank0.engine (the serialized engine)"
+    path = make_engine_dir(tmp_path / "tp3", world_size=3)
+    (path / "rank2.engine").unlink()
+    with pytest.raises(EngineDirError) as info:
+        read_engine_dir(path)
+    assert str(info.value).startswith(f"{path}: missing rank2.engine (a 3-GPU engine, tp 3 pp 1, needs rank0.engine .. "
+                                      "rank2.engine, one per rank;")

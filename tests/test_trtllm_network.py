@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,6 +134,26 @@ def test_config_round_trip_and_description(trtllm_stub):
     back, mapping, dtype = again.description()
     assert back.backbone == desc.backbone and back.neg == desc.neg and (mapping.tp_size, dtype) == (2, "float32")
     assert cfg.engine_config_overrides()["architecture"] == RUNTIME_ARCHITECTURE_ALIAS
+
+
+def test_an_engine_configs_pretrained_config_reads_back_as_the_same_model(trtllm_stub):
+    """The engine's config.json names the runtime alias as architecture: the description still comes from
+    trt_neg_architecture; the RoPE fraction is recomputed (rotary 4 of head 16), never read back or written."""
+    from trt_neg.trtllm.config import RUNTIME_ARCHITECTURE_ALIAS, DarwinNegConfig, config_for
+
+    desc = _description("tiny")
+    cfg = config_for(desc, contract.Mapping(2, 1), "bfloat16", 0)
+    assert (cfg.rotary_dim, cfg.rotary_pct, cfg.qk_layernorm) == (4, 0.25, True)
+    assert cfg.position_embedding_type.name == "rope_gpt_neox"
+    assert cfg.layer_types == list(cfg.layer_types) and cfg.neg_enabled is True
+    engine = {**cfg.to_dict(), **cfg.engine_config_overrides(), "rotary_pct": 1.0, "rotary_dim": 16}
+    assert "rotary_pct" not in cfg.to_dict() and "rotary_dim" not in cfg.to_dict()
+    again = DarwinNegConfig.from_dict(engine)
+    assert (again.architecture, again.trt_neg_architecture) == (RUNTIME_ARCHITECTURE_ALIAS, contract.ARCHITECTURE)
+    assert (again.rotary_dim, again.rotary_pct) == (4, 0.25)
+    back, mapping, dtype = again.description()
+    assert back.backbone == desc.backbone and back.neg == desc.neg
+    assert (mapping.tp_size, mapping.pp_size, dtype) == (2, 1, "bfloat16")
 
 
 def test_registered_in_model_map(trtllm_stub):
@@ -349,6 +370,43 @@ def test_plugin_library_missing_is_a_clear_error(no_trtllm, monkeypatch, tmp_pat
     monkeypatch.setenv(plugins.PLUGIN_LIBRARY_ENV, str(tmp_path / "libtrt_neg_plugins.so"))
     with pytest.raises(plugins.PluginLibraryError, match="does not exist"):
         plugins.load_plugin_library()
+
+
+def test_plugin_libraries_load_once_each_from_the_variable_list_or_the_first_default(no_trtllm, monkeypatch, tmp_path):
+    """A real shared library (the NEG host build) stands in for libtrt_neg_plugins.so: every entry of
+    TRT_NEG_PLUGIN_LIB is loaded, once; without it, only the first default location that exists; a file
+    that is not a library is named."""
+    import os
+    import shutil
+
+    from trt_neg.kernels import host
+    from trt_neg.trtllm import plugins
+
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    first, second = tmp_path / "a" / plugins.PLUGIN_LIBRARY, tmp_path / "b" / "libdep.so"
+    for path in (first, second):
+        path.parent.mkdir()
+        shutil.copy(host.library_path(), path)
+    monkeypatch.setenv("TRT_NEG_PLUGIN_LIB", os.pathsep.join(["", str(first), str(second)]))  # the documented name
+    assert plugins.plugin_library_candidates() == [first, second]
+    assert plugins.load_plugin_library() == [first.resolve(), second.resolve()]
+    assert plugins.load_plugin_library() == [first.resolve(), second.resolve()] and len(plugins._LOADED) == 2
+    monkeypatch.delenv(plugins.PLUGIN_LIBRARY_ENV)
+    root = Path(plugins.__file__).resolve().parents[2]
+    assert plugins.plugin_library_candidates() == [  # the build locations docs/engine_build.md names, in order
+        root / "build" / "plugins" / plugins.PLUGIN_LIBRARY, root / "plugins" / "build" / plugins.PLUGIN_LIBRARY,
+        root / "build" / plugins.PLUGIN_LIBRARY, root / "trt_neg" / "trtllm" / "lib" / plugins.PLUGIN_LIBRARY]
+    missing = tmp_path / "none" / plugins.PLUGIN_LIBRARY
+    monkeypatch.setattr(plugins, "plugin_library_candidates", lambda: [missing, second, first])
+    assert plugins.load_plugin_library() == [second.resolve()]
+    monkeypatch.setattr(plugins, "plugin_library_candidates", lambda: [missing])
+    with pytest.raises(plugins.PluginLibraryError,
+                       match=rf"{plugins.PLUGIN_LIBRARY} not found \(looked in {missing}\)"):
+        plugins.load_plugin_library()
+    junk = tmp_path / "junk.so"
+    junk.write_text("not a library")
+    with pytest.raises(plugins.PluginLibraryError, match=rf"cannot load {junk}: "):
+        plugins.load_plugin_library(junk)
 
 
 # ------------------------------------------------------------------------------------

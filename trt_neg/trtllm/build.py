@@ -289,6 +289,10 @@ def find_plugin_library(explicit: str | os.PathLike[str] | None = None,
             raise PluginLibraryError(f"{PLUGIN_LIBRARY_ENV} names missing file(s): {', '.join(missing)}")
         if not entries:
             raise PluginLibraryError(f"{PLUGIN_LIBRARY_ENV} is set but empty")
+        if entries[0].name != PLUGIN_LIBRARY:  # the one library the build loads, records and copies
+            raise PluginLibraryError(f"{PLUGIN_LIBRARY_ENV}: its first entry {entries[0]} is the library the engine is "
+                                     f"built with and records, and must be {PLUGIN_LIBRARY}; list it first, or pass "
+                                     "--plugin-lib")
         return entries[0].resolve()
     if candidates is None:
         candidates = plugin_library_candidates()

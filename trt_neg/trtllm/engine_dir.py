@@ -172,8 +172,8 @@ def read_engine_dir(engine_dir: str | os.PathLike[str]) -> EngineDir:
     world = _int(mapping, "world_size", f"{where_p}.mapping", required=False, default=None)
     tp = _int(mapping, "tp_size", f"{where_p}.mapping", required=False, default=None)
     pp = _int(mapping, "pp_size", f"{where_p}.mapping", required=False, default=1)
-    if tp is None:
-        tp = (world or 1) // pp
+    if tp is None:  # world / pp; without world_size either, TensorRT-LLM's Mapping default tp_size 1 (not 1 // pp = 0)
+        tp = world // pp if world is not None else 1
     if world is None:
         world = tp * pp
     if world != tp * pp:
