@@ -169,6 +169,18 @@ def test_resolve_build_options_limits_are_inclusive_and_defaults_are_one_gpu_flo
     assert (opts.workers, notes) == (1, ["--workers 2 capped at the visible GPU count (0)"])
 
 
+def test_a_prompt_limit_over_the_default_sequence_length_says_it_is_the_default():
+    with pytest.raises(B.BuildOptionError) as info:
+        B.resolve_build_options(max_position_embeddings=262144, max_input_len=5000)
+    assert str(info.value) == ("--max-input-len (5000) must be smaller than --max-seq-len (4096, the default: "
+                               "min(max_position_embeddings, 4096); pass a larger --max-seq-len): a sequence holds its "
+                               "prompt plus at least one generated token")
+    with pytest.raises(B.BuildOptionError) as info:  # a --max-seq-len the user gave is just named
+        B.resolve_build_options(max_position_embeddings=262144, max_input_len=5000, max_seq_len=5000)
+    assert str(info.value) == ("--max-input-len (5000) must be smaller than --max-seq-len (5000): a sequence holds its "
+                               "prompt plus at least one generated token")
+
+
 def test_check_engine_config_takes_float16_logits_and_names_a_missing_build_config():
     assert B.check_engine_config(_tiny_engine_config() | {"pretrained_config": {
         **_tiny_engine_config()["pretrained_config"], "logits_dtype": "float16"}}) == []

@@ -20,7 +20,7 @@ def write(tmp_path, data, neg=None):
 
 def text_layout(preset="tiny"):
     """The same model as a plain text config (model_type qwen3_5_text, fields at top level)."""
-    vl = copy.deepcopy(preset_config(preset))  # its nested dicts are the preset's own: tests edit theirs
+    vl = preset_config(preset)
     return {**vl["text_config"], "architectures": ["Qwen3_5ForCausalLM"], "neg_config": vl["neg_config"]}
 
 

@@ -80,6 +80,17 @@ def test_tiny_tokenizer_and_chat_template(tiny_checkpoint):
     assert tok.decode(ids) == text
 
 
+def test_a_preset_config_is_the_callers_own_to_edit():
+    from trt_neg.checkpoint.synthetic import preset_config
+
+    edited = preset_config("tiny")
+    edited["text_config"]["rope_parameters"]["partial_rotary_factor"] = 1.0
+    edited["neg_config"]["top_k"] = 3
+    fresh = preset_config("tiny")
+    assert fresh["text_config"]["rope_parameters"]["partial_rotary_factor"] == 0.25
+    assert fresh["neg_config"]["top_k"] == PRESETS["tiny"]["neg_config"]["top_k"] != 3
+
+
 def test_9b_preset_shapes_without_writing():
     from trt_neg.checkpoint.synthetic import preset_config
 

@@ -15,6 +15,7 @@ as a missing ``1 + w`` or a transposed conv.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import zlib
 from pathlib import Path
@@ -90,8 +91,8 @@ def preset_config(preset: str, dtype: str | None = None) -> dict:
     """The ``config.json`` (published vision-language layout) of a preset."""
     if preset not in PRESETS:
         raise click.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}", param_hint="--preset")
-    p = PRESETS[preset]
-    text = dict(p["text_config"])
+    p = copy.deepcopy(PRESETS[preset])  # the caller's to edit: nested dicts (rope_parameters) must not be the preset's
+    text = p["text_config"]
     return {
         "architectures": ["Qwen3_5ForConditionalGeneration"],
         "model_type": "qwen3_5",
@@ -100,7 +101,7 @@ def preset_config(preset: str, dtype: str | None = None) -> dict:
         "text_config": text,
         "vision_config": {"model_type": "qwen3_5_vision", "depth": 1, "hidden_size": 16, "intermediate_size": 32,
                           "num_heads": 2, "out_hidden_size": text["hidden_size"]},
-        "neg_config": dict(p["neg_config"]),
+        "neg_config": p["neg_config"],
     }
 
 

@@ -225,7 +225,8 @@ def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int =
         raise BuildOptionError(f"--tokens-per-block must be one of {', '.join(map(str, TOKENS_PER_BLOCK_CHOICES))}, "
                                f"got {tokens_per_block}")
 
-    if max_seq_len is None:
+    seq_len_given = max_seq_len is not None
+    if not seq_len_given:
         max_seq_len = min(max_position_embeddings, DEFAULT_MAX_SEQ_LEN_CAP)
     elif max_seq_len > max_position_embeddings:
         raise BuildOptionError(f"--max-seq-len {max_seq_len} exceeds the model's max_position_embeddings "
@@ -233,8 +234,11 @@ def resolve_build_options(*, max_position_embeddings: int, max_batch_size: int =
     if max_input_len is None:
         max_input_len = max_seq_len - 1
     elif max_input_len >= max_seq_len:
+        default = "" if seq_len_given else (f", the default: min(max_position_embeddings, {DEFAULT_MAX_SEQ_LEN_CAP}); "
+                                            "pass a larger --max-seq-len")
         raise BuildOptionError(f"--max-input-len ({max_input_len}) must be smaller than --max-seq-len "
-                               f"({max_seq_len}): a sequence holds its prompt plus at least one generated token")
+                               f"({max_seq_len}{default}): a sequence holds its prompt plus at least one generated "
+                               "token")
     if max_num_tokens is None:
         max_num_tokens = max(max_input_len, min(DEFAULT_MAX_NUM_TOKENS_CAP, max_batch_size * max_input_len))
     elif max_num_tokens < max_input_len:
