@@ -60,6 +60,32 @@ std::vector<DynamicPluginTensorDesc> inputs(int64_t maxTokens, int64_t maxBatch)
         dynDesc({-1, kValue}, B, {maxTokens, kValue}), dynDesc({kDv}, F)};
 }
 
+// The runtime descs of `in`: what onShapeChange and enqueue see.
+std::vector<PluginTensorDesc> runtimeDescs(std::vector<DynamicPluginTensorDesc> const& in)
+{
+    std::vector<PluginTensorDesc> descs;
+    for (auto const& d : in)
+    {
+        descs.push_back(d.desc);
+    }
+    return descs;
+}
+
+// One call's runtime inputs: `tokens` packed tokens of `batch` sequences.
+std::vector<PluginTensorDesc> packedCall(int64_t tokens, int64_t batch)
+{
+    std::vector<PluginTensorDesc> rin = runtimeDescs(inputs(64, 8));
+    for (int32_t i : {0, 1, 2, 9})
+    {
+        rin[i].dims.d[0] = tokens;
+    }
+    for (int32_t i : {6, 7, 8})
+    {
+        rin[i].dims.d[0] = batch;
+    }
+    return rin;
+}
+
 void testCapabilitiesAndSerialisation()
 {
     GatedDeltaRulePluginCreator creator;
@@ -166,19 +192,7 @@ void testShapesAndEnqueue()
         && trt_mock::ExprBuilder::value(out[0].d[1]) == kValue);
 
     // Runtime: 2 sequences, 7 packed tokens (a 6-token context and one generation step).
-    std::vector<PluginTensorDesc> rin;
-    for (auto const& d : inputs(64, 8))
-    {
-        rin.push_back(d.desc);
-    }
-    for (int32_t i : {0, 1, 2, 9})
-    {
-        rin[i].dims.d[0] = 7;
-    }
-    for (int32_t i : {6, 7, 8})
-    {
-        rin[i].dims.d[0] = 2;
-    }
+    std::vector<PluginTensorDesc> rin = packedCall(7, 2);
     PluginTensorDesc rout[1] = {dynDesc({7, kValue}, DataType::kBF16).desc};
     CHECK(runtime->onShapeChange(rin.data(), 11, rout, 1) == 0);
     float buf[64] = {};
@@ -211,11 +225,7 @@ void testRefusalsAreReported()
     std::string log = trt_mock::stderrOf([&] { rc = build->configurePlugin(in.data(), 11, out.data(), 1); });
     CHECK(rc != 0
         && contains(log, "TrtNegGatedDeltaRule::configurePlugin: TrtNegGatedDeltaRule: input 0 (qkv) [-1, 129]: last dim must be 128"));
-    std::vector<PluginTensorDesc> rin;
-    for (auto const& d : in)
-    {
-        rin.push_back(d.desc);
-    }
+    std::vector<PluginTensorDesc> rin = runtimeDescs(in);
     PluginTensorDesc rout[1] = {out[0].desc};
     log = trt_mock::stderrOf([&] { rc = runtime->onShapeChange(rin.data(), 11, rout, 1); });
     CHECK(rc != 0 && contains(log, "TrtNegGatedDeltaRule::onShapeChange: TrtNegGatedDeltaRule: input 0 (qkv) [-1, 129]"));
@@ -235,19 +245,7 @@ void testRefusalsAreReported()
     CHECK(rc != 0 && contains(log, "TrtNegGatedDeltaRule::getOutputShapes: input 0 (qkv): expected rank 2, got rank 0"));
 
     // enqueue: a request type that is neither context nor generation.
-    rin.clear();
-    for (auto const& d : inputs(64, 8))
-    {
-        rin.push_back(d.desc);
-    }
-    for (int32_t i : {0, 1, 2, 9})
-    {
-        rin[i].dims.d[0] = 7;
-    }
-    for (int32_t i : {6, 7, 8})
-    {
-        rin[i].dims.d[0] = 2;
-    }
+    rin = packedCall(7, 2);
     float buf[64] = {};
     int64_t const pool = 0x1000;
     int32_t const requestTypes[2] = {0, 2}, lastTokens[2] = {6, 7}, slots[2] = {1, 0};
