@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -196,7 +195,7 @@ def _mutations():
 
 def mutated_config_error(tmp_path, mutate) -> str:
     """The ConfigError message of loading the tiny preset's config.json after ``mutate(config)``."""
-    data = copy.deepcopy(preset_config("tiny"))
+    data = preset_config("tiny")
     mutate(data)
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data))
@@ -750,7 +749,7 @@ def test_a_generation_config_eos_equal_to_the_vocabulary_size_is_refused(tmp_pat
     (None, None, None),
 ])
 def test_vl_text_config_tie_that_disagrees_with_the_outer_one_is_a_warning(caplog, outer, inner, warned):
-    data = copy.deepcopy(preset_config("tiny"))
+    data = preset_config("tiny")
     data.pop("tie_word_embeddings")
     if outer is not None:
         data["tie_word_embeddings"] = outer

@@ -12,7 +12,6 @@ all layers from full_attention_interval 2, MHA 2/2 heads, 1 key head for 4 value
 
 from __future__ import annotations
 
-import copy
 import logging
 
 import pytest
@@ -28,7 +27,7 @@ RTOL_OF_SCALE = 1e-4  # max |ours - transformers| <= 1e-4 * max(1, max |logit|)
 
 
 def _gqa4_config() -> dict:
-    text = copy.deepcopy(preset_config("tiny")["text_config"])
+    text = preset_config("tiny")["text_config"]
     text.update(
         layer_types=[FULL, LIN, FULL, LIN], num_hidden_layers=4, vocab_size=300, hidden_size=48, intermediate_size=96,
         num_attention_heads=8, num_key_value_heads=2, head_dim=8,
@@ -55,7 +54,7 @@ def _mha_config() -> dict:
 
 
 def _swish_config() -> dict:
-    text = copy.deepcopy(preset_config("tiny")["text_config"])
+    text = preset_config("tiny")["text_config"]
     del text["layer_types"]
     text.update(
         full_attention_interval=2, num_hidden_layers=4, vocab_size=200, hidden_size=32, intermediate_size=48,
