@@ -988,6 +988,8 @@ _POP = object()
     (("pretrained_config", "mapping", "tp_size"), 0, r"mapping\.tp_size: must be an integer >= 1, got 0"),
     (("build_config", "max_batch_size"), _POP, r"build_config\.max_batch_size: required but missing"),
     (("build_config", "max_seq_len"), 1, r"build_config\.max_seq_len: must be an integer >= 2, got 1"),
+    (("build_config", "max_input_len"), MAX_SEQ, rf"build_config\.max_input_len: {MAX_SEQ} must be smaller than "
+                                                 rf"max_seq_len \({MAX_SEQ}\): a sequence holds its prompt plus"),
     (("build_config",), _POP, r"needs 'pretrained_config' and 'build_config' objects"),
 ])
 def test_engine_dir_refuses_each_bad_config_field_by_name(tmp_path, path_keys, value, match):

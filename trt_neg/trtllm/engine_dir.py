@@ -200,6 +200,9 @@ def read_engine_dir(engine_dir: str | os.PathLike[str]) -> EngineDir:
     max_batch = _int(build, "max_batch_size", where_b)
     max_seq = _int(build, "max_seq_len", where_b, minimum=2)
     max_input = _int(build, "max_input_len", where_b, required=False, default=max_seq - 1)
+    if max_input >= max_seq:  # as check_engine_config refuses at build time: no room for a generated token
+        raise EngineDirError(f"{where_b}.max_input_len: {max_input} must be smaller than max_seq_len ({max_seq}): a "
+                             "sequence holds its prompt plus at least one generated token")
     max_tokens = _int(build, "max_num_tokens", where_b, required=False, default=max_batch * max_input)
 
     info = read_build_info(root)
