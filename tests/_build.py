@@ -47,11 +47,43 @@ def trt_include() -> Path | None:
     return None
 
 
+def _gxx_accepts(flag: str) -> bool:
+    if GXX is None:
+        return False
+    return subprocess.run([GXX, flag, "-x", "c++", "-fsyntax-only", "-"], input="", capture_output=True).returncode == 0
+
+
+# Locals left uninitialised start as 0xFE bytes, not as whatever the stack held, so a forgotten
+# initialisation cannot pass a test by reading a lucky zero. g++ 12 and newer (CI has 12; Ubuntu
+# 22.04's default g++ 11 lacks it: there the builds go without it rather than fail).
+PATTERN_INIT = ["-ftrivial-auto-var-init=pattern"] if _gxx_accepts("-ftrivial-auto-var-init=pattern") else []
+
+
 def run(cmd, **kw) -> subprocess.CompletedProcess:
     """Run ``cmd``; assert it succeeded, showing the command and the tail of its output."""
     r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))}\n{r.stdout[-3000:]}\n{r.stderr[-4000:]}"
     return r
+
+
+# Each plugin's plain-C++ core test (fields, shapes, types, serialisation; for GDN also the
+# enqueue path into the host op): its sources under plugins/ and what it prints when it passes.
+PLUGIN_CORE_TESTS = {
+    "neg": (("neg/tests/negPluginCoreTest.cpp", "neg/negPluginCore.cpp"), "ALL OK"),
+    "gdn": (("gdn/tests/gdnCoreTest.cpp", "gdn/gdnPluginCore.cpp", "gdn/gdnHost.cpp"), "all checks passed"),
+}
+
+
+def run_plugin_core_test(plugin: str, scratch: Path, flags=(), runner=()) -> None:
+    """Build ``plugin``'s core test with g++ (warnings as errors, then ``flags``) and run it
+    (under ``runner``, a command prefix, when given); assert it passed."""
+    sources, passed = PLUGIN_CORE_TESTS[plugin]
+    includes = [f"-I{cuda_include()}"] if plugin == "neg" else []  # negKernel.h names CUDA's types
+    exe = scratch / f"{plugin}PluginCoreTest"
+    run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", *includes, *flags,
+         *[PLUGINS / s for s in sources], PLUGIN_FIELDS, "-o", exe])
+    out = run([*runner, exe]).stdout
+    assert passed in out, out[-3000:]
 
 
 def check_sass(obj: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from _build import PLUGINS
+from _build import PATTERN_INIT, PLUGINS
 
 from trt_neg.kernels.build import HostLibrary
 from trt_neg.kernels.host import DTYPE_CODES
@@ -33,8 +33,10 @@ HEAD_ALGOS = {"gemv": 0, "mma": 1}
 # still use the pre-C++11 ABI; built with the default one, the first-loaded module's
 # std::string was freed by an extension with the other layout ("free(): invalid pointer").
 CXX11_ABI = f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"
+# PATTERN_INIT: a kernel's locals start as 0xFE bytes, as shared memory and device buffers start
+# as the simulation's poison (costs nothing measurable; tests/test_sanitizers.py has the rest).
 SIM_FLAGS = ["-O2", "-pthread", f"-I{SIM}", "-DTRTNEG_CUDA_SIM", "-Wall", "-Wno-unknown-pragmas", "-Wno-sign-compare",
-             "-Werror", "-fsanitize=alignment,bounds", CXX11_ABI]
+             "-Werror", "-fsanitize=alignment,bounds", *PATTERN_INIT, CXX11_ABI]
 
 # Before any simulation library (and with it libubsan) is loaded: UBSan reads its options once.
 _UBSAN_LOG = Path(tempfile.mkdtemp(prefix="trtneg_ubsan_")) / "ubsan"

@@ -17,18 +17,15 @@ import re
 
 import pytest
 from _build import (ARCHS, GENCODE, GXX, NO_SPILLS, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
-                    tensorrt_adapter_syntax, torch_binding_syntax, torch_extension_kernel, trt_include)
+                    run_plugin_core_test, tensorrt_adapter_syntax, torch_binding_syntax, torch_extension_kernel,
+                    trt_include)
 
 GDN = PLUGINS / "gdn"
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ missing")
 def test_plugin_core_cpp_tests(tmp_path):
-    exe = tmp_path / "gdnCoreTest"
-    run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", GDN / "tests" / "gdnCoreTest.cpp",
-         GDN / "gdnPluginCore.cpp", GDN / "gdnHost.cpp", PLUGIN_FIELDS, "-o", exe])
-    r = run([exe])
-    assert "all checks passed" in r.stdout
+    run_plugin_core_test("gdn", tmp_path)
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ missing")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from _build import (ARCHS, GENCODE, GXX, NO_SPILLS, NVCC, PLUGIN_FIELDS, PLUGINS, check_sass, cuda_include, run,
-                    tensorrt_adapter_syntax, torch_binding_syntax, torch_extension_kernel, trt_include)
+                    run_plugin_core_test, tensorrt_adapter_syntax, torch_binding_syntax, torch_extension_kernel,
+                    trt_include)
 
 NEG = PLUGINS / "neg"
 
@@ -41,10 +42,7 @@ def test_nvcc_compiles_kernel_for_sm80_sm89_sm90(tmp_path):
 
 @pytest.mark.skipif(GXX is None or cuda_include() is None, reason="g++ or CUDA headers missing")
 def test_plugin_core_cpp_tests(tmp_path):
-    exe = tmp_path / "negPluginCoreTest"
-    run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{cuda_include()}",
-         NEG / "tests" / "negPluginCoreTest.cpp", NEG / "negPluginCore.cpp", PLUGIN_FIELDS, "-o", exe])
-    assert "ALL OK" in run([exe]).stdout
+    run_plugin_core_test("neg", tmp_path)
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ missing")

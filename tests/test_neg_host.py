@@ -278,6 +278,18 @@ def test_split_plan_covers_the_row_in_aligned_nonempty_slices():
         host.gated_topk_sample(torch.zeros(1, 8), torch.zeros(1), 0.0, 2, 1.0, 0, 0, splits=-1)
 
 
+def test_automatic_split_count_is_the_documented_one_at_its_boundaries():
+    """docs/neg.md: splits = min(ceil(256 / N), V / 2048, 64), one pass per row from N = 256 on
+    and for an empty batch. Each V here is a multiple of 4 * splits, so no slice is dropped."""
+    def documented(n, v):
+        return max(1, min(-(-256 // n) if 0 < n < 256 else 1, v // 2048, 64))
+
+    for n in (0, 1, 2, 3, 64, 128, 255, 256, 257):
+        for v in (2044, 2048, 4092, 4096, 6144, 8192, 131072, 262144):
+            assert host.split_plan(n, v, 8)[0] == documented(n, v), (n, v)
+    assert [host.split_plan(1, v, 8)[0] for v in (4095, 4096, 6143, 6144)] == [1, 2, 2, 3]
+
+
 @pytest.mark.parametrize("args,message", [
     ((1, 2**40, 2**31), r"v: expected an integer in \[1, 1073741824\] \(the kernel's kNegMaxVocab\), got 1099511627776"),
     ((1, 2**63 - 1, 8), r"v: expected an integer in \[1, 1073741824\]"),  # v + s - 1 overflowed int64
@@ -466,3 +478,37 @@ def test_host_neg_head_takes_float64_weights_as_float32():
     hidden = torch.randn(3, 8, generator=g)
     assert torch.equal(host.neg_head(hidden, w64), host.neg_head(hidden, w))
     torch.testing.assert_close(host.neg_head(hidden, w), neg.neg_head(hidden, w), rtol=1e-5, atol=1e-5)
+
+
+def test_host_c_entry_refuses_activation_codes_outside_0_to_3():
+    """negActivationValid guards the C entry (the Python twins pass only known names' codes):
+    one past each end of 0..3 is refused with its message, every code inside is run."""
+    import ctypes
+
+    lib = host.load()
+    hidden, w1, b1, w2 = torch.ones(1, 8), torch.ones(4, 8), torch.zeros(4), torch.ones(4)
+    entropy = torch.empty(1)
+    p = lambda t: ctypes.c_void_p(t.data_ptr())  # noqa: E731
+
+    def head(code):
+        return lib.trtneg_neg_head_host(p(hidden), 0, 1, 8, p(w1), 0, p(b1), p(w2), 0.0, 4, code, p(entropy), 1)
+
+    for code in (-1, 4):
+        assert head(code) != 0
+        assert lib.trtneg_last_error().decode() == "activation: unknown activation code"
+    assert [head(code) for code in range(4)] == [0, 0, 0, 0]
+
+
+def test_sampling_reads_each_candidates_logit_to_the_last_bit():
+    """The candidates' logits come back from their 64-bit sort keys (negKeyToFloat); at
+    T = 2**-23 one ulp of a logit near 1 is a factor e in its weight, so the draw sees a
+    lost low mantissa bit: here the odd-mantissa logit must keep P = 1 / (1 + e**-1)."""
+    top = float(np.nextafter(np.float32(1.0), np.float32(2.0)))  # 1 + 2**-23: odd mantissa
+    n = 64
+    z = torch.tensor([[1.0, top]] * n)
+    offsets = torch.arange(n)
+    ref = neg.gated_topk_sample(z, torch.full((n,), 9.0), 0.0, 2, 2.0**-23, 5, offsets)
+    got = host.gated_topk_sample(z, torch.full((n,), 9.0), 0.0, 2, 2.0**-23, 5, offsets)
+    _compare(ref, got, z, top_k=2, temperature=2.0**-23, seeds=[5] * n, offsets=offsets, tau=0.0)
+    share = float((ref.token == 1).float().mean())
+    assert 0.6 < share < 0.85, share  # 0.73 expected; equal weights (a lost bit) give 0.5

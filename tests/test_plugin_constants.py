@@ -91,3 +91,28 @@ def test_a_host_library_is_rebuilt_when_its_sources_or_flags_change(tmp_path, mo
     header.write_text("#define VALUE 2\n")
     second = library(["-O0"])
     assert second.path() != first and second.load().value() == 2
+
+
+def test_host_library_flags_from_the_environment_follow_its_own_and_key_the_cache(tmp_path, monkeypatch):
+    """$TRT_NEG_HOST_CXXFLAGS (the sanitiser tests' way to rebuild the host libraries) is split
+    as a shell would and comes after the library's own flags, so it can override them; and the
+    library it gives lives under its own key, next to the plain build, which stays."""
+    import ctypes
+
+    from trt_neg.kernels.build import EXTRA_FLAGS_VAR, HostLibrary
+
+    monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "cache"))
+    main = tmp_path / "lib.cpp"
+    main.write_text('extern "C" int value() { return VALUE; }\n')
+
+    def declare(lib):
+        lib.value.restype = ctypes.c_int
+
+    monkeypatch.delenv(EXTRA_FLAGS_VAR, raising=False)
+    plain = HostLibrary("probe", main, [], ["-DVALUE=1"], declare)
+    assert plain.load().value() == 1
+    plain_path = plain.path()
+    monkeypatch.setenv(EXTRA_FLAGS_VAR, "-UVALUE '-DVALUE=(2 + 1)'")
+    rebuilt = HostLibrary("probe", main, [], ["-DVALUE=1"], declare)
+    assert rebuilt.load().value() == 3
+    assert rebuilt.path() != plain_path and plain_path.is_file()

@@ -4,6 +4,11 @@ The library is compiled into a cache directory (:func:`trt_neg.cache.cache_dir`)
 under a key made of the hash of its sources, the compiler and the flags; it is written to
 a temporary name and renamed into place, so concurrent builds never see half a file.
 OpenMP is used where the compiler supports it.
+
+``$TRT_NEG_HOST_CXXFLAGS`` (read at build time, split as a shell would) adds compiler flags after
+each library's own, so they win: the sanitiser tests build the same sources with
+``-fsanitize=address,undefined`` that way (tests/test_sanitizers.py). The flags are part of the
+cache key, so such a build never replaces the plain one.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +25,8 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..cache import cache_dir
+
+EXTRA_FLAGS_VAR = "TRT_NEG_HOST_CXXFLAGS"
 
 
 class HostLibrary:
@@ -61,8 +69,9 @@ class HostLibrary:
         h = hashlib.sha256()
         for p in self.sources:
             h.update(p.read_bytes())
+        extra = shlex.split(os.environ.get(EXTRA_FLAGS_VAR, ""))
         for openmp in (True, False):
-            flags = self.flags + (["-fopenmp"] if openmp else [])
+            flags = self.flags + extra + (["-fopenmp"] if openmp else [])
             key = hashlib.sha256(h.digest() + " ".join([cxx, *flags, *self.libs]).encode()).hexdigest()[:16]
             out = cache_dir() / self.name / key / f"libtrtneg_{self.name}_host.so"
             if out.exists():
