@@ -129,9 +129,17 @@ def fake_h200(set_attr) -> None:
     import torch
 
     props = types.SimpleNamespace(major=9, minor=0, multi_processor_count=132, L2_cache_size=60 * 2**20)
+
+    def device_0(answer):  # the one GPU there is: another index fails, as torch's own check does
+        def query(i=0):
+            assert i == 0, f"Invalid device id {i}"
+            return answer
+
+        return query
+
     for name, value in (("is_available", lambda: True), ("get_device_capability", lambda device=None: (9, 0)),
-                        ("get_device_properties", lambda i=0: props),
+                        ("get_device_properties", device_0(props)),
                         ("mem_get_info", lambda *a: (140 * 2**30, 143 * 2**30)),
-                        ("get_device_name", lambda i=0: "NVIDIA H200"), ("device_count", lambda: 1),
+                        ("get_device_name", device_0("NVIDIA H200")), ("device_count", lambda: 1),
                         ("synchronize", lambda *a, **k: None), ("empty_cache", lambda *a, **k: None)):
         set_attr(torch.cuda, name, value)

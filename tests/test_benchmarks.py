@@ -30,6 +30,32 @@ def test_bench_neg_cpu_prints_the_fired_count_of_every_row(capsys):
                      (64, "p95"): "4/64", (64, "all"): "64/64"}
 
 
+def test_bench_neg_cpu_prints_each_median_in_its_column_and_torch_over_host(monkeypatch, capsys):
+    """The host op is timed as the docstring says (top_k 8, temperature 1, silu, --threads), and
+    each median goes to its column: torch ms, host ms, torch/host."""
+    asked, host_calls = [], []
+    host_neg_step = bench_neg_cpu.host.neg_step
+
+    def median(fn, reps):  # the reference's time, then the host library's, per row
+        fn()
+        asked.append(reps)
+        return 0.006 if len(asked) % 2 else 0.002
+
+    def recording(hidden, logits, weights, **kw):
+        host_calls.append({k: kw[k] for k in ("top_k", "temperature", "activation", "num_threads")})
+        return host_neg_step(hidden, logits, weights, **kw)
+
+    monkeypatch.setattr(bench_neg_cpu, "median_seconds", median)
+    monkeypatch.setattr(bench_neg_cpu.host, "neg_step", recording)
+    assert bench_neg_cpu.main(["--reps", "3", "--vocab", "512", "--threads", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if re.match(r"\s*\d+\s+(p95|all)\s", line)]
+    assert [r[3:] for r in rows] == [["6.00", "2.00", "3.00"]] * 6 and asked == [3] * 12
+    assert host_calls == [dict(top_k=8, temperature=1.0, activation="silu", num_threads=1)] * 6
+    with pytest.raises(SystemExit):
+        bench_neg_cpu.main(["--help"])
+    assert "vocabulary size V (default: 248320)" in capsys.readouterr().out  # Darwin-9B-NEG's V
+
+
 def test_bench_runtime_describes_the_machine_it_ran_on():
     import torch
 
@@ -110,6 +136,7 @@ TOO_MANY_THREADS = f"argument --threads: 100000 is more than the {os.cpu_count()
     ("bench_runtime", ["--threads", "100000"], TOO_MANY_THREADS),
     ("bench_batch_invariance", ["--threads", "100000"], TOO_MANY_THREADS),
     ("bench_neg_cpu", ["--threads", "-1"], "argument --threads: -1 is below the minimum of 0"),
+    ("bench_neg_cpu", ["--vocab", "0"], "argument --vocab: 0 is below the minimum of 1"),
     ("bench_sampler", ["--vocab", "0"], "argument --vocab: 0 is below the minimum of 1"),
     ("bench_sampler", ["--reps", "x"], "argument --reps: 'x' is not an integer"),
     ("bench_runtime", ["--requests", "0"], "argument --requests: 0 is below the minimum of 1"),

@@ -83,11 +83,51 @@ def test_report_text_and_exit_code():
         SectionResult("x", "x", "MAYBE")
 
 
+def test_report_text_of_a_passing_run_is_exactly_this():
+    """Every section's own lines (its tables) are in the text, a section built without a time
+    (one skipped for the budget) shows 0.0 s, the summary's name column is as wide as the
+    longest name (4 at least), and the last line says PASS."""
+    res = [SectionResult("machine", "Machine and copy bandwidth", PASS, 3.2, "NVIDIA H200, copy 4.30 TB/s",
+                         ["  GPU      NVIDIA H200", "  copy     2 GiB in 900 us"]),
+           SectionResult("pytest", "pytest -m gpu", SKIP, summary="not run: the --budget of 60 s is spent")]
+    assert report.format_report(["# trt-neg GPU check  2026-01-01", "# NVIDIA H200"], res, 12.34) == (
+        "# trt-neg GPU check  2026-01-01\n"
+        "# NVIDIA H200\n"
+        "\n"
+        "== 1. Machine and copy bandwidth [PASS] (3.2 s)\n"
+        "  GPU      NVIDIA H200\n"
+        "  copy     2 GiB in 900 us\n"
+        "\n"
+        "== 2. pytest -m gpu [SKIP] (0.0 s)\n"
+        "\n"
+        "== Summary\n"
+        "  PASS  machine    3.2 s  NVIDIA H200, copy 4.30 TB/s\n"
+        "  SKIP  pytest     0.0 s  not run: the --budget of 60 s is spent\n"
+        "  overall: PASS in 12.3 s\n")
+    short = [SectionResult("neg", "NEG", PASS, 1.0, "ok"), SectionResult("gdn", "GDN", PASS, 2.0, "ok")]
+    assert report.format_report([], short, 3.0).split("== Summary\n")[1] == (
+        "  PASS  neg     1.0 s  ok\n"
+        "  PASS  gdn     2.0 s  ok\n"
+        "  overall: PASS in 3.0 s\n")
+
+
+def test_report_keeps_the_last_40_lines_of_a_sections_error():
+    error = "\n".join(f"line {i}" for i in range(1, 46)) + "\n"
+    res = [SectionResult("gdn", "GDN", ERROR, 5.0, "RuntimeError: boom", ["  started"], error=error)]
+    lines = report.format_report(["#"], res, 5.0).splitlines()
+    start = lines.index("  -- error (tail):")
+    assert lines[start - 1] == "  started"
+    assert lines[start + 1:start + 42] == [f"  | line {i}" for i in range(6, 46)] + [""]
+
+
 def test_report_json_structure_and_files(tmp_path):
     res = fake_results()
     header = ["# trt-neg GPU check", "# NVIDIA H200"]
-    data = report.report_json(header, res[0].data, res, 84.2, ["--quick"])
-    txt, js = report.write_report(tmp_path / "gc", report.format_report(header, res, 84.2), data)
+    data = report.report_json(header, res[0].data, res, 84.23456, ["--quick"])
+    assert data["total_seconds"] == 84.235
+    assert report.report_json(header, {}, res[:1], 1.0)["argv"] == []  # argv not given
+    # write_report makes every folder it needs, not only the last one.
+    txt, js = report.write_report(tmp_path / "benchmarks" / "gc", report.format_report(header, res, 84.2), data)
     assert txt.read_text().startswith("# trt-neg GPU check")
     loaded = json.loads(js.read_text())
     assert loaded["version"] == report.REPORT_VERSION and loaded["tool"] == "trt_neg.gpu_check"
@@ -99,7 +139,7 @@ def test_report_json_structure_and_files(tmp_path):
         assert s["status"] in report.STATUSES
     assert loaded["sections"][1]["data"]["timing"][0]["fused_gate5"] == 12.5
     assert SectionResult.from_dict(loaded["sections"][2]) == res[2]  # round trip
-    assert sorted(p.name for p in (tmp_path / "gc").iterdir()) == ["report.json", "report.txt"]
+    assert sorted(p.name for p in (tmp_path / "benchmarks" / "gc").iterdir()) == ["report.json", "report.txt"]
 
 
 def _child(code: str) -> list[str]:
@@ -145,6 +185,54 @@ def test_section_exception_becomes_error_with_traceback(monkeypatch):
     assert res.lines == ["  before the failure"] and res.data == {"partial": 1}
     assert "RuntimeError" in res.summary
     assert "compiler output" in res.error and "gdnKernel.cu(3): error: bad" in res.error
+
+
+def _raising(message: str, summary: str = ""):
+    """A section module whose run() sets ``summary`` and raises RuntimeError(message)."""
+    def run(ctx):
+        ctx.summary = summary
+        raise RuntimeError(message)
+
+    return types.SimpleNamespace(run=run)
+
+
+def test_a_sections_exception_summary_is_its_first_line_unless_the_section_wrote_one(monkeypatch):
+    name = "trt_neg.gpu_check.sec_neg"
+    monkeypatch.setitem(sys.modules, name, _raising("CUDA error: an illegal memory access\nsecond line"))
+    assert gpu_check.run_section_here("neg").summary == "RuntimeError: CUDA error: an illegal memory access"
+    monkeypatch.setitem(sys.modules, name, _raising("x" * 200))
+    assert gpu_check.run_section_here("neg").summary == "RuntimeError: " + "x" * 150
+    monkeypatch.setitem(sys.modules, name, _raising(""))
+    assert gpu_check.run_section_here("neg").summary == "RuntimeError: "
+    monkeypatch.setitem(sys.modules, name, _raising("boom", summary="correctness ok; timing failed"))
+    assert gpu_check.run_section_here("neg").summary == "correctness ok; timing failed"
+
+
+def test_the_compiler_output_tail_follows_a_build_error_only():
+    nvcc = "\n".join(f"nvcc line {i}" for i in range(1, 71)) + "\nnegKernel.cu(7): error: expected a ';'"
+    text = gpu_check._describe_exception(RuntimeError(nvcc))  # "error:" without torch's "Error building"
+    assert text.endswith("-- compiler output (tail) --\n" + "\n".join(nvcc.splitlines()[-60:]))
+    assert "compiler output" not in gpu_check._describe_exception(RuntimeError("CUDA out of memory"))
+
+
+def test_a_section_child_writes_its_result_for_the_parent(tmp_path, monkeypatch):
+    """``--section NAME --result FILE`` (what the parent starts): the section runs in this process
+    with the parent's --bandwidth, --quick and --timeout, and its result is written as JSON."""
+    def run(ctx):
+        ctx.log(f"bandwidth {ctx.bandwidth:g}, quick {ctx.quick}, {ctx.time_left():.0f} s left")
+        ctx.data["x"] = 1
+        ctx.summary = "fine"
+        return PASS
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "trt_neg.gpu_check.sec_gdn", types.SimpleNamespace(run=run))
+    result = tmp_path / "gdn.json"
+    assert gpu_check.main(["--section", "gdn", "--result", str(result), "--bandwidth", "4.1e12", "--quick",
+                           "--timeout", "120"]) == 0
+    got = SectionResult.from_dict(json.loads(result.read_text()))
+    assert (got.name, got.title, got.status, got.summary, got.data) == ("gdn", gpu_check.TITLES["gdn"], PASS, "fine",
+                                                                       {"x": 1})
+    assert got.lines == ["  bandwidth 4.1e+12, quick True, 120 s left"]
 
 
 def test_section_context_floors():
@@ -206,6 +294,9 @@ def test_cuda_time_us_flushes_the_l2_before_each_timed_call_outside_the_events(m
     clock.log.clear()
     assert common.cuda_time_us(clock.fn, reps=2, warmup=1, cold_l2=False) == pytest.approx(4.0)
     assert clock.log == ["fn", "device sync"] + timed[1:] * 2
+    clock.log.clear()
+    assert common.cuda_time_us(clock.fn, reps=0, warmup=0) == pytest.approx(4.0)  # one timed call at least
+    assert clock.log == ["device sync"] + timed
 
 
 def test_cuda_time_us_is_the_median_of_an_even_count_too(monkeypatch):
@@ -243,6 +334,26 @@ def test_l2_flush_size_covers_twice_the_l2_and_at_least_256_mib():
     assert common.l2_flush_bytes(60 * 2**20) == 256 * 2**20  # H200: 60 MiB L2
     assert common.l2_flush_bytes(0) == 256 * 2**20  # torch without L2_cache_size
     assert common.l2_flush_bytes(200 * 2**20) == 400 * 2**20
+
+
+def test_the_flush_buffer_is_made_once_per_process_at_the_flush_size(monkeypatch):
+    from _gpu_stand_ins import fake_h200
+
+    from trt_neg.gpu_check import common
+
+    fake_h200(monkeypatch.setattr)  # 60 MiB of L2
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    monkeypatch.setattr(common, "_flush_buffer", None)
+    buffer = common._l2_flush_buffer()
+    assert buffer.dtype == torch.int32 and buffer.numel() * 4 == 256 * 2**20 and not bool(buffer.any())
+    assert common._l2_flush_buffer() is buffer
+    # Twice the L2 where that is more than the minimum (a smaller minimum here, to keep it small).
+    monkeypatch.setattr(common, "MIN_FLUSH_BYTES", 2**20)
+    for l2, flushed in ((3 * 2**20, 6 * 2**20), (None, 2**20)):  # None: torch without the attribute's value
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: types.SimpleNamespace(L2_cache_size=l2))
+        monkeypatch.setattr(common, "_flush_buffer", None)
+        assert common._l2_flush_buffer().numel() * 4 == flushed
 
 
 def test_the_timing_stand_in_takes_cuda_time_us_parameters():
@@ -288,7 +399,8 @@ def test_every_section_module_imports_and_has_run():
     (["--budget", "-5"], "--budget -5: must be a number of seconds >= 10"),
     (["--budget", "inf"], "--budget inf: must be a number"),
     (["--budget", "1"], "--budget 1: must be a number of seconds >= 10"),  # every section SKIP, "PASS"
-    (["--only", "neg", "--skip", "neg"], "no section left to run"),
+    (["--only", "neg", "--skip", "neg"], "--only neg --skip neg: no section left to run; known: machine, neg, gdn,"),
+    (["--skip", "machine,neg,gdn,backend,pytest"], "--only  --skip machine,neg,gdn,backend,pytest: no section left"),
     (["--section", "machine"], "--section (internal: one section in this process) needs --result FILE"),
 ])
 def test_options_are_checked_before_the_gpu(monkeypatch, capsys, args, message):
@@ -464,6 +576,105 @@ def test_sigterm_also_ends_the_pytest_run_of_section_5(tmp_path):
                         "section 5's pytest run outlived the stopped check")
     summary = (out / "report.txt").read_text().split("== Summary")[1].splitlines()
     assert summary[1].split()[:2] == ["ERROR", "pytest"] and "stopped by SIGTERM" in summary[1]
+
+
+class _Prebuild:
+    """The background GDN build: still running (``returncode`` None; it holds torch's build lock
+    legitimately) or ended."""
+
+    def __init__(self, returncode):
+        self.returncode = returncode
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=None):
+    """gpu_check.main on a pretend GPU with a clock of its own: section NAME takes outcomes[NAME] =
+    (seconds, status, summary) of that clock; the machine section measures 4.25 TB/s. Returns the
+    exit code, each section started as (name, timeout, its command line from --timeout on), and the
+    build locks cleared."""
+    now = [1000.0]
+    started, cleared = [], []
+
+    def run_child(cmd, name, result_path, timeout, echo=print, env=None, cwd=None, stop=None):
+        seconds, status, summary = outcomes[name]
+        started.append((name, timeout, cmd[cmd.index("--timeout"):]))
+        now[0] += seconds
+        data = {"copy_bandwidth_Bps": 4.25e12} if name == "machine" else {}
+        return SectionResult(name, gpu_check.TITLES[name], status, seconds, summary, data=data)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(time=lambda: now[0]))
+    monkeypatch.setattr(gpu_check, "run_child", run_child)
+    monkeypatch.setattr(gpu_check, "_start_prebuild", lambda *a: prebuild)
+    monkeypatch.setattr(gpu_check, "_clear_stale_build_lock", cleared.append)
+    argv = ["--out-dir", str(tmp_path / "gc"), *args]
+    monkeypatch.setattr(sys, "argv", ["gpu_check", *argv])  # main() reads them, as ``python -m`` runs it
+    return gpu_check.main(), started, cleared
+
+
+def test_each_section_gets_its_cap_less_what_the_later_ones_keep(tmp_path, monkeypatch, capsys):
+    """The default --budget 480: each section's timeout is min(cap, budget left - the later sections'
+    reserves); the child is told 5 s less, the machine's measured bandwidth and --quick."""
+    durations = {"machine": 50, "neg": 200, "gdn": 100, "backend": 60, "pytest": 5}
+    outcomes = {name: (seconds, PASS, f"{name} ok") for name, seconds in durations.items()}
+    code, started, cleared = _main_with_fake_sections(
+        monkeypatch, tmp_path, ["--quick", "--out", str(tmp_path / "copy.txt")], outcomes)
+    assert code == 0 and cleared == []
+    bandwidth = ["--bandwidth", "4250000000000.0"]
+    assert started == [("machine", 90, ["--timeout", "85", "--quick"]),  # 480 - 225 reserved: the cap
+                       ("neg", 265.0, ["--timeout", "260.0", *bandwidth, "--quick"]),  # 480 - 50 - 165
+                       ("gdn", 125.0, ["--timeout", "120.0", *bandwidth, "--quick"]),  # 480 - 250 - 105
+                       ("backend", 70.0, ["--timeout", "65.0", *bandwidth, "--quick"]),  # 480 - 350 - 60
+                       ("pytest", 70.0, ["--timeout", "65.0", *bandwidth, "--quick"])]  # 480 - 410
+    text = (tmp_path / "gc" / "report.txt").read_text()
+    assert "# INCOMPLETE" not in text and text.endswith("  overall: PASS in 415.0 s\n")
+    assert (tmp_path / "copy.txt").read_text() == text
+    assert json.loads((tmp_path / "gc" / "report.json").read_text())["argv"] == [
+        "--out-dir", str(tmp_path / "gc"), "--quick", "--out", str(tmp_path / "copy.txt")]
+    out = capsys.readouterr().out
+    assert "\n" + text + f"report written to {tmp_path / 'gc' / 'report.txt'} and " in out
+    assert "\n== 1. Machine and copy bandwidth  (timeout 90 s)\n" in out and "-> PASS (200.0 s) neg ok\n" in out
+
+
+def test_a_section_that_no_longer_fits_is_skipped_and_killed_builds_lose_their_lock(tmp_path, monkeypatch, capsys):
+    outcomes = {"neg": (100, ERROR, "timed out after 35 s (killed)"), "backend": (40, ERROR, "timed out after 40 s (killed)"),
+                "pytest": (5, PASS, "2 passed, 0 skipped")}
+    code, started, cleared = _main_with_fake_sections(monkeypatch, tmp_path, ["--skip", "machine", "--budget", "200"],
+                                                      outcomes)
+    assert code == 1
+    # No machine section: no measured bandwidth to pass on. gdn, at 200 - 100 - 105 s, no longer fits.
+    assert started == [("neg", 35.0, ["--timeout", "30.0"]), ("backend", 40.0, ["--timeout", "35.0"]),
+                       ("pytest", 60.0, ["--timeout", "55.0"])]
+    assert cleared == ["trt_neg_cuda", "trt_neg_cuda"]  # the NEG extension, built by neg and by backend
+    data = json.loads((tmp_path / "gc" / "report.json").read_text())
+    assert [(s["name"], s["status"]) for s in data["sections"]] == [("neg", ERROR), ("gdn", SKIP), ("backend", ERROR),
+                                                                    ("pytest", PASS)]
+    assert data["sections"][1]["summary"] == "not run: the --budget of 200 s is spent"
+    assert "\n== Gated DeltaNet kernel (plugins/gdn) vs host library / reference: SKIP (budget spent)\n" in \
+        capsys.readouterr().out
+    # A killed gdn section's lock is cleared unless the background build still runs (and holds it).
+    outcomes = {"gdn": (30, ERROR, "timed out after 30 s (killed)")}
+    assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes)[2] == ["trt_neg_gdn_cuda"]
+    assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes, _Prebuild(None))[2] == []
+    assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes, _Prebuild(0))[2] == [
+        "trt_neg_gdn_cuda"]
+    outcomes = {"gdn": (30, ERROR, "RuntimeError: Error building extension")}  # failed, not killed: no lock left
+    assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes)[2] == []
+
+
+def test_a_report_that_cannot_be_written_at_the_end_exits_1(tmp_path, monkeypatch, capsys):
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gpu_check, "write_report", full)
+    assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "neg"], {"neg": (5, PASS, "ok")})[0] == 1
+    assert "trt_neg.gpu_check: could not write the report: [Errno 28] No space left on device" in capsys.readouterr().err
 
 
 def test_the_default_report_folder_is_the_repositorys_whatever_the_cwd(tmp_path, monkeypatch):

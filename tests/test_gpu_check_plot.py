@@ -83,7 +83,7 @@ def test_a_plot_that_cannot_be_drawn_is_reported_and_changes_nothing(tmp_path, m
     assert not (tmp_path / "report.png").exists()
 
 
-@pytest.mark.parametrize("bad", [float("inf"), "12.0", None])
+@pytest.mark.parametrize("bad", [float("inf"), "12.0", None, True])
 def test_values_that_are_not_finite_numbers_are_left_out(bad):
     rows = [{"N": 1, "fused_gate5": 3.0}, {"N": 8, "fused_gate5": bad}]
     (panel,) = plot.panels(_report({"timing": rows}))
@@ -117,3 +117,44 @@ def test_a_failing_plot_with_its_output_gone_still_returns(tmp_path, monkeypatch
     monkeypatch.setattr("sys.stderr", Gone())
     monkeypatch.setattr("sys.stdout", Gone())
     gpu_check._write_plot(tmp_path / "report.png", _report(NEG))  # no exception
+
+
+def test_the_figure_has_one_log_log_panel_per_table_with_every_line_and_the_header(tmp_path, monkeypatch):
+    """What is drawn (the figure as handed to save_png): three tables on a 2 x 2 grid, the fourth
+    axes hidden; log2 x at the measured N / B, log y; one line per series, floors dashed and
+    marked x; the report's header as the title. Styling (sizes, fonts, grid) is left free."""
+    drawn = {}
+
+    def keep(fig, path):
+        drawn["fig"] = fig
+        return path
+
+    monkeypatch.setattr(plot, "save_png", keep)
+    assert plot.plot_report(_report(NEG, {"timing": {"generation": GDN["timing"]["generation"]}}),
+                            tmp_path / "r.png") == tmp_path / "r.png"
+    fig = drawn["fig"]
+    axes = fig.axes
+    assert len(axes) == 4 and [ax.get_visible() for ax in axes] == [True, True, True, False]
+    assert [ax.get_title() for ax in axes[:3]] == [p.title for p in plot.panels(_report(NEG, GDN))[:3]]
+    assert fig.get_suptitle() == "trt-neg GPU check  2026-11-29  NVIDIA H200"
+    step = axes[0]
+    assert (step.get_xscale(), step.get_yscale(), step.xaxis.get_transform().base) == ("log", "log", 2)
+    assert list(step.get_xticks()) == [1, 8, 64, 256] and step.get_xlabel() == "N (rows)"
+    fig.canvas.draw()  # the tick labels: the measured N as plain numbers, no minor labels
+    assert [t.get_text() for t in step.get_xticklabels()] == ["1", "8", "64", "256"]
+    assert {t.get_text() for t in step.xaxis.get_minorticklabels()} <= {""}
+    assert step.get_ylabel() == "time per call (us)" and axes[2].get_xlabel() == "batch"
+    lines = {ln.get_label(): ln for ln in step.get_lines()}
+    assert list(lines) == ["fused kernel (automatic plan)", "fused kernel, one block per row", "plain torch",
+                           "floor at 4.8 TB/s"]
+    assert list(lines["plain torch"].get_ydata()) == [90.0, 720.0, 5760.0, 23040.0]
+    assert (lines["plain torch"].get_linestyle(), lines["plain torch"].get_marker()) == ("-", "o")
+    assert (lines["floor at 4.8 TB/s"].get_linestyle(), lines["floor at 4.8 TB/s"].get_marker()) == ("--", "x")
+    assert [t.get_text() for t in step.get_legend().get_texts()] == list(lines)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    # One table alone: one panel filling the figure.
+    plot.plot_report(_report(None, {"timing": {"context": GDN["timing"]["context"]}}), tmp_path / "one.png")
+    assert len(drawn["fig"].axes) == 1 and drawn["fig"].axes[0].get_visible()
+    plt.close(drawn["fig"])

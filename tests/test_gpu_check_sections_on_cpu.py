@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import types
 
 import pytest
 import torch
 
 from trt_neg.gpu_check import SectionContext, common, plot, sec_backend, sec_gdn, sec_machine, sec_pytest
-from trt_neg.gpu_check.report import FAIL, PASS, SKIP
+from trt_neg.gpu_check.report import ERROR, FAIL, PASS, SKIP
 from _cuda_sim import GDN_ARCHS
 from _gpu_stand_ins import SMALL_9B, fake_h200, fake_time, host_neg_step, small_shapes
 from trt_neg.kernels import cuda_ext, gdn_host
@@ -279,6 +280,47 @@ def test_backend_section_reports_an_extension_that_does_not_build(backend_sectio
     assert "paths: NEG torch reference (neg_step_fast fell back" in text and "NEG torch; GDN torch" in ctx.summary
 
 
+def test_backend_greedy_token_difference_is_excused_by_a_near_tie_only():
+    """Two greedy tokens differ: explained when the CPU logits of both are within twice the
+    logit tolerance (an argmax tie at fp32 rounding), a mismatch otherwise."""
+    row = torch.tensor([0.0, 5.0, 5.00015, 3.0])
+    assert sec_backend._explained(row, 2, 1, tol=1e-4)  # 1.5e-4 apart <= 2e-4
+    assert not sec_backend._explained(row, 2, 1, tol=0.7e-4)  # > 1.4e-4
+    assert not sec_backend._explained(row, 2, 3, tol=1e-4)
+
+
+class _ScriptedBackend:
+    """What decode_compare uses of a TorchBackend: runner.prefill / decode (fixed logits), sample
+    (rows with the given fired flags and H_hat), neg_weights, neg_config, release."""
+
+    def __init__(self, fired, entropy, vocab=16):
+        self.fired, self.entropy, self.vocab = fired, entropy, vocab
+        self.neg_weights = types.SimpleNamespace(threshold=torch.tensor(1.0))
+        self.neg_config = types.SimpleNamespace(top_k=8, temperature=1.0)
+        self.device = "cpu"
+        logits = torch.arange(vocab, dtype=torch.float32)
+        self.runner = types.SimpleNamespace(
+            prefill=lambda slot, ids: (logits, torch.zeros(4)),
+            decode=lambda slots, toks: (logits.repeat(len(slots), 1), torch.zeros(len(slots), 4)))
+
+    def sample(self, rows, logits, hidden):
+        return [types.SimpleNamespace(token=0, fired=f, entropy=e) for f, e in zip(self.fired, self.entropy)]
+
+    def release(self, slot):
+        pass
+
+
+def test_backend_gate_difference_is_excused_within_1e_4_of_tau_only():
+    """A row whose gate decision differs between the backends: explained when the CPU's H_hat is
+    within 1e-4 (1 + |tau|) of tau (2e-4 at tau = 1), else a gate mismatch; every step counts."""
+    h_hat = [1.00015, 1.00025, 0.5]  # 1.5e-4 from tau: excused; 2.5e-4 and 0.5: not
+    cpu = _ScriptedBackend([True, True, False], h_hat)
+    gpu = _ScriptedBackend([False, False, True], h_hat)
+    st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
+    steps = sec_backend.STEPS + 1
+    assert (st["rows"], st["explained"], st["fired_mismatch"], st["token_mismatch"]) == (3 * steps, steps, 2 * steps, 0)
+
+
 # --------------------------------------------------------------------------- machine
 def test_machine_section_runs_with_faked_device_queries(monkeypatch):
     monkeypatch.setattr(common, "DEVICE", "cpu")
@@ -296,6 +338,35 @@ def test_machine_section_runs_with_faked_device_queries(monkeypatch):
     assert "memory   143.0 GiB total, 140.0 GiB free" in text
     assert text.count("\n") == 4 and "copy     0 GiB device-to-device in 1 us" in text
     assert d["one_line"].startswith("NVIDIA H200, driver ") and ctx.summary == "NVIDIA H200, copy 2.10 TB/s"
+
+
+def test_machine_section_times_a_copy_of_its_bytes_and_names_the_driver(monkeypatch):
+    """The bandwidth every floor uses: read + write bytes of the copy actually timed, over its time;
+    the driver is nvidia-smi's first field ("?" without nvidia-smi)."""
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    small_shapes(monkeypatch.setattr)  # a 1 MiB copy
+    fake_h200(monkeypatch.setattr)
+    timed = []
+
+    def copy_time(fn, reps, warmup=3, *, cold_l2=True):
+        fn()
+        moved = sum(c.cell_contents.numel() * c.cell_contents.element_size() for c in fn.__closure__)  # src + dst
+        timed.append((moved, reps, cold_l2))
+        return 2.0
+
+    monkeypatch.setattr(common, "cuda_time_us", copy_time)
+    monkeypatch.setattr(sec_machine, "_cmd", lambda args, timeout=20: "580.65.06, 1980 MHz, 3201 MHz")
+    ctx = SectionContext("machine", bandwidth=None, quick=True, timeout=60.0)
+    assert sec_machine.run(ctx) == PASS
+    assert timed == [(2 * 2**20, 5, False)]  # 1 MiB read + 1 MiB written, 5 reps with --quick, L2 not flushed
+    assert ctx.data["copy_bandwidth_Bps"] == 2 * 2**20 / 2e-6 and ctx.data["driver"] == "580.65.06"
+    assert ctx.lines[2].startswith("  driver   580.65.06 (CUDA driver API ")
+    assert ctx.lines[4] == ("  copy     0 GiB device-to-device in 2 us: 1.05 TB/s (read + write), 22% of 4.8 TB/s; "
+                            "floors below are given at both")
+    monkeypatch.setattr(sec_machine, "_cmd", lambda args, timeout=20: "")
+    ctx = SectionContext("machine", bandwidth=None, quick=False, timeout=60.0)
+    assert sec_machine.run(ctx) == PASS
+    assert timed[-1][1] == 10 and (ctx.data["driver"], ctx.data["nvidia_smi"]) == ("?", None)
 
 
 def test_machine_section_names_the_toolkit_the_extensions_build_with(monkeypatch, tmp_path):
@@ -365,6 +436,7 @@ def test_pytest_section_counts_the_gpu_tests_and_names_each_failure(tmp_path, mo
     assert "1 passed, 1 failed, 0 errors, 1 skipped of 3 collected gpu tests" in text
     assert "FAILED tests.test_fake::test_kernel_is_wrong" in text and "skipped x1:" in text
     assert "needs two GPUs" in text and "| " in text  # the pytest output's tail follows a failure
+    assert "  -- pytest output (tail) --" in ctx.lines
     assert ctx.summary == "1 failed/errors of 3"
 
 
@@ -380,3 +452,47 @@ def test_pytest_section_without_gpu_tests_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, "def test_cpu_only():\n    pass\n"))
     ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
     assert sec_pytest.run(ctx) == SKIP and ctx.summary == "no gpu tests collected"
+
+
+class _ShortWait:
+    """subprocess for sec_pytest whose Popen.communicate, given a timeout, waits only until the
+    file ``ready`` appears (the hung test is running) and then 0.5 s: the section meets its
+    timeout without the test waiting it out (10 s at least)."""
+
+    def __init__(self, ready):
+        import subprocess
+        import time
+
+        self.TimeoutExpired = subprocess.TimeoutExpired
+        self.PIPE, self.STDOUT = subprocess.PIPE, subprocess.STDOUT
+        self.asked = []
+        outer = self
+
+        class Popen(subprocess.Popen):
+            def communicate(self, input=None, timeout=None):
+                if timeout is not None:
+                    outer.asked.append(timeout)
+                    end = time.time() + 60
+                    while not ready.exists() and self.poll() is None and time.time() < end:
+                        time.sleep(0.05)
+                    timeout = 0.5
+                return super().communicate(input, timeout)
+
+        self.Popen = Popen
+
+
+def test_pytest_section_that_hangs_is_killed_and_reported_as_an_error(tmp_path, monkeypatch):
+    hanging = "import os, time, pytest\n\n@pytest.mark.gpu\ndef test_hangs():\n" \
+              "    open('pid', 'w').write(str(os.getpid()))\n    time.sleep(60)\n"
+    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, hanging))
+    short = _ShortWait(tmp_path / "pid")
+    monkeypatch.setattr(sec_pytest, "subprocess", short)
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    assert sec_pytest.run(ctx) == ERROR
+    assert [round(t) for t in short.asked] == [110]  # the section's time left less 10 s
+    assert ctx.summary == "timed out after 110 s" and ctx.data["timed_out"] is True
+    assert ctx.lines[0].startswith("  $ pytest -m gpu -q -p no:cacheprovider -rfEs --junitxml=")
+    assert ctx.lines[0].endswith(" tests/  (timeout 110 s)") and ctx.data["counts"] is None
+    pid = int((tmp_path / "pid").read_text())
+    with pytest.raises(ProcessLookupError):  # the pytest run (its process group) was killed
+        os.kill(pid, 0)
