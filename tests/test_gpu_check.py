@@ -642,22 +642,28 @@ def test_each_section_gets_its_cap_less_what_the_later_ones_keep(tmp_path, monke
     assert "\n== 1. Machine and copy bandwidth  (timeout 90 s)\n" in out and "-> PASS (200.0 s) neg ok\n" in out
 
 
-def test_a_section_that_no_longer_fits_is_skipped_and_killed_builds_lose_their_lock(tmp_path, monkeypatch, capsys):
-    outcomes = {"neg": (100, ERROR, "timed out after 35 s (killed)"), "backend": (40, ERROR, "timed out after 40 s (killed)"),
-                "pytest": (5, PASS, "2 passed, 0 skipped")}
-    code, started, cleared = _main_with_fake_sections(monkeypatch, tmp_path, ["--skip", "machine", "--budget", "200"],
+def test_a_short_budget_drops_the_last_sections_and_killed_builds_lose_their_lock(tmp_path, monkeypatch, capsys):
+    """--budget 150 cannot hold every section's minimum share (neg 60, gdn 60, backend 45, pytest
+    60): each section in turn still gets its own share, and the last ones are dropped."""
+    outcomes = {"neg": (60, ERROR, "timed out after 55 s (killed)"), "gdn": (60, PASS, "gdn ok"),
+                "backend": (30, ERROR, "timed out after 25 s (killed)")}
+    code, started, cleared = _main_with_fake_sections(monkeypatch, tmp_path, ["--skip", "machine", "--budget", "150"],
                                                       outcomes)
     assert code == 1
-    # No machine section: no measured bandwidth to pass on. gdn, at 200 - 100 - 105 s, no longer fits.
-    assert started == [("neg", 35.0, ["--timeout", "30.0"]), ("backend", 40.0, ["--timeout", "35.0"]),
-                       ("pytest", 60.0, ["--timeout", "55.0"])]
+    # No machine section: no measured bandwidth to pass on. Backend gets the 30 s left, pytest none.
+    assert started == [("neg", 60, ["--timeout", "55"]), ("gdn", 60, ["--timeout", "55"]),
+                       ("backend", 30.0, ["--timeout", "25.0"])]
     assert cleared == ["trt_neg_cuda", "trt_neg_cuda"]  # the NEG extension, built by neg and by backend
     data = json.loads((tmp_path / "gc" / "report.json").read_text())
-    assert [(s["name"], s["status"]) for s in data["sections"]] == [("neg", ERROR), ("gdn", SKIP), ("backend", ERROR),
-                                                                    ("pytest", PASS)]
-    assert data["sections"][1]["summary"] == "not run: the --budget of 200 s is spent"
-    assert "\n== Gated DeltaNet kernel (plugins/gdn) vs host library / reference: SKIP (budget spent)\n" in \
-        capsys.readouterr().out
+    assert [(s["name"], s["status"]) for s in data["sections"]] == [("neg", ERROR), ("gdn", PASS), ("backend", ERROR),
+                                                                    ("pytest", SKIP)]
+    assert data["sections"][3]["summary"] == "not run: the --budget of 150 s is spent"
+    assert "\n== pytest -m gpu: SKIP (budget spent)\n" in capsys.readouterr().out
+    # The machine section is never the one dropped: at --budget 100 it runs (its 15 s share), then neg.
+    code, started, _ = _main_with_fake_sections(monkeypatch, tmp_path, ["--budget", "100"],
+                                                {"machine": (10, PASS, "ok"), "neg": (60, PASS, "ok"),
+                                                 "gdn": (30, PASS, "ok")})
+    assert [(name, timeout) for name, timeout, _ in started] == [("machine", 15), ("neg", 60), ("gdn", 30.0)]
     # A killed gdn section's lock is cleared unless the background build still runs (and holds it).
     outcomes = {"gdn": (30, ERROR, "timed out after 30 s (killed)")}
     assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes)[2] == ["trt_neg_gdn_cuda"]

@@ -348,13 +348,17 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequest()
     with stop.on_signals(), tempfile.TemporaryDirectory(prefix="trt_neg_gpu_check_") as tmp:
         prebuild = _start_prebuild(env, selected, Path(tmp) / "prebuild_gdn.log")
-        for i, (name, title, cap, _) in enumerate(selected):
+        for i, (name, title, cap, share) in enumerate(selected):
             if stop.reason:
                 results.append(SectionResult(name=name, title=title, status=ERROR,
                                              summary=f"not run: the check was {stop.reason}"))
                 continue
+            # The later sections keep their minimum shares; where the budget left cannot hold them
+            # all, this section keeps its own first (the sections run in order of importance), so
+            # a short --budget drops the last sections, not the machine and NEG ones.
+            left = deadline - time.time()
             reserve = sum(s[3] for s in selected[i + 1:])
-            timeout = min(cap, deadline - time.time() - reserve)
+            timeout = min(cap, max(left - reserve, share), left)
             if timeout < MIN_SECTION_SECONDS:
                 results.append(SectionResult(name=name, title=title, status=SKIP,
                                              summary=f"not run: the --budget of {args.budget:.0f} s is spent"))
