@@ -293,8 +293,8 @@ class _ScriptedBackend:
     """What decode_compare uses of a TorchBackend: runner.prefill / decode (fixed logits), sample
     (rows with the given fired flags and H_hat), neg_weights, neg_config, release."""
 
-    def __init__(self, fired, entropy, vocab=16):
-        self.fired, self.entropy, self.vocab = fired, entropy, vocab
+    def __init__(self, fired, entropy, vocab=16, token=0):
+        self.fired, self.entropy, self.vocab, self.token = fired, entropy, vocab, token
         self.neg_weights = types.SimpleNamespace(threshold=torch.tensor(1.0))
         self.neg_config = types.SimpleNamespace(top_k=8, temperature=1.0)
         self.device = "cpu"
@@ -304,7 +304,7 @@ class _ScriptedBackend:
             decode=lambda slots, toks: (logits.repeat(len(slots), 1), torch.zeros(len(slots), 4)))
 
     def sample(self, rows, logits, hidden):
-        return [types.SimpleNamespace(token=0, fired=f, entropy=e) for f, e in zip(self.fired, self.entropy)]
+        return [types.SimpleNamespace(token=self.token, fired=f, entropy=e) for f, e in zip(self.fired, self.entropy)]
 
     def release(self, slot):
         pass
@@ -319,6 +319,32 @@ def test_backend_gate_difference_is_excused_within_1e_4_of_tau_only():
     st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
     steps = sec_backend.STEPS + 1
     assert (st["rows"], st["explained"], st["fired_mismatch"], st["token_mismatch"]) == (3 * steps, steps, 2 * steps, 0)
+
+
+
+def test_backend_fired_token_difference_is_excused_at_the_rows_own_cumulative_boundary_only(monkeypatch):
+    """Both backends fire but draw different tokens: explained only when the row's own draw,
+    philox(neg_seed, position), lies within 1e-4 of a cumulative probability of the CPU logits'
+    top min(top_k, V) at the sampling temperature (sec_neg's rule); otherwise a token mismatch."""
+    from trt_neg.gpu_check import sec_neg
+    from trt_neg.neg import philox_uniform
+
+    asked = []
+
+    def near_boundary(logits, k, temperature, u, tol):
+        asked.append((logits.tolist(), k, temperature, u, tol))
+        return len(asked) % 2 == 1  # every other row lands on a boundary
+
+    monkeypatch.setattr(sec_neg, "_near_boundary", near_boundary)
+    cpu = _ScriptedBackend([True] * 3, [2.0] * 3, token=3)
+    gpu = _ScriptedBackend([True] * 3, [2.0] * 3, token=4)
+    cpu.neg_config = types.SimpleNamespace(top_k=20, temperature=0.7)  # top_k past V = 16
+    st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
+    steps = sec_backend.STEPS + 1
+    draws = [philox_uniform(1000 + i, n + step) for step in range(steps) for i, n in enumerate(sec_backend.PROMPT_LENS)]
+    assert asked == [(list(range(16)), 16, 0.7, u, 1e-4) for u in draws]
+    assert (st["rows"], st["fired"], st["explained"], st["token_mismatch"], st["fired_mismatch"]) == (
+        3 * steps, 3 * steps, (3 * steps + 1) // 2, 3 * steps // 2, 0)
 
 
 # --------------------------------------------------------------------------- machine
