@@ -176,6 +176,43 @@ def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_secti
     assert sum(tuple(r["cfg"]) == SMALL_9B for r in ctx.data["vs_host"]) == 4  # scan only
 
 
+@pytest.mark.parametrize("table", ["vs_host", "vs_reference"])
+def test_gdn_correctness_fails_on_the_final_state_alone(gdn_section, monkeypatch, table):
+    """Outputs that match with a final recurrent state that does not (the next step starts from
+    it) fail the check, in either table; errors exactly at the tolerances pass."""
+    ctx, _ = gdn_section
+    at_tolerance = {"vs_host": lambda cfg, dt, *a: (sec_gdn.TOL_OUT[dt], sec_gdn.TOL_STATE),
+                    "vs_reference": lambda cfg, seed, algo="auto": (2e-4, 2e-4)}
+    for name, errors in at_tolerance.items():
+        monkeypatch.setattr(sec_gdn, name, errors)
+    assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
+    monkeypatch.setattr(sec_gdn, table, lambda *a, **k: (0.0, 1e-3))  # past both state tolerances
+    assert not sec_gdn.correctness(ctx)
+    other = "vs_reference" if table == "vs_host" else "vs_host"
+    assert not any(r["ok"] for r in ctx.data[table]) and all(r["ok"] for r in ctx.data[other])
+
+
+def test_gdn_section_fails_on_the_chunked_vs_scan_table_alone(gdn_section, monkeypatch):
+    """The long-sequence table is a verdict of its own: with the correctness tables passing, a
+    final state off the fp64 recurrence by 1e-2 there fails the section."""
+    from trt_neg.reference import ops
+
+    ctx, _ = gdn_section
+    monkeypatch.setattr(sec_gdn, "correctness", lambda ctx: True)
+    exact = ops.recurrent_gated_delta_rule
+
+    def state_off(*args, **kwargs):
+        o, state = exact(*args, **kwargs)
+        return o, state + 1e-2
+
+    monkeypatch.setattr(ops, "recurrent_gated_delta_rule", state_off)
+    assert sec_gdn.run(ctx) == FAIL
+    rows = ctx.data["chunked_vs_scan"]
+    assert not any(r["ok"] for r in rows) and all(r["err_out_scan"] < 1e-4 for r in rows)
+    assert sum(ln.endswith("  FAIL (tol 2e-04)") for ln in ctx.lines) == len(rows)
+    assert ctx.summary.startswith("correctness FAILED; ")
+
+
 # --------------------------------------------------------------------------- backend
 @pytest.fixture
 def backend_section(monkeypatch):
