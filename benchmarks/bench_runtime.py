@@ -227,12 +227,11 @@ def main(argv=None) -> int:
     run_hf(hf, work[:2], args.batch, pad)
 
     best = {}
-    ours_tokens = hf_tokens = None
+    hf_tokens = None
     for rep in range(args.reps):
         wall, res, steps = run_engine(backend, work, args.batch, 0)
         if wall < best.get("inflight", (1e9,))[0]:
             best["inflight"] = (wall, res, steps)
-        ours_tokens = {r.request_id: r.tokens for r in res}
         wall, res, steps = run_engine(backend, work, args.batch, 0, static=True)
         if wall < best.get("static", (1e9,))[0]:
             best["static"] = (wall, res, steps)

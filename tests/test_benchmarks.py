@@ -80,6 +80,31 @@ def test_bench_runtime_sampling_layer_fires_where_it_says():
     assert out["fired"] == out["fired_all"] == 1.0
 
 
+def test_bench_runtime_end_to_end_on_the_tiny_model(tiny_checkpoint, tmp_path, capsys):
+    """The whole benchmark on a small workload: the in-flight engine's greedy tokens equal HF
+    generate's request by request, HF's count is each static batch's longest output times its
+    rows, and the report written is the one printed."""
+    from trt_neg.runtime.torch_backend import TorchBackend
+
+    report = tmp_path / "rt.md"
+    assert bench_runtime.main(["--model", str(tiny_checkpoint), "--requests", "5", "--batch", "2", "--prompt-len",
+                               "2", "6", "--new-tokens", "1", "5", "--reps", "1", "--threads", "1",
+                               "--skip-9b-sampling", "--output", str(report)]) == 0
+    printed = capsys.readouterr().out
+    text = report.read_text()
+    assert text in printed and text.startswith("# Runtime benchmark (`benchmarks/bench_runtime.py`)")
+    vocab = TorchBackend.from_pretrained(tiny_checkpoint, max_slots=1, max_seq_len=64).vocab_size
+    work = bench_runtime.workload(5, vocab, (2, 6), (1, 5), 0)
+    useful = sum(n for _, n in work)
+    generated = sum(len(work[i:i + 2]) * max(n for _, n in work[i:i + 2]) for i in range(0, 5, 2))
+    assert f"HF `generate` decodes every row of a batch to the batch's longest output: {generated} tokens " \
+           f"generated for {useful} requested ({100 * (1 - useful / generated):.0f} % waste)" in text
+    assert "Greedy tokens agree with HF on 100.0 % of positions (5/5 requests identical" in text
+    assert f"[2, 6], output lengths uniform in [1, 5] ({useful} tokens requested)" in text
+    assert re.search(r"\| in-flight \(LLMEngine \+ TorchBackend\) \| [\d.]+ \| \d+ \| \d+ \| 1\.00 \|", text)
+    assert "9B sizes (V 248320" not in text  # --skip-9b-sampling
+
+
 def test_bench_runtime_names_a_model_that_is_not_a_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         bench_runtime.main(["--model", str(tmp_path)])
