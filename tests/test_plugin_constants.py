@@ -67,22 +67,28 @@ def test_neg_plugin_fields_refuse_what_the_plugin_refuses():
     assert int(fields["seed"][0]) == -1  # two's complement of 2**64 - 1
 
 
-def test_a_host_library_is_rebuilt_when_its_sources_or_flags_change(tmp_path, monkeypatch):
-    """The cache key covers the sources' bytes, the compiler and the flags: an edited header or another
-    flag never reuses a stale library (each gets its own directory), the same inputs reuse the built one."""
+def _probe_library(sources, flags):
+    """A HostLibrary of ``sources`` (the first is the main file) exporting ``int value()``."""
     import ctypes
 
     from trt_neg.kernels.build import HostLibrary
 
+    def declare(lib):
+        lib.value.restype = ctypes.c_int
+
+    return HostLibrary("probe", sources[0], sources[1:], flags, declare)
+
+
+def test_a_host_library_is_rebuilt_when_its_sources_or_flags_change(tmp_path, monkeypatch):
+    """The cache key covers the sources' bytes, the compiler and the flags: an edited header or another
+    flag never reuses a stale library (each gets its own directory), the same inputs reuse the built one."""
     monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "cache"))
     main, header = tmp_path / "lib.cpp", tmp_path / "value.h"
     main.write_text('#include "value.h"\nextern "C" int value() { return VALUE; }\n')
     header.write_text("#define VALUE 1\n")
 
     def library(flags):
-        def declare(lib):
-            lib.value.restype = ctypes.c_int
-        return HostLibrary("probe", main, [header], flags, declare)
+        return _probe_library([main, header], flags)
 
     first = library(["-O0"]).path()
     assert first.is_file() and first.parent.parent == tmp_path / "cache" / "probe"
@@ -97,22 +103,16 @@ def test_host_library_flags_from_the_environment_follow_its_own_and_key_the_cach
     """$TRT_NEG_HOST_CXXFLAGS (the sanitiser tests' way to rebuild the host libraries) is split
     as a shell would and comes after the library's own flags, so it can override them; and the
     library it gives lives under its own key, next to the plain build, which stays."""
-    import ctypes
-
-    from trt_neg.kernels.build import EXTRA_FLAGS_VAR, HostLibrary
+    from trt_neg.kernels.build import EXTRA_FLAGS_VAR
 
     monkeypatch.setenv("TRT_NEG_CACHE", str(tmp_path / "cache"))
     main = tmp_path / "lib.cpp"
     main.write_text('extern "C" int value() { return VALUE; }\n')
-
-    def declare(lib):
-        lib.value.restype = ctypes.c_int
-
     monkeypatch.delenv(EXTRA_FLAGS_VAR, raising=False)
-    plain = HostLibrary("probe", main, [], ["-DVALUE=1"], declare)
+    plain = _probe_library([main], ["-DVALUE=1"])
     assert plain.load().value() == 1
     plain_path = plain.path()
     monkeypatch.setenv(EXTRA_FLAGS_VAR, "-UVALUE '-DVALUE=(2 + 1)'")
-    rebuilt = HostLibrary("probe", main, [], ["-DVALUE=1"], declare)
+    rebuilt = _probe_library([main], ["-DVALUE=1"])
     assert rebuilt.load().value() == 3
     assert rebuilt.path() != plain_path and plain_path.is_file()
