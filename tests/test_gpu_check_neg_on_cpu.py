@@ -269,3 +269,292 @@ def test_head_entropies_pass_within_1e_4_of_1_plus_the_largest(cpu_section, monk
     assert [r["ok"] for r in rows] == [ok, ok]
     # The cuBLAS + torch tail head it is timed against computes the same H_hat (to its bf16 GEMM output).
     assert all(r["max_abs_err_cublas"] < 1e-2 for r in rows)
+
+
+def _recording_timings(monkeypatch):
+    """cuda_time_us's stand-in that records each timed call as (reps, warmup, L2 flushed, the ops
+    ``fn`` ran): 'fused' (the extension's step: plan, activation, top_k, temperature), 'torch'
+    (the reference step: the same), 'head' (the extension's head pass: its algorithm); cuBLAS
+    calls record none. Says 1 us."""
+    import operator
+
+    from trt_neg import neg
+
+    timed, ops = [], []
+    real_torch_step = neg.neg_step
+
+    def time_it(fn, reps, warmup=3, *, cold_l2=True):
+        ops.clear()
+        fn()
+        # operator.index: the real cuda_time_us loops range(reps), which refuses a float
+        timed.append((operator.index(reps), warmup, cold_l2, list(ops)))
+        return 1.0
+
+    def fused(hidden, logits, weights, **kw):
+        ops.append(("fused", kw.get("splits", "auto"), kw["activation"], kw["top_k"], kw["temperature"]))
+        return host_neg_step(hidden, logits, weights, **kw)
+
+    def torch_step(hidden, logits, weights, **kw):
+        ops.append(("torch", "-", kw["activation"], kw["top_k"], kw["temperature"]))
+        return real_torch_step(hidden, logits, weights, **kw)
+
+    def head(hidden, weights, activation="silu", head_algo="gemv"):
+        ops.append(("head", head_algo))
+        return host_neg_head(hidden, weights, activation, head_algo)
+
+    monkeypatch.setattr(sec_neg, "cuda_time_us", time_it)
+    monkeypatch.setattr(cuda_ext, "neg_step", fused)
+    monkeypatch.setattr(cuda_ext, "neg_head", head)
+    monkeypatch.setattr(neg, "neg_step", torch_step)
+    return timed
+
+
+@pytest.mark.parametrize("quick, reps, torch_reps, head_reps", [(True, 10, 3, 10), (False, 40, 8, 50)])
+def test_each_timed_call_times_its_own_path_with_its_repetitions(cpu_section, monkeypatch, quick, reps, torch_reps,
+                                                                  head_reps):
+    """What each column of the tables times: the automatic plan, one block per row (splits=1),
+    plain torch (reps / 5, at least 3, after one warm-up), the warm-L2 call (no flush) — all at
+    silu, top_k 8, temperature 1 — and the head's GEMV, tensor-core tiles, cuBLAS + tail, GEMM."""
+    timed = _recording_timings(monkeypatch)
+    ctx = SectionContext("neg", bandwidth=4.0e12, quick=quick, timeout=120.0)
+    sec_neg.benchmark(cuda_ext, ctx)
+    fused_auto, fused_1 = [("fused", "auto", "silu", 8, 1.0)], [("fused", 1, "silu", 8, 1.0)]
+    torch_step = [("torch", "-", "silu", 8, 1.0)]
+    per_gate = [(reps, 3, True, fused_auto), (reps, 3, True, fused_1), (torch_reps, 1, True, torch_step)]
+    # per N: 5% gate, its warm-L2 repeat, then the gate on all rows
+    assert timed == (per_gate + [(reps, 3, False, fused_auto)] + per_gate) * len(sec_neg.BENCH_N)
+    assert any(f"top_k=8; median of {reps}, L2 flushed" in ln for ln in ctx.lines)
+    timed.clear()
+    sec_neg.head_vs_cublas(cuda_ext, ctx)
+    assert timed == [(head_reps, 3, True, [("head", "gemv")]), (head_reps, 3, True, [("head", "mma")]),
+                     (head_reps, 3, True, []), (head_reps, 3, True, [])] * len(sec_neg.HEAD_N)
+    assert any(f"silu; median of {head_reps}, L2 flushed" in ln for ln in ctx.lines)
+
+
+def test_correctness_logits_hold_ties_and_every_non_finite_class():
+    """The sampling cases' logits: 'ties' integer-valued, 'nonfinite' with a NaN row, a -inf row,
+    one +inf logit and ~10 % each of NaN and -inf elsewhere, all at a scale of 3."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    normal = sec_neg._logits("normal", 64, 100, g, "cpu")
+    assert bool(normal.isfinite().all()) and 2.8 < float(normal.std()) < 3.2
+    ties = sec_neg._logits("ties", 64, 100, g, "cpu")
+    assert torch.equal(ties, ties.round()) and 2.8 < float(ties.std()) < 3.2
+    z = sec_neg._logits("nonfinite", 16, 50, g, "cpu")
+    assert bool(z[0].isnan().all()) and bool(z[1].isneginf().all())
+    assert z.isposinf().nonzero().tolist() == [[2, 25]]
+    rest = z[2:]
+    for fraction in (float(rest.isnan().float().mean()), float(rest.isneginf().float().mean())):
+        assert 0.05 < fraction < 0.15
+    finite = rest[rest.isfinite()]
+    assert 2.5 < float(finite.std()) < 3.5 and not torch.equal(finite, finite.round())
+    # Batches too small for the -inf row or the +inf logit get what fits.
+    assert bool(sec_neg._logits("nonfinite", 1, 7, g, "cpu")[0].isnan().all())
+    two = sec_neg._logits("nonfinite", 2, 7, g, "cpu")
+    assert bool(two[1].isneginf().all()) and not bool(two.isposinf().any())
+
+
+def test_correctness_runs_every_case_on_every_path(cpu_section, monkeypatch):
+    """The GPU's correctness check covers what docs/gpu_check.md lists: each sampling case (ties,
+    NaN/+-inf, top_k up to 1024 and past V, V up to V_BENCH, temperatures 0.5-1) at tau 1, -inf and
+    +inf on the automatic plan, one block per row and seven slices, with H_hat in [0, 2) (every
+    fifth NaN) and seeds / offsets over their 64-bit ranges; then each dtype x activation full
+    step, with the tensor-core head for bf16 and fp16, gated at the median H_hat."""
+    import torch
+
+    from trt_neg import neg
+
+    calls, entropies, seeds, offsets = [], [], [], []
+
+    def recording(hidden, logits, weights, **kw):
+        if hidden is None:
+            ent = kw["entropy"]
+            calls.append(("sample", tuple(logits.shape), kw["top_k"], kw["temperature"], float(weights.threshold),
+                          kw.get("splits", "auto")))
+            assert torch.equal(ent.isnan(), torch.arange(len(ent)) % 5 == 0)
+            entropies.extend(ent[~ent.isnan()].tolist())
+            seeds.extend(kw["seeds"].tolist())
+            offsets.extend(kw["offsets"].tolist())
+        else:
+            calls.append(("step", hidden.dtype, kw["activation"], kw["top_k"], kw.get("head_algo", "gemv")))
+            # the gate at the batch's median H_hat: half the rows sample, half are greedy
+            assert float(kw["threshold"]) == float(neg.neg_head(hidden, weights, kw["activation"]).median())
+        return host_neg_step(hidden, logits, weights, **kw)
+
+    monkeypatch.setattr(cuda_ext, "neg_step", recording)
+    log = []
+    assert sec_neg.correctness(cuda_ext, torch.device("cpu"), log.append)
+    v = sec_neg.V_BENCH
+    cases = [((1, 7), 3, 1.0), ((64, 100), 5, 0.5), ((16, 50), 10, 1.0), ((37, 7), 1024, 1.0), ((256, 4099), 1024, 0.8),
+             ((8, v), 1024, 1.0), ((256, v), 8, 1.0), ((4, v), 64, 1.0)]
+    sampling = [("sample", shape, k, t, tau, plan) for shape, k, t in cases for tau in (1.0, -math.inf, math.inf)
+                for plan in ("auto", 1, 7)]
+    assert calls[:len(sampling)] == sampling
+    steps = [("step", dtype, act, 8, algo) for dtype in (torch.bfloat16, torch.float16, torch.float32)
+             for act in ("silu", "gelu", "relu", "gelu_tanh")
+             for algo in (("gemv", "mma") if dtype != torch.float32 else ("gemv",))]
+    assert calls[len(sampling):] == steps
+    assert min(seeds) < -2**61 and max(seeds) > 2**61 and 2**39 < max(offsets) < 2**40 and min(offsets) >= 0
+    # H_hat in [0, 2): at tau 1 some rows fire and some do not
+    assert 0 <= min(entropies) < 0.1 and 1.9 < max(entropies) < 2
+    kinds = ("normal", "ties", "nonfinite", "ties", "normal", "ties", "normal", "nonfinite")
+    assert [ln.split(":")[0].split()[1] for ln in log[:24]] == [kind for kind in kinds for _ in range(3)]
+
+
+def test_correctness_fails_each_case_that_disagrees_and_logs_its_first_three_failures(cpu_section, monkeypatch):
+    """One sampling case with every token off, and full steps whose head is off by 0.9 / 1.1 of
+    the tolerance 1e-4 (1 + max |H_hat|) (tensor-core head or GEMV) or that drew another token:
+    each line says ok or FAIL on its own, a FAIL line shows the first three failures, the check
+    fails."""
+    import re
+
+    import torch
+
+    from trt_neg import neg
+
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    shifts = {(bf16, "silu", "mma"): 0.9, (bf16, "gelu", "mma"): 1.1, (fp32, "relu", "gemv"): 1.1}
+
+    def off(hidden, logits, weights, **kw):
+        out = host_neg_step(hidden, logits, weights, **kw)
+        if hidden is None:
+            if logits.shape == (64, 100) and float(weights.threshold) == 1.0 and "splits" not in kw:
+                out.token += 1
+            return out
+        key = (hidden.dtype, kw["activation"], kw.get("head_algo", "gemv"))
+        if key in shifts:
+            ref = neg.neg_head(hidden, weights, kw["activation"])
+            out.entropy = ref + shifts[key] * 1e-4 * (1 + float(ref.abs().max()))
+        if key == (fp16, "silu", "gemv"):
+            out.token[0] += 1
+        return out
+
+    monkeypatch.setattr(cuda_ext, "neg_step", off)
+    log = []
+    assert sec_neg.correctness(cuda_ext, torch.device("cpu"), log.append) is False
+    sample = [ln for ln in log if ln.startswith("  sample") and ": FAIL" in ln]
+    token = r"token \d+ != \d+ \(fired=(True|False)\)"
+    assert len(sample) == 1 and re.fullmatch(
+        rf"  sample  ties +N=64 +V=100 +k=5 +tau=1\.0 *: FAIL \(64 rows, \d+ fired, 0 boundary draws\) "
+        rf"row 0: {token}; row 1: {token}; row 2: {token}", sample[0]), sample
+    steps = {tuple(ln.split()[1:3]): ln.split(":", 1)[1].split()[0] for ln in log if ln.startswith("  step")}
+    assert len(steps) == 12
+    failed = {("torch.bfloat16", "gelu"), ("torch.float16", "silu"), ("torch.float32", "relu")}
+    assert {k for k, status in steps.items() if status == "FAIL"} == failed
+    assert set(steps.values()) == {"ok", "FAIL"}
+    (fp16_silu,) = [ln for ln in log if ln.startswith("  step    torch.float16   silu")]
+    assert re.search(rf"0 boundary draws\) row 0: {token}$", fp16_silu)
+
+
+def test_compare_excuses_a_draw_at_the_boundary_of_its_own_top_k_only():
+    """A one-row batch of three logits at top_k 2: the draw u lies on the top two's first
+    cumulative probability, so a fired row's other token is a boundary draw; the same draw at
+    top_k 3 (other cumulatives), or on a greedy row, is a failure.  A gate decision that
+    differs is excused within 1e-4 (1 + |tau|) of tau on both sides; no guided logits to
+    compare is no failure."""
+    import torch
+
+    from trt_neg import neg
+
+    seeds, offsets = torch.tensor([11]), torch.tensor([5])
+    u = neg.philox_uniform(11, 5)  # 0.666: the top three's cumulatives are 0.4996 and 0.7498
+    z = torch.tensor([[math.log(u / (1 - u)), 0.0, 0.0]])  # top two: first cumulative probability u
+
+    def out(token, fired=True, entropy=0.5, guided=True):
+        return types.SimpleNamespace(token=torch.tensor([token]), fired=torch.tensor([fired]),
+                                     status=torch.tensor([0]), entropy=torch.tensor([entropy]),
+                                     guided_logits=z.clone() if guided else None)
+
+    assert sec_neg._compare(out(0), out(1), z, 2, 1.0, seeds, offsets) == (1, 1, [])
+    assert sec_neg._compare(out(0), out(1), z, 3, 1.0, seeds, offsets) == (1, 0, ["row 0: token 1 != 0 (fired=True)"])
+    # a greedy row draws nothing: its other token is a failure even with u on the boundary
+    assert sec_neg._compare(out(0, False), out(1, False), z, 2, 1.0, seeds, offsets) == (
+        1, 0, ["row 0: token 1 != 0 (fired=False)"])
+    assert sec_neg._compare(out(0), out(0, guided=False), z, 2, 1.0, seeds, offsets) == (1, 0, [])
+    tol = 1e-4 * (1 + 2.0)
+    for entropy, excused in ((2.0 + 0.9 * tol, True), (2.0 + 1.1 * tol, False), (2.0 - 0.9 * tol, True),
+                             (2.0 - 1.1 * tol, False)):
+        fails = sec_neg._compare(out(0, True, entropy), out(0, False), z, 2, 1.0, seeds, offsets, tau=2.0)[2]
+        assert fails == ([] if excused else ["row 0: fired False != True"]), entropy
+
+
+def test_run_records_a_failed_correctness_and_the_verdict_at_the_largest_head_n(cpu_section, monkeypatch):
+    """run() on three head batches: the verdict line and the summary name the largest N (the
+    decision the table is for), a failed correctness is recorded in the data and fails the
+    section even with the head right, and TF32 is off for every comparison (on a GPU it would
+    round the references' fp32 matmuls)."""
+    import torch
+
+    tf32, loads = [], []
+
+    def failing(ext_mod, device, log):
+        tf32.append(torch.backends.cuda.matmul.allow_tf32)
+        return False
+
+    monkeypatch.setattr(cuda_ext, "load", lambda verbose=True: loads.append(verbose))
+    monkeypatch.setattr(sec_neg, "correctness", failing)
+    monkeypatch.setattr(sec_neg, "HEAD_N", (4, 8, 16))
+    step = (10, 20, 30, 5, 40, 50, 60) + (100, 150, 900, 80, 110, 160, 1000)
+    head = (30, 20, 40, 25) + (50, 60, 100, 70) + (90, 60, 30, 20)  # per N: kernel, mma, cuBLAS + tail, GEMM only
+    monkeypatch.setattr(sec_neg, "cuda_time_us", _timings(*step, *head))
+    ctx = cpu_section
+    matmul, tf32_before = torch.backends.cuda.matmul, torch.backends.cuda.matmul.allow_tf32
+    matmul.allow_tf32 = True  # a property: monkeypatch cannot restore it
+    try:
+        assert sec_neg.run(ctx) == FAIL
+    finally:
+        matmul.allow_tf32 = tf32_before
+    assert tf32 == [False] and ctx.data["correctness"] is False
+    assert loads == [False]  # built (quietly) before the checks, so build_seconds is the build
+    assert ("      N   kernel      mma cuBLAS+tail GEMM only floor@meas floor@4.8 kernel/cuBLAS kernel/mma fastest "
+            "|dH| kernel  |dH| mma") in ctx.lines
+    verdict = "head N=16: cublas fastest (kernel/cuBLAS 3.00, kernel/mma 1.50)"
+    assert ctx.lines[-1] == "  " + verdict and "  correctness: FAIL" in ctx.lines
+    assert ctx.summary == f"correctness FAILED; N=8 fused 100 us vs torch 900 us; {verdict}"
+
+
+def test_step_check_fails_a_tensor_core_head_that_returns_nan(cpu_section, monkeypatch):
+    """A tensor-core head whose entropies are NaN fails its full-step line and the check, the
+    GEMV head being right (Python's max(err, nan) is err: the NaN was dropped)."""
+    import torch
+
+    from trt_neg import neg
+
+    real_sample = neg.gated_topk_sample
+
+    def agreed(logits):  # the sampling cases, not under test here: every path draws the same
+        n = logits.shape[0]
+        return neg.NegStepOutput(token=torch.zeros(n, dtype=torch.int64), entropy=torch.zeros(n),
+                                 fired=torch.zeros(n, dtype=torch.bool), status=torch.zeros(n, dtype=torch.int32),
+                                 guided_logits=torch.zeros_like(logits))
+
+    def reference_sample(logits, *args, **kw):  # the full steps' logits are [64, 1000]
+        return real_sample(logits, *args, **kw) if logits.shape == (64, 1000) else agreed(logits)
+
+    def mma_nan(hidden, logits, weights, **kw):
+        if hidden is None:
+            return agreed(logits)
+        out = host_neg_step(hidden, logits, weights, **kw)
+        if (hidden.dtype, kw["activation"], kw.get("head_algo")) == (torch.bfloat16, "silu", "mma"):
+            out.entropy = torch.full_like(out.entropy, float("nan"))
+        return out
+
+    monkeypatch.setattr(neg, "gated_topk_sample", reference_sample)
+    monkeypatch.setattr(cuda_ext, "neg_step", mma_nan)
+    log = []
+    assert sec_neg.correctness(cuda_ext, torch.device("cpu"), log.append) is False
+    failed = [ln for ln in log if ln.startswith("  step") and ": FAIL" in ln]
+    assert len(failed) == 1 and failed[0].startswith("  step    torch.bfloat16  silu     : FAIL (max |dH| nan, ")
+
+
+def test_head_check_fails_a_gemv_head_off_by_more_than_the_tolerance(cpu_section, monkeypatch):
+    """The default GEMV head is held to the same 1e-4 (1 + max |H_hat|) as the tensor-core one."""
+    from trt_neg import neg
+
+    def gemv_off(hidden, weights, activation="silu", head_algo="gemv"):
+        ref = neg.neg_head(hidden, weights, activation)
+        return ref + (1.1e-4 * (1 + float(ref.abs().max())) if head_algo == "gemv" else 0.0)
+
+    monkeypatch.setattr(cuda_ext, "neg_head", gemv_off)
+    assert [r["ok"] for r in sec_neg.head_vs_cublas(cuda_ext, cpu_section)] == [False, False]

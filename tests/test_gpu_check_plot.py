@@ -158,3 +158,31 @@ def test_the_figure_has_one_log_log_panel_per_table_with_every_line_and_the_head
     plot.plot_report(_report(None, {"timing": {"context": GDN["timing"]["context"]}}), tmp_path / "one.png")
     assert len(drawn["fig"].axes) == 1 and drawn["fig"].axes[0].get_visible()
     plt.close(drawn["fig"])
+
+
+@pytest.mark.parametrize("bad_n", [None, "8", float("nan"), True])
+def test_rows_whose_n_is_not_a_finite_number_are_left_out(bad_n):
+    rows = [{"N": 1, "fused_gate5": 3.0}, {"N": bad_n, "fused_gate5": 4.0}]
+    (panel,) = plot.panels(_report({"timing": rows}))
+    assert (panel.series[0].xs, panel.series[0].ys) == ([1], [3.0])
+
+
+def test_each_panel_keeps_its_size_and_two_tables_sit_side_by_side(tmp_path, monkeypatch):
+    """One table: one panel; two: one row of two; three: a 2 x 2 grid. The figure grows with the
+    grid, so a panel is as large whatever the number of tables; a one-point series is marked."""
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plot, "save_png", lambda fig, path: figures.append(fig) or path)
+    generation, context = ({"timing": {k: GDN["timing"][k]}} for k in ("generation", "context"))
+    for report in (_report(None, generation), _report(None, GDN), _report(NEG, generation)):
+        plot.plot_report(report, tmp_path / "r.png")
+    grids = [fig.axes[0].get_subplotspec().get_geometry()[:2] for fig in figures]
+    assert grids == [(1, 1), (1, 2), (2, 2)]
+    per_panel = {tuple(fig.get_size_inches() / (cols, rows)) for fig, (rows, cols) in zip(figures, grids)}
+    assert len(per_panel) == 1
+    # The context table has one batch: one point per series, which only its marker shows.
+    one_point = figures[1].axes[1].get_lines()
+    assert len(one_point) == 3 and all(len(ln.get_xdata()) == 1 and ln.get_markersize() > 0 for ln in one_point)
+    for fig in figures:
+        plt.close(fig)
