@@ -165,6 +165,13 @@ def test_run_child_crash_is_an_error_with_the_output_tail(tmp_path):
     assert "Segmentation fault" in got.error
 
 
+def test_a_section_that_cannot_start_is_an_error(tmp_path):
+    got = gpu_check.run_child([str(tmp_path / "no-python"), "-m", "trt_neg.gpu_check"], "neg", tmp_path / "none.json",
+                              timeout=60, echo=lambda s: None)
+    assert (got.name, got.status) == ("neg", ERROR)
+    assert got.summary == f"could not start: [Errno 2] No such file or directory: '{tmp_path / 'no-python'}'"
+
+
 def test_run_child_timeout_kills_the_section(tmp_path):
     # A child that would sleep for 10 minutes: run_child returning at all shows it was killed.
     code = "import time; print('started', flush=True); time.sleep(600)"
@@ -173,7 +180,33 @@ def test_run_child_timeout_kills_the_section(tmp_path):
     assert "started" in got.error
 
 
-def test_section_exception_becomes_error_with_traceback(monkeypatch):
+class _EndingChild:
+    """A section process that ends ``runs`` seconds into ``clock`` (a one-item list), as Popen.wait sees it."""
+
+    def __init__(self, clock: list, runs: float):
+        self.clock, self.ends = clock, clock[0] + runs
+
+    def wait(self, timeout):
+        if self.clock[0] + timeout >= self.ends:
+            self.clock[0] = max(self.clock[0], self.ends)
+            return 0
+        self.clock[0] += timeout
+        raise subprocess.TimeoutExpired("section", timeout)
+
+
+def test_a_section_is_cut_at_its_timeout_not_before(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    assert gpu_check._wait(_EndingChild(clock, 9.5), 10.0, None) is None and clock == [1009.5]
+    clock[0] = 1000.0
+    assert gpu_check._wait(_EndingChild(clock, 10.5), 10.0, None) == "timeout"
+    assert clock[0] == pytest.approx(1010.0)
+    stop = gpu_check.StopRequest()
+    stop.reason = "stopped by SIGTERM"
+    assert gpu_check._wait(_EndingChild(clock, 5.0), 10.0, stop) == "stop"
+
+
+def test_section_exception_becomes_error_with_traceback(monkeypatch, capsys):
     def boom(ctx):
         ctx.log("before the failure")
         ctx.data["partial"] = 1
@@ -185,6 +218,8 @@ def test_section_exception_becomes_error_with_traceback(monkeypatch):
     assert res.lines == ["  before the failure"] and res.data == {"partial": 1}
     assert "RuntimeError" in res.summary
     assert "compiler output" in res.error and "gdnKernel.cu(3): error: bad" in res.error
+    # The child's output is the live log (and the tail kept if it is killed later): the error's tail is in it.
+    assert capsys.readouterr().out == "  before the failure\n" + report.tail(res.error) + "\n"
 
 
 def _raising(message: str, summary: str = ""):
@@ -213,6 +248,8 @@ def test_the_compiler_output_tail_follows_a_build_error_only():
     text = gpu_check._describe_exception(RuntimeError(nvcc))  # "error:" without torch's "Error building"
     assert text.endswith("-- compiler output (tail) --\n" + "\n".join(nvcc.splitlines()[-60:]))
     assert "compiler output" not in gpu_check._describe_exception(RuntimeError("CUDA out of memory"))
+    ninja = "Error building extension 'trt_neg_cuda'\nFAILED: negKernel.cuda.o\nninja: build stopped: subcommand failed."
+    assert gpu_check._describe_exception(RuntimeError(ninja)).endswith("-- compiler output (tail) --\n" + ninja)
 
 
 def test_a_section_child_writes_its_result_for_the_parent(tmp_path, monkeypatch):
@@ -439,6 +476,16 @@ def test_report_files_get_the_usual_permissions(tmp_path):
     assert txt.stat().st_mode & 0o777 == 0o644 and js.stat().st_mode & 0o777 == 0o644
 
 
+def test_a_stop_names_the_first_signal_and_the_old_handlers_come_back():
+    stop = gpu_check.StopRequest()
+    before = {s: signal.getsignal(s) for s in stop.SIGNALS}
+    with stop.on_signals():
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)  # the terminal closed, then a time limit
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    assert stop.reason == "stopped by SIGHUP"
+    assert {s: signal.getsignal(s) for s in stop.SIGNALS} == before
+
+
 def test_sections_run_in_a_group_of_their_own_within_this_session(tmp_path):
     """killpg reaches a section and its compilers, and whoever ends this command's session (a
     device call's time limit) ends them too: a child in a new session would outlive it."""
@@ -550,6 +597,9 @@ def test_extensions_are_built_for_this_gpu_alone(monkeypatch, capsys):
     monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
     assert gpu_check._child_env((8, 9))["TORCH_CUDA_ARCH_LIST"] == "8.9" and capsys.readouterr().out == ""
     assert gpu_check._child_env()["PYTHONPATH"].split(os.pathsep)[0] == str(gpu_check.ROOT)
+    # A section's output reaches the log as it is printed, and is in the tail kept when it is killed.
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    assert gpu_check._child_env()["PYTHONUNBUFFERED"] == "1"
 
 
 # Pretends a GPU exists and makes section 5's pytest run hang (a stuck GPU test); the pytest
@@ -580,23 +630,27 @@ def test_sigterm_also_ends_the_pytest_run_of_section_5(tmp_path):
 
 class _Prebuild:
     """The background GDN build: still running (``returncode`` None; it holds torch's build lock
-    legitimately) or ended."""
+    legitimately) or ended; one that ``hangs`` outlasts any wait. ``waited`` logs the waits' timeouts."""
 
-    def __init__(self, returncode):
-        self.returncode = returncode
+    def __init__(self, returncode, hangs=False):
+        self.returncode, self.hangs = returncode, hangs
+        self.waited = []
 
     def poll(self):
         return self.returncode
 
     def wait(self, timeout=None):
+        self.waited.append(timeout)
+        if self.hangs:
+            raise subprocess.TimeoutExpired("prebuild", timeout)
         return 0
 
 
-def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=None):
+def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=None, stop_at=None):
     """gpu_check.main on a pretend GPU with a clock of its own: section NAME takes outcomes[NAME] =
-    (seconds, status, summary) of that clock; the machine section measures 4.25 TB/s. Returns the
-    exit code, each section started as (name, timeout, its command line from --timeout on), and the
-    build locks cleared."""
+    (seconds, status, summary) of that clock; the machine section measures 4.25 TB/s; the check is
+    stopped (as by SIGTERM) while section ``stop_at`` runs. Returns the exit code, each section
+    started as (name, timeout, its command line from --timeout on), and the build locks cleared."""
     now = [1000.0]
     started, cleared = [], []
 
@@ -604,6 +658,8 @@ def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=Non
         seconds, status, summary = outcomes[name]
         started.append((name, timeout, cmd[cmd.index("--timeout"):]))
         now[0] += seconds
+        if name == stop_at:
+            stop.reason = "stopped by SIGTERM"
         data = {"copy_bandwidth_Bps": 4.25e12} if name == "machine" else {}
         return SectionResult(name, gpu_check.TITLES[name], status, seconds, summary, data=data)
 
@@ -618,14 +674,32 @@ def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=Non
     return gpu_check.main(), started, cleared
 
 
+def _figures_drawn(monkeypatch) -> list:
+    """plot.plot_report as a stand-in that writes b"figure" to its path; returns the log of the
+    (path, overall) it was asked to draw."""
+    from trt_neg.gpu_check import plot
+
+    drawn = []
+
+    def plot_report(data, path):
+        drawn.append((path, data["overall"]))
+        path.write_bytes(b"figure")
+        return path
+
+    monkeypatch.setattr(plot, "plot_report", plot_report)
+    return drawn
+
+
 def test_each_section_gets_its_cap_less_what_the_later_ones_keep(tmp_path, monkeypatch, capsys):
     """The default --budget 480: each section's timeout is min(cap, budget left - the later sections'
     reserves); the child is told 5 s less, the machine's measured bandwidth and --quick."""
     durations = {"machine": 50, "neg": 200, "gdn": 100, "backend": 60, "pytest": 5}
     outcomes = {name: (seconds, PASS, f"{name} ok") for name, seconds in durations.items()}
+    drawn = _figures_drawn(monkeypatch)
     code, started, cleared = _main_with_fake_sections(
         monkeypatch, tmp_path, ["--quick", "--out", str(tmp_path / "copy.txt")], outcomes)
     assert code == 0 and cleared == []
+    assert drawn == [(tmp_path / "gc" / "report.png", "PASS")]
     bandwidth = ["--bandwidth", "4250000000000.0"]
     assert started == [("machine", 90, ["--timeout", "85", "--quick"]),  # 480 - 225 reserved: the cap
                        ("neg", 265.0, ["--timeout", "260.0", *bandwidth, "--quick"]),  # 480 - 50 - 165
@@ -638,7 +712,9 @@ def test_each_section_gets_its_cap_less_what_the_later_ones_keep(tmp_path, monke
     assert json.loads((tmp_path / "gc" / "report.json").read_text())["argv"] == [
         "--out-dir", str(tmp_path / "gc"), "--quick", "--out", str(tmp_path / "copy.txt")]
     out = capsys.readouterr().out
-    assert "\n" + text + f"report written to {tmp_path / 'gc' / 'report.txt'} and " in out
+    gc = tmp_path / "gc"
+    assert "\n" + text + f"report written to {gc / 'report.txt'} and {gc / 'report.json'}\n" \
+                          f"text report also written to {tmp_path / 'copy.txt'}\n" in out
     assert "\n== 1. Machine and copy bandwidth  (timeout 90 s)\n" in out and "-> PASS (200.0 s) neg ok\n" in out
 
 
@@ -672,6 +748,57 @@ def test_a_short_budget_drops_the_last_sections_and_killed_builds_lose_their_loc
         "trt_neg_gdn_cuda"]
     outcomes = {"gdn": (30, ERROR, "RuntimeError: Error building extension")}  # failed, not killed: no lock left
     assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes)[2] == []
+
+
+def test_with_budget_to_spare_each_section_gets_its_documented_cap(tmp_path, monkeypatch):
+    outcomes = {name: (1, PASS, "ok") for name in gpu_check.SECTION_NAMES}
+    code, started, _ = _main_with_fake_sections(monkeypatch, tmp_path, ["--budget", "10000"], outcomes)
+    assert code == 0
+    assert [(name, timeout) for name, timeout, _ in started] == [("machine", 90), ("neg", 300), ("gdn", 300),
+                                                                 ("backend", 180), ("pytest", 330)]
+
+
+def test_the_least_budget_runs_one_section_for_exactly_10_s(tmp_path, monkeypatch, capsys):
+    """--budget 10 is the documented least (a budget under 10 s is the usage error): the section is
+    started with its 10 s, not SKIPped, and its child is told 5 s."""
+    code, started, _ = _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "neg", "--budget", "10"],
+                                                {"neg": (10, PASS, "ok")})
+    assert code == 0 and started == [("neg", 10.0, ["--timeout", "5.0"])]
+    out = capsys.readouterr().out
+    assert out.startswith("# trt-neg GPU check  ") and out.splitlines()[0].endswith("  (budget 10 s)")
+
+
+def test_a_stopped_check_ends_the_background_gdn_build_and_clears_its_lock(tmp_path, monkeypatch, capsys):
+    ended = []
+    monkeypatch.setattr(gpu_check, "_kill_group", ended.append)
+    building = _Prebuild(None)
+    drawn = _figures_drawn(monkeypatch)
+    (tmp_path / "gc").mkdir()
+    (tmp_path / "gc" / "report.png").write_bytes(b"an earlier run's figure")
+    outcomes = {"machine": (5, ERROR, "stopped by SIGTERM after 5 s (killed)")}
+    code, started, cleared = _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "machine,gdn"], outcomes,
+                                                      building, stop_at="machine")
+    assert code == 1 and [name for name, _, _ in started] == ["machine"]
+    assert ended == [building] and building.waited == [] and cleared == ["trt_neg_gdn_cuda"]
+    assert drawn == [] and not (tmp_path / "gc" / "report.png").exists()  # no figure, and none left older
+    gc = tmp_path / "gc"
+    data = json.loads((gc / "report.json").read_text())
+    assert [(s["name"], s["status"], s["summary"]) for s in data["sections"]] == [
+        ("machine", ERROR, "stopped by SIGTERM after 5 s (killed)"),
+        ("gdn", ERROR, "not run: the check was stopped by SIGTERM")]
+    assert f"report written to {gc / 'report.txt'} and {gc / 'report.json'} (stopped by SIGTERM)\n" in \
+        capsys.readouterr().out
+
+
+@pytest.mark.parametrize("hangs", [False, True])
+def test_a_finished_check_waits_30_s_for_the_background_build_then_ends_it(tmp_path, monkeypatch, hangs):
+    ended = []
+    monkeypatch.setattr(gpu_check, "_kill_group", ended.append)
+    building = _Prebuild(None, hangs=hangs)
+    code, _, cleared = _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], {"gdn": (5, PASS, "ok")},
+                                                building)
+    assert code == 0 and building.waited == [30]
+    assert (ended, cleared) == (([building], ["trt_neg_gdn_cuda"]) if hangs else ([], []))
 
 
 def test_a_report_that_cannot_be_written_at_the_end_exits_1(tmp_path, monkeypatch, capsys):

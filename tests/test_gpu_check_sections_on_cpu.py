@@ -359,6 +359,20 @@ def test_backend_gate_difference_is_excused_within_1e_4_of_tau_only():
 
 
 
+def test_backend_nan_logits_and_entropies_are_errors_not_dropped():
+    """A GPU backend whose logits turn NaN after the prefill and whose H_hat is NaN on one row: every
+    decode step fails the logit tolerance and both largest errors read NaN (``max(x, nan)`` is x)."""
+    cpu = _ScriptedBackend([False] * 3, [0.5] * 3)
+    gpu = _ScriptedBackend([False] * 3, [0.5, float("nan"), 0.5])
+    decode = gpu.runner.decode
+    gpu.runner.decode = lambda slots, toks: (torch.full_like(decode(slots, toks)[0], float("nan")),
+                                             decode(slots, toks)[1])
+    st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
+    assert st["logit_tol_fail"] == sec_backend.STEPS and math.isnan(st["max_logit_err"])
+    assert math.isnan(st["max_entropy_err"])
+    assert common.worst(0.5, 2.0, 1.0) == 2.0 and math.isnan(common.worst(3.0, math.nan))
+
+
 def test_backend_fired_token_difference_is_excused_at_the_rows_own_cumulative_boundary_only(monkeypatch):
     """Both backends fire but draw different tokens: explained only when the row's own draw,
     philox(neg_seed, position), lies within 1e-4 of a cumulative probability of the CPU logits'
@@ -430,6 +444,91 @@ def test_machine_section_times_a_copy_of_its_bytes_and_names_the_driver(monkeypa
     ctx = SectionContext("machine", bandwidth=None, quick=False, timeout=60.0)
     assert sec_machine.run(ctx) == PASS
     assert timed[-1][1] == 10 and (ctx.data["driver"], ctx.data["nvidia_smi"]) == ("?", None)
+
+
+def test_machine_section_copies_2_gib_and_sums_up_the_machine_in_one_line(monkeypatch):
+    """At full size (tensors on torch's meta device: nothing is allocated) the timed copy reads and
+    writes 2 GiB each, as its line says; the report header's one line gives the memory in GiB and
+    the bandwidth in TB/s."""
+    monkeypatch.setattr(common, "DEVICE", "meta")
+    fake_h200(monkeypatch.setattr)
+    timed = []
+
+    def copy_time(fn, reps, warmup=3, *, cold_l2=True):
+        fn()
+        timed.append(sum(c.cell_contents.numel() * c.cell_contents.element_size() for c in fn.__closure__))
+        return 1000.0
+
+    monkeypatch.setattr(common, "cuda_time_us", copy_time)
+    monkeypatch.setattr(sec_machine, "_cmd", lambda args, timeout=20: "580.65.06, 1980 MHz, 3201 MHz")
+    monkeypatch.setattr(sec_machine, "_driver_cuda_version", lambda: "13.0")
+    ctx = SectionContext("machine", bandwidth=None, quick=True, timeout=60.0)
+    assert sec_machine.run(ctx) == PASS
+    assert timed == [2 * 2 * 2**30]
+    assert ctx.lines[4].startswith("  copy     2 GiB device-to-device in 1000 us: 4.29 TB/s (read + write), 89% of ")
+    d = ctx.data
+    assert d["copy_bandwidth_Bps"] == 4 * 2**30 / 1e-3 and d["nvidia_smi"] == "580.65.06, 1980 MHz, 3201 MHz"
+    assert d["one_line"] == f"NVIDIA H200, driver 580.65.06 (CUDA 13.0), torch {torch.__version__}, 143 GiB, " \
+                            f"copy 4.29 TB/s, {d['date']}"
+    assert ctx.summary == "NVIDIA H200, copy 4.29 TB/s"
+
+
+def test_machine_commands_give_their_stripped_output_or_nothing():
+    """nvidia-smi's answer (the driver line) as text; a missing or hung command is an empty answer."""
+    import sys
+
+    assert sec_machine._cmd([sys.executable, "-c", "print('  580.65.06, 1980 MHz  ')"]) == "580.65.06, 1980 MHz"
+    assert sec_machine._cmd(["/nonexistent/nvidia-smi"]) == ""
+    assert sec_machine._cmd([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5) == ""
+
+
+@pytest.mark.parametrize("fla, importable", [("a spec", True), (None, False), (ImportError("fla's parent"), False)])
+def test_machine_section_says_whether_fla_imports(monkeypatch, fla, importable):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, package=None):
+        if name != "fla":
+            return real_find_spec(name, package)
+        if isinstance(fla, Exception):
+            raise fla
+        return fla
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert sec_machine._versions()["fla"] is importable
+
+
+class _Libcuda:
+    """libcuda.so.1 as ctypes sees it: cuDriverGetVersion writes ``version`` and returns ``status``."""
+
+    def __init__(self, version: int, status: int = 0):
+        self.version, self.status = version, status
+
+    def cuDriverGetVersion(self, out):
+        out._obj.value = self.version
+        return self.status
+
+
+@pytest.mark.parametrize("version, shown", [(13000, "13.0"), (12040, "12.4"), (12090, "12.9"), (11080, "11.8")])
+def test_the_cuda_driver_api_version_is_major_dot_minor(monkeypatch, version, shown):
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: _Libcuda(version) if name == "libcuda.so.1" else None)
+    assert sec_machine._driver_cuda_version() == shown
+
+
+def test_the_cuda_driver_api_version_is_unknown_without_libcuda_or_on_an_error(monkeypatch):
+    import ctypes
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: _Libcuda(13000, status=100))  # CUDA_ERROR_NO_DEVICE
+    assert sec_machine._driver_cuda_version() == "?"
+
+    def missing(name):
+        raise OSError(f"{name}: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(ctypes, "CDLL", missing)
+    assert sec_machine._driver_cuda_version() == "?"
 
 
 def test_machine_section_names_the_toolkit_the_extensions_build_with(monkeypatch, tmp_path):
