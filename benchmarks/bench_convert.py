@@ -160,7 +160,8 @@ def filesystem_of(path: Path) -> str:
             for line in mounts:
                 fields = line.split()
                 mount, kind = fields[1], fields[2]
-                if (path == Path(mount) or Path(mount) in path.parents) and len(mount) > len(best[0]):
+                # >=: of two mounts at one path, the later one is on top
+                if (path == Path(mount) or Path(mount) in path.parents) and len(mount) >= len(best[0]):
                     best = (mount, kind)
     except (OSError, IndexError):
         return ""

@@ -44,7 +44,6 @@ def int_at_least(minimum: int):
             raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
         return value
 
-    parse.__name__ = f"integer >= {minimum}"
     return parse
 
 
@@ -61,7 +60,6 @@ def thread_count(minimum: int):
             raise argparse.ArgumentTypeError(problem)
         return value
 
-    parse.__name__ = f"integer in [{minimum}, CPUs]"
     return parse
 
 
