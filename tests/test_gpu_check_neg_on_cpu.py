@@ -162,7 +162,7 @@ def test_neg_tables_and_summary_show_each_timing_where_it_belongs(cpu_section, m
     assert (n1, n8) == (1, 8) and tau1 == pytest.approx(float(ent1[0]) + 1.0)
     assert tau8 == pytest.approx(float(torch.quantile(ent8, 0.95)))
     assert [g[2] for g in gates[3:5] + gates[8:10]] == [-math.inf] * 4 and len(gates) == 10
-    assert any(ln.startswith("  timing (us; V=4100, H=64, d=32, bf16 hidden, top_k=8; median of 10, ") for ln in ctx.lines)
+    assert any(ln.startswith("  timing (us; V=4100, H=64, d=32, bf16 hidden, top_k=8; median of 10 (plain torch: of 3), ") for ln in ctx.lines)
     assert any(ln.startswith("  NEG-Head at large N (us; H=64, d=32, bf16, silu; median of 10, ") for ln in ctx.lines)
     v, w1 = sec_neg.V_BENCH, sec_neg.H_BENCH * sec_neg.D_BENCH * 2
     for row, n in zip(ctx.data["timing"], (1, 8)):
@@ -323,7 +323,7 @@ def test_each_timed_call_times_its_own_path_with_its_repetitions(cpu_section, mo
     per_gate = [(reps, 3, True, fused_auto), (reps, 3, True, fused_1), (torch_reps, 1, True, torch_step)]
     # per N: 5% gate, its warm-L2 repeat, then the gate on all rows
     assert timed == (per_gate + [(reps, 3, False, fused_auto)] + per_gate) * len(sec_neg.BENCH_N)
-    assert any(f"top_k=8; median of {reps}, L2 flushed" in ln for ln in ctx.lines)
+    assert any(f"top_k=8; median of {reps} (plain torch: of {torch_reps}), L2 flushed" in ln for ln in ctx.lines)
     timed.clear()
     sec_neg.head_vs_cublas(cuda_ext, ctx)
     assert timed == [(head_reps, 3, True, [("head", "gemv")]), (head_reps, 3, True, [("head", "mma")]),

@@ -149,6 +149,7 @@ def benchmark(ext_mod, ctx) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     w = _weights(H_BENCH, D_BENCH, torch.bfloat16, device, g)
     reps = 10 if ctx.quick else 40
+    torch_reps = max(3, reps // 5)  # plain torch is ~10x slower per call
     rows = []
     w1_bytes = H_BENCH * D_BENCH * 2
     for n in BENCH_N:
@@ -164,7 +165,7 @@ def benchmark(ext_mod, ctx) -> list[dict]:
                       threshold=torch.tensor(tau, device=device))
             r["fused_" + label] = cuda_time_us(lambda: ext_mod.neg_step(hid, z, w, **kw), reps)
             r["fused1_" + label] = cuda_time_us(lambda: ext_mod.neg_step(hid, z, w, splits=1, **kw), reps)
-            r["torch_" + label] = cuda_time_us(lambda: neg.neg_step(hid, z, w, **kw), max(3, reps // 5), warmup=1)
+            r["torch_" + label] = cuda_time_us(lambda: neg.neg_step(hid, z, w, **kw), torch_reps, warmup=1)
             if label == "gate5":  # inputs left in L2 by the previous call: a bound on what a warm cache gains
                 r["fused_warm_gate5"] = cuda_time_us(lambda: ext_mod.neg_step(hid, z, w, **kw), reps, cold_l2=False)
         nbytes = 2 * n * V_BENCH * 4 + w1_bytes  # logits read + guided logits written + W1
@@ -172,7 +173,8 @@ def benchmark(ext_mod, ctx) -> list[dict]:
         r["floor_logits_read_4p8"] = ctx.floors(n * V_BENCH * 4)[1]  # issue #3's floor: the logits read alone
         rows.append(r)
         del hid, z
-    ctx.log(f"timing (us; V={V_BENCH}, H={H_BENCH}, d={D_BENCH}, bf16 hidden, top_k=8; median of {reps}, L2 flushed "
+    ctx.log(f"timing (us; V={V_BENCH}, H={H_BENCH}, d={D_BENCH}, bf16 hidden, top_k=8; median of {reps} "
+            f"(plain torch: of {torch_reps}), L2 flushed "
             "before each call except 'warm5%'; '5%' = gate at the batch's 95th-percentile H_hat, 'fired' = the rows "
             "above it, which fire; floor = (2 N V 4 B + W1) / bandwidth, as the kernel reads the logits and "
             "W1 and writes the guided logits; 'read@4.8' = N V 4 B / 4.8 TB/s, the logits read alone; "
