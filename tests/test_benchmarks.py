@@ -210,6 +210,11 @@ def test_ratio_columns_say_what_is_over_what(capsys):
     assert machine.cpu_name() in out and "cores usable by this process" in out  # the machine each ran on
 
 
+def _measured_in_one_second(*args, **kwargs) -> dict:
+    """bench_convert.run_child's stand-in: a run of 1 s that read and wrote 1 byte in 1 MiB."""
+    return {"seconds": 1.0, "read": 1, "written": 1, "peak_rss": 2**20}
+
+
 def test_bench_convert_names_the_machine_and_refuses_a_bad_tp_before_copying(tiny_checkpoint, tmp_path,
                                                                             monkeypatch):
     monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: pytest.fail("the benchmark started"))
@@ -229,8 +234,7 @@ def test_bench_convert_names_the_machine_and_refuses_a_bad_tp_before_copying(tin
     assert r.exit_code == 2 and "Invalid value for --work" in r.output, r.output
     assert "cannot create it (Not a directory)" in r.output, r.output
 
-    monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: {"seconds": 1.0, "read": 1, "written": 1,
-                                                                     "peak_rss": 2**20})
+    monkeypatch.setattr(bench_convert, "run_child", _measured_in_one_second)
     r = CliRunner().invoke(bench_convert.main, ["--work", str(tmp_path / "w"), "--model", str(tiny_checkpoint),
                                                 "--tp", "1"])
     assert r.exit_code == 0, r.output
@@ -244,8 +248,7 @@ def test_bench_convert_record_is_replaced_whole_or_not_at_all(tiny_checkpoint, t
     import resource
     import signal
 
-    monkeypatch.setattr(bench_convert, "run_child", lambda *a, **k: {"seconds": 1.0, "read": 1, "written": 1,
-                                                                     "peak_rss": 2**20})
+    monkeypatch.setattr(bench_convert, "run_child", _measured_in_one_second)
     record = tmp_path / "table.md"
     record.write_text("the previous table\n")
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -624,8 +627,7 @@ def test_bench_convert_writes_the_9b_model_once_and_removes_it_unless_kept(tiny_
         return path
 
     monkeypatch.setattr(synthetic, "write_checkpoint", write_tiny_instead)
-    monkeypatch.setattr(bench_convert, "run_child", lambda kind, src, dst, tp=1: {
-        "seconds": 1.0, "read": 1, "written": 1, "peak_rss": 2**20, "src_seen": Path(src).name})
+    monkeypatch.setattr(bench_convert, "run_child", _measured_in_one_second)
     work = tmp_path / "new" / "w"  # made with its parents
     for args, files_after in ((["--keep-model"], ["hf-9b"]), ([], [])):  # the second run reuses the kept model
         r = CliRunner().invoke(bench_convert.main, ["--work", str(work), "--tp", "1", *args])
