@@ -210,6 +210,19 @@ def test_ratio_columns_say_what_is_over_what(capsys):
     assert machine.cpu_name() in out and "cores usable by this process" in out  # the machine each ran on
 
 
+TICK = 0.25  # exact in binary: a difference of two ticks is exactly TICK
+
+
+def _ticking_clock(monkeypatch, module) -> None:
+    """Replace ``module``'s ``time`` by a clock whose ``perf_counter`` advances TICK at every read, so that a
+    duration the module measures is a known number of reads (timings on a shared CPU mean nothing)."""
+    import itertools
+    import types
+
+    ticks = itertools.count(4)  # not from 0: a sum of two reads must not equal their difference
+    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * TICK))
+
+
 def _measured_in_one_second(*args, **kwargs) -> dict:
     """bench_convert.run_child's stand-in: a run of 1 s that read and wrote 1 byte in 1 MiB."""
     return {"seconds": 1.0, "read": 1, "written": 1, "peak_rss": 2**20}
@@ -277,12 +290,10 @@ def test_bench_convert_peak_rss_is_the_childs_own(tmp_path, tiny_checkpoint):
 
 def test_bench_convert_copy_child_copies_every_byte_in_blocks(tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(bench_convert, "BLOCK", 4096)  # many blocks and a short last one
-    import time
-
     sources = sorted(tiny_checkpoint.glob("*.safetensors"))
-    start = time.perf_counter()
+    _ticking_clock(monkeypatch, bench_convert)
     result = bench_convert._child_copy(str(tiny_checkpoint), str(tmp_path / "copy"))
-    assert 0 < result["seconds"] <= time.perf_counter() - start
+    assert result["seconds"] == TICK  # the clock read before and after the copy, once each
     assert result["read"] == result["written"] == sum(p.stat().st_size for p in sources)
     assert sum(p.stat().st_size for p in sources) % 4096  # the last block is short
     assert all((tmp_path / "copy" / p.name).read_bytes() == p.read_bytes() for p in sources)
@@ -349,18 +360,16 @@ def test_bench_batch_invariance_table_counts_requests_and_rates(monkeypatch, cap
     """Two workloads of 5 requests on 2 slots. Each busy run is given a fixed duration (default 0.5 s,
     batch-invariant 1 s) and the default mode's first request has its first token changed, so every figure
     of the table is known: only the real runs' tokens are compared."""
-    import time
-
     import torch
 
     real_run = bench_batch_invariance.run
     generated = {False: 0, True: 0}  # tokens the busy runs generated, by backend.batch_invariant
     threads = set()
+    _ticking_clock(monkeypatch, bench_batch_invariance)
 
     def run_with_fixed_seconds(backend, reqs, batch):
-        start = time.perf_counter()
         results, seconds = real_run(backend, reqs, batch)
-        assert 0 < seconds <= time.perf_counter() - start  # the run's own wall time
+        assert seconds == TICK  # the clock read before and after the run, once each
         threads.add(torch.get_num_threads())
         if batch == 1:
             return results, 123.0  # a solo run: its time is not part of either rate
@@ -555,13 +564,12 @@ def test_bench_convert_runs_copy_converts_copy_and_rates_each_against_the_faster
     assert sorted(p.name for p in work.iterdir()) == []  # the stale conversion went too
 
 
-def test_bench_convert_children_time_and_count_their_own_work(tiny_checkpoint, tmp_path):
-    import time
-
-    start = time.perf_counter()
-    result = bench_convert._child_convert(str(tiny_checkpoint), str(tmp_path / "out"), 1)
-    assert 0 < result["seconds"] <= time.perf_counter() - start
+def test_bench_convert_children_time_and_count_their_own_work(tiny_checkpoint, tmp_path, monkeypatch):
     from safetensors import safe_open
+
+    _ticking_clock(monkeypatch, bench_convert)
+    result = bench_convert._child_convert(str(tiny_checkpoint), str(tmp_path / "out"), 1)
+    assert result["seconds"] == TICK  # the clock read before and after the conversion, once each
 
     tensor_bytes = 0  # the converter counts tensor data, not the files' headers
     for shard in (tmp_path / "out").rglob("*.safetensors"):
