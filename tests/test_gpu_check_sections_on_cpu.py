@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +27,7 @@ from trt_neg.kernels import cuda_ext, gdn_host
 H200_SHARED_OPTIN = GDN_ARCHS["sm_90"][2]  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
 REAL_NEG_STEP = cuda_ext.neg_step  # the real wrapper, before a fixture replaces it
 ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def _on_device(t: torch.Tensor, name: str, dtype=None) -> None:
@@ -566,15 +569,27 @@ def test_kernel_matches():
 
 @pytest.mark.gpu
 def test_kernel_is_wrong():
+    for row in range(50):  # a long failure report: the section keeps its last 40 lines
+        print(f"row {row}")
     assert 1 == 2
 
 @pytest.mark.gpu
 def test_needs_more():
     pytest.skip("needs two GPUs")
 
+@pytest.fixture
+def gpu_buffer():
+    raise RuntimeError("CUDA out of memory")
+
+@pytest.mark.gpu
+def test_uses_a_buffer(gpu_buffer):
+    pass
+
 def test_cpu_only():  # not -m gpu: never run by the section
     assert False
 '''
+PASSING_GPU_TESTS = FAKE_GPU_TESTS.replace("assert 1 == 2", "pass").replace(
+    'raise RuntimeError("CUDA out of memory")', "return None")
 
 
 def _fake_repository(tmp_path, tests: str):
@@ -584,31 +599,60 @@ def _fake_repository(tmp_path, tests: str):
     return tmp_path
 
 
+def _section_clock(monkeypatch, seconds: float) -> None:
+    """sec_pytest's clock: the pytest run takes ``seconds`` (it reads the time at its start and end)."""
+    reads = iter([1000.0, 1000.0 + seconds])
+    monkeypatch.setattr(sec_pytest, "time", types.SimpleNamespace(time=lambda: next(reads)))
+
+
+def _stale_build_lock(monkeypatch, tmp_path, ext_name: str):
+    """torch's build lock of ``ext_name``, as a build killed mid-way leaves it (TORCH_EXTENSIONS_DIR in tmp_path)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "torch_extensions"))
+    lock = Path(_get_build_directory(ext_name, verbose=False)) / "lock"
+    lock.write_text("")
+    return lock
+
+
+def test_pytest_section_runs_in_the_repository_root():
+    """The section runs ``pytest tests/`` there: a wrong folder has no tests/ and fails on the GPU."""
+    assert sec_pytest.ROOT == REPOSITORY and (sec_pytest.ROOT / "tests" / "test_neg_gpu.py").is_file()
+
+
 def test_pytest_section_counts_the_gpu_tests_and_names_each_failure(tmp_path, monkeypatch):
     """Section 5 runs ``pytest -m gpu`` on the repository's tests and reads its JUnit report:
     on the GPU machine, its summary is the only record of which GPU test failed."""
     monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, FAKE_GPU_TESTS))
+    _section_clock(monkeypatch, 12.34)
     ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
     assert sec_pytest.run(ctx) == FAIL, "\n".join(ctx.lines)
     counts = ctx.data["counts"]
     assert {k: counts[k] for k in ("tests", "passed", "failed", "errors", "skipped")} == dict(
-        tests=3, passed=1, failed=1, errors=0, skipped=1)
-    assert counts["failed_ids"] == ["tests.test_fake::test_kernel_is_wrong"]
-    assert ctx.data["returncode"] == 1 and ctx.data["timed_out"] is False
-    text = "\n".join(ctx.lines)
-    assert "1 passed, 1 failed, 0 errors, 1 skipped of 3 collected gpu tests" in text
-    assert "FAILED tests.test_fake::test_kernel_is_wrong" in text and "skipped x1:" in text
-    assert "needs two GPUs" in text and "| " in text  # the pytest output's tail follows a failure
-    assert "  -- pytest output (tail) --" in ctx.lines
-    assert ctx.summary == "1 failed/errors of 3"
+        tests=4, passed=1, failed=1, errors=1, skipped=1)
+    assert counts["failed_ids"] == ["tests.test_fake::test_kernel_is_wrong", "tests.test_fake::test_uses_a_buffer"]
+    assert counts["skip_reasons"] == {"needs two GPUs": 1}
+    assert ctx.data["returncode"] == 1 and ctx.data["timed_out"] is False and ctx.data["seconds"] == 12.3
+    assert ctx.lines[1:6] == ["  1 passed, 1 failed, 1 errors, 1 skipped of 4 collected gpu tests (12 s, rc 1)",
+                              "    FAILED tests.test_fake::test_kernel_is_wrong",
+                              "    FAILED tests.test_fake::test_uses_a_buffer",
+                              "    skipped x1: needs two GPUs",
+                              "  -- pytest output (tail) --"]
+    output_tail = ctx.lines[6:]  # the pytest output's last 40 lines follow a failure
+    assert len(output_tail) == 40 and all(ln.startswith("  | ") for ln in output_tail)
+    assert "  | row 49" in output_tail and "  | row 0" not in output_tail
+    assert output_tail[-1].startswith("  | 1 failed, 1 passed, 1 skipped, 1 deselected, 1 error in ")
+    assert ctx.summary == "2 failed/errors of 4"
 
 
 def test_pytest_section_passes_and_skips(tmp_path, monkeypatch):
-    passing = FAKE_GPU_TESTS.replace("assert 1 == 2", "pass")
-    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, passing))
+    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, PASSING_GPU_TESTS))
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
     assert sec_pytest.run(ctx) == PASS, "\n".join(ctx.lines)
-    assert ctx.summary == "2 passed, 1 skipped" and ctx.data["returncode"] == 0
+    assert ctx.summary == "3 passed, 1 skipped" and ctx.data["returncode"] == 0
+    # A later SIGTERM is this process's again, not the pytest run's (its group is gone).
+    assert signal.getsignal(signal.SIGTERM) is sigterm_handler
 
 
 def test_pytest_section_without_gpu_tests_is_skipped(tmp_path, monkeypatch):
@@ -617,10 +661,98 @@ def test_pytest_section_without_gpu_tests_is_skipped(tmp_path, monkeypatch):
     assert sec_pytest.run(ctx) == SKIP and ctx.summary == "no gpu tests collected"
 
 
+def test_pytest_section_fails_where_pytest_finds_no_tests_folder(tmp_path, monkeypatch):
+    """pytest exits 4 and writes an empty JUnit report: a FAIL that names pytest's exit code, not
+    "0 failed/errors of 0", which reads as if nothing failed."""
+    monkeypatch.setattr(sec_pytest, "ROOT", tmp_path)
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    assert sec_pytest.run(ctx) == FAIL, "\n".join(ctx.lines)
+    assert ctx.summary == "pytest rc 4" and ctx.data["counts"]["tests"] == 0
+    assert "  | ERROR: file or directory not found: tests/" in ctx.lines
+
+
+def test_pytest_section_fails_when_a_gpu_test_kills_pytest(tmp_path, monkeypatch):
+    """A crash (a CUDA fault kills the process) leaves no JUnit report: the summary is pytest's
+    exit status and the log quotes the last line pytest printed."""
+    crashing = "import os, signal, pytest\n\n@pytest.mark.gpu\ndef test_crashes():\n" \
+               "    print('launching the kernel', flush=True)\n" \
+               "    print('CUDA error: an illegal memory access was encountered', flush=True)\n" \
+               "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, crashing))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-s")  # the test's print reaches the section's pipe uncaptured
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    assert sec_pytest.run(ctx) == FAIL, "\n".join(ctx.lines)
+    assert ctx.summary == f"pytest rc {-signal.SIGKILL}" and ctx.data["counts"] is None
+    assert ctx.lines[1] == "  no JUnit report; pytest said: CUDA error: an illegal memory access was encountered"
+
+
+def test_pytest_skip_reasons_are_counted_by_their_first_120_characters(tmp_path):
+    """Long reasons are cut (one log line each); equal reasons are counted together; a skip
+    without a message is counted under ""; a lone <testsuite> root is read like <testsuites>."""
+    long_reason = "fla not importable: " + "x" * 200
+    xml = tmp_path / "junit.xml"
+    xml.write_text(
+        '<?xml version="1.0"?><testsuite name="pytest" tests="4">'
+        f'<testcase classname="tests.test_a" name="test_1"><skipped message="{long_reason}"/></testcase>'
+        f'<testcase classname="tests.test_a" name="test_2"><skipped message="  {long_reason}"/></testcase>'
+        '<testcase classname="tests.test_a" name="test_3"><skipped/></testcase>'
+        '<testcase classname="tests.test_a" name="test_4"/>'
+        "</testsuite>")
+    counts = sec_pytest.parse_junit(xml)
+    assert counts["skip_reasons"] == {long_reason[:120]: 2, "": 1}
+    assert (counts["tests"], counts["passed"], counts["skipped"], counts["failed_ids"]) == (4, 1, 3, [])
+
+
+def test_pytest_section_outside_the_main_thread_leaves_sigterm_alone(tmp_path):
+    """signal.signal works in the main thread only: elsewhere the section runs without passing
+    SIGTERM on, rather than raising."""
+    import threading
+
+    ran, errors = [], []
+
+    def body():
+        try:
+            with sec_pytest._passing_sigterm_to(types.SimpleNamespace(pid=-1), str(tmp_path)):
+                ran.append(signal.getsignal(signal.SIGTERM))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert errors == [] and ran == [signal.getsignal(signal.SIGTERM)]
+
+
+def test_a_stopped_pytest_section_ends_the_run_and_removes_what_it_leaves(tmp_path, monkeypatch):
+    """The check's SIGTERM to section 5: its pytest run's group is killed, its temporary folder and
+    the NEG build lock removed (the run may have been building it), and the section exits with
+    the status of a process ended by that signal."""
+    import subprocess
+
+    neg_lock = _stale_build_lock(monkeypatch, tmp_path, "trt_neg_cuda")
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    exits = []
+
+    def exit_now(status):
+        exits.append(status)
+        raise SystemExit(status)
+
+    monkeypatch.setattr(os, "_exit", exit_now)
+    pytest_run = subprocess.Popen(["sleep", "60"], process_group=0)
+    try:
+        with pytest.raises(SystemExit), sec_pytest._passing_sigterm_to(pytest_run, str(run_folder)):
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        assert pytest_run.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        pytest_run.kill()
+    assert exits == [143] and not run_folder.exists() and not neg_lock.exists()
+
+
 class _ShortWait:
     """subprocess for sec_pytest whose Popen.communicate, given a timeout, waits only until the
     file ``ready`` appears (the hung test is running) and then 0.5 s: the section meets its
-    timeout without the test waiting it out (10 s at least)."""
+    timeout without the test waiting it out (10 s at least).  The read after the kill gets 10 s."""
 
     def __init__(self, ready):
         import subprocess
@@ -639,23 +771,34 @@ class _ShortWait:
                     while not ready.exists() and self.poll() is None and time.time() < end:
                         time.sleep(0.05)
                     timeout = 0.5
+                else:  # after the timeout: the kill must end the run (its test sleeps 60 s) at once
+                    timeout = 10
                 return super().communicate(input, timeout)
 
         self.Popen = Popen
 
 
-def test_pytest_section_that_hangs_is_killed_and_reported_as_an_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize("section_timeout, pytest_timeout", [(120.0, 110), (15.0, 10)])
+def test_pytest_section_that_hangs_is_killed_and_reported_as_an_error(tmp_path, monkeypatch, section_timeout,
+                                                                       pytest_timeout):
+    """pytest gets the section's time left less 10 s (for the summary), 10 s at least."""
     hanging = "import os, time, pytest\n\n@pytest.mark.gpu\ndef test_hangs():\n" \
+              "    for i in range(25):\n        print(f'line {i}', flush=True)\n" \
               "    open('pid', 'w').write(str(os.getpid()))\n    time.sleep(60)\n"
     monkeypatch.setattr(sec_pytest, "ROOT", _fake_repository(tmp_path, hanging))
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-s")  # the hung test's prints reach the section's pipe
+    neg_lock = _stale_build_lock(monkeypatch, tmp_path, "trt_neg_cuda")
+    gdn_lock = _stale_build_lock(monkeypatch, tmp_path, "trt_neg_gdn_cuda")  # the background build's: may be live
     short = _ShortWait(tmp_path / "pid")
     monkeypatch.setattr(sec_pytest, "subprocess", short)
-    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=120.0)
+    ctx = SectionContext("pytest", bandwidth=None, quick=True, timeout=section_timeout)
     assert sec_pytest.run(ctx) == ERROR
-    assert [round(t) for t in short.asked] == [110]  # the section's time left less 10 s
-    assert ctx.summary == "timed out after 110 s" and ctx.data["timed_out"] is True
+    assert [round(t) for t in short.asked] == [pytest_timeout]
+    assert ctx.summary == f"timed out after {pytest_timeout} s" and ctx.data["timed_out"] is True
     assert ctx.lines[0].startswith("  $ pytest -m gpu -q -p no:cacheprovider -rfEs --junitxml=")
-    assert ctx.lines[0].endswith(" tests/  (timeout 110 s)") and ctx.data["counts"] is None
+    assert ctx.lines[0].endswith(f" tests/  (timeout {pytest_timeout} s)") and ctx.data["counts"] is None
+    assert ctx.lines[-1] == "  " + "\n".join(f"line {i}" for i in range(5, 25))  # the output's last 20 lines
     pid = int((tmp_path / "pid").read_text())
     with pytest.raises(ProcessLookupError):  # the pytest run (its process group) was killed
         os.kill(pid, 0)
+    assert not neg_lock.exists() and gdn_lock.exists()  # killed mid-build, the NEG build must not stall the next

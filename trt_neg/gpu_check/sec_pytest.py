@@ -15,10 +15,13 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from . import NEW_PROCESS_GROUP
+from . import NEW_PROCESS_GROUP, _clear_stale_build_lock
 from .report import ERROR, FAIL, PASS, SKIP, tail
 
 ROOT = Path(__file__).resolve().parents[2]
+# The extension a gpu test (test_neg_gpu) builds when the neg section has not: a run killed while
+# building it leaves torch's lock, and the next build of it (a rerun's neg section) waits forever.
+NEG_EXTENSION = "trt_neg_cuda"
 
 
 def parse_junit(path: str | Path) -> dict:
@@ -49,7 +52,8 @@ def parse_junit(path: str | Path) -> dict:
 def _passing_sigterm_to(proc: subprocess.Popen, tmp: str):
     """While pytest runs in its own process group, a SIGTERM to this section (the check stopping
     it) ends that group too, which would otherwise run on, holding the GPU.  The section then
-    exits at once, so it removes its temporary folder ``tmp`` itself."""
+    exits at once, so it removes its temporary folder ``tmp`` itself, and the build lock that
+    the killed run may have held."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -60,6 +64,7 @@ def _passing_sigterm_to(proc: subprocess.Popen, tmp: str):
         except (ProcessLookupError, PermissionError):
             pass
         shutil.rmtree(tmp, ignore_errors=True)
+        _clear_stale_build_lock(NEG_EXTENSION)
         os._exit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
@@ -87,6 +92,7 @@ def run(ctx) -> str:
                 os.killpg(proc.pid, signal.SIGKILL)
                 out, _ = proc.communicate()
                 timed_out = True
+                _clear_stale_build_lock(NEG_EXTENSION)
         secs = time.time() - t0
         ctx.data.update(returncode=proc.returncode, seconds=round(secs, 1), timed_out=timed_out)
         summary_line = next((ln for ln in reversed(out.strip().splitlines()) if " in " in ln and "=" not in ln[:1]),
@@ -113,8 +119,9 @@ def run(ctx) -> str:
         ctx.log("-- pytest output (tail) --")
         for ln in tail(out, 40).splitlines():
             ctx.log("| " + ln)
-        ctx.summary = (f"{counts['failed'] + counts['errors']} failed/errors of {counts['tests']}" if counts
-                       else f"pytest rc {proc.returncode}")
+        # No failed test counted (a usage error, a crash): pytest's exit code says more than "0 failed".
+        failed = counts["failed"] + counts["errors"] if counts else 0
+        ctx.summary = f"{failed} failed/errors of {counts['tests']}" if failed else f"pytest rc {proc.returncode}"
         return FAIL
     ctx.summary = (f"{counts['passed']} passed, {counts['skipped']} skipped" if counts else summary_line)
     return PASS
