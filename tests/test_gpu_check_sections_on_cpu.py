@@ -196,6 +196,21 @@ def test_gdn_correctness_fails_on_the_final_state_alone(gdn_section, monkeypatch
     assert not any(r["ok"] for r in ctx.data[table]) and all(r["ok"] for r in ctx.data[other])
 
 
+def test_gdn_relative_error_of_a_nan_or_inf_on_either_side_is_inf_never_nan():
+    """A NaN error would pass: ``max(0.0, nan)`` is 0.0 where the section folds its cases' errors.
+    A non-finite value on either side -- the kernel's or the host library's / the reference's,
+    where NaN - NaN or inf - inf is NaN -- is an infinite error instead."""
+    want = torch.tensor([[1.0, -3.0], [0.5, 2.0]])
+    assert sec_gdn._rel_err(want + 0.3, want) == pytest.approx(0.3 / 1.5)
+    for bad in (math.nan, math.inf, -math.inf):
+        broken = want.clone()
+        broken[1, 0] = bad
+        assert sec_gdn._rel_err(broken, want) == math.inf
+        assert sec_gdn._rel_err(want, broken) == math.inf
+        assert sec_gdn._rel_err(broken, broken.clone()) == math.inf
+    assert max(0.0, sec_gdn._rel_err(torch.full((3,), math.nan), torch.full((3,), math.nan))) == math.inf
+
+
 def test_gdn_section_fails_on_the_chunked_vs_scan_table_alone(gdn_section, monkeypatch):
     """The long-sequence table is a verdict of its own: with the correctness tables passing, a
     final state off the fp64 recurrence by 1e-2 there fails the section."""

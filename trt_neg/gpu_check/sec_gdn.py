@@ -53,8 +53,10 @@ def _inputs(T, hk, hv, dk, dv, g, dtype, lead=None):
 
 
 def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    """Largest |got - want| / (1 + |want|); inf where either side holds a NaN or an inf (the inputs keep
+    every output finite), so that a NaN can neither compare as small nor be dropped by ``max``."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    if not bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all()):
+    if not (bool(torch.isfinite(got).all()) and bool(torch.isfinite(want).all())):
         return float("inf")
     return float(((got - want).abs() / (1.0 + want.abs())).max()) if want.numel() else 0.0
 
