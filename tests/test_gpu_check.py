@@ -146,21 +146,24 @@ def _child(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_run_child_reads_the_result_and_echoes_output(tmp_path):
+def test_run_child_reads_the_result_and_echoes_output(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
     res = SectionResult("neg", "NEG", PASS, summary="fine", lines=["  a"], data={"x": 1})
     code = f"import json; print('hello from the section'); open({str(path)!r}, 'w').write({json.dumps(json.dumps(res.to_dict()))})"
     seen = []
+    reads = iter([1000.0])  # the clock says 1000.0 when the section starts, 1012.5 from then on
+    monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(time=lambda: next(reads, 1012.5)))
     got = gpu_check.run_child(_child(code), "neg", path, timeout=60, echo=seen.append)
     assert got.status == PASS and got.data == {"x": 1} and got.summary == "fine"
     assert "hello from the section" in seen
-    assert isinstance(got.seconds, float)  # wall time of the section, shown in the report
+    assert got.seconds == 12.5  # the wall time the parent measured, shown in the report (the child said 0.0)
 
 
 def test_run_child_crash_is_an_error_with_the_output_tail(tmp_path):
     code = "import sys; print('compiling...'); print('Segmentation fault', flush=True); sys.exit(139)"
     got = gpu_check.run_child(_child(code), "gdn", tmp_path / "none.json", timeout=60, echo=lambda s: None)
     assert got.status == ERROR
+    assert got.title == "Gated DeltaNet kernel (plugins/gdn) vs host library / reference"  # the report's heading
     assert "exited with code 139" in got.summary
     assert "Segmentation fault" in got.error
 
@@ -174,10 +177,75 @@ def test_a_section_that_cannot_start_is_an_error(tmp_path):
 
 def test_run_child_timeout_kills_the_section(tmp_path):
     # A child that would sleep for 10 minutes: run_child returning at all shows it was killed.
-    code = "import time; print('started', flush=True); time.sleep(600)"
+    code = "import time; [print('line', i) for i in range(1, 46)]; print('started', flush=True); time.sleep(600)"
     got = gpu_check.run_child(_child(code), "backend", tmp_path / "none.json", timeout=2, echo=lambda s: None)
-    assert got.status == ERROR and "timed out after 2 s" in got.summary
-    assert "started" in got.error
+    assert got.status == ERROR and got.summary == "timed out after 2 s (killed)"
+    # The report shows the output's last 30 lines; the error keeps all of it (its own tail is cut when printed).
+    assert got.lines == [f"line {i}" for i in range(17, 46)] + ["started"]
+    assert got.error.splitlines() == [f"line {i}" for i in range(1, 46)] + ["started"]
+
+
+def test_a_sections_output_is_read_to_its_end_before_the_result(tmp_path):
+    """The section has exited while its last lines are still being echoed (a slow terminal or
+    ``| tee``): the error's tail must still hold them (the last lines are where a crash says why)."""
+    code = "[print('line', i) for i in range(1, 9)]"
+    seen = []
+
+    def slow_echo(line):
+        time.sleep(0.05)
+        seen.append(line)
+
+    got = gpu_check.run_child(_child(code), "gdn", tmp_path / "none.json", timeout=60, echo=slow_echo)
+    assert got.summary == "section process exited with code 0 and no result (FileNotFoundError)"
+    assert got.error.splitlines() == seen == [f"line {i}" for i in range(1, 9)]
+
+
+class _SectionGroup:
+    """A section's process group as os.killpg and its Popen see it; ``log`` records the signals that
+    reached it and each wait's timeout. It ends on SIGTERM unless ``ignores_sigterm``, always on
+    SIGKILL; with ``refused``, killpg raises PermissionError (a process of another user in it)."""
+
+    pid = 4242
+
+    def __init__(self, ignores_sigterm=False, refused=False):
+        self.ignores_sigterm, self.refused = ignores_sigterm, refused
+        self.running, self.log = True, []
+
+    def killpg(self, pgid, signum):
+        assert pgid == self.pid
+        if self.refused:
+            raise PermissionError(1, "Operation not permitted")
+        if not self.running:
+            raise ProcessLookupError(3, "No such process")
+        self.log.append(signal.Signals(signum).name)
+        self.running = self.ignores_sigterm and signum != signal.SIGKILL
+
+    def wait(self, timeout=None):
+        self.log.append(f"wait {timeout}")
+        if self.running:
+            raise subprocess.TimeoutExpired("section", timeout)
+        return -signal.SIGKILL
+
+    def poll(self):
+        return None if self.running else -signal.SIGKILL
+
+    def kill(self):
+        self.log.append("kill")
+        self.running = False
+
+
+@pytest.mark.parametrize("behaviour, log", [
+    ({}, ["SIGTERM", "wait 3.0", "wait 10"]),
+    ({"ignores_sigterm": True}, ["SIGTERM", "wait 3.0", "SIGKILL", "wait 10"]),
+    ({"refused": True}, ["kill", "wait 10"]),  # the section itself, at least
+], ids=["ends on SIGTERM", "ignores SIGTERM", "killpg refused"])
+def test_a_killed_section_gets_3_s_to_end_its_own_groups_then_its_group_is_killed(monkeypatch, behaviour, log):
+    """SIGTERM first (section 5 passes it on to its pytest run's group), SIGKILL 3 s later for
+    whatever is left (compilers), and the section is reaped before the next one starts."""
+    group = _SectionGroup(**behaviour)
+    monkeypatch.setattr(gpu_check.os, "killpg", group.killpg)
+    gpu_check._kill_group(group)
+    assert group.log == log and not group.running
 
 
 class _EndingChild:
@@ -648,9 +716,10 @@ class _Prebuild:
 
 def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=None, stop_at=None):
     """gpu_check.main on a pretend GPU with a clock of its own: section NAME takes outcomes[NAME] =
-    (seconds, status, summary) of that clock; the machine section measures 4.25 TB/s; the check is
-    stopped (as by SIGTERM) while section ``stop_at`` runs. Returns the exit code, each section
-    started as (name, timeout, its command line from --timeout on), and the build locks cleared."""
+    (seconds, status, summary) of that clock; the machine section measures 4.25 TB/s (its one-line
+    summary "NVIDIA H200, copy 4.25 TB/s"); the check is stopped (as by SIGTERM) while section
+    ``stop_at`` runs. Returns the exit code, each section started as (name, timeout, its command
+    line from --timeout on), and the build locks cleared."""
     now = [1000.0]
     started, cleared = [], []
 
@@ -660,7 +729,7 @@ def _main_with_fake_sections(monkeypatch, tmp_path, args, outcomes, prebuild=Non
         now[0] += seconds
         if name == stop_at:
             stop.reason = "stopped by SIGTERM"
-        data = {"copy_bandwidth_Bps": 4.25e12} if name == "machine" else {}
+        data = {"copy_bandwidth_Bps": 4.25e12, "one_line": "NVIDIA H200, copy 4.25 TB/s"} if name == "machine" else {}
         return SectionResult(name, gpu_check.TITLES[name], status, seconds, summary, data=data)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -708,13 +777,14 @@ def test_each_section_gets_its_cap_less_what_the_later_ones_keep(tmp_path, monke
                        ("pytest", 70.0, ["--timeout", "65.0", *bandwidth, "--quick"])]  # 480 - 410
     text = (tmp_path / "gc" / "report.txt").read_text()
     assert "# INCOMPLETE" not in text and text.endswith("  overall: PASS in 415.0 s\n")
+    assert text.splitlines()[1] == "# NVIDIA H200, copy 4.25 TB/s"  # the machine section's one line heads the report
     assert (tmp_path / "copy.txt").read_text() == text
     assert json.loads((tmp_path / "gc" / "report.json").read_text())["argv"] == [
         "--out-dir", str(tmp_path / "gc"), "--quick", "--out", str(tmp_path / "copy.txt")]
     out = capsys.readouterr().out
     gc = tmp_path / "gc"
-    assert "\n" + text + f"report written to {gc / 'report.txt'} and {gc / 'report.json'}\n" \
-                          f"text report also written to {tmp_path / 'copy.txt'}\n" in out
+    assert out.endswith("\n" + text + f"report written to {gc / 'report.txt'} and {gc / 'report.json'}\n"
+                        f"text report also written to {tmp_path / 'copy.txt'}\nplot written to {gc / 'report.png'}\n")
     assert "\n== 1. Machine and copy bandwidth  (timeout 90 s)\n" in out and "-> PASS (200.0 s) neg ok\n" in out
 
 
@@ -733,6 +803,7 @@ def test_a_short_budget_drops_the_last_sections_and_killed_builds_lose_their_loc
     data = json.loads((tmp_path / "gc" / "report.json").read_text())
     assert [(s["name"], s["status"]) for s in data["sections"]] == [("neg", ERROR), ("gdn", PASS), ("backend", ERROR),
                                                                     ("pytest", SKIP)]
+    assert data["header"][1] == "# machine: (machine section did not run)" and data["machine"] == {}
     assert data["sections"][3]["summary"] == "not run: the --budget of 150 s is spent"
     assert "\n== pytest -m gpu: SKIP (budget spent)\n" in capsys.readouterr().out
     # The machine section is never the one dropped: at --budget 100 it runs (its 15 s share), then neg.
@@ -813,3 +884,72 @@ def test_a_report_that_cannot_be_written_at_the_end_exits_1(tmp_path, monkeypatc
 def test_the_default_report_folder_is_the_repositorys_whatever_the_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert Path(gpu_check.build_parser().parse_args([]).out_dir) == ROOT / "benchmarks" / "gpu_check"
+
+
+def test_a_stopped_check_leaves_a_finished_background_build_alone(tmp_path, monkeypatch):
+    """A build that has ended holds no lock, and its process id may be another process's by now:
+    no signal is sent to it."""
+    ended = []
+    monkeypatch.setattr(gpu_check, "_kill_group", ended.append)
+    outcomes = {"machine": (5, ERROR, "stopped by SIGTERM after 5 s (killed)")}
+    code, _, cleared = _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "machine,gdn"], outcomes,
+                                                _Prebuild(0), stop_at="machine")
+    assert (code, ended, cleared) == (1, [], [])
+
+
+def test_a_killed_builds_lock_is_removed_and_nothing_else(tmp_path, monkeypatch, capsys):
+    """A build killed mid-way leaves torch's ``lock`` in its extension's build folder, and the next
+    load of that extension (a later section, the next run) would wait for it forever: that lock
+    goes; the folder's other files and another extension's lock stay."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    for ext in ("trt_neg_gdn_cuda", "trt_neg_cuda"):
+        (tmp_path / ext).mkdir()
+        (tmp_path / ext / "lock").write_text("")
+        (tmp_path / ext / "build.ninja").write_text("rule cxx\n")
+    gpu_check._clear_stale_build_lock("trt_neg_gdn_cuda")
+    assert sorted(p.name for p in (tmp_path / "trt_neg_gdn_cuda").iterdir()) == ["build.ninja"]
+    assert sorted(p.name for p in (tmp_path / "trt_neg_cuda").iterdir()) == ["build.ninja", "lock"]
+    gpu_check._clear_stale_build_lock("trt_neg_gdn_cuda")  # no lock left: nothing to do
+    assert capsys.readouterr() == ("", "")
+
+
+def test_the_report_written_as_a_section_starts_names_it_running_and_the_later_ones_not_reached(tmp_path,
+                                                                                                monkeypatch):
+    """What a SIGKILL leaves: the sections done, the one running, the ones never reached."""
+    monkeypatch.setattr(gpu_check, "time", types.SimpleNamespace(time=lambda: 1042.0))
+    done = [SectionResult("machine", gpu_check.TITLES["machine"], PASS, 3.0, "ok", data={"one_line": "NVIDIA H200"})]
+    gc = tmp_path / "gc"
+    gpu_check._write_progress(gc, "2026-11-30T07:00:00+00:00", gpu_check.SECTIONS[:4], done, 1000.0, ["--quick"])
+    data = json.loads((gc / "report.json").read_text())
+    assert data["header"] == ["# trt-neg GPU check  2026-11-30T07:00:00+00:00", "# NVIDIA H200",
+                              "# INCOMPLETE: written as section 2 of 4 started; the check replaces it when it ends"]
+    assert (gc / "report.txt").read_text().startswith("\n".join(data["header"]) + "\n\n== 1. ")
+    assert [(s["name"], s["title"], s["status"]) for s in data["sections"]] == [
+        ("machine", "Machine and copy bandwidth", PASS), ("neg", "NEG fused kernel (plugins/neg) vs trt_neg.neg", ERROR),
+        ("gdn", "Gated DeltaNet kernel (plugins/gdn) vs host library / reference", ERROR),
+        ("backend", "Reference backend on CUDA vs CPU (tiny checkpoint)", ERROR)]
+    running = data["sections"][1]["summary"]
+    assert running.startswith("running when this report was written (") and running.endswith("); nothing later came")
+    time.strptime(running.split("(")[1].split(")")[0], "%H:%M:%S")  # when it started, as HH:MM:SS
+    assert [s["summary"] for s in data["sections"][2:]] == ["not reached when this report was written"] * 2
+    assert (data["total_seconds"], data["argv"], data["overall"]) == (42.0, ["--quick"], "FAIL")
+
+
+def test_a_progress_report_that_cannot_be_written_is_reported_and_the_check_goes_on(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    gpu_check._write_progress(tmp_path / "f", "2026-11-30", gpu_check.SECTIONS[:1], [], 0.0, [])
+    assert capsys.readouterr().out == f"trt_neg.gpu_check: could not write the report: [Errno 17] File exists: " \
+                                      f"'{tmp_path / 'f'}'\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="it would build the GDN extension")
+def test_the_gdn_extension_is_built_in_the_background_only_for_a_gdn_section(tmp_path):
+    """The build's output goes to its log, which the gdn section reports; without a GPU the build
+    stops at once with that reason."""
+    log = tmp_path / "prebuild_gdn.log"
+    assert gpu_check._start_prebuild(dict(os.environ), gpu_check.SECTIONS[:2], log) is None and not log.exists()
+    gdn = [s for s in gpu_check.SECTIONS if s[0] == "gdn"]
+    proc = gpu_check._start_prebuild(gpu_check._child_env(), gdn, log)
+    assert proc.wait(timeout=120) == 1
+    assert log.read_text().splitlines()[-1] == ("RuntimeError: trt_neg_gdn_cuda: needs a CUDA build of torch and a "
+                                                 "visible GPU")

@@ -353,6 +353,7 @@ def test_correctness_logits_hold_ties_and_every_non_finite_class():
     assert bool(sec_neg._logits("nonfinite", 1, 7, g, "cpu")[0].isnan().all())
     two = sec_neg._logits("nonfinite", 2, 7, g, "cpu")
     assert bool(two[1].isneginf().all()) and not bool(two.isposinf().any())
+    assert sec_neg._logits("nonfinite", 3, 7, g, "cpu").isposinf().nonzero().tolist() == [[2, 3]]
 
 
 def test_correctness_runs_every_case_on_every_path(cpu_section, monkeypatch):
@@ -427,7 +428,7 @@ def test_correctness_fails_each_case_that_disagrees_and_logs_its_first_three_fai
             ref = neg.neg_head(hidden, weights, kw["activation"])
             out.entropy = ref + shifts[key] * 1e-4 * (1 + float(ref.abs().max()))
         if key == (fp16, "silu", "gemv"):
-            out.token[0] += 1
+            out.token[:5] += 1  # five failures: the line shows the first three
         return out
 
     monkeypatch.setattr(cuda_ext, "neg_step", off)
@@ -444,7 +445,7 @@ def test_correctness_fails_each_case_that_disagrees_and_logs_its_first_three_fai
     assert {k for k, status in steps.items() if status == "FAIL"} == failed
     assert set(steps.values()) == {"ok", "FAIL"}
     (fp16_silu,) = [ln for ln in log if ln.startswith("  step    torch.float16   silu")]
-    assert re.search(rf"0 boundary draws\) row 0: {token}$", fp16_silu)
+    assert re.search(rf"0 boundary draws\) row 0: {token}; row 1: {token}; row 2: {token}$", fp16_silu), fp16_silu
 
 
 def test_compare_excuses_a_draw_at_the_boundary_of_its_own_top_k_only():
@@ -558,3 +559,46 @@ def test_head_check_fails_a_gemv_head_off_by_more_than_the_tolerance(cpu_section
 
     monkeypatch.setattr(cuda_ext, "neg_head", gemv_off)
     assert [r["ok"] for r in sec_neg.head_vs_cublas(cuda_ext, cpu_section)] == [False, False]
+
+
+def test_the_timed_sizes_are_the_9b_models_at_the_documented_batches():
+    """The timing tables stand for the 9B model's NEG step (the other tests run at small shapes):
+    its vocabulary, hidden size and NEG head width (the synthetic '9b' preset), at the batches
+    docs/gpu_check.md names for the step and for the head alone."""
+    import re
+    from pathlib import Path
+
+    from trt_neg.checkpoint.synthetic import PRESETS
+
+    text, head = PRESETS["9b"]["text_config"], PRESETS["9b"]["neg_config"]
+    assert (sec_neg.V_BENCH, sec_neg.H_BENCH, sec_neg.D_BENCH) == (text["vocab_size"], text["hidden_size"],
+                                                                   head["head_hidden_size"])
+    docs = Path(__file__).resolve().parents[1] / "docs" / "gpu_check.md"
+    row = next(ln for ln in docs.read_text().splitlines() if ln.startswith("| 2 | `neg` |"))
+    assert re.findall(r"N ∈ \{([\d, ]+)\}", row) == [", ".join(map(str, sec_neg.BENCH_N)),
+                                                      ", ".join(map(str, sec_neg.HEAD_N))]
+
+
+def test_a_step_draw_on_a_boundary_of_its_own_top_8_at_temperature_1_is_excused(cpu_section, monkeypatch):
+    """The full steps sample at top_k 8, temperature 1: a fired row that drew another token is
+    excused, and counted, only as a draw on a cumulative boundary of that top 8 at that
+    temperature (the stand-in for _near_boundary says where those are)."""
+    import torch
+
+    def on_a_top_8_boundary(z_row, k, temperature, u, tol=5e-5):
+        return (k, temperature) == (8, 1.0)
+
+    def another_token(hidden, logits, weights, **kw):
+        out = host_neg_step(hidden, logits, weights, **kw)
+        if hidden is not None and (hidden.dtype, kw["activation"], kw.get("head_algo", "gemv")) == (
+                torch.bfloat16, "silu", "gemv"):
+            row = int(out.fired.nonzero()[0])
+            out.token[row] = (out.token[row] + 1) % logits.shape[1]
+        return out
+
+    monkeypatch.setattr(sec_neg, "_near_boundary", on_a_top_8_boundary)
+    monkeypatch.setattr(cuda_ext, "neg_step", another_token)
+    log = []
+    assert sec_neg.correctness(cuda_ext, torch.device("cpu"), log.append), "\n".join(log)
+    (line,) = [ln for ln in log if ln.startswith("  step    torch.bfloat16  silu")]
+    assert line.startswith("  step    torch.bfloat16  silu     : ok (") and line.endswith(", 1 boundary draws)")
