@@ -817,6 +817,8 @@ def test_a_short_budget_drops_the_last_sections_and_killed_builds_lose_their_loc
     assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes, _Prebuild(None))[2] == []
     assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes, _Prebuild(0))[2] == [
         "trt_neg_gdn_cuda"]
+    outcomes = {"pytest": (30, ERROR, "stopped by SIGTERM after 30 s (killed)")}  # its run may build NEG's
+    assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "pytest"], outcomes)[2] == ["trt_neg_cuda"]
     outcomes = {"gdn": (30, ERROR, "RuntimeError: Error building extension")}  # failed, not killed: no lock left
     assert _main_with_fake_sections(monkeypatch, tmp_path, ["--only", "gdn"], outcomes)[2] == []
 
