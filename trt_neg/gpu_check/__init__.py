@@ -446,7 +446,7 @@ def _write_progress(out_dir, date: str, selected, results: list[SectionResult], 
     try:
         write_report(out_dir, text, data)
     except OSError as e:
-        _print_quietly(f"trt_neg.gpu_check: could not write the report: {e}")
+        _print_quietly(f"trt_neg.gpu_check: could not write the report: {e}", file=sys.stderr)
 
 
 def _print_quietly(text: str, end: str = "\n", file=None) -> None:
@@ -465,9 +465,9 @@ def _start_prebuild(env: dict, selected, log_path: Path) -> subprocess.Popen | N
     if not any(s[0] == "gdn" for s in selected):
         return None
     try:
-        log = open(log_path, "w")
-        return subprocess.Popen([sys.executable, "-c", "from trt_neg.kernels import cuda_ext; cuda_ext.load_gdn()"],
-                                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, **NEW_PROCESS_GROUP)
+        with open(log_path, "w") as log:  # the build writes to its own copy of the descriptor
+            return subprocess.Popen([sys.executable, "-c", "from trt_neg.kernels import cuda_ext; cuda_ext.load_gdn()"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, **NEW_PROCESS_GROUP)
     except OSError:
         return None
 
