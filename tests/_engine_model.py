@@ -208,7 +208,8 @@ def check_result(engine: LLMEngine, tracked: TrackedRequest) -> None:
         assert len(res.token_latencies) == len(res.tokens) - 1
     else:
         assert res.ttft is None
-    assert res.finish_time >= res.arrival_time
+    timeline = [res.arrival_time, *res.token_times, res.finish_time]  # events in the order they happened
+    assert timeline == sorted(timeline), f"{rid}: arrival, token and finish times out of order {timeline}"
     if tracked.cancel_accepted:
         assert res.finish_reason is FinishReason.CANCELLED, f"{rid}: a cancel returned True, yet {res.finish_reason}"
     if res.finish_reason is FinishReason.ERROR:
