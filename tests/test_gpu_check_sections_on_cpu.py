@@ -279,12 +279,19 @@ def test_backend_section_runs_and_passes_on_the_cpu(backend_section):
     n_rows = len(sec_backend.PROMPT_LENS) * (sec_backend.STEPS + 1)
     for st in runs.values():
         assert st["ok"] and st["rows"] == n_rows and st["token_mismatch"] == 0 and st["logit_tol_fail"] == 0
+        # the same fp32 model twice: equal logits; H_hat from the host library vs torch to fp32 rounding
+        assert st["max_logit_err"] == 0.0 and st["max_entropy_err"] < 1e-6
     assert runs["tau=-inf (NEG fires on every mode-1 row)"]["fired"] == 2 * (sec_backend.STEPS + 1)
     assert math.isfinite(ctx.data["checkpoint_tau"])
     assert ctx.data["bf16"]["ok"] and ctx.data["bf16"]["argmax_agreement"] >= 0.8
     assert ctx.data["calls"]["fused_neg_kernel"] > 0 and ctx.data["calls"]["fla"] == 0
     assert "fp32 GPU vs CPU, checkpoint tau: ok -- 21 rows" in text and "bf16 GPU vs fp32 CPU" in text
     assert "paths: NEG fused CUDA kernel (neg_step_fast -> trt_neg_cuda," in text
+    from trt_neg.reference import ops
+
+    fla = "fla importable but not used" if ops._fla_kernels() is not None else "fla not importable"
+    assert ctx.data["paths"]["gdn"] == f"torch chunked/recurrent code ({fla})" and text.endswith(
+        f"; GDN torch chunked/recurrent code ({fla})")
     assert ctx.summary.startswith("fp32 tokens equal; bf16 argmax ") and ctx.summary.endswith(
         "NEG fused kernel; GDN torch")
     assert cuda_ext.neg_step is host_neg_step  # the section's call counter is taken off again
@@ -322,18 +329,94 @@ def test_backend_section_reports_a_wrong_fused_token(backend_section, monkeypatc
 
 
 def test_backend_section_reports_an_extension_that_does_not_build(backend_section, monkeypatch):
+    errors = [f"negKernel.cu({i}): error: boom" for i in range(1, 21)]
+
     def broken(verbose=False):
-        raise RuntimeError("Error building extension 'trt_neg_cuda'\nnegKernel.cu(1): error: boom")
+        raise RuntimeError("\n".join(["Error building extension 'trt_neg_cuda'", *errors]))
 
     monkeypatch.setattr(cuda_ext, "load", broken)
     ctx, _ = backend_section
     assert sec_backend.run(ctx) == FAIL
     text = "\n".join(ctx.lines)
-    assert "FAIL: the NEG extension did not build/load" in text and "| negKernel.cu(1): error: boom" in text
-    assert ctx.data["neg_extension_error"].startswith("RuntimeError: Error building extension")
+    assert "FAIL: the NEG extension did not build/load" in text
+    shown = "RuntimeError: " + "\n".join(errors[-15:])  # the error's last 15 lines
+    assert ctx.data["neg_extension_error"] == shown
+    assert [ln.strip() for ln in ctx.lines if ln.strip().startswith("| ")] == ["| " + ln for ln in shown.splitlines()]
     assert os.environ["TRT_NEG_CUDA_EXT"] == "0" and ctx.data["calls"]["fused_neg_kernel"] == 0
     assert all(r["ok"] for r in ctx.data["fp32"].values())  # the rest ran, on the torch NEG
     assert "paths: NEG torch reference (neg_step_fast fell back" in text and "NEG torch; GDN torch" in ctx.summary
+
+
+def test_backend_section_fails_bf16_argmax_agreement_of_8_in_11(backend_section, monkeypatch):
+    """The bf16 backend stood in for by an fp32 one (the CPU's logits exactly) whose argmax is moved
+    on the prefill and decode steps 5 and 10: agreement over the 11 calls is 8/11 < 80 %, so the
+    section fails with both fp32 runs good; max |dlogit| is the largest move, the logit scale the
+    CPU's last max |logit|."""
+    from trt_neg.runtime import torch_backend
+
+    moved, calls = {0, 5, 10}, []  # (tokens fed, |moved - true| max, true max |logit|) per call
+    fixture_from_pretrained = torch_backend.TorchBackend.from_pretrained.__func__
+
+    def argmax_moved(run):
+        def call(slot_or_slots, token_ids):
+            logits, hidden = run(slot_or_slots, token_ids)
+            out = logits.clone()
+            if len(calls) in moved:  # by less on each later call: the prefill's error is the largest
+                out.view(-1)[int(logits.argmin())] = float(logits.max()) + 11.0 - len(calls)
+            calls.append((len(token_ids), float((out - logits).abs().max()), float(logits.abs().max())))
+            return out, hidden
+        return call
+
+    def from_pretrained(cls, path, **kw):
+        if kw.get("dtype") != "bfloat16":
+            return fixture_from_pretrained(cls, path, **kw)
+        b = fixture_from_pretrained(cls, path, **{**kw, "dtype": "float32"})
+        b.runner.prefill, b.runner.decode = argmax_moved(b.runner.prefill), argmax_moved(b.runner.decode)
+        return b
+
+    monkeypatch.setattr(torch_backend.TorchBackend, "from_pretrained", classmethod(from_pretrained))
+    ctx, _ = backend_section
+    assert sec_backend.run(ctx) == FAIL
+    assert [n for n, _, _ in calls] == [50] + [1] * 10
+    err, scale = max(e for _, e, _ in calls), calls[-1][2]
+    assert err == calls[0][1] > 11.0 and [e == 0.0 for _, e, _ in calls] == [i not in moved for i in range(11)]
+    assert ctx.data["bf16"] == dict(argmax_agreement=8 / 11, max_logit_err=err, logit_scale=scale, ok=False)
+    assert all(r["ok"] for r in ctx.data["fp32"].values())
+    assert (f"bf16 GPU vs fp32 CPU (prefill 50 + 10 decode steps): FAIL -- argmax agreement 73% (need >= 80%), "
+            f"max |dlogit| {err:.3g} (logit scale {scale:.3g})") in "\n".join(ctx.lines)
+    assert ctx.summary.startswith("fp32 tokens equal; bf16 argmax 73%; ")
+
+
+def test_backend_section_fails_a_run_on_a_gate_or_a_logit_mismatch_alone(backend_section, monkeypatch):
+    """Each fp32 run's verdict and line come from decode_compare's counts: one gate mismatch alone
+    fails the checkpoint-tau run, one step's logits over tolerance alone the tau = -inf run."""
+    asked = []
+    base = dict(rows=21, token_mismatch=0, explained=2, fired=3, fired_mismatch=0, max_logit_err=1.5e-5,
+                max_entropy_err=2.5e-7, logit_tol_fail=0, entropy_tol_fail=0)
+    counts = {None: dict(base, fired_mismatch=1), -math.inf: dict(base, logit_tol_fail=1)}
+
+    def scripted(cpu, gpu, tau, vocab, log):
+        asked.append((tau, vocab == cpu.vocab_size == gpu.vocab_size, cpu is not gpu))
+        return dict(counts[tau])
+
+    monkeypatch.setattr(sec_backend, "decode_compare", scripted)
+    ctx, _ = backend_section
+    # one call of each counted (no sampling runs here, and fla never runs on a CPU)
+    ctx.data["calls"] = {"fused_neg_kernel": 1, "fla": 1}
+    assert sec_backend.run(ctx) == FAIL
+    assert asked == [(None, True, True), (-math.inf, True, True)]
+    inf_label = "tau=-inf (NEG fires on every mode-1 row)"
+    assert ctx.data["fp32"] == {"checkpoint tau": {**counts[None], "ok": False},
+                                inf_label: {**counts[-math.inf], "ok": False}}
+    text = "\n".join(ctx.lines)
+    for label, gate in (("checkpoint tau", 1), (inf_label, 0)):
+        assert (f"fp32 GPU vs CPU, {label}: FAIL -- 21 rows, 3 fired, 0 token mismatches (2 near-tie/boundary), "
+                f"{gate} gate mismatches, max |dlogit| 1.50e-05, max |dH| 2.50e-07 "
+                "(0 rows over 1e-4 (1 + |H|))") in text
+    assert ("paths: NEG fused CUDA kernel (neg_step_fast -> trt_neg_cuda, 1 calls); "
+            "GDN flash-linear-attention Triton kernels (1 calls)") in text
+    assert ctx.data["bf16"]["ok"] and ctx.summary.startswith("fp32 tokens 1 mismatches; bf16 argmax ")
+    assert ctx.summary.endswith("; NEG fused kernel; GDN fla")
 
 
 def test_backend_greedy_token_difference_is_excused_by_a_near_tie_only():
@@ -343,6 +426,23 @@ def test_backend_greedy_token_difference_is_excused_by_a_near_tie_only():
     assert sec_backend._explained(row, 2, 1, tol=1e-4)  # 1.5e-4 apart <= 2e-4
     assert not sec_backend._explained(row, 2, 1, tol=0.7e-4)  # > 1.4e-4
     assert not sec_backend._explained(row, 2, 3, tol=1e-4)
+
+
+def test_backend_greedy_token_difference_is_a_mismatch_unless_the_cpu_logits_tie_within_2_tol():
+    """decode_compare's greedy rows (not fired) whose tokens differ, 3 on the CPU and 4 on the GPU:
+    explained when the CPU's logits of the two are within 2 * tol (tol = 1e-4 * 15 here), else a
+    token mismatch."""
+    steps = sec_backend.STEPS + 1
+    for gap, counts in ((2.9e-3, (3 * steps, 0)), (3.1e-3, (0, 3 * steps))):
+        logits = torch.arange(16, dtype=torch.float32)
+        logits[4] = 3.0 + gap
+        cpu = _ScriptedBackend([False] * 3, [0.5] * 3, token=3)
+        gpu = _ScriptedBackend([False] * 3, [0.5] * 3, token=4)
+        for b in (cpu, gpu):
+            b.runner.prefill = lambda slot, ids: (logits, torch.zeros(4))
+            b.runner.decode = lambda slots, toks: (logits.repeat(len(slots), 1), torch.zeros(len(slots), 4))
+        st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
+        assert (st["explained"], st["token_mismatch"], st["logit_tol_fail"]) == (*counts, 0)
 
 
 class _ScriptedBackend:
@@ -376,6 +476,32 @@ def test_backend_gate_difference_is_excused_within_1e_4_of_tau_only():
     steps = sec_backend.STEPS + 1
     assert (st["rows"], st["explained"], st["fired_mismatch"], st["token_mismatch"]) == (3 * steps, steps, 2 * steps, 0)
 
+
+def test_backend_gate_difference_is_never_excused_at_tau_minus_inf():
+    """At tau = -inf every mode-1 row must fire on both sides: a row that does not is a gate
+    mismatch, however its H_hat lies (|H - tau| <= 1e-4 (1 + |tau|) holds there: inf <= inf)."""
+    cpu = _ScriptedBackend([True, False, True], [2.0] * 3)
+    gpu = _ScriptedBackend([False, False, True], [2.0] * 3)
+    st = sec_backend.decode_compare(cpu, gpu, -math.inf, 16, lambda s: None)
+    steps = sec_backend.STEPS + 1
+    assert float(cpu.neg_weights.threshold) == float(gpu.neg_weights.threshold) == -math.inf
+    assert (st["explained"], st["fired_mismatch"], st["fired"]) == (0, steps, 2 * steps)
+
+
+@pytest.mark.parametrize("scale", [15.0, 0.5])
+def test_backend_logit_tolerance_is_1e_4_of_the_largest_cpu_logit_at_least_1(scale):
+    """A step fails when the GPU's logits are off by more than 1e-4 * max(1, max |CPU logit|):
+    off by 0.9 of that on the prefill passes, by 1.1 of it on each decode step fails."""
+    tol = 1e-4 * max(1.0, scale)
+    cpu, gpu = _ScriptedBackend([False] * 3, [0.5] * 3), _ScriptedBackend([False] * 3, [0.5] * 3)
+    logits = torch.linspace(-scale, scale / 2, 16)  # the largest |logit| is the negative end
+    for b, prefill_off, decode_off in ((cpu, 0.0, 0.0), (gpu, 0.9 * tol, 1.1 * tol)):
+        b.runner.prefill = lambda slot, ids, off=prefill_off: (logits + off, torch.zeros(4))
+        b.runner.decode = lambda slots, toks, off=decode_off: ((logits + off).repeat(len(slots), 1),
+                                                               torch.zeros(len(slots), 4))
+    st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
+    assert st["logit_tol_fail"] == sec_backend.STEPS
+    assert st["max_logit_err"] == pytest.approx(1.1 * tol, rel=1e-3)
 
 
 def test_backend_nan_logits_and_entropies_are_errors_not_dropped():
@@ -415,6 +541,33 @@ def test_backend_fired_token_difference_is_excused_at_the_rows_own_cumulative_bo
     assert asked == [(list(range(16)), 16, 0.7, u, 1e-4) for u in draws]
     assert (st["rows"], st["fired"], st["explained"], st["token_mismatch"], st["fired_mismatch"]) == (
         3 * steps, 3 * steps, (3 * steps + 1) // 2, 3 * steps // 2, 0)
+
+
+def test_backend_h_hat_difference_fails_over_1e_4_of_1_plus_the_cpus_h_hat():
+    """Every row's H_hat counts, also where no gate decision tells (mode 0; the same decision on
+    both sides): over 1e-4 (1 + |H_hat of the CPU|) it is an error, and so is a NaN."""
+    cpu = _ScriptedBackend([False] * 3, [2.0, -2.0, 2.0])
+    gpu = _ScriptedBackend([False] * 3, [2.00031, -2.00029, float("nan")])  # 3.1e-4 and NaN over 3e-4
+    st = sec_backend.decode_compare(cpu, gpu, None, 16, lambda s: None)
+    steps = sec_backend.STEPS + 1
+    assert (st["entropy_tol_fail"], st["fired_mismatch"], st["token_mismatch"]) == (2 * steps, 0, 0)
+
+
+def test_backend_section_reports_fused_h_hat_off_by_a_thousandth(backend_section, monkeypatch):
+    """A fused kernel whose H_hat is 0.1 % high draws the same tokens at tau = -inf (every mode-1
+    row fires on both sides), so only the H_hat comparison can fail that run."""
+    def entropy_high(*args, **kw):
+        out = host_neg_step(*args, **kw)
+        out.entropy.mul_(1.001)
+        return out
+
+    monkeypatch.setattr(cuda_ext, "neg_step", entropy_high)
+    ctx, _ = backend_section
+    assert sec_backend.run(ctx) == FAIL
+    st = ctx.data["fp32"]["tau=-inf (NEG fires on every mode-1 row)"]
+    n_rows = len(sec_backend.PROMPT_LENS) * (sec_backend.STEPS + 1)
+    assert (st["ok"], st["entropy_tol_fail"], st["token_mismatch"], st["fired_mismatch"]) == (False, n_rows, 0, 0)
+    assert f"({n_rows} rows over 1e-4 (1 + |H|))" in "\n".join(ctx.lines)
 
 
 # --------------------------------------------------------------------------- machine

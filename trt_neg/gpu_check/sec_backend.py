@@ -3,11 +3,12 @@
 Three prompts are prefilled one at a time and decoded for a few steps, greedy requests in
 NEG mode 1 and 0, teacher-forced with the CPU's tokens so one difference cannot cascade.
 Each step's logits (GPU vs CPU, fp32: max |diff| <= 1e-4 * max(1, max |logit|)) and each
-row's token / fired / H_hat are compared.  Run twice: with the checkpoint's threshold,
-and with the threshold at -inf so that NEG's gated top-k sampling runs on every row (the
-fused ``neg_step_fast`` kernel on CUDA vs the torch reference on CPU).  A bf16 GPU run
-is compared loosely (argmax agreement).  Reports which paths ran: the fused NEG kernel
-(torch extension) or the torch fallback, and flash-linear-attention or the torch GDN code.
+row's token / fired / H_hat are compared (H_hat: |dH| <= 1e-4 * (1 + |H_hat|), sec_neg's
+rule).  Run twice: with the checkpoint's threshold, and with the threshold at -inf so that
+NEG's gated top-k sampling runs on every row (the fused ``neg_step_fast`` kernel on CUDA vs
+the torch reference on CPU).  A bf16 GPU run is compared loosely (argmax agreement).
+Reports which paths ran: the fused NEG kernel (torch extension) or the torch fallback, and
+flash-linear-attention or the torch GDN code.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def decode_compare(cpu, gpu, tau: float | None, vocab: int, log) -> dict:
     tokens = [[] for _ in prompts]
     positions = [len(p) for p in prompts]
     st = dict(rows=0, token_mismatch=0, explained=0, fired=0, fired_mismatch=0, max_logit_err=0.0,
-              max_entropy_err=0.0, logit_tol_fail=0)
+              max_entropy_err=0.0, logit_tol_fail=0, entropy_tol_fail=0)
     cfg = cpu.neg_config
     for step in range(STEPS + 1):
         decode = step > 0
@@ -85,7 +86,10 @@ def decode_compare(cpu, gpu, tau: float | None, vocab: int, log) -> dict:
         for i, (a, b) in enumerate(zip(sc, sg)):
             st["rows"] += 1
             st["fired"] += int(a.fired)
-            st["max_entropy_err"] = common.worst(st["max_entropy_err"], abs(a.entropy - b.entropy))
+            dh = abs(a.entropy - b.entropy)
+            st["max_entropy_err"] = common.worst(st["max_entropy_err"], dh)
+            # sec_neg's H_hat tolerance; a NaN fails too (a mode-0 row's gate never tells)
+            st["entropy_tol_fail"] += int(not dh <= 1e-4 * (1 + abs(a.entropy)))
             if a.fired != b.fired:
                 thr = float(cpu.neg_weights.threshold)
                 if math.isfinite(thr) and abs(a.entropy - thr) <= 1e-4 * (1 + abs(thr)):
@@ -164,13 +168,14 @@ def _run(ctx) -> str:
         runs = {}
         for label, tau in (("checkpoint tau", None), ("tau=-inf (NEG fires on every mode-1 row)", -math.inf)):
             st = decode_compare(cpu, gpu, tau, vocab, ctx.log)
-            good = st["token_mismatch"] == 0 and st["fired_mismatch"] == 0 and st["logit_tol_fail"] == 0
+            good = (st["token_mismatch"] == 0 and st["fired_mismatch"] == 0 and st["logit_tol_fail"] == 0
+                    and st["entropy_tol_fail"] == 0)
             ok &= good
             runs[label] = {**st, "ok": good}
             ctx.log(f"fp32 GPU vs CPU, {label}: {'ok' if good else 'FAIL'} -- {st['rows']} rows, {st['fired']} fired, "
                     f"{st['token_mismatch']} token mismatches ({st['explained']} near-tie/boundary), "
                     f"{st['fired_mismatch']} gate mismatches, max |dlogit| {st['max_logit_err']:.2e}, "
-                    f"max |dH| {st['max_entropy_err']:.2e}")
+                    f"max |dH| {st['max_entropy_err']:.2e} ({st['entropy_tol_fail']} rows over 1e-4 (1 + |H|))")
         ctx.data["fp32"] = runs
         ctx.data["checkpoint_tau"] = tau0
         del gpu
