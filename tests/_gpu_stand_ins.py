@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from trt_neg.kernels import host
+from _cuda_sim import GDN_ARCHS
+
+from trt_neg.kernels import gdn_host, host
+
+H200_SHARED_OPTIN = GDN_ARCHS["sm_90"][2]  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
+GDN_ALGO_NAMES = {code: name for name, code in gdn_host.ALGOS.items()}  # gdnTorch.cpp's algo codes
 
 
 def host_neg_step(hidden, logits, weights, *, activation="silu", top_k=8, temperature=1.0, seeds=0, offsets=0,
@@ -81,6 +86,59 @@ class HostNegExtension:
         return [out.token.int(), out.entropy, out.fired.int(), out.status, out.guided_logits if with_guided else None]
 
 
+class HostGdnExtension:
+    """Stand-in for the trt_neg_gdn_cuda module: the host library with the binding's
+    signature (every argument keyword-able, only ``algo`` defaulted) and its checks."""
+
+    def __init__(self, max_shared: int = H200_SHARED_OPTIN, corrupt_algo: int | None = None):
+        self.max_shared = max_shared
+        self.corrupt_algo = corrupt_algo  # add an error to this algo's outputs (negative test)
+        self.calls = 0
+
+    def chunk_size(self, hk, hv, dk, dv) -> int:
+        return int(gdn_host.chunk_plan(int(hk), int(hv), int(dk), int(dv), self.max_shared)["chunk"])
+
+    def gdn_forward(self, qkv, a, b, z, a_log, dt_bias, norm_weight, state_pool, slot_mapping, last_token_ids,
+                    request_types, num_k_heads, num_v_heads, head_k_dim, head_v_dim, norm_eps, remove_padding,
+                    continue_context, algo=0):
+        import torch
+
+        self.calls += 1
+        assert isinstance(algo, int) and 0 <= algo <= 2, f"algo: {algo!r}"
+        st = qkv.dtype
+        _checked(qkv, "qkv", st)
+        _checked(a, "a", st)
+        _checked(b, "b", st)
+        _checked(a_log, "A_log", torch.float32)
+        _checked(dt_bias, "dt_bias", torch.float32)
+        assert (z is None) == (norm_weight is None), "z and norm_weight go together"
+        if z is not None:
+            _checked(z, "z", st)
+            _checked(norm_weight, "norm_weight", torch.float32)
+        _checked(state_pool, "state_pool", torch.float32)
+        _checked(last_token_ids, "last_token_ids", torch.int32)
+        if slot_mapping is not None:
+            _checked(slot_mapping, "slot_mapping", torch.int32)
+        rtypes = [int(t) for t in request_types]  # std::vector<int64_t>
+        assert len(rtypes) == last_token_ids.numel(), "last_token_ids: one per request"
+        for name, v in (("num_k_heads", num_k_heads), ("num_v_heads", num_v_heads), ("head_k_dim", head_k_dim),
+                        ("head_v_dim", head_v_dim)):
+            assert isinstance(v, int) and v > 0, f"{name}: {v!r}"
+        assert isinstance(norm_eps, float) and isinstance(remove_padding, bool) and isinstance(continue_context, bool)
+        chunk = self.chunk_size(num_k_heads, num_v_heads, head_k_dim, head_v_dim)
+        if algo == gdn_host.ALGOS["chunked"] and chunk == 0:
+            raise RuntimeError("gdn: chunked forced but no chunk size fits the device")
+        out = gdn_host.gated_delta_rule(
+            qkv, a, b, a_log, dt_bias, state_pool, num_k_heads=num_k_heads, num_v_heads=num_v_heads,
+            head_k_dim=head_k_dim, head_v_dim=head_v_dim, last_token_ids=last_token_ids.tolist(),
+            request_types=rtypes, slot_mapping=None if slot_mapping is None else slot_mapping.tolist(), z=z,
+            norm_weight=norm_weight, norm_eps=norm_eps, remove_padding=remove_padding,
+            continue_context=continue_context, algo=GDN_ALGO_NAMES[algo], chunk_size=chunk or gdn_host.HOST_CHUNK_SIZE)
+        if self.corrupt_algo == algo:
+            out.view(-1)[0] += 0.5
+        return out
+
+
 SMALL_9B = (2, 4, 32, 32)  # stands in for the 9B's GDN heads (16, 32, 128, 128): Hv/Hk = 2, dk = dv
 
 
@@ -143,3 +201,14 @@ def fake_h200(set_attr) -> None:
                         ("get_device_name", device_0("NVIDIA H200")), ("device_count", lambda: 1),
                         ("synchronize", lambda *a, **k: None), ("empty_cache", lambda *a, **k: None)):
         set_attr(torch.cuda, name, value)
+
+def scripted_timings(*us):
+    """cuda_time_us's stand-in that runs ``fn`` once and says the next of ``us`` (the section's
+    timed calls in their order), so that each table column shows which call it came from."""
+    left = iter(us)
+
+    def timed(fn, reps, warmup=3, *, cold_l2=True):
+        fn()
+        return next(left)
+
+    return timed

@@ -1,27 +1,169 @@
-"""The GPU check's Gated DeltaNet section (trt_neg/gpu_check/sec_gdn.py) on the CPU: its
-verdicts (each table's tolerance, each error it must see), and the figures its tables and
-summary record from the timings (floors, ratios, tokens/s, GB/s), with one distinct fake time
-per timed call so that each printed column shows which call it came from.  The section's
-end-to-end runs, on the host library and on the CUDA simulation, are in
-test_gpu_check_sections_on_cpu.py, whose ``gdn_section`` fixture (small shapes, CPU device,
-host-library extension) these tests share."""
+"""The GPU check's Gated DeltaNet section (trt_neg/gpu_check/sec_gdn.py) on the CPU, on the
+pattern of test_gpu_check_neg_on_cpu.py: ``common.DEVICE`` is "cpu", the extension is the host
+library behind gdnTorch.cpp's exact signature and argument checks, and the shapes are small.
+The section runs end to end (on the host library and on the CUDA simulation); its verdicts
+(each table's tolerance, each error it must see) and the figures its tables and summary
+record from the timings (floors, ratios, tokens/s, GB/s) are pinned, with one distinct fake
+time per timed call so that each printed column shows which call it came from."""
 
 from __future__ import annotations
 
+import json
+import math
 import types
 
 import pytest
 import torch
 
-from trt_neg.gpu_check import SectionContext, sec_gdn
+from trt_neg.gpu_check import SectionContext, common, plot, sec_gdn
 from trt_neg.gpu_check.report import FAIL, PASS
-from trt_neg.kernels import gdn_host
+from trt_neg.kernels import cuda_ext, gdn_host
 from trt_neg.reference import ops
-from test_gpu_check_sections_on_cpu import HostGdnExtension, gdn_section  # noqa: F401 - gdn_section is a fixture
-from _gpu_stand_ins import SMALL_9B
-from test_gpu_check_neg_on_cpu import _timings
+from _gpu_stand_ins import SMALL_9B, HostGdnExtension, fake_time, scripted_timings, small_shapes
 
 BF16, FP32 = torch.bfloat16, torch.float32
+
+
+@pytest.fixture
+def gdn_section(monkeypatch):
+    ext = HostGdnExtension()
+    monkeypatch.setattr(common, "DEVICE", "cpu")
+    monkeypatch.setattr(sec_gdn, "cuda_time_us", fake_time)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
+    small_shapes(monkeypatch.setattr)
+    return SectionContext("gdn", bandwidth=4.0e12, quick=True, timeout=120.0), ext
+
+
+def test_gdn_section_runs_and_passes_on_the_host_library(gdn_section):
+    ctx, ext = gdn_section
+    assert sec_gdn.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    assert "correctness: PASS" in text and "FAIL" not in text
+    assert "; median of 5 (torch chunk: of 3), L2 flushed" in text  # the torch reference is timed fewer times
+    assert ext.calls > 0
+    d = ctx.data
+    json.dumps(d)  # the child writes it as JSON (default=str would hide a tensor)
+    assert d["correctness"] is True and isinstance(d["build_seconds"], float)
+    # 3 configs x fp32/bf16 x gated/not, + 2 padded, each for scan and chunked (all fit in 227 KiB).
+    assert len(d["vs_host"]) == (3 * 4 + 2) * 2 and all(r["ok"] for r in d["vs_host"])
+    assert {r["algo"] for r in d["vs_host"]} == {"scan", "chunked"} and sum(r["padded"] for r in d["vs_host"]) == 4
+    assert [r["cfg"] for r in d["vs_reference"]][::2] == [[2, 2, 64, 64], [2, 4, 64, 64], list(SMALL_9B)]
+    assert all(r["ok"] and r["err_out"] <= 2e-4 for r in d["vs_reference"])
+    rows = d["chunked_vs_scan"]
+    assert [r["T"] for r in rows] == [1, 16, 80] and all(r["ok"] and r["chunk"] == 64 for r in rows)
+    assert all(r["chunked_vs_scan"] < 1e-4 for r in rows)
+    bench = d["timing"]
+    assert [r["B"] for r in bench["context"]] == [1, 8] and bench["context"][0]["T"] == 48
+    for r in bench["context"]:  # per token of the whole batch, as tokens_per_s counts them
+        assert r["us_per_token"] == pytest.approx(r["kernel_us"] / (r["B"] * r["T"]))
+        assert r["us_per_token"] == pytest.approx(1e6 / r["tokens_per_s"])
+    assert [r["B"] for r in bench["generation"]] == [1, 4, 8]
+    assert set(bench["generation"][0]) >= {"kernel_us", "torch_recurrent_fp32_us", "floor_over_kernel", "achieved_GBps"}
+    assert "Hk=2  Hv=4  dk=32  dv=16  bf16 gated=0 padded chunked: out" in text
+    assert "device chunk size 64" in text and "scan/chunk" in text
+    assert ctx.summary.startswith("correctness ok; context T=48 B=1 ") and "T=80 scan/chunked 1.0x" in ctx.summary
+    assert "generation B=8 1 us = " in ctx.summary and ctx.summary.endswith("of floor")
+    # The figure reads these rows (trt_neg/gpu_check/plot.py): generation and context panels.
+    drawn = plot.panels({"sections": [{"name": "gdn", "data": d}]})
+    assert [p.title.split(" (")[0] for p in drawn] == ["Gated DeltaNet generation step", "Gated DeltaNet context phase"]
+    assert [s.xs for s in drawn[0].series][0] == [1, 4, 8] and "kernel" in [s.label for s in drawn[1].series]
+
+
+def test_gdn_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(gdn_section, monkeypatch):
+    """The same section with nothing standing in: gdnTorch.cpp and gdnKernel.cu built on the
+    CPU simulation of CUDA (tests/_sim_extensions.py, an H200's 227 KiB opt-in) serve every call."""
+    sim = pytest.importorskip("_sim_extensions")
+    ext = sim.gdn_extension().reset()
+    monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
+    ctx, _ = gdn_section
+    assert sec_gdn.run(ctx) == PASS, "\n".join(ctx.lines)
+    text = "\n".join(ctx.lines)
+    assert "correctness: PASS" in text and "FAIL" not in text and ext.calls > 0
+    d = ctx.data
+    assert len(d["vs_host"]) == (3 * 4 + 2) * 2 and all(r["ok"] for r in d["vs_host"])
+    assert all(r["ok"] and r["err_out"] <= 2e-4 for r in d["vs_reference"])
+    assert all(r["ok"] and r["chunk"] == 64 and r["chunked_vs_scan"] < 1e-4 for r in d["chunked_vs_scan"])
+
+
+def test_gdn_section_reports_a_wrong_chunked_path(gdn_section):
+    """A chunked path that computes something else is a FAIL, in every table that runs it."""
+    ctx, ext = gdn_section
+    ext.corrupt_algo = gdn_host.ALGOS["chunked"]
+    assert sec_gdn.run(ctx) == FAIL
+    text = "\n".join(ctx.lines)
+    assert "correctness: FAIL" in text and ctx.summary.startswith("correctness FAILED")
+    assert all(r["ok"] == (r["algo"] == "scan") for r in ctx.data["vs_host"])
+    assert all(r["ok"] == (r["algo"] == "scan") for r in ctx.data["vs_reference"])
+    assert not any(r["ok"] for r in ctx.data["chunked_vs_scan"])
+    assert "FAIL Hk=2  Hv=2  dk=16  dv=16  fp32 gated=1 packed chunked" in text
+
+
+def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_section, monkeypatch):
+    """A device whose shared memory fits no chunk for a config: the vs-host table leaves the
+    forced chunked path out for it (the launcher would refuse it) and runs the others at the
+    device's smaller chunk size (16 here, host and stand-in alike)."""
+    ctx, ext = gdn_section
+    ext.max_shared = 12000  # chunk 16 for (2, 2, 16, 16), none for SMALL_9B
+    assert sec_gdn.device_chunk(sec_gdn.CONFIGS[0]) == 16 and sec_gdn.device_chunk(SMALL_9B) == 0
+    monkeypatch.setattr(sec_gdn, "vs_reference", lambda cfg, seed, algo="auto": (0.0, 0.0))
+    assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
+    chunked = {tuple(r["cfg"]) for r in ctx.data["vs_host"] if r["algo"] == "chunked"}
+    assert chunked == {(2, 2, 16, 16), (2, 4, 32, 16)}
+    assert sum(tuple(r["cfg"]) == SMALL_9B for r in ctx.data["vs_host"]) == 4  # scan only
+
+
+@pytest.mark.parametrize("table", ["vs_host", "vs_reference"])
+def test_gdn_correctness_fails_on_the_final_state_alone(gdn_section, monkeypatch, table):
+    """Outputs that match with a final recurrent state that does not (the next step starts from
+    it) fail the check, in either table; errors exactly at the tolerances pass."""
+    ctx, _ = gdn_section
+    at_tolerance = {"vs_host": lambda cfg, dt, *a: (sec_gdn.TOL_OUT[dt], sec_gdn.TOL_STATE),
+                    "vs_reference": lambda cfg, seed, algo="auto": (2e-4, 2e-4)}
+    for name, errors in at_tolerance.items():
+        monkeypatch.setattr(sec_gdn, name, errors)
+    assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
+    monkeypatch.setattr(sec_gdn, table, lambda *a, **k: (0.0, 1e-3))  # past both state tolerances
+    assert not sec_gdn.correctness(ctx)
+    other = "vs_reference" if table == "vs_host" else "vs_host"
+    assert not any(r["ok"] for r in ctx.data[table]) and all(r["ok"] for r in ctx.data[other])
+
+
+def test_gdn_relative_error_of_a_nan_or_inf_on_either_side_is_inf_never_nan():
+    """A NaN error would pass: ``max(0.0, nan)`` is 0.0 where the section folds its cases' errors.
+    A non-finite value on either side -- the kernel's or the host library's / the reference's,
+    where NaN - NaN or inf - inf is NaN -- is an infinite error instead."""
+    want = torch.tensor([[1.0, -3.0], [0.5, 2.0]])
+    assert sec_gdn._rel_err(want + 0.3, want) == pytest.approx(0.3 / 1.5)
+    for bad in (math.nan, math.inf, -math.inf):
+        broken = want.clone()
+        broken[1, 0] = bad
+        assert sec_gdn._rel_err(broken, want) == math.inf
+        assert sec_gdn._rel_err(want, broken) == math.inf
+        assert sec_gdn._rel_err(broken, broken.clone()) == math.inf
+    assert max(0.0, sec_gdn._rel_err(torch.full((3,), math.nan), torch.full((3,), math.nan))) == math.inf
+
+
+def test_gdn_section_fails_on_the_chunked_vs_scan_table_alone(gdn_section, monkeypatch):
+    """The long-sequence table is a verdict of its own: with the correctness tables passing, a
+    final state off the fp64 recurrence by 1e-2 there fails the section."""
+    from trt_neg.reference import ops
+
+    ctx, _ = gdn_section
+    monkeypatch.setattr(sec_gdn, "correctness", lambda ctx: True)
+    exact = ops.recurrent_gated_delta_rule
+
+    def state_off(*args, **kwargs):
+        o, state = exact(*args, **kwargs)
+        return o, state + 1e-2
+
+    monkeypatch.setattr(ops, "recurrent_gated_delta_rule", state_off)
+    assert sec_gdn.run(ctx) == FAIL
+    rows = ctx.data["chunked_vs_scan"]
+    assert not any(r["ok"] for r in rows) and all(r["err_out_scan"] < 1e-4 for r in rows)
+    assert sum(ln.endswith("  FAIL (tol 2e-04)") for ln in ctx.lines) == len(rows)
+    assert ctx.summary.startswith("correctness FAILED; ")
 
 
 class RecordingGdnExtension(HostGdnExtension):
@@ -48,8 +190,6 @@ class RecordingGdnExtension(HostGdnExtension):
 @pytest.fixture
 def recording(gdn_section, monkeypatch):
     """gdn_section's context with a RecordingGdnExtension serving every call."""
-    from trt_neg.kernels import cuda_ext
-
     ctx, _ = gdn_section
     ext = RecordingGdnExtension()
     monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
@@ -57,9 +197,9 @@ def recording(gdn_section, monkeypatch):
 
 
 def _timed_calls(ext, us):
-    """cuda_time_us's stand-in saying the next of ``us`` per call (test_gpu_check_neg_on_cpu's
-    _timings); ``calls`` gets (reps, warmup, the extension calls the timed function made)."""
-    timed, calls = _timings(*us), []
+    """cuda_time_us's stand-in saying the next of ``us`` per call (_gpu_stand_ins'
+    scripted_timings); ``calls`` gets (reps, warmup, the extension calls the timed function made)."""
+    timed, calls = scripted_timings(*us), []
 
     def recorded(fn, reps, warmup=3, *, cold_l2=True):
         before = len(ext.seen)
@@ -90,7 +230,6 @@ def test_gdn_tables_and_summary_show_each_timing_where_it_belongs(recording, mon
     bf16 gated, CTX/GEN rows, slots, how many repetitions), each table's columns (us/token,
     Mtok/s, floors at the measured bandwidth and at 4.8 TB/s, floor/kernel, GB/s, scan/chunked)
     and the summary line."""
-    from trt_neg.kernels import cuda_ext
 
     ctx, ext = recording
     ctx = SectionContext("gdn", bandwidth=1e9, quick=False, timeout=120.0)
@@ -223,7 +362,7 @@ def test_gdn_vs_host_tolerance_is_the_activation_dtypes(gdn_section, monkeypatch
 def test_gdn_correctness_fails_just_past_either_tolerance_of_either_table(gdn_section, monkeypatch, table, errors):
     """An output error or a state error just past its tolerance (bf16's 1.6e-2 and the state's
     1e-4 for the host library, 2e-4 for the reference), the other one nil, fails that table
-    alone (errors at the tolerances pass: test_gpu_check_sections_on_cpu.py)."""
+    alone (errors at the tolerances pass: test_gdn_correctness_fails_on_the_final_state_alone)."""
     ctx, _ = gdn_section
     monkeypatch.setattr(sec_gdn, "vs_host", lambda cfg, dt, *a: (0.0, 0.0))
     monkeypatch.setattr(sec_gdn, "vs_reference", lambda cfg, seed, algo="auto": (0.0, 0.0))

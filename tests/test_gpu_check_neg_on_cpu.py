@@ -12,7 +12,7 @@ import pytest
 
 from trt_neg.gpu_check import SectionContext, common, plot, sec_neg
 from trt_neg.gpu_check.report import FAIL, PASS
-from _gpu_stand_ins import fake_time, host_neg_head, host_neg_step, small_shapes
+from _gpu_stand_ins import fake_time, host_neg_head, host_neg_step, scripted_timings, small_shapes
 from trt_neg.kernels import cuda_ext, host
 
 # The real wrappers, before any fixture replaces them (the sections call these module attributes).
@@ -120,16 +120,6 @@ def test_cuda_ext_wrappers_call_the_binding_as_declared(monkeypatch):
         assert torch.allclose(cuda_ext.neg_head(hid, w, head_algo=algo), neg.neg_head(hid, w), atol=1e-4)
 
 
-def _timings(*us):
-    """cuda_time_us's stand-in that runs ``fn`` once and says the next of ``us`` (the section's
-    timed calls in their order), so that each table column shows which call it came from."""
-    left = iter(us)
-
-    def timed(fn, reps, warmup=3, *, cold_l2=True):
-        fn()
-        return next(left)
-
-    return timed
 
 
 def test_neg_tables_and_summary_show_each_timing_where_it_belongs(cpu_section, monkeypatch):
@@ -153,7 +143,7 @@ def test_neg_tables_and_summary_show_each_timing_where_it_belongs(cpu_section, m
     # per N: fused 5%, fused1 5%, torch 5%, warm 5%, fused all, fused1 all, torch all
     step = (10, 20, 30, 5, 40, 50, 60) + (100, 150, 900, 80, 110, 160, 1000)
     head = (30, 20, 40, 25) + (50, 60, 100, 70)  # per N: kernel, mma, cuBLAS + tail, GEMM only
-    monkeypatch.setattr(sec_neg, "cuda_time_us", _timings(*step, *head))
+    monkeypatch.setattr(sec_neg, "cuda_time_us", scripted_timings(*step, *head))
     ctx = SectionContext("neg", bandwidth=1e9, quick=True, timeout=120.0)
     assert sec_neg.run(ctx) == PASS, "\n".join(ctx.lines)
     assert ctx.data["build_seconds"] == 12.35 and ctx.lines[0] == "  extension trt_neg_cuda built/loaded in 12.3 s"
@@ -182,7 +172,7 @@ def test_neg_tables_and_summary_show_each_timing_where_it_belongs(cpu_section, m
 
 
 def test_neg_floor_ratio_falls_back_to_4p8_without_a_measured_bandwidth(cpu_section, monkeypatch):
-    monkeypatch.setattr(sec_neg, "cuda_time_us", _timings(*[1e-3] * 14))
+    monkeypatch.setattr(sec_neg, "cuda_time_us", scripted_timings(*[1e-3] * 14))
     ctx = SectionContext("neg", bandwidth=None, quick=True, timeout=120.0)
     rows = sec_neg.benchmark(cuda_ext, ctx)
     assert [r["floor_measured"] for r in rows] == [None, None]
@@ -498,7 +488,7 @@ def test_run_records_a_failed_correctness_and_the_verdict_at_the_largest_head_n(
     monkeypatch.setattr(sec_neg, "HEAD_N", (4, 8, 16))
     step = (10, 20, 30, 5, 40, 50, 60) + (100, 150, 900, 80, 110, 160, 1000)
     head = (30, 20, 40, 25) + (50, 60, 100, 70) + (90, 60, 30, 20)  # per N: kernel, mma, cuBLAS + tail, GEMM only
-    monkeypatch.setattr(sec_neg, "cuda_time_us", _timings(*step, *head))
+    monkeypatch.setattr(sec_neg, "cuda_time_us", scripted_timings(*step, *head))
     ctx = cpu_section
     matmul, tf32_before = torch.backends.cuda.matmul, torch.backends.cuda.matmul.allow_tf32
     matmul.allow_tf32 = True  # a property: monkeypatch cannot restore it

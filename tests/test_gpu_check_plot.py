@@ -1,7 +1,7 @@
 """The GPU check's figure (trt_neg/gpu_check/plot.py): which panels and lines a report gives,
 the PNG written whole or not at all, and a plot that cannot be drawn leaving the check alone.
 The sections' own data feed :func:`panels` in test_gpu_check_neg_on_cpu.py and
-test_gpu_check_sections_on_cpu.py."""
+test_gpu_check_gdn_on_cpu.py."""
 
 from __future__ import annotations
 

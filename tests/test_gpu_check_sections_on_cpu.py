@@ -1,9 +1,9 @@
-"""The GPU check's GDN, backend and machine sections run end to end on the CPU (the pattern
+"""The GPU check's backend, machine and pytest sections run end to end on the CPU (the pattern
 of test_gpu_check_neg_on_cpu.py): ``common.DEVICE`` is "cpu", the CUDA extensions are
 replaced by host-library stand-ins with the bindings' exact signatures and argument checks
-(gdnTorch.cpp's ``gdn_forward``/``chunk_size``; the NEG kernel by :mod:`trt_neg.kernels.host`),
-the few ``torch.cuda`` calls that raise on a CPU-only torch are faked, and the shapes are
-small.  Every comparison, table and summary line of the sections executes, so a Python
+(the NEG kernel by :mod:`trt_neg.kernels.host`), the few ``torch.cuda`` calls that raise on
+a CPU-only torch are faked, and the shapes are small (the GDN section's tests, on the same
+pattern, are in test_gpu_check_gdn_on_cpu.py).  Every comparison, table and summary line of the sections executes, so a Python
 slip in them cannot first show on a lent GPU.  Timings here are meaningless and not asserted."""
 
 from __future__ import annotations
@@ -18,218 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from trt_neg.gpu_check import SectionContext, common, plot, sec_backend, sec_gdn, sec_machine, sec_pytest
+from trt_neg.gpu_check import SectionContext, common, sec_backend, sec_machine, sec_pytest
 from trt_neg.gpu_check.report import ERROR, FAIL, PASS, SKIP
-from _cuda_sim import GDN_ARCHS
-from _gpu_stand_ins import SMALL_9B, fake_h200, fake_time, host_neg_step, small_shapes
-from trt_neg.kernels import cuda_ext, gdn_host
+from _gpu_stand_ins import fake_h200, fake_time, host_neg_step, small_shapes
+from trt_neg.kernels import cuda_ext
 
-H200_SHARED_OPTIN = GDN_ARCHS["sm_90"][2]  # cudaDevAttrMaxSharedMemoryPerBlockOptin on an H200 (227 KiB)
 REAL_NEG_STEP = cuda_ext.neg_step  # the real wrapper, before a fixture replaces it
-ALGO_NAMES = {v: k for k, v in gdn_host.ALGOS.items()}
 REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def _on_device(t: torch.Tensor, name: str, dtype=None) -> None:
-    """gdnTorch.cpp's check(): on the section's device, contiguous, of the expected dtype."""
-    assert isinstance(t, torch.Tensor), f"{name}: expected a tensor, got {type(t).__name__}"
-    assert t.device.type == torch.device(common.DEVICE).type, f"{name}: on {t.device}, not {common.DEVICE}"
-    assert t.is_contiguous(), f"{name}: must be contiguous"
-    if dtype is not None:
-        assert t.dtype == dtype, f"{name}: expected {dtype}, got {t.dtype}"
-
-
-class HostGdnExtension:
-    """Stand-in for the trt_neg_gdn_cuda module: the host library with the binding's
-    signature (every argument keyword-able, only ``algo`` defaulted) and its checks."""
-
-    def __init__(self, max_shared: int = H200_SHARED_OPTIN, corrupt_algo: int | None = None):
-        self.max_shared = max_shared
-        self.corrupt_algo = corrupt_algo  # add an error to this algo's outputs (negative test)
-        self.calls = 0
-
-    def chunk_size(self, hk, hv, dk, dv) -> int:
-        return int(gdn_host.chunk_plan(int(hk), int(hv), int(dk), int(dv), self.max_shared)["chunk"])
-
-    def gdn_forward(self, qkv, a, b, z, a_log, dt_bias, norm_weight, state_pool, slot_mapping, last_token_ids,
-                    request_types, num_k_heads, num_v_heads, head_k_dim, head_v_dim, norm_eps, remove_padding,
-                    continue_context, algo=0):
-        self.calls += 1
-        assert isinstance(algo, int) and 0 <= algo <= 2, f"algo: {algo!r}"
-        st = qkv.dtype
-        _on_device(qkv, "qkv", st)
-        _on_device(a, "a", st)
-        _on_device(b, "b", st)
-        _on_device(a_log, "A_log", torch.float32)
-        _on_device(dt_bias, "dt_bias", torch.float32)
-        assert (z is None) == (norm_weight is None), "z and norm_weight go together"
-        if z is not None:
-            _on_device(z, "z", st)
-            _on_device(norm_weight, "norm_weight", torch.float32)
-        _on_device(state_pool, "state_pool", torch.float32)
-        _on_device(last_token_ids, "last_token_ids", torch.int32)
-        if slot_mapping is not None:
-            _on_device(slot_mapping, "slot_mapping", torch.int32)
-        rtypes = [int(t) for t in request_types]  # std::vector<int64_t>
-        assert len(rtypes) == last_token_ids.numel(), "last_token_ids: one per request"
-        for name, v in (("num_k_heads", num_k_heads), ("num_v_heads", num_v_heads), ("head_k_dim", head_k_dim),
-                        ("head_v_dim", head_v_dim)):
-            assert isinstance(v, int) and v > 0, f"{name}: {v!r}"
-        assert isinstance(norm_eps, float) and isinstance(remove_padding, bool) and isinstance(continue_context, bool)
-        chunk = self.chunk_size(num_k_heads, num_v_heads, head_k_dim, head_v_dim)
-        if algo == gdn_host.ALGOS["chunked"] and chunk == 0:
-            raise RuntimeError("gdn: chunked forced but no chunk size fits the device")
-        out = gdn_host.gated_delta_rule(
-            qkv, a, b, a_log, dt_bias, state_pool, num_k_heads=num_k_heads, num_v_heads=num_v_heads,
-            head_k_dim=head_k_dim, head_v_dim=head_v_dim, last_token_ids=last_token_ids.tolist(),
-            request_types=rtypes, slot_mapping=None if slot_mapping is None else slot_mapping.tolist(), z=z,
-            norm_weight=norm_weight, norm_eps=norm_eps, remove_padding=remove_padding,
-            continue_context=continue_context, algo=ALGO_NAMES[algo], chunk_size=chunk or gdn_host.HOST_CHUNK_SIZE)
-        if self.corrupt_algo == algo:
-            out.view(-1)[0] += 0.5
-        return out
-
-
-@pytest.fixture
-def gdn_section(monkeypatch):
-    ext = HostGdnExtension()
-    monkeypatch.setattr(common, "DEVICE", "cpu")
-    monkeypatch.setattr(sec_gdn, "cuda_time_us", fake_time)
-    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
-    monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
-    small_shapes(monkeypatch.setattr)
-    return SectionContext("gdn", bandwidth=4.0e12, quick=True, timeout=120.0), ext
-
-
-def test_gdn_section_runs_and_passes_on_the_host_library(gdn_section):
-    ctx, ext = gdn_section
-    assert sec_gdn.run(ctx) == PASS, "\n".join(ctx.lines)
-    text = "\n".join(ctx.lines)
-    assert "correctness: PASS" in text and "FAIL" not in text
-    assert "; median of 5 (torch chunk: of 3), L2 flushed" in text  # the torch reference is timed fewer times
-    assert ext.calls > 0
-    d = ctx.data
-    json.dumps(d)  # the child writes it as JSON (default=str would hide a tensor)
-    assert d["correctness"] is True and isinstance(d["build_seconds"], float)
-    # 3 configs x fp32/bf16 x gated/not, + 2 padded, each for scan and chunked (all fit in 227 KiB).
-    assert len(d["vs_host"]) == (3 * 4 + 2) * 2 and all(r["ok"] for r in d["vs_host"])
-    assert {r["algo"] for r in d["vs_host"]} == {"scan", "chunked"} and sum(r["padded"] for r in d["vs_host"]) == 4
-    assert [r["cfg"] for r in d["vs_reference"]][::2] == [[2, 2, 64, 64], [2, 4, 64, 64], list(SMALL_9B)]
-    assert all(r["ok"] and r["err_out"] <= 2e-4 for r in d["vs_reference"])
-    rows = d["chunked_vs_scan"]
-    assert [r["T"] for r in rows] == [1, 16, 80] and all(r["ok"] and r["chunk"] == 64 for r in rows)
-    assert all(r["chunked_vs_scan"] < 1e-4 for r in rows)
-    bench = d["timing"]
-    assert [r["B"] for r in bench["context"]] == [1, 8] and bench["context"][0]["T"] == 48
-    for r in bench["context"]:  # per token of the whole batch, as tokens_per_s counts them
-        assert r["us_per_token"] == pytest.approx(r["kernel_us"] / (r["B"] * r["T"]))
-        assert r["us_per_token"] == pytest.approx(1e6 / r["tokens_per_s"])
-    assert [r["B"] for r in bench["generation"]] == [1, 4, 8]
-    assert set(bench["generation"][0]) >= {"kernel_us", "torch_recurrent_fp32_us", "floor_over_kernel", "achieved_GBps"}
-    assert "Hk=2  Hv=4  dk=32  dv=16  bf16 gated=0 padded chunked: out" in text
-    assert "device chunk size 64" in text and "scan/chunk" in text
-    assert ctx.summary.startswith("correctness ok; context T=48 B=1 ") and "T=80 scan/chunked 1.0x" in ctx.summary
-    assert "generation B=8 1 us = " in ctx.summary and ctx.summary.endswith("of floor")
-    # The figure reads these rows (trt_neg/gpu_check/plot.py): generation and context panels.
-    drawn = plot.panels({"sections": [{"name": "gdn", "data": d}]})
-    assert [p.title.split(" (")[0] for p in drawn] == ["Gated DeltaNet generation step", "Gated DeltaNet context phase"]
-    assert [s.xs for s in drawn[0].series][0] == [1, 4, 8] and "kernel" in [s.label for s in drawn[1].series]
-
-
-def test_gdn_section_passes_on_the_binding_and_kernel_on_the_cuda_simulation(gdn_section, monkeypatch):
-    """The same section with nothing standing in: gdnTorch.cpp and gdnKernel.cu built on the
-    CPU simulation of CUDA (tests/_sim_extensions.py, an H200's 227 KiB opt-in) serve every call."""
-    sim = pytest.importorskip("_sim_extensions")
-    ext = sim.gdn_extension().reset()
-    monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: ext)
-    ctx, _ = gdn_section
-    assert sec_gdn.run(ctx) == PASS, "\n".join(ctx.lines)
-    text = "\n".join(ctx.lines)
-    assert "correctness: PASS" in text and "FAIL" not in text and ext.calls > 0
-    d = ctx.data
-    assert len(d["vs_host"]) == (3 * 4 + 2) * 2 and all(r["ok"] for r in d["vs_host"])
-    assert all(r["ok"] and r["err_out"] <= 2e-4 for r in d["vs_reference"])
-    assert all(r["ok"] and r["chunk"] == 64 and r["chunked_vs_scan"] < 1e-4 for r in d["chunked_vs_scan"])
-
-
-def test_gdn_section_reports_a_wrong_chunked_path(gdn_section):
-    """A chunked path that computes something else is a FAIL, in every table that runs it."""
-    ctx, ext = gdn_section
-    ext.corrupt_algo = gdn_host.ALGOS["chunked"]
-    assert sec_gdn.run(ctx) == FAIL
-    text = "\n".join(ctx.lines)
-    assert "correctness: FAIL" in text and ctx.summary.startswith("correctness FAILED")
-    assert all(r["ok"] == (r["algo"] == "scan") for r in ctx.data["vs_host"])
-    assert all(r["ok"] == (r["algo"] == "scan") for r in ctx.data["vs_reference"])
-    assert not any(r["ok"] for r in ctx.data["chunked_vs_scan"])
-    assert "FAIL Hk=2  Hv=2  dk=16  dv=16  fp32 gated=1 packed chunked" in text
-
-
-def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_section, monkeypatch):
-    """A device whose shared memory fits no chunk for a config: the vs-host table leaves the
-    forced chunked path out for it (the launcher would refuse it) and runs the others at the
-    device's smaller chunk size (16 here, host and stand-in alike)."""
-    ctx, ext = gdn_section
-    ext.max_shared = 12000  # chunk 16 for (2, 2, 16, 16), none for SMALL_9B
-    assert sec_gdn.device_chunk(sec_gdn.CONFIGS[0]) == 16 and sec_gdn.device_chunk(SMALL_9B) == 0
-    monkeypatch.setattr(sec_gdn, "vs_reference", lambda cfg, seed, algo="auto": (0.0, 0.0))
-    assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
-    chunked = {tuple(r["cfg"]) for r in ctx.data["vs_host"] if r["algo"] == "chunked"}
-    assert chunked == {(2, 2, 16, 16), (2, 4, 32, 16)}
-    assert sum(tuple(r["cfg"]) == SMALL_9B for r in ctx.data["vs_host"]) == 4  # scan only
-
-
-@pytest.mark.parametrize("table", ["vs_host", "vs_reference"])
-def test_gdn_correctness_fails_on_the_final_state_alone(gdn_section, monkeypatch, table):
-    """Outputs that match with a final recurrent state that does not (the next step starts from
-    it) fail the check, in either table; errors exactly at the tolerances pass."""
-    ctx, _ = gdn_section
-    at_tolerance = {"vs_host": lambda cfg, dt, *a: (sec_gdn.TOL_OUT[dt], sec_gdn.TOL_STATE),
-                    "vs_reference": lambda cfg, seed, algo="auto": (2e-4, 2e-4)}
-    for name, errors in at_tolerance.items():
-        monkeypatch.setattr(sec_gdn, name, errors)
-    assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
-    monkeypatch.setattr(sec_gdn, table, lambda *a, **k: (0.0, 1e-3))  # past both state tolerances
-    assert not sec_gdn.correctness(ctx)
-    other = "vs_reference" if table == "vs_host" else "vs_host"
-    assert not any(r["ok"] for r in ctx.data[table]) and all(r["ok"] for r in ctx.data[other])
-
-
-def test_gdn_relative_error_of_a_nan_or_inf_on_either_side_is_inf_never_nan():
-    """A NaN error would pass: ``max(0.0, nan)`` is 0.0 where the section folds its cases' errors.
-    A non-finite value on either side -- the kernel's or the host library's / the reference's,
-    where NaN - NaN or inf - inf is NaN -- is an infinite error instead."""
-    want = torch.tensor([[1.0, -3.0], [0.5, 2.0]])
-    assert sec_gdn._rel_err(want + 0.3, want) == pytest.approx(0.3 / 1.5)
-    for bad in (math.nan, math.inf, -math.inf):
-        broken = want.clone()
-        broken[1, 0] = bad
-        assert sec_gdn._rel_err(broken, want) == math.inf
-        assert sec_gdn._rel_err(want, broken) == math.inf
-        assert sec_gdn._rel_err(broken, broken.clone()) == math.inf
-    assert max(0.0, sec_gdn._rel_err(torch.full((3,), math.nan), torch.full((3,), math.nan))) == math.inf
-
-
-def test_gdn_section_fails_on_the_chunked_vs_scan_table_alone(gdn_section, monkeypatch):
-    """The long-sequence table is a verdict of its own: with the correctness tables passing, a
-    final state off the fp64 recurrence by 1e-2 there fails the section."""
-    from trt_neg.reference import ops
-
-    ctx, _ = gdn_section
-    monkeypatch.setattr(sec_gdn, "correctness", lambda ctx: True)
-    exact = ops.recurrent_gated_delta_rule
-
-    def state_off(*args, **kwargs):
-        o, state = exact(*args, **kwargs)
-        return o, state + 1e-2
-
-    monkeypatch.setattr(ops, "recurrent_gated_delta_rule", state_off)
-    assert sec_gdn.run(ctx) == FAIL
-    rows = ctx.data["chunked_vs_scan"]
-    assert not any(r["ok"] for r in rows) and all(r["err_out_scan"] < 1e-4 for r in rows)
-    assert sum(ln.endswith("  FAIL (tol 2e-04)") for ln in ctx.lines) == len(rows)
-    assert ctx.summary.startswith("correctness FAILED; ")
 
 
 # --------------------------------------------------------------------------- backend

@@ -4,9 +4,9 @@ which the GPU check and the reference backend load on a GPU -- built on the CPU 
 GPU: the wrappers' arguments, the bindings' tensor checks and messages, their parameter mapping and
 output allocation, and the kernels behind them, against the host libraries and the torch reference.
 
-The GPU-check section tests that run on the host library (tests/_gpu_stand_ins.py and
-test_gpu_check_sections_on_cpu.HostGdnExtension) stand in for these bindings; their signatures
-are checked against the real ones here.
+The GPU-check section tests that run on the host library (tests/_gpu_stand_ins.py's
+HostNegExtension and HostGdnExtension) stand in for these bindings; their signatures are
+checked against the real ones here.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 import torch
 from _build import GXX
-from _gpu_stand_ins import HostNegExtension
+from _gpu_stand_ins import HostGdnExtension, HostNegExtension
 from test_gdn_host import CTX, GEN, make_inputs
 from test_gdn_kernel_sim import OUTPUT_ULP, op_args, same_bits
-from test_gpu_check_sections_on_cpu import HostGdnExtension
 from test_neg_host import _logits, _weights
 
 from trt_neg import neg
