@@ -261,6 +261,34 @@ class _ScriptedBackend:
         pass
 
 
+def test_backend_decode_steps_feed_both_backends_the_cpus_latest_tokens():
+    """Teacher forcing: each decode step gives both backends the CPU's tokens of the step before
+    (not the GPU's, which differ here, nor an earlier step's), one position further each step."""
+    fed, positions = {"cpu": [], "gpu": []}, {"cpu": [], "gpu": []}
+
+    def backend(name, offset):
+        b = _ScriptedBackend([False] * 3, [0.5] * 3)
+        steps = iter(range(100))
+
+        def decode(slots, toks):
+            fed[name].append(list(toks))
+            return torch.arange(16.0).repeat(len(slots), 1), torch.zeros(len(slots), 4)
+
+        def sample(rows, logits, hidden):
+            step = next(steps)
+            positions[name].append([r.position for r in rows])
+            return [types.SimpleNamespace(token=(3 * step + i + offset) % 16, fired=False, entropy=0.5) for i in range(3)]
+
+        b.runner.decode, b.sample = decode, sample
+        return b
+
+    sec_backend.decode_compare(backend("cpu", 0), backend("gpu", 1), None, 16, lambda s: None)
+    cpu_tokens = [[(3 * step + i) % 16 for i in range(3)] for step in range(sec_backend.STEPS)]
+    assert fed["cpu"] == fed["gpu"] == cpu_tokens
+    start = list(sec_backend.PROMPT_LENS)
+    assert positions["cpu"] == positions["gpu"] == [[n + step for n in start] for step in range(sec_backend.STEPS + 1)]
+
+
 def test_backend_gate_difference_is_excused_within_1e_4_of_tau_only():
     """A row whose gate decision differs between the backends: explained when the CPU's H_hat is
     within 1e-4 (1 + |tau|) of tau (2e-4 at tau = 1), else a gate mismatch; every step counts."""
