@@ -47,6 +47,7 @@ import time
 import traceback
 from pathlib import Path
 
+from ..kernels import GDN_EXTENSION, NEG_EXTENSION
 from .report import ERROR, PASS, SKIP, SectionResult, exit_code, format_report, report_json, tail, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -376,9 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             res = run_child(cmd, name, result_path, timeout, env=env, cwd=ROOT, stop=stop)
             if res.status == ERROR and res.summary.endswith("(killed)"):
                 if name in ("neg", "backend", "pytest"):  # pytest: test_neg_gpu builds it where neg did not
-                    _clear_stale_build_lock("trt_neg_cuda")
+                    _clear_stale_build_lock(NEG_EXTENSION)
                 if name == "gdn" and (prebuild is None or prebuild.poll() is not None):
-                    _clear_stale_build_lock("trt_neg_gdn_cuda")
+                    _clear_stale_build_lock(GDN_EXTENSION)
             if name == "machine":
                 bandwidth = res.data.get("copy_bandwidth_Bps") or None
             _print_quietly(f"-> {res.status} ({res.seconds:.1f} s) {res.summary}")
@@ -484,4 +485,4 @@ def _finish_prebuild(proc: subprocess.Popen | None) -> None:
 def _kill_prebuild(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         _kill_group(proc)
-        _clear_stale_build_lock("trt_neg_gdn_cuda")
+        _clear_stale_build_lock(GDN_EXTENSION)

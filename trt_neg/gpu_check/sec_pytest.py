@@ -15,13 +15,11 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..kernels import NEG_EXTENSION
 from . import NEW_PROCESS_GROUP, _clear_stale_build_lock
 from .report import ERROR, FAIL, PASS, SKIP, tail
 
 ROOT = Path(__file__).resolve().parents[2]
-# The extension a gpu test (test_neg_gpu) builds when the neg section has not: a run killed while
-# building it leaves torch's lock, and the next build of it (a rerun's neg section) waits forever.
-NEG_EXTENSION = "trt_neg_cuda"
 
 
 def parse_junit(path: str | Path) -> dict:
@@ -64,7 +62,7 @@ def _passing_sigterm_to(proc: subprocess.Popen, tmp: str):
         except (ProcessLookupError, PermissionError):
             pass
         shutil.rmtree(tmp, ignore_errors=True)
-        _clear_stale_build_lock(NEG_EXTENSION)
+        _clear_stale_build_lock(NEG_EXTENSION)  # test_neg_gpu builds it where the neg section did not
         os._exit(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, stop)

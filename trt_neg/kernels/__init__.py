@@ -11,6 +11,9 @@ Importing this package never compiles anything and never needs CUDA.
 from pathlib import Path
 
 PLUGINS_DIR = Path(__file__).resolve().parents[2] / "plugins"
+# The torch extensions' module names (cuda_ext builds them; the GPU check clears their build locks).
+NEG_EXTENSION = "trt_neg_cuda"
+GDN_EXTENSION = "trt_neg_gdn_cuda"
 
 
 def check_splits(splits) -> int:

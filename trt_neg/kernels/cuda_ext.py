@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from . import PLUGINS_DIR, check_splits
+from . import GDN_EXTENSION, NEG_EXTENSION, PLUGINS_DIR, check_splits
 
 _lock = threading.Lock()
 _ext = None
@@ -150,7 +150,7 @@ def load(verbose: bool = False):
     global _ext
     with _lock:
         if _ext is None:
-            _ext = _build("trt_neg_cuda", NEG_SOURCES, verbose)
+            _ext = _build(NEG_EXTENSION, NEG_SOURCES, verbose)
         return _ext
 
 
@@ -159,7 +159,7 @@ def load_gdn(verbose: bool = False):
     global _gdn_ext
     with _lock:
         if _gdn_ext is None:
-            _gdn_ext = _build("trt_neg_gdn_cuda", GDN_SOURCES, verbose)
+            _gdn_ext = _build(GDN_EXTENSION, GDN_SOURCES, verbose)
         return _gdn_ext
 
 
