@@ -23,6 +23,12 @@ HOLD_CYCLES = 1_000_000
 _flush_buffer: torch.Tensor | None = None
 
 
+def fp32_tol(scale: float) -> float:
+    """The tolerance on an fp32 entropy or threshold of magnitude ``scale`` (GPU vs CPU: the
+    summation order differs): 1e-4 * (1 + |scale|)."""
+    return 1e-4 * (1 + abs(scale))
+
+
 def worst(*errors: float) -> float:
     """The largest of ``errors``, NaN if any is NaN: ``max`` keeps a NaN only where it comes first, so an
     error computed from a kernel's NaN output would be dropped and the check would pass."""

@@ -89,10 +89,10 @@ def decode_compare(cpu, gpu, tau: float | None, vocab: int, log) -> dict:
             dh = abs(a.entropy - b.entropy)
             st["max_entropy_err"] = common.worst(st["max_entropy_err"], dh)
             # sec_neg's H_hat tolerance; a NaN fails too (a mode-0 row's gate never tells)
-            st["entropy_tol_fail"] += int(not dh <= 1e-4 * (1 + abs(a.entropy)))
+            st["entropy_tol_fail"] += int(not dh <= common.fp32_tol(a.entropy))
             if a.fired != b.fired:
                 thr = float(cpu.neg_weights.threshold)
-                if math.isfinite(thr) and abs(a.entropy - thr) <= 1e-4 * (1 + abs(thr)):
+                if math.isfinite(thr) and abs(a.entropy - thr) <= common.fp32_tol(thr):
                     st["explained"] += 1
                 else:
                     st["fired_mismatch"] += 1

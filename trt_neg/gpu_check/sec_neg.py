@@ -77,7 +77,7 @@ def _compare(ref, got, z, top_k, temperature, seeds, offsets, tau=None):
     for r in range(n):
         if bool(rf[r]) != bool(gf[r]):
             e = float(ref.entropy[r])
-            if tau is None or abs(e - tau) > 1e-4 * (1 + abs(tau)):
+            if tau is None or abs(e - tau) > common.fp32_tol(tau):
                 fails.append(f"row {r}: fired {bool(gf[r])} != {bool(rf[r])}")
             continue
         if int(rt[r]) != int(gt[r]):
@@ -137,7 +137,7 @@ def correctness(ext_mod, device, log) -> bool:
                                        head_algo="mma")
                 err = common.worst(err, float((mma.entropy - ref.entropy).abs().max()))
             rows, boundary, fails = _compare(ref, got, z, 8, 1.0, seeds.cpu(), offs.cpu(), tau=tau)
-            good = err <= 1e-4 * (1 + float(ref.entropy.abs().max())) and not fails
+            good = err <= common.fp32_tol(float(ref.entropy.abs().max())) and not fails
             ok &= good
             log(f"  step    {str(dtype):15s} {act:9s}: {'ok' if good else 'FAIL'} (max |dH| {err:.2e}, "
                 f"{boundary} boundary draws)" + ("" if not fails else " " + "; ".join(fails[:3])))
@@ -211,7 +211,7 @@ def head_vs_cublas(ext_mod, ctx) -> list[dict]:
         return F.softplus((F.silu(y) * w2).sum(-1) + b2)
 
     rows = []
-    tol = lambda ref: 1e-4 * (1 + float(ref.abs().max()))  # noqa: E731 - fp32 summation-order tolerance
+    tol = lambda ref: common.fp32_tol(float(ref.abs().max()))  # noqa: E731
     for n in HEAD_N:
         hid = torch.randn(n, H_BENCH, generator=g).to(device, torch.bfloat16)
         ref = neg.neg_head(hid, w)  # fp32 maths on the bf16 inputs
