@@ -108,7 +108,18 @@ def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_secti
     ext.max_shared = 12000  # chunk 16 for (2, 2, 16, 16), none for SMALL_9B
     assert sec_gdn.device_chunk(sec_gdn.CONFIGS[0]) == 16 and sec_gdn.device_chunk(SMALL_9B) == 0
     monkeypatch.setattr(sec_gdn, "vs_reference", lambda cfg, seed, algo="auto": (0.0, 0.0))
+    chunk_sizes = {}  # (Hk, Hv, dk, dv) -> the chunk sizes the host library ran at (the check's and the stand-in's calls)
+    host_call = gdn_host.gated_delta_rule
+
+    def recorded(*args, **kw):
+        cfg = tuple(kw[k] for k in ("num_k_heads", "num_v_heads", "head_k_dim", "head_v_dim"))
+        chunk_sizes.setdefault(cfg, set()).add(kw["chunk_size"])
+        return host_call(*args, **kw)
+
+    monkeypatch.setattr(gdn_host, "gated_delta_rule", recorded)
     assert sec_gdn.correctness(ctx), "\n".join(ctx.lines)
+    assert chunk_sizes[sec_gdn.CONFIGS[0]] == {16}  # the device's, not the host library's default 64
+    assert chunk_sizes[SMALL_9B] == {gdn_host.HOST_CHUNK_SIZE}  # scan only: the chunk size is not used
     chunked = {tuple(r["cfg"]) for r in ctx.data["vs_host"] if r["algo"] == "chunked"}
     assert chunked == {(2, 2, 16, 16), (2, 4, 32, 16)}
     assert sum(tuple(r["cfg"]) == SMALL_9B for r in ctx.data["vs_host"]) == 4  # scan only
@@ -493,3 +504,41 @@ def test_gdn_chunked_vs_scan_row_shows_each_error_in_its_column_and_fails_past_t
     printed = [ln.split()[:6] + ln.split()[10:] for ln in ctx.lines[2:]]
     assert printed == [["1", "1.0e-05", "3.0e-05", "2.0e-05", "2.0e-04", "6.0e-05"],
                        ["16", "1.0e-05", "3.0e-05", "2.1e-04", "4.0e-05", "7.0e-05", "FAIL", "(tol", "2e-04)"]]
+
+
+def test_the_gdn_sizes_and_tolerances_are_the_9b_models_and_the_documented_ones():
+    """The other tests run the section at small shapes; the GPU runs it at these. The timed
+    config is the 9B model's Gated DeltaNet (the synthetic '9b' preset), and the head configs,
+    prompt lengths, batches and tolerances are the ones docs/gpu_check.md gives for section 3."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    from trt_neg.checkpoint.synthetic import PRESETS
+
+    text = PRESETS["9b"]["text_config"]
+    assert sec_gdn.CFG_9B == tuple(text[f"linear_{k}"] for k in ("num_key_heads", "num_value_heads", "key_head_dim",
+                                                                 "value_head_dim"))
+    assert sec_gdn.CONFIGS[-1] == sec_gdn.CFG_9B
+    defaults = inspect.signature(sec_gdn.chunked_vs_scan).parameters  # bound at import: must be the same objects
+    assert (defaults["lengths"].default, defaults["cfg"].default) == (sec_gdn.CHUNK_TS, sec_gdn.CFG_9B)
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "gpu_check.md"
+    row = next(ln for ln in docs.read_text().splitlines() if ln.startswith("| 3 | `gdn` |"))
+    configs = re.search(r"\(Hk, Hv, dk, dv\) = ((?:\(\d+,\d+,\d+,\d+\)(?:, )?)+)", row).group(1)
+    assert [tuple(map(int, c)) for c in re.findall(r"\((\d+),(\d+),(\d+),(\d+)\)", configs)] == list(sec_gdn.CONFIGS)
+    assert re.findall(r"T ∈ \{([\d, ]+)\}", row) == [", ".join(map(str, sec_gdn.CHUNK_TS))]
+    hk, hv, dk, dv = sec_gdn.CFG_9B
+    assert f"9B config ({hk}/{hv} heads, {dk}×{dv})" in row and dk == dv
+    batches = " and ".join(map(str, sec_gdn.CTX_BATCHES))
+    assert f"context T={sec_gdn.CTX_T}, batch {batches} " in row
+    assert f"generation, batch {sec_gdn.GEN_BATCHES[0]}..{sec_gdn.GEN_BATCHES[-1]} " in row
+    assert list(sec_gdn.GEN_BATCHES) == sorted(set(sec_gdn.GEN_BATCHES))
+
+    def fmt(x: float) -> str:  # as the docs write a tolerance: 1e-4, 1.6e-2
+        mantissa, exponent = f"{x:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+    assert (f"fp32 {fmt(sec_gdn.TOL_OUT[FP32])}, bf16 {fmt(sec_gdn.TOL_OUT[BF16])} relative to 1+\\|ref\\|; "
+            f"state {fmt(sec_gdn.TOL_STATE)})") in row
+    assert f"(fp32 I/O, tol {fmt(sec_gdn.TOL_CHUNK_REF)})" in row

@@ -37,6 +37,7 @@ CONFIGS = ((2, 2, 16, 16), (2, 4, 32, 16), (1, 2, 64, 64), (4, 4, 128, 128), CFG
 TOL_OUT = {torch.float32: 1e-4, torch.bfloat16: 1.6e-2}  # per element, relative to 1 + |host|
 TOL_STATE = 1e-4  # the state is fp32 whatever the activation dtype
 CTX_T = 1024
+CTX_BATCHES = (1, 8)
 ALGOS = ("scan", "chunked")
 CHUNK_TS = (1, 16, 64, 512, 4096)
 TOL_CHUNK_REF = 2e-4  # fp32 kernel vs fp64 recurrence, relative to 1 + |ref| (as vs_reference)
@@ -255,16 +256,6 @@ def chunked_vs_scan(ctx, lengths=CHUNK_TS, cfg=CFG_9B) -> tuple[bool, list]:
     return ok, rows
 
 
-def _call(cu, cfg, pool, last, types, slots, gated=True):
-    from ..kernels import cuda_ext
-
-    hk, hv, dk, dv = cfg
-    return cuda_ext.gdn_forward(cu["qkv"], cu["a"], cu["b"], cu["A_log"], cu["dt_bias"], pool, num_k_heads=hk,
-                                num_v_heads=hv, head_k_dim=dk, head_v_dim=dv, last_token_ids=last,
-                                request_types=types, slot_mapping=slots, z=cu["z"] if gated else None,
-                                norm_weight=cu["norm_weight"] if gated else None)
-
-
 def benchmark(ctx) -> dict:
     from ..kernels import cuda_ext
     from ..reference.ops import _fla_kernels, chunk_gated_delta_rule, gated_delta_rule, recurrent_gated_delta_rule
@@ -282,7 +273,7 @@ def benchmark(ctx) -> dict:
             "floor = activations + state write):")
     ctx.log(f"{'B':>4} {'kernel us':>10} {'us/token':>9} {'Mtok/s':>7} {'torch chunk fp32':>16}"
             + (f" {'fla':>9}" if fla else "") + f" {'floor@meas':>10} {'floor@4.8':>9}")
-    for B in (1, 8):
+    for B in CTX_BATCHES:
         x = {k: v.to(common.DEVICE) for k, v in _inputs(B * CTX_T, hk, hv, dk, dv, g, torch.bfloat16).items()}
         pool = torch.zeros(B, hv, dk, dv, device=common.DEVICE)
         last = torch.arange(1, B + 1, dtype=torch.int32, device=common.DEVICE) * CTX_T
