@@ -108,7 +108,7 @@ def test_gdn_correctness_leaves_out_forced_chunked_where_no_chunk_fits(gdn_secti
     ext.max_shared = 12000  # chunk 16 for (2, 2, 16, 16), none for SMALL_9B
     assert sec_gdn.device_chunk(sec_gdn.CONFIGS[0]) == 16 and sec_gdn.device_chunk(SMALL_9B) == 0
     monkeypatch.setattr(sec_gdn, "vs_reference", lambda cfg, seed, algo="auto": (0.0, 0.0))
-    chunk_sizes = {}  # (Hk, Hv, dk, dv) -> the chunk sizes the host library ran at (the check's and the stand-in's calls)
+    chunk_sizes = {}  # (Hk, Hv, dk, dv) -> the host library's chunk sizes (the check's calls and the stand-in's)
     host_call = gdn_host.gated_delta_rule
 
     def recorded(*args, **kw):
