@@ -202,6 +202,7 @@ def fake_h200(set_attr) -> None:
                         ("synchronize", lambda *a, **k: None), ("empty_cache", lambda *a, **k: None)):
         set_attr(torch.cuda, name, value)
 
+
 def scripted_timings(*us):
     """cuda_time_us's stand-in that runs ``fn`` once and says the next of ``us`` (the section's
     timed calls in their order), so that each table column shows which call it came from."""
