@@ -159,8 +159,6 @@ def test_gdn_relative_error_of_a_nan_or_inf_on_either_side_is_inf_never_nan():
 def test_gdn_section_fails_on_the_chunked_vs_scan_table_alone(gdn_section, monkeypatch):
     """The long-sequence table is a verdict of its own: with the correctness tables passing, a
     final state off the fp64 recurrence by 1e-2 there fails the section."""
-    from trt_neg.reference import ops
-
     ctx, _ = gdn_section
     monkeypatch.setattr(sec_gdn, "correctness", lambda ctx: True)
     exact = ops.recurrent_gated_delta_rule
@@ -241,8 +239,7 @@ def test_gdn_tables_and_summary_show_each_timing_where_it_belongs(recording, mon
     bf16 gated, CTX/GEN rows, slots, how many repetitions), each table's columns (us/token,
     Mtok/s, floors at the measured bandwidth and at 4.8 TB/s, floor/kernel, GB/s, scan/chunked)
     and the summary line."""
-
-    ctx, ext = recording
+    _, ext = recording
     ctx = SectionContext("gdn", bandwidth=1e9, quick=False, timeout=120.0)
     loads, loaded_before_correctness = [], []
     monkeypatch.setattr(cuda_ext, "load_gdn", lambda verbose=False: (loads.append(verbose), ext)[1])
@@ -318,7 +315,7 @@ def test_gdn_tables_and_summary_show_each_timing_where_it_belongs(recording, mon
 def test_gdn_generation_floor_without_a_measured_bandwidth_is_the_4p8_one(recording, monkeypatch):
     """No copy bandwidth measured: the floor/kernel ratio is against the 4.8 TB/s floor and the
     measured-floor columns say nan; with flash-linear-attention present its timing gets a column."""
-    ctx, ext = recording
+    _, ext = recording
     ctx = SectionContext("gdn", bandwidth=None, quick=True, timeout=120.0)
     monkeypatch.setattr(ops, "_fla_kernels", lambda: ("chunk", "recurrent"))
     monkeypatch.setattr(ops, "gated_delta_rule", lambda *a, **k: None)

@@ -120,8 +120,6 @@ def test_cuda_ext_wrappers_call_the_binding_as_declared(monkeypatch):
         assert torch.allclose(cuda_ext.neg_head(hid, w, head_algo=algo), neg.neg_head(hid, w), atol=1e-4)
 
 
-
-
 def test_neg_tables_and_summary_show_each_timing_where_it_belongs(cpu_section, monkeypatch):
     """The tables a GPU run records: each figure in its column, the ratios the right way up
     (torch/fused, fused1/fused, floor/fused, kernel/cuBLAS, kernel/mma), the floors at the

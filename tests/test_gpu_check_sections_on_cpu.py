@@ -3,8 +3,8 @@ of test_gpu_check_neg_on_cpu.py): ``common.DEVICE`` is "cpu", the CUDA extension
 replaced by host-library stand-ins with the bindings' exact signatures and argument checks
 (the NEG kernel by :mod:`trt_neg.kernels.host`), the few ``torch.cuda`` calls that raise on
 a CPU-only torch are faked, and the shapes are small (the GDN section's tests, on the same
-pattern, are in test_gpu_check_gdn_on_cpu.py).  Every comparison, table and summary line of the sections executes, so a Python
-slip in them cannot first show on a lent GPU.  Timings here are meaningless and not asserted."""
+pattern, are in test_gpu_check_gdn_on_cpu.py).  Every comparison, table and summary line of
+the sections executes, so a Python slip in them cannot first show on a lent GPU.  Timings here are meaningless and not asserted."""
 
 from __future__ import annotations
 

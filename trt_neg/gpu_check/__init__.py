@@ -48,7 +48,7 @@ import traceback
 from pathlib import Path
 
 from ..kernels import GDN_EXTENSION, NEG_EXTENSION
-from .report import ERROR, PASS, SKIP, SectionResult, exit_code, format_report, report_json, tail, write_report
+from .report import ERROR, SKIP, SectionResult, exit_code, format_report, report_json, tail, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT_DIR = ROOT / "benchmarks" / "gpu_check"  # the repository's (git-ignored), whatever the cwd
