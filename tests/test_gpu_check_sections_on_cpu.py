@@ -4,7 +4,8 @@ replaced by host-library stand-ins with the bindings' exact signatures and argum
 (the NEG kernel by :mod:`trt_neg.kernels.host`), the few ``torch.cuda`` calls that raise on
 a CPU-only torch are faked, and the shapes are small (the GDN section's tests, on the same
 pattern, are in test_gpu_check_gdn_on_cpu.py).  Every comparison, table and summary line of
-the sections executes, so a Python slip in them cannot first show on a lent GPU.  Timings here are meaningless and not asserted."""
+the sections executes, so a Python slip in them cannot first show on a lent GPU.  Timings here
+are meaningless and not asserted."""
 
 from __future__ import annotations
 
